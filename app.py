@@ -1,0 +1,73 @@
+"""The Intellimeter API's routes: each parses its arguments, calls one function of chalicelib, returns the result.
+
+Rendering (responseType), authentication, errors and the access log are chalicelib/web.py's.
+The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
+"""
+from chalice import Chalice
+
+from chalicelib import accounts, auth
+from chalicelib.web import Api
+
+app = Chalice(app_name="intellimeter-api")
+api = Api(app)
+
+
+# ---- /session ---------------------------------------------------------------------------------
+
+@api.route("/session", "GET")
+def get_session(call):
+    return accounts.account(call.project_id, call.user_id)
+
+
+@api.route("/session", "PUT", authenticated=False)
+def log_in(call):
+    result, token = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
+    call.set_session_cookie(token)
+    return result
+
+
+@api.route("/session", "DELETE")
+def log_out(call):
+    auth.logout(call.caller)
+    call.set_session_cookie(None)
+    return {}
+
+
+# ---- /key -------------------------------------------------------------------------------------
+
+@api.route("/key", "GET")
+def get_key(call):
+    return accounts.current_key(call.project_id, call.user_id)
+
+
+@api.route("/key", "POST")
+def new_key(call):
+    return accounts.regenerate_key(call.project_id, call.user_id)
+
+
+# ---- /user ------------------------------------------------------------------------------------
+
+@api.route("/user", "GET")
+def list_users(call):
+    return accounts.list_users(call.project_id)
+
+
+@api.route("/user", "PUT")
+def create_user(call):
+    account, _key = accounts.create_user(call.project_id, call.text("username", required=True),
+                                         call.text("password", required=True), call.text("email", required=True))
+    return account
+
+
+@api.route("/user", "POST")
+def update_user(call):
+    return accounts.update_account(call.project_id, call.user_id, call.caller.session_digest,
+                                   username=call.text("username"), password=call.text("password"),
+                                   email=call.text("email"))
+
+
+@api.route("/user", "DELETE")
+def delete_user(call):
+    accounts.delete_account(call.project_id, call.user_id)
+    call.set_session_cookie(None)
+    return {}

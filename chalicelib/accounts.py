@@ -1,0 +1,243 @@
+"""Projects and their user accounts: creation, lookup, updates, deletion, and each account's API key.
+
+Login names are unique case-insensitively across all projects, enforced by a LOGIN# item written in
+the same transaction as the account (never read-then-write), so concurrent creates can't both win.
+"""
+from datetime import datetime, timezone
+
+from chalicelib import apikeys, clock, db, passwords, sessions, validation
+from chalicelib.errors import BadRequest, Conflict, NotFound
+
+TABLE = "AccountsTable"
+
+
+def _project_key(project_id):
+    return {"pk": f"PROJECT#{project_id}", "sk": "PROJECT"}
+
+
+def _user_key(project_id, user_id):
+    return {"pk": f"PROJECT#{project_id}", "sk": f"USER#{user_id:010d}"}
+
+
+def _login_key(username):
+    return {"pk": "LOGIN#" + validation.login_key(username), "sk": "LOGIN"}
+
+
+def _api_key_key(digest):
+    return {"pk": "KEY#" + digest, "sk": "KEY"}
+
+
+# ---- projects ---------------------------------------------------------------------------------
+
+def create_project(name, time_zone="UTC"):
+    """A new project (site) with its own integer id; names are unique case-insensitively."""
+    name = validation.name("project name", name)
+    try:
+        clock.zone(time_zone)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    project_id = db.next_id("project")
+    project = {"project_id": project_id, "name": name, "timezone": time_zone,
+               "created": clock.utcnow().isoformat()}
+    try:
+        db.transact([
+            ("put", TABLE, {"item": {"pk": "PROJECTNAME#" + validation.login_key(name), "sk": "PROJECTNAME",
+                                     "project_id": project_id},
+                            "condition": "attribute_not_exists(pk)"}),
+            ("put", TABLE, {"item": {**_project_key(project_id), **project}}),
+        ])
+    except db.ConditionFailed:
+        raise Conflict(f"a project named {name!r} already exists") from None
+    return project
+
+
+def get_project(project_id):
+    """The project record, or NotFound."""
+    item = db.get(TABLE, _project_key(project_id))
+    if not item:
+        raise NotFound(f"project {project_id} does not exist")
+    return item
+
+
+def find_project(name):
+    """The project named name (case-insensitive), or None."""
+    item = db.get(TABLE, {"pk": "PROJECTNAME#" + validation.login_key(name), "sk": "PROJECTNAME"})
+    return get_project(item["project_id"]) if item else None
+
+
+def project_zone(project_id):
+    """The ZoneInfo the project's times are shown in."""
+    return clock.zone(get_project(project_id).get("timezone", "UTC"))
+
+
+# ---- accounts ---------------------------------------------------------------------------------
+
+def _account_view(user, project):
+    """The GET /session shape of an account."""
+    zone = clock.zone(project.get("timezone", "UTC"))
+    return {
+        "uuid": user["user_id"], "project": user["project_id"], "username": user["username"],
+        "email": user["email"], "joined": _local(user["joined"], zone), "project_name": project["name"],
+    }
+
+
+def _public_view(user, zone):
+    """The GET /user shape: what other users of the project may see."""
+    return {"uuid": user["user_id"], "username": user["username"], "email": user["email"],
+            "joined": _local(user["joined"], zone)}
+
+
+def _local(iso_utc, zone):
+    return datetime.fromisoformat(iso_utc).astimezone(zone).replace(tzinfo=None, microsecond=0)
+
+
+def _user(project_id, user_id):
+    item = db.get(TABLE, _user_key(project_id, user_id))
+    if not item:
+        raise NotFound("this account no longer exists")
+    return item
+
+
+def create_user(project_id, username, password, email):
+    """A new account in the project, with its own API key; returns (account view, key)."""
+    username = validation.name("username", username, validation.USERNAME_MAX)
+    email = validation.email(email)
+    password = validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)
+    project = get_project(project_id)
+    user_id = db.next_id("user")
+    key = apikeys.new_key()
+    digest = apikeys.digest(key)
+    user = {
+        **_user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
+        "username": username, "email": email, "joined": clock.utcnow().replace(microsecond=0).isoformat(),
+        "password_hash": passwords.hash_password(password),
+        "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id),
+    }
+    try:
+        db.transact([
+            ("put", TABLE, {"item": {**_login_key(username), "project_id": project_id, "user_id": user_id},
+                            "condition": "attribute_not_exists(pk)"}),
+            ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id, "user_id": user_id},
+                            "condition": "attribute_not_exists(pk)"}),
+            ("put", TABLE, {"item": user}),
+        ])
+    except db.ConditionFailed:
+        raise Conflict(f"the username {username!r} is taken: choose another") from None
+    return _account_view(user, project), key
+
+
+def account(project_id, user_id):
+    """The GET /session view of an account."""
+    return _account_view(_user(project_id, user_id), get_project(project_id))
+
+
+def list_users(project_id):
+    """The public view of every account of the project, by id."""
+    zone = project_zone(project_id)
+    items = db.query(TABLE, "pk = :p AND begins_with(sk, :u)", {":p": f"PROJECT#{project_id}", ":u": "USER#"})
+    return [_public_view(item, zone) for item in items]
+
+
+def update_account(project_id, user_id, session_digest=None, username=None, password=None, email=None):
+    """Change any of username, password, email; a password change ends the account's other sessions."""
+    user = _user(project_id, user_id)
+    changes = {}
+    if email is not None:
+        changes["email"] = validation.email(email)
+    if password is not None:
+        changes["password_hash"] = passwords.hash_password(
+            validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH))
+    operations = []
+    if username is not None:
+        username = validation.name("username", username, validation.USERNAME_MAX)
+        changes["username"] = username
+        old_login, new_login = _login_key(user["username"]), _login_key(username)
+        if old_login != new_login:
+            operations += [
+                ("put", TABLE, {"item": {**new_login, "project_id": project_id, "user_id": user_id},
+                                "condition": "attribute_not_exists(pk)"}),
+                ("delete", TABLE, {"key": old_login, "condition": "user_id = :u", "values": {":u": user_id}}),
+            ]
+    if changes:
+        names = {f"#f{i}": field for i, field in enumerate(changes)}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+        vals = {f":v{i}": value for i, value in enumerate(changes.values())}
+        operations.append(("update", TABLE, {"key": _user_key(project_id, user_id), "expression": expression,
+                                             "names": names, "values": vals,
+                                             "condition": "attribute_exists(pk)"}))
+        try:
+            db.transact(operations)
+        except db.ConditionFailed as failure:
+            if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed" and username is not None:
+                raise Conflict(f"the username {username!r} is taken: choose another") from None
+            raise NotFound("this account no longer exists") from None
+    if password is not None:
+        sessions.end_all(user_id, keep_digest=session_digest)
+    return account(project_id, user_id)
+
+
+def delete_account(project_id, user_id):
+    """Delete the account, its login name and key, and end all its sessions."""
+    user = _user(project_id, user_id)
+    db.transact([
+        ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
+        ("delete", TABLE, {"key": _login_key(user["username"])}),
+        ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
+    ])
+    sessions.end_all(user_id)
+
+
+def find_login(username):
+    """(project_id, user_id) of a login name, or None."""
+    if not isinstance(username, str) or not username or len(username) > validation.USERNAME_MAX * 4:
+        return None
+    item = db.get(TABLE, _login_key(username.strip()))
+    return (item["project_id"], item["user_id"]) if item else None
+
+
+def check_password(project_id, user_id, password):
+    """True when password is the account's; upgrades the stored hash when the parameters have risen."""
+    user = db.get(TABLE, _user_key(project_id, user_id))
+    if not user or not passwords.verify(user["password_hash"], password):
+        return False
+    if passwords.needs_rehash(user["password_hash"]):
+        db.update(TABLE, _user_key(project_id, user_id), "SET password_hash = :h",
+                  expression_values={":h": passwords.hash_password(password)}, condition="attribute_exists(pk)")
+    return True
+
+
+# ---- API keys ---------------------------------------------------------------------------------
+
+def find_by_key(key):
+    """(project_id, user_id) owning an API key, or None."""
+    if not apikeys.looks_like_key(key):
+        return None
+    item = db.get(TABLE, _api_key_key(apikeys.digest(key)))
+    return (item["project_id"], item["user_id"]) if item else None
+
+
+def current_key(project_id, user_id):
+    """The account's API key, decrypted from its stored copy."""
+    user = _user(project_id, user_id)
+    return {"key": apikeys.decrypt(user["key_ciphertext"], user_id)}
+
+
+def regenerate_key(project_id, user_id):
+    """A new API key for the account; the old one stops working in the same transaction."""
+    user = _user(project_id, user_id)
+    key = apikeys.new_key()
+    digest = apikeys.digest(key)
+    try:
+        db.transact([
+            ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
+            ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id, "user_id": user_id},
+                            "condition": "attribute_not_exists(pk)"}),
+            ("update", TABLE, {"key": _user_key(project_id, user_id),
+                               "expression": "SET key_digest = :d, key_ciphertext = :c",
+                               "condition": "key_digest = :old",
+                               "values": {":d": digest, ":c": apikeys.encrypt(key, user_id),
+                                          ":old": user["key_digest"]}}),
+        ])
+    except db.ConditionFailed:
+        raise Conflict("the key was changed by another request at the same time: try again") from None
+    return {"key": key}

@@ -1,0 +1,53 @@
+"""Time: the one place that reads the clock (tests move it) and converts between UTC and a project's zone."""
+import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_offset = 0.0
+
+
+def now():
+    """Seconds since the epoch, UTC (tests shift it with advance())."""
+    return time.time() + _offset
+
+
+def utcnow():
+    """The current time as an aware UTC datetime."""
+    return datetime.fromtimestamp(now(), timezone.utc)
+
+
+def advance(seconds):
+    """Move the clock forward (tests of expiry and throttling)."""
+    global _offset
+    _offset += seconds
+
+
+def reset():
+    """Undo advance()."""
+    global _offset
+    _offset = 0.0
+
+
+def zone(name):
+    """The ZoneInfo of an IANA name; ValueError when there is no such zone."""
+    try:
+        if not isinstance(name, str) or not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+            raise ZoneInfoNotFoundError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as America/Toronto") from None
+
+
+def local(epoch_seconds, tz):
+    """A UTC instant as a naive local datetime in tz (what the API shows)."""
+    return datetime.fromtimestamp(epoch_seconds, tz).replace(tzinfo=None)
+
+
+def iso_utc(epoch_seconds):
+    """An instant as 'YYYY-MM-DDTHH:MM:SSZ'."""
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso_utc(text):
+    """'YYYY-MM-DDTHH:MM:SSZ' back to epoch seconds."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()

@@ -1,0 +1,183 @@
+"""DynamoDB access: the small layer every storage module goes through.
+
+Items are plain dicts here; this module converts them to and from DynamoDB's typed form, pages
+queries, and turns conditional-check failures into one exception the callers can act on.
+"""
+from decimal import Decimal
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, config
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class ConditionFailed(Exception):
+    """A conditional write (or one condition of a transaction) did not hold."""
+
+    def __init__(self, reasons=()):
+        super().__init__("condition failed")
+        self.reasons = list(reasons)
+
+
+def table(logical_id):
+    """Physical table name of a table of infra/resources.yaml."""
+    return config.resource_name(logical_id)
+
+
+def to_ddb(item):
+    """A plain dict as a DynamoDB item (floats pass through Decimal exactly as written)."""
+    return {k: _serializer.serialize(_plain_to_ddb_value(v)) for k, v in item.items() if v is not None}
+
+
+def _plain_to_ddb_value(value):
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _plain_to_ddb_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_to_ddb_value(v) for v in value]
+    return value
+
+
+def from_ddb(item):
+    """A DynamoDB item as a plain dict: integral numbers as int, others as float."""
+    return {k: _ddb_to_plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _ddb_to_plain(value):
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) and "E" not in str(value) else float(value)
+    if isinstance(value, dict):
+        return {k: _ddb_to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ddb_to_plain(v) for v in value]
+    return value
+
+
+def values(mapping):
+    """ExpressionAttributeValues from a plain dict."""
+    return {k: _serializer.serialize(_plain_to_ddb_value(v)) for k, v in mapping.items()}
+
+
+def get(logical_id, key, consistent=True):
+    """One item by key, or None."""
+    answer = aws.dynamodb().get_item(TableName=table(logical_id), Key=to_ddb(key), ConsistentRead=consistent)
+    return from_ddb(answer["Item"]) if "Item" in answer else None
+
+
+def put(logical_id, item, condition=None, names=None, expression_values=None):
+    """Write one item, optionally under a condition (ConditionFailed when it fails)."""
+    args = {"TableName": table(logical_id), "Item": to_ddb(item)}
+    _add_condition(args, condition, names, expression_values)
+    _call(aws.dynamodb().put_item, args)
+
+
+def update(logical_id, key, expression, names=None, expression_values=None, condition=None, return_values="NONE"):
+    """UpdateItem; returns the attributes asked for by return_values as a plain dict."""
+    args = {"TableName": table(logical_id), "Key": to_ddb(key), "UpdateExpression": expression,
+            "ReturnValues": return_values}
+    _add_condition(args, condition, names, expression_values)
+    answer = _call(aws.dynamodb().update_item, args)
+    return from_ddb(answer.get("Attributes", {}))
+
+
+def delete(logical_id, key, condition=None, names=None, expression_values=None):
+    """Delete one item, optionally under a condition."""
+    args = {"TableName": table(logical_id), "Key": to_ddb(key)}
+    _add_condition(args, condition, names, expression_values)
+    _call(aws.dynamodb().delete_item, args)
+
+
+def query(logical_id, key_condition, expression_values, names=None, index=None, forward=True,
+          limit=None, consistent=False, projection=None):
+    """Items matching a key condition, in sort-key order, paging through every page (or up to limit)."""
+    args = {"TableName": table(logical_id), "KeyConditionExpression": key_condition,
+            "ExpressionAttributeValues": values(expression_values), "ScanIndexForward": forward}
+    if names:
+        args["ExpressionAttributeNames"] = names
+    if index:
+        args["IndexName"] = index
+    elif consistent:
+        args["ConsistentRead"] = True
+    if projection:
+        args["ProjectionExpression"] = projection
+    if limit:
+        args["Limit"] = limit
+    returned = 0
+    while True:
+        page = aws.dynamodb().query(**args)
+        for item in page.get("Items", []):
+            yield from_ddb(item)
+            returned += 1
+            if limit and returned >= limit:
+                return
+        if "LastEvaluatedKey" not in page:
+            return
+        args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def batch_get(logical_id, keys, consistent=True):
+    """Items for many keys of one table (missing ones are left out), any order."""
+    keys = [to_ddb(k) for k in keys]
+    found = []
+    client = aws.dynamodb()
+    name = table(logical_id)
+    while keys:
+        request = {name: {"Keys": keys[:100], "ConsistentRead": consistent}}
+        keys = keys[100:]
+        while request:
+            answer = client.batch_get_item(RequestItems=request)
+            found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
+            request = answer.get("UnprocessedKeys") or None
+    return found
+
+
+def transact(operations):
+    """TransactWriteItems of plain-dict operations: ("put"|"delete"|"update"|"check", logical_id, args)."""
+    items = []
+    for kind, logical_id, spec in operations:
+        spec = dict(spec)
+        entry = {"TableName": table(logical_id)}
+        if kind == "put":
+            entry["Item"] = to_ddb(spec.pop("item"))
+        else:
+            entry["Key"] = to_ddb(spec.pop("key"))
+        if "expression" in spec:
+            entry["UpdateExpression"] = spec.pop("expression")
+        _add_condition(entry, spec.pop("condition", None), spec.pop("names", None), spec.pop("values", None))
+        items.append({{"put": "Put", "delete": "Delete", "update": "Update", "check": "ConditionCheck"}[kind]: entry})
+    try:
+        aws.dynamodb().transact_write_items(TransactItems=items)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "TransactionCanceledException":
+            reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
+            raise ConditionFailed(reasons) from None
+        raise
+
+
+def next_id(kind):
+    """A new integer id of a kind (user, project, meter): an atomic counter, never reused."""
+    answer = update("AccountsTable", {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
+                    names={"#v": "value"}, expression_values={":one": 1}, return_values="UPDATED_NEW")
+    return int(answer["value"])
+
+
+def _add_condition(args, condition, names, expression_values):
+    if condition:
+        args["ConditionExpression"] = condition
+    if names:
+        args["ExpressionAttributeNames"] = names
+    if expression_values:
+        args["ExpressionAttributeValues"] = values(expression_values)
+
+
+def _call(method, args):
+    try:
+        return method(**args)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise ConditionFailed() from None
+        raise

@@ -1,0 +1,42 @@
+"""One renderer for every route: a result as JSON, XML (the vendor's dicttoxml shape) or YAML.
+
+Times travel as naive local datetimes until here, where each format writes them its own way
+('YYYY-MM-DD HH:MM:SS' in JSON and YAML, 'YYYY-MM-DDTHH:MM:SS' in XML, as in the guide).
+"""
+import json
+from datetime import datetime
+
+MEDIA_TYPES = {"json": "application/json", "xml": "application/xml", "yaml": "application/yaml"}
+
+
+def response_type(value):
+    """The format asked for (case-insensitive), 'json' when none, or None when it is not one we have."""
+    if value is None or value == "":
+        return "json"
+    if isinstance(value, str) and value.strip().lower() in MEDIA_TYPES:
+        return value.strip().lower()
+    return None
+
+
+def _with_times(value, separator):
+    if isinstance(value, datetime):
+        return value.isoformat(sep=separator, timespec="seconds")
+    if isinstance(value, dict):
+        return {k: _with_times(v, separator) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_with_times(v, separator) for v in value]
+    return value
+
+
+def render(result, fmt):
+    """(body text, media type) of a result in a format."""
+    if fmt == "xml":
+        from chalicelib import formats
+
+        return formats.xml_document(_with_times(result, "T")), MEDIA_TYPES["xml"]
+    prepared = _with_times(result, " ")
+    if fmt == "yaml":
+        import yaml  # imported on use: keeps PyYAML out of the Lambda's cold start
+
+        return yaml.safe_dump(prepared, sort_keys=False, allow_unicode=True), MEDIA_TYPES["yaml"]
+    return json.dumps(prepared, ensure_ascii=False), MEDIA_TYPES["json"]

@@ -1,0 +1,60 @@
+"""Login sessions: random 256-bit tokens, only their digest stored, idle and absolute expiry checked here.
+
+DynamoDB's TTL only cleans up expired items (late, and not at all under moto): every lookup checks
+the expiry itself.
+"""
+import hashlib
+import secrets
+
+from chalicelib import clock, db
+
+IDLE_SECONDS = 3600
+ABSOLUTE_SECONDS = 12 * 3600
+# last_seen is refreshed at most this often, so a busy client doesn't write on every request.
+TOUCH_EVERY = 60
+
+
+def _digest(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create(project_id, user_id):
+    """A new session for the account; returns the token (the only time it exists in clear)."""
+    token = secrets.token_urlsafe(32)
+    now = int(clock.now())
+    db.put("SessionsTable", {
+        "token_digest": _digest(token), "user_id": user_id, "project_id": project_id,
+        "created_at": now, "last_seen": now, "expires_at": now + IDLE_SECONDS,
+    })
+    return token
+
+
+def resolve(token):
+    """(project_id, user_id, digest) of a live session, or None (expired ones are deleted)."""
+    if not token or len(token) > 128:
+        return None
+    digest = _digest(token)
+    item = db.get("SessionsTable", {"token_digest": digest})
+    if not item:
+        return None
+    now = int(clock.now())
+    if now - item["last_seen"] >= IDLE_SECONDS or now - item["created_at"] >= ABSOLUTE_SECONDS:
+        db.delete("SessionsTable", {"token_digest": digest})
+        return None
+    if now - item["last_seen"] >= TOUCH_EVERY:
+        expires = min(now + IDLE_SECONDS, item["created_at"] + ABSOLUTE_SECONDS)
+        db.update("SessionsTable", {"token_digest": digest}, "SET last_seen = :now, expires_at = :exp",
+                  expression_values={":now": now, ":exp": expires})
+    return item["project_id"], item["user_id"], digest
+
+
+def end(digest):
+    """End one session (logout)."""
+    db.delete("SessionsTable", {"token_digest": digest})
+
+
+def end_all(user_id, keep_digest=None):
+    """End every session of an account, except keep_digest (the one changing its password)."""
+    for item in db.query("SessionsTable", "user_id = :u", {":u": user_id}, index="by_user"):
+        if item["token_digest"] != keep_digest:
+            db.delete("SessionsTable", {"token_digest": item["token_digest"]})

@@ -1,0 +1,87 @@
+"""Checks on the text fields clients send: each failure is a 400 saying what is wrong."""
+import math
+import re
+import unicodedata
+
+from chalicelib.errors import BadRequest
+
+USERNAME_MAX = 64
+EMAIL_MAX = 254
+NAME_MAX = 64
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _has_control(text):
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
+
+
+def name(field, value, max_length=NAME_MAX):
+    """A display name (username, meter name): 1..max characters, no control characters, trimmed."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be text")
+    value = unicodedata.normalize("NFC", value.strip())
+    if not value:
+        raise BadRequest(f"{field} must not be empty")
+    if len(value) > max_length:
+        raise BadRequest(f"{field} is too long: at most {max_length} characters")
+    if _has_control(value):
+        raise BadRequest(f"{field} must not contain control or unassigned characters")
+    return value
+
+
+def login_key(username):
+    """The case-insensitive identity of a login name (unique across every project)."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def email(value):
+    """An e-mail address of plausible shape."""
+    if not isinstance(value, str):
+        raise BadRequest("email must be text")
+    value = value.strip()
+    if len(value) > EMAIL_MAX or not _EMAIL.match(value) or _has_control(value):
+        raise BadRequest("email must be an address like name@example.com (at most 254 characters)")
+    return value
+
+
+def password(value, minimum, maximum):
+    """A password of minimum..maximum characters, kept whole (never truncated or trimmed)."""
+    if not isinstance(value, str):
+        raise BadRequest("password must be text")
+    if len(value) < minimum:
+        raise BadRequest(f"password is too short: at least {minimum} characters")
+    if len(value) > maximum:
+        raise BadRequest(f"password is too long: at most {maximum} characters")
+    return value
+
+
+def integer(field, value, minimum=None, maximum=None):
+    """An integer given as a number or decimal digits."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{field} must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,18}\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise BadRequest(f"{field} must be an integer")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise BadRequest(f"{field} must be between {minimum} and {maximum}")
+    return value
+
+
+def number(field, value, minimum=None, maximum=None):
+    """A finite number given as a number or decimal text."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{field} must be a number")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if len(value) < 40 else None
+        except ValueError:
+            value = None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"{field} must be a finite number")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise BadRequest(f"{field} must be between {minimum} and {maximum}")
+    return value

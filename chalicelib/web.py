@@ -1,0 +1,184 @@
+"""The HTTP glue between Chalice and the logic: parameters, authentication, rendering, errors, access log.
+
+app.py declares each route with Api.route; this module turns requests into Call objects, answers
+ApiError as {"error": …} with its status, renders results in the asked responseType, answers 405
+for methods a path doesn't have, and writes one JSON access-log line per request (no credentials,
+no query string).
+"""
+import json
+import logging
+import time
+import urllib.parse
+from http.cookies import CookieError, SimpleCookie
+
+from chalice import Response
+
+from chalicelib import auth, config, rendering
+from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, PayloadTooLarge
+
+METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
+CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+access_log = logging.getLogger("intellimeter.access")
+access_log.setLevel(logging.INFO)
+
+
+class Call:
+    """One request as a handler sees it: merged parameters, the caller, and response extras."""
+
+    def __init__(self, request, params, caller):
+        self.request = request
+        self.params = params
+        self.caller = caller
+        self.headers = {}
+        self.cookies = []
+        self.status = 200
+
+    @property
+    def project_id(self):
+        return self.caller.project_id
+
+    @property
+    def user_id(self):
+        return self.caller.user_id
+
+    def get(self, name, default=None):
+        """A parameter as sent (str from query/form, any JSON type from a JSON body)."""
+        return self.params.get(name, default)
+
+    def text(self, name, required=False):
+        """A text parameter; None when absent (400 when required)."""
+        value = self.params.get(name)
+        if value is None:
+            if required:
+                raise BadRequest(f"{name} is required")
+            return None
+        if not isinstance(value, str):
+            raise BadRequest(f"{name} must be text")
+        return value
+
+    def set_session_cookie(self, token):
+        """Set (or with token None, clear) the session cookie."""
+        secure = config.secure_cookies()
+        parts = [f"{config.session_cookie_name()}={token or ''}", "Path=/", "HttpOnly", "SameSite=Lax"]
+        if secure:
+            parts.append("Secure")
+        if token is None:
+            parts.append("Max-Age=0")
+        self.cookies.append("; ".join(parts))
+
+
+def _merged_params(request):
+    """Query, then form body, then JSON object body (later sources override earlier ones)."""
+    params = dict(request.query_params or {})
+    body = request.raw_body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is too large: at most {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return params
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text") from None
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            form = urllib.parse.parse_qs(text, keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
+        except ValueError:
+            raise BadRequest("the form body has too many fields") from None
+        params.update({k: v[-1] for k, v in form.items()})
+    elif content_type in ("application/json", "text/plain", ""):
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the JSON body must be an object of parameters")
+        params.update(data)
+    return params
+
+
+def _cookies(request):
+    jar = SimpleCookie()
+    try:
+        jar.load(request.headers.get("cookie", ""))
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+class Api:
+    """Route table of the API: path → method → (handler, needs auth)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.routes = {}
+
+    def route(self, path, method, authenticated=True):
+        """Declare handler(call) as the path's method; it returns the result to render (or a Response)."""
+        def register(handler):
+            if path not in self.routes:
+                self.routes[path] = {}
+                self._install(path)
+            self.routes[path][method] = (handler, authenticated)
+            return handler
+        return register
+
+    def _install(self, path):
+        def view(**_url_params):
+            return self.handle(path, self.app.current_request)
+        view.__name__ = "route_" + (path.strip("/").replace("/", "_").replace(".", "_") or "root")
+        self.app.route(path, methods=METHODS, content_types=CONTENT_TYPES)(view)
+
+    def handle(self, path, request):
+        """Answer one request: parse, authenticate, call, render; errors as {"error": …}."""
+        started = time.perf_counter()
+        call = None
+        fmt = "json"
+        try:
+            if request.method not in self.routes[path]:
+                allowed = ", ".join(sorted(self.routes[path]))
+                raise MethodNotAllowed(f"{request.method} is not allowed on {path}: use {allowed}",
+                                       headers={"Allow": allowed})
+            handler, authenticated = self.routes[path][request.method]
+            params = _merged_params(request)
+            fmt = rendering.response_type(params.get("responseType"))
+            caller = auth.authenticate(request.headers, _cookies(request)) if authenticated else None
+            call = Call(request, params, caller)
+            result = handler(call)
+            if fmt is None:
+                response = _error_response(BadRequest(
+                    "responseType must be json, xml or yaml (the request was carried out)"), "json")
+            elif isinstance(result, Response):
+                response = result
+            else:
+                body, media_type = rendering.render(result, fmt)
+                response = Response(body=body, status_code=call.status,
+                                    headers={"Content-Type": media_type, **call.headers})
+        except ApiError as error:
+            response = _error_response(error, fmt or "json")
+        except Exception:  # never a stack trace to the client
+            access_log.exception("unhandled error on %s %s", request.method, path)
+            response = _error_response(ApiError("internal error: the request could not be completed"), "json",
+                                       status=500)
+        if call and call.cookies:
+            response.headers["Set-Cookie"] = call.cookies[-1]
+        _log(request, path, response.status_code, started, call)
+        return response
+
+
+def _error_response(error, fmt, status=None):
+    body, media_type = rendering.render({"error": error.message}, fmt)
+    return Response(body=body, status_code=status or error.status, headers={"Content-Type": media_type, **error.headers})
+
+
+def _log(request, path, status, started, call):
+    caller = call.caller if call else None
+    access_log.info(json.dumps({
+        "route": path, "method": request.method, "status": status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "project": caller.project_id if caller else None,
+        "user": caller.user_id if caller else None,
+        "request_id": (request.context or {}).get("requestId"),
+    }))

@@ -1,0 +1,96 @@
+"""Shared fixtures: in-process moto with the template's resources, the Chalice test client, projects."""
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+STAGE = "local"
+PASSWORD = "correct horse battery staple"
+
+
+def _stage_environment():
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), ".chalice", "config.json")) as handle:
+        cfg = json.load(handle)
+    return {**cfg.get("environment_variables", {}), **cfg["stages"][STAGE]["environment_variables"]}
+
+
+@pytest.fixture
+def aws():
+    """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
+    from moto import mock_aws
+
+    from chalicelib import aws as aws_clients, clock
+    from tools import provision
+
+    with mock_aws():
+        aws_clients.reset_clients()
+        env = provision.provision(prefix="intellimeter-local")
+        stage_env = _stage_environment()
+        assert all(stage_env[k] == v for k, v in env.items()), "the local stage names other resources than provision"
+        saved = {k: os.environ.get(k) for k in stage_env}
+        os.environ.update(stage_env)
+        yield env
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        aws_clients.reset_clients()
+        clock.reset()
+
+
+@pytest.fixture
+def client(aws):
+    """The Chalice test client over the app, on the local stage."""
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app, stage_name=STAGE) as test_client:
+        yield test_client
+
+
+class Account:
+    """A user of a test project, with its key and helpers to call the API as it."""
+
+    def __init__(self, client, view, key, password):
+        self.client = client
+        self.view = view
+        self.key = key
+        self.password = password
+
+    @property
+    def headers(self):
+        return {"X-API-Key": self.key}
+
+    def request(self, method, path, body=None, headers=None, **kwargs):
+        headers = {**self.headers, **(headers or {})}
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
+            body = json.dumps(body)
+        return getattr(self.client.http, method.lower())(path, headers=headers, body=body, **kwargs)
+
+
+@pytest.fixture
+def make_account(client):
+    """Factory: a new project (or a user in a given project) and its first account."""
+    from chalicelib import accounts
+
+    counter = {"n": 0}
+
+    def make(project_name=None, username=None, timezone="UTC", project_id=None, password=PASSWORD):
+        counter["n"] += 1
+        if project_id is None:
+            project = accounts.create_project(project_name or f"project{counter['n']}", timezone)
+            project_id = project["project_id"]
+        view, key = accounts.create_user(project_id, username or f"user{counter['n']}", password,
+                                         f"user{counter['n']}@example.com")
+        return Account(client, view, key, password)
+
+    return make

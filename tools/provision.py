@@ -1,0 +1,123 @@
+"""Create the resources of infra/resources.yaml in whatever AWS boto3 points at (moto, locally).
+
+The template is the single definition of the tables, bucket and key: CloudFormation deploys it in
+AWS, and this module reads the same file for the local stack and the tests, so the two cannot drift.
+"""
+import os
+
+import boto3
+import yaml
+
+from chalicelib.config import RESOURCE_ENV
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "resources.yaml")
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Safe loader that keeps CloudFormation's short-form tags (!Ref, !Sub, …) as plain data."""
+
+
+def _cfn_tag(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {"Fn::" + tag_suffix if tag_suffix != "Ref" else "Ref": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path=TEMPLATE):
+    """The template as data, short-form tags kept as {"Ref": …}/{"Fn::…": …}."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_CfnLoader)
+
+
+def resources(template=None, type_name=None):
+    """(logical id, properties) of the template's resources, optionally of one type."""
+    template = template or load_template()
+    for logical_id, resource in template["Resources"].items():
+        if type_name is None or resource["Type"] == type_name:
+            yield logical_id, resource.get("Properties", {})
+
+
+def physical_names(prefix):
+    """The local physical name of each resource: prefix + logical id in lower case."""
+    return {logical_id: f"{prefix}-{logical_id.lower()}" for logical_id in RESOURCE_ENV}
+
+
+def _create_table(client, name, props):
+    args = {
+        "TableName": name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    try:
+        client.create_table(**args)
+    except client.exceptions.ResourceInUseException:
+        return
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+def _create_bucket(client, name, props, region):
+    try:
+        if region == "us-east-1":
+            client.create_bucket(Bucket=name)
+        else:
+            client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        return
+    if "BucketEncryption" in props:
+        client.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                      for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]})
+    if "PublicAccessBlockConfiguration" in props:
+        client.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+    rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
+    if rules:
+        client.put_bucket_lifecycle_configuration(
+            Bucket=name,
+            LifecycleConfiguration={"Rules": [
+                {"ID": r["Id"], "Status": r["Status"], "Filter": {"Prefix": ""},
+                 "Expiration": {"Days": r["ExpirationInDays"]}} for r in rules]},
+        )
+
+
+def _create_key(client, alias, props):
+    target = "alias/" + alias
+    for existing in client.list_aliases()["Aliases"]:
+        if existing["AliasName"] == target:
+            return target
+    key_id = client.create_key(Description=props.get("Description", alias))["KeyMetadata"]["KeyId"]
+    client.create_alias(AliasName=target, TargetKeyId=key_id)
+    return target
+
+
+def provision(prefix="intellimeter-local", region="us-east-1"):
+    """Create every resource of the template (idempotent) and return the environment naming them."""
+    names = physical_names(prefix)
+    dynamodb = boto3.client("dynamodb", region_name=region)
+    s3 = boto3.client("s3", region_name=region)
+    kms = boto3.client("kms", region_name=region)
+    env = {}
+    template = load_template()
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            _create_table(dynamodb, names[logical_id], props)
+            env[RESOURCE_ENV[logical_id]] = names[logical_id]
+        elif resource["Type"] == "AWS::S3::Bucket":
+            _create_bucket(s3, names[logical_id], props, region)
+            env[RESOURCE_ENV[logical_id]] = names[logical_id]
+        elif resource["Type"] == "AWS::KMS::Key":
+            env[RESOURCE_ENV[logical_id]] = _create_key(kms, names[logical_id], props)
+    return env
