@@ -5,7 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth
+from chalicelib import accounts, auth, charts, exports, meters, readings
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -71,3 +71,52 @@ def delete_user(call):
     accounts.delete_account(call.project_id, call.user_id)
     call.set_session_cookie(None)
     return {}
+
+
+# ---- /point -----------------------------------------------------------------------------------
+
+@api.route("/point", "GET")
+def get_point(call):
+    return meters.point(call.project_id, meter_id=call.get("id"), name=call.get("name"))
+
+
+@api.route("/point", "PUT")
+def register_point(call):
+    return meters.register(call.project_id, call.params)
+
+
+@api.route("/point", "POST")
+def rename_point(call):
+    return meters.rename(call.project_id, call.get("new"), meter_id=call.get("id"), name=call.get("name"))
+
+
+# ---- /data, /interval -------------------------------------------------------------------------
+
+@api.route("/data", "GET")
+def latest_readings(call):
+    return readings.latest(call.project_id, "latest")
+
+
+@api.route("/data", "POST")
+def push_readings(call):
+    return readings.ingest(call.project_id, call.get("readings"))
+
+
+@api.route("/interval", "GET")
+def latest_intervals(call):
+    return readings.latest(call.project_id, "interval")
+
+
+# ---- /file, /graphics -------------------------------------------------------------------------
+
+@api.route("/file", "GET")
+def export_file(call):
+    return call.redirect(exports.export(call.project_id, call.get("start"), call.get("end"),
+                                        call.get("type"), call.get("meter")))
+
+
+@api.route("/graphics", "GET")
+def chart(call):
+    return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
+                                      width=call.get("width"), height=call.get("height"),
+                                      start=call.get("start"), end=call.get("end")))

@@ -92,8 +92,11 @@ def delete(logical_id, key, condition=None, names=None, expression_values=None):
 
 
 def query(logical_id, key_condition, expression_values, names=None, index=None, forward=True,
-          limit=None, consistent=False, projection=None):
-    """Items matching a key condition, in sort-key order, paging through every page (or up to limit)."""
+          limit=None, consistent=False, projection=None, page_size=None):
+    """Items matching a key condition, in sort-key order, paging lazily through every page (or up to limit).
+
+    page_size bounds the items one call fetches, so a caller streaming big items holds little at once.
+    """
     args = {"TableName": table(logical_id), "KeyConditionExpression": key_condition,
             "ExpressionAttributeValues": values(expression_values), "ScanIndexForward": forward}
     if names:
@@ -104,8 +107,8 @@ def query(logical_id, key_condition, expression_values, names=None, index=None, 
         args["ConsistentRead"] = True
     if projection:
         args["ProjectionExpression"] = projection
-    if limit:
-        args["Limit"] = limit
+    if limit or page_size:
+        args["Limit"] = min(x for x in (limit, page_size) if x)
     returned = 0
     while True:
         page = aws.dynamodb().query(**args)

@@ -58,6 +58,12 @@ class Call:
             raise BadRequest(f"{name} must be text")
         return value
 
+    def redirect(self, link):
+        """Answer 303 See Other to a download link, with the link in the body for clients that don't follow."""
+        self.status = 303
+        self.headers["Location"] = link["url"]
+        return link
+
     def set_session_cookie(self, token):
         """Set (or with token None, clear) the session cookie."""
         secure = config.secure_cookies()

@@ -1,0 +1,64 @@
+"""GET /file: past readings of a range of local days as csv/json/xml/yaml, streamed from DynamoDB to S3.
+
+Rows are read lazily (day items page by page, meters merged by time) and written by the streaming
+writers of chalicelib/formats.py into a multipart upload, so memory does not grow with the rows.
+"""
+import heapq
+from datetime import date, datetime, timedelta
+
+from chalicelib import accounts, clock, downloads, formats, meters, readings
+from chalicelib.errors import BadRequest
+
+MAX_DAYS = 366
+
+
+def parse_day(field, text):
+    """A 'YYYY-MM-DD' parameter as a date."""
+    if not isinstance(text, str):
+        raise BadRequest(f"{field} is required: a day as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text.strip()) if len(text.strip()) == 10 else _bad_day(field, text)
+    except ValueError:
+        _bad_day(field, text)
+
+
+def _bad_day(field, text):
+    raise BadRequest(f"{field} must be a day as YYYY-MM-DD, not {text[:40]!r}")
+
+
+def day_range(start, end, zone, max_days=MAX_DAYS):
+    """(first day, last day, start epoch, end epoch) of local days start..end in either order, inclusive."""
+    first, last = sorted((start, end))
+    if (last - first).days + 1 > max_days:
+        raise BadRequest(f"the range is {(last - first).days + 1} days: at most {max_days} days per request")
+    begin = datetime(first.year, first.month, first.day, tzinfo=zone).timestamp()
+    after = last + timedelta(days=1)
+    finish = datetime(after.year, after.month, after.day, tzinfo=zone).timestamp()
+    return first, last, int(begin), int(finish)
+
+
+def rows(project_id, chosen, zone, start, end):
+    """(MeterParam, local time, value) of the chosen meters' readings, in time order (then meter id)."""
+    def one(meter):
+        for epoch, value in readings.series(project_id, meter["meter_id"], start, end):
+            yield epoch, meter["meter_id"], meter["name"], value
+
+    for epoch, _id, name, value in heapq.merge(*(one(m) for m in chosen)):
+        yield name, clock.local(epoch, zone), value
+
+
+def export(project_id, start, end, file_type="csv", meter_name=None):
+    """Write the export to S3 and return its download link ({"url", "expires"})."""
+    file_type = "csv" if file_type is None else file_type
+    file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
+    if file_type not in formats.EXPORT_FORMATS:
+        raise BadRequest("type must be one of csv, json, xml, yaml")
+    zone = accounts.project_zone(project_id)
+    first, last, begin, finish = day_range(parse_day("start", start), parse_day("end", end), zone)
+    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    media_type, extension = formats.EXPORT_FORMATS[file_type]
+    label = f"-{chosen[0]['name']}" if meter_name is not None else ""
+    filename = f"readings{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
+    chunks = formats.export_chunks(file_type, rows(project_id, chosen, zone, begin, finish))
+    key = downloads.upload_stream(project_id, "exports", filename, media_type, chunks)
+    return downloads.link(key, zone)

@@ -1,0 +1,321 @@
+"""Readings storage: ingest (idempotent per meter and time), the latest reading and interval, range reads.
+
+Layout (docs/data-model.md has the measurements behind it): one item per meter per UTC day, key
+(meter "<project>#<meter id>", day "YYYY-MM-DD"), its readings in a map r {"HHMMSS": value}. A
+meter-year is 365 items instead of 105,120. Each meter item also keeps its latest reading and
+latest interval, maintained at ingest, so GET /data and GET /interval read one query per project
+whatever the history.
+"""
+import math
+import re
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from chalicelib import clock, db, meters, validation
+from chalicelib.errors import BadRequest, PayloadTooLarge
+
+TABLE = "ReadingsTable"
+MAX_BATCH = 1000
+MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item far below 400 KB
+FUTURE_TOLERANCE = 600      # seconds a reading may be ahead of the cloud's clock
+MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside DynamoDB's range
+DECIMALS = 6                # values are stored to the µkWh
+_WRITE_CHUNK = 80           # map entries per UpdateItem (expression size limit is 4 KB)
+
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+def _slot(epoch):
+    """(UTC day, 'HHMMSS') of an instant: the item and the map key a reading lives at."""
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%H%M%S")
+
+
+def _epoch(day, slot):
+    return int(datetime.strptime(day + slot, "%Y-%m-%d%H%M%S").replace(tzinfo=timezone.utc).timestamp())
+
+
+def parse_time(text, zone):
+    """Epoch seconds of an ISO 8601 time; without an offset it is local time in the project's zone."""
+    if not isinstance(text, str):
+        raise ValueError("TimeStamping must be an ISO 8601 text such as 2019-10-30T13:15:00Z")
+    match = _ISO.match(text.strip())
+    if not match:
+        raise ValueError(f"malformed TimeStamping {text[:40]!r}: use ISO 8601 such as 2019-10-30T13:15:00Z")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    if fraction and int(fraction[1:]) != 0:
+        raise ValueError("TimeStamping must be whole seconds")
+    try:
+        naive = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+    except ValueError:
+        raise ValueError(f"TimeStamping {text[:40]!r} is not a real date and time") from None
+    if offset is None:
+        aware = naive.replace(tzinfo=zone)
+        if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
+            raise ValueError(f"TimeStamping {text[:40]!r} does not exist in the project's time zone "
+                             f"(daylight-saving gap): send it with an offset")
+    elif offset == "Z":
+        aware = naive.replace(tzinfo=timezone.utc)
+    else:
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if delta > timedelta(hours=14):
+            raise ValueError(f"TimeStamping offset {offset} is out of range")
+        aware = naive.replace(tzinfo=timezone(sign * delta))
+    epoch = aware.timestamp()
+    if epoch < 0:
+        raise ValueError("TimeStamping is before 1970")
+    return int(epoch)
+
+
+def _value(raw):
+    """A reading's value as stored (Decimal, 6 decimals), or ValueError saying what is wrong."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError("value must be a number")
+    if isinstance(raw, str):
+        try:
+            raw = float(raw) if len(raw) < 40 else math.nan
+        except ValueError:
+            raise ValueError(f"value {raw[:40]!r} is not a number") from None
+    raw = float(raw)
+    if not math.isfinite(raw):
+        raise ValueError("value must be a finite number (not NaN or infinity)")
+    if abs(raw) >= MAX_ABS_VALUE:
+        raise ValueError(f"value {raw!r} is out of range for an energy register")
+    return Decimal(repr(round(raw, DECIMALS)))
+
+
+class _Batch:
+    """The state of one POST /data batch: parsed readings, their meters and the day items they touch."""
+
+    def __init__(self, project_id, zone):
+        self.project_id = project_id
+        self.zone = zone
+        self.rejected = {}
+        self.duplicates = set()
+        self.accepted = set()
+        self.parsed = {}          # index → (meter, epoch, value)
+        self.days = {}            # (series, day) → {slot: Decimal}; None when the item doesn't exist
+
+    def reject(self, index, message):
+        self.rejected[index] = message
+
+
+def ingest(project_id, readings):
+    """POST /data: store a batch of readings; the receipt says how each one fared."""
+    if not isinstance(readings, list):
+        raise BadRequest('readings must be a JSON array: {"readings": [{"MeterId": …, "TimeStamping": …, "value": …}]}')
+    if len(readings) > MAX_BATCH:
+        raise PayloadTooLarge(f"too many readings in one request: at most {MAX_BATCH}, split the batch")
+    from chalicelib import accounts
+
+    batch = _Batch(project_id, accounts.project_zone(project_id))
+    _parse(batch, readings)
+    _load_days(batch)
+    pending = {i for i in batch.parsed}
+    for _attempt in range(5):
+        pending = _classify_and_write(batch, pending)
+        if not pending:
+            break
+        _load_days(batch, only={(meters.series_key(project_id, batch.parsed[i][0]["meter_id"]),
+                                 _slot(batch.parsed[i][1])[0]) for i in pending})
+    for index in pending:
+        batch.reject(index, "the meter's day was being written by other requests: send it again")
+    _update_latest(batch)
+    return {"accepted": len(batch.accepted), "duplicates": len(batch.duplicates),
+            "rejected": [{"index": i, "error": batch.rejected[i]} for i in sorted(batch.rejected)]}
+
+
+def _parse(batch, readings):
+    """Check each reading alone; resolve site names to meters (unknown ones are rejected)."""
+    now = clock.now()
+    candidates = {}
+    for index, reading in enumerate(readings):
+        try:
+            if not isinstance(reading, dict):
+                raise ValueError("a reading must be an object with MeterId, TimeStamping and value")
+            name = reading.get("MeterId", reading.get("MeterParam"))
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("MeterId is required (the meter's name on site)")
+            epoch = parse_time(reading.get("TimeStamping"), batch.zone)
+            if epoch > now + FUTURE_TOLERANCE:
+                raise ValueError("TimeStamping is more than 10 minutes in the future: check the agent's clock")
+            value = _value(reading.get("value"))
+        except ValueError as error:
+            batch.reject(index, str(error))
+            continue
+        candidates[index] = (name.strip(), epoch, value)
+    found = {}
+    for name in {c[0] for c in candidates.values()}:
+        try:
+            found[name] = meters.find_by_site_name(batch.project_id, validation.name("MeterId", name))
+        except Exception:  # a malformed name is an unknown meter
+            found[name] = None
+    for index, (name, epoch, value) in candidates.items():
+        if found[name] is None:
+            batch.reject(index, f"unknown meter {name[:64]!r}: register it with PUT /point first")
+        else:
+            batch.parsed[index] = (found[name], epoch, value)
+
+
+def _needed_days(batch):
+    """The day items holding each reading and its neighbours one SaveEvery away."""
+    needed = set()
+    for meter, epoch, _value_ in batch.parsed.values():
+        step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
+        series = meters.series_key(batch.project_id, meter["meter_id"])
+        for moment in (epoch - step, epoch, epoch + step):
+            needed.add((series, _slot(moment)[0]))
+    return needed
+
+
+def _load_days(batch, only=None):
+    keys = only or _needed_days(batch)
+    for key in keys:
+        batch.days[key] = None
+    for item in db.batch_get(TABLE, [{"meter": s, "day": d} for s, d in keys]):
+        batch.days[(item["meter"], item["day"])] = {k: Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+                                                    for k, v in item.get("r", {}).items()}
+
+
+def _classify_and_write(batch, indexes):
+    """Sort readings into duplicates, conflicts and new ones; write the new ones. Returns those to retry."""
+    new = defaultdict(dict)   # (series, day) → {slot: (value, [indexes])}
+    for index in sorted(indexes):
+        meter, epoch, value = batch.parsed[index]
+        series = meters.series_key(batch.project_id, meter["meter_id"])
+        day, slot = _slot(epoch)
+        stored = (batch.days.get((series, day)) or {}).get(slot)
+        pending = new[(series, day)].get(slot)
+        known = stored if stored is not None else (pending[0] if pending else None)
+        if known is None:
+            new[(series, day)][slot] = (value, [index])
+        elif known == value:
+            if pending and stored is None:
+                pending[1].append(index)
+            else:
+                batch.duplicates.add(index)
+        else:
+            batch.reject(index, f"meter {meter['site_name'][:64]!r} already has the value {known} at this time; "
+                                f"the stored value is kept")
+    retry = set()
+    for (series, day), slots in new.items():
+        stored = batch.days.get((series, day))
+        if len(stored or {}) + len(slots) > MAX_PER_DAY:
+            for _value_, idx in slots.values():
+                for i in idx:
+                    batch.reject(i, f"too many readings for this meter on {day}: at most {MAX_PER_DAY} a day")
+            continue
+        try:
+            _write_day(series, day, stored, {slot: v for slot, (v, _i) in slots.items()})
+        except db.ConditionFailed:
+            retry.update(i for _v, idx in slots.values() for i in idx)
+            continue
+        merged = dict(stored or {})
+        for slot, (value, idx) in slots.items():
+            merged[slot] = value
+            batch.accepted.add(idx[0])
+            batch.duplicates.update(idx[1:])
+        batch.days[(series, day)] = merged
+    return retry
+
+
+def _write_day(series, day, stored, entries):
+    """Add entries to a day item; conditional, so a concurrent writer of the same slot makes it fail."""
+    if stored is None:
+        db.put(TABLE, {"meter": series, "day": day, "r": entries}, condition="attribute_not_exists(meter)")
+        return
+    items = sorted(entries.items())
+    for start in range(0, len(items), _WRITE_CHUNK):
+        chunk = items[start:start + _WRITE_CHUNK]
+        names = {"#r": "r", **{f"#s{i}": slot for i, (slot, _v) in enumerate(chunk)}}
+        db.update(TABLE, {"meter": series, "day": day},
+                  "SET " + ", ".join(f"#r.#s{i} = :v{i}" for i in range(len(chunk))),
+                  names=names, expression_values={f":v{i}": v for i, (_s, v) in enumerate(chunk)},
+                  condition=" AND ".join(f"attribute_not_exists(#r.#s{i})" for i in range(len(chunk))))
+
+
+def _stored_value(batch, series, epoch):
+    day, slot = _slot(epoch)
+    return (batch.days.get((series, day)) or {}).get(slot)
+
+
+def _update_latest(batch):
+    """Move each meter's latest reading and latest interval forward (never back) from this batch."""
+    by_meter = defaultdict(list)
+    for index in batch.accepted | batch.duplicates:
+        meter, epoch, _v = batch.parsed[index]
+        by_meter[meter["meter_id"]].append((meter, epoch))
+    for meter_id, entries in by_meter.items():
+        meter = entries[0][0]
+        series = meters.series_key(batch.project_id, meter_id)
+        step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
+        latest = max(epoch for _m, epoch in entries)
+        _advance(batch.project_id, meter_id, "latest", latest, _stored_value(batch, series, latest))
+        best = None
+        for _m, epoch in entries:
+            for end in (epoch, epoch + step):
+                used = interval_value(_stored_value(batch, series, end - step), _stored_value(batch, series, end))
+                if used is not None and (best is None or end > best[0]):
+                    best = (end, used)
+        if best:
+            _advance(batch.project_id, meter_id, "interval", *best)
+
+
+def interval_value(before, after):
+    """Energy used between two register readings, or None when one is missing or the register went down."""
+    if before is None or after is None or after < before:
+        return None
+    return after - before
+
+
+def _advance(project_id, meter_id, prefix, epoch, value):
+    try:
+        db.update(meters.TABLE, {"pk": f"PROJECT#{project_id}", "sk": f"METER#{meter_id:010d}"},
+                  f"SET {prefix}_time = :t, {prefix}_value = :v",
+                  expression_values={":t": epoch, ":v": value},
+                  condition=f"attribute_exists(pk) AND (attribute_not_exists({prefix}_time) OR {prefix}_time < :t)")
+    except db.ConditionFailed:
+        pass  # a newer one is already recorded
+
+
+def latest(project_id, prefix):
+    """GET /data (prefix 'latest') and GET /interval ('interval'): one row per meter that has one."""
+    from chalicelib import accounts
+
+    zone = accounts.project_zone(project_id)
+    rows = []
+    for meter in meters.all_meters(project_id):
+        if meter.get(f"{prefix}_time") is not None:
+            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(meter[f"{prefix}_time"], zone),
+                         "value": float(meter[f"{prefix}_value"])})
+    return rows
+
+
+def series(project_id, meter_id, start, end):
+    """(epoch, value) of one meter's readings with start <= epoch < end, in time order, read lazily."""
+    key = meters.series_key(project_id, meter_id)
+    first, last = _slot(start)[0], _slot(max(start, end - 1))[0]
+    items = db.query(TABLE, "meter = :m AND #d BETWEEN :a AND :b", {":m": key, ":a": first, ":b": last},
+                     names={"#d": "day"}, page_size=32)
+    for item in items:
+        day = item["day"]
+        for slot in sorted(item.get("r", {})):
+            epoch = _epoch(day, slot)
+            if start <= epoch < end:
+                yield epoch, float(item["r"][slot])
+
+
+def energy_used(points):
+    """Energy used over a series of (epoch, register) points: the sum of its non-negative steps."""
+    total = Decimal(0)
+    previous = None
+    for _epoch_, value in points:
+        current = Decimal(repr(value))
+        step = interval_value(previous, current)
+        if step is not None:
+            total += step
+        previous = current
+    return float(total)
