@@ -94,3 +94,44 @@ def make_account(client):
         return Account(client, view, key, password)
 
     return make
+
+
+class LiveApi:
+    """A real HTTP server running the app over the in-process moto, and a fresh project's key."""
+
+    def __init__(self, url, key, project_id):
+        self.url = url
+        self.key = key
+        self.project_id = project_id
+
+    def stored_readings(self, meter_name):
+        """(UTC datetime, value) of every reading the cloud stored for a meter (by site or display name)."""
+        from datetime import datetime, timezone
+
+        from chalicelib import meters, readings
+
+        meter = meters.find(self.project_id, name=meter_name)
+        return [(datetime.fromtimestamp(t, timezone.utc), v)
+                for t, v in readings.series(self.project_id, meter["meter_id"], 0, 2 ** 33)]
+
+
+@pytest.fixture
+def live_api(aws, make_account):
+    """The API served over HTTP on a free loopback port (Chalice's local server in a thread)."""
+    import socket
+    import threading
+
+    from tools.local_api import make_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = make_server("127.0.0.1", port)
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    account = make_account()
+    try:
+        yield LiveApi(f"http://127.0.0.1:{port}", account.key, account.view["project"])
+    finally:
+        server.shutdown()
+        server.server.server_close()
