@@ -1,0 +1,367 @@
+"""The whole system on one machine: embedded AWS (moto server), the API, simulated meters and the edge agent.
+
+`python -m tools.stack run` (what `make run` does) starts everything, loads the demo project and
+30 days of history, prints how to use it, and stops everything on Ctrl-C. The end-to-end test starts
+the same Stack on its own ports.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import requests
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = {"project": "demo", "timezone": "America/Toronto", "username": "demo",
+        "password": "demo-password-2026", "email": "demo@example.com"}
+# The demo site: three meters of different shipped map types, each on its own simulated TCP bus.
+DEMO_METERS = [
+    {"MeterId": "main-incomer", "ModbusId": 1, "NoPhases": "3", "MeterType": "I-45/MFX/636",
+     "ModbusMap": "Priority.ici", "startAddress": 1100},
+    {"MeterId": "hvac", "ModbusId": 1, "NoPhases": "3", "MeterType": "SDM630", "ModbusMap": "Eastron.SDM630",
+     "startAddress": 0},
+    {"MeterId": "lighting", "ModbusId": 1, "NoPhases": "1", "MeterType": "EM24", "ModbusMap": "CarloGavazzi.EM24",
+     "startAddress": 0},
+]
+HISTORY_DAYS = 30
+HISTORY_STEP = 300
+
+
+def port_in_use(port, host="127.0.0.1"):
+    """True when something accepts connections on the port."""
+    with socket.socket() as probe:
+        probe.settimeout(0.3)
+        return probe.connect_ex((host, port)) == 0
+
+
+def free_port():
+    """A loopback port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(check, what, timeout=60.0, interval=0.2):
+    """Poll check() until it returns truthy; RuntimeError naming what never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Stack:
+    """The processes of the local system, started and stopped together."""
+
+    def __init__(self, api_port=8000, aws_port=5000, modbus_ports=(5020, 5021, 5022), state_dir=None,
+                 history_days=HISTORY_DAYS, quiet=False):
+        self.api_port, self.aws_port, self.modbus_ports = api_port, aws_port, list(modbus_ports)
+        self.state_dir = os.path.abspath(state_dir or os.path.join(PROJECT_DIR, ".local", f"stack-{api_port}"))
+        self.history_days = history_days
+        self.quiet = quiet
+        self.processes = {}
+        self.key = None
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self.aws_url = f"http://127.0.0.1:{aws_port}"
+        self.agent_config = os.path.join(self.state_dir, "agent.yaml")
+        self.pid_file = os.path.join(self.state_dir, "stack.pid")
+
+    # ---- environment ---------------------------------------------------------------------------
+
+    def aws_env(self):
+        """The standard AWS environment pointing every client at the embedded AWS."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({"AWS_ENDPOINT_URL": self.aws_url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "PYTHONUNBUFFERED": "1",
+                    "MPLCONFIGDIR": os.path.join(self.state_dir, "matplotlib")})
+        return env
+
+    def running_pid(self):
+        """The pid of a stack already running from this state dir, or None."""
+        try:
+            with open(self.pid_file) as handle:
+                pid = int(handle.read().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def busy_ports(self):
+        """The ports this stack needs that something else already holds."""
+        return [p for p in [self.api_port, self.aws_port, *self.modbus_ports] if port_in_use(p)]
+
+    def _say(self, text):
+        if not self.quiet:
+            print(text, flush=True)
+
+    def _spawn(self, name, argv, env):
+        log_path = os.path.join(self.state_dir, "logs", f"{name}.log")
+        log = open(log_path, "ab")
+        self.processes[name] = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return self.processes[name]
+
+    def _check_alive(self):
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {process.returncode}: see "
+                                   f"{os.path.join(self.state_dir, 'logs', name + '.log')}")
+
+    # ---- start ---------------------------------------------------------------------------------
+
+    def start(self):
+        """Start every part, in order, and load the demo project; returns self."""
+        os.makedirs(os.path.join(self.state_dir, "logs"), exist_ok=True)
+        with open(self.pid_file, "w") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            self._start_aws()
+            self._create_demo()
+            self._start_api()
+            self._write_agent_config()
+            self._start_meters()
+            live_values = self._read_meters()
+            self._start_agent()
+            self._wait_registered()
+            self._load_history(live_values)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_aws(self):
+        self._say(f"starting the embedded AWS (moto server) on {self.aws_url}")
+        self._spawn("aws", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.aws_port)],
+                    self.aws_env())
+        wait_for(lambda: self._check_alive() or port_in_use(self.aws_port), "the moto server")
+
+    def _create_demo(self):
+        """Resources from infra/resources.yaml, then the demo project and its user (in this process)."""
+        os.environ.update(self.aws_env())
+        sys.path.insert(0, PROJECT_DIR)
+        from chalicelib import accounts, aws
+        from tools import provision
+
+        aws.reset_clients()
+        stage = _local_stage_env()
+        os.environ.update(stage)
+        env = provision.provision(prefix="intellimeter-local")
+        assert all(stage[k] == v for k, v in env.items())
+        project = accounts.create_project(DEMO["project"], DEMO["timezone"])
+        view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
+                                              DEMO["email"])
+        self.project_id = project["project_id"]
+
+    def _start_api(self):
+        self._say(f"starting the API (Chalice local server, stage local) on {self.api_url}")
+        self._spawn("api", [sys.executable, "-m", "tools.local_api", "--host", "127.0.0.1",
+                            "--port", str(self.api_port)], self.aws_env())
+        wait_for(lambda: self._check_alive() or port_in_use(self.api_port), "the API")
+
+    def _write_agent_config(self):
+        import yaml
+
+        config = {
+            "cloud": {"url": self.api_url},
+            "buffer": os.path.join(self.state_dir, "agent", "outbox.sqlite"),
+            "buses": {f"LAN{i + 1}": {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout": 1}
+                      for i, port in enumerate(self.modbus_ports)},
+            "meters": [{**meter, "Port": f"LAN{i + 1}", "SaveEvery": 1} for i, meter in enumerate(DEMO_METERS)],
+        }
+        os.makedirs(os.path.dirname(config["buffer"]), exist_ok=True)
+        with open(self.agent_config, "w") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
+
+    def _agent_env(self):
+        return {**self.aws_env(), "INTELLIMETER_API_KEY": self.key}
+
+    def _start_meters(self):
+        self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
+                  + ", ".join(map(str, self.modbus_ports)))
+        self._spawn("meters", [sys.executable, "-m", "edge_agent", "simulate", "-c", self.agent_config],
+                    self._agent_env())
+        wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
+                 "the simulated meters")
+
+    def _read_meters(self):
+        """Each simulated meter's register now (the history must end below it)."""
+        answer = subprocess.run([sys.executable, "-m", "edge_agent", "read", "-c", self.agent_config, "--json"],
+                                cwd=PROJECT_DIR, env=self._agent_env(), capture_output=True, text=True, timeout=60)
+        values = {}
+        for line in answer.stdout.splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                if "value" in item:
+                    values[item["MeterId"]] = item["value"]
+        missing = [m["MeterId"] for m in DEMO_METERS if m["MeterId"] not in values]
+        if missing:
+            raise RuntimeError(f"could not read simulated meters {missing}: {answer.stderr[-500:]}")
+        return values
+
+    def _start_agent(self):
+        self._say("starting the edge agent (SaveEvery 1 minute)")
+        self._spawn("agent", [sys.executable, "-m", "edge_agent", "run", "-c", self.agent_config], self._agent_env())
+
+    def api(self, method, path, **kwargs):
+        """A request to the API as the demo user (by key)."""
+        headers = {"X-API-Key": self.key, **kwargs.pop("headers", {})}
+        return requests.request(method, self.api_url + path, headers=headers, timeout=60, **kwargs)
+
+    def _wait_registered(self):
+        def registered():
+            self._check_alive()
+            answer = self.api("GET", "/point")
+            return answer.status_code == 200 and len(answer.json()) >= len(DEMO_METERS)
+        wait_for(registered, "the agent to register its meters with PUT /point", timeout=60, interval=0.5)
+
+    def _load_history(self, live_values):
+        """history_days of 5-minute readings per meter, ending below the live register, via POST /data."""
+        if not self.history_days:
+            return
+        self._say(f"loading {self.history_days} days of 5-minute history per meter through POST /data")
+        end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
+        start = end - self.history_days * 86400
+        rng = random.Random(2026)
+        for meter in DEMO_METERS:
+            name = meter["MeterId"]
+            times = list(range(start + HISTORY_STEP, end + 1, HISTORY_STEP))
+            steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
+            value = live_values[name] - 0.01 - sum(steps)
+            batch = []
+            for moment, step in zip(times, steps):
+                value += step
+                batch.append({"MeterId": name, "TimeStamping": _iso(moment), "value": round(value, 3)})
+                if len(batch) == 1000:
+                    self._push(batch)
+                    batch = []
+            if batch:
+                self._push(batch)
+
+    def _push(self, batch):
+        answer = self.api("POST", "/data", json={"readings": batch})
+        if answer.status_code != 200 or answer.json().get("rejected"):
+            raise RuntimeError(f"history push failed: {answer.status_code} {answer.text[:300]}")
+
+    # ---- stop ----------------------------------------------------------------------------------
+
+    def stop(self):
+        """Stop every process (TERM, then KILL after a grace period), leaving none behind."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=5)
+        try:
+            os.remove(self.pid_file)
+        except FileNotFoundError:
+            pass
+
+    # ---- what to tell the user -----------------------------------------------------------------
+
+    def banner(self):
+        """The URL, credentials, key and curl lines that work as printed."""
+        today = datetime.now(timezone.utc).date()
+        week = f"start={today - timedelta(days=7)}&end={today}"
+        auth = f'-H "Authorization: Bearer {self.key}"'
+        return "\n".join([
+            "",
+            "Intellimeter is running locally.",
+            f"  API            {self.api_url}   (reference: docs/openapi.yaml, also at {self.api_url}/openapi.yaml)",
+            f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS)",
+            f"  demo project   {DEMO['project']} ({DEMO['timezone']})",
+            f"  log in as      {DEMO['username']} / {DEMO['password']}",
+            f"  API key        {self.key}",
+            "",
+            "Try:",
+            f"  curl -s {auth} {self.api_url}/data",
+            f"  curl -s {auth} {self.api_url}/interval",
+            f"  curl -s {auth} '{self.api_url}/point?responseType=yaml'",
+            f"  curl -sL {auth} '{self.api_url}/file?{week}&type=csv' -o week.csv",
+            f"  curl -sL {auth} '{self.api_url}/graphics?type=line&{week}' -o chart.png",
+            f"  curl -s -c cookies.txt -X PUT {self.api_url}/session -d username={DEMO['username']} "
+            f"-d password={DEMO['password']}   # log in with a session cookie",
+            "",
+            f"Edge agent status:  .venv/bin/python -m edge_agent status -c {os.path.relpath(self.agent_config, PROJECT_DIR)}",
+            f"Logs:               {os.path.relpath(os.path.join(self.state_dir, 'logs'), PROJECT_DIR)}/",
+            "New readings arrive every minute. Stop everything with Ctrl-C.",
+        ])
+
+
+def _local_stage_env():
+    with open(os.path.join(PROJECT_DIR, ".chalice", "config.json")) as handle:
+        return json.load(handle)["stages"]["local"]["environment_variables"]
+
+
+def _iso(epoch):
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _demo_load_kw(name, epoch, rng):
+    """A plausible load in kW: a base, a daytime hump on weekdays, and noise."""
+    local = datetime.fromtimestamp(epoch, timezone.utc) - timedelta(hours=5)
+    hour = local.hour + local.minute / 60
+    daytime = max(0.0, math.sin((hour - 6) / 14 * math.pi)) if 6 <= hour <= 20 else 0.0
+    weekday = 1.0 if local.weekday() < 5 else 0.4
+    base, peak = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}.get(name, (5, 20))
+    return max(0.0, base + peak * daytime * weekday + rng.gauss(0, base * 0.05))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run"])
+    args = parser.parse_args(argv)
+    api_port = int(os.environ.get("API_PORT", 8000))
+    aws_port = int(os.environ.get("AWS_PORT", 5000))
+    modbus_base = int(os.environ.get("MODBUS_PORT", 5020))
+    stack = Stack(api_port, aws_port, (modbus_base, modbus_base + 1, modbus_base + 2))
+    pid = stack.running_pid()
+    if pid:
+        print(f"Intellimeter is already running (pid {pid}) on {stack.api_url}: use it, or stop it with Ctrl-C "
+              f"in its terminal first.", file=sys.stderr)
+        return 1
+    busy = stack.busy_ports()
+    if busy:
+        print(f"port(s) {', '.join(map(str, busy))} already in use: another program (or another make run) holds "
+              f"them. Choose others with API_PORT=… AWS_PORT=… MODBUS_PORT=… make run", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        while True:
+            time.sleep(1)
+            stack._check_alive()
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+    except RuntimeError as error:
+        print(f"make run failed: {error}", file=sys.stderr)
+        stack.stop()
+        return 1
+    stack.stop()
+    print("stopped: no process left behind.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
