@@ -45,7 +45,6 @@ def chart(project_id, kind=None, meter_name=None, width=None, height=None, start
         chosen, kind = [meters.find(project_id, name=meter_name)], "line"
     else:
         chosen = meters.all_meters(project_id)
-    period_text = f"{first.isoformat()} to {last.isoformat()}"
     common = dict(width_px=width_px, height_px=height_px, tz_name=zone.key,
                   period=(clock.local(begin, zone), clock.local(finish, zone)))
     if kind == "line":
@@ -54,12 +53,12 @@ def chart(project_id, kind=None, meter_name=None, width=None, height=None, start
         for meter in chosen:
             points = list(readings.series(project_id, meter["meter_id"], begin, finish))
             series.append(chart_render.LineSeries(meter["name"], [p[0] for p in points], [p[1] for p in points]))
-        png = chart_render.render_png("line", title=f"{title}, {period_text}", series=series, **common)
+        png = chart_render.render_png("line", title=title, series=series, **common)
     else:
         energy = [(m["name"], readings.energy_used(readings.series(project_id, m["meter_id"], begin, finish)))
                   for m in chosen]
         what = "share of energy used" if kind == "pie" else "energy used per meter"
-        png = chart_render.render_png(kind, title=f"{project['name']}: {what}, {period_text}", energy=energy,
+        png = chart_render.render_png(kind, title=f"{project['name']}: {what}", energy=energy,
                                       **common)
     key = downloads.upload_stream(project_id, "charts", f"{kind}-{first.isoformat()}-to-{last.isoformat()}.png",
                                   "image/png", [png])

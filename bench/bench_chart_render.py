@@ -1,0 +1,125 @@
+"""Benchmark of chalicelib.chart_render: what min/max reduction saves on a year
+of 5-minute readings, and what pie and bar charts of 30 meters cost.
+
+Run: .venv/bin/python bench/bench_chart_render.py [--repeat 3] [--width 1600 --height 900]
+     [--save DIR]
+The baseline (no reduction) is measured in the same run; times are medians.
+"""
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chalicelib import chart_render as cr  # noqa: E402
+
+YEAR_POINTS = 365 * 24 * 12  # 105,120 five-minute readings
+TZ = "America/Toronto"
+
+
+def meter_year(seed=1):
+    """A cumulative register over a year: daily load curve, noise, one spike."""
+    rng = random.Random(seed)
+    t0 = 1704085200.0  # 2024-01-01 00:00 in Toronto
+    times, values, total = [], [], 28_540.24
+    for i in range(YEAR_POINTS):
+        hour = (i % 288) / 12
+        total += 0.4 + 0.3 * math.sin((hour - 9) / 24 * 2 * math.pi) + rng.random() * 0.1
+        times.append(t0 + 300 * i)
+        values.append(total)
+    values[20_000] += 2_000.0  # a bad reading: must stay visible
+    return cr.LineSeries("meter1", times, values)
+
+
+def timed(fn, repeat):
+    """Median wall time and median CPU time of `repeat` calls, and the last result.
+    (CPU time is the steadier figure on a busy machine.)"""
+    wall, cpu, out = [], [], None
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return (statistics.median(wall), statistics.median(cpu)), out
+
+
+def pixel_diff(png_a, png_b):
+    """Share of pixels that differ visibly (> 10% on a channel) between two PNGs."""
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    a, b = (mpimg.imread(io.BytesIO(p), format="png")[..., :3] for p in (png_a, png_b))
+    return f"{(np.abs(a - b).max(axis=2) > 0.1).mean():.4%}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also write the PNGs there")
+    args = parser.parse_args()
+    size = dict(width_px=args.width, height_px=args.height, tz_name=TZ)
+
+    year = meter_year()
+    names = [f"meter{i:02d}" for i in range(30)]
+    energy = [(name, 50.0 + 37.0 * ((i * 7) % 30)) for i, name in enumerate(names)]
+
+    start = time.perf_counter()
+    cr.render_png("bar", title="warm-up", energy=energy[:2], **size)
+    first = time.perf_counter() - start
+
+    columns = args.width  # an upper bound of the plot's pixel columns
+    t_reduce, (rt, _rv) = timed(lambda: cr.reduce_minmax(year.times, year.values, columns),
+                                args.repeat)
+    t_line, png_line = timed(lambda: cr.render_png(
+        "line", title="meter1, one year", series=[year], **size), args.repeat)
+    t_full, png_full = timed(lambda: cr._render_png(
+        "line", title="meter1, one year", series=[year], reduce_points=False, **size),
+        args.repeat)
+    rng = random.Random(2)  # the same year with +-30 kWh noise: a worst case for Agg
+    noisy = cr.LineSeries("noisy", year.times, [v + rng.gauss(0, 30) for v in year.values])
+    t_noisy, _ = timed(lambda: cr.render_png(
+        "line", title="noisy", series=[noisy], **size), args.repeat)
+    t_noisy_full, _ = timed(lambda: cr._render_png(
+        "line", title="noisy", series=[noisy], reduce_points=False, **size), args.repeat)
+    t_pie, png_pie = timed(lambda: cr.render_png(
+        "pie", title="30 meters", energy=energy, **size), args.repeat)
+    t_bar, png_bar = timed(lambda: cr.render_png(
+        "bar", title="30 meters", energy=energy, **size), args.repeat)
+
+    print(f"chart_render benchmark: {args.width}x{args.height} px, median of {args.repeat}")
+    print(f"first call (imports matplotlib, fonts): {first:.3f} s\n")
+    rows = [
+        ("reduce_minmax only", f"{YEAR_POINTS:,} -> {len(rt):,}", t_reduce, None),
+        ("line, 1 meter-year, reduced", f"{len(rt):,}", t_line, png_line),
+        ("line, 1 meter-year, NOT reduced", f"{YEAR_POINTS:,}", t_full, png_full),
+        ("line, noisy year, reduced", f"{len(rt):,}", t_noisy, None),
+        ("line, noisy year, NOT reduced", f"{YEAR_POINTS:,}", t_noisy_full, None),
+        ("pie, 30 meters", "30 wedges", t_pie, png_pie),
+        ("bar, 30 meters", "30 bars", t_bar, png_bar),
+    ]
+    print(f"{'case':34} {'points drawn':>20} {'wall s':>8} {'CPU s':>8} {'PNG KiB':>8}")
+    for name, points, (wall, cpu), png in rows:
+        kib = f"{len(png) / 1024:.0f}" if png else "-"
+        print(f"{name:34} {points:>20} {wall:8.3f} {cpu:8.3f} {kib:>8}")
+    print(f"\nline without reduction / with reduction, wall (CPU): "
+          f"{t_full[0] / t_line[0]:.2f}x ({t_full[1] / t_line[1]:.2f}x); noisy year: "
+          f"{t_noisy_full[0] / t_noisy[0]:.2f}x ({t_noisy_full[1] / t_noisy[1]:.2f}x)")
+    print(f"pixels that differ between the two meter-year PNGs: {pixel_diff(png_line, png_full)}")
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, png in [("line", png_line), ("line_full", png_full), ("pie", png_pie),
+                          ("bar", png_bar)]:
+            (args.save / f"{name}.png").write_bytes(png)
+        print(f"PNGs written to {args.save}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""End to end over real HTTP: the stack `make run` starts (on its own ports), from simulated meters to exports.
+
+Slow by nature (the agent reads every minute): it waits for real readings rather than faking time.
+"""
+import csv
+import io
+import os
+import sqlite3
+import struct
+import time
+import xml.etree.ElementTree as ElementTree
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from tools.stack import DEMO, DEMO_METERS, Stack, free_port, port_in_use, wait_for
+
+ZONE = ZoneInfo(DEMO["timezone"])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    state = tmp_path_factory.mktemp("stack")
+    ports = [free_port() for _ in range(5)]
+    started = Stack(api_port=ports[0], aws_port=ports[1], modbus_ports=ports[2:], state_dir=str(state), quiet=True)
+    started.start()
+    started.started_at = time.time()
+    yield started
+    started.stop()
+
+
+def _agent_readings(stack):
+    """What the agent read: (site name, UTC ISO time, value) from its outbox."""
+    path = os.path.join(stack.state_dir, "agent", "outbox.sqlite")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT meter, ts, value FROM readings ORDER BY ts, meter").fetchall()
+
+
+def _local(iso_utc):
+    moment = datetime.strptime(iso_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return moment.astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _newer_than(row, epoch):
+    local = datetime.strptime(row["TimeStamping"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZONE)
+    return local.timestamp() >= epoch
+
+
+def test_login_with_password_and_with_key(stack):
+    session = requests.Session()
+    answer = session.put(stack.api_url + "/session", data={"username": DEMO["username"], "password": DEMO["password"]})
+    assert answer.status_code == 200 and "uuid" in answer.json()
+    assert session.get(stack.api_url + "/session").json()["username"] == DEMO["username"]
+    by_key = requests.Session()
+    assert by_key.put(stack.api_url + "/session", json={"key": stack.key}).status_code == 200
+    assert by_key.get(stack.api_url + "/session").json()["project_name"] == DEMO["project"]
+    assert requests.get(stack.api_url + "/session").status_code == 401
+
+
+def test_live_readings_intervals_rename_exports_chart(stack):
+    names = [m["MeterId"] for m in DEMO_METERS]
+
+    def live(path):
+        rows = stack.api("GET", path).json()
+        fresh = {r["MeterParam"]: r for r in rows if _newer_than(r, stack.started_at)}
+        return fresh if all(n in fresh for n in names) else None
+
+    data = wait_for(lambda: live("/data"), "a live reading of every meter in GET /data", timeout=150, interval=2)
+    assert set(data) == set(names)
+    intervals = wait_for(lambda: live("/interval"), "a live interval of every meter", timeout=150, interval=2)
+    assert all(r["value"] >= 0 for r in intervals.values())
+
+    renamed_at = time.time()
+    answer = stack.api("POST", "/point", data={"name": "hvac", "new": "hvac-renamed"})
+    assert answer.status_code == 200 and answer.json()["MeterId"] == "hvac-renamed"
+
+    def landed_under_new_name():
+        rows = {r["MeterParam"]: r for r in stack.api("GET", "/data").json()}
+        row = rows.get("hvac-renamed")
+        return row if row and _newer_than(row, renamed_at) else None
+
+    wait_for(landed_under_new_name, "the next live reading under the new name", timeout=150, interval=2)
+
+    # Exports through the redirect, checked against what the agent read.
+    today = datetime.now(ZONE).date()
+    window = {"start": str(today - timedelta(days=1)), "end": str(today + timedelta(days=1))}
+    session = requests.Session()
+    session.put(stack.api_url + "/session", data={"username": DEMO["username"], "password": DEMO["password"]})
+    display = {"hvac": "hvac-renamed"}
+    read = [(display.get(m, m), _local(ts), value) for m, ts, value in _agent_readings(stack)]
+    assert len(read) >= 3 * 3
+
+    answer = session.get(stack.api_url + "/file", params={**window, "type": "csv"})
+    assert answer.status_code == 200 and answer.history[0].status_code == 303
+    assert answer.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    assert rows[0] == ["MeterParam", "TimeStamping", "value"]
+    exported = {(r[0], r[1]): float(r[2]) for r in rows[1:]}
+    for name, local_time, value in read:
+        if local_time[:10] >= window["start"]:
+            assert exported.get((name, local_time)) == pytest.approx(value, abs=1e-6), (name, local_time)
+
+    answer = session.get(stack.api_url + "/file", params={**window, "type": "xml"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/xml")
+    items = ElementTree.fromstring(answer.content)
+    xml_rows = {(i.findtext("MeterParam"), i.findtext("TimeStamping").replace("T", " ")): float(i.findtext("value"))
+                for i in items}
+    assert xml_rows == exported
+
+    answer = session.get(stack.api_url + "/graphics", params={"width": "4.5", "height": "3"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
+    assert answer.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", answer.content[16:24]) == (450, 300)
+
+
+def test_stop_leaves_no_process(stack):
+    pids = [p.pid for p in stack.processes.values()]
+    ports = [stack.api_port, stack.aws_port, *stack.modbus_ports]
+    stack.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(port_in_use(p) for p in ports)
