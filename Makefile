@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 run: $(STAMP)
-	API_PORT=$(API_PORT) AWS_PORT=$(AWS_PORT) $(PY) -m tools.stack run
+	API_PORT=$(API_PORT) AWS_PORT=$(AWS_PORT) exec $(PY) -m tools.stack run
 
 admin: $(STAMP)
 	AWS_PORT=$(AWS_PORT) $(PY) -m tools.admin $(ARGS)

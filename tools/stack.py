@@ -334,7 +334,8 @@ def main(argv=None):
     api_port = int(os.environ.get("API_PORT", 8000))
     aws_port = int(os.environ.get("AWS_PORT", 5000))
     modbus_base = int(os.environ.get("MODBUS_PORT", 5020))
-    stack = Stack(api_port, aws_port, (modbus_base, modbus_base + 1, modbus_base + 2))
+    history_days = int(os.environ.get("DEMO_HISTORY_DAYS", HISTORY_DAYS))
+    stack = Stack(api_port, aws_port, (modbus_base, modbus_base + 1, modbus_base + 2), history_days=history_days)
     pid = stack.running_pid()
     if pid:
         print(f"Intellimeter is already running (pid {pid}) on {stack.api_url}: use it, or stop it with Ctrl-C "
