@@ -14,10 +14,12 @@ from http.cookies import CookieError, SimpleCookie
 from chalice import Response
 
 from chalicelib import auth, config, rendering
-from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, PayloadTooLarge
+from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
-CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+# Chalice would answer other media types with its own 415 body; accept all and answer ours.
+CONTENT_TYPES = ["*/*"]
+PARSED_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain", "")
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
 access_log = logging.getLogger("intellimeter.access")
@@ -84,6 +86,9 @@ def _merged_params(request):
     if not body.strip():
         return params
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in PARSED_TYPES:
+        raise UnsupportedMediaType(f"a body of type {content_type[:60]} can't be read: send parameters as JSON "
+                                   f"(application/json) or a form (application/x-www-form-urlencoded)")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -181,10 +186,13 @@ def _error_response(error, fmt, status=None):
 
 def _log(request, path, status, started, call):
     caller = call.caller if call else None
-    access_log.info(json.dumps({
+    fields = {
         "route": path, "method": request.method, "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "project": caller.project_id if caller else None,
         "user": caller.user_id if caller else None,
         "request_id": (request.context or {}).get("requestId"),
-    }))
+    }
+    # The message is the JSON line (local logs); the same fields as record attributes are top-level
+    # keys of the deployed function's JSON log events (LoggingConfig LogFormat JSON), for Logs Insights.
+    access_log.info(json.dumps(fields), extra=fields)
