@@ -1,0 +1,7 @@
+"""``python -m edge_agent ...``"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""Command line: run, read, status, simulate, requeue-dead.
+
+Every command takes ``-c agent.yaml``; a bad config exits with status 2 and one
+line naming the file, the meter and the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import log
+from .config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edge_agent", description="Intellimeter edge agent")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def cmd(name, help_):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("-c", "--config", required=True, help="agent YAML config")
+        s.add_argument("--log-level", default="INFO")
+        return s
+
+    cmd("run", "poll the meters and deliver readings until stopped")
+    r = cmd("read", "read each meter once (commissioning); stores nothing")
+    r.add_argument("--meter", help="only this MeterId")
+    r.add_argument("--json", action="store_true", help="one JSON object per line")
+    s = cmd("status", "outbox backlog, last delivery, dead letters, failing meters")
+    s.add_argument("--json", action="store_true")
+    m = cmd("simulate", "serve simulated meters on each TCP bus of the config")
+    m.add_argument("--host", help="bind address instead of each bus's host (e.g. 127.0.0.1)")
+    m.add_argument("--silent", action="append", default=[], metavar="METER",
+                   help="leave this meter out (nothing answers for it): a dead meter, for demos")
+    cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
+    cmd("check", "validate the config and maps, print the read plan")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log.setup(args.log_level.upper())
+    try:
+        cfg = load_config(args.config)
+        if args.cmd == "run":
+            cfg.require_key()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.register_secret(cfg.key)
+    return {
+        "run": _run, "read": _read, "status": _status, "simulate": _simulate,
+        "requeue-dead": _requeue, "check": _check,
+    }[args.cmd](cfg, args)
+
+
+def _run(cfg, args) -> int:
+    from .agent import Agent
+
+    agent = Agent(cfg)
+    agent.install_signals()
+    return agent.run()
+
+
+def _read(cfg, args) -> int:
+    from .reader import BusReader, MeterReadError
+
+    meters = [cfg.meter(args.meter)] if args.meter else cfg.meters
+    readers = {name: BusReader(bus) for name, bus in cfg.buses.items()}
+
+    def read_bus(ms):
+        out = []
+        for m in ms:
+            t0 = time.monotonic()
+            try:
+                v = readers[m.Port].read(m)
+                out.append((m, v, None, time.monotonic() - t0))
+            except MeterReadError as exc:
+                out.append((m, None, str(exc), time.monotonic() - t0))
+        return out
+
+    by_bus: dict[str, list] = {}
+    for m in meters:
+        by_bus.setdefault(m.Port, []).append(m)
+    results = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(by_bus))) as pool:  # buses in parallel
+        for fut in [pool.submit(read_bus, ms) for ms in by_bus.values()]:
+            for r in fut.result():
+                results[r[0].MeterId] = r
+    for r in readers.values():
+        r.close()
+    failed = 0
+    if not args.json:
+        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error")
+    for m in meters:
+        _, v, err, dt = results[m.MeterId]
+        failed += err is not None
+        if args.json:
+            obj = {"MeterId": m.MeterId, "bus": m.Port, "ModbusId": m.ModbusId}
+            if err:
+                obj["error"] = err
+            else:
+                obj["value"] = round(v.scaled[m.map.energy], 6)
+                obj["unit"] = "kWh"
+                obj["registers"] = {k: round(x, 6) for k, x in v.scaled.items()}
+            print(json.dumps(obj), flush=True)
+        else:
+            val = "" if err else f"{v.scaled[m.map.energy]:.3f}"
+            reqs = "" if err else str(v.requests)
+            print(f"{m.MeterId:<16} {m.Port:<8} {m.ModbusId:>3} {m.ModbusMap:<20} {val:>16} {reqs:>4} {dt * 1000:6.0f}  {err or ''}")
+    return 1 if failed else 0
+
+
+def _status(cfg, args) -> int:
+    from .outbox import Outbox
+
+    ob = Outbox(cfg.buffer, cfg.max_pending)
+    st = ob.status()
+    if args.json:
+        print(json.dumps(st))
+        return 0
+    print(f"outbox          {cfg.buffer}")
+    print(f"pending         {st['pending']}  (bound {st['max_pending']})")
+    print(f"oldest pending  {st['oldest_pending'] or '-'}")
+    print(f"last delivery   {st['last_delivery'] or 'never'}")
+    print(f"dropped at bound {st['dropped_at_bound']}")
+    print(f"dead letters    {st['dead_letters']}")
+    for d in st["dead_letter_list"]:
+        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
+    print(f"failing meters  {len(st['failing_meters'])}")
+    for f in st["failing_meters"]:
+        print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
+    return 0
+
+
+def _simulate(cfg, args) -> int:
+    from .simulator import SiteSimulator
+
+    sim = SiteSimulator(cfg, bind_host=args.host, silent=set(args.silent)).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for name, server in sim.servers.items():
+        bus = cfg.buses[name]
+        ids = ",".join(f"{m.MeterId}@{m.ModbusId}" for m in cfg.meters if m.Port == name and m.MeterId in sim.meters)
+        log.event(log.get("sim"), 20, "serving", bus=name, host=args.host or bus.host, port=bus.port, meters=ids)
+    for name in sim.skipped:
+        log.event(log.get("sim"), 30, "bus_not_simulated", bus=name, reason="serial bus: only TCP buses are served")
+    if not sim.servers:
+        print("no TCP bus in the config: nothing to simulate", file=sys.stderr)
+        return 1
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+def _requeue(cfg, args) -> int:
+    from .outbox import Outbox
+
+    n = Outbox(cfg.buffer, cfg.max_pending).requeue_dead()
+    print(f"{n} dead letters queued again")
+    return 0
+
+
+def _check(cfg, args) -> int:
+    for m in cfg.meters:
+        plan = m.map.plan(m.startAddress)
+        e = m.map.located(m.startAddress)[m.map.energy]
+        print(f"{m.MeterId}: bus {m.Port} id {m.ModbusId} map {m.ModbusMap}: energy at wire address {e.address} "
+              f"({e.type}, {e.word_order} word order, x{e.scale}); {len(plan)} request(s): "
+              + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
+    print(f"{cfg.path}: OK, {len(cfg.meters)} meters on {len(cfg.buses)} buses")
+    return 0

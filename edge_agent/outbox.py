@@ -1,0 +1,310 @@
+"""The durable outbox: every reading is written here before anything is sent.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed reading survives a power
+cut. Readings are keyed by (meter, time) and inserted with INSERT OR IGNORE, so a
+reading taken twice is stored once. A reading is ``pending`` until the cloud's
+receipt covers it, then ``delivered`` (kept ``retention_days`` for audit, then
+pruned), or ``dead`` when the cloud rejected it (the reason is in ``dead_letters``).
+
+The bound: at most ``max_pending`` pending readings (default 7,000,000: more than a
+year of 5-minute readings for 64 meters, roughly 0.6 GB of disk). At the bound new
+readings are NOT inserted: each one is counted in ``dropped`` (per meter, first and
+last time) and logged at ERROR by the poller; ``status`` shows the count. We keep
+the oldest rather than evicting them because every value is a cumulative register:
+the first reading stored after the outage ends carries all the energy of the gap,
+so dropping the newest loses only the time resolution at the tail, never energy,
+and never rewrites history the cloud has not seen yet.
+
+Each thread gets its own connection (sqlite3 connections are not shared).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    meter TEXT NOT NULL,
+    ts TEXT NOT NULL,              -- ISO 8601 UTC, 2019-10-30T13:15:00Z
+    value REAL NOT NULL,           -- kWh, unwrapped
+    status INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 delivered, 2 dead
+    taken_at REAL NOT NULL,
+    delivered_at REAL,
+    PRIMARY KEY (meter, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_pending ON readings (status, ts, meter);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL,
+    reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (meter, ts)
+);
+CREATE TABLE IF NOT EXISTS counters (      -- rollover state per meter register
+    meter TEXT PRIMARY KEY, last_raw INTEGER NOT NULL, wraps INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meter_health (
+    meter TEXT PRIMARY KEY, bus TEXT, failures INTEGER NOT NULL,
+    since REAL, last_error TEXT, last_ok REAL
+);
+CREATE TABLE IF NOT EXISTS dropped (
+    meter TEXT PRIMARY KEY, count INTEGER NOT NULL, first_ts TEXT, last_ts TEXT
+);
+CREATE TABLE IF NOT EXISTS registrations (
+    meter TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+"""
+
+PENDING, DELIVERED, DEAD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Reading:
+    meter: str
+    ts: str  # ISO 8601 UTC with Z
+    value: float
+
+
+class Outbox:
+    """SQLite-backed outbox; safe to use from several threads and processes."""
+
+    def __init__(self, path: str, max_pending: int = 7_000_000, clock=time.time):
+        self.path = path
+        self.max_pending = max_pending
+        self.clock = clock
+        self._local = threading.local()
+        self._hint_lock = threading.Lock()
+        self._hint: int | None = None  # pending count when last counted
+        self._inserted_since = 0  # readings stored since then (deliveries only lower it)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db().executescript(SCHEMA)
+
+    # -- plumbing -------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=60000")
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, db):
+            self.db = db
+
+        def __enter__(self):
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, et, ev, tb):
+            self.db.execute("COMMIT" if et is None else "ROLLBACK")
+            return False
+
+    def _tx(self):
+        return self._Tx(self._db())
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- taking readings --------------------------------------------------------
+    def add(self, reading: Reading, counter: tuple | None = None) -> str:
+        """Store one reading (and, atomically, its rollover counter state).
+
+        Returns 'stored', 'exists' (already taken: ignored) or 'dropped' (bound)."""
+        return self.record_poll([Take(reading.meter, "", reading, counter)])[0]
+
+    def record_poll(self, takes: list["Take"]) -> list[str]:
+        """Store the outcome of a poll in ONE transaction (one fsync per poll, not per
+        meter): readings, their counter states, and each meter's health."""
+        now = self.clock()
+        out = []
+        with self._tx() as db:
+            for t in takes:
+                if t.reading is None:
+                    _health(db, t.meter, t.bus, now, t.error)
+                    out.append("failed")
+                    continue
+                out.append(self._add(db, t.reading, t.counter, now))
+                if t.bus:
+                    _health(db, t.meter, t.bus, now, None)
+        return out
+
+    def _add(self, db, reading: Reading, counter, now) -> str:
+        exists = db.execute(
+            "SELECT 1 FROM readings WHERE meter=? AND ts=?", (reading.meter, reading.ts)
+        ).fetchone()
+        if exists:
+            return "exists"
+        if counter is not None:  # the counter follows the meter even when the reading is dropped
+            db.execute(
+                "INSERT INTO counters(meter, last_raw, wraps) VALUES (?,?,?) "
+                "ON CONFLICT(meter) DO UPDATE SET last_raw=excluded.last_raw, wraps=excluded.wraps",
+                (reading.meter, counter[0], counter[1]),
+            )
+        if self._pending_upper_bound(db) >= self.max_pending:
+            db.execute(
+                "INSERT INTO dropped(meter, count, first_ts, last_ts) VALUES (?,1,?,?) "
+                "ON CONFLICT(meter) DO UPDATE SET count=count+1, last_ts=excluded.last_ts",
+                (reading.meter, reading.ts, reading.ts),
+            )
+            return "dropped"
+        db.execute(
+            "INSERT OR IGNORE INTO readings(meter, ts, value, status, taken_at) VALUES (?,?,?,0,?)",
+            (reading.meter, reading.ts, float(reading.value), now),
+        )
+        with self._hint_lock:
+            self._inserted_since += 1
+        return "stored"
+
+    def _pending_upper_bound(self, db) -> int:
+        """Pending count, counted exactly only every 1000 inserts or near the bound
+        (counting 7 M rows on every insert would cost a poll cycle)."""
+        with self._hint_lock:
+            est = None if self._hint is None else self._hint + self._inserted_since
+            if est is None or est >= self.max_pending or self._inserted_since >= 1000:
+                self._hint = db.execute("SELECT count(*) FROM readings WHERE status=0").fetchone()[0]
+                self._inserted_since = 0
+                est = self._hint
+            return est
+
+    def counter(self, meter: str) -> tuple[int, int] | None:
+        row = self._db().execute("SELECT last_raw, wraps FROM counters WHERE meter=?", (meter,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_counter(self, meter: str, last_raw: int, wraps: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters(meter, last_raw, wraps) VALUES (?,?,?) "
+                "ON CONFLICT(meter) DO UPDATE SET last_raw=excluded.last_raw, wraps=excluded.wraps",
+                (meter, last_raw, wraps),
+            )
+
+    # -- delivering -------------------------------------------------------------
+    def pending(self, limit: int) -> list[Reading]:
+        """Oldest pending readings first (time, then meter)."""
+        rows = self._db().execute(
+            "SELECT meter, ts, value FROM readings WHERE status=0 ORDER BY ts, meter LIMIT ?", (limit,)
+        ).fetchall()
+        return [Reading(*r) for r in rows]
+
+    def mark_delivered(self, readings: list[Reading]) -> None:
+        now = self.clock()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE readings SET status=1, delivered_at=? WHERE meter=? AND ts=? AND status=0",
+                [(now, r.meter, r.ts) for r in readings],
+            )
+            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('last_delivery', ?)", (repr(now),))
+
+    def dead_letter(self, reading: Reading, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE readings SET status=2 WHERE meter=? AND ts=?", (reading.meter, reading.ts))
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
+                (reading.meter, reading.ts, reading.value, reason[:500], self.clock()),
+            )
+
+    def requeue_dead(self) -> int:
+        """Put dead letters back in the queue (after fixing the cause in the cloud)."""
+        with self._tx() as db:
+            n = db.execute("UPDATE readings SET status=0 WHERE status=2").rowcount
+            db.execute("DELETE FROM dead_letters")
+            return n
+
+    def prune(self, retention_days: int) -> int:
+        """Forget delivered readings older than the retention (they are in the cloud)."""
+        cutoff = self.clock() - retention_days * 86400
+        with self._tx() as db:
+            return db.execute("DELETE FROM readings WHERE status=1 AND delivered_at < ?", (cutoff,)).rowcount
+
+    # -- registrations and health -------------------------------------------------
+    def registered(self, meter: str) -> str | None:
+        row = self._db().execute("SELECT fingerprint FROM registrations WHERE meter=?", (meter,)).fetchone()
+        return row[0] if row else None
+
+    def set_registered(self, meter: str, fingerprint: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO registrations(meter, fingerprint, at) VALUES (?,?,?)",
+                (meter, fingerprint, self.clock()),
+            )
+
+    def record_health(self, meter: str, bus: str, ok: bool, error: str | None = None) -> int:
+        """Update a meter's consecutive failure count; return it."""
+        with self._tx() as db:
+            return _health(db, meter, bus, self.clock(), None if ok else (error or "error"))
+
+    # -- reporting ------------------------------------------------------------------
+    def status(self) -> dict:
+        db = self._db()
+        pending, oldest = db.execute("SELECT count(*), min(ts) FROM readings WHERE status=0").fetchone()
+        delivered = db.execute("SELECT count(*) FROM readings WHERE status=1").fetchone()[0]
+        last = db.execute("SELECT v FROM meta WHERE k='last_delivery'").fetchone()
+        dead = [
+            {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}
+            for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM dead_letters ORDER BY ts, meter")
+        ]
+        failing = [
+            {"MeterId": m, "bus": b, "failures": f, "since": _iso(s), "last_error": e, "last_ok": _iso(ok)}
+            for m, b, f, s, e, ok in db.execute(
+                "SELECT meter, bus, failures, since, last_error, last_ok FROM meter_health WHERE failures>0 ORDER BY meter"
+            )
+        ]
+        dropped = {m: {"count": c, "first": f, "last": l} for m, c, f, l in db.execute("SELECT * FROM dropped")}
+        return {
+            "pending": pending,
+            "oldest_pending": oldest,
+            "last_delivery": _iso(float(last[0])) if last else None,
+            "delivered_kept": delivered,
+            "dead_letters": len(dead),
+            "dead_letter_list": dead,
+            "failing_meters": failing,
+            "dropped_at_bound": sum(d["count"] for d in dropped.values()),
+            "dropped_by_meter": dropped,
+            "max_pending": self.max_pending,
+        }
+
+    def all_readings(self) -> list[tuple[str, str, float, int]]:
+        """Every reading kept (meter, ts, value, status): for tests and audits."""
+        return self._db().execute("SELECT meter, ts, value, status FROM readings ORDER BY ts, meter").fetchall()
+
+
+@dataclass(frozen=True)
+class Take:
+    """One meter's outcome in a poll: a reading (and counter state), or an error."""
+
+    meter: str
+    bus: str
+    reading: Reading | None
+    counter: tuple | None = None
+    error: str | None = None
+
+
+def _health(db, meter: str, bus: str, now: float, error: str | None) -> int:
+    if error is None:
+        db.execute(
+            "INSERT INTO meter_health(meter, bus, failures, since, last_error, last_ok) VALUES (?,?,0,NULL,NULL,?) "
+            "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=0, since=NULL, last_ok=excluded.last_ok",
+            (meter, bus, now),
+        )
+        return 0
+    db.execute(
+        "INSERT INTO meter_health(meter, bus, failures, since, last_error) VALUES (?,?,1,?,?) "
+        "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=failures+1, "
+        "since=COALESCE(since, excluded.since), last_error=excluded.last_error",
+        (meter, bus, now, error[:300]),
+    )
+    return db.execute("SELECT failures FROM meter_health WHERE meter=?", (meter,)).fetchone()[0]
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
