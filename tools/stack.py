@@ -146,21 +146,33 @@ class Stack:
         wait_for(lambda: self._check_alive() or port_in_use(self.aws_port), "the moto server")
 
     def _create_demo(self):
-        """Resources from infra/resources.yaml, then the demo project and its user (in this process)."""
-        os.environ.update(self.aws_env())
-        sys.path.insert(0, PROJECT_DIR)
+        """Resources from infra/resources.yaml, then the demo project and its user (in this process).
+
+        The process environment points at the embedded AWS only while this runs, so a caller in the
+        same process (the end-to-end tests) keeps its own AWS afterwards.
+        """
+        if PROJECT_DIR not in sys.path:
+            sys.path.insert(0, PROJECT_DIR)
         from chalicelib import accounts, aws
         from tools import provision
 
-        aws.reset_clients()
         stage = _local_stage_env()
-        os.environ.update(stage)
-        env = provision.provision(prefix="intellimeter-local")
-        assert all(stage[k] == v for k, v in env.items())
-        project = accounts.create_project(DEMO["project"], DEMO["timezone"])
-        view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
-                                              DEMO["email"])
-        self.project_id = project["project_id"]
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(self.aws_env())
+            os.environ.update(stage)
+            aws.reset_clients()
+            env = provision.provision(prefix="intellimeter-local")
+            assert all(stage[k] == v for k, v in env.items())
+            project = accounts.create_project(DEMO["project"], DEMO["timezone"])
+            view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
+                                                  DEMO["email"])
+            self.project_id = project["project_id"]
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            aws.reset_clients()
 
     def _start_api(self):
         self._say(f"starting the API (Chalice local server, stage local) on {self.api_url}")
