@@ -19,7 +19,8 @@ class Caller:
 
 
 def _throttle_key(username):
-    return {"pk": "THROTTLE#" + validation.login_key(username), "sk": "THROTTLE"}
+    # Stripped like the login lookup (accounts.find_login), so " alice" counts against "alice".
+    return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
 
 
 def _check_throttle(username):
@@ -56,7 +57,8 @@ def login(username=None, password=None, key=None):
             raise BadRequest("log in with username and password, or with key")
         if not isinstance(username, str) or not isinstance(password, str):
             raise BadRequest("username and password must be text")
-        if len(username) > validation.USERNAME_MAX * 4 or len(password) > passwords.MAX_LENGTH:
+        if (len(username) > validation.USERNAME_MAX * 4 or len(password) > passwords.MAX_LENGTH
+                or not validation.encodable(username)):
             raise Unauthorized(_LOGIN_FAILED)
         _check_throttle(username)
         found = accounts.find_login(username)

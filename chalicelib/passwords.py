@@ -28,7 +28,8 @@ def verify(encoded, password):
     """True when password matches the hash; never raises for a wrong password or a bad hash."""
     try:
         return hasher().verify(encoded, password)
-    except (exceptions.VerifyMismatchError, exceptions.VerificationError, exceptions.InvalidHashError):
+    except (exceptions.VerifyMismatchError, exceptions.VerificationError, exceptions.InvalidHashError,
+            UnicodeError):  # UnicodeError: a password with a lone surrogate, which no stored hash matches
         return False
 
 

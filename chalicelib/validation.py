@@ -1,4 +1,5 @@
 """Checks on the text fields clients send: each failure is a 400 saying what is wrong."""
+import hashlib
 import math
 import re
 import unicodedata
@@ -30,9 +31,27 @@ def name(field, value, max_length=NAME_MAX):
     return value
 
 
+# NFKC can expand a character up to 18-fold: a key longer than this is replaced by its digest, so the
+# LOGIN#/THROTTLE#/PROJECTNAME# items stay under DynamoDB's 2048-byte partition key limit.
+LOGIN_KEY_MAX_BYTES = 1024
+
+
+def encodable(text):
+    """True when text can be sent as UTF-8 (a JSON body can carry lone surrogates, which can't)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def login_key(username):
     """The case-insensitive identity of a login name (unique across every project)."""
-    return unicodedata.normalize("NFKC", username).casefold()
+    key = unicodedata.normalize("NFKC", username).casefold()
+    encoded = key.encode("utf-8", "surrogatepass")
+    if len(encoded) > LOGIN_KEY_MAX_BYTES:
+        key = "sha256:" + hashlib.sha256(encoded).hexdigest()
+    return key
 
 
 def email(value):
@@ -49,6 +68,8 @@ def password(value, minimum, maximum):
     """A password of minimum..maximum characters, kept whole (never truncated or trimmed)."""
     if not isinstance(value, str):
         raise BadRequest("password must be text")
+    if not encodable(value):
+        raise BadRequest("password must be valid Unicode text (it contains a lone surrogate)")
     if len(value) < minimum:
         raise BadRequest(f"password is too short: at least {minimum} characters")
     if len(value) > maximum:

@@ -102,11 +102,13 @@ def _merged_params(request):
     elif content_type in ("application/json", "text/plain", ""):
         try:
             data = json.loads(text)
-        except ValueError as error:
+        except json.JSONDecodeError as error:
             raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser goes
+            raise BadRequest("the JSON body can't be read: a number too long or nesting too deep") from None
         if not isinstance(data, dict):
             raise BadRequest("the JSON body must be an object of parameters")
-        params.update(data)
+        params.update({k: v for k, v in data.items() if v is not None})  # null is as omitted: it overrides nothing
     return params
 
 
@@ -146,7 +148,8 @@ class Api:
         """Answer one request: parse, authenticate, call, render; errors as {"error": …}."""
         started = time.perf_counter()
         call = None
-        fmt = "json"
+        # The format from the query string already, so errors before the body is read answer in it too.
+        fmt = rendering.response_type((request.query_params or {}).get("responseType")) or "json"
         try:
             if request.method not in self.routes[path]:
                 allowed = ", ".join(sorted(self.routes[path]))
