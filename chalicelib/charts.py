@@ -14,7 +14,7 @@ DEFAULT_DAYS = 7
 
 
 def _size(field, value, default):
-    if value is None or value == "":
+    if value is None:  # an empty width= is not a number (400), as every other empty argument is
         return default
     return validation.number(field, value, MIN_SIZE, MAX_SIZE)
 

@@ -50,21 +50,24 @@ def parse_time(text, zone):
         naive = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
     except ValueError:
         raise ValueError(f"TimeStamping {text[:40]!r} is not a real date and time") from None
-    if offset is None:
-        aware = naive.replace(tzinfo=zone)
-        if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
-            raise ValueError(f"TimeStamping {text[:40]!r} does not exist in the project's time zone "
-                             f"(daylight-saving gap): send it with an offset")
-    elif offset == "Z":
-        aware = naive.replace(tzinfo=timezone.utc)
-    else:
-        sign = 1 if offset[0] == "+" else -1
-        digits = offset[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        if delta > timedelta(hours=14):
-            raise ValueError(f"TimeStamping offset {offset} is out of range")
-        aware = naive.replace(tzinfo=timezone(sign * delta))
-    epoch = aware.timestamp()
+    try:  # years 1 and 9999 overflow when moved to UTC: out of range, not a crash
+        if offset is None:
+            aware = naive.replace(tzinfo=zone)
+            if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
+                raise ValueError(f"TimeStamping {text[:40]!r} does not exist in the project's time zone "
+                                 f"(daylight-saving gap): send it with an offset")
+        elif offset == "Z":
+            aware = naive.replace(tzinfo=timezone.utc)
+        else:
+            sign = 1 if offset[0] == "+" else -1
+            digits = offset[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            if delta > timedelta(hours=14):
+                raise ValueError(f"TimeStamping offset {offset} is out of range")
+            aware = naive.replace(tzinfo=timezone(sign * delta))
+        epoch = aware.timestamp()
+    except OverflowError:
+        raise ValueError(f"TimeStamping {text[:40]!r} is out of range") from None
     if epoch < 0:
         raise ValueError("TimeStamping is before 1970")
     return int(epoch)
@@ -79,7 +82,10 @@ def _value(raw):
             raw = float(raw) if len(raw) < 40 else math.nan
         except ValueError:
             raise ValueError(f"value {raw[:40]!r} is not a number") from None
-    raw = float(raw)
+    try:
+        raw = float(raw)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError("value is out of range for an energy register") from None
     if not math.isfinite(raw):
         raise ValueError("value must be a finite number (not NaN or infinity)")
     if abs(raw) >= MAX_ABS_VALUE:
@@ -253,15 +259,26 @@ def _update_latest(batch):
         series = meters.series_key(batch.project_id, meter_id)
         step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
         latest = max(epoch for _m, epoch in entries)
-        _advance(batch.project_id, meter_id, "latest", latest, _stored_value(batch, series, latest))
+        if _ahead(meter, "latest", latest):
+            _advance(batch.project_id, meter_id, "latest", latest, _stored_value(batch, series, latest))
         best = None
         for _m, epoch in entries:
             for end in (epoch, epoch + step):
                 used = interval_value(_stored_value(batch, series, end - step), _stored_value(batch, series, end))
                 if used is not None and (best is None or end > best[0]):
                     best = (end, used)
-        if best:
+        if best and _ahead(meter, "interval", best[0]):
             _advance(batch.project_id, meter_id, "interval", *best)
+
+
+def _ahead(meter, prefix, epoch):
+    """True unless the meter, as read at the start of this request, already has one at epoch or later.
+
+    Skips the conditional write that would fail anyway (a failed one still costs a WCU): a retried
+    batch of duplicates, or a backfill, writes nothing to the meter.
+    """
+    known = meter.get(f"{prefix}_time")
+    return known is None or known < epoch
 
 
 def interval_value(before, after):

@@ -1,0 +1,370 @@
+"""Readings layout: one item per meter per UTC day (as built) against one item per reading (not built).
+
+A meter-year of 5-minute readings (105,120) is written in both layouts into in-process moto and read
+back whole --repeats times; the figures are medians. The built layout is read through the code the
+routes use (chalicelib.readings.series); the other from a throwaway table (meter, ts) → v, paged by
+1 MB as DynamoDB pages it. A third, "packed day" (one day item whose readings are one string
+attribute, not built), shows where the time of a read goes under moto: per attribute value.
+
+Also printed: item sizes and capacity units by DynamoDB's documented sizing rules (attribute names +
+values; a number takes 1 byte per 2 significant digits + 1; a map 3 bytes + 1 per entry), for the
+write side (WCU per reading, live and in batches) and the read side (RCU of a meter-year export).
+
+This module also holds the in-process stack the other data benches use (bench_data_calls,
+bench_export_route, bench_graphics_route import it).
+Usage: .venv/bin/python bench/bench_layout.py [--days 366] [--repeats 3]
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+for _name, _value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "bench"),
+                      ("AWS_SECRET_ACCESS_KEY", "bench")):
+    os.environ.setdefault(_name, _value)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+YEAR_START = int(datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp())
+STEP = 300
+PER_DAY = 86400 // STEP
+
+
+# ---- the in-process stack (shared with the other data benches) -----------------------------------
+
+@contextlib.contextmanager
+def stack():
+    """In-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
+    from moto import mock_aws
+
+    from chalicelib import aws
+    from tools import provision
+
+    with open(ROOT / ".chalice" / "config.json") as handle:
+        cfg = json.load(handle)
+    with mock_aws():
+        aws.reset_clients()
+        provision.provision(prefix="intellimeter-local")
+        os.environ.update({**cfg.get("environment_variables", {}), **cfg["stages"]["local"]["environment_variables"]})
+        yield
+        aws.reset_clients()
+
+
+def new_project(name, zone="UTC"):
+    """(project id, API key) of a new project with one account."""
+    from chalicelib import accounts
+
+    project = accounts.create_project(name, zone)
+    _view, key = accounts.create_user(project["project_id"], f"{name}-user", "bench password 123", "b@example.com")
+    return project["project_id"], key
+
+
+def value_at(i):
+    """The register after i steps: a plausible cumulative kWh with 2 decimals."""
+    return Decimal(28540 + i * 0.37).quantize(Decimal("0.01"))
+
+
+def reading(meter_name, i, start=YEAR_START):
+    return {"MeterId": meter_name, "TimeStamping": datetime.fromtimestamp(start + i * STEP, timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"), "value": str(value_at(i))}
+
+
+def fill_days(project_id, meter_name, days, start=YEAR_START):
+    """Write `days` days of 5-minute readings of a meter as ingest lays them out: one PutItem per day item.
+
+    Ingest (1000 readings a call) takes ~80 s for a year under moto; this takes a few. The first day
+    goes through chalicelib.readings.ingest and the item it wrote is checked against the one built
+    here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
+    """
+    from chalicelib import db, meters, readings
+
+    meter = meters.find(project_id, name=meter_name)
+    series = meters.series_key(project_id, meter["meter_id"])
+    readings.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
+
+    def day_item(d):
+        first = d * PER_DAY
+        day = datetime.fromtimestamp(start + first * STEP, timezone.utc).strftime("%Y-%m-%d")
+        return {"meter": series, "day": day,
+                "r": {datetime.fromtimestamp(start + i * STEP, timezone.utc).strftime("%H%M%S"): value_at(i)
+                      for i in range(first, first + PER_DAY)}}
+
+    written = db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]})
+    built = db.from_ddb(db.to_ddb(day_item(0)))
+    assert written == built, "the bench's day item differs from what ingest writes"
+    for d in range(1, days - 1):
+        db.put(readings.TABLE, day_item(d))
+    if days > 1:
+        last = (days - 1) * PER_DAY
+        readings.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
+    return meter
+
+
+def make_meter(project_id, name="meter1"):
+    from chalicelib import meters
+
+    return meters.register(project_id, {"MeterId": name, "SaveEvery": 5})
+
+
+class DynamoCounter:
+    """Counts DynamoDB calls by operation, and the items Query/BatchGetItem/GetItem answered."""
+
+    def __init__(self):
+        from collections import Counter
+
+        self.calls = Counter()
+        self.items = 0
+
+    def before(self, event_name, **_kwargs):
+        self.calls[event_name.rsplit(".", 1)[-1]] += 1
+
+    def after(self, event_name, parsed=None, **_kwargs):
+        parsed = parsed or {}
+        if "Items" in parsed:
+            self.items += len(parsed["Items"])
+        elif "Responses" in parsed:
+            self.items += sum(len(v) for v in parsed["Responses"].values())
+        elif "Item" in parsed:
+            self.items += 1
+
+    def __enter__(self):
+        from chalicelib import aws
+
+        events = aws.dynamodb().meta.events
+        events.register("before-call.dynamodb.*", self.before)
+        events.register("after-call.dynamodb.*", self.after)
+        return self
+
+    def __exit__(self, *_exc):
+        from chalicelib import aws
+
+        events = aws.dynamodb().meta.events
+        events.unregister("before-call.dynamodb.*", self.before)
+        events.unregister("after-call.dynamodb.*", self.after)
+
+
+class MotoTimer:
+    """Seconds spent inside moto (the stand-in for the AWS services) while the block runs.
+
+    The rest of the wall time is the client's: botocore serialising requests and parsing answers,
+    boto3's type conversion and our code, what a Lambda function spends too (network aside).
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        from moto.core import botocore_stubber
+
+        self._cls = botocore_stubber.BotocoreStubber
+        self._original = original = self._cls.process_request
+        timer = self
+
+        def timed(stubber, request):
+            started = time.perf_counter()
+            try:
+                return original(stubber, request)
+            finally:
+                timer.seconds += time.perf_counter() - started
+
+        self._cls.process_request = timed
+        return self
+
+    def __exit__(self, *_exc):
+        self._cls.process_request = self._original
+
+
+def median_time(fn, repeats):
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+# ---- DynamoDB item sizes (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)
+
+def number_size(value):
+    digits = Decimal(value).normalize().as_tuple().digits
+    return math.ceil(len(digits) / 2) + 1
+
+
+def value_size(value):
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return 3 + sum(1 + len(k.encode()) + value_size(v) for k, v in value.items())
+    return number_size(value)
+
+
+def item_size(item):
+    return sum(len(k.encode()) + value_size(v) for k, v in item.items())
+
+
+def wcu(size):
+    return math.ceil(size / 1024)
+
+
+# ---- the comparison ------------------------------------------------------------------------------
+
+PER_READING_TABLE = "bench-readings-per-reading"
+PACKED_TABLE = "bench-readings-packed-day"
+
+
+def build_other_layouts(series_key, days):
+    """The throwaway tables: one item per reading, and one packed-string item per day."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    from chalicelib import aws
+
+    client = aws.dynamodb()
+    for name, keys in ((PER_READING_TABLE, [("meter", "S", "HASH"), ("ts", "N", "RANGE")]),
+                       (PACKED_TABLE, [("meter", "S", "HASH"), ("day", "S", "RANGE")])):
+        client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                            AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t, _k in keys],
+                            KeySchema=[{"AttributeName": a, "KeyType": k} for a, _t, k in keys])
+    ser = TypeSerializer()
+    batch = []
+    for i in range(days * PER_DAY):
+        batch.append({"PutRequest": {"Item": {"meter": {"S": series_key}, "ts": {"N": str(YEAR_START + i * STEP)},
+                                              "v": {"N": str(value_at(i))}}}})
+        if len(batch) == 25:
+            client.batch_write_item(RequestItems={PER_READING_TABLE: batch})
+            batch = []
+    if batch:
+        client.batch_write_item(RequestItems={PER_READING_TABLE: batch})
+    for d in range(days):
+        day = datetime.fromtimestamp(YEAR_START + d * 86400, timezone.utc).strftime("%Y-%m-%d")
+        packed = ";".join(f"{datetime.fromtimestamp(YEAR_START + i * STEP, timezone.utc):%H%M%S}={value_at(i)}"
+                          for i in range(d * PER_DAY, (d + 1) * PER_DAY))
+        client.put_item(TableName=PACKED_TABLE, Item={"meter": ser.serialize(series_key), "day": ser.serialize(day),
+                                                      "r": ser.serialize(packed)})
+
+
+def read_per_reading(series_key, start, end):
+    """(epoch, value) of a meter's readings from the one-item-per-reading table, paged by 1 MB."""
+    from chalicelib import aws, db
+
+    args = {"TableName": PER_READING_TABLE, "KeyConditionExpression": "meter = :m AND ts BETWEEN :a AND :b",
+            "ExpressionAttributeValues": db.values({":m": series_key, ":a": start, ":b": end - 1})}
+    while True:
+        page = aws.dynamodb().query(**args)
+        for item in page["Items"]:
+            plain = db.from_ddb(item)
+            yield plain["ts"], float(plain["v"])
+        if "LastEvaluatedKey" not in page:
+            return
+        args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def read_packed(series_key, first_day, last_day):
+    from chalicelib import aws, db
+
+    args = {"TableName": PACKED_TABLE, "KeyConditionExpression": "meter = :m AND #d BETWEEN :a AND :b",
+            "ExpressionAttributeNames": {"#d": "day"},
+            "ExpressionAttributeValues": db.values({":m": series_key, ":a": first_day, ":b": last_day})}
+    while True:
+        page = aws.dynamodb().query(**args)
+        for item in page["Items"]:
+            plain = db.from_ddb(item)
+            base = int(datetime.strptime(plain["day"], "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp())
+            for entry in plain["r"].split(";"):
+                slot, value = entry.split("=")
+                yield base + int(slot[:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:]), float(value)
+        if "LastEvaluatedKey" not in page:
+            return
+        args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def capacity_figures(series_key):
+    """Sizes and capacity units of both layouts, by the documented rules."""
+    full_day = {"meter": series_key, "day": "2025-01-01",
+                "r": {f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00": value_at(i) for i in range(PER_DAY)}}
+    one = {"meter": series_key, "ts": YEAR_START, "v": value_at(1)}
+    day_size, one_size = item_size(full_day), item_size(one)
+    # Live pushes, one reading per request: the i-th UpdateItem of a day is billed on the larger of the
+    # item before and after it (the after), growing through the day.
+    base = item_size({"meter": series_key, "day": "2025-01-01", "r": {}})
+    entry = (day_size - base) / PER_DAY
+    live_day = sum(wcu(base + entry * i) for i in range(1, PER_DAY + 1))
+    # Batches of 1000 new readings (an agent catching up): ingest writes each new day item with one
+    # PutItem (the whole day), an existing one with UpdateItems of at most 80 entries.
+    batch_put = math.ceil(1000 / PER_DAY) * wcu(day_size)
+    batch_update = sum(wcu(base + entry * min(PER_DAY, (k + 1) * 80)) for k in range(math.ceil(PER_DAY / 80)))
+    return {
+        "day_item_bytes": day_size, "reading_item_bytes": one_size,
+        "wcu_update_full_day_item": wcu(day_size), "wcu_put_reading_item": wcu(one_size),
+        "live_wcu_per_day": {"day items": live_day, "item per reading": PER_DAY * wcu(one_size)},
+        "batch_1000_new_wcu": {"day items": batch_put, "item per reading": 1000 * wcu(one_size)},
+        "batch_one_day_into_existing_item_wcu": {"day items": batch_update, "item per reading": PER_DAY},
+        "year_query_bytes": {"day items": day_size * 366, "item per reading": one_size * 366 * PER_DAY},
+        "year_query_rcu_eventual": {"day items": math.ceil(day_size * 366 / 4096 / 2),
+                                    "item per reading": math.ceil(one_size * 366 * PER_DAY / 4096 / 2)},
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=366)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from chalicelib import meters, readings
+
+    with stack():
+        project_id, _key = new_project("layout")
+        make_meter(project_id)
+        started = time.perf_counter()
+        meter = fill_days(project_id, "meter1", args.days)
+        series_key = meters.series_key(project_id, meter["meter_id"])
+        build_other_layouts(series_key, args.days)
+        print(f"python {platform.python_version()}, moto in-process, {args.days} days x {PER_DAY} readings "
+              f"= {args.days * PER_DAY:,} readings of one meter (setup {time.perf_counter() - started:.0f} s), "
+              f"median of {args.repeats} reads\n")
+        end = YEAR_START + args.days * 86400
+        last_day = datetime.fromtimestamp(end - 1, timezone.utc).strftime("%Y-%m-%d")
+        layouts = [
+            ("day items (built)", lambda: list(readings.series(project_id, meter["meter_id"], YEAR_START, end))),
+            ("item per reading", lambda: list(read_per_reading(series_key, YEAR_START, end))),
+            ("packed day, 1 attribute (not built)", lambda: list(read_packed(series_key, "2025-01-01", last_day))),
+        ]
+        results = []
+        reference = None
+        for name, read in layouts:
+            walls, clients = [], []
+            with DynamoCounter() as counter:
+                for _ in range(args.repeats):
+                    with MotoTimer() as in_moto:
+                        began = time.perf_counter()
+                        rows = read()
+                        walls.append(time.perf_counter() - began)
+                    clients.append(walls[-1] - in_moto.seconds)
+            reference = reference or rows
+            assert rows == reference, f"{name} read other readings"
+            results.append((name, statistics.median(walls), statistics.median(clients),
+                            counter.items // args.repeats, counter.calls["Query"] // args.repeats, len(rows)))
+        base_seconds, base_client = results[0][1], results[0][2]
+        print("| layout | readings | items read | Query calls | items per reading | wall (s) | of which client (s) "
+              "| readings/s | wall vs day items | client vs day items |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, seconds, client, items, calls, n in results:
+            print(f"| {name} | {n:,} | {items:,} | {calls} | {items / n:.4f} | {seconds:.2f} | {client:.2f} "
+                  f"| {n / seconds:,.0f} | {seconds / base_seconds:.2f}x | {client / base_client:.2f}x |")
+        print()
+        figures = capacity_figures(series_key)
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
