@@ -1,0 +1,224 @@
+"""Build the deployable artifact of a stage and check it: what `make package` runs.
+
+Runs `chalice package --stage STAGE --merge-template infra/resources.yaml OUT` (OUT is build/STAGE
+by default: deployment.zip and sam.yaml), then fails when
+  - this is not Python 3.12 (chalice builds the dependencies for the Python running it, and the
+    template pins the python3.12 runtime: another version would ship wheels the runtime can't load);
+  - chalice reports a dependency it could not install for the Lambda platform (it only warns, and
+    caches the incomplete zip: the cached zip is deleted so the next run tries again);
+  - a pinned requirement (requirements.txt) is not in the zip at its pinned version, or a compiled
+    extension in it is not for CPython 3.12 on Linux x86_64, or a module of the app is missing;
+  - the unzipped package exceeds MAX_UNZIPPED_BYTES (Lambda's limit is 250 MiB);
+  - the stage generates its IAM policy (autogen_policy) instead of using .chalice/policy-STAGE.json;
+  - cfn-lint reports anything (error, warning or informational) on the packaged template.
+Prints the package's sizes. Usage: python infra/package.py [--stage dev] [--out build/dev] [--no-lint]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE = os.path.join(ROOT, "infra", "resources.yaml")
+REQUIREMENTS = os.path.join(ROOT, "requirements.txt")
+DEPLOYMENTS_CACHE = os.path.join(ROOT, ".chalice", "deployments")
+RUNTIME = (3, 12)
+RUNTIME_GLIBC = (2, 34)                         # Amazon Linux 2023, python3.12's OS
+LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024
+MAX_UNZIPPED_BYTES = 200 * 1024 * 1024          # 50 MiB of room under Lambda's limit
+MISSING_MARKER = "Could not install dependencies"
+
+
+class PackageError(Exception):
+    """The artifact can't be built or is not fit to deploy."""
+
+
+def pinned_requirements(path=REQUIREMENTS):
+    """{normalized name: version} of the name==version lines of a requirements file."""
+    pins = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.split("#", 1)[0].strip()
+            match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
+            if match:
+                pins[normalize(match.group(1))] = match.group(2)
+    return pins
+
+
+def normalize(name):
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def stage_config(stage):
+    """The stage's settings as chalice resolves them (the top level, overridden by the stage's)."""
+    with open(os.path.join(ROOT, ".chalice", "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    if stage not in config.get("stages", {}):
+        raise PackageError(f"no stage {stage!r} in .chalice/config.json")
+    merged = {k: v for k, v in config.items() if k != "stages"}
+    merged.update(config["stages"][stage])
+    return merged
+
+
+def policy_file(stage):
+    """The path of the stage's IAM policy (autogen_policy must be off)."""
+    config = stage_config(stage)
+    if config.get("autogen_policy", True):
+        raise PackageError(f"stage {stage!r} has autogen_policy on: set it false and name its policy file")
+    return os.path.join(ROOT, ".chalice", config.get("iam_policy_file") or f"policy-{stage}.json")
+
+
+def check_zip(path, pins=None):
+    """(unzipped bytes, problems) of a deployment zip."""
+    pins = pinned_requirements() if pins is None else pins
+    problems = []
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    names = [info.filename for info in infos]
+    unzipped = sum(info.file_size for info in infos)
+    found = {}
+    for name in names:
+        match = re.fullmatch(r"([^/]+)-([^-/]+)\.dist-info/METADATA", name)
+        if match:
+            found[normalize(match.group(1))] = match.group(2)
+    for name, version in sorted(pins.items()):
+        if name not in found:
+            problems.append(f"{name}=={version} is not in the package")
+        elif found[name] != version:
+            problems.append(f"{name} is {found[name]} in the package, {version} in requirements.txt")
+    with zipfile.ZipFile(path) as archive:
+        wheels = {name: archive.read(name).decode("utf-8", "replace")
+                  for name in names if re.fullmatch(r"[^/]+\.dist-info/WHEEL", name)}
+    for name, text in sorted(wheels.items()):
+        for tag in re.findall(r"^Tag:\s*(\S+)", text, re.M):
+            problem = _wheel_tag_problem(tag)
+            if problem:
+                problems.append(f"{name.split('/')[0]}: {tag} {problem}")
+    for name in names:
+        base = name.rsplit("/", 1)[-1]
+        if base.endswith(".so") and ".cpython-" in base:
+            if not base.split(".cpython-", 1)[1].startswith(f"{RUNTIME[0]}{RUNTIME[1]}-x86_64-linux-gnu"):
+                problems.append(f"{name} is not built for CPython {RUNTIME[0]}.{RUNTIME[1]} on Linux x86_64")
+    app_files = ["app.py"] + sorted(
+        f"chalicelib/{f}" for f in os.listdir(os.path.join(ROOT, "chalicelib")) if f.endswith(".py"))
+    problems += [f"{f} of the app is not in the package" for f in app_files if f not in names]
+    return unzipped, problems
+
+
+def _wheel_tag_problem(tag):
+    """Why a wheel tag (python-abi-platform) can't load on the python3.12 x86_64 runtime, or None."""
+    try:
+        python, abi, platform = tag.split("-")
+    except ValueError:
+        return "is not a wheel tag"
+    if platform == "any":
+        return None
+    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
+    match = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
+    glibc = legacy.get(platform) or (match and (int(match.group(1)), int(match.group(2))))
+    if not glibc:
+        return "is not a manylinux wheel for x86_64 (the Lambda runtime is glibc Linux on x86_64)"
+    if glibc > RUNTIME_GLIBC:
+        return f"needs glibc {glibc[0]}.{glibc[1]}; the python3.12 runtime (Amazon Linux 2023) has 2.34"
+    runtime = f"cp{RUNTIME[0]}{RUNTIME[1]}"
+    if abi == runtime or (abi == "none" and python in ("py3", runtime)):
+        return None
+    if abi == "abi3" and re.fullmatch(r"cp3\d+", python) and int(python[3:]) <= RUNTIME[1]:
+        return None
+    return f"is not for CPython {RUNTIME[0]}.{RUNTIME[1]}"
+
+
+def run_chalice(stage, out):
+    """chalice package into out; returns its output. Raises PackageError on missing dependencies."""
+    env = dict(os.environ)
+    # chalice wants a region to generate the template; the template itself names none.
+    if not (env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")):
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
+    # pip's downloads stay in the checkout (build/ is ignored by git), not in ~/.cache.
+    env["PIP_CACHE_DIR"] = os.path.join(ROOT, "build", "pip-cache")
+    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    before = set(os.listdir(DEPLOYMENTS_CACHE)) if os.path.isdir(DEPLOYMENTS_CACHE) else set()
+    process = subprocess.run(
+        [chalice, "--project-dir", ROOT, "package", "--stage", stage, "--merge-template", TEMPLATE, out],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout
+    sys.stdout.write(output)
+    after = set(os.listdir(DEPLOYMENTS_CACHE)) if os.path.isdir(DEPLOYMENTS_CACHE) else set()
+    if MISSING_MARKER in output:
+        for name in after - before:        # don't let the next run reuse the incomplete zip
+            os.remove(os.path.join(DEPLOYMENTS_CACHE, name))
+        missing = output.split(MISSING_MARKER, 1)[1].split("You will have to", 1)[0].split()
+        raise PackageError("chalice could not install these for the Lambda platform: " + ", ".join(missing))
+    if process.returncode != 0:
+        raise PackageError(f"chalice package failed (exit status {process.returncode})")
+    if after - before:                      # a new dependency zip: the older ones are stale
+        for name in before:
+            if name.endswith(".zip"):
+                os.remove(os.path.join(DEPLOYMENTS_CACHE, name))
+    return output
+
+
+def lint(template_path):
+    """cfn-lint's findings on a template ('' when none)."""
+    process = subprocess.run([os.path.join(os.path.dirname(sys.executable), "cfn-lint"), template_path], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if process.returncode != 0:
+        return process.stdout or f"cfn-lint exited with {process.returncode}"
+    return ""
+
+
+def package(stage="dev", out=None, run_lint=True):
+    """Build and check the stage's artifact; returns a summary dict (paths and sizes)."""
+    if sys.version_info[:2] != RUNTIME:
+        raise PackageError(f"package with Python {RUNTIME[0]}.{RUNTIME[1]} (the Lambda runtime), not "
+                           f"{sys.version_info[0]}.{sys.version_info[1]}: chalice builds the dependencies "
+                           f"for the Python running it")
+    out = os.path.abspath(out or os.path.join(ROOT, "build", stage))
+    policy = policy_file(stage)
+    if not os.path.exists(policy):
+        raise PackageError(f"{os.path.relpath(policy, ROOT)} does not exist")
+    run_chalice(stage, out)
+    zip_path = os.path.join(out, "deployment.zip")
+    template_path = os.path.join(out, "sam.yaml")
+    unzipped, problems = check_zip(zip_path)
+    if unzipped > MAX_UNZIPPED_BYTES:
+        problems.append(f"the package is {unzipped / 2**20:.1f} MiB unzipped: over the "
+                        f"{MAX_UNZIPPED_BYTES / 2**20:.0f} MiB budget (Lambda's limit is 250 MiB)")
+    if run_lint:
+        findings = lint(template_path)
+        if findings:
+            problems.append("cfn-lint on the packaged template:\n" + findings)
+    if problems:
+        raise PackageError("the package is not fit to deploy:\n  " + "\n  ".join(problems))
+    summary = {"stage": stage, "zip": zip_path, "template": template_path,
+               "zipped_bytes": os.path.getsize(zip_path), "unzipped_bytes": unzipped}
+    print(f"{stage}: {os.path.relpath(zip_path, ROOT)} {summary['zipped_bytes'] / 2**20:.1f} MiB, "
+          f"{unzipped / 2**20:.1f} MiB unzipped (Lambda's limit {LAMBDA_LIMIT_BYTES / 2**20:.0f} MiB, "
+          f"budget {MAX_UNZIPPED_BYTES / 2**20:.0f} MiB); template {os.path.relpath(template_path, ROOT)}"
+          + (" passes cfn-lint" if run_lint else ""))
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--out", help="output directory (default build/STAGE)")
+    parser.add_argument("--no-lint", action="store_true", help="skip cfn-lint")
+    args = parser.parse_args(argv)
+    try:
+        package(args.stage, args.out, run_lint=not args.no_lint)
+    except PackageError as error:
+        print(f"make package: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

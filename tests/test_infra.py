@@ -1,0 +1,199 @@
+"""infra/resources.yaml: one definition of the AWS resources, for the cloud and for the local stack.
+
+tools/provision.py must create exactly the template's tables (keys, indexes, TTL), bucket and key in
+moto; the template must keep the bucket private, encrypted, TLS-only and self-cleaning, rotate the
+key, and give the Lambda function the runtime, limits and environment the code expects.
+"""
+import json
+import os
+import re
+
+import boto3
+import pytest
+
+from chalicelib.config import RESOURCE_ENV
+from tools import provision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API_GATEWAY_TIMEOUT = 29
+
+
+@pytest.fixture(scope="module")
+def template():
+    return provision.load_template()
+
+
+def of_type(template, type_name):
+    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == type_name}
+
+
+def _getatt(node):
+    value = node["Fn::GetAtt"]
+    return value.split(".", 1) if isinstance(value, str) else list(value)
+
+
+# ---- the local stack is the template ---------------------------------------------------------
+
+def test_provision_creates_exactly_the_templates_tables_keys_indexes_and_ttl(aws, template):
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    tables = of_type(template, "AWS::DynamoDB::Table")
+    assert set(client.list_tables()["TableNames"]) == {aws[RESOURCE_ENV[lid]] for lid in tables}
+    for logical_id, resource in tables.items():
+        props = resource["Properties"]
+        name = aws[RESOURCE_ENV[logical_id]]
+        made = client.describe_table(TableName=name)["Table"]
+        assert made["KeySchema"] == props["KeySchema"], logical_id
+        assert sorted(made["AttributeDefinitions"], key=str) == sorted(props["AttributeDefinitions"], key=str)
+        assert made["BillingModeSummary"]["BillingMode"] == props["BillingMode"] == "PAY_PER_REQUEST"
+        wanted = {i["IndexName"]: (i["KeySchema"], i["Projection"]["ProjectionType"])
+                  for i in props.get("GlobalSecondaryIndexes", [])}
+        found = {i["IndexName"]: (i["KeySchema"], i["Projection"]["ProjectionType"])
+                 for i in made.get("GlobalSecondaryIndexes", [])}
+        assert found == wanted, logical_id
+        assert not props.get("LocalSecondaryIndexes") and not made.get("LocalSecondaryIndexes")
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        spec = props.get("TimeToLiveSpecification")
+        if spec and spec["Enabled"]:
+            assert ttl["TimeToLiveStatus"] == "ENABLED" and ttl["AttributeName"] == spec["AttributeName"], logical_id
+        else:
+            assert ttl["TimeToLiveStatus"] == "DISABLED", logical_id
+
+
+def test_provision_creates_the_templates_bucket_and_key(aws, template):
+    (bucket_id, bucket), = of_type(template, "AWS::S3::Bucket").items()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    name = aws[RESOURCE_ENV[bucket_id]]
+    rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules] == ["AES256"]
+    assert s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"] == \
+        bucket["Properties"]["PublicAccessBlockConfiguration"]
+    lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+    assert [(r["Status"], r["Expiration"]["Days"]) for r in lifecycle] == [("Enabled", 1)]
+    (key_id, _key), = of_type(template, "AWS::KMS::Key").items()
+    kms = boto3.client("kms", region_name="us-east-1")
+    assert kms.describe_key(KeyId=aws[RESOURCE_ENV[key_id]])["KeyMetadata"]["Enabled"]
+
+
+def test_every_resource_the_code_names_is_in_the_template_and_back(template):
+    data = {lid for lid, r in template["Resources"].items()
+            if r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key")}
+    assert data == set(RESOURCE_ENV)
+
+
+def test_chalice_reads_the_template_as_provision_does(template):
+    """chalice package merges the file with its own YAML loader: same resources, same references."""
+    import yaml
+    from chalice.package import YAMLTemplateSerializer
+
+    # chalice registers its tag constructor on yaml.SafeLoader itself: undo it for the other tests.
+    had = "yaml_multi_constructors" in yaml.SafeLoader.__dict__
+    saved = dict(yaml.SafeLoader.yaml_multi_constructors)
+    try:
+        with open(provision.TEMPLATE, encoding="utf-8") as handle:
+            merged = YAMLTemplateSerializer().load_template(handle.read(), provision.TEMPLATE)
+    finally:
+        if had:
+            yaml.SafeLoader.yaml_multi_constructors = saved
+        elif "yaml_multi_constructors" in vars(yaml.SafeLoader):
+            del yaml.SafeLoader.yaml_multi_constructors
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.safe_load("!Ref x")
+
+    def normal(node):
+        if isinstance(node, dict):
+            if set(node) == {"Fn::GetAtt"}:
+                return {"Fn::GetAtt": _getatt(node)}
+            return {k: normal(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [normal(v) for v in node]
+        return node
+
+    assert normal(merged) == normal(template)
+
+
+# ---- what the template guarantees ------------------------------------------------------------
+
+def test_tables_keep_their_data_and_ttl_attributes_are_the_codes(template):
+    tables = of_type(template, "AWS::DynamoDB::Table")
+    assert set(tables) == {"AccountsTable", "SessionsTable", "MetersTable", "ReadingsTable"}
+    source = "".join(open(os.path.join(ROOT, "chalicelib", f), encoding="utf-8").read()
+                     for f in os.listdir(os.path.join(ROOT, "chalicelib")) if f.endswith(".py"))
+    for logical_id, resource in tables.items():
+        props = resource["Properties"]
+        assert resource.get("DeletionPolicy") == resource.get("UpdateReplacePolicy") == "Retain", logical_id
+        assert props["SSESpecification"]["SSEEnabled"] is True, logical_id
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            assert ttl["Enabled"] is True
+            assert f'"{ttl["AttributeName"]}"' in source, f"no code writes {logical_id}'s TTL attribute"
+    assert tables["AccountsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
+    assert tables["SessionsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
+    index, = tables["SessionsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_user"
+
+
+def test_bucket_is_private_encrypted_tls_only_and_expires_generated_files_after_a_day(template):
+    (bucket_id, bucket), = of_type(template, "AWS::S3::Bucket").items()
+    props = bucket["Properties"]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert props["PublicAccessBlockConfiguration"] == {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                                       "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert "AccessControl" not in props and "WebsiteConfiguration" not in props
+    (lifecycle,) = props["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["Status"] == "Enabled" and lifecycle["ExpirationInDays"] == 1
+    assert "Prefix" not in lifecycle and "TagFilters" not in lifecycle, "the rule must cover every generated file"
+    assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+
+    (policy,) = of_type(template, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": bucket_id}
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    resources = statement["Resource"]
+    assert {"Fn::GetAtt": [bucket_id, "Arn"]} in [{"Fn::GetAtt": _getatt(r)} for r in resources if "Fn::GetAtt" in r]
+    assert {"Fn::Sub": "${%s.Arn}/*" % bucket_id} in resources
+
+
+def test_api_keys_key_rotates_and_is_kept(template):
+    (key,) = of_type(template, "AWS::KMS::Key").values()
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key.get("DeletionPolicy") == "Retain"
+    assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+
+
+def test_lambda_settings_runtime_limits_logs_and_environment(template):
+    function = template["Resources"]["APIHandler"]
+    assert function["Type"] == "AWS::Serverless::Function"
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert 1 <= props["Timeout"] < API_GATEWAY_TIMEOUT, "the function must stop before API Gateway gives up (29 s)"
+    assert 512 <= props["MemorySize"] <= 10240
+    assert props["LoggingConfig"]["LogFormat"] == "JSON"
+    assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ApiLogGroup"}
+    assert template["Resources"]["ApiLogGroup"]["Properties"]["RetentionInDays"] > 0
+    variables = props["Environment"]["Variables"]
+    assert variables.pop("SECURE_COOKIES") == "true"
+    expected = {}
+    for logical_id, variable in RESOURCE_ENV.items():
+        expected[variable] = logical_id
+    assert set(variables) == set(expected)
+    for variable, value in variables.items():
+        referenced = value.get("Ref") or _getatt(value)[0]
+        assert referenced == expected[variable], f"{variable} must name {expected[variable]}"
+
+
+def test_deployed_stages_take_their_resources_from_the_template():
+    with open(os.path.join(ROOT, ".chalice", "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    assert config.get("environment_variables", {}).get("SECURE_COOKIES", "true") == "true"
+    for stage, settings in config["stages"].items():
+        if stage == "local":
+            continue
+        variables = settings.get("environment_variables", {})
+        assert not set(variables) & set(RESOURCE_ENV.values()), f"{stage} must not name resources itself"
+        assert variables.get("SECURE_COOKIES", "true") == "true", f"{stage} must keep secure cookies"
+        assert "lambda_timeout" not in settings and "lambda_memory_size" not in settings, \
+            f"{stage}: the function's limits are infra/resources.yaml's"
+        assert re.fullmatch(r"[a-z]+", stage)

@@ -1,0 +1,228 @@
+"""`make package` and `make deploy`: the artifact is complete, fits in Lambda, lints, and is what was tested.
+
+The packaging runs for real (chalice package, which downloads Lambda-platform wheels from PyPI the
+first time; later runs reuse chalice's cache in .chalice/deployments), into build/pytest-STAGE.
+`make deploy` runs with a stand-in for the AWS CLI that records its arguments: everything up to
+the upload is real.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tools import provision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("infra_package", os.path.join(ROOT, "infra", "package.py"))
+package = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(package)
+
+
+def load(path):
+    return provision.load_template(path)
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def packaged(request):
+    out = os.path.join(ROOT, "build", f"pytest-{request.param}")
+    summary = package.package(request.param, out)
+    yield request.param, summary, load(summary["template"])
+
+
+def test_the_package_fits_in_lambda_with_room_to_spare(packaged):
+    stage, summary, _template = packaged
+    assert summary["unzipped_bytes"] <= package.MAX_UNZIPPED_BYTES < package.LAMBDA_LIMIT_BYTES
+    assert package.LAMBDA_LIMIT_BYTES - summary["unzipped_bytes"] >= 50 * 2**20
+    print(f"\n{stage}: {summary['zipped_bytes'] / 2**20:.1f} MiB zipped, "
+          f"{summary['unzipped_bytes'] / 2**20:.1f} MiB unzipped")
+
+
+def test_the_package_holds_the_app_and_every_pinned_requirement_for_the_runtime(packaged):
+    _stage, summary, _template = packaged
+    size, problems = package.check_zip(summary["zip"])
+    assert problems == []
+    with zipfile.ZipFile(summary["zip"]) as archive:
+        names = set(archive.namelist())
+    for name in os.listdir(os.path.join(ROOT, "chalicelib")):
+        if os.path.isfile(os.path.join(ROOT, "chalicelib", name)) and not name.endswith(".pyc"):
+            assert f"chalicelib/{name}" in names, f"chalicelib/{name} is not shipped"
+    assert not {n for n in names if n.startswith(("tests/", "tools/", "edge_agent/", ".venv/", "build/"))}
+
+
+def test_the_packaged_template_is_the_infrastructure_template_merged(packaged):
+    stage, _summary, template = packaged
+    mine = load(provision.TEMPLATE)
+    for logical_id, resource in mine["Resources"].items():
+        merged = template["Resources"][logical_id]
+        for key, value in resource.items():
+            if key == "Properties":
+                for name, prop in value.items():
+                    assert _same(merged["Properties"][name], prop), f"{logical_id}.{name} differs once packaged"
+            else:
+                assert merged[key] == value, f"{logical_id}.{key} differs once packaged"
+    function = template["Resources"]["APIHandler"]["Properties"]
+    assert function["Runtime"] == "python3.12" and function["Timeout"] < 29
+    assert function["Handler"] == "app.app"
+    assert function["Environment"]["Variables"]["SECURE_COOKIES"] == "true"
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert stage in function["Tags"]["aws-chalice"]
+
+
+def test_the_functions_role_has_exactly_the_stages_policy_file(packaged):
+    stage, _summary, template = packaged
+    role_ref = template["Resources"]["APIHandler"]["Properties"]["Role"]["Fn::GetAtt"]
+    role_id = (role_ref.split(".") if isinstance(role_ref, str) else role_ref)[0]
+    role = template["Resources"][role_id]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert "ManagedPolicyArns" not in role["Properties"], "no managed policy on top of the tested one"
+    (policy,) = role["Properties"]["Policies"]
+    with open(package.policy_file(stage), encoding="utf-8") as handle:
+        assert _same(policy["PolicyDocument"], json.load(handle))
+    roles = [lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
+    assert roles == [role_id], "one role, the function's"
+
+
+def _same(a, b):
+    """Equal, with Fn::GetAtt 'X.Arn' and ['X', 'Arn'] the same."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) == set(b) == {"Fn::GetAtt"}:
+            split = [v.split(".", 1) if isinstance(v, str) else list(v) for v in (a["Fn::GetAtt"], b["Fn::GetAtt"])]
+            return split[0] == split[1]
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# ---- the checks themselves --------------------------------------------------------------------
+
+def _zip(path, files):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return str(path)
+
+
+def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
+    app_files = {"app.py": ""}
+    app_files.update({f"chalicelib/{f}": "" for f in os.listdir(os.path.join(ROOT, "chalicelib"))
+                      if f.endswith(".py")})
+    good = {**app_files, "numpy-2.5.5.dist-info/METADATA": "", "pyyaml-6.0.4.dist-info/METADATA": "",
+            "numpy-2.5.5.dist-info/WHEEL": "Tag: cp312-cp312-manylinux_2_27_x86_64\n",
+            "numpy/core/_x.cpython-312-x86_64-linux-gnu.so": ""}
+    pins = {"numpy": "2.5.5", "pyyaml": "6.0.4"}
+    assert package.check_zip(_zip(tmp_path / "good.zip", good), pins)[1] == []
+    bad = {**app_files, "numpy-2.3.0.dist-info/METADATA": "",
+           "numpy-2.3.0.dist-info/WHEEL": "Tag: cp311-cp311-manylinux_2_17_x86_64\n",
+           "numpy/core/_x.cpython-311-x86_64-linux-gnu.so": ""}
+    del bad["app.py"]
+    problems = " ".join(package.check_zip(_zip(tmp_path / "bad.zip", bad), pins)[1])
+    assert "pyyaml==6.0.4 is not in the package" in problems
+    assert "numpy is 2.3.0 in the package, 2.5.5" in problems
+    assert "cp311-cp311" in problems and "cpython-311" in problems
+    assert "app.py of the app is not in the package" in problems
+
+
+def test_wheel_tags_for_the_lambda_runtime():
+    assert package._wheel_tag_problem("py3-none-any") is None
+    assert package._wheel_tag_problem("cp312-cp312-manylinux_2_17_x86_64") is None
+    assert package._wheel_tag_problem("cp39-abi3-manylinux2014_x86_64") is None
+    assert package._wheel_tag_problem("cp311-cp311-manylinux_2_17_x86_64")
+    assert package._wheel_tag_problem("cp312-cp312-manylinux_2_17_aarch64")
+    assert package._wheel_tag_problem("cp312-cp312-musllinux_1_2_x86_64")
+    assert package._wheel_tag_problem("cp312-cp312-linux_x86_64")
+    assert package._wheel_tag_problem("cp312-cp312-manylinux_2_39_x86_64")
+
+
+def test_a_dependency_chalice_could_not_install_fails_the_build_and_is_not_cached(tmp_path, monkeypatch):
+    cache = tmp_path / "deployments"
+    cache.mkdir()
+    (cache / "old.zip").write_text("")
+    output = ("Creating deployment package.\n\nCould not install dependencies:\nnumpy==2.5.5\ncontourpy==1.4.0\n"
+              "You will have to build these yourself and vendor them in\nthe chalice vendor folder.\n")
+
+    def fake_run(args, **kwargs):
+        (cache / "new.zip").write_text("")
+        return subprocess.CompletedProcess(args, 0, stdout=output)
+
+    monkeypatch.setattr(package, "DEPLOYMENTS_CACHE", str(cache))
+    monkeypatch.setattr(package.subprocess, "run", fake_run)
+    with pytest.raises(package.PackageError, match="numpy==2.5.5, contourpy==1.4.0"):
+        package.run_chalice("dev", str(tmp_path / "out"))
+    assert sorted(os.listdir(cache)) == ["old.zip"]
+
+
+def test_packaging_refuses_another_python_and_a_stage_without_its_policy(monkeypatch):
+    with pytest.raises(package.PackageError, match="no stage 'nope'"):
+        package.package("nope")
+    with pytest.raises(package.PackageError, match="policy-local.json does not exist"):
+        package.package("local")       # not a deployed stage: it has no policy
+    monkeypatch.setattr(package, "stage_config", lambda stage: {"autogen_policy": True})
+    with pytest.raises(package.PackageError, match="autogen_policy on"):
+        package.package("dev")
+    monkeypatch.undo()
+    monkeypatch.setattr(package, "RUNTIME", (3, 11))
+    with pytest.raises(package.PackageError, match="Python 3.11"):
+        package.package("dev")
+
+
+# ---- make deploy, up to the upload -------------------------------------------------------------
+
+FAKE_AWS = r'''#!PYTHON
+import json, os, shutil, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_AWS_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:2] == ["cloudformation", "package"]:
+    source = args[args.index("--template-file") + 1]
+    assert os.path.exists(source), source
+    shutil.copy(source, args[args.index("--output-template-file") + 1])
+'''
+
+
+def _make(*args, env=None):
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_deploy_packages_then_uploads_and_deploys_the_stages_stack(tmp_path):
+    fake = tmp_path / "aws"
+    fake.write_text(FAKE_AWS.replace("PYTHON", sys.executable))
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    done = _make("deploy", "STAGE=dev", "ARTIFACTS_BUCKET=my-artifacts", f"AWS={fake}", "AWS_REGION=eu-west-1",
+                 env={"FAKE_AWS_LOG": str(log)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "dev: build/dev/deployment.zip" in done.stdout and "passes cfn-lint" in done.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[:2] for c in calls] == [["cloudformation", "package"], ["cloudformation", "deploy"],
+                                      ["cloudformation", "describe-stacks"]]
+    upload, deploy, _outputs = calls
+
+    def arg(call, name):
+        return call[call.index(name) + 1]
+
+    assert arg(upload, "--template-file") == "build/dev/sam.yaml"
+    assert arg(upload, "--s3-bucket") == "my-artifacts"
+    assert arg(deploy, "--template-file") == arg(upload, "--output-template-file") == "build/dev/packaged.yaml"
+    assert arg(deploy, "--stack-name") == "intellimeter-dev"
+    assert {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"} <= set(deploy[deploy.index("--capabilities") + 1:])
+    assert all(arg(c, "--region") == "eu-west-1" for c in calls)
+    with open(os.path.join(ROOT, "build", "dev", "packaged.yaml"), encoding="utf-8") as handle:
+        assert "APIHandler" in handle.read()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_deploy_without_a_bucket_or_with_the_local_stage_stops_before_anything(tmp_path):
+    log = tmp_path / "calls.log"
+    no_bucket = _make("deploy", "STAGE=dev", "AWS=false", env={"ARTIFACTS_BUCKET": ""})
+    assert no_bucket.returncode != 0 and "ARTIFACTS_BUCKET" in no_bucket.stderr
+    local = _make("deploy", "STAGE=local", "ARTIFACTS_BUCKET=b", "AWS=false")
+    assert local.returncode != 0 and "STAGE must be one of" in local.stderr
+    assert "chalice" not in no_bucket.stdout + local.stdout and not log.exists()
