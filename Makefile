@@ -33,3 +33,42 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# ---- Deployment (docs/deploy.md) ---------------------------------------------------------------
+# make package [STAGE=dev]: build/STAGE/{deployment.zip,sam.yaml}, checked (infra/package.py).
+# make deploy STAGE=dev ARTIFACTS_BUCKET=my-bucket [STACK=…] [AWS_REGION=…]: package, upload, deploy.
+# make check: the packages of every deployed stage build, are complete and pass cfn-lint.
+STAGE ?= dev
+STACK ?= intellimeter-$(STAGE)
+AWS ?= aws
+ARTIFACTS_BUCKET ?=
+AWS_REGION ?=
+DEPLOY_STAGES := dev prod
+
+.PHONY: package deploy check
+
+package: $(STAMP)
+	$(PY) infra/package.py --stage $(STAGE) --out build/$(STAGE)
+
+ifneq ($(filter deploy,$(MAKECMDGOALS)),)
+ifeq ($(ARTIFACTS_BUCKET),)
+$(error make deploy: set ARTIFACTS_BUCKET to the S3 bucket for the code: make deploy STAGE=$(STAGE) ARTIFACTS_BUCKET=my-bucket)
+endif
+ifeq ($(filter $(STAGE),$(DEPLOY_STAGES)),)
+$(error make deploy: STAGE must be one of $(DEPLOY_STAGES), not "$(STAGE)")
+endif
+endif
+
+deploy: package
+	$(AWS) cloudformation package $(if $(AWS_REGION),--region $(AWS_REGION)) --template-file build/$(STAGE)/sam.yaml --s3-bucket $(ARTIFACTS_BUCKET) --s3-prefix $(STACK) --output-template-file build/$(STAGE)/packaged.yaml
+	$(AWS) cloudformation deploy $(if $(AWS_REGION),--region $(AWS_REGION)) --template-file build/$(STAGE)/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset
+	$(AWS) cloudformation describe-stacks $(if $(AWS_REGION),--region $(AWS_REGION)) --stack-name $(STACK) --query "Stacks[0].Outputs" --output table
+
+check: $(STAMP)
+	for stage in $(DEPLOY_STAGES); do $(PY) infra/package.py --stage $$stage --out build/$$stage || exit 1; done
+
+# The schemathesis run of tests/test_fuzz.py with more examples per operation than `make test` gives it
+# (FUZZ_EXAMPLES=6 there); e.g. `make fuzz FUZZ_EXAMPLES=500` for a longer one.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest -q tests/test_fuzz.py

@@ -120,3 +120,12 @@ def chart(call):
     return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
                                       width=call.get("width"), height=call.get("height"),
                                       start=call.get("start"), end=call.get("end")))
+
+
+# ---- /openapi.yaml ----------------------------------------------------------------------------
+
+@api.route("/openapi.yaml", "GET", authenticated=False)
+def openapi_document(call):
+    from chalicelib import openapi
+
+    return openapi.response()

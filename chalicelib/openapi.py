@@ -1,0 +1,30 @@
+"""GET /openapi.yaml: the API's OpenAPI 3.1 document, served as written.
+
+The document lives in chalicelib/openapi.yaml so that `chalice package` ships it with the function
+(it packages app.py and chalicelib/ only); docs/openapi.yaml, the copy the README points to, must be
+the same file byte for byte (tests/test_openapi.py checks it: edit docs/openapi.yaml, then
+`cp docs/openapi.yaml chalicelib/openapi.yaml`).
+"""
+import os
+
+from chalice import Response
+
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.yaml")
+MEDIA_TYPE = "application/yaml"
+
+_text = None
+
+
+def document():
+    """The document's text (read once per container)."""
+    global _text
+    if _text is None:
+        with open(PATH, encoding="utf-8") as handle:
+            _text = handle.read()
+    return _text
+
+
+def response():
+    """The answer of GET /openapi.yaml: the document as application/yaml (a valid responseType is not applied)."""
+    return Response(body=document(), status_code=200,
+                    headers={"Content-Type": MEDIA_TYPE, "Cache-Control": "public, max-age=300"})

@@ -1,0 +1,175 @@
+"""docs/openapi.yaml: a valid OpenAPI 3.1 document that describes exactly the app's routes, served by the API.
+
+A route added to app.py without documenting it (or documented without being routed, or with another
+authentication) fails test_document_and_app_have_the_same_routes.
+"""
+import os
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC_PATH = os.path.join(ROOT, "docs", "openapi.yaml")
+SERVED_PATH = os.path.join(ROOT, "chalicelib", "openapi.yaml")
+MEDIA_TYPES = {"application/json", "application/xml", "application/yaml"}
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+def document():
+    with open(DOC_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield path, method.upper(), operation
+
+
+def _resolve(document, node):
+    while isinstance(node, dict) and "$ref" in node:
+        target = document
+        for part in node["$ref"][2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _headers(answer):
+    return {name.lower(): value for name, value in answer.headers.items()}
+
+
+def test_the_served_copy_is_the_document():
+    """chalicelib/openapi.yaml (packaged with the Lambda, served) is docs/openapi.yaml byte for byte."""
+    with open(DOC_PATH, "rb") as docs, open(SERVED_PATH, "rb") as served:
+        assert served.read() == docs.read(), "edit docs/openapi.yaml, then: cp docs/openapi.yaml chalicelib/openapi.yaml"
+
+
+def test_the_document_is_packaged_with_the_function():
+    """`chalice package` ships chalicelib/openapi.yaml (it zips app.py and every file of chalicelib/)."""
+    from chalice.deploy.packager import LambdaDeploymentPackager
+    from chalice.utils import OSUtils, UI
+
+    packager = LambdaDeploymentPackager(OSUtils(), None, UI())
+    zipped = dict((zip_path, full_path) for full_path, zip_path in packager._iter_app_filenames(ROOT))
+    assert "chalicelib/openapi.yaml" in zipped
+    assert "chalicelib/openapi.py" in zipped
+
+
+def test_the_document_is_valid_openapi_3_1(document):
+    import schemathesis
+
+    assert document["openapi"].startswith("3.1.")
+    schemathesis.openapi.from_dict(document).validate()
+    for name, schema in document["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    for ref in set(_refs(document)):
+        assert ref.startswith("#/"), ref
+        assert _resolve(document, {"$ref": ref}) is not None, ref
+
+
+def test_document_and_app_have_the_same_routes(document):
+    """Every route of app.py is documented with its methods and authentication, and nothing else is."""
+    from app import api
+
+    routed = {(path, method): authenticated for path, methods in api.routes.items()
+              for method, (_handler, authenticated) in methods.items()}
+    documented = {(path, method): operation.get("security", document["security"]) != []
+                  for path, method, operation in _operations(document)}
+    assert sorted(set(routed) - set(documented)) == [], "routes of app.py missing from docs/openapi.yaml"
+    assert sorted(set(documented) - set(routed)) == [], "operations of docs/openapi.yaml that app.py doesn't route"
+    assert documented == routed, "authentication differs (security: [] in the document is authenticated=False)"
+
+
+def test_every_operation_documents_its_answers(document):
+    """responseType, the three media types, the errors every operation can give, the 303s of /file and /graphics."""
+    schemes = set(document["components"]["securitySchemes"])
+    assert schemes == {"apiKey", "bearerKey", "sessionCookie"}
+    assert document["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+    assert document["components"]["securitySchemes"]["sessionCookie"] == {
+        **document["components"]["securitySchemes"]["sessionCookie"], "in": "cookie", "name": "session"}
+    for path, method, operation in _operations(document):
+        label = f"{method} {path}"
+        responses = operation["responses"]
+        if path == "/openapi.yaml":
+            assert set(_resolve(document, responses["200"])["content"]) == {"application/yaml"}
+            continue
+        names = [_resolve(document, p)["name"] for p in operation.get("parameters", [])]
+        assert "responseType" in names, label
+        assert "400" in responses, label
+        if operation.get("security", document["security"]) != []:
+            assert "401" in responses, label
+        if method in ("PUT", "POST", "DELETE"):
+            assert {"413", "415"} <= set(responses), label
+        success = "303" if path in ("/file", "/graphics") else "200"
+        assert set(responses) & {"200", "303"} == {success}, label
+        for status, response in responses.items():
+            content = _resolve(document, response)["content"]
+            assert set(content) == MEDIA_TYPES, f"{label} {status}"
+        if success == "303":
+            headers = _resolve(document, responses["303"])["headers"]
+            assert headers["Location"]["required"] is True, label
+        if method != "GET" and "requestBody" in operation:
+            assert {"application/json", "application/x-www-form-urlencoded"} <= set(
+                operation["requestBody"]["content"]) or path == "/data", label
+
+
+def test_the_examples_follow_their_schemas(document):
+    """Each example of the document is valid for the schema beside it (they are what schemathesis sends first)."""
+    checked = 0
+
+    def check(schema, example, where):
+        nonlocal checked
+        resolved = {**schema, "components": document["components"]} if "$ref" not in schema else {
+            "$ref": schema["$ref"], "components": document["components"]}
+        jsonschema.Draft202012Validator(resolved).validate(example)
+        checked += 1
+
+    for path, method, operation in _operations(document):
+        for parameter in map(lambda p: _resolve(document, p), operation.get("parameters", [])):
+            if "example" in parameter:
+                check(parameter["schema"], parameter["example"], f"{method} {path} {parameter['name']}")
+        for media in (operation.get("requestBody") or {}).get("content", {}).values():
+            for example in [media.get("example"), *[e["value"] for e in media.get("examples", {}).values()]]:
+                if example is not None:
+                    check(media["schema"], example, f"{method} {path} body")
+        for response in operation["responses"].values():
+            for media in _resolve(document, response).get("content", {}).values():
+                if "example" in media:
+                    check(media["schema"], media["example"], f"{method} {path} answer")
+    assert checked > 20
+
+
+def test_the_api_serves_its_document_without_credentials(client):
+    answer = client.http.get("/openapi.yaml")
+    assert answer.status_code == 200
+    assert _headers(answer)["content-type"] == "application/yaml"
+    with open(DOC_PATH, "rb") as handle:
+        assert answer.body == handle.read()
+    assert yaml.safe_load(answer.body)["paths"]["/openapi.yaml"]["get"]["security"] == []
+
+
+def test_methods_the_document_does_not_list_answer_405_with_the_documented_ones(client, document):
+    for path, item in document["paths"].items():
+        documented = sorted(m.upper() for m in item if m in HTTP_METHODS)
+        for method in ("GET", "PUT", "POST", "DELETE", "PATCH"):
+            if method in documented:
+                continue
+            answer = getattr(client.http, method.lower())(path)
+            assert answer.status_code == 405, (method, path, answer.body)
+            assert _headers(answer)["allow"] == ", ".join(documented), (method, path)
+            assert _headers(answer)["content-type"] == "application/json"
