@@ -3,7 +3,7 @@
 matplotlib (and numpy, Pillow, … under it) is for GET /graphics, PyYAML for responseType=yaml,
 dicttoxml is only the reference of the XML writer: each is imported when used, never at import.
 Each check runs in a fresh interpreter, as a Lambda cold start does. bench/bench_import.py measures
-the time this saves (docs/benchmarks-deploy.md).
+the time this saves (docs/benchmarks.md).
 """
 import json
 import os

@@ -62,13 +62,56 @@ def test_printed_curl_lines_work(make_run, tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _readme_commands(prefix):
+    """The README's shell lines (in ```sh blocks) that start with prefix, comments removed."""
+    with open(os.path.join(PROJECT_DIR, "README.md")) as handle:
+        blocks = re.findall(r"```sh\n(.*?)```", handle.read(), flags=re.S)
+    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith(prefix)]
+
+
+def test_the_readmes_curl_lines_work_against_make_run(make_run, tmp_path):
+    """The README's examples as written, with this run's key in $KEY and its port for 8000."""
+    _process, banner, env, _ports = make_run
+    key = re.search(r"[0-9a-f]{10}(-[0-9a-f]{10}){3}", banner).group(0)
+    curls = _readme_commands("curl ")
+    assert len(curls) >= 3
+    for command in curls:
+        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{env['API_PORT']}")
+        answer = subprocess.run(["bash", "-c", command + " -w '%{http_code}'"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60, env={**env, "KEY": key})
+        assert answer.returncode == 0, (command, answer.stderr)
+        assert answer.stdout.endswith("200"), (command, answer.stdout[-300:])
+    assert (tmp_path / "week.csv").read_text().startswith("MeterParam,TimeStamping,value")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_readmes_commissioning_commands_work_on_the_demo_agent(make_run):
+    """`python -m edge_agent read|status -c agent.yaml` as in the README, on make run's agent config."""
+    _process, banner, env, _ports = make_run
+    config = re.search(r"edge_agent status -c (\S+)", banner).group(1)
+    commands = _readme_commands("python -m edge_agent ")
+    assert {c.split()[3] for c in commands} >= {"read", "status"}
+    for command in commands:
+        command = command.replace("python ", ".venv/bin/python ", 1).replace("agent.yaml", config)
+        answer = subprocess.run(["bash", "-c", command], cwd=PROJECT_DIR, capture_output=True, text=True,
+                                timeout=120, env=env)
+        assert answer.returncode == 0, (command, answer.stderr)
+        assert answer.stdout.strip(), command
+    status = [c for c in commands if " status " in c and "--json" in c]
+    assert status, "the README shows status --json"
+
+
 def test_make_admin_creates_a_project(make_run):
+    """The README's `make admin` line as written: the password from stdin, the account and key as JSON."""
     _process, _banner, env, _ports = make_run
-    args = "create-project acme --timezone Europe/Paris --username acme-admin --email admin@acme.example"
-    answer = subprocess.run(["make", "--no-print-directory", "-s", "admin", f"ARGS={args}"], cwd=PROJECT_DIR,
-                            env=env, input="a-long-enough-password\n", capture_output=True, text=True, timeout=120)
+    [command] = _readme_commands("echo ")
+    assert "make admin" in command and "create-project" in command
+    answer = subprocess.run(["bash", "-c", command], cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+                            timeout=120)
     assert answer.returncode == 0, answer.stderr
     assert '"key"' in answer.stdout and '"username": "acme-admin"' in answer.stdout
+    assert "a-long-enough-password" not in answer.stdout + answer.stderr
 
 
 def test_second_make_run_says_so(make_run):
