@@ -31,15 +31,7 @@ def records():
     logger.removeHandler(handler)
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
+pytestmark = pytest.mark.usefixtures("fast_hashing")  # small Argon2 costs: hashing is tested in test_sessions_security
 
 
 def access_lines(records):

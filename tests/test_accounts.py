@@ -22,19 +22,7 @@ JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """Argon2id with small costs: these tests are about routes, and hashing ~0.25 s a time adds up.
-
-    test_sessions_security.py tests hashing itself, with the real parameters.
-    """
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
+pytestmark = pytest.mark.usefixtures("fast_hashing")  # small Argon2 costs: hashing is tested in test_sessions_security
 
 
 def send(client, method, path, body=None, headers=None, form=None):

@@ -436,17 +436,6 @@ def moto_attributes(env):
     return attributes
 
 
-@pytest.fixture
-def fast_hashing(monkeypatch):
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
-
-
 def _send(client, method, path, body=None, headers=None):
     headers = dict(headers or {})
     if body is not None:

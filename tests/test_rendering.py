@@ -23,16 +23,7 @@ MEDIA_TYPES = {"json": "application/json", "xml": "application/xml", "yaml": "ap
 LOCAL_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$")
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """Argon2id with small costs: these tests are about formats (test_sessions_security tests hashing)."""
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
+pytestmark = pytest.mark.usefixtures("fast_hashing")  # small Argon2 costs: hashing is tested in test_sessions_security
 
 
 def vendor_xml(obj):

@@ -18,18 +18,6 @@ JSON = {"Content-Type": "application/json"}
 TABLES = ("AccountsTable", "SessionsTable", "MetersTable", "ReadingsTable")
 
 
-@pytest.fixture
-def fast_hashing(monkeypatch):
-    """Argon2id with small costs, for tests that are not about the hash (the password tests use the real one)."""
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
-
-
 def log_in(client, username, password):
     return client.http.put("/session", headers=JSON, body=json.dumps({"username": username, "password": password}))
 
