@@ -6,6 +6,7 @@ meter-year is 365 items instead of 105,120. Each meter item also keeps its lates
 latest interval, maintained at ingest, so GET /data and GET /interval read one query per project
 whatever the history.
 """
+import calendar
 import math
 import re
 from collections import defaultdict
@@ -32,8 +33,14 @@ def _slot(epoch):
     return moment.strftime("%Y-%m-%d"), moment.strftime("%H%M%S")
 
 
-def _epoch(day, slot):
-    return int(datetime.strptime(day + slot, "%Y-%m-%d%H%M%S").replace(tzinfo=timezone.utc).timestamp())
+def _day_epoch(day):
+    """Epoch seconds of a UTC day's midnight ('YYYY-MM-DD')."""
+    return calendar.timegm((int(day[0:4]), int(day[5:7]), int(day[8:10]), 0, 0, 0))
+
+
+def _slot_seconds(slot):
+    """Seconds into the day of a 'HHMMSS' map key (strptime per reading was half an export's CPU)."""
+    return int(slot[0:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:6])
 
 
 def parse_time(text, zone):
@@ -318,11 +325,12 @@ def series(project_id, meter_id, start, end):
     items = db.query(TABLE, "meter = :m AND #d BETWEEN :a AND :b", {":m": key, ":a": first, ":b": last},
                      names={"#d": "day"}, page_size=32)
     for item in items:
-        day = item["day"]
-        for slot in sorted(item.get("r", {})):
-            epoch = _epoch(day, slot)
+        midnight = _day_epoch(item["day"])
+        day_readings = item.get("r", {})
+        for slot in sorted(day_readings):
+            epoch = midnight + _slot_seconds(slot)
             if start <= epoch < end:
-                yield epoch, float(item["r"][slot])
+                yield epoch, float(day_readings[slot])
 
 
 def energy_used(points):
