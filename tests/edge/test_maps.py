@@ -62,7 +62,7 @@ def test_word_orders_on_the_wire(site):
     c = ModbusTcpClient("127.0.0.1", port=cfg.buses["LAN1"].port)
     assert c.connect()
     try:
-        rr = c.read_holding_registers(0x42, count=2, device_id=4)
+        rr = c.read_holding_registers(0x34, count=2, device_id=4)
         assert rr.registers == [0x0000, 0x0002]  # low word first
         sim.meters["imeter45"].set_energy(65.537)  # 65537 thousandths
         rr = c.read_holding_registers(1142, count=2, device_id=1)
@@ -179,3 +179,27 @@ def test_encode_decode_roundtrip_every_register(mapname):
     for name, v in sm.values().items():
         reg = m.registers[name]
         assert raw[name] * reg.scale == pytest.approx(v, rel=1e-6, abs=reg.scale), (mapname, name)
+
+
+# The total-energy register of each shipped map as its maker documents it: (wire address, type, word
+# order, kWh per count, function). A map edited to read another register (a per-phase energy, the
+# export total) would send the wrong energy for every meter of that type, with every other test green.
+DOCUMENTED_ENERGY = {
+    # The contract: 41143-41144, UINT32 thousandths of a kWh, high word first, holding registers.
+    "Priority.ici": (1142, "uint32", "big", 0.001, 3),
+    # Eastron SDM630/SDM120 protocol: input register 30073 "Import active energy", float kWh.
+    "Eastron.SDM630": (0x0048, "float32", "big", 1.0, 4),
+    "Eastron.SDM120": (0x0048, "float32", "big", 1.0, 4),
+    # Carlo Gavazzi EM24 protocol: 0x0034 "kWh (+) TOT", INT32 LSW first, 0.1 kWh (0x0040-0x0044 are per phase).
+    "CarloGavazzi.EM24": (0x0034, "int32", "little", 0.1, 3),
+    # Schneider iEM3000 register list: 3204 "Total active energy import", INT64 Wh.
+    "Schneider.iEM3000": (3203, "int64", "big", 0.001, 3),
+}
+
+
+@pytest.mark.parametrize("mapname", SHIPPED)
+def test_each_map_reads_the_documented_total_energy_register(mapname):
+    regmap = load_map(mapname)
+    energy = regmap.registers[regmap.energy]
+    # (a relocatable map's addresses are those of its default startAddress, 1100 for the i-meter 45)
+    assert (energy.address, energy.type, energy.word_order, energy.scale, regmap.function) == DOCUMENTED_ENERGY[mapname]
