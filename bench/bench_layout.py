@@ -1,13 +1,14 @@
-"""Readings layout: one item per meter per UTC day (as built) against one item per reading (not built).
+"""Readings layout: one packed item per meter per UTC day (as built) against one item per reading, and
+against day items holding a map of readings (the layout built first, replaced by the packed one).
 
-A meter-year of 5-minute readings (105,120) is written in both layouts into in-process moto and read
+A meter-year of 5-minute readings (105,120) is written in each layout into in-process moto and read
 back whole --repeats times; the figures are medians. The built layout is read through the code the
-routes use (chalicelib.readings.series); the other from a throwaway table (meter, ts) → v, paged by
-1 MB as DynamoDB pages it. A third, "packed day" (one day item whose readings are one string
-attribute, not built), shows where the time of a read goes under moto: per attribute value.
+routes use (chalicelib.readings.series); the others from throwaway tables: (meter, ts) → v paged by
+1 MB as DynamoDB pages it, and (meter, day) → r {"HHMMSS": value} read as the first build did.
 
 Also printed: item sizes and capacity units by DynamoDB's documented sizing rules (attribute names +
-values; a number takes 1 byte per 2 significant digits + 1; a map 3 bytes + 1 per entry), for the
+values; a number takes 1 byte per 2 significant digits + 1; a map 3 bytes + 1 per entry; binary its
+length), for the
 write side (WCU per reading, live and in batches) and the read side (RCU of a meter-year export).
 
 This module also holds the in-process stack the other data benches use (bench_data_calls,
@@ -95,13 +96,12 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     def day_item(d):
         first = d * PER_DAY
         day = datetime.fromtimestamp(start + first * STEP, timezone.utc).strftime("%Y-%m-%d")
-        return {"meter": series, "day": day,
-                "r": {datetime.fromtimestamp(start + i * STEP, timezone.utc).strftime("%H%M%S"): value_at(i)
-                      for i in range(first, first + PER_DAY)}}
+        return readings.day_item(series, day, {
+            datetime.fromtimestamp(start + i * STEP, timezone.utc).strftime("%H%M%S"): value_at(i)
+            for i in range(first, first + PER_DAY)})
 
-    written = db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]})
-    built = db.from_ddb(db.to_ddb(day_item(0)))
-    assert written == built, "the bench's day item differs from what ingest writes"
+    written = db.to_ddb(db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]}))
+    assert written == db.to_ddb(day_item(0)), "the bench's day item differs from what ingest writes"
     for d in range(1, days - 1):
         db.put(readings.TABLE, day_item(d))
     if days > 1:
@@ -203,6 +203,8 @@ def number_size(value):
 def value_size(value):
     if isinstance(value, str):
         return len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
     if isinstance(value, dict):
         return 3 + sum(1 + len(k.encode()) + value_size(v) for k, v in value.items())
     return number_size(value)
@@ -219,18 +221,18 @@ def wcu(size):
 # ---- the comparison ------------------------------------------------------------------------------
 
 PER_READING_TABLE = "bench-readings-per-reading"
-PACKED_TABLE = "bench-readings-packed-day"
+MAP_TABLE = "bench-readings-map-day"
 
 
 def build_other_layouts(series_key, days):
-    """The throwaway tables: one item per reading, and one packed-string item per day."""
+    """The throwaway tables: one item per reading, and one item per day with a map of its readings."""
     from boto3.dynamodb.types import TypeSerializer
 
     from chalicelib import aws
 
     client = aws.dynamodb()
     for name, keys in ((PER_READING_TABLE, [("meter", "S", "HASH"), ("ts", "N", "RANGE")]),
-                       (PACKED_TABLE, [("meter", "S", "HASH"), ("day", "S", "RANGE")])):
+                       (MAP_TABLE, [("meter", "S", "HASH"), ("day", "S", "RANGE")])):
         client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                             AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t, _k in keys],
                             KeySchema=[{"AttributeName": a, "KeyType": k} for a, _t, k in keys])
@@ -246,10 +248,10 @@ def build_other_layouts(series_key, days):
         client.batch_write_item(RequestItems={PER_READING_TABLE: batch})
     for d in range(days):
         day = datetime.fromtimestamp(YEAR_START + d * 86400, timezone.utc).strftime("%Y-%m-%d")
-        packed = ";".join(f"{datetime.fromtimestamp(YEAR_START + i * STEP, timezone.utc):%H%M%S}={value_at(i)}"
-                          for i in range(d * PER_DAY, (d + 1) * PER_DAY))
-        client.put_item(TableName=PACKED_TABLE, Item={"meter": ser.serialize(series_key), "day": ser.serialize(day),
-                                                      "r": ser.serialize(packed)})
+        by_slot = {f"{datetime.fromtimestamp(YEAR_START + i * STEP, timezone.utc):%H%M%S}": value_at(i)
+                   for i in range(d * PER_DAY, (d + 1) * PER_DAY)}
+        client.put_item(TableName=MAP_TABLE, Item={"meter": ser.serialize(series_key), "day": ser.serialize(day),
+                                                   "r": ser.serialize(by_slot)})
 
 
 def read_per_reading(series_key, start, end):
@@ -268,10 +270,11 @@ def read_per_reading(series_key, start, end):
         args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def read_packed(series_key, first_day, last_day):
+def read_map_days(series_key, first_day, last_day):
+    """(epoch, value) of a meter's readings from day items holding a map, as the first build read them."""
     from chalicelib import aws, db
 
-    args = {"TableName": PACKED_TABLE, "KeyConditionExpression": "meter = :m AND #d BETWEEN :a AND :b",
+    args = {"TableName": MAP_TABLE, "Limit": 32, "KeyConditionExpression": "meter = :m AND #d BETWEEN :a AND :b",
             "ExpressionAttributeNames": {"#d": "day"},
             "ExpressionAttributeValues": db.values({":m": series_key, ":a": first_day, ":b": last_day})}
     while True:
@@ -279,38 +282,48 @@ def read_packed(series_key, first_day, last_day):
         for item in page["Items"]:
             plain = db.from_ddb(item)
             base = int(datetime.strptime(plain["day"], "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp())
-            for entry in plain["r"].split(";"):
-                slot, value = entry.split("=")
-                yield base + int(slot[:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:]), float(value)
+            for slot in sorted(plain["r"]):
+                yield base + int(slot[:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:]), float(plain["r"][slot])
         if "LastEvaluatedKey" not in page:
             return
         args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def capacity_figures(series_key):
-    """Sizes and capacity units of both layouts, by the documented rules."""
-    full_day = {"meter": series_key, "day": "2025-01-01",
-                "r": {f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00": value_at(i) for i in range(PER_DAY)}}
-    one = {"meter": series_key, "ts": YEAR_START, "v": value_at(1)}
-    day_size, one_size = item_size(full_day), item_size(one)
-    # Live pushes, one reading per request: the i-th UpdateItem of a day is billed on the larger of the
-    # item before and after it (the after), growing through the day.
-    base = item_size({"meter": series_key, "day": "2025-01-01", "r": {}})
-    entry = (day_size - base) / PER_DAY
-    live_day = sum(wcu(base + entry * i) for i in range(1, PER_DAY + 1))
-    # Batches of 1000 new readings (an agent catching up): ingest writes each new day item with one
-    # PutItem (the whole day), an existing one with UpdateItems of at most 80 entries.
-    batch_put = math.ceil(1000 / PER_DAY) * wcu(day_size)
-    batch_update = sum(wcu(base + entry * min(PER_DAY, (k + 1) * 80)) for k in range(math.ceil(PER_DAY / 80)))
+    """Sizes and capacity units of the three layouts, by the documented rules."""
+    from chalicelib import readings
+
+    slots = [f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00" for i in range(PER_DAY)]
+    packed_day = item_size(readings.day_item(series_key, "2025-01-01", {s: value_at(i) for i, s in enumerate(slots)}))
+    packed_base = item_size(readings.day_item(series_key, "2025-01-01", {}))
+    map_day = item_size({"meter": series_key, "day": "2025-01-01", "r": {s: value_at(i) for i, s in enumerate(slots)}})
+    map_base = item_size({"meter": series_key, "day": "2025-01-01", "r": {}})
+    one = item_size({"meter": series_key, "ts": YEAR_START, "v": value_at(1)})
+    packed_entry, map_entry = (packed_day - packed_base) / PER_DAY, (map_day - map_base) / PER_DAY
+    # A write is billed on the larger of the item before and after it: the after, as a day only grows.
+    # Live pushes, one reading per request: the i-th write of a day.
+    live = {"packed day": sum(wcu(packed_base + packed_entry * i) for i in range(1, PER_DAY + 1)),
+            "map day": sum(wcu(map_base + map_entry * i) for i in range(1, PER_DAY + 1)),
+            "item per reading": PER_DAY * wcu(one)}
+    # Batches of 1000 new readings (an agent catching up): one PutItem per new day item.
+    days_per_1000 = math.ceil(1000 / PER_DAY)
+    batch_new = {"packed day": days_per_1000 * wcu(packed_day), "map day": days_per_1000 * wcu(map_day),
+                 "item per reading": 1000 * wcu(one)}
+    # A day of readings into an existing day item: the packed day is rewritten once; the map day took
+    # UpdateItems of at most 80 entries (the expression size limit).
+    into_existing = {"packed day": wcu(packed_day),
+                     "map day": sum(wcu(map_base + map_entry * min(PER_DAY, (k + 1) * 80))
+                                    for k in range(math.ceil(PER_DAY / 80))),
+                     "item per reading": PER_DAY * wcu(one)}
+    year = {"packed day": packed_day * 366, "map day": map_day * 366, "item per reading": one * 366 * PER_DAY}
     return {
-        "day_item_bytes": day_size, "reading_item_bytes": one_size,
-        "wcu_update_full_day_item": wcu(day_size), "wcu_put_reading_item": wcu(one_size),
-        "live_wcu_per_day": {"day items": live_day, "item per reading": PER_DAY * wcu(one_size)},
-        "batch_1000_new_wcu": {"day items": batch_put, "item per reading": 1000 * wcu(one_size)},
-        "batch_one_day_into_existing_item_wcu": {"day items": batch_update, "item per reading": PER_DAY},
-        "year_query_bytes": {"day items": day_size * 366, "item per reading": one_size * 366 * PER_DAY},
-        "year_query_rcu_eventual": {"day items": math.ceil(day_size * 366 / 4096 / 2),
-                                    "item per reading": math.ceil(one_size * 366 * PER_DAY / 4096 / 2)},
+        "item_bytes": {"packed day": packed_day, "map day": map_day, "item per reading": one},
+        "wcu_full_day_or_reading_item": {"packed day": wcu(packed_day), "map day": wcu(map_day),
+                                         "item per reading": wcu(one)},
+        "live_wcu_per_day": live, "batch_1000_new_wcu": batch_new,
+        "batch_one_day_into_existing_item_wcu": into_existing,
+        "year_query_bytes": year,
+        "year_query_rcu_eventual": {k: math.ceil(v / 4096 / 2) for k, v in year.items()},
     }
 
 
@@ -334,9 +347,9 @@ def main():
         end = YEAR_START + args.days * 86400
         last_day = datetime.fromtimestamp(end - 1, timezone.utc).strftime("%Y-%m-%d")
         layouts = [
-            ("day items (built)", lambda: list(readings.series(project_id, meter["meter_id"], YEAR_START, end))),
+            ("packed day items (built)", lambda: list(readings.series(project_id, meter["meter_id"], YEAR_START, end))),
             ("item per reading", lambda: list(read_per_reading(series_key, YEAR_START, end))),
-            ("packed day, 1 attribute (not built)", lambda: list(read_packed(series_key, "2025-01-01", last_day))),
+            ("day items with a map (first build)", lambda: list(read_map_days(series_key, "2025-01-01", last_day))),
         ]
         results = []
         reference = None
@@ -355,7 +368,7 @@ def main():
                             counter.items // args.repeats, counter.calls["Query"] // args.repeats, len(rows)))
         base_seconds, base_client = results[0][1], results[0][2]
         print("| layout | readings | items read | Query calls | items per reading | wall (s) | of which client (s) "
-              "| readings/s | wall vs day items | client vs day items |")
+              "| readings/s | wall vs packed days | client vs packed days |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, seconds, client, items, calls, n in results:
             print(f"| {name} | {n:,} | {items:,} | {calls} | {items / n:.4f} | {seconds:.2f} | {client:.2f} "

@@ -1,14 +1,17 @@
 """Readings storage: ingest (idempotent per meter and time), the latest reading and interval, range reads.
 
 Layout (docs/data-model.md has the measurements behind it): one item per meter per UTC day, key
-(meter "<project>#<meter id>", day "YYYY-MM-DD"), its readings in a map r {"HHMMSS": value}. A
-meter-year is 365 items instead of 105,120. Each meter item also keeps its latest reading and
+(meter "<project>#<meter id>", day "YYYY-MM-DD"), its readings packed in one binary attribute v
+(seconds into the day, value) in time order, and their count n, which is also the item's version
+for optimistic writes. A meter-year is 365 items instead of 105,120, and reading one costs a single
+attribute value per day instead of 288. Each meter item also keeps its latest reading and
 latest interval, maintained at ingest, so GET /data and GET /interval read one query per project
 whatever the history.
 """
 import calendar
 import math
 import re
+import struct
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,7 +25,7 @@ MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item f
 FUTURE_TOLERANCE = 600      # seconds a reading may be ahead of the cloud's clock
 MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside DynamoDB's range
 DECIMALS = 6                # values are stored to the µkWh
-_WRITE_CHUNK = 80           # map entries per UpdateItem (expression size limit is 4 KB)
+_ENTRY = struct.Struct("<Id")  # a packed reading: seconds into the UTC day (uint32), value (float64)
 
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
@@ -39,8 +42,28 @@ def _day_epoch(day):
 
 
 def _slot_seconds(slot):
-    """Seconds into the day of a 'HHMMSS' map key (strptime per reading was half an export's CPU)."""
+    """Seconds into the day of a 'HHMMSS' slot (strptime per reading was half an export's CPU)."""
     return int(slot[0:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:6])
+
+
+def _slot_key(seconds):
+    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+
+
+def day_item(series, day, by_slot):
+    """The stored item of one meter's UTC day, from its readings {"HHMMSS": Decimal}.
+
+    Values are stored as the float64 each reading arrived as (a JSON number, rounded to the µkWh), so
+    packing them loses nothing: Decimal(repr(x)) gives back exactly the Decimal ingest compares.
+    """
+    packed = b"".join(_ENTRY.pack(_slot_seconds(slot), float(value)) for slot, value in sorted(by_slot.items()))
+    return {"meter": series, "day": day, "n": len(by_slot), "v": packed}
+
+
+def day_readings(item):
+    """(seconds into the day, value) of a stored day item's readings, in time order."""
+    packed = item.get("v", b"")
+    return _ENTRY.iter_unpack(getattr(packed, "value", packed))   # boto3 wraps binary values in Binary
 
 
 def parse_time(text, zone):
@@ -189,8 +212,8 @@ def _load_days(batch, only=None):
     for key in keys:
         batch.days[key] = None
     for item in db.batch_get(TABLE, [{"meter": s, "day": d} for s, d in keys]):
-        batch.days[(item["meter"], item["day"])] = {k: Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
-                                                    for k, v in item.get("r", {}).items()}
+        batch.days[(item["meter"], item["day"])] = {_slot_key(seconds): Decimal(repr(value))
+                                                    for seconds, value in day_readings(item)}
 
 
 def _classify_and_write(batch, indexes):
@@ -215,6 +238,8 @@ def _classify_and_write(batch, indexes):
                                 f"the stored value is kept")
     retry = set()
     for (series, day), slots in new.items():
+        if not slots:  # every reading of this day was a duplicate or a conflict: nothing to write
+            continue
         stored = batch.days.get((series, day))
         if len(stored or {}) + len(slots) > MAX_PER_DAY:
             for _value_, idx in slots.values():
@@ -236,18 +261,13 @@ def _classify_and_write(batch, indexes):
 
 
 def _write_day(series, day, stored, entries):
-    """Add entries to a day item; conditional, so a concurrent writer of the same slot makes it fail."""
+    """Add entries to a day item in one write; conditional on the item being as read (its count n, which
+    only grows), so a concurrent writer of the same day makes it fail and the caller reloads and retries."""
+    item = day_item(series, day, {**(stored or {}), **entries})
     if stored is None:
-        db.put(TABLE, {"meter": series, "day": day, "r": entries}, condition="attribute_not_exists(meter)")
-        return
-    items = sorted(entries.items())
-    for start in range(0, len(items), _WRITE_CHUNK):
-        chunk = items[start:start + _WRITE_CHUNK]
-        names = {"#r": "r", **{f"#s{i}": slot for i, (slot, _v) in enumerate(chunk)}}
-        db.update(TABLE, {"meter": series, "day": day},
-                  "SET " + ", ".join(f"#r.#s{i} = :v{i}" for i in range(len(chunk))),
-                  names=names, expression_values={f":v{i}": v for i, (_s, v) in enumerate(chunk)},
-                  condition=" AND ".join(f"attribute_not_exists(#r.#s{i})" for i in range(len(chunk))))
+        db.put(TABLE, item, condition="attribute_not_exists(meter)")
+    else:
+        db.put(TABLE, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
 
 
 def _stored_value(batch, series, epoch):
@@ -326,11 +346,10 @@ def series(project_id, meter_id, start, end):
                      names={"#d": "day"}, page_size=32)
     for item in items:
         midnight = _day_epoch(item["day"])
-        day_readings = item.get("r", {})
-        for slot in sorted(day_readings):
-            epoch = midnight + _slot_seconds(slot)
+        for seconds, value in day_readings(item):
+            epoch = midnight + seconds
             if start <= epoch < end:
-                yield epoch, float(day_readings[slot])
+                yield epoch, value
 
 
 def energy_used(points):

@@ -334,6 +334,40 @@ def test_a_retried_batch_writes_nothing_and_a_backfill_only_its_readings(site):
     batch = [reading(T0 + 10 * STEP + i * STEP, 100 + i) for i in range(12)]
     assert _writes_during(lambda: push(site, batch)) == {"PutItem": 1, "UpdateItem": 2}    # day item, latest, interval
     assert _writes_during(lambda: push(site, batch)) == {}                                 # the agent's retry
-    assert _writes_during(lambda: push(site, [reading(T0, 90.0), reading(T0 + STEP, 91.0)])) == {"UpdateItem": 1}
+    assert _writes_during(lambda: push(site, [reading(T0, 90.0), reading(T0 + STEP, 91.0)])) == {"PutItem": 1}  # the day item
     assert latest(site, "/data") == {"m1": (shown(T0 + 21 * STEP), 111.0)}
     assert latest(site, "/interval") == {"m1": (shown(T0 + 21 * STEP), 1.0)}
+
+
+# ---- concurrent writers of one day ---------------------------------------------------------------
+
+def test_a_concurrent_write_of_the_same_day_loses_nothing_and_keeps_the_first_value(site, monkeypatch):
+    """Another request writes the day between this one's read and its write: the write is refused by
+    its condition, the day is read again, and each reading is classified against what is now stored."""
+    from chalicelib import readings
+
+    push(site, [reading(T0, 100.0)])
+    original = readings._load_days
+    raced = []
+
+    def load_then_race(batch, only=None):
+        original(batch, only)
+        if not raced:
+            raced.append(True)
+            other = push(site, [reading(T0 + STEP, 101.0), reading(T0 + 2 * STEP, 102.0)])
+            assert other == {"accepted": 2, "duplicates": 0, "rejected": []}
+
+    monkeypatch.setattr(readings, "_load_days", load_then_race)
+    receipt = push(site, [reading(T0 + STEP, 101.0), reading(T0 + 2 * STEP, 999.0), reading(T0 + 3 * STEP, 103.0)])
+    assert raced
+    assert receipt["accepted"] == 1 and receipt["duplicates"] == 1
+    assert [r["index"] for r in receipt["rejected"]] == [1] and "already has the value 102" in receipt["rejected"][0]["error"]
+    assert stored(site) == [(T0, 100.0), (T0 + STEP, 101.0), (T0 + 2 * STEP, 102.0), (T0 + 3 * STEP, 103.0)]
+
+
+def test_values_come_back_exactly_as_sent(site):
+    """The packed day keeps each value as the number it arrived as (to the µkWh)."""
+    values = [0.0, 0.000001, 28540.24, 123456789.123456, 999999999.999999, 4294967.295, -12.5]
+    push(site, [reading(T0 + i * STEP, v) for i, v in enumerate(values)])
+    assert [v for _t, v in stored(site)] == values
+    assert push(site, [reading(T0 + i * STEP, v) for i, v in enumerate(values)])["duplicates"] == len(values)
