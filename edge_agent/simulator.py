@@ -143,7 +143,7 @@ def sim_meter_for(m: Meter, clock=time.time, seed: int | None = None, energy_kwh
     seed = seed if seed is not None else sum(map(ord, m.MeterId))
     rng = random.Random(seed)
     return SimMeter(m.map, m.ModbusId, m.startAddress, phases=phases, seed=seed, clock=clock,
-                    energy_kwh=energy_kwh if energy_kwh is not None else round(rng.uniform(100, 50000), 3))
+                    energy_kwh=energy_kwh if energy_kwh is not None else round(rng.uniform(100_000, 900_000), 3))
 
 
 class _Loop:

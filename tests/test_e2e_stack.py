@@ -9,6 +9,7 @@ import sqlite3
 import struct
 import time
 import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -101,6 +102,17 @@ def test_live_readings_intervals_rename_exports_chart(stack):
     for name, local_time, value in read:
         if local_time[:10] >= window["start"]:
             assert exported.get((name, local_time)) == pytest.approx(value, abs=1e-6), (name, local_time)
+
+    # The demo history reads like real registers: positive and never going down, into the live readings.
+    answer = session.get(stack.api_url + "/file", params={"start": str(today - timedelta(days=31)),
+                                                          "end": str(today), "type": "csv"})
+    history = defaultdict(list)
+    for name, _local_time, value in list(csv.reader(io.StringIO(answer.text)))[1:]:
+        history[name].append(float(value))
+    assert set(history) == {"main-incomer", "hvac-renamed", "lighting"}
+    for name, values in history.items():
+        assert len(values) > 28 * 288, name
+        assert values[0] > 0 and all(b >= a for a, b in zip(values, values[1:])), name
 
     answer = session.get(stack.api_url + "/file", params={**window, "type": "xml"})
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/xml")

@@ -248,6 +248,9 @@ class Stack:
             name = meter["MeterId"]
             times = list(range(start + HISTORY_STEP, end + 1, HISTORY_STEP))
             steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
+            room, used = live_values[name] * 0.9, sum(steps)   # a register never goes below zero:
+            if used > room:                                      # a history longer than it allows is scaled
+                steps = [step * room / used for step in steps]
             value = live_values[name] - 0.01 - sum(steps)
             batch = []
             for moment, step in zip(times, steps):
