@@ -17,7 +17,6 @@ Usage: .venv/bin/python bench/bench_layout.py [--days 366] [--repeats 3]
 """
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
@@ -51,12 +50,9 @@ def stack():
     from chalicelib import aws
     from tools import provision
 
-    with open(ROOT / ".chalice" / "config.json") as handle:
-        cfg = json.load(handle)
     with mock_aws():
         aws.reset_clients()
-        provision.provision(prefix="intellimeter-local")
-        os.environ.update({**cfg.get("environment_variables", {}), **cfg["stages"]["local"]["environment_variables"]})
+        os.environ.update(provision.provision_local())
         yield
         aws.reset_clients()
 
@@ -96,9 +92,8 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     def day_item(d):
         first = d * PER_DAY
         day = datetime.fromtimestamp(start + first * STEP, timezone.utc).strftime("%Y-%m-%d")
-        return readings.day_item(series, day, {
-            datetime.fromtimestamp(start + i * STEP, timezone.utc).strftime("%H%M%S"): value_at(i)
-            for i in range(first, first + PER_DAY)})
+        return readings.day_item(series, day, {(start + i * STEP) % 86400: value_at(i)
+                                               for i in range(first, first + PER_DAY)})
 
     written = db.to_ddb(db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]}))
     assert written == db.to_ddb(day_item(0)), "the bench's day item differs from what ingest writes"
@@ -293,8 +288,8 @@ def capacity_figures(series_key):
     """Sizes and capacity units of the three layouts, by the documented rules."""
     from chalicelib import readings
 
-    slots = [f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00" for i in range(PER_DAY)]
-    packed_day = item_size(readings.day_item(series_key, "2025-01-01", {s: value_at(i) for i, s in enumerate(slots)}))
+    slots = [f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00" for i in range(PER_DAY)]   # the map's keys
+    packed_day = item_size(readings.day_item(series_key, "2025-01-01", {i * STEP: value_at(i) for i in range(PER_DAY)}))
     packed_base = item_size(readings.day_item(series_key, "2025-01-01", {}))
     map_day = item_size({"meter": series_key, "day": "2025-01-01", "r": {s: value_at(i) for i, s in enumerate(slots)}})
     map_base = item_size({"meter": series_key, "day": "2025-01-01", "r": {}})

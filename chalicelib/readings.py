@@ -31,9 +31,8 @@ _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+
 
 
 def _slot(epoch):
-    """(UTC day, 'HHMMSS') of an instant: the item and the map key a reading lives at."""
-    moment = datetime.fromtimestamp(epoch, timezone.utc)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%H%M%S")
+    """(UTC day 'YYYY-MM-DD', seconds into it) of an instant: the item a reading lives in, and its place there."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d"), int(epoch) % 86400
 
 
 def _day_epoch(day):
@@ -41,22 +40,13 @@ def _day_epoch(day):
     return calendar.timegm((int(day[0:4]), int(day[5:7]), int(day[8:10]), 0, 0, 0))
 
 
-def _slot_seconds(slot):
-    """Seconds into the day of a 'HHMMSS' slot (strptime per reading was half an export's CPU)."""
-    return int(slot[0:2]) * 3600 + int(slot[2:4]) * 60 + int(slot[4:6])
-
-
-def _slot_key(seconds):
-    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
-
-
 def day_item(series, day, by_slot):
-    """The stored item of one meter's UTC day, from its readings {"HHMMSS": Decimal}.
+    """The stored item of one meter's UTC day, from its readings {seconds into the day: Decimal}.
 
     Values are stored as the float64 each reading arrived as (a JSON number, rounded to the µkWh), so
     packing them loses nothing: Decimal(repr(x)) gives back exactly the Decimal ingest compares.
     """
-    packed = b"".join(_ENTRY.pack(_slot_seconds(slot), float(value)) for slot, value in sorted(by_slot.items()))
+    packed = b"".join(_ENTRY.pack(slot, float(value)) for slot, value in sorted(by_slot.items()))
     return {"meter": series, "day": day, "n": len(by_slot), "v": packed}
 
 
@@ -133,7 +123,7 @@ class _Batch:
         self.duplicates = set()
         self.accepted = set()
         self.parsed = {}          # index → (meter, epoch, value)
-        self.days = {}            # (series, day) → {slot: Decimal}; None when the item doesn't exist
+        self.days = {}            # (series, day) → {seconds into the day: Decimal}; None when no item
 
     def reject(self, index, message):
         self.rejected[index] = message
@@ -212,8 +202,7 @@ def _load_days(batch, only=None):
     for key in keys:
         batch.days[key] = None
     for item in db.batch_get(TABLE, [{"meter": s, "day": d} for s, d in keys]):
-        batch.days[(item["meter"], item["day"])] = {_slot_key(seconds): Decimal(repr(value))
-                                                    for seconds, value in day_readings(item)}
+        batch.days[(item["meter"], item["day"])] = {slot: Decimal(repr(value)) for slot, value in day_readings(item)}
 
 
 def _classify_and_write(batch, indexes):
@@ -346,8 +335,8 @@ def series(project_id, meter_id, start, end):
                      names={"#d": "day"}, page_size=32)
     for item in items:
         midnight = _day_epoch(item["day"])
-        for seconds, value in day_readings(item):
-            epoch = midnight + seconds
+        for slot, value in day_readings(item):
+            epoch = midnight + slot
             if start <= epoch < end:
                 yield epoch, value
 

@@ -14,12 +14,6 @@ STAGE = "local"
 PASSWORD = "correct horse battery staple"
 
 
-def _stage_environment():
-    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), ".chalice", "config.json")) as handle:
-        cfg = json.load(handle)
-    return {**cfg.get("environment_variables", {}), **cfg["stages"][STAGE]["environment_variables"]}
-
-
 @pytest.fixture
 def aws():
     """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
@@ -30,12 +24,10 @@ def aws():
 
     with mock_aws():
         aws_clients.reset_clients()
-        env = provision.provision(prefix="intellimeter-local")
-        stage_env = _stage_environment()
-        assert all(stage_env[k] == v for k, v in env.items()), "the local stage names other resources than provision"
+        stage_env = provision.provision_local()
         saved = {k: os.environ.get(k) for k in stage_env}
         os.environ.update(stage_env)
-        yield env
+        yield stage_env
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -136,13 +136,6 @@ def _seed(stack):
     stack.a.update(project_id=project_a["project_id"], user_id=view_a["uuid"], meter_id=meter_a["id"])
 
 
-def _stage_environment():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, ".chalice", "config.json")) as handle:
-        cfg = json.load(handle)
-    return {**cfg.get("environment_variables", {}), **cfg["stages"][STAGE]["environment_variables"]}
-
-
 @pytest.fixture(scope="module")
 def stack():
     """The live API over moto, seeded with projects A and B; B's state is checked at the end of the module."""
@@ -152,13 +145,12 @@ def stack():
     from tools import provision
     from tools.local_api import make_server
 
-    stage_env = _stage_environment()
+    stage_env = provision.local_stage_environment()
     saved = {k: os.environ.get(k) for k in [*stage_env, "AWS_ENDPOINT_URL"]}
     os.environ.pop("AWS_ENDPOINT_URL", None)
     with mock_aws():
         aws_clients.reset_clients()
-        provision.provision(prefix="intellimeter-local")
-        os.environ.update(stage_env)
+        os.environ.update(provision.provision_local())
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]

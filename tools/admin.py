@@ -23,13 +23,10 @@ Exit status: 0 done; 1 refused (a name taken, no such project) or AWS failed; 2 
 """
 import argparse
 import getpass
-import json
 import os
 import sys
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHALICE_CONFIG = os.path.join(PROJECT_DIR, ".chalice", "config.json")
-LOCAL_STAGE = "local"
+from tools.provision import local_stage_environment
 DEFAULT_AWS_PORT = "5000"
 LOCAL_REGION = "us-east-1"  # the region tools.stack runs the embedded AWS in
 # The resources these commands touch: they must be named, whichever AWS it is.
@@ -45,14 +42,6 @@ class AdminError(Exception):
 
 
 # ---- where to act -----------------------------------------------------------------------------
-
-def local_stage_environment(path=CHALICE_CONFIG):
-    """The local stage's environment variables (app-wide ones, then the stage's), as chalice applies them."""
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    return {**config.get("environment_variables", {}),
-            **config["stages"][LOCAL_STAGE].get("environment_variables", {})}
-
 
 def stack_environment(stack, region):
     """RESOURCE_ENV variables naming the resources of a CloudFormation stack (by logical id; outputs override)."""

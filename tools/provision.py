@@ -3,6 +3,7 @@
 The template is the single definition of the tables, bucket and key: CloudFormation deploys it in
 AWS, and this module reads the same file for the local stack and the tests, so the two cannot drift.
 """
+import json
 import os
 
 import boto3
@@ -10,7 +11,11 @@ import yaml
 
 from chalicelib.config import RESOURCE_ENV
 
-TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "resources.yaml")
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE = os.path.join(PROJECT_DIR, "infra", "resources.yaml")
+CHALICE_CONFIG = os.path.join(PROJECT_DIR, ".chalice", "config.json")
+LOCAL_STAGE = "local"
+LOCAL_PREFIX = "intellimeter-local"
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -121,3 +126,25 @@ def provision(prefix="intellimeter-local", region="us-east-1"):
         elif resource["Type"] == "AWS::KMS::Key":
             env[RESOURCE_ENV[logical_id]] = _create_key(kms, names[logical_id], props)
     return env
+
+
+def local_stage_environment(path=CHALICE_CONFIG):
+    """The local stage's environment variables (app-wide ones, then the stage's), as chalice applies them."""
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    return {**config.get("environment_variables", {}),
+            **config["stages"][LOCAL_STAGE].get("environment_variables", {})}
+
+
+def provision_local(region="us-east-1"):
+    """Create every resource under the local stage's names; returns the local stage's environment.
+
+    The names come from two places (the template via physical_names, .chalice/config.json for the
+    API): a difference between them is an error here rather than a table not found later.
+    """
+    stage = local_stage_environment()
+    created = provision(prefix=LOCAL_PREFIX, region=region)
+    differing = sorted(k for k, v in created.items() if stage.get(k) != v)
+    if differing:
+        raise RuntimeError(f"the local stage names other resources than the template: {', '.join(differing)}")
+    return stage

@@ -156,15 +156,12 @@ class Stack:
         from chalicelib import accounts, aws
         from tools import provision
 
-        stage = _local_stage_env()
         saved = dict(os.environ)
         try:
             os.environ.clear()
             os.environ.update(self.aws_env())
-            os.environ.update(stage)
             aws.reset_clients()
-            env = provision.provision(prefix="intellimeter-local")
-            assert all(stage[k] == v for k, v in env.items())
+            os.environ.update(provision.provision_local())
             project = accounts.create_project(DEMO["project"], DEMO["timezone"])
             view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
                                                   DEMO["email"])
@@ -321,11 +318,6 @@ class Stack:
             f"Logs:               {os.path.relpath(os.path.join(self.state_dir, 'logs'), PROJECT_DIR)}/",
             "New readings arrive every minute. Stop everything with Ctrl-C.",
         ])
-
-
-def _local_stage_env():
-    with open(os.path.join(PROJECT_DIR, ".chalice", "config.json")) as handle:
-        return json.load(handle)["stages"]["local"]["environment_variables"]
 
 
 def _iso(epoch):

@@ -47,6 +47,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive like the real API, no Nagle delay, no request log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *a):
+        pass
+
+
 class FakeCloud:
     """An in-memory cloud with the contract's PUT /point and POST /data."""
 
@@ -65,13 +75,7 @@ class FakeCloud:
         self.auth_failures = 0
         cloud = self
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
+        class H(_QuietHandler):
             def _reply(self, code, obj):
                 body = json.dumps(obj).encode()
                 self.send_response(code)
@@ -185,13 +189,7 @@ class FaultProxy:
         self.requests = 0
         proxy = self
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
+        class H(_QuietHandler):
             def _handle(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
