@@ -3,33 +3,54 @@
 A BusReader owns the bus's pymodbus client (serial RTU or TCP) and a lock, reads a
 meter's registers in the fewest requests its map allows (``RegisterMap.plan``) and
 decodes them. Failures raise ``MeterReadError``; the caller decides what a failure
-means for that meter. Timeouts and retries come from the bus config: short on
+means for that meter. A read answered with a Modbus exception steps down to smaller
+reads (one per contiguous run, then the energy register alone); a total that is
+not finite (an Eastron's NaN ``7FC0 0000`` while it starts up) fails the meter. Timeouts and retries come from the bus config: short on
 serial buses, so a dead meter costs only its own few hundred milliseconds.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from . import log
 from .config import Bus, Meter
+from .regmap import PLAN_LEVELS, Register, RegisterMap, Request
+
+L = log.get("read")
 
 
 class MeterReadError(Exception):
-    """A meter did not answer, or answered with a Modbus exception."""
+    """A meter did not answer, answered with a Modbus exception, or gave a value
+    that cannot be a reading (not finite, undecodable, unknown model)."""
+
+
+class _ExceptionAnswer(MeterReadError):
+    """The meter answered one request with a Modbus exception (01, 02, 03, 04, ...)."""
 
 
 @dataclass
 class MeterValues:
-    """Raw and scaled values of one meter read; ``energy_raw`` is the map's total."""
+    """Raw and scaled values of one meter read; ``energy_raw`` is the map's total.
+
+    ``plan`` is the read plan that answered (merged | runs | energy); ``model`` the
+    identified model where the map has an identification register; ``not_finite``
+    names auxiliary values that decoded to NaN/inf (left out of ``scaled``)."""
 
     raw: dict[str, int | float]
     scaled: dict[str, float]
     energy_raw: int | float
     requests: int
+    plan: str = "merged"
+    model: str | None = None
+    not_finite: list[str] = field(default_factory=list)
+    map: RegisterMap | None = None
 
 
 def make_client(bus: Bus):
@@ -47,7 +68,13 @@ def make_client(bus: Bus):
 
 
 class BusReader:
-    """Serialises all requests of one bus and turns a meter's map into reads."""
+    """Serialises all requests of one bus and turns a meter's map into reads.
+
+    Per meter it remembers, in memory only (a restart or config reload starts over):
+    the read plan that answered last (merged -> one request per contiguous run ->
+    the energy register alone, stepping down when a read is answered with a Modbus
+    exception), and the model identified from the map's identification register.
+    """
 
     def __init__(self, bus: Bus, client_factory=make_client):
         self.bus = bus
@@ -55,6 +82,8 @@ class BusReader:
         self._client = None
         self._lock = threading.Lock()
         self.requests = 0  # requests sent (benchmarks)
+        self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works
+        self.identified: dict[str, tuple[RegisterMap, str]] = {}  # MeterId -> (generation's map, model)
 
     def _connected(self):
         if self._client is None:
@@ -64,39 +93,115 @@ class BusReader:
             raise MeterReadError(f"cannot open bus {self.bus.name} ({where})")
         return self._client
 
+    def _request(self, client, req: Request, meter: Meter) -> list[int]:
+        fn = client.read_holding_registers if req.function == 3 else client.read_input_registers
+        self.requests += 1
+        try:
+            rr = fn(req.address, count=req.count, device_id=meter.ModbusId)
+        except ModbusException as exc:
+            if self.bus.type == "tcp":
+                self._drop()
+            raise MeterReadError(f"no answer reading {req.count} registers at {req.address}: {_short(exc)}") from None
+        except OSError as exc:
+            self._drop()
+            raise MeterReadError(f"bus error: {exc}") from None
+        if rr.isError():
+            code = getattr(rr, "exception_code", "?")
+            raise _ExceptionAnswer(f"modbus exception {code} reading {req.count} registers at {req.address} "
+                                   f"(function {req.function})")
+        regs = list(getattr(rr, "registers", None) or [])
+        if len(regs) < req.count:
+            raise MeterReadError(f"short answer: {len(regs)} of {req.count} registers at {req.address}")
+        return regs[: req.count]
+
+    def _identify(self, client, meter: Meter) -> tuple[RegisterMap, str | None]:
+        """The map of this meter's generation (and its model) for maps that identify."""
+        m = meter.map
+        if m.identify is None:
+            return m, None
+        if meter.MeterId in self.identified:
+            return self.identified[meter.MeterId]
+        req = m.identify_request(meter.startAddress)
+        try:
+            words = self._request(client, req, meter)
+        except _ExceptionAnswer as exc:
+            raise MeterReadError(f"cannot read the model code at {req.address:#06x}: {exc}") from None
+        code = Register("id", req.address, m.identify.type).decode_raw(words)
+        found = m.identify.generation(int(code))
+        if found is None:
+            raise MeterReadError(
+                f"model code {code} at {req.address:#06x} is not a {m.name} generation this map knows: "
+                f"cannot tell which register holds the total")
+        gen, model = found
+        out = (m.for_generation(gen), f"{model} (code {code}, {gen.name})")
+        self.identified[meter.MeterId] = out
+        log.event(L, logging.INFO, "meter_identified", meter=meter.MeterId, bus=meter.Port, code=code, model=model,
+                  generation=gen.name, energy_address=gen.energy_address)
+        return out
+
+    def _read_words(self, client, meter: Meter, regmap: RegisterMap) -> tuple[dict[int, int], str, list, int]:
+        """Words of the first plan level that answers: ({address: word}, level, requests, sent)."""
+        plans = regmap.plans(meter.startAddress)
+        start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
+        sent = 0
+        for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
+            words: dict[int, int] = {}
+            try:
+                for req in plans[level]:
+                    sent += 1
+                    for i, w in enumerate(self._request(client, req, meter)):
+                        words[req.address + i] = w
+            except _ExceptionAnswer as exc:
+                if level == PLAN_LEVELS[-1]:
+                    raise
+                nxt = PLAN_LEVELS[PLAN_LEVELS.index(level) + 1]
+                log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
+                          plan=level, next=nxt, error=str(exc))
+                continue
+            if self.plan_level.get(meter.MeterId, PLAN_LEVELS[0]) != level:
+                log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
+                          requests=len(plans[level]), note="remembered until the agent restarts")
+            self.plan_level[meter.MeterId] = level
+            return words, level, plans[level], sent
+        raise AssertionError("unreachable")
+
     def read_words(self, meter: Meter) -> tuple[dict[int, int], int]:
-        """All words the meter's map needs: {wire address: word}, requests used."""
-        words: dict[int, int] = {}
-        plan = meter.map.plan(meter.startAddress)
+        """All words the meter's plan reads: {wire address: word}, requests used."""
         with self._lock:
             client = self._connected()
-            for req in plan:
-                fn = client.read_holding_registers if req.function == 3 else client.read_input_registers
-                self.requests += 1
-                try:
-                    rr = fn(req.address, count=req.count, device_id=meter.ModbusId)
-                except ModbusException as exc:
-                    if self.bus.type == "tcp":
-                        self._drop()
-                    raise MeterReadError(f"no answer reading {req.count} registers at {req.address}: {_short(exc)}") from None
-                except OSError as exc:
-                    self._drop()
-                    raise MeterReadError(f"bus error: {exc}") from None
-                if rr.isError():
-                    code = getattr(rr, "exception_code", "?")
-                    raise MeterReadError(f"modbus exception {code} reading {req.count} registers at {req.address}")
-                if len(rr.registers) < req.count:
-                    raise MeterReadError(f"short answer: {len(rr.registers)} of {req.count} registers at {req.address}")
-                for i, w in enumerate(rr.registers[: req.count]):
-                    words[req.address + i] = w
-        return words, len(plan)
+            regmap, _ = self._identify(client, meter)
+            words, _, _, sent = self._read_words(client, meter, regmap)
+        return words, sent
 
     def read(self, meter: Meter) -> MeterValues:
-        words, n = self.read_words(meter)
-        raw = meter.map.decode(words, meter.startAddress)
-        regs = meter.map.registers
+        """Read and decode one meter; any failure raises MeterReadError naming it."""
+        with self._lock:
+            try:
+                client = self._connected()
+                before = self.requests
+                regmap, model = self._identify(client, meter)
+                words, level, reqs, _ = self._read_words(client, meter, regmap)
+                sent = self.requests - before
+            except MeterReadError:
+                self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
+                raise
+        names = regmap.names_in(reqs, meter.startAddress)
+        try:
+            raw = regmap.decode(words, meter.startAddress, names)
+        except Exception as exc:  # noqa: BLE001 - any decoding problem fails this meter alone
+            raise MeterReadError(f"cannot decode the answer: {type(exc).__name__}: {exc}") from None
+        regs = regmap.located(meter.startAddress)
+        e = regs[regmap.energy]
+        energy_raw = raw.get(regmap.energy)
+        if energy_raw is None:
+            raise MeterReadError(f"energy register {regmap.energy} not in the answer")
+        if isinstance(energy_raw, float) and not math.isfinite(energy_raw):
+            hexw = " ".join(f"{words[a]:04X}" for a in range(e.address, e.address + e.size))
+            raise MeterReadError(f"energy register {regmap.energy} at {e.address} is not finite: {energy_raw} ({hexw})")
+        bad = [n for n, v in raw.items() if isinstance(v, float) and not math.isfinite(v)]
+        raw = {n: v for n, v in raw.items() if n not in bad}
         scaled = {k: v * regs[k].scale for k, v in raw.items()}
-        return MeterValues(raw, scaled, raw[meter.map.energy], n)
+        return MeterValues(raw, scaled, energy_raw, sent, plan=level, model=model, not_finite=bad, map=regmap)
 
     def _drop(self) -> None:
         if self._client is not None:
