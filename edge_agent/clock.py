@@ -24,8 +24,9 @@ import sys
 import threading
 import time
 
-# Set at each release (the date the package was built). A clock before it is wrong.
-RELEASE_DATE = "2026-11-29"
+# Set at each release to the release date (any earlier date is also right: it is a lower bound).
+# A clock before it is wrong. This version: November 2026.
+RELEASE_DATE = "2026-11-01"
 RELEASE_EPOCH = float(calendar.timegm(time.strptime(RELEASE_DATE, "%Y-%m-%d")))
 
 

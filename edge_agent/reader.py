@@ -84,6 +84,7 @@ class BusReader:
         self.requests = 0  # requests sent (benchmarks)
         self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works
         self.identified: dict[str, tuple[RegisterMap, str]] = {}  # MeterId -> (generation's map, model)
+        self._prepared: dict[tuple, tuple] = {}  # (MeterId, map) -> (plans, names per plan, located registers)
 
     def _connected(self):
         if self._client is None:
@@ -139,9 +140,18 @@ class BusReader:
                   generation=gen.name, energy_address=gen.energy_address)
         return out
 
+    def _prepare(self, meter: Meter, regmap: RegisterMap) -> tuple:
+        """(plans, registers each plan covers, located registers) of a meter, computed once."""
+        key = (meter.MeterId, id(regmap))
+        if key not in self._prepared:
+            plans = regmap.plans(meter.startAddress)
+            names = {lvl: regmap.names_in(reqs, meter.startAddress) for lvl, reqs in plans.items()}
+            self._prepared[key] = (plans, names, regmap.located(meter.startAddress), regmap)
+        return self._prepared[key]
+
     def _read_words(self, client, meter: Meter, regmap: RegisterMap) -> tuple[dict[int, int], str, list, int]:
         """Words of the first plan level that answers: ({address: word}, level, requests, sent)."""
-        plans = regmap.plans(meter.startAddress)
+        plans = self._prepare(meter, regmap)[0]
         start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
         sent = 0
         for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
@@ -185,12 +195,12 @@ class BusReader:
             except MeterReadError:
                 self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
                 raise
-        names = regmap.names_in(reqs, meter.startAddress)
+        _, names, regs, _ = self._prepare(meter, regmap)
         try:
-            raw = regmap.decode(words, meter.startAddress, names)
+            raw = {n: regs[n].decode_raw([words[a] for a in range(regs[n].address, regs[n].address + regs[n].size)])
+                   for n in names[level]}
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this meter alone
             raise MeterReadError(f"cannot decode the answer: {type(exc).__name__}: {exc}") from None
-        regs = regmap.located(meter.startAddress)
         e = regs[regmap.energy]
         energy_raw = raw.get(regmap.energy)
         if energy_raw is None:

@@ -55,6 +55,7 @@ class Poller:
         self.failures: dict[str, int] = {}
         self.skip_until: dict[str, float] = {}
         self.on_stored = on_stored
+        self.last_good: dict[str, tuple[str, float]] = {}  # MeterId -> (ts, value) last stored (plausibility)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.readers)), thread_name_prefix="bus")
 
     def due(self, boundary: float) -> list[Meter]:
@@ -85,6 +86,8 @@ class Poller:
                 res.error = err or res.error
                 self._failed(m, boundary, res.error)
             elif outcome != "suspect":
+                if outcome == "stored":
+                    self.last_good[m.MeterId] = (res.ts, res.value)
                 self._ok(m, res)
             results.append(res)
         dropped = [r for r in results if r.outcome == "dropped"]
@@ -121,7 +124,10 @@ class Poller:
     def _unwrap(self, m: Meter, res: PollResult, vals, ts: str):
         reg = (vals.map or m.map).registers[m.map.energy]
         value, state, note = energy_kwh(reg, vals.energy_raw, self.outbox.counter(m.MeterId))
-        why = suspect_reason(self.outbox.last_reading(m.MeterId, ts), ts, value, m.power_bound_kw())
+        prev = self.last_good.get(m.MeterId)
+        if prev is None or prev[0] >= ts:
+            prev = self.outbox.last_reading(m.MeterId, ts)
+        why = suspect_reason(prev, ts, value, m.power_bound_kw())
         if why:
             log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
                       raw=vals.energy_raw, reason=why, note="held back, not sent; see status")
