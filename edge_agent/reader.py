@@ -34,6 +34,16 @@ class MeterReadError(Exception):
 class _ExceptionAnswer(MeterReadError):
     """The meter answered one request with a Modbus exception (01, 02, 03, 04, ...)."""
 
+    def __init__(self, msg: str, code):
+        super().__init__(msg)
+        self.code = code
+
+
+# Exceptions that say "not this request" (illegal function, address, value; device failure on a
+# register it lacks): a smaller read may succeed. Busy (05/06) and gateway (0A/0B) answers say
+# "not now": the meter fails this poll and keeps its plan.
+FALLBACK_CODES = {1, 2, 3, 4}
+
 
 @dataclass
 class MeterValues:
@@ -109,7 +119,7 @@ class BusReader:
         if rr.isError():
             code = getattr(rr, "exception_code", "?")
             raise _ExceptionAnswer(f"modbus exception {code} reading {req.count} registers at {req.address} "
-                                   f"(function {req.function})")
+                                   f"(function {req.function})", code)
         regs = list(getattr(rr, "registers", None) or [])
         if len(regs) < req.count:
             raise MeterReadError(f"short answer: {len(regs)} of {req.count} registers at {req.address}")
@@ -162,7 +172,7 @@ class BusReader:
                     for i, w in enumerate(self._request(client, req, meter)):
                         words[req.address + i] = w
             except _ExceptionAnswer as exc:
-                if level == PLAN_LEVELS[-1]:
+                if level == PLAN_LEVELS[-1] or exc.code not in FALLBACK_CODES:
                     raise
                 nxt = PLAN_LEVELS[PLAN_LEVELS.index(level) + 1]
                 log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,

@@ -155,6 +155,9 @@ def test_silent_busy_and_nan_units_never_touch_the_others(tmp_path):
         assert res["sdm630"].outcome == "stored"
         assert res["imeter45"].outcome == "failed" and "no answer" in res["imeter45"].error
         assert res["iem3000"].outcome == "failed" and "modbus exception 6" in res["iem3000"].error
+        # the merged read crosses undocumented registers (02: fall back); the first smaller read is answered
+        # busy (06: "not now", not "not this request"): the meter fails this poll, no further fallback
+        assert [r for r in bus.requests if r[0] == 4] == [(4, 3, 2999, 62), (4, 3, 2999, 6)]
         assert res["sdm120"].outcome == "failed" and "not finite" in res["sdm120"].error
         assert [r[0] for r in ob.all_readings()] == ["sdm630"]
         assert {f["MeterId"] for f in ob.status()["failing_meters"]} == {"imeter45", "iem3000", "sdm120"}
