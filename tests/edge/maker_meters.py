@@ -24,6 +24,7 @@ code 71, power factors at 0x0032-0x0035, kWh(+) TOT at 0x003E), ``Schneider.iEM3
 Faults (a set, per meter, changeable while serving):
 
 * ``nan``      - the total-energy register holds a float NaN (``7FC0 0000``; float meters only).
+* ``nan_volts``- the voltage registers hold NaN, the total is fine (Eastron meters).
 * ``silent``   - the unit never answers (absent from the RS-485 line / gateway).
 * ``busy``     - every read is answered with exception 06 (device busy).
 * ``lenient``  - undocumented registers read as 0 instead of exception 02 (some firmware does).
@@ -42,7 +43,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-FAULTS = {"nan", "silent", "busy", "lenient"}
+FAULTS = {"nan", "nan_volts", "silent", "busy", "lenient"}
 
 
 def _words(kind: str, value: float, word_order: str = "big") -> list[int]:
@@ -73,7 +74,7 @@ def _eastron_fill(m: "MakerMeter", three_phase: bool) -> dict[int, int]:
 
     phases = 3 if three_phase else 1
     for p in range(phases):
-        put(0x0000 + 2 * p, 230.0 + p)          # phase line-to-neutral volts
+        put(0x0000 + 2 * p, float("nan") if "nan_volts" in m.faults else 230.0 + p)  # phase L-N volts
         put(0x0006 + 2 * p, m.power_w / 230.0 / phases)  # phase current
         put(0x000C + 2 * p, m.power_w / phases)  # phase power W
     if three_phase:
@@ -284,7 +285,7 @@ class MakerBus:
                 raise ValueError(f"unknown kind {s.kind!r}: one of {', '.join(KINDS)}")
             if not set(s.faults) <= FAULTS:
                 raise ValueError(f"unknown fault(s) {set(s.faults) - FAULTS}: one of {sorted(FAULTS)}")
-            if "nan" in s.faults and not LAYOUTS[s.kind].float_energy:
+            if {"nan", "nan_volts"} & set(s.faults) and not LAYOUTS[s.kind].float_energy:
                 raise ValueError(f"{s.kind} keeps its total as an integer: it cannot hold NaN")
         self.port = port
         self.meters = {s.unit: MakerMeter(s.kind, s.unit, s.energy_kwh, set(s.faults), s.power_w) for s in specs}

@@ -143,6 +143,23 @@ def test_one_nan_meter_fails_alone_and_shows_in_status(tmp_path, capsys, caplog)
         bus.stop()
 
 
+def test_a_nan_volt_value_does_not_fail_the_reading(tmp_path, capsys):
+    """Only the total decides: NaN volts are named under not_finite and left out, the reading is taken."""
+    port = free_port()
+    bus, path, cfg = _site(tmp_path, port, kinds=["Eastron.SDM630"], faults={"Eastron.SDM630": {"nan_volts"}},
+                           energies={"Eastron.SDM630": 500.5})
+    try:
+        assert cli.main(["read", "-c", str(path), "--json"]) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["value"] == pytest.approx(500.5) and line["not_finite"] == ["v1", "v2", "v3"]
+        assert "v1" not in line["registers"] and line["plan"] == "runs"
+        poller = Poller(cfg, Outbox(cfg.buffer))
+        assert poller.poll(BOUNDARY, meters=cfg.meters)[0].outcome == "stored"
+        poller.close()
+    finally:
+        bus.stop()
+
+
 def test_silent_busy_and_nan_units_never_touch_the_others(tmp_path):
     port = free_port()
     kinds = ["Priority.ici", "Eastron.SDM630", "Eastron.SDM120", "Schneider.iEM3000"]
