@@ -85,6 +85,8 @@ def _read(cfg, args) -> int:
                 out.append((m, v, None, time.monotonic() - t0))
             except MeterReadError as exc:
                 out.append((m, None, str(exc), time.monotonic() - t0))
+            except Exception as exc:  # noqa: BLE001 - a driver bug shows as this meter's error, not a traceback
+                out.append((m, None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
         return out
 
     by_bus: dict[str, list] = {}

@@ -21,7 +21,7 @@ from pymodbus.exceptions import ModbusException
 
 from . import log
 from .config import Bus, Meter
-from .regmap import PLAN_LEVELS, Register, RegisterMap, Request
+from .regmap import PLAN_LEVELS, Register, RegisterMap, Request, decode_registers
 
 L = log.get("read")
 
@@ -94,7 +94,7 @@ class BusReader:
         self.requests = 0  # requests sent (benchmarks)
         self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works
         self.identified: dict[str, tuple[RegisterMap, str]] = {}  # MeterId -> (generation's map, model)
-        self._prepared: dict[tuple, tuple] = {}  # (MeterId, map) -> (plans, names per plan, located registers)
+        self._prepared: dict[tuple, tuple] = {}  # (MeterId, energy address) -> (plans, names per plan, located)
 
     def _connected(self):
         if self._client is None:
@@ -152,23 +152,21 @@ class BusReader:
 
     def _prepare(self, meter: Meter, regmap: RegisterMap) -> tuple:
         """(plans, registers each plan covers, located registers) of a meter, computed once."""
-        key = (meter.MeterId, id(regmap))
+        key = (meter.MeterId, regmap.registers[regmap.energy].address)  # one entry per generation
         if key not in self._prepared:
             plans = regmap.plans(meter.startAddress)
             names = {lvl: regmap.names_in(reqs, meter.startAddress) for lvl, reqs in plans.items()}
-            self._prepared[key] = (plans, names, regmap.located(meter.startAddress), regmap)
+            self._prepared[key] = (plans, names, regmap.located(meter.startAddress))
         return self._prepared[key]
 
-    def _read_words(self, client, meter: Meter, regmap: RegisterMap) -> tuple[dict[int, int], str, list, int]:
-        """Words of the first plan level that answers: ({address: word}, level, requests, sent)."""
+    def _read_words(self, client, meter: Meter, regmap: RegisterMap) -> tuple[dict[int, int], str]:
+        """Words of the first plan level that answers: ({address: word}, level)."""
         plans = self._prepare(meter, regmap)[0]
         start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
-        sent = 0
         for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
             words: dict[int, int] = {}
             try:
                 for req in plans[level]:
-                    sent += 1
                     for i, w in enumerate(self._request(client, req, meter)):
                         words[req.address + i] = w
             except _ExceptionAnswer as exc:
@@ -182,16 +180,8 @@ class BusReader:
                 log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
-            return words, level, plans[level], sent
+            return words, level
         raise AssertionError("unreachable")
-
-    def read_words(self, meter: Meter) -> tuple[dict[int, int], int]:
-        """All words the meter's plan reads: {wire address: word}, requests used."""
-        with self._lock:
-            client = self._connected()
-            regmap, _ = self._identify(client, meter)
-            words, _, _, sent = self._read_words(client, meter, regmap)
-        return words, sent
 
     def read(self, meter: Meter) -> MeterValues:
         """Read and decode one meter; any failure raises MeterReadError naming it."""
@@ -200,15 +190,14 @@ class BusReader:
                 client = self._connected()
                 before = self.requests
                 regmap, model = self._identify(client, meter)
-                words, level, reqs, _ = self._read_words(client, meter, regmap)
+                words, level = self._read_words(client, meter, regmap)
                 sent = self.requests - before
             except MeterReadError:
                 self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
                 raise
-        _, names, regs, _ = self._prepare(meter, regmap)
+        _, names, regs = self._prepare(meter, regmap)
         try:
-            raw = {n: regs[n].decode_raw([words[a] for a in range(regs[n].address, regs[n].address + regs[n].size)])
-                   for n in names[level]}
+            raw = decode_registers(regs, words, names[level])
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this meter alone
             raise MeterReadError(f"cannot decode the answer: {type(exc).__name__}: {exc}") from None
         e = regs[regmap.energy]

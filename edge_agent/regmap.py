@@ -224,14 +224,15 @@ class RegisterMap:
             nxt = r.address + r.size
         return runs
 
-    def decode(self, words: dict[int, int], start_address: int | None = None,
-               names: list[str] | None = None) -> dict[str, int | float]:
-        """Raw values of the registers (all, or ``names``) from {wire address: word}."""
-        out = {}
-        for n, r in self.located(start_address).items():
-            if names is None or n in names:
-                out[n] = r.decode_raw([words[a] for a in range(r.address, r.address + r.size)])
-        return out
+    def decode(self, words: dict[int, int], start_address: int | None = None) -> dict[str, int | float]:
+        """Raw values of every register from {wire address: word}."""
+        return decode_registers(self.located(start_address), words)
+
+
+def decode_registers(regs: dict[str, Register], words: dict[int, int], names=None) -> dict[str, int | float]:
+    """Raw values of these located registers (all, or ``names``) from {wire address: word}."""
+    return {n: r.decode_raw([words[a] for a in range(r.address, r.address + r.size)])
+            for n, r in regs.items() if names is None or n in names}
 
 
 def _as_int(v, what: str) -> int:
