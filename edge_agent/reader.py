@@ -163,25 +163,30 @@ class BusReader:
         """Words of the first plan level that answers: ({address: word}, level)."""
         plans = self._prepare(meter, regmap)[0]
         start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
+        tried, failed = None, None
         for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
+            if plans[level] == tried:
+                continue  # the same requests as the level that just failed
+            tried = plans[level]
             words: dict[int, int] = {}
             try:
                 for req in plans[level]:
                     for i, w in enumerate(self._request(client, req, meter)):
                         words[req.address + i] = w
             except _ExceptionAnswer as exc:
-                if level == PLAN_LEVELS[-1] or exc.code not in FALLBACK_CODES:
+                if exc.code not in FALLBACK_CODES:
                     raise
-                nxt = PLAN_LEVELS[PLAN_LEVELS.index(level) + 1]
-                log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
-                          plan=level, next=nxt, error=str(exc))
+                failed = exc
+                if level != PLAN_LEVELS[-1]:
+                    log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
+                              plan=level, error=str(exc), note="trying smaller reads")
                 continue
             if self.plan_level.get(meter.MeterId, PLAN_LEVELS[0]) != level:
                 log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
             return words, level
-        raise AssertionError("unreachable")
+        raise failed
 
     def read(self, meter: Meter) -> MeterValues:
         """Read and decode one meter; any failure raises MeterReadError naming it."""

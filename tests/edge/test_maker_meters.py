@@ -270,3 +270,32 @@ def test_a_reading_the_database_refuses_fails_its_meter_alone(tmp_path):
     assert errors[0] is None and "IntegrityError" in errors[1] and "not finite" in errors[2]
     assert [r[0] for r in ob.all_readings()] == ["a", "d"]
     assert {f["MeterId"] for f in ob.status()["failing_meters"]} == {"b", "c"}
+
+
+def test_a_register_the_maker_never_documents_leaves_the_energy_alone(tmp_path, capsys):
+    """A site map asking an SDM630 for 0x0032 (undocumented): merged and per-run reads answer exception 02,
+    the energy register alone answers; that plan is kept (one request per read from then on)."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "Site.SDM630extra.yaml").write_text(
+        "name: Site.SDM630extra\nfunction: 4\nmax_gap: 0\nenergy: import_kwh\nregisters:\n"
+        "  v1: {address: 0x0000, type: float32}\n  mystery: {address: 0x0032, type: float32}\n"
+        "  import_kwh: {address: 0x0048, type: float32}\n")
+    port = free_port()
+    bus = start_meters(port, [MeterSpec("Eastron.SDM630", unit=1, energy_kwh=777.25)])
+    path = write_config(tmp_path, [meter("odd", 1, "GW", "Site.SDM630extra", start=None)],
+                        {"GW": {"type": "tcp", "host": "127.0.0.1", "port": port}}, extra={"maps_dir": str(maps)})
+    cfg = load_config(path)
+    reader = BusReader(cfg.buses["GW"])
+    try:
+        v = reader.read(cfg.meters[0])
+        assert (v.plan, v.scaled) == ("energy", {"import_kwh": 777.25})
+        assert v.requests == 2 + 1  # merged (= runs here): v1 answered, mystery refused; then the energy alone
+        before = len(bus.requests)
+        assert reader.read(cfg.meters[0]).plan == "energy"
+        assert bus.requests[before:] == [(1, 4, 0x0048, 2)]
+        assert cli.main(["read", "-c", str(path)]) == 0
+        assert "plan energy" in capsys.readouterr().out
+    finally:
+        reader.close()
+        bus.stop()
