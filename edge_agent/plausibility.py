@@ -15,15 +15,10 @@ reading of a meter has nothing to compare with and is accepted.
 
 from __future__ import annotations
 
-import calendar
-import time
+from .clock import from_iso
 
 MAGNITUDE_FACTOR = 100.0
 MAGNITUDE_FLOOR_KWH = 10.0
-
-
-def _epoch(ts: str) -> float:
-    return calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def suspect_reason(prev: tuple[str, float] | None, ts: str, value: float, max_power_kw: float | None) -> str | None:
@@ -36,7 +31,7 @@ def suspect_reason(prev: tuple[str, float] | None, ts: str, value: float, max_po
         return None
     if value >= MAGNITUDE_FACTOR * max(prev_value, MAGNITUDE_FLOOR_KWH):
         return f"total jumped from {prev_value:g} kWh ({prev_ts}) to {value:g} kWh: by orders of magnitude"
-    hours = (_epoch(ts) - _epoch(prev_ts)) / 3600.0
+    hours = (from_iso(ts) - from_iso(prev_ts)) / 3600.0
     if max_power_kw and hours > 0 and step / hours > max_power_kw:
         return (f"step of {step:g} kWh since {prev_ts} implies {step / hours:,.0f} kW, above the "
                 f"{max_power_kw:g} kW this meter can carry")
