@@ -101,7 +101,7 @@ def _read(cfg, args) -> int:
         r.close()
     failed = 0
     if not args.json:
-        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error")
+        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error or notes")
     for m in meters:
         _, v, err, dt = results[m.MeterId]
         failed += err is not None
