@@ -19,7 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt edge_agent/requirements.txt
 
 venv: $(STAMP)
 
+# tests/test_docs_page.py drives Debian's chromium (CI is root on a fresh Debian machine).
+CHROMIUM_INSTALL = command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for tests/test_docs_page.py"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 test: $(STAMP)
+	@$(CHROMIUM_INSTALL)
 	$(PY) -m pytest -q
 
 run: $(STAMP)

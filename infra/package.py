@@ -57,6 +57,8 @@ TRIM = [
      r"sharpyuv|freetype|harfbuzz|png16|brotlidec|brotlicommon)-",
      "Pillow's AVIF and WebP codecs, its FreeType text and Tk (matplotlib saves PNG through Pillow and "
      "draws text with its own FreeType)"),
+    (r"^swagger_ui_bundle/vendor/[^/]+/(?!swagger-ui-bundle\.js$|swagger-ui\.css$)",
+     "Swagger UI's source maps, ES modules and sample pages (GET /docs serves the bundle and its CSS)"),
     (r"^matplotlib/mpl-data/(sample_data|images|plot_directive)/|^matplotlib/mpl-data/kpsewhich\.lua$",
      "matplotlib's sample data, toolbar icons, Sphinx and TeX helpers"),
 ]

@@ -300,7 +300,7 @@ def make_schema():
 # Loaded at collection (schemathesis makes one test per operation); the stack's URL is given per call.
 # (schemathesis.pytest.from_fixture would load it from a fixture, but its lazy tests break on pytest 9.)
 fuzz_schema = make_schema()
-_UNAUTHENTICATED = ("logIn", "openapiDocument")
+_UNAUTHENTICATED = ("logIn", "openapiDocument", "documentationPage", "documentationScript", "documentationStylesheet")
 
 _SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
 

@@ -114,7 +114,9 @@ def test_the_trim_rules_leave_out_only_what_never_runs():
                 "matplotlib/backends/web_backend/all_figures.html", "matplotlib/backends/qt_editor/_formlayout.py",
                 "matplotlib/mpl-data/fonts/ttf/STIXGeneral.ttf", "matplotlib/mpl-data/fonts/afm/cmr10.afm",
                 "matplotlib/mpl-data/sample_data/goog.npz", "numpy/f2py/__init__.py", "yaml/__pycache__/x.pyc",
-                "PIL/_avif.cpython-312-x86_64-linux-gnu.so", "pillow.libs/libavif-c6062d5f.so.16.4.2"]
+                "PIL/_avif.cpython-312-x86_64-linux-gnu.so", "pillow.libs/libavif-c6062d5f.so.16.4.2",
+                "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.map",
+                "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-es-bundle.js"]
     kept = ["app.py", "chalicelib/openapi.yaml", "chalicelib/chart_render.py", "fontTools/__init__.py",
             "fontTools/agl.py", "fontTools/misc/textTools.py", "matplotlib/backends/backend_agg.py",
             "matplotlib/backends/_backend_agg.cpython-312-x86_64-linux-gnu.so", "matplotlib/backends/registry.py",
@@ -122,7 +124,9 @@ def test_the_trim_rules_leave_out_only_what_never_runs():
             "matplotlib/mpl-data/matplotlibrc", "matplotlib/testing/__init__.py", "numpy/testing/__init__.py",
             "botocore/data/dynamodb/2012-08-10/service-2.json.gz", "PIL/_imaging.cpython-312-x86_64-linux-gnu.so",
             "pillow.libs/libjpeg-6dc8d115.so.62.4.0", "numpy.libs/libscipy_openblas64_-4b78795a.so",
-            "numpy-2.5.5.dist-info/METADATA"]
+            "numpy-2.5.5.dist-info/METADATA", "swagger_ui_bundle/__init__.py",
+            "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js",
+            "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui.css"]
     assert [name for name in left_out if not package.trimmed(name)] == []
     assert [name for name in kept if package.trimmed(name)] == []
 
