@@ -14,7 +14,8 @@ by default: deployment.zip and sam.yaml), then fails when
   - cfn-lint reports anything (error, warning or informational) on the packaged template.
 Between the build and the checks, the zip is made lighter (slim()): what never runs on Lambda is
 left out (TRIM: tests, type stubs, C sources, caches, matplotlib's other backends and fonts, the
-fontTools that only PDF/PS output uses), and every module is compiled for Python 3.12 into
+fontTools that only PDF/PS output uses; the SDK models of services the stage's IAM policy does not
+let the function call), and every module is compiled for Python 3.12 into
 __pycache__ as unchecked-hash .pyc, which the runtime loads from the read-only /var/task without
 looking at the source (it can't write bytecode there: without it every cold start compiles).
 Prints the package's sizes. Usage: python infra/package.py [--stage dev] [--out build/dev] [--no-lint]
@@ -154,13 +155,30 @@ def _cache_tag():
     return f"cpython-{RUNTIME[0]}{RUNTIME[1]}"
 
 
-def trimmed(name):
-    """True for a path of the zip that TRIM leaves out."""
-    return bool(_TRIM.search(name))
+def policy_services(stage):
+    """The AWS services the stage's function may call: the prefixes of its policy's actions, and STS."""
+    with open(policy_file(stage), encoding="utf-8") as handle:
+        policy = json.load(handle)
+    services = {"sts"}
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action", [])
+        for action in [actions] if isinstance(actions, str) else actions:
+            services.add(action.split(":", 1)[0].lower())
+    return services
 
 
-def slim(zip_path):
-    """Rewrite the zip without what TRIM leaves out, with every module compiled for the runtime.
+def trimmed(name, services=None):
+    """True for a path of the zip that TRIM leaves out, or the SDK model of a service not in services
+    (the function has no permission to call it: its model never loads)."""
+    if _TRIM.search(name):
+        return True
+    parts = name.split("/")
+    return (services is not None and parts[0] in ("botocore", "boto3") and len(parts) > 3 and parts[1] == "data"
+            and parts[2] not in services)
+
+
+def slim(zip_path, services=None):
+    """Rewrite the zip without what trimmed() leaves out, with every module compiled for the runtime.
 
     The bytecode is unchecked-hash .pyc (PEP 552): valid whatever the files' times once unzipped, and
     loaded without reading the source. Returns (bytes left out, bytes of bytecode added).
@@ -172,7 +190,7 @@ def slim(zip_path):
         with zipfile.ZipFile(zip_path) as archive:
             kept = []
             for info in archive.infolist():
-                if trimmed(info.filename):
+                if trimmed(info.filename, services):
                     removed += info.file_size
                 elif not info.is_dir():
                     archive.extract(info, root)
@@ -281,7 +299,7 @@ def package(stage="dev", out=None, run_lint=True):
     run_chalice(stage, out)
     zip_path = os.path.join(out, "deployment.zip")
     template_path = os.path.join(out, "sam.yaml")
-    removed, compiled = slim(zip_path)
+    removed, compiled = slim(zip_path, policy_services(stage))
     unzipped, problems = check_zip(zip_path)
     if unzipped > MAX_UNZIPPED_BYTES:
         problems.append(f"the package is {unzipped / 2**20:.1f} MiB unzipped: over the "

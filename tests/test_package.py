@@ -68,6 +68,9 @@ series = [cr.LineSeries("meter1", [t0 + 300 * i for i in range(2016)], [100 + 0.
 energy = [("meter1", 120.5), ("meter2", 80.25), ("été ☃", 33.0)]
 pngs = {kind: cr.render_png(kind, width_px=800, height_px=400, title="Énergie", tz_name="America/Toronto",
                             energy=energy, series=series) for kind in ("line", "pie", "bar")}
+import boto3
+for service in sys.argv[2].split(","):   # the services the policy allows: their SDK models are shipped
+    boto3.session.Session().client(service, region_name="us-east-1")
 outside = sorted(m.__name__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
                  and not m.__file__.startswith((sys.argv[1], sys.base_prefix)) and m.__name__ != "__main__")
 print(json.dumps({"heads": {k: v[:8].hex() for k, v in pngs.items()}, "sizes": {k: len(v) for k, v in pngs.items()},
@@ -79,7 +82,8 @@ def test_the_trimmed_package_renders_every_chart_from_its_bytecode_alone(package
     """What the trimming left out never runs: the entry point imports and every chart kind renders
     from the unzipped package alone, every source replaced by a line that fails (so each module
     comes from the shipped bytecode: the runtime can't write any), in a read-only directory."""
-    _stage, summary, _template = packaged
+    stage, summary, _template = packaged
+    services = ",".join(sorted(package.policy_services(stage)))
     root = tmp_path / "task"
     with zipfile.ZipFile(summary["zip"]) as archive:
         archive.extractall(root)
@@ -95,7 +99,7 @@ def test_the_trimmed_package_renders_every_chart_from_its_bytecode_alone(package
         os.chmod(folder, 0o555)
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "HOME": str(tmp_path)}
     try:
-        done = subprocess.run([sys.executable, "-S", "-B", "-c", RENDER_FROM_PACKAGE, str(root)], cwd=root,
+        done = subprocess.run([sys.executable, "-S", "-B", "-c", RENDER_FROM_PACKAGE, str(root), services], cwd=root,
                               env=env, capture_output=True, text=True, timeout=300)
     finally:
         for folder, _dirs, _files in os.walk(root):
@@ -127,8 +131,13 @@ def test_the_trim_rules_leave_out_only_what_never_runs():
             "numpy-2.5.5.dist-info/METADATA", "swagger_ui_bundle/__init__.py",
             "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js",
             "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui.css"]
-    assert [name for name in left_out if not package.trimmed(name)] == []
-    assert [name for name in kept if package.trimmed(name)] == []
+    services = package.policy_services("dev")
+    assert {"dynamodb", "s3", "kms", "logs", "sts"} <= services
+    left_out += ["botocore/data/ec2/2016-11-15/service-2.json.gz", "boto3/data/ec2/2016-11-15/resources-1.json"]
+    kept += ["botocore/data/s3/2006-03-01/service-2.json.gz", "botocore/data/kms/2014-11-01/service-2.json.gz",
+             "botocore/data/endpoints.json", "botocore/data/partitions.json", "boto3/data/dynamodb/x/resources-1.json"]
+    assert [name for name in left_out if not package.trimmed(name, services)] == []
+    assert [name for name in kept if package.trimmed(name, services)] == []
 
 
 def test_the_packaged_template_is_the_infrastructure_template_merged(packaged):
