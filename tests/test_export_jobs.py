@@ -225,3 +225,18 @@ def test_the_request_estimates_before_reading_and_stays_synchronous_under_its_bu
     assert all((b - a) % 3600 == 0 for a, b in slices[:-1])
     assert 30 <= len(slices) <= 40
     assert made
+
+
+def test_a_project_has_at_most_max_meters(aws, make_account, monkeypatch):
+    account = make_account()
+    monkeypatch.setattr(meters, "MAX_METERS", 3)
+    for name in ("m1", "m2", "m3"):
+        assert account.request("PUT", "/point", {"MeterId": name}).status_code == 200
+    refused = account.request("PUT", "/point", {"MeterId": "m4"})
+    assert refused.status_code == 409
+    assert refused.json_body == {"error": "the project has 3 meters, the most a project can have: "
+                                          "split the site into projects"}
+    assert [m["MeterId"] for m in account.request("GET", "/point").json_body] == ["m1", "m2", "m3"]
+    # the known meters can still be registered again and reconfigured; another project is not counted
+    assert account.request("PUT", "/point", {"MeterId": "m2", "SaveEvery": 1}).json_body["SaveEvery"] == 1
+    assert make_account().request("PUT", "/point", {"MeterId": "m4"}).status_code == 200
