@@ -52,8 +52,9 @@ def seed(meters_count, days):
     from chalicelib import accounts, db, meters, readings
 
     project = accounts.create_project("bench-jobs", "UTC")["project_id"]
-    for i in range(meters_count):
-        meter = meters.register(project, {"MeterId": f"suite-{i:03d}", "SaveEvery": 5})
+    # meters first: moto copies the tables for each transaction (registration)
+    made = [meters.register(project, {"MeterId": f"suite-{i:03d}", "SaveEvery": 5}) for i in range(meters_count)]
+    for i, meter in enumerate(made):
         series = meters.series_key(project, meter["id"])
         for d in range(days):
             day = START + timedelta(days=d)
