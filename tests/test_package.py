@@ -87,6 +87,23 @@ def test_the_functions_role_has_exactly_the_stages_policy_file(packaged):
     assert roles == [role_id], "one role, the function's"
 
 
+def test_the_export_worker_is_packaged_fed_by_the_queue_with_the_same_role(packaged):
+    """chalice's function of app.export_worker is the template's ExportWorker: its handler, fed by the
+    template's queue (not the placeholder name in app.py), with the API's role (whose policy grants the
+    queue's calls, tests/test_policy.py) and settings."""
+    _stage, _summary, template = packaged
+    resources = template["Resources"]
+    functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions == {"APIHandler", "ExportWorker"}
+    worker = resources["ExportWorker"]["Properties"]
+    assert worker["Handler"] == "app.export_worker"
+    assert _same(worker["Role"], resources["APIHandler"]["Properties"]["Role"])
+    (event,) = worker["Events"].values()
+    assert event["Type"] == "SQS" and _same(event["Properties"]["Queue"], {"Fn::GetAtt": ["ExportQueue", "Arn"]})
+    assert event["Properties"]["BatchSize"] == 1
+    assert worker["Environment"]["Variables"]["EXPORT_QUEUE_URL"] == {"Ref": "ExportQueue"}
+
+
 def _same(a, b):
     """Equal, with Fn::GetAtt 'X.Arn' and ['X', 'Arn'] the same."""
     if isinstance(a, dict) and isinstance(b, dict):
