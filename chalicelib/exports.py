@@ -66,8 +66,10 @@ def estimate_rows(chosen, begin, finish):
     return int(per_second * (finish - begin))
 
 
-def plan_slices(chosen, begin, finish, slice_rows=SLICE_ROWS):
-    """[(start, end)] epochs covering [begin, finish) in order, each of about slice_rows rows, on whole hours."""
+def plan_slices(chosen, begin, finish, slice_rows=None):
+    """[(start, end)] epochs covering [begin, finish) in order, each of about slice_rows rows
+    (default SLICE_ROWS), on whole hours."""
+    slice_rows = slice_rows or SLICE_ROWS
     per_second = sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen) or 1e-9
     step = max(SLICE_STEP, int(slice_rows / per_second) // SLICE_STEP * SLICE_STEP)
     edges = list(range(begin, finish, step)) + [finish]

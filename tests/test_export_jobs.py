@@ -71,8 +71,10 @@ def test_a_job_writes_the_synchronous_file_byte_for_byte(aws, make_account, monk
     assert sync.status_code == 303
     expected = download(sync.json_body["url"])
     monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
-    monkeypatch.setattr(exports, "SLICE_ROWS", 1000)      # ~1000 rows a slice: 13 slices, 4 of them empty
+    monkeypatch.setattr(exports, "SLICE_ROWS", 300)       # slices of 8 hours: 12, the first 3 without rows
     assert follow_job(aws, account, get_file(account, query)) == expected
+    job = db.get(export_jobs.TABLE, {"pk": f"JOB#{get_file(account, query).json_body['id']}", "sk": "JOB"})
+    assert job["parts"] == 12
 
 
 @pytest.mark.parametrize("file_type", ["json", "yaml"])
