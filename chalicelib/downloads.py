@@ -5,6 +5,7 @@ Nothing of the caller's credentials goes into a key or a link.
 """
 import secrets
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib import aws, clock, config
 
@@ -12,6 +13,7 @@ LINK_SECONDS = 15 * 60
 PART_BYTES = 8 * 1024 * 1024     # multipart parts (S3's minimum is 5 MiB, except the last)
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_COPY_BYTES = 5 * 1024 ** 3   # S3's largest part
+COPY_THREADS = 8                 # UploadPartCopy calls at once when joining an export job's parts
 
 
 def _object_key(project_id, kind, filename):
@@ -82,46 +84,53 @@ def assemble(key, media_type, filename, segments):
     A multipart upload: a range at least MIN_PART_BYTES long that starts a part is copied by S3
     itself (UploadPartCopy, nothing passes through here); short pieces are gathered into parts of
     PART_BYTES (S3 wants every part but the last to be 5 MiB or more). Memory stays under one part.
+    The copies run COPY_THREADS at a time: joining a year of 32 parts takes a few copies' time.
     """
     client = aws.s3()
     bucket = config.resource_name("FilesBucket")
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=media_type,
                                                ContentDisposition=content_disposition(filename))["UploadId"]
-    parts, buffer = [], bytearray()
+    parts, copies, buffer = [], [], bytearray()
+    numbers = iter(range(1, 10_001))
 
     def flush():
-        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1,
+        number = next(numbers)
+        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                     Body=bytes(buffer))
-        parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         buffer.clear()
 
+    def copy(number, source, first, last):
+        answer = client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                         CopySource={"Bucket": bucket, "Key": source},
+                                         CopySourceRange=f"bytes={first}-{last}")
+        return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
+
     try:
-        for segment in segments:
-            if isinstance(segment, (bytes, bytearray)):
-                buffer += segment
-                if len(buffer) >= PART_BYTES:
-                    flush()
-                continue
-            source, offset, length = segment
-            while length > 0:
-                if not buffer and length >= MIN_PART_BYTES:
-                    size = min(length, MAX_COPY_BYTES)
-                    answer = client.upload_part_copy(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1,
-                        CopySource={"Bucket": bucket, "Key": source},
-                        CopySourceRange=f"bytes={offset}-{offset + size - 1}")
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": answer["CopyPartResult"]["ETag"]})
-                else:
-                    size = min(length, PART_BYTES - len(buffer))
-                    buffer += read_range(source, offset, size)
+        with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:   # S3 copies the big parts side by side
+            for segment in segments:
+                if isinstance(segment, (bytes, bytearray)):
+                    buffer += segment
                     if len(buffer) >= PART_BYTES:
                         flush()
-                offset += size
-                length -= size
-        if buffer or not parts:
-            flush()
+                    continue
+                source, offset, length = segment
+                while length > 0:
+                    if not buffer and length >= MIN_PART_BYTES:
+                        size = min(length, MAX_COPY_BYTES)
+                        copies.append(pool.submit(copy, next(numbers), source, offset, offset + size - 1))
+                    else:
+                        size = min(length, PART_BYTES - len(buffer))
+                        buffer += read_range(source, offset, size)
+                        if len(buffer) >= PART_BYTES:
+                            flush()
+                    offset += size
+                    length -= size
+            if buffer or not (parts or copies):
+                flush()
+            parts += [done.result() for done in copies]
         client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                         MultipartUpload={"Parts": parts})
+                                         MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
         return key
     except BaseException:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
