@@ -224,7 +224,7 @@ def test_export_worker_queue_retries_and_alarms(template):
     resources = template["Resources"]
     worker = resources["ExportWorker"]["Properties"]
     (event,) = worker["Events"].values()
-    assert event["Type"] == "SQS" and _getatt(event["Properties"]["Queue"]) == ["ExportQueue", "Arn"]
+    assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${ExportQueue.Arn}"}
     assert event["Properties"]["BatchSize"] == 1
     assert 1 <= event["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 1000
     queue = resources["ExportQueue"]["Properties"]

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHALICELIB = os.path.join(ROOT, "chalicelib")
 
 # What the function's runtime needs besides the code's calls: writing to its own log group.
-# The export worker's SQS event source polls the queue with the function's role (the same role).
+# The export worker's SQS event source polls the queue with the function's role (the same policy file).
 RUNTIME_NEEDS = {("logs:CreateLogStream", ("loggroup", "ApiLogGroup")),
                  ("logs:PutLogEvents", ("loggroup", "ApiLogGroup")),
                  ("sqs:ReceiveMessage", ("queue", "ExportQueue")),
