@@ -524,6 +524,8 @@ def run_flow(client, make_account):
     # An export too big for a request: a job (queue), its workers (parts, assembly by UploadPartCopy).
     job = _big_export_job(client, key, project_id, ok)
     ok(_send(client, "GET", job.headers["Location"], headers=key), 303)
+    for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
+        ok(_send(client, "GET", path), 200)
     # Big exports go up in parts; a failed one is aborted.
     part = b"x" * downloads.PART_BYTES
     downloads.upload_stream(project_id, "exports", "big.csv", "text/csv", [part, part, b"end"])
