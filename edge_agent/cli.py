@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
-    cmd("check", "validate the config and maps, print the read plan")
+    cmd("check", "validate the config, the maps and that the API key can be read; print the read plan")
     return p
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setup(args.log_level.upper())
     try:
         cfg = load_config(args.config)
-        if args.cmd == "run":
+        if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
             cfg.require_key()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -132,9 +132,10 @@ def _status(cfg, args) -> int:
     print(f"oldest pending  {st['oldest_pending'] or '-'}")
     print(f"last delivery   {st['last_delivery'] or 'never'}")
     print(f"dropped at bound {st['dropped_at_bound']}")
-    print(f"dead letters    {st['dead_letters']}")
+    by_code = ", ".join(f"{c} {n}" for c, n in sorted(st.get("dead_letters_by_code", {}).items()))
+    print(f"dead letters    {st['dead_letters']}" + (f"  ({by_code})" if by_code else ""))
     for d in st["dead_letter_list"]:
-        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
+        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']} [{d.get('code') or 'no code'}]: {d['reason']}")
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
