@@ -136,6 +136,12 @@ def _status(cfg, args) -> int:
     print(f"dead letters    {st['dead_letters']}" + (f"  ({by_code})" if by_code else ""))
     for d in st["dead_letter_list"]:
         print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']} [{d.get('code') or 'no code'}]: {d['reason']}")
+    rep = st.get("cloud_report") or {}
+    if rep.get("clock_offset") is not None:
+        warn = "  WARNING: beyond the threshold, check time sync" if rep.get("clock_warning") else ""
+        print(f"clock offset    {rep['clock_offset']:+.1f} s (cloud minus this box, at {rep.get('clock_offset_at')}){warn}")
+    if rep:
+        print(f"status report   {rep.get('state')} at {rep.get('last_report')}")
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
