@@ -48,7 +48,6 @@ class Cloud:
         self.now = now
         self.session = session or requests.Session()
         self.session.trust_env = False  # a site proxy variable must not reroute readings silently
-        self.session.max_redirects = 0  # belt and braces: requests must never follow one
 
     def __repr__(self) -> str:
         return f"Cloud(url={self.url!r})"
