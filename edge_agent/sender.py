@@ -68,7 +68,7 @@ class Sender:
         self.failures += 1
         d = min(self.backoff_max, self.backoff_initial * 2 ** min(self.failures - 1, 30))
         d = d / 2 + self.rng.uniform(0, d / 2)
-        return max(d, min(at_least or 0.0, self.backoff_max))
+        return max(d, min(at_least or 0.0, RETRY_AFTER_MAX))
 
     def _ok(self) -> None:
         self.failures = 0
@@ -245,6 +245,7 @@ class Sender:
 
 
 UNKNOWN_METER, BUSY = "unknown_meter", "busy"
+RETRY_AFTER_MAX = 3600.0  # a Retry-After is honoured up to an hour (a longer one is taken as a mistake)
 
 
 def _transient(status: int) -> bool:

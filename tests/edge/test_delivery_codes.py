@@ -253,3 +253,15 @@ def test_a_proxy_error_page_for_the_whole_batch_drops_nothing(site, caplog):
         assert any(r.getMessage() == "send_refused" for r in caplog.records)
     finally:
         cloud.close()
+
+
+def test_a_retry_after_longer_than_the_backoff_cap_is_still_honoured(site):
+    cfg, ob, taken = site
+    cloud = CodeCloud(lambda m, t, n: (503, {"Retry-After": "900"}, {"error": "maintenance"}) if m is None and n == 1
+                      else None)
+    try:
+        s, clock = sender_for(cfg, ob, cloud, backoff_max=60)
+        waits = drain(s, clock)
+        assert waits[0] >= 900 and cloud.store == taken
+    finally:
+        cloud.close()
