@@ -2,7 +2,6 @@
 and plain http:// is accepted for loopback only."""
 
 import io
-import logging
 import time
 
 import pytest
