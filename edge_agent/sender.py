@@ -96,9 +96,10 @@ class Sender:
                 d = self._backoff()
                 _redirect_refused(ans, "PUT /point", d)
                 return d
-            if ans.status in (401, 403, 404, 405) or _transient(ans.status):
+            if ans.status in (401, 403, 404, 405) or _transient(ans.status) or not isinstance(ans.body, dict):
+                # refused key or URL, "not now", or not the API speaking (a proxy's page): try again later
                 d = self._backoff(ans.retry_after)
-                lvl = logging.ERROR if ans.status in (401, 403, 404, 405) else logging.WARNING
+                lvl = logging.WARNING if _transient(ans.status) else logging.ERROR
                 log.event(L, lvl, "register_failed", meter=name, status=ans.status, error=_err(ans), retry_in=round(d, 1))
                 return d
             # the cloud refuses this meter's fields: report, do not block the others

@@ -265,3 +265,25 @@ def test_a_retry_after_longer_than_the_backoff_cap_is_still_honoured(site):
         assert waits[0] >= 900 and cloud.store == taken
     finally:
         cloud.close()
+
+
+def test_a_proxy_page_on_registration_is_retried_not_taken_as_a_refusal(site):
+    cfg, ob, taken = site
+    pages = {"left": 2}
+    cloud = CodeCloud()
+    api_handle = cloud.handle
+
+    def handle(method, path, headers, body):
+        if method == "PUT" and path == "/point" and pages["left"]:
+            pages["left"] -= 1
+            return 400, {"Content-Type": "text/html"}, b"<html>captive portal</html>"
+        return api_handle(method, path, headers, body)
+
+    cloud.api.handler = handle
+    try:
+        s, clock = sender_for(cfg, ob, cloud)
+        waits = drain(s, clock)
+        assert waits[0] > 0 and waits[1] > 0
+        assert cloud.points == {"a": 1, "b": 1} and cloud.store == taken and ob.status()["dead_letters"] == 0
+    finally:
+        cloud.close()
