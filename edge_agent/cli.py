@@ -181,6 +181,10 @@ def _requeue(cfg, args) -> int:
 
 
 def _check(cfg, args) -> int:
+    problem = _outbox_not_writable(cfg.buffer)
+    if problem:
+        print(f"config error: {cfg.path}: top level: field 'buffer': {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     for m in cfg.meters:
         plan = m.map.plan(m.startAddress)
         e = m.map.located(m.startAddress)[m.map.energy]
@@ -189,3 +193,17 @@ def _check(cfg, args) -> int:
               + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
     print(f"{cfg.path}: OK, {len(cfg.meters)} meters on {len(cfg.buses)} buses")
     return 0
+
+
+def _outbox_not_writable(buffer: str) -> str | None:
+    """Why this user could not write the outbox (e.g. files left by a command run as root), or None."""
+    import os
+
+    for path in (buffer, buffer + "-wal", buffer + "-shm"):
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            return (f"{path} cannot be read and written by this user (uid {os.getuid()}): "
+                    f"a file left by a command run as root? chown it to the service user")
+    folder = os.path.dirname(buffer) or "."
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by this user (uid {os.getuid()})"
+    return None

@@ -198,10 +198,16 @@ def test_the_service_can_read_the_key_the_docs_install_and_a_dialout_group_could
         d.chmod(0o755)
         kf = d / "api.key"
         kf.write_text(KEY + "\n")
-        os.chown(kf, 0, service_gid)
+        if os.geteuid() == 0:
+            os.chown(kf, 0, service_gid)
         kf.chmod(mode)
+        state = d / "state"  # StateDirectory=: the service user's
+        state.mkdir()
+        if os.geteuid() == 0:
+            os.chown(state, 65534, service_gid)
         cfg = write_config(d, [meter("m1", 1, "USB0")], {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}},
                            url="https://api.example.com", key=None, cloud_extra={"key_file": str(kf)})
+        cfg.write_text(cfg.read_text().replace(str(d / "outbox.sqlite"), str(state / "outbox.sqlite")))
         cfg.chmod(0o644)
         argv = _exec_start_pre(unit, cfg)[3:]  # check -c CONFIG
         env_key = os.environ.pop("INTELLIMETER_API_KEY", None)
@@ -218,5 +224,39 @@ def test_the_service_can_read_the_key_the_docs_install_and_a_dialout_group_could
         finally:
             if env_key is not None:
                 os.environ["INTELLIMETER_API_KEY"] = env_key
+    finally:
+        shutil.rmtree(d)
+
+
+def test_the_start_check_fails_when_root_left_the_outbox_unwritable(unit):
+    """A command run as root on the box can leave outbox files the service cannot write: the
+    check under the unit's credentials says so, instead of an agent that fails at its first write."""
+    service_gid = 4242
+    d = Path(tempfile.mkdtemp(prefix="unit-"))
+    try:
+        d.chmod(0o755)
+        state = d / "state"
+        state.mkdir()
+        if os.geteuid() == 0:  # StateDirectory= is the service user's
+            os.chown(state, 65534, service_gid)
+        cfg = write_config(d, [meter("m1", 1, "USB0")], {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}},
+                           url="https://api.example.com", key=KEY)
+        cfg.write_text(cfg.read_text().replace(str(d / "outbox.sqlite"), str(state / "outbox.sqlite")))
+        cfg.chmod(0o644)
+        argv = _exec_start_pre(unit, cfg)[3:]
+        creds = _unit_credentials(unit, service_gid, {"dialout": grp.getgrnam("dialout").gr_gid})
+        wal = state / "outbox.sqlite-wal"
+        wal.write_bytes(b"")  # as root: root-owned, 0644
+        wal.chmod(0o644)
+        if os.geteuid() == 0:
+            code, err = _check_as(65534, *creds, argv)
+            assert code == 2 and "field 'buffer'" in err and "outbox.sqlite-wal" in err and "chown" in err
+            os.chown(wal, 65534, service_gid)
+            assert _check_as(65534, *creds, argv) == (0, "")
+        else:
+            wal.chmod(0o444)
+            assert cli.main(argv) == 2
+            wal.chmod(0o644)
+            assert cli.main(argv) == 0
     finally:
         shutil.rmtree(d)
