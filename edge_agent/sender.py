@@ -1,7 +1,7 @@
 """Delivery: drain the outbox to POST /data, oldest first, in batches.
 
 A reading is marked delivered only when the cloud's receipt covers it
-(accepted or duplicate). Network errors, timeouts, 408, 429 and 5xx (503 with
+(accepted or duplicate). Network errors, timeouts, 408, 425, 429 and 5xx (503 with
 its Retry-After honoured) are retried forever with exponential backoff and
 jitter; nothing is skipped, so order holds, and nothing is dead-lettered for
 them. 401/403/404/405 are configuration problems, and a redirect (3xx) is
