@@ -293,6 +293,8 @@ class Outbox:
             "pending": pending,
             "oldest_pending": oldest,
             "last_delivery": _iso(float(last[0])) if last else None,
+            "clock_offset": report.get("clock_offset") if report else None,  # from the last PUT /status
+            "cloud_report": report,
             "delivered_kept": delivered,
             "dead_letters": len(dead),
             "dead_letters_by_code": by_code,
@@ -301,8 +303,6 @@ class Outbox:
             "dropped_at_bound": sum(d["count"] for d in dropped.values()),
             "dropped_by_meter": dropped,
             "max_pending": self.max_pending,
-            "clock_offset": report.get("clock_offset") if report else None,
-            "cloud_report": report,
         }
 
     def all_readings(self) -> list[tuple[str, str, float, int]]:
