@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_pending ON readings (status, ts, meter);
 CREATE TABLE IF NOT EXISTS dead_letters (
     meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL,
-    reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (meter, ts)
+    reason TEXT NOT NULL, at REAL NOT NULL, code TEXT,  -- code: the cloud's machine-readable rejection code
+    PRIMARY KEY (meter, ts)
 );
 CREATE TABLE IF NOT EXISTS counters (      -- rollover state per meter register
     meter TEXT PRIMARY KEY, last_raw INTEGER NOT NULL, wraps INTEGER NOT NULL
@@ -92,6 +93,7 @@ class Outbox:
         self._inserted_since = 0  # readings stored since then (deliveries only lower it)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db().executescript(SCHEMA)
+        self._migrate()
 
     # -- plumbing -------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -103,6 +105,16 @@ class Outbox:
             db.execute("PRAGMA busy_timeout=60000")
             self._local.db = db
         return db
+
+    def _migrate(self) -> None:
+        """Bring an outbox written by an older agent up to this schema (columns added since)."""
+        db = self._db()
+        cols = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
+        if "code" not in cols:
+            try:
+                db.execute("ALTER TABLE dead_letters ADD COLUMN code TEXT")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
     class _Tx:
         def __init__(self, db):
@@ -265,13 +277,26 @@ class Outbox:
             )
             db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('last_delivery', ?)", (repr(now),))
 
-    def dead_letter(self, reading: Reading, reason: str) -> None:
+    def dead_letter(self, reading: Reading, reason: str, code: str | None = None) -> None:
+        """Set a rejected reading aside with the cloud's reason and code (e.g. ``conflict``)."""
         with self._tx() as db:
             db.execute("UPDATE readings SET status=2 WHERE meter=? AND ts=?", (reading.meter, reading.ts))
             db.execute(
-                "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
-                (reading.meter, reading.ts, reading.value, reason[:500], self.clock()),
+                "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at, code) VALUES (?,?,?,?,?,?)",
+                (reading.meter, reading.ts, reading.value, reason[:500], self.clock(), code and code[:64]),
             )
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Keep a small fact for ``status`` (e.g. the cloud's last clock offset)."""
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE k=?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self._db().execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return row[0] if row else None
 
     def requeue_dead(self) -> int:
         """Put dead letters back in the queue (after fixing the cause in the cloud)."""
@@ -309,10 +334,15 @@ class Outbox:
         pending, oldest = db.execute("SELECT count(*), min(ts) FROM readings WHERE status=0").fetchone()
         delivered = db.execute("SELECT count(*) FROM readings WHERE status=1").fetchone()[0]
         last = db.execute("SELECT v FROM meta WHERE k='last_delivery'").fetchone()
+        report = db.execute("SELECT v FROM meta WHERE k='cloud_report'").fetchone()
+        report = json.loads(report[0]) if report else None
         dead = [
-            {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}
-            for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM dead_letters ORDER BY ts, meter")
+            {"MeterId": m, "TimeStamping": t, "value": v, "code": c, "reason": r}
+            for m, t, v, c, r in db.execute("SELECT meter, ts, value, code, reason FROM dead_letters ORDER BY ts, meter")
         ]
+        by_code: dict[str, int] = {}
+        for d in dead:
+            by_code[d["code"] or "none"] = by_code.get(d["code"] or "none", 0) + 1
         failing = [
             {"MeterId": m, "bus": b, "failures": f, "since": _iso(s), "last_error": e, "last_ok": _iso(ok)}
             for m, b, f, s, e, ok in db.execute(
@@ -331,8 +361,11 @@ class Outbox:
             "pending": pending,
             "oldest_pending": oldest,
             "last_delivery": _iso(float(last[0])) if last else None,
+            "clock_offset": report.get("clock_offset") if report else None,  # from the last PUT /status
+            "cloud_report": report,
             "delivered_kept": delivered,
             "dead_letters": len(dead),
+            "dead_letters_by_code": by_code,
             "dead_letter_list": dead,
             "failing_meters": failing,
             "dropped_at_bound": sum(d["count"] for d in dropped.values()),
