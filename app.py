@@ -5,7 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth, charts, exports, meters, readings
+from chalicelib import accounts, auth, charts, consumption, exports, meters, readings
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -112,7 +112,7 @@ def latest_intervals(call):
 @api.route("/file", "GET")
 def export_file(call):
     return call.redirect(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                        call.get("type"), call.get("meter")))
+                                        call.get("type"), call.get("meter"), call.get("period")))
 
 
 @api.route("/graphics", "GET")
@@ -120,6 +120,14 @@ def chart(call):
     return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
                                       width=call.get("width"), height=call.get("height"),
                                       start=call.get("start"), end=call.get("end")))
+
+
+# ---- /consumption ----------------------------------------------------------------------------
+
+@api.route("/consumption", "GET")
+def energy_used(call):
+    return consumption.consumption(call.project_id, call.get("start"), call.get("end"), call.get("period"),
+                                   call.get("meter"))
 
 
 # ---- /openapi.yaml ----------------------------------------------------------------------------

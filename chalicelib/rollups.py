@@ -1,0 +1,244 @@
+"""Consumption rollups: per meter and local day, the energy used, the readings counted and the highest
+15-minute energy, kept at ingest so GET /consumption never reads a meter's raw history.
+
+The arithmetic (also the reference every rollup must equal: chalicelib/consumption.py computes from
+raw readings with it, tests/test_consumption.py checks both against a naive model):
+  - registers become integer µkWh (they are stored rounded to the µkWh, so this is exact);
+  - the energy used up to a reading is the sum of the register's non-negative steps (a reset or a
+    replaced meter adds nothing, counting resumes from the new value); between two readings it
+    grows linearly, rounded half up to the µkWh; before the first and after the last reading it is
+    unknown;
+  - a period [start, end] uses E(min(end, last)) - E(max(start, first)), None when that is empty;
+    readings counted are those with start <= t < end; demand intervals step 900 s from the
+    period's start (local :00/:15/:30/:45) and count when E is known at both ends.
+
+Items (ReadingsTable, their own partition so the readings' queries never see them): key
+meter = "ROLLUP#<project>#<meter>", day = local month "YYYY-MM"; tz (the zone whose local days these
+are), r (version, for optimistic writes as the day items' n), w (bytes per integer, 8 or 16), and
+v: 31 records (day 1..31) of flags (bit 0: energy known), count (uint32), energy and peak
+(signed little-endian w-byte integers, µkWh; peak -1 when no demand interval is known).
+A meter-year is 12 or 13 items of ~700 bytes.
+"""
+import bisect
+import struct
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from chalicelib import db, readings
+from chalicelib.errors import Conflict
+
+TABLE = readings.TABLE
+SLOT = 900                  # seconds in a demand interval
+DAYS_PER_ITEM = 31
+ATTEMPTS = 8
+CLUSTER_GAP = 2 * 86400     # readings of one batch further apart than this are refreshed as separate spans
+_HEAD = struct.Struct("<BI")
+
+
+def micro(value):
+    """A stored register (float, rounded to the µkWh at ingest) as integer µkWh, exactly."""
+    return int(Decimal(repr(value)).scaleb(6))
+
+
+class Curve:
+    """Energy used as a function of time over a meter's readings (sorted (epoch, value) pairs).
+
+    The readings must include the nearest ones outside the span asked about (readings.around), so
+    that the first and last here are the meter's first and last wherever history begins or ends.
+    """
+
+    def __init__(self, points):
+        self.times = [t for t, _v in points]
+        self.cum = []
+        total, previous = 0, None
+        for _t, value in points:
+            register = micro(value)
+            if previous is not None and register > previous:
+                total += register - previous
+            self.cum.append(total)
+            previous = register
+
+    def at(self, x):
+        """Energy used up to instant x (µkWh, from an arbitrary origin), or None outside the readings."""
+        times = self.times
+        if not times or x < times[0] or x > times[-1]:
+            return None
+        i = bisect.bisect_right(times, x) - 1
+        if times[i] == x:
+            return self.cum[i]
+        t0, t1, used = times[i], times[i + 1], self.cum[i + 1] - self.cum[i]
+        return self.cum[i] + (2 * used * (x - t0) + (t1 - t0)) // (2 * (t1 - t0))
+
+    def summary(self, start, end):
+        """(energy µkWh or None, readings with start <= t < end, peak 15-minute energy µkWh or None)."""
+        times = self.times
+        count = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
+        if not times or max(start, times[0]) > min(end, times[-1]):
+            return None, count, None
+        energy = self.at(min(end, times[-1])) - self.at(max(start, times[0]))
+        peak, previous = None, self.at(start)
+        for edge in range(start + SLOT, end + 1, SLOT):
+            current = self.at(edge)
+            if previous is not None and current is not None and (peak is None or current - previous > peak):
+                peak = current - previous
+            previous = current
+        return energy, count, peak
+
+
+def midnight(day, zone):
+    """Epoch of a local day's start (as exports.day_range computes it)."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
+
+
+def local_day(epoch, zone):
+    """The local day an instant falls in."""
+    return datetime.fromtimestamp(epoch, zone).date()
+
+
+def _key(project_id, meter_id, month):
+    return {"meter": f"ROLLUP#{project_id}#{meter_id}", "day": month}
+
+
+def _month(day):
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def _pack(records):
+    """The v attribute and its integer width for {day of month: (energy, count, peak)}."""
+    width = 8
+    for energy, _count, peak in records.values():
+        if max(energy or 0, peak or 0) >= 2 ** 63:
+            width = 16
+    parts = []
+    for index in range(1, DAYS_PER_ITEM + 1):
+        energy, count, peak = records.get(index, (None, 0, None))
+        parts.append(_HEAD.pack(1 if energy is not None else 0, count))
+        parts.append((energy or 0).to_bytes(width, "little", signed=True))
+        parts.append((-1 if peak is None else peak).to_bytes(width, "little", signed=True))
+    return b"".join(parts), width
+
+
+def _unpack(item):
+    """{day of month: (energy or None, count, peak or None)} of a stored item (days with nothing left out)."""
+    packed = item["v"]
+    packed = getattr(packed, "value", packed)
+    width = item.get("w", 8)
+    size = _HEAD.size + 2 * width
+    records = {}
+    for index in range(DAYS_PER_ITEM):
+        base = index * size
+        flags, count = _HEAD.unpack_from(packed, base)
+        energy = int.from_bytes(packed[base + _HEAD.size:base + _HEAD.size + width], "little", signed=True)
+        peak = int.from_bytes(packed[base + _HEAD.size + width:base + size], "little", signed=True)
+        if flags or count or peak >= 0:
+            records[index + 1] = (energy if flags & 1 else None, count, None if peak < 0 else peak)
+    return records
+
+
+def _days(first, last):
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+# ---- maintenance at ingest -------------------------------------------------------------------------
+
+def refresh(project_id, zone, meter_id, times):
+    """Bring the meter's rollups up to date after readings at these instants were stored (new or not).
+
+    A reading changes the energy between its neighbours (interpolation across a gap, a history
+    that now begins or ends elsewhere) and its own day's count, so every local day touching
+    [left neighbour, right neighbour] is recomputed from the raw readings. Items are read before
+    the readings and written conditionally on their version, so a concurrent refresh of the same
+    month makes the write fail and this one reads again (as the day items' writers do).
+    """
+    spans = []
+    for cluster in _clusters(sorted(set(times))):
+        left = readings.before(project_id, meter_id, cluster[0])
+        right = readings.after(project_id, meter_id, cluster[-1])
+        spans.append((left[0] if left else cluster[0], right[0] if right else cluster[-1]))
+    days = set()
+    for low, high in spans:
+        first = local_day(low, zone)
+        if midnight(first, zone) == low:   # an instant on midnight also ends the day before
+            first -= timedelta(days=1)
+        days.update(_days(first, local_day(high, zone)))
+    for _attempt in range(ATTEMPTS):
+        try:
+            _recompute(project_id, zone, meter_id, days)
+            return
+        except db.ConditionFailed:
+            continue
+    raise Conflict("the meter's consumption totals were being updated by other requests: send the batch again "
+                   "(the readings are stored; they will come back as duplicates)")
+
+
+def _clusters(times):
+    cluster = [times[0]]
+    for epoch in times[1:]:
+        if epoch - cluster[-1] > CLUSTER_GAP:
+            yield cluster
+            cluster = []
+        cluster.append(epoch)
+    yield cluster
+
+
+def _recompute(project_id, zone, meter_id, days):
+    by_month = {}
+    for day in days:
+        by_month.setdefault(_month(day), set()).add(day)
+    stored = {item["day"]: item for item in
+              db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month])}
+    for month, item in stored.items():   # another zone's days: this month is recomputed whole
+        if item.get("tz") != zone.key:
+            first = date(int(month[:4]), int(month[5:7]), 1)
+            by_month[month].update(d for d in _days(first, first + timedelta(days=30)) if d.month == first.month)
+    every = sorted(d for month_days in by_month.values() for d in month_days)
+    start, end = midnight(every[0], zone), midnight(every[-1] + timedelta(days=1), zone)
+    curve = Curve(readings.around(project_id, meter_id, start, end))
+    for month, month_days in sorted(by_month.items()):
+        item = stored.get(month)
+        records = _unpack(item) if item and item.get("tz") == zone.key else {}
+        for day in month_days:
+            summary = curve.summary(midnight(day, zone), midnight(day + timedelta(days=1), zone))
+            if summary == (None, 0, None):
+                records.pop(day.day, None)
+            else:
+                records[day.day] = summary
+        packed, width = _pack(records)
+        if item is not None and item.get("tz") == zone.key and bytes(getattr(item["v"], "value", item["v"])) == packed:
+            continue   # nothing changed (a retried batch): no write
+        new = {**_key(project_id, meter_id, month), "tz": zone.key, "w": width, "v": packed,
+               "r": (item["r"] + 1) if item else 1}
+        if item is None:
+            db.put(TABLE, new, condition="attribute_not_exists(meter)")
+        else:
+            db.put(TABLE, new, condition="#r = :r", names={"#r": "r"}, expression_values={":r": item["r"]})
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+
+def day_summaries(project_id, meter_ids, first, last, zone):
+    """{meter id: {local day: (energy, count, peak)}} for days first..last from the rollups.
+
+    One BatchGetItem key per meter and local month (at most 13 a meter-year). A meter whose items
+    were kept for another zone maps to None: the caller computes it from the raw readings.
+    """
+    months = sorted({_month(day) for day in _days(first, last)})
+    keys = [_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
+    result = {meter_id: {} for meter_id in meter_ids}
+    prefix = f"ROLLUP#{project_id}#"
+    for item in db.batch_get(TABLE, keys, consistent=False):
+        meter_id = int(item["meter"][len(prefix):])
+        if result[meter_id] is None:
+            continue
+        if item.get("tz") != zone.key:
+            result[meter_id] = None
+            continue
+        year, month = int(item["day"][:4]), int(item["day"][5:7])
+        for index, record in _unpack(item).items():
+            day = date(year, month, index)
+            if first <= day <= last:
+                result[meter_id][day] = record
+    return result
