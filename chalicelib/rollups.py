@@ -27,7 +27,7 @@ from decimal import Decimal
 from chalicelib import db, readings
 from chalicelib.errors import Conflict
 
-TABLE = readings.TABLE
+TABLE = "ReadingsTable"     # the readings table, in partitions of its own (ROLLUP#…)
 SLOT = 900                  # seconds in a demand interval
 DAYS_PER_ITEM = 31
 ATTEMPTS = 8
