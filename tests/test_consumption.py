@@ -260,46 +260,64 @@ def test_file_rejects_a_bad_period(toronto):
 # ---- rollups equal the raw readings, whatever order the readings came in -------------------------
 
 def random_history(rng, start, days):
-    """Readings every 5 minutes (some at odd seconds), with gaps of minutes to a day and resets."""
+    """Readings every 5 minutes (some at odd seconds), with gaps of minutes to hours, one outage of a day
+    or two (whole local days without a reading), and resets."""
     points, t, value = [], start - rng.randrange(0, 3600), rng.uniform(0, 5000)
+    outage = start + rng.randrange(0, days * 86400 // 2)
     while t < start + days * 86400:
         points.append((t, round(value, 6)))
-        roll = rng.random()
-        t += 300 if roll < 0.8 else rng.choice([7, 600, 3 * 3600, 26 * 3600, 31])
+        if outage is not None and t >= outage:
+            t, outage = t + rng.randrange(26 * 3600, 50 * 3600), None
+        else:
+            t += 300 if rng.random() < 0.85 else rng.choice([7, 31, 600, 3 * 3600])
         value += rng.uniform(0, 3) if rng.random() > 0.02 else -value * rng.random()   # a reset now and then
     return points
 
 
 def deliver_out_of_order(account, meter, points, rng):
-    """Live readings first, then the older ones backfilled in shuffled batches (as an agent after an outage)."""
+    """Live readings first, then the older ones backfilled: a sparse sample one by one (neighbours hours
+    apart, across midnights and gaps), then the rest in runs of readings, the runs in shuffled order
+    (as an agent draining an outbox after an outage)."""
     cut = rng.randrange(len(points) // 3, len(points))
     late = points[:cut]
-    rng.shuffle(late)
     push(account, meter, points[cut:])
-    while late:
-        size = rng.choice([1, 7, 60, 200])
-        push(account, meter, late[:size])
-        late = late[size:]
+    sparse = rng.sample(range(len(late)), max(1, len(late) // 40))
+    for i in sparse:
+        push(account, meter, [late[i]])
+    rest = [p for i, p in enumerate(late) if i not in set(sparse)]
+    runs = []
+    while rest:
+        size = rng.randrange(20, 100)
+        runs.append(rest[:size])
+        rest = rest[size:]
+    rng.shuffle(runs)
+    for run in runs:
+        push(account, meter, run)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_rollups_equal_the_raw_readings_over_random_histories(make_account, seed):
+@pytest.mark.parametrize("seed, zone, first", [
+    (1, "America/Toronto", date(2026, 10, 30)),      # across the fall-back day, 2026-11-01
+    (2, "America/Toronto", date(2026, 3, 6)),        # across the spring-forward day, 2026-03-08
+    (3, "Australia/Adelaide", date(2026, 4, 3)),     # +10:30 -> +09:30 on 2026-04-05
+    (5, "Asia/Kathmandu", date(2026, 6, 1)),          # +05:45
+])
+def test_rollups_equal_the_raw_readings_over_random_histories(make_account, seed, zone, first):
     from chalicelib import consumption, meters
 
     rng = random.Random(seed)
-    account = make_account(timezone="America/Toronto")
+    tz = ZoneInfo(zone)
+    account = make_account(timezone=zone)
     register(account, "m")
-    first = date(2026, 10, 30)
-    points = random_history(rng, at(first), 5)          # across the fall-back day, 2026-11-01
+    points = random_history(rng, at(first, zone=tz), 5)
     deliver_out_of_order(account, "m", points, rng)
     project = account.view["project"]
     meter = meters.find(project, name="m")
-    for period, last in (("day", date(2026, 11, 5)), ("week", date(2026, 11, 10)), ("month", date(2026, 12, 1)),
-                         ("hour", date(2026, 11, 2))):
+    for period, days in (("day", 6), ("week", 11), ("month", 33), ("hour", 4)):
+        last = first + timedelta(days=days)
         got = get(account, start=first.isoformat(), end=last.isoformat(), period=period)
-        assert got == reference(points, TORONTO, first, last, period), period
-        raw = consumption.raw_summaries(project, meter["meter_id"], TORONTO, first, last, period)
-        assert consumption.summaries(project, [meter], TORONTO, first, last, period)[meter["meter_id"]] == raw
+        assert got == reference(points, tz, first, last, period), period
+        raw = consumption.raw_summaries(project, meter["meter_id"], tz, first, last, period)
+        assert consumption.summaries(project, [meter], tz, first, last, period)[meter["meter_id"]] == raw
 
 
 def test_a_backfill_into_a_long_gap_updates_every_day_it_spans(toronto):
