@@ -242,3 +242,25 @@ def day_summaries(project_id, meter_ids, first, last, zone):
             if first <= day <= last:
                 result[meter_id][day] = record
     return result
+
+
+def rebuild(project_id, zone, meter_id):
+    """Compute a meter's rollups over its whole history from the raw readings, a month at a time.
+
+    For history stored before rollups existed (and to repair them after the project's zone changed):
+    ingest keeps them current afterwards. Cost: one pass over the meter's day items.
+    """
+    first = readings.after(project_id, meter_id, -1)
+    last = readings.before(project_id, meter_id, 2 ** 37)
+    if first is None:
+        return
+    day, end = local_day(first[0], zone) - timedelta(days=1), local_day(last[0], zone)
+    while day <= end:
+        month_end = min(end, date(day.year + day.month // 12, day.month % 12 + 1, 1) - timedelta(days=1))
+        for _attempt in range(ATTEMPTS):
+            try:
+                _recompute(project_id, zone, meter_id, set(_days(day, month_end)))
+                break
+            except db.ConditionFailed:
+                continue
+        day = month_end + timedelta(days=1)
