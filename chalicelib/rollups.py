@@ -153,25 +153,28 @@ def refresh(project_id, zone, meter_id, times):
     the readings and written conditionally on their version, so a concurrent refresh of the same
     month makes the write fail and this one reads again (as the day items' writers do).
     """
-    spans = []
-    for cluster in _clusters(sorted(set(times))):
-        left = readings.before(project_id, meter_id, cluster[0])
-        right = readings.after(project_id, meter_id, cluster[-1])
-        spans.append((left[0] if left else cluster[0], right[0] if right else cluster[-1]))
+    clusters = list(_clusters(sorted(set(times))))
     days = set()
-    for low, high in spans:
-        first = local_day(low, zone)
-        if midnight(first, zone) == low:   # an instant on midnight also ends the day before
-            first -= timedelta(days=1)
-        days.update(_days(first, local_day(high, zone)))
+    for cluster in clusters:
+        days |= _touching(cluster[0], cluster[-1], zone)
     for _attempt in range(ATTEMPTS):
         try:
-            _recompute(project_id, zone, meter_id, days)
-            return
+            wider = _recompute(project_id, zone, meter_id, days, clusters)
         except db.ConditionFailed:
             continue
+        if not wider:
+            return
+        days |= wider   # a neighbour lies beyond the days read: read them too (before any write)
     raise Conflict("the meter's consumption totals were being updated by other requests: send the batch again "
                    "(the readings are stored; they will come back as duplicates)")
+
+
+def _touching(low, high, zone):
+    """The local days touching [low, high] (an instant on midnight also ends the day before)."""
+    first = local_day(low, zone)
+    if midnight(first, zone) == low:
+        first -= timedelta(days=1)
+    return set(_days(first, local_day(high, zone)))
 
 
 def _clusters(times):
@@ -184,7 +187,9 @@ def _clusters(times):
     yield cluster
 
 
-def _recompute(project_id, zone, meter_id, days):
+def _recompute(project_id, zone, meter_id, days, clusters=()):
+    """Recompute and write the given local days; with clusters of new readings, first check that every
+    day between each cluster and its neighbours is among them, else return the missing days unwritten."""
     by_month = {}
     for day in days:
         by_month.setdefault(_month(day), set()).add(day)
@@ -197,6 +202,14 @@ def _recompute(project_id, zone, meter_id, days):
     every = sorted(d for month_days in by_month.values() for d in month_days)
     start, end = midnight(every[0], zone), midnight(every[-1] + timedelta(days=1), zone)
     curve = Curve(readings.around(project_id, meter_id, start, end))
+    wider = set()
+    for cluster in clusters:   # the readings read include each cluster's neighbours, however far
+        left = bisect.bisect_left(curve.times, cluster[0])
+        right = bisect.bisect_right(curve.times, cluster[-1])
+        wider |= _touching(curve.times[left - 1] if left > 0 else cluster[0],
+                           curve.times[right] if right < len(curve.times) else cluster[-1], zone)
+    if not wider <= set(every):
+        return wider - set(every)
     for month, month_days in sorted(by_month.items()):
         item = stored.get(month)
         records = _unpack(item) if item and item.get("tz") == zone.key else {}
