@@ -13,11 +13,12 @@ raw readings with it, tests/test_consumption.py checks both against a naive mode
     period's start (local :00/:15/:30/:45) and count when E is known at both ends.
 
 Items (ReadingsTable, their own partition so the readings' queries never see them): key
-meter = "ROLLUP#<project>#<meter>", day = local month "YYYY-MM"; tz (the zone whose local days these
-are), r (version, for optimistic writes as the day items' n), w (bytes per integer, 8 or 16), and
-v: 31 records (day 1..31) of flags (bit 0: energy known), count (uint32), energy and peak
-(signed little-endian w-byte integers, µkWh; peak -1 when no demand interval is known).
-A meter-year is 12 or 13 items of ~700 bytes.
+meter = "ROLLUP#<project>#<meter>", day = local month "YYYY-MM"; r (version, for optimistic writes
+as the day items' n), and v: a header (meter id uint64, year uint16, month, bytes per integer w = 8
+or 16, the zone's name whose local days these are) and 31 records (day 1..31) of flags (bit 0:
+energy known), count (uint32), energy and peak (signed little-endian w-byte integers, µkWh; peak -1
+when no demand interval is known). Queries read v alone (a projection): under moto, and in the SDK,
+an item costs per attribute value. A meter-year is 12 or 13 items of ~700 bytes.
 """
 import bisect
 import struct
@@ -32,7 +33,9 @@ SLOT = 900                  # seconds in a demand interval
 DAYS_PER_ITEM = 31
 ATTEMPTS = 8
 CLUSTER_GAP = 2 * 86400     # readings of one batch further apart than this are refreshed as separate spans
-_HEAD = struct.Struct("<BI")
+_HEAD = struct.Struct("<BI")              # a day's flags and count
+_RECORD = struct.Struct("<BIqq")          # a day: flags, count, energy, peak (8-byte integers)
+_HEADER = struct.Struct("<QHBBB")         # meter id, year, month, integer width, zone name length
 
 
 def micro(value):
@@ -103,36 +106,45 @@ def _month(day):
     return f"{day.year:04d}-{day.month:02d}"
 
 
-def _pack(records):
-    """The v attribute and its integer width for {day of month: (energy, count, peak)}."""
+def _pack(meter_id, month, zone_name, records):
+    """The v attribute: header (meter id, year, month, integer width, zone) and 31 day records."""
     width = 8
     for energy, _count, peak in records.values():
         if max(energy or 0, peak or 0) >= 2 ** 63:
             width = 16
-    parts = []
+    name = zone_name.encode()
+    parts = [_HEADER.pack(meter_id, int(month[:4]), int(month[5:7]), width, len(name)), name]
     for index in range(1, DAYS_PER_ITEM + 1):
         energy, count, peak = records.get(index, (None, 0, None))
-        parts.append(_HEAD.pack(1 if energy is not None else 0, count))
-        parts.append((energy or 0).to_bytes(width, "little", signed=True))
-        parts.append((-1 if peak is None else peak).to_bytes(width, "little", signed=True))
-    return b"".join(parts), width
+        flags, energy, peak = (1 if energy is not None else 0), energy or 0, -1 if peak is None else peak
+        if width == 8:
+            parts.append(_RECORD.pack(flags, count, energy, peak))
+        else:
+            parts.append(_HEAD.pack(flags, count) + energy.to_bytes(width, "little", signed=True)
+                         + peak.to_bytes(width, "little", signed=True))
+    return b"".join(parts)
 
 
-def _unpack(item):
-    """{day of month: (energy or None, count, peak or None)} of a stored item (days with nothing left out)."""
-    packed = item["v"]
-    packed = getattr(packed, "value", packed)
-    width = item.get("w", 8)
-    size = _HEAD.size + 2 * width
-    records = {}
-    for index in range(DAYS_PER_ITEM):
-        base = index * size
-        flags, count = _HEAD.unpack_from(packed, base)
-        energy = int.from_bytes(packed[base + _HEAD.size:base + _HEAD.size + width], "little", signed=True)
-        peak = int.from_bytes(packed[base + _HEAD.size + width:base + size], "little", signed=True)
-        if flags or count or peak >= 0:
-            records[index + 1] = (energy if flags & 1 else None, count, None if peak < 0 else peak)
-    return records
+def _unpack(packed):
+    """(meter id, 'YYYY-MM', zone name, {day of month: (energy or None, count, peak or None)}) of a v
+    attribute (days with nothing left out)."""
+    packed = bytes(getattr(packed, "value", packed))   # boto3 wraps binary values in Binary
+    meter_id, year, month, width, length = _HEADER.unpack_from(packed)
+    base = _HEADER.size + length
+    zone_name = packed[_HEADER.size:base].decode()
+    if width == 8:
+        records = _RECORD.iter_unpack(packed[base:base + DAYS_PER_ITEM * _RECORD.size])
+    else:
+        size = _HEAD.size + 2 * width
+        records = []
+        for start in range(base, base + DAYS_PER_ITEM * size, size):
+            flags, count = _HEAD.unpack_from(packed, start)
+            middle = start + _HEAD.size + width
+            records.append((flags, count, int.from_bytes(packed[start + _HEAD.size:middle], "little", signed=True),
+                            int.from_bytes(packed[middle:start + size], "little", signed=True)))
+    days = {index: (energy if flags & 1 else None, count, None if peak < 0 else peak)
+            for index, (flags, count, energy, peak) in enumerate(records, start=1) if flags or count or peak >= 0}
+    return meter_id, f"{year:04d}-{month:02d}", zone_name, days
 
 
 def _days(first, last):
@@ -193,10 +205,11 @@ def _recompute(project_id, zone, meter_id, days, clusters=()):
     by_month = {}
     for day in days:
         by_month.setdefault(_month(day), set()).add(day)
-    stored = {item["day"]: item for item in
-              db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month])}
-    for month, item in stored.items():   # another zone's days: this month is recomputed whole
-        if item.get("tz") != zone.key:
+    stored = {}
+    for item in db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month]):
+        stored[item["day"]] = (item["r"], *_unpack(item["v"]))
+    for month, (_r, _m, _month_, zone_name, _records) in stored.items():
+        if zone_name != zone.key:   # another zone's days: this month is recomputed whole
             first = date(int(month[:4]), int(month[5:7]), 1)
             by_month[month].update(d for d in _days(first, first + timedelta(days=30)) if d.month == first.month)
     every = sorted(d for month_days in by_month.values() for d in month_days)
@@ -211,23 +224,24 @@ def _recompute(project_id, zone, meter_id, days, clusters=()):
     if not wider <= set(every):
         return wider - set(every)
     for month, month_days in sorted(by_month.items()):
-        item = stored.get(month)
-        records = _unpack(item) if item and item.get("tz") == zone.key else {}
+        version, _m, _month_, zone_name, records = stored.get(month, (None, None, None, None, {}))
+        old = _pack(meter_id, month, zone.key, records) if zone_name == zone.key else None
+        if zone_name != zone.key:
+            records = {}
         for day in month_days:
             summary = curve.summary(midnight(day, zone), midnight(day + timedelta(days=1), zone))
             if summary == (None, 0, None):
                 records.pop(day.day, None)
             else:
                 records[day.day] = summary
-        packed, width = _pack(records)
-        if item is not None and item.get("tz") == zone.key and bytes(getattr(item["v"], "value", item["v"])) == packed:
+        packed = _pack(meter_id, month, zone.key, records)
+        if packed == old:
             continue   # nothing changed (a retried batch): no write
-        new = {**_key(project_id, meter_id, month), "tz": zone.key, "w": width, "v": packed,
-               "r": (item["r"] + 1) if item else 1}
-        if item is None:
+        new = {**_key(project_id, meter_id, month), "v": packed, "r": 1 if version is None else version + 1}
+        if version is None:
             db.put(TABLE, new, condition="attribute_not_exists(meter)")
         else:
-            db.put(TABLE, new, condition="#r = :r", names={"#r": "r"}, expression_values={":r": item["r"]})
+            db.put(TABLE, new, condition="#r = :r", names={"#r": "r"}, expression_values={":r": version})
 
 
 # ---- reading ----------------------------------------------------------------------------------------
@@ -241,16 +255,15 @@ def day_summaries(project_id, meter_ids, first, last, zone):
     months = sorted({_month(day) for day in _days(first, last)})
     keys = [_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
     result = {meter_id: {} for meter_id in meter_ids}
-    prefix = f"ROLLUP#{project_id}#"
-    for item in db.batch_get(TABLE, keys, consistent=False):
-        meter_id = int(item["meter"][len(prefix):])
-        if result[meter_id] is None:
+    for item in db.batch_get(TABLE, keys, consistent=False, projection="v"):   # one attribute: cheapest to read
+        meter_id, month, zone_name, records = _unpack(item["v"])
+        if result.get(meter_id) is None:
             continue
-        if item.get("tz") != zone.key:
+        if zone_name != zone.key:
             result[meter_id] = None
             continue
-        year, month = int(item["day"][:4]), int(item["day"][5:7])
-        for index, record in _unpack(item).items():
+        year, month = int(month[:4]), int(month[5:7])
+        for index, record in records.items():
             day = date(year, month, index)
             if first <= day <= last:
                 result[meter_id][day] = record
