@@ -385,3 +385,19 @@ def test_rebuild_computes_the_rollups_of_history_stored_before_them(toronto):
     assert {r["value"] for r in get(toronto, start="2026-01-29", end="2026-02-05")} == {None}
     rollups.rebuild(project, TORONTO, meter["meter_id"])
     assert get(toronto, start="2026-01-29", end="2026-02-05") == expected
+
+
+def test_used_gives_the_charts_the_same_energy_per_period(toronto):
+    from chalicelib import consumption, exports, meters
+
+    day = date(2026, 11, 1)
+    push(toronto, "meter1", [(at(day) + 600 * i, 1.5 * i) for i in range(0, 200)])
+    project = toronto.view["project"]
+    chosen = meters.all_meters(project)
+    first, last, begin, finish = exports.day_range(date(2026, 10, 31), date(2026, 11, 2), TORONTO)
+    for period in ("hour", "day"):
+        rows = get(toronto, start="2026-10-31", end="2026-11-02", period=period)
+        [(meter_id, series)] = consumption.used(project, chosen, begin, finish, period, TORONTO).items()
+        assert meter_id == chosen[0]["meter_id"]
+        assert [v for _t, v in series] == [r["value"] for r in rows]
+        assert [datetime.fromtimestamp(t, TORONTO).isoformat() for t, _v in series] == [r["PeriodStart"] for r in rows]
