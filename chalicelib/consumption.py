@@ -82,16 +82,22 @@ def summaries(project_id, chosen, zone, first, last, period):
                 continue
             result[meter["meter_id"]] = [_combine(days.get(day, (None, 0, None)) for day in group) for group in groups]
     spans = periods(first, last, zone, period)
-    for meter in chosen:
-        if meter["meter_id"] not in result:
-            result[meter["meter_id"]] = raw_summaries(project_id, meter["meter_id"], zone, first, last, period, spans)
+    missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
+    if missing:
+        points = readings.around_many(project_id, missing, spans[0][0], spans[-1][1])
+        for meter_id in missing:
+            result[meter_id] = _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
     return result
 
 
 def raw_summaries(project_id, meter_id, zone, first, last, period, spans=None):
     """The same summaries computed from the raw readings (the reference the rollups must equal)."""
     spans = spans or periods(first, last, zone, period)
-    curve = rollups.Curve(readings.around(project_id, meter_id, spans[0][0], spans[-1][1]))
+    return _summaries(rollups.Curve(readings.around(project_id, meter_id, spans[0][0], spans[-1][1])),
+                      zone, first, last, period, spans)
+
+
+def _summaries(curve, zone, first, last, period, spans):
     if period == "hour":
         return [curve.summary(start, end) for start, end in spans]
     return [_combine(curve.summary(rollups.midnight(day, zone), rollups.midnight(day + timedelta(days=1), zone))

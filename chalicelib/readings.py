@@ -396,13 +396,36 @@ def after(project_id, meter_id, epoch):
 def around(project_id, meter_id, start, end):
     """(epoch, value) of the readings with start <= epoch <= end, plus the nearest one before start and
     after end when none falls exactly on them: what interpolating at start and end needs."""
-    points = list(series(project_id, meter_id, start, end + 1))
-    if not points or points[0][0] != start:
-        left = before(project_id, meter_id, start)
-        if left:
-            points.insert(0, left)
-    if not points or points[-1][0] != end:
-        right = after(project_id, meter_id, end)
-        if right:
-            points.append(right)
-    return points
+    return around_many(project_id, [meter_id], start, end)[meter_id]
+
+
+AROUND_BATCH_DAYS = 4   # up to this many UTC days a meter, day items are fetched by key (BatchGetItem), beyond by Query
+
+
+def around_many(project_id, meter_ids, start, end):
+    """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
+    (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter."""
+    first, last = _day_epoch(_slot(start)[0]), _day_epoch(_slot(end)[0])
+    days = [_slot(midnight)[0] for midnight in range(first, last + 1, 86400)]
+    found = {meter_id: [] for meter_id in meter_ids}
+    if len(days) <= AROUND_BATCH_DAYS:
+        keys = {meters.series_key(project_id, m): m for m in meter_ids}
+        for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
+            midnight = _day_epoch(item["day"])
+            found[keys[item["meter"]]].extend((midnight + slot, value) for slot, value in day_readings(item)
+                                              if start <= midnight + slot <= end)
+        for points in found.values():
+            points.sort()
+    else:
+        for meter_id in meter_ids:
+            found[meter_id] = list(series(project_id, meter_id, start, end + 1))
+    for meter_id, points in found.items():
+        if not points or points[0][0] != start:
+            left = before(project_id, meter_id, start)
+            if left:
+                points.insert(0, left)
+        if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
+            right = after(project_id, meter_id, end)
+            if right:
+                points.append(right)
+    return found
