@@ -268,8 +268,8 @@ def _refresh_rollups(batch):
     for index in batch.accepted | batch.duplicates:
         meter, epoch, _v = batch.parsed[index]
         by_meter[meter["meter_id"]].append(epoch)
-    for meter_id, times in sorted(by_meter.items()):
-        rollups.refresh(batch.project_id, batch.zone, meter_id, times)
+    if by_meter:
+        rollups.refresh_many(batch.project_id, batch.zone, by_meter)
 
 
 def _stored_value(batch, series, epoch):

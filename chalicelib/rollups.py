@@ -165,20 +165,48 @@ def refresh(project_id, zone, meter_id, times):
     the readings and written conditionally on their version, so a concurrent refresh of the same
     month makes the write fail and this one reads again (as the day items' writers do).
     """
-    clusters = list(_clusters(sorted(set(times))))
-    days = set()
-    for cluster in clusters:
-        days |= _touching(cluster[0], cluster[-1], zone)
-    for _attempt in range(ATTEMPTS):
-        try:
-            wider = _recompute(project_id, zone, meter_id, days, clusters)
-        except db.ConditionFailed:
-            continue
-        if not wider:
-            return
-        days |= wider   # a neighbour lies beyond the days read: read them too (before any write)
-    raise Conflict("the meter's consumption totals were being updated by other requests: send the batch again "
-                   "(the readings are stored; they will come back as duplicates)")
+    refresh_many(project_id, zone, {meter_id: times})
+
+
+def refresh_many(project_id, zone, times_by_meter):
+    """refresh() for the meters of one request, the first reads batched across them: one BatchGetItem
+    of every meter's month items, then their readings (by key), instead of two calls per meter."""
+    plans = {}
+    for meter_id, times in times_by_meter.items():
+        clusters = list(_clusters(sorted(set(times))))
+        days = set()
+        for cluster in clusters:
+            days |= _touching(cluster[0], cluster[-1], zone)
+        plans[meter_id] = (clusters, days)
+    stored = {meter_id: {} for meter_id in plans}
+    keys = [_key(project_id, meter_id, month) for meter_id, (_c, days) in plans.items()
+            for month in sorted({_month(day) for day in days})]
+    for item in db.batch_get(TABLE, keys):          # the versions first, then the readings
+        version, (meter_id, month, zone_name, records) = item["r"], _unpack(item["v"])
+        stored[meter_id][month] = (version, meter_id, month, zone_name, records)
+    windows = {}
+    for meter_id, (_c, days) in plans.items():
+        window = (midnight(min(days), zone), midnight(max(days) + timedelta(days=1), zone))
+        windows.setdefault(window, []).append(meter_id)
+    points = {}
+    for (start, end), meter_ids in windows.items():
+        for meter_id, found in readings.around_many(project_id, meter_ids, start, end).items():
+            points[meter_id] = ((start, end), found)
+    for meter_id, (clusters, days) in sorted(plans.items()):
+        prefetched = (stored[meter_id], *points[meter_id])
+        for _attempt in range(ATTEMPTS):
+            try:
+                wider = _recompute(project_id, zone, meter_id, days, clusters, prefetched)
+            except db.ConditionFailed:
+                prefetched = None
+                continue
+            if not wider:
+                break
+            days |= wider   # a neighbour lies beyond the days read: read them too (before any write)
+            prefetched = None
+        else:
+            raise Conflict("the meter's consumption totals were being updated by other requests: send the batch "
+                           "again (the readings are stored; they will come back as duplicates)")
 
 
 def _touching(low, high, zone):
@@ -199,22 +227,29 @@ def _clusters(times):
     yield cluster
 
 
-def _recompute(project_id, zone, meter_id, days, clusters=()):
+def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
     """Recompute and write the given local days; with clusters of new readings, first check that every
-    day between each cluster and its neighbours is among them, else return the missing days unwritten."""
+    day between each cluster and its neighbours is among them, else return the missing days unwritten.
+    prefetched: (stored month items, (start, end), readings) read for exactly these days, in that order."""
     by_month = {}
     for day in days:
         by_month.setdefault(_month(day), set()).add(day)
-    stored = {}
-    for item in db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month]):
-        stored[item["day"]] = (item["r"], *_unpack(item["v"]))
+    if prefetched is not None:
+        stored = prefetched[0]
+    else:
+        stored = {}
+        for item in db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month]):
+            stored[item["day"]] = (item["r"], *_unpack(item["v"]))
     for month, (_r, _m, _month_, zone_name, _records) in stored.items():
         if zone_name != zone.key:   # another zone's days: this month is recomputed whole
             first = date(int(month[:4]), int(month[5:7]), 1)
             by_month[month].update(d for d in _days(first, first + timedelta(days=30)) if d.month == first.month)
     every = sorted(d for month_days in by_month.values() for d in month_days)
     start, end = midnight(every[0], zone), midnight(every[-1] + timedelta(days=1), zone)
-    curve = Curve(readings.around(project_id, meter_id, start, end))
+    if prefetched is not None and prefetched[1] == (start, end):
+        curve = Curve(prefetched[2])
+    else:
+        curve = Curve(readings.around(project_id, meter_id, start, end))
     wider = set()
     for cluster in clusters:   # the readings read include each cluster's neighbours, however far
         left = bisect.bisect_left(curve.times, cluster[0])

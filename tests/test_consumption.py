@@ -401,3 +401,18 @@ def test_used_gives_the_charts_the_same_energy_per_period(toronto):
         assert meter_id == chosen[0]["meter_id"]
         assert [v for _t, v in series] == [r["value"] for r in rows]
         assert [datetime.fromtimestamp(t, TORONTO).isoformat() for t, _v in series] == [r["PeriodStart"] for r in rows]
+
+
+def test_one_request_with_several_meters_refreshes_each_of_them(toronto):
+    register(toronto, "meter2")
+    register(toronto, "meter3")
+    day = date(2026, 2, 10)
+    histories = {name: [(at(day) - 7200 + 900 * i, round(rate * i, 6)) for i in range(0, 110)]
+                 for name, rate in (("meter1", 1.25), ("meter2", 0.5), ("meter3", 3.0))}
+    answer = toronto.request("POST", "/data", body={"readings": [
+        {"MeterId": name, "TimeStamping": iso(t), "value": v} for name, points in histories.items() for t, v in points]})
+    assert json.loads(answer.body)["accepted"] == 330
+    rows = get(toronto, start="2026-02-09", end="2026-02-11")
+    for name, points in histories.items():
+        assert [r for r in rows if r["MeterParam"] == name] == \
+            reference(points, TORONTO, date(2026, 2, 9), date(2026, 2, 11), "day", name=name)
