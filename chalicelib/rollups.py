@@ -39,7 +39,13 @@ _HEADER = struct.Struct("<QHBBB")         # meter id, year, month, integer width
 
 
 def micro(value):
-    """A stored register (float, rounded to the µkWh at ingest) as integer µkWh, exactly."""
+    """A stored register (float, rounded to the µkWh at ingest) as integer µkWh, exactly.
+
+    Below 1e9 kWh the float product is within 0.25 µkWh of the stored decimal, so rounding it is
+    exact (and 5x cheaper than Decimal); larger registers go through Decimal.
+    """
+    if -1e9 < value < 1e9:
+        return round(value * 1e6)
     return int(Decimal(repr(value)).scaleb(6))
 
 

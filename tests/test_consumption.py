@@ -416,3 +416,15 @@ def test_one_request_with_several_meters_refreshes_each_of_them(toronto):
     for name, points in histories.items():
         assert [r for r in rows if r["MeterParam"] == name] == \
             reference(points, TORONTO, date(2026, 2, 9), date(2026, 2, 11), "day", name=name)
+
+
+def test_registers_become_exact_micro_kwh():
+    """The float fast path of rollups.micro gives the stored decimal exactly (the µkWh identity rests on it)."""
+    from chalicelib.rollups import micro
+
+    rng = random.Random(7)
+    values = [0.0, 0.000001, 28540.24, 4294967.295, 999999999.999999, 123456789.123456, -12.5, 1e12 + 0.5, 9.99e14]
+    values += [round(rng.randrange(-10 ** digits, 10 ** digits) / 10 ** 6, 6)
+               for digits in (4, 8, 12, 15) for _ in range(20000)]
+    for value in values:
+        assert micro(value) == int(Decimal(repr(value)).scaleb(6)), value
