@@ -216,7 +216,7 @@ def _ingest_cost(mode, run, args, readings):
                      "value": round(1000 + (t - now + 10 ** 6) * 0.001, 6)} for t in epochs for n in names]
 
         if run == "live":
-            base = now - 86400 * 3
+            base = now - (576 + args.repeats * 3) * STEP     # the requests end now: live readings
             for chunk in range(0, 576, 50):      # two days of history first (each meter)
                 readings.ingest(project_id, batch(range(base + chunk * STEP, base + min(chunk + 50, 576) * STEP, STEP)))
             requests = [batch([base + (576 + i) * STEP]) for i in range(args.repeats * 3)]
