@@ -85,6 +85,8 @@ def _read(cfg, args) -> int:
                 out.append((m, v, None, time.monotonic() - t0))
             except MeterReadError as exc:
                 out.append((m, None, str(exc), time.monotonic() - t0))
+            except Exception as exc:  # noqa: BLE001 - a driver bug shows as this meter's error, not a traceback
+                out.append((m, None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
         return out
 
     by_bus: dict[str, list] = {}
@@ -99,7 +101,7 @@ def _read(cfg, args) -> int:
         r.close()
     failed = 0
     if not args.json:
-        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error")
+        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error or notes")
     for m in meters:
         _, v, err, dt = results[m.MeterId]
         failed += err is not None
@@ -111,11 +113,20 @@ def _read(cfg, args) -> int:
                 obj["value"] = round(v.scaled[m.map.energy], 6)
                 obj["unit"] = "kWh"
                 obj["registers"] = {k: round(x, 6) for k, x in v.scaled.items()}
+                obj["plan"] = v.plan
+                if v.model:
+                    obj["model"] = v.model
+                if v.not_finite:
+                    obj["not_finite"] = v.not_finite
             print(json.dumps(obj), flush=True)
         else:
             val = "" if err else f"{v.scaled[m.map.energy]:.3f}"
             reqs = "" if err else str(v.requests)
-            print(f"{m.MeterId:<16} {m.Port:<8} {m.ModbusId:>3} {m.ModbusMap:<20} {val:>16} {reqs:>4} {dt * 1000:6.0f}  {err or ''}")
+            notes = [] if err else ([f"model {v.model}"] if v.model else []) + (
+                [f"plan {v.plan}"] if v.plan != "merged" else []) + (
+                [f"not finite: {', '.join(v.not_finite)}"] if v.not_finite else [])
+            print(f"{m.MeterId:<16} {m.Port:<8} {m.ModbusId:>3} {m.ModbusMap:<20} {val:>16} {reqs:>4} {dt * 1000:6.0f}  "
+                  f"{err or '; '.join(notes)}")
     return 1 if failed else 0
 
 
@@ -138,6 +149,13 @@ def _status(cfg, args) -> int:
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
+    print(f"suspect readings {st['suspect_readings']}  (held back, not sent)")
+    for d in st["suspect_list"][:10]:
+        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
+    c = st.get("clock") or {}
+    print(f"clock           {c.get('state', 'unknown')} since {c.get('since', '-')}"
+          f" (kernel: {c.get('kernel', 'unknown')}){': ' + c['detail'] if c.get('detail') else ''}")
+    print(f"last boundary   {st['last_boundary'] or '-'}")
     return 0
 
 

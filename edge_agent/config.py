@@ -59,6 +59,11 @@ class Meter:
     SaveEvery: int
     startAddress: int | None
     map: RegisterMap = field(repr=False, compare=False)
+    max_power_kw: float | None = None  # plausibility bound; None: the map's max_power_kw
+
+    def power_bound_kw(self) -> float | None:
+        """The most power this meter can carry (kW): its own bound, else its map's."""
+        return self.max_power_kw if self.max_power_kw is not None else self.map.max_power_kw
 
     def point(self) -> dict:
         """The fields of PUT /point for this meter."""
@@ -192,7 +197,15 @@ def _parse_meter(i, d, path, buses, maps_dir, maps_cache) -> Meter:
         SaveEvery=save_every,
         startAddress=_num(d, "startAddress", path, where, int, None, 0),
         map=maps_cache[mapname],
+        max_power_kw=_positive(d, "max_power_kw", path, where),
     )
+
+
+def _positive(d, fld, path, where) -> float | None:
+    v = _num(d, fld, path, where, float)
+    if v is not None and not 0 < v < float("inf"):
+        raise _err(path, where, fld, f"must be a positive number of kW, got {v!r}")
+    return v
 
 
 def _read_key(cloud: dict, path: str) -> tuple[Secret | None, str | None]:
