@@ -5,7 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth, charts, export_jobs, exports, meters, readings
+from chalicelib import accounts, auth, charts, consumption, export_jobs, exports, meters, readings
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -112,7 +112,7 @@ def latest_intervals(call):
 @api.route("/file", "GET")
 def export_file(call):
     return call.file_answer(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                           call.get("type"), call.get("meter")))
+                                           call.get("type"), call.get("meter"), call.get("period")))
 
 
 @api.route("/graphics", "GET")
@@ -132,6 +132,14 @@ def export_job(call):
 @app.on_sqs_message(queue="intellimeter-export-jobs", batch_size=1, name="export_worker")
 def export_worker(event):
     export_jobs.handle_event(event, exports.slice_rows)
+
+
+# ---- /consumption ----------------------------------------------------------------------------
+
+@api.route("/consumption", "GET")
+def energy_used(call):
+    return consumption.consumption(call.project_id, call.get("start"), call.get("end"), call.get("period"),
+                                   call.get("meter"))
 
 
 # ---- /openapi.yaml ----------------------------------------------------------------------------

@@ -122,14 +122,16 @@ def query(logical_id, key_condition, expression_values, names=None, index=None, 
         args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def batch_get(logical_id, keys, consistent=True):
-    """Items for many keys of one table (missing ones are left out), any order."""
+def batch_get(logical_id, keys, consistent=True, projection=None):
+    """Items for many keys of one table (missing ones are left out), any order; projection: the attributes wanted."""
     keys = [to_ddb(k) for k in keys]
     found = []
     client = aws.dynamodb()
     name = table(logical_id)
     while keys:
         request = {name: {"Keys": keys[:100], "ConsistentRead": consistent}}
+        if projection:
+            request[name]["ProjectionExpression"] = projection
         keys = keys[100:]
         while request:
             answer = client.batch_get_item(RequestItems=request)

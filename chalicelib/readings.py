@@ -149,6 +149,7 @@ def ingest(project_id, readings):
                                  _slot(batch.parsed[i][1])[0]) for i in pending})
     for index in pending:
         batch.reject(index, "the meter's day was being written by other requests: send it again")
+    _refresh_rollups(batch)
     _update_latest(batch)
     return {"accepted": len(batch.accepted), "duplicates": len(batch.duplicates),
             "rejected": [{"index": i, "error": batch.rejected[i]} for i in sorted(batch.rejected)]}
@@ -259,6 +260,18 @@ def _write_day(series, day, stored, entries):
         db.put(TABLE, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
 
 
+def _refresh_rollups(batch):
+    """Bring each meter's consumption rollups up to date with the readings of this batch that are stored."""
+    from chalicelib import rollups
+
+    by_meter = defaultdict(list)
+    for index in batch.accepted | batch.duplicates:
+        meter, epoch, _v = batch.parsed[index]
+        by_meter[meter["meter_id"]].append(epoch)
+    if by_meter:
+        rollups.refresh_many(batch.project_id, batch.zone, by_meter)
+
+
 def _stored_value(batch, series, epoch):
     day, slot = _slot(epoch)
     return (batch.days.get((series, day)) or {}).get(slot)
@@ -352,3 +365,67 @@ def energy_used(points):
             total += step
         previous = current
     return float(total)
+
+
+def before(project_id, meter_id, epoch):
+    """(epoch, value) of the meter's last reading before epoch, or None: the left neighbour across any gap."""
+    key = meters.series_key(project_id, meter_id)
+    items = db.query(TABLE, "meter = :m AND #d <= :d", {":m": key, ":d": _slot(epoch)[0]},
+                     names={"#d": "day"}, forward=False, page_size=2)
+    for item in items:   # only the first item (epoch's own day) can hold readings at or after epoch
+        midnight = _day_epoch(item["day"])
+        for slot, value in reversed(list(day_readings(item))):
+            if midnight + slot < epoch:
+                return midnight + slot, value
+    return None
+
+
+def after(project_id, meter_id, epoch):
+    """(epoch, value) of the meter's first reading after epoch, or None: the right neighbour across any gap."""
+    key = meters.series_key(project_id, meter_id)
+    items = db.query(TABLE, "meter = :m AND #d BETWEEN :d AND :z", {":m": key, ":d": _slot(epoch)[0], ":z": "9999-12-31"},
+                     names={"#d": "day"}, page_size=2)
+    for item in items:
+        midnight = _day_epoch(item["day"])
+        for slot, value in day_readings(item):
+            if midnight + slot > epoch:
+                return midnight + slot, value
+    return None
+
+
+def around(project_id, meter_id, start, end):
+    """(epoch, value) of the readings with start <= epoch <= end, plus the nearest one before start and
+    after end when none falls exactly on them: what interpolating at start and end needs."""
+    return around_many(project_id, [meter_id], start, end)[meter_id]
+
+
+AROUND_BATCH_DAYS = 4   # up to this many UTC days a meter, day items are fetched by key (BatchGetItem), beyond by Query
+
+
+def around_many(project_id, meter_ids, start, end):
+    """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
+    (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter."""
+    first, last = _day_epoch(_slot(start)[0]), _day_epoch(_slot(end)[0])
+    days = [_slot(midnight)[0] for midnight in range(first, last + 1, 86400)]
+    found = {meter_id: [] for meter_id in meter_ids}
+    if len(days) <= AROUND_BATCH_DAYS:
+        keys = {meters.series_key(project_id, m): m for m in meter_ids}
+        for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
+            midnight = _day_epoch(item["day"])
+            found[keys[item["meter"]]].extend((midnight + slot, value) for slot, value in day_readings(item)
+                                              if start <= midnight + slot <= end)
+        for points in found.values():
+            points.sort()
+    else:
+        for meter_id in meter_ids:
+            found[meter_id] = list(series(project_id, meter_id, start, end + 1))
+    for meter_id, points in found.items():
+        if not points or points[0][0] != start:
+            left = before(project_id, meter_id, start)
+            if left:
+                points.insert(0, left)
+        if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
+            right = after(project_id, meter_id, end)
+            if right:
+                points.append(right)
+    return found

@@ -518,6 +518,9 @@ def run_flow(client, make_account):
     # /file and /graphics: stored in S3, answered with a presigned link.
     day = now.strftime("%Y-%m-%d")
     ok(_send(client, "GET", f"/file?start={day}&end={day}&type=csv", headers=key), 303)
+    ok(_send(client, "GET", f"/consumption?start={day}&end={day}&period=hour", headers=key), 200)
+    ok(_send(client, "GET", f"/consumption?start={day}&end={day}&period=month", headers=key), 200)
+    ok(_send(client, "GET", f"/file?start={day}&end={day}&period=day", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)

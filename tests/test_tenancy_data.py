@@ -123,6 +123,21 @@ def test_exports_of_another_projects_meter_are_not_found(projects):
     assert "/projects/%d/" % a.view["project"] in answer.headers["Location"]
 
 
+def test_consumption_of_another_projects_meter_is_not_found(projects):
+    a, _b, _a_meter, _b_meter, _b_before = projects
+    for period in ("hour", "day", "month"):
+        theirs = call(a, "GET", "/consumption", {**DAYS, "meter": "b-main", "period": period})
+        assert theirs[0] == 404
+        assert same_answer(theirs, call(a, "GET", "/consumption", {**DAYS, "meter": "nowhere", "period": period}),
+                           "b-main", "nowhere")
+        status, rows = call(a, "GET", "/consumption", {**DAYS, "period": period})
+        assert status == 200 and {r["MeterParam"] for r in rows} == {"a-main"}
+        assert sum(r["value"] or 0 for r in rows) == 1.0
+    answer = a.request("GET", "/file?" + urllib.parse.urlencode({**DAYS, "type": "json", "period": "day"}))
+    rows = requests.get(answer.headers["Location"], timeout=30).json()
+    assert [(r["MeterParam"], r["value"]) for r in rows] == [("a-main", 1.0)]
+
+
 def test_charts_of_another_projects_meter_are_not_found(projects):
     a, _b, _a_meter, _b_meter, _b_before = projects
     theirs = call(a, "GET", "/graphics", {**DAYS, "meter": "b-main", "width": 2, "height": 2})
