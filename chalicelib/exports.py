@@ -56,7 +56,7 @@ def export(project_id, start, end, file_type="csv", meter_name=None):
     """Write the export to S3 and return its download link ({"url", "expires"})."""
     file_type = "csv" if file_type is None else file_type
     file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
-    if file_type not in formats.EXPORT_FORMATS:
+    if not isinstance(file_type, str) or file_type not in formats.EXPORT_FORMATS:
         raise BadRequest("type must be one of csv, json, xml, yaml")
     zone = accounts.project_zone(project_id)
     first, last, begin, finish = day_range(parse_day("start", start), parse_day("end", end), zone)

@@ -264,7 +264,7 @@ def test_post_user_updates_only_what_is_given(client, make_account):
     renamed = send(client, "POST", "/user?username=mia2", headers=account.headers)  # from the query string
     assert renamed.status_code == 200
     assert renamed.json_body == {**before, "email": "mia@new.example.com", "username": "mia2"}
-    new_password = account.request("POST", "/user", {"password": "a brand new password"})
+    new_password = account.request("POST", "/user", {"password": "a brand new password", "current_password": PASSWORD})
     assert new_password.status_code == 200 and new_password.json_body == renamed.json_body
     assert_error(log_in(client, "mia", "a brand new password"), 401)  # the old name is gone
     assert_error(log_in(client, "mia2", PASSWORD), 401)  # the old password is gone

@@ -472,7 +472,7 @@ def run_flow(client, make_account):
     ok(_send(client, "PUT", "/user", {"username": "flow-second", "password": password,
                                       "email": "second@example.com"}, headers=key))
     ok(_send(client, "POST", "/user", {"username": "flow-renamed", "email": "owner@example.com"}, headers=key))
-    ok(_send(client, "POST", "/user", {"password": password + " again"}, headers=cookie))
+    ok(_send(client, "POST", "/user", {"password": password + " again", "current_password": password}, headers=cookie))
     # /point: register, reconfigure, list, one, rename (transaction with a delete).
     ok(_send(client, "PUT", "/point", {"MeterId": "m1"}, headers=key))
     ok(_send(client, "PUT", "/point", {"MeterId": "m1", "SaveEvery": 5, "ModbusId": 3}, headers=key))

@@ -100,7 +100,8 @@ def test_updates_aimed_at_another_projects_user_change_only_the_caller(client, p
     a1, a2, b1, b2 = projects
     aimed = {"uuid": b1.view["uuid"], "user_id": b1.view["uuid"], "project": b1.view["project"]}
 
-    response = a1.request("POST", "/user", {**aimed, "email": "a1-new@example.com", "password": "a1 new password"})
+    response = a1.request("POST", "/user", {**aimed, "email": "a1-new@example.com", "password": "a1 new password",
+                                          "current_password": PASSWORD})
 
     assert response.status_code == 200
     assert (response.json_body["uuid"], response.json_body["email"]) == (a1.view["uuid"], "a1-new@example.com")
