@@ -62,7 +62,7 @@ def create_user(call):
 @api.route("/user", "POST")
 def update_user(call):
     return auth.update_account(call.caller, username=call.text("username"), password=call.text("password"),
-                               email=call.text("email"), current_password=call.get("current_password"))
+                               email=call.text("email"), current_password=call.text("current_password"))
 
 
 @api.route("/user", "DELETE")
