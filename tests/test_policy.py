@@ -495,6 +495,13 @@ def run_flow(client, make_account):
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)
+    # /keys and /status: a scoped key made, used (last_used), listed, reporting, read, deleted.
+    made = ok(_send(client, "PUT", "/keys", {"label": "flow agent", "scope": "ingest"}, headers=key)).json_body
+    ok(_send(client, "PUT", "/status", {"version": "1", "backlog": 0, "time": stamps[0]},
+             headers={"X-API-Key": made["key"]}))
+    ok(_send(client, "GET", "/keys", headers=key))
+    ok(_send(client, "GET", "/status", headers=key))
+    ok(_send(client, "DELETE", f"/keys?id={made['id']}", headers=key))
     # Big exports go up in parts; a failed one is aborted.
     part = b"x" * downloads.PART_BYTES
     downloads.upload_stream(project_id, "exports", "big.csv", "text/csv", [part, part, b"end"])
