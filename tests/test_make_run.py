@@ -122,6 +122,22 @@ def test_second_make_run_says_so(make_run):
     assert "already running" in answer.stderr
 
 
+def test_the_agent_holds_an_ingest_key_printed_apart_from_the_account_key(make_run):
+    """The demo agent pushes with a scoped ingest key (it can't read or manage anything); the banner shows both."""
+    import requests
+
+    _process, banner, env, _ports = make_run
+    account_key = re.search(r"API key\s+(\S+)", banner).group(1)
+    ingest_key = re.search(r"ingest key\s+(\S+)", banner).group(1)
+    assert ingest_key != account_key
+    url = f"http://127.0.0.1:{env['API_PORT']}"
+    assert requests.get(url + "/data", headers={"X-API-Key": ingest_key}, timeout=30).status_code == 403
+    keys = requests.get(url + "/keys", headers={"X-API-Key": account_key}, timeout=30).json()
+    agent = next(k for k in keys if k["label"] == "demo site agent")   # (the README's lines make another)
+    assert agent["scope"] == "ingest" and keys[0] == agent
+    assert agent["last_used"] is not None          # the agent registered its meters with it
+
+
 def test_ctrl_c_stops_everything(make_run):
     process, _banner, _env, ports = make_run
     os.killpg(process.pid, signal.SIGINT)
@@ -130,3 +146,4 @@ def test_ctrl_c_stops_everything(make_run):
     assert not any(port_in_use(p) for p in ports)
     leftovers = subprocess.run(["pgrep", "-f", f"--port {ports[0]}"], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+

@@ -182,3 +182,20 @@ def test_scoped_keys_outlive_the_account_that_made_them(client, make_account):
 
     assert as_key(owner, key["key"], "PUT", "/point", {"MeterId": "m1"}).status_code == 200
     assert [k["id"] for k in second.request("GET", "/keys").json_body] == [key["id"]]
+
+
+# The contract's scopes (docs/API.md, "Scoped keys"): every route the app has is declared accordingly.
+CONTRACT_SCOPES = {
+    ("PUT", "/point"): ("ingest",), ("POST", "/data"): ("ingest",), ("PUT", "/status"): ("ingest",),
+    ("GET", "/data"): ("read",), ("GET", "/interval"): ("read",), ("GET", "/point"): ("read",),
+    ("GET", "/file"): ("read",), ("GET", "/file/job"): ("read",), ("GET", "/graphics"): ("read",),
+    ("GET", "/consumption"): ("read",), ("GET", "/status"): ("read",),
+}
+
+
+def test_every_route_grants_exactly_the_contracts_scopes():
+    from app import api
+
+    routed = {(method, path): route.scopes for path, methods in api.routes.items() for method, route in methods.items()}
+    for (method, path), scopes in routed.items():
+        assert scopes == CONTRACT_SCOPES.get((method, path), ()), f"{method} {path}: scopes {scopes}"

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_AGENT_LABEL = "demo site agent"
 DEMO = {"project": "demo", "timezone": "America/Toronto", "username": "demo",
         "password": "demo-password-2026", "email": "demo@example.com"}
 # The demo site: three meters of different shipped map types, each on its own simulated TCP bus.
@@ -69,7 +70,8 @@ class Stack:
         self.history_days = history_days
         self.quiet = quiet
         self.processes = {}
-        self.key = None
+        self.key = None            # the demo account's key: everything the account can do
+        self.ingest_key = None     # the demo site agent's scoped key: PUT /point, POST /data, PUT /status only
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.aws_url = f"http://127.0.0.1:{aws_port}"
         self.agent_config = os.path.join(self.state_dir, "agent.yaml")
@@ -153,7 +155,7 @@ class Stack:
         """
         if PROJECT_DIR not in sys.path:
             sys.path.insert(0, PROJECT_DIR)
-        from chalicelib import accounts, aws
+        from chalicelib import accounts, aws, clock, scoped_keys
         from tools import provision
 
         saved = dict(os.environ)
@@ -166,6 +168,8 @@ class Stack:
             view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
                                                   DEMO["email"])
             self.project_id = project["project_id"]
+            self.ingest_key = scoped_keys.create(self.project_id, DEMO_AGENT_LABEL, "ingest",
+                                                 clock.zone(DEMO["timezone"]), created_by=view["uuid"])["key"]
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -192,7 +196,8 @@ class Stack:
             yaml.safe_dump(config, handle, sort_keys=False)
 
     def _agent_env(self):
-        return {**self.aws_env(), "INTELLIMETER_API_KEY": self.key}
+        """The agent holds the site's ingest key, never the account key (a stolen box can only push)."""
+        return {**self.aws_env(), "INTELLIMETER_API_KEY": self.ingest_key}
 
     def _start_meters(self):
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
@@ -303,7 +308,9 @@ class Stack:
             f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS)",
             f"  demo project   {DEMO['project']} ({DEMO['timezone']})",
             f"  log in as      {DEMO['username']} / {DEMO['password']}",
-            f"  API key        {self.key}",
+            f"  API key        {self.key}   (the account's: everything the account can do; keep it off site)",
+            f"  ingest key     {self.ingest_key}   (scoped, label {DEMO_AGENT_LABEL!r}: held by the edge agent; "
+            f"can only push)",
             "",
             "Try:",
             f"  curl -s {auth} {self.api_url}/data",
