@@ -16,7 +16,7 @@ import pytest
 PASSWORD = "correct horse battery staple"
 KEY_FORMAT = re.compile(r"^[0-9a-f]{10}-[0-9a-f]{10}-[0-9a-f]{10}-[0-9a-f]{10}$")
 LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name"}
+SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name", "timezone"}
 USER_FIELDS = {"uuid", "username", "email", "joined"}
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -77,6 +77,7 @@ def test_get_session_is_the_logged_in_account_with_joined_in_the_project_time_zo
     assert body["uuid"] == account.view["uuid"] and isinstance(body["uuid"], int)
     assert isinstance(body["project"], int)
     assert (body["username"], body["email"], body["project_name"]) == ("test", account.view["email"], "myProject")
+    assert body["timezone"] == "Asia/Kathmandu"   # the contract's second round: the project's zone
     assert LOCAL_TIME.match(body["joined"])
     # Kathmandu is UTC+05:45: the time shown is the local wall clock of the moment the account was made.
     joined = datetime.strptime(body["joined"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Kathmandu"))
