@@ -357,3 +357,21 @@ def energy_used(points):
             total += step
         previous = current
     return float(total)
+
+
+def counts(project_id, meter_ids, start, end):
+    """{meter id: how many readings it has with start <= epoch < end}, for many meters at once.
+
+    Reads the meters' day items of the range by BatchGetItem (100 keys a call) instead of one Query
+    per meter: meant for short ranges over many meters (GET /status's last 24 hours: two day items
+    per meter, so 300 meters are 6 calls).
+    """
+    first = _day_epoch(_slot(start)[0])
+    days = [_slot(moment)[0] for moment in range(first, max(start, end - 1) + 1, 86400)]
+    by_series = {meters.series_key(project_id, meter_id): meter_id for meter_id in meter_ids}
+    found = {meter_id: 0 for meter_id in meter_ids}
+    keys = [{"meter": series, "day": day} for series in by_series for day in days]
+    for item in db.batch_get(TABLE, keys, consistent=False):
+        midnight = _day_epoch(item["day"])
+        found[by_series[item["meter"]]] += sum(1 for slot, _v in day_readings(item) if start <= midnight + slot < end)
+    return found

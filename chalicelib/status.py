@@ -7,8 +7,8 @@ account's username) as it was when it reported.
 
 A meter's State comes from its latest reading (kept on the meter item at ingest): ok within
 2 × SaveEvery + 5 minutes, late within 24 hours, silent beyond, never without one. Coverage24h counts
-the readings of the last 24 hours (readings.series: one Query of at most two day items per meter
-that reported in that time; a meter silent for a day costs nothing) against 24 h / SaveEvery.
+the readings of the last 24 hours (readings.counts: the two day items of each meter that reported
+in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) against 24 h / SaveEvery.
 """
 import re
 
@@ -84,11 +84,7 @@ def _state(meter, now):
     return "late" if age <= DAY else "silent"
 
 
-def _coverage(project_id, meter, now):
-    latest = meter.get("latest_time")
-    if latest is None or latest <= now - DAY:
-        return 0.0
-    present = sum(1 for _ in readings.series(project_id, meter["meter_id"], int(now) - DAY + 1, int(now) + 1))
+def _coverage(present, meter):
     expected = DAY / (60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY))
     return round(min(1.0, present / expected), 3)
 
@@ -104,9 +100,12 @@ def overview(project_id):
                        "dead_letters": item.get("dead_letters"), "failing_meters": item.get("failing_meters", []),
                        "clock_offset": float(item["clock_offset"])})
     agents.sort(key=lambda row: (row["agent"].casefold(), row["last_contact"]))
+    every = list(meters.all_meters(project_id))
+    recent = [m["meter_id"] for m in every if m.get("latest_time") is not None and m["latest_time"] > now - DAY]
+    present = readings.counts(project_id, recent, int(now) - DAY + 1, int(now) + 1) if recent else {}
     rows = []
-    for meter in meters.all_meters(project_id):
+    for meter in every:
         latest = meter.get("latest_time")
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(latest, zone) if latest is not None else None,
-                     "State": _state(meter, now), "Coverage24h": _coverage(project_id, meter, now)})
+                     "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
     return {"agents": agents, "meters": rows}

@@ -226,6 +226,7 @@ def _log(request, path, status, started, call):
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "project": caller.project_id if caller else None,
         "user": caller.user_id if caller else None,
+        "scoped_key": caller.key_id if caller else None,     # the id of a scoped key (/keys), never the key
         "request_id": (request.context or {}).get("requestId"),
     }
     # The message is the JSON line (local logs); the same fields as record attributes are top-level

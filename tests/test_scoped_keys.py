@@ -199,3 +199,15 @@ def test_every_route_grants_exactly_the_contracts_scopes():
     routed = {(method, path): route.scopes for path, methods in api.routes.items() for method, route in methods.items()}
     for (method, path), scopes in routed.items():
         assert scopes == CONTRACT_SCOPES.get((method, path), ()), f"{method} {path}: scopes {scopes}"
+
+
+def test_the_access_log_names_the_scoped_key_by_id_never_by_secret(client, make_account, caplog):
+    import logging
+
+    account = make_account()
+    made = make_key(account, "read")
+    with caplog.at_level(logging.INFO, logger="intellimeter.access"):
+        as_key(account, made["key"], "GET", "/data")
+    line = json.loads(caplog.records[-1].getMessage())
+    assert (line["scoped_key"], line["user"], line["project"]) == (made["id"], None, account.view["project"])
+    assert made["key"] not in caplog.text and made["key"].split("-")[0] not in caplog.text
