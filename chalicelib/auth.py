@@ -12,7 +12,7 @@ tickets.
 from dataclasses import dataclass
 
 from chalicelib import accounts, clock, config, db, passwords, scoped_keys, sessions, validation
-from chalicelib.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
+from chalicelib.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 
 THROTTLE_LIMIT = 10
 THROTTLE_WINDOW = 15 * 60
@@ -85,7 +85,7 @@ def login(username=None, password=None, key=None):
         session_key = accounts.key_digest(key)
         try:  # the account's own key proves its owner: it ends a lock others put on the password login
             _clear_throttle(accounts.account(project_id, user_id)["username"])
-        except Exception:  # the account went meanwhile: the session below is refused on first use anyway
+        except NotFound:  # the account went meanwhile: the session below is refused on first use anyway
             pass
     else:
         if username is None or password is None:
