@@ -502,6 +502,8 @@ def run_flow(client, make_account):
     ok(_send(client, "GET", "/keys", headers=key))
     ok(_send(client, "GET", "/status", headers=key))
     ok(_send(client, "DELETE", f"/keys?id={made['id']}", headers=key))
+    for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
+        ok(_send(client, "GET", path), 200)
     # Big exports go up in parts; a failed one is aborted.
     part = b"x" * downloads.PART_BYTES
     downloads.upload_stream(project_id, "exports", "big.csv", "text/csv", [part, part, b"end"])
