@@ -61,7 +61,7 @@ def _take_ticket(username):
             except db.ConditionFailed:
                 continue  # another request opened the window first: take a ticket in it
         if item["attempts"] > THROTTLE_LIMIT:
-            retry_after = max(1, int(item["window_start"] + THROTTLE_WINDOW - now) + 1)
+            retry_after = max(1, int(item["window_start"] + THROTTLE_WINDOW - clock.now()) + 1)   # at most the window
             raise TooManyRequests(f"too many failed logins for this account: try again in {retry_after} s, "
                                   f"or log in with the account's API key", retry_after=retry_after)
         return
