@@ -217,6 +217,17 @@ def find_by_key(key):
     return (item["project_id"], item["user_id"]) if item else None
 
 
+def key_digest(key):
+    """The stored digest of an account key (what a session opened with it records)."""
+    return apikeys.digest(key)
+
+
+def session_allowed(project_id, user_id, opened_with=None):
+    """True while the account exists and, for a session opened with a key, that key is still the account's."""
+    user = db.get(TABLE, _user_key(project_id, user_id))
+    return bool(user) and (opened_with is None or user["key_digest"] == opened_with)
+
+
 def current_key(project_id, user_id):
     """The account's API key, decrypted from its stored copy."""
     user = _user(project_id, user_id)
@@ -241,4 +252,5 @@ def regenerate_key(project_id, user_id):
         ])
     except db.ConditionFailed:
         raise Conflict("the key was changed by another request at the same time: try again") from None
+    sessions.end_all(user_id, opened_with=user["key_digest"])  # sessions opened with the old key end with it
     return {"key": key}

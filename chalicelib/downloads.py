@@ -16,8 +16,18 @@ MAX_COPY_BYTES = 5 * 1024 ** 3   # S3's largest part
 COPY_THREADS = 8                 # UploadPartCopy calls at once when joining an export job's parts
 
 
+def safe_key_part(filename):
+    """A file name as one safe segment of an object key: ASCII letters, digits, '-', '_' and '.' only.
+
+    A display name such as 'a/../../b' would otherwise put '/../' in the link, which clients normalise
+    (the download then 404s). The exact name is kept for the download in Content-Disposition.
+    """
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in filename)
+    return safe.strip(".") or "file"
+
+
 def _object_key(project_id, kind, filename):
-    return f"projects/{project_id}/{kind}/{secrets.token_hex(16)}/{filename}"
+    return f"projects/{project_id}/{kind}/{secrets.token_hex(16)}/{safe_key_part(filename)}"
 
 
 def content_disposition(filename):

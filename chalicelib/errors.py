@@ -45,3 +45,7 @@ class TooManyRequests(ApiError):
 
     def __init__(self, message, retry_after):
         super().__init__(message, headers={"Retry-After": str(int(retry_after))})
+
+
+class Forbidden(ApiError):
+    status = 403

@@ -99,7 +99,7 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
     """
     file_type = "csv" if file_type is None else file_type
     file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
-    if file_type not in formats.EXPORT_FORMATS:
+    if not isinstance(file_type, str) or file_type not in formats.EXPORT_FORMATS:
         raise BadRequest("type must be one of csv, json, xml, yaml")
     if period is not None:
         from chalicelib import consumption
