@@ -166,8 +166,12 @@ def _render_png(kind, *, width_px, height_px, title, tz_name, energy=(), series=
     fig = _build_figure(kind, width_px=width_px, height_px=height_px, title=title,
                         tz_name=tz_name, energy=energy, series=series, use=use, period=period,
                         reduce_points=reduce_points, bucket=bucket, legend_title=legend_title)
+    import numpy as np
+    from PIL import Image
+
+    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
+    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").save(buf, format="png")
     return buf.getvalue()
 
 
@@ -610,7 +614,7 @@ def _time_axis(ax, tz, tz_label, period, style, label=True):
         start, end = (mdates.date2num(_local(d, tz)) for d in period)
         if end > start:
             ax.set_xlim(start, end)
-    locator = mdates.AutoDateLocator(tz=tz, maxticks=max(3, int(ax.figure.bbox.width / 110)))
+    locator = mdates.AutoDateLocator(tz=tz, maxticks=max(5, int(ax.figure.bbox.width / 100)))
     ax.xaxis.set_major_locator(locator)
     # No offset text ("2024-Jan"): the period under the title gives the dates in full.
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz, show_offset=False))
