@@ -72,27 +72,32 @@ def spread(points, edges):
     """
     n = len(edges) - 1
     values, known = [0.0] * n, [False] * n
-    previous = None
+    k, low, high = 0, edges[0], edges[1]
+    before_t = before_v = None
     for epoch, value in points:
-        at = min(n - 1, max(0, bisect.bisect_right(edges, epoch) - 1))
-        known[at] = True
-        if previous is not None:
-            start, before = previous
-            rise = value - before
-            if rise > 0 and epoch > start:
-                first = min(n - 1, max(0, bisect.bisect_right(edges, start) - 1))
-                last = min(n - 1, max(0, bisect.bisect_left(edges, epoch) - 1))
-                if first >= last:
-                    values[last] += rise
-                    known[last] = True
-                else:
-                    for k in range(first, last + 1):
-                        overlap = min(epoch, edges[k + 1]) - max(start, edges[k])
-                        if overlap > 0:
-                            values[k] += rise * overlap / (epoch - start)
-                            known[k] = True
-        previous = (epoch, value)
-    return [v if k else math.nan for v, k in zip(values, known)]
+        if not low <= epoch < high:
+            k = min(n - 1, max(0, bisect.bisect_right(edges, epoch) - 1))
+            low, high = edges[k], edges[k + 1]
+        known[k] = True
+        if before_t is not None and value > before_v:
+            if before_t >= low:                      # the whole step is in this bucket (the usual case)
+                values[k] += value - before_v
+            else:
+                _split(values, known, edges, before_t, epoch, value - before_v)
+        before_t, before_v = epoch, value
+    return [v if seen else math.nan for v, seen in zip(values, known)]
+
+
+def _split(values, known, edges, start, end, rise):
+    """Add a step's rise to the buckets it spans, in proportion to time."""
+    n = len(values)
+    first = min(n - 1, max(0, bisect.bisect_right(edges, start) - 1))
+    last = min(n - 1, max(0, bisect.bisect_left(edges, end) - 1))
+    for k in range(first, last + 1):
+        overlap = min(end, edges[k + 1]) - max(start, edges[k])
+        if overlap > 0:
+            values[k] += rise * overlap / (end - start)
+            known[k] = True
 
 
 def used(project_id, meter, edges):
