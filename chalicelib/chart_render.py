@@ -580,12 +580,12 @@ def _bar(energy, width_px, height_px, title, subtitle, style, legend_title=None)
     # Meter names on the x axis: turned when they would overlap, and only
     # every k-th one when even turned names cannot fit (many meters, small image).
     font_px = style.px(style.tick)
-    limit = min(_MAX_TICK_LABEL, style.legend_name,
-                max(6, int(height_px * 0.22 / (font_px * 0.62))))
-    tick_labels = [_short(name, limit) for name in names]
     slot_px = width_px * 0.85 / len(items)
-    widest_px = max(len(label) for label in tick_labels) * font_px * 0.62
-    turn = widest_px > slot_px * 0.9
+    tick_labels = [_short(name, min(_MAX_TICK_LABEL, style.legend_name)) for name in names]
+    turn = max(len(label) for label in tick_labels) * font_px * 0.62 > slot_px * 0.9
+    if turn:  # turned names take height: as long as about a fifth of it allows
+        limit = min(_MAX_TICK_LABEL, style.legend_name, max(6, int(height_px * 0.22 / (font_px * 0.62))))
+        tick_labels = [_short(name, limit) for name in names]
     every = max(1, math.ceil(font_px * 1.4 / slot_px)) if turn else 1
     ax.set_xticks(x[::every], tick_labels[::every], rotation=45 if turn else 0,
                   ha="right" if turn else "center", rotation_mode="anchor")
