@@ -49,17 +49,26 @@ def _baseline_charts():
     return module
 
 
-def _project(name, meter_count, first_day, days, parent_every=0):
-    """A project of meter_count meters with `days` days of 5-minute readings each from first_day.
-
-    With parent_every > 0, meter 0 feeds the first parent_every meters (a main incomer).
-    """
-    from chalicelib import accounts, aws, db, meters, readings
+def _project(name, meter_count, parent_every=0):
+    """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones."""
+    from chalicelib import accounts, meters
 
     project = accounts.create_project(name, "UTC")["project_id"]
     chosen = [meters.register(project, {"MeterId": f"suite-{i:04d}", "SaveEvery": 5}) for i in range(meter_count)]
     for child in chosen[1:parent_every + 1]:
         meters.change(project, meter_id=child["id"], parent=chosen[0]["MeterId"])
+    return project, chosen
+
+
+def _history(project, chosen, first_day, days, parent_every=0):
+    """`days` days of 5-minute readings of each meter from first_day, written as ingest lays them out.
+
+    Written after every project and meter exists: moto copies every table on each transaction
+    (registration uses them), which with a year of items would take minutes per meter.
+    """
+    from chalicelib import aws, db, meters, readings
+
+    meter_count = len(chosen)
     client, table = aws.dynamodb(), db.table(readings.TABLE)
     start = int(datetime.fromisoformat(first_day).replace(tzinfo=timezone.utc).timestamp())
     batch = []
@@ -78,7 +87,6 @@ def _project(name, meter_count, first_day, days, parent_every=0):
                 batch = []
     if batch:
         _write(client, table, batch)
-    return project
 
 
 def _write(client, table, batch):
@@ -117,13 +125,18 @@ def main():
           f"baseline = charts at {BASELINE}\n")
     rows = []
     with stack():
-        setups = {}
-        for label, meters_, (first, last), days in (
-                ("year", args.year_meters, YEAR, 365), ("week", args.week_meters, WEEK, 7)):
+        plan = {"year": (args.year_meters, YEAR[0], 365), "week": (args.week_meters, WEEK[0], 7),
+                "sample": (args.sample, YEAR[0], 365)}
+        began = time.perf_counter()
+        made = {label: _project(f"bench-{label}", count, min(20, count - 1)) for label, (count, _f, _d) in plan.items()}
+        print(f"setup: {sum(p[0] for p in plan.values())} meters registered in {time.perf_counter() - began:.0f} s",
+              flush=True)
+        for label, (count, first_day, days) in plan.items():
             began = time.perf_counter()
-            setups[label] = _project(f"bench-{label}", meters_, first, days, parent_every=min(20, meters_ - 1))
-            print(f"setup {label}: {meters_} meters x {days} days in {time.perf_counter() - began:.0f} s", flush=True)
-        sample = _project("bench-sample", args.sample, YEAR[0], 365)
+            _history(*made[label], first_day, days, min(20, count - 1))
+            print(f"setup {label}: {count} meters x {days} days in {time.perf_counter() - began:.0f} s", flush=True)
+        setups = {label: project for label, (project, _chosen) in made.items()}
+        sample = setups["sample"]
         for label, meters_, (first, last) in (("year", args.year_meters, YEAR), ("week", args.week_meters, WEEK)):
             project = setups[label]
             for kind in ("line", "pie"):
