@@ -50,13 +50,35 @@ def _baseline_charts():
 
 
 def _project(name, meter_count, parent_every=0):
-    """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones."""
-    from chalicelib import accounts, meters
+    """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones.
+
+    The first meter is registered through chalicelib.meters.register; the others are written as the
+    same items in batches (moto copies every table on each transaction, so registering 1,233 meters
+    one by one takes minutes and gigabytes), checked against the first one's.
+    """
+    from chalicelib import accounts, aws, db, meters
 
     project = accounts.create_project(name, "UTC")["project_id"]
-    chosen = [meters.register(project, {"MeterId": f"suite-{i:04d}", "SaveEvery": 5}) for i in range(meter_count)]
+    first = meters.register(project, {"MeterId": "suite-0000", "SaveEvery": 5})
+    stored = {item["sk"].split("#")[0]: item for item in db.query(meters.TABLE, "pk = :p", {":p": f"PROJECT#{project}"})}
+    chosen, batch = [first], []
+    client, table = aws.dynamodb(), db.table(meters.TABLE)
+    for i in range(1, meter_count):
+        meter_id, site = db.next_id("meter"), f"suite-{i:04d}"
+        items = [{**stored["SITE"], "sk": f"SITE#{site}", "meter_id": meter_id},
+                 {**stored["NAME"], "sk": f"NAME#{site}", "meter_id": meter_id},
+                 {**stored["METER"], "sk": f"METER#{meter_id:010d}", "meter_id": meter_id, "site_name": site,
+                  "name": site}]
+        batch += [{"PutRequest": {"Item": db.to_ddb(item)}} for item in items]
+        chosen.append({"id": meter_id, "MeterId": site})
+        if len(batch) >= 24:
+            _write(client, table, batch)
+            batch = []
+    if batch:
+        _write(client, table, batch)
+    assert meters.point(project, name=chosen[-1]["MeterId"])["id"] == chosen[-1]["id"]
     for child in chosen[1:parent_every + 1]:
-        meters.change(project, meter_id=child["id"], parent=chosen[0]["MeterId"])
+        meters.change(project, meter_id=child["id"], parent=first["MeterId"])
     return project, chosen
 
 
