@@ -174,7 +174,7 @@ def _ancestor_checks(project_id, meter, parent):
         if len(checks) >= MAX_DEPTH:
             raise BadRequest(f"Parent: at most {MAX_DEPTH} levels of meters above a meter")
         above = ancestor.get("parent_id")
-        checks.append(("check", TABLE, _same_parent(project_id, ancestor["meter_id"], above)))
+        checks.append(("check", TABLE, {**_same_parent(project_id, ancestor["meter_id"], above)}))
         ancestor = _get(project_id, above) if above is not None else None
     return checks
 
