@@ -87,7 +87,8 @@ def register_point(call):
 
 @api.route("/point", "POST")
 def rename_point(call):
-    return meters.rename(call.project_id, call.get("new"), meter_id=call.get("id"), name=call.get("name"))
+    return meters.change(call.project_id, meter_id=call.get("id"), name=call.get("name"), new_name=call.get("new"),
+                         parent=call.get("Parent"))
 
 
 # ---- /data, /interval -------------------------------------------------------------------------

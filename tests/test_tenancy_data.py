@@ -140,9 +140,9 @@ def test_consumption_of_another_projects_meter_is_not_found(projects):
 
 def test_charts_of_another_projects_meter_are_not_found(projects):
     a, _b, _a_meter, _b_meter, _b_before = projects
-    theirs = call(a, "GET", "/graphics", {**DAYS, "meter": "b-main", "width": 2, "height": 2})
+    theirs = call(a, "GET", "/graphics", {**DAYS, "meter": "b-main", "width": 4, "height": 3})
     assert theirs[0] == 404
-    assert same_answer(theirs, call(a, "GET", "/graphics", {**DAYS, "meter": "nowhere", "width": 2, "height": 2}),
+    assert same_answer(theirs, call(a, "GET", "/graphics", {**DAYS, "meter": "nowhere", "width": 4, "height": 3}),
                        "b-main", "nowhere")
 
 

@@ -35,6 +35,8 @@ DEMO_METERS = [
     {"MeterId": "lighting", "ModbusId": 1, "NoPhases": "1", "MeterType": "EM24", "ModbusMap": "CarloGavazzi.EM24",
      "startAddress": 0},
 ]
+# The main incomer feeds the other two meters (Parent on /point): charts show its share as theirs + unmetered.
+DEMO_PARENTS = {"hvac": "main-incomer", "lighting": "main-incomer"}
 HISTORY_DAYS = 30
 SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
 HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
@@ -148,6 +150,7 @@ class Stack:
             live_values = self._read_meters()
             self._start_agent()
             self._wait_registered()
+            self._set_parents()
             self._load_history(live_values)
         except BaseException:
             self.stop()
@@ -274,6 +277,13 @@ class Stack:
             answer = self.api("GET", "/point")
             return answer.status_code == 200 and len(answer.json()) >= len(DEMO_METERS)
         wait_for(registered, "the agent to register its meters with PUT /point", timeout=60, interval=0.5)
+
+    def _set_parents(self):
+        """The demo's hierarchy (POST /point with Parent): the main incomer feeds the sub-meters."""
+        for name, parent in DEMO_PARENTS.items():
+            answer = self.api("POST", "/point", json={"name": name, "Parent": parent})
+            if answer.status_code != 200:
+                raise RuntimeError(f"could not set {name}'s parent: {answer.status_code} {answer.text[:300]}")
 
     def _load_history(self, live_values):
         """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
