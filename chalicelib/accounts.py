@@ -122,8 +122,28 @@ def create_user(project_id, username, password, email):
             ("put", TABLE, {"item": user}),
         ])
     except db.ConditionFailed:
+        earlier = _same_creation(project_id, username, email, password)
+        if earlier:   # this request sent again after its answer was lost: the account it created
+            return _account_view(earlier, project), apikeys.decrypt(earlier["key_ciphertext"], earlier["user_id"])
         raise Conflict(f"the username {username!r} is taken: choose another") from None
     return _account_view(user, project), key
+
+
+RETRY_WINDOW = 600   # seconds: a create sent again within this time may be the same request
+
+
+def _same_creation(project_id, username, email, password):
+    """The account a PUT /user exactly like this one created moments ago (same project, name, email and
+    password), or None: a create retried after a 503 or a lost answer gets its account, not a 409."""
+    login = db.get(TABLE, _login_key(username))
+    if not login or login["project_id"] != project_id:
+        return None
+    user = db.get(TABLE, _user_key(project_id, login["user_id"]))
+    if not user or user["username"] != username or user["email"] != email:
+        return None
+    if clock.utcnow().timestamp() - datetime.fromisoformat(user["joined"]).timestamp() > RETRY_WINDOW:
+        return None
+    return user if passwords.verify(user["password_hash"], password) else None
 
 
 def account(project_id, user_id):
@@ -158,6 +178,8 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
                                 "condition": "attribute_not_exists(pk)"}),
                 ("delete", TABLE, {"key": old_login, "condition": "user_id = :u", "values": {":u": user_id}}),
             ]
+    if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
+        sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
         names = {f"#f{i}": field for i, field in enumerate(changes)}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
@@ -171,14 +193,19 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
             if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed" and username is not None:
                 raise Conflict(f"the username {username!r} is taken: choose another") from None
             raise NotFound("this account no longer exists") from None
-    if password is not None:
+    if password is not None:   # again: sessions opened with the old password while it changed
         sessions.end_all(user_id, keep_digest=session_digest)
     return account(project_id, user_id)
 
 
 def delete_account(project_id, user_id):
-    """Delete the account, its login name and key, and end all its sessions."""
+    """Delete the account, its login name and key, and end all its sessions.
+
+    Sessions end first: a failure after that leaves the account whole (the caller logs in and sends
+    the delete again), never a deleted account whose sessions still authenticate.
+    """
     user = _user(project_id, user_id)
+    sessions.end_all(user_id)
     db.transact([
         ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
         ("delete", TABLE, {"key": _login_key(user["username"])}),

@@ -4,11 +4,16 @@ The endpoint comes from the standard AWS environment (AWS_ENDPOINT_URL for the l
 the same code runs against moto and AWS.
 """
 import functools
+import logging
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import (ChecksumError, ClientError,
+                                 ConnectionError as BotoConnectionError, HTTPClientError, IncompleteReadError)
+from botocore.parsers import ResponseParserError
 
 from chalicelib import config
+from chalicelib.errors import ServiceUnavailable
 
 _RETRIES = {"max_attempts": 4, "mode": "standard"}
 
@@ -39,3 +44,57 @@ def kms():
 def reset_clients():
     """Forget cached clients (tests start a fresh moto per test)."""
     _client.cache_clear()
+
+
+# Error codes meaning "the service is busy or broken right now", not "your request is wrong": the
+# same request may succeed when sent again. Any 5xx answer counts too, whatever its code.
+TRANSIENT_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottled", "RequestThrottledException",
+    "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
+    "LimitExceededException", "SlowDown", "TransactionConflictException", "TransactionInProgressException",
+    "InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable", "ServiceUnavailableException",
+    "RequestTimeout", "RequestTimeoutException", "KMSInternalException", "DependencyTimeoutException",
+    "KeyUnavailableException", "EC2ThrottledException", "PriorRequestNotComplete", "BandwidthLimitExceeded",
+})
+# Reasons inside a cancelled transaction that are transient (the others are conditions that did not hold).
+TRANSIENT_CANCELLATION_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded",
+                                            "TransactionConflict", "RequestLimitExceeded", "InternalServerError"})
+RETRY_AFTER_SECONDS = 2
+
+log = logging.getLogger("intellimeter.aws")
+
+
+def is_transient(error):
+    """True when an AWS call failed for a reason that sending it again may cure (throttled, 5xx, timeout)."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in TRANSIENT_CODES or status >= 500:
+            return True
+        if code == "TransactionCanceledException":
+            reasons = {r.get("Code") for r in error.response.get("CancellationReasons", [])}
+            return bool(reasons & TRANSIENT_CANCELLATION_REASONS) and "ConditionalCheckFailed" not in reasons
+        return False
+    # Timeouts, refused or dropped connections, a cut or garbled answer: the network, not the request.
+    return isinstance(error, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseParserError,
+                              ChecksumError))
+
+
+def unavailable(error):
+    """The ServiceUnavailable (503 + Retry-After) answering a transient AWS failure, or None for anything else.
+
+    Anything else (a ValidationException, a missing table, a parameter botocore refuses) is a bug of
+    ours that sending again would not cure: it is not turned into a 503, so the caller logs it and
+    answers 500 rather than have clients retry for ever.
+    """
+    if not is_transient(error):
+        return None
+    if isinstance(error, ClientError):
+        what = error.response.get("Error", {}).get("Code") or "an error"
+        operation = error.operation_name
+    else:
+        what, operation = type(error).__name__, "a call"
+    log.warning("AWS %s failed with %s: answering 503", operation, what)
+    return ServiceUnavailable("a cloud service is busy or not answering: nothing was changed that a retry "
+                              f"would not complete; send the request again in {RETRY_AFTER_SECONDS} s",
+                              RETRY_AFTER_SECONDS)
