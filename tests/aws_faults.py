@@ -127,7 +127,7 @@ class AwsFaults:
         return None
 
     def _after_call(self, context, parsed, **_):
-        if context.get("injected_fault") == "unprocessed":   # every key asked for, answered as still to do
+        if context.get("injected_fault") == "unprocessed" and "asked_keys" in context:   # all still to do
             parsed["Responses"] = {}
             parsed["UnprocessedKeys"] = context["asked_keys"]
         if context.get("injected_fault") == "lost_answer":

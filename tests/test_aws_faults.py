@@ -13,8 +13,9 @@ import struct
 from datetime import datetime, timezone
 
 import pytest
+import yaml
 
-from chalicelib import apikeys, aws, clock, config, readings, validation
+from chalicelib import apikeys, aws, config, openapi, readings, validation
 from tests.aws_faults import AwsFaults
 
 SEEDS = (1, 2, 3)
@@ -222,3 +223,7 @@ def test_every_route_answers_503_with_retry_after_and_leaves_every_store_consist
           f"({dict(faults.failed)}), {unavailable} answered 503, 0 answered 500")
     assert unavailable > 0 and sum(faults.failed.values()) > 0      # the faults did reach the routes
     assert_consistent(world)
+    document = yaml.safe_load(openapi.document())
+    undocumented = {(m, p) for m, p, status in statuses if status == 503
+                    and "503" not in document["paths"][p][m.lower()]["responses"]}
+    assert undocumented == set(), "routes answering 503 that the OpenAPI document does not list it for"
