@@ -16,11 +16,15 @@ from chalicelib import config
 from chalicelib.errors import ServiceUnavailable
 
 _RETRIES = {"max_attempts": 4, "mode": "standard"}
+# A call that hangs fails after these (botocore's default read timeout is 60 s, past the function's
+# 28 s and API Gateway's 29 s): it is retried, and if every attempt hangs the request is a 503.
+CONNECT_TIMEOUT_SECONDS = 2
+READ_TIMEOUT_SECONDS = 4
 
 
 @functools.lru_cache(maxsize=None)
 def _client(service, signature_version=None, _region=None):
-    kwargs = {"retries": _RETRIES}
+    kwargs = {"retries": _RETRIES, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "read_timeout": READ_TIMEOUT_SECONDS}
     if signature_version:
         kwargs["signature_version"] = signature_version
     return boto3.session.Session().client(service, region_name=_region, config=Config(**kwargs))
