@@ -1,6 +1,8 @@
-"""Soak: many simulated meters, some dead; a cloud whose AWS calls fail at random (a faulty proxy in front
-of the moto server: throttling, 500s, dropped connections, hangs past the timeout, answers lost after
-the call was carried out, outages); the edge agent SIGKILLed at random and restarted.
+"""Soak: many simulated meters, some dead, a bus that goes down for a while; a cloud whose AWS calls fail at
+random (a faulty proxy in front of the moto server: throttling, 500s, dropped connections, hangs past
+the timeout, answers lost after the call was carried out, outages) and whose answers to the agent get
+lost on the way (the edge tests' FaultProxy between agent and API); the edge agent SIGKILLed at random
+and restarted.
 
 At the end, every reading a healthy meter gave (the agent's outbox is the record of what was taken)
 is in the cloud exactly once with its value; every bad one is reported where the user looks (the
@@ -17,16 +19,18 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 import yaml
 
+from tests.edge.edge_support import FaultProxy
 from tests.faulty_proxy import FaultyAwsProxy
 from tools.stack import PROJECT_DIR, free_port, port_in_use, wait_for
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "70"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("SOAK_SEED", "2026"))
 FAULT_RATE = 0.12
 MAPS = [("Priority.ici", "I-45/MFX/636", "3", 1100), ("Eastron.SDM630", "SDM630", "3", None),
@@ -148,7 +152,7 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
     buffer = os.path.join(site.dir, "agent", "outbox.sqlite")
     os.makedirs(os.path.dirname(buffer))
     config_path = os.path.join(site.dir, "agent.yaml")
-    proxy = simulator = None
+    proxy = simulator = lossy = None
     try:
         # The embedded AWS, the project and its key (set up straight against moto), then the faulty proxy.
         site.spawn("aws", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
@@ -166,8 +170,14 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
                    _aws_env(proxy.url, site.dir))
         wait_for(lambda: port_in_use(api_port), "the API")
 
-        names = _write_config(config_path, api_url, buffer, bus_ports)
-        healthy = [n for n in names if n not in DEAD]
+        # Between agent and API: a share of the answers lost after the API stored the batch, or the
+        # connection dropped before it got there.
+        lossy = FaultProxy(api_url)
+        lossy_rng = random.Random(SEED + 1)
+        lossy.policy = lambda method, path: (None if lossy_rng.random() > 0.08
+                                             else lossy_rng.choice(["drop_after", "drop_before"]))
+        names = _write_config(config_path, lossy.url, buffer, bus_ports)
+        healthy = healthy_names = [n for n in names if n not in DEAD]
         bad = _seed_backlog(buffer, healthy, time.time())
         from edge_agent.config import load_config
         from edge_agent.simulator import SiteSimulator
@@ -179,6 +189,7 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
         # The fault phase: AWS failing at random with outages, the agent killed at random.
         proxy.rate = FAULT_RATE
         kills = outages = 0
+        bus_down = BusOutage(simulator, "LAN2", config_path, agent_env)
         site.spawn("agent", agent, agent_env)
         deadline = time.monotonic() + SOAK_SECONDS
         while time.monotonic() < deadline:
@@ -192,10 +203,13 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
             kills += 1
             time.sleep(rng.uniform(0, 1.5))
             site.spawn("agent", agent, agent_env)
+        bus_down.join()
         # The cloud heals; the agent delivers what is left, then stops.
         proxy.rate = 0.0
         share = proxy.failed_share
         aws_calls, aws_faults = proxy.calls, dict(proxy.faults)
+        lossy.policy = lambda method, path: None
+        lossy_counts = dict(lossy.counts)
         for _attempt in range(3):   # a reading taken after the outbox emptied: start it again to send that
             wait_for(lambda: _status(config_path, agent_env)["pending"] == 0, "the agent's outbox to empty",
                      timeout=150, interval=2)
@@ -219,6 +233,8 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
             simulator.stop()
         if proxy:
             proxy.close()
+        if lossy:
+            lossy.close()
 
     delivered_once = sum(1 for k, v in taken.items() if stored.get(k) == v)
     lost = sorted(k for k, v in taken.items() if stored.get(k) != v)
@@ -231,10 +247,12 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
           f"{kills} agent SIGKILLs, {outages} AWS outages):\n"
           f"  readings taken      {len(taken) + len(bad)} ({len(taken)} by healthy meters, {live} of them live)\n"
           f"  delivered once      {delivered_once}\n"
-          f"  reported bad        {len(dead)} dead letters, {len(failing)} failing meters\n"
+          f"  reported bad        {len(dead)} dead letters, {len(failing)} failing meters at the end, "
+          f"{len(bus_down.failing_during)} while bus LAN2 was down\n"
           f"  lost                {len(lost)}\n"
           f"  doubled             {len(doubled)}\n"
           f"  AWS calls failed    {share:.1%} of {aws_calls} ({aws_faults})\n"
+          f"  agent <-> API       {lossy_counts}\n"
           f"  API answers         {len(statuses)}: {statuses.count(503)} x 503, {statuses.count(500)} x 500")
     assert lost == [] and doubled == []
     assert delivered_once == len(taken) and live > 0
@@ -244,13 +262,39 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
         reason = dead[key_].lower()
         assert code in reason or code.replace("_", " ") in reason, (key_, reason)
     assert set(failing) >= DEAD and all(failing[name] for name in DEAD)
+    down = {n for n in healthy_names if n.startswith("LAN2-")}
+    assert set(bus_down.failing_during) >= down, "a bus that went down is shown in status meanwhile"
     assert share > 0.05 and statuses.count(503) > 0      # the faults did reach the API
 
 
 def _near_a_boundary(now):
-    """True from 3 s before a minute boundary (SaveEvery 1) to 5 s after it."""
+    """True from 10 s before a minute boundary (SaveEvery 1, the agent must be up) to 8 s after it."""
     into = now % 60
-    return into > 57 or into < 5
+    return into > 50 or into < 8
+
+
+class BusOutage(threading.Thread):
+    """One bus's meters stop answering over the next minute's poll, then come back; what the agent's
+    status said while they were down is kept."""
+
+    def __init__(self, simulator, bus, config_path, env):
+        super().__init__(daemon=True)
+        self.simulator, self.bus, self.config_path, self.env = simulator, bus, config_path, env
+        self.failing_during = {}
+        self.start()
+
+    def run(self):
+        from edge_agent.simulator import SimServer
+
+        time.sleep((40 - time.time() % 60) % 60)        # 20 s before a minute's poll
+        server = self.simulator.servers[self.bus]
+        meters = list(server.meters.values())
+        address = (self.simulator.cfg.buses[self.bus].host, self.simulator.cfg.buses[self.bus].port)
+        server.stop()
+        time.sleep(60 - time.time() % 60 + 8)          # past the poll, and the agent has noted it
+        self.failing_during = {f["MeterId"]: f["last_error"] for f in _status(self.config_path, self.env)
+                               ["failing_meters"]}
+        self.simulator.servers[self.bus] = SimServer(meters, tcp=address)
 
 
 def _status(config_path, env):
