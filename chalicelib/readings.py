@@ -31,7 +31,8 @@ _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+
 
 
 class Invalid(ValueError):
-    """A reading that can't be stored, with its receipt code (docs/API.md, POST /data): a plain ValueError is malformed."""
+    """A reading that can't be stored, with its receipt code (docs/API.md, POST /data); a plain ValueError
+    is `malformed`."""
 
     def __init__(self, message, code="malformed"):
         super().__init__(message)

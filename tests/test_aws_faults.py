@@ -83,7 +83,8 @@ def _request_for(world, method, path):
         return key_headers, {"name": "m2", "new": "m2"} if world.rng.random() < 0.2 else \
             {"id": _meter_id(world, "m1"), "new": f"display{world.fresh()}"}, None
     if (method, path) == ("GET", "/file"):
-        return key_headers, {"start": "2026-03-02", "end": "2026-03-03", "type": world.rng.choice(["csv", "json"])}, None
+        kind = world.rng.choice(["csv", "json"])
+        return key_headers, {"start": "2026-03-02", "end": "2026-03-03", "type": kind}, None
     if (method, path) == ("GET", "/graphics"):
         return key_headers, {"type": "bar", "start": "2026-03-02", "end": "2026-03-02", "width": 2, "height": 2}, None
     if (method, path) == ("PUT", "/user"):
