@@ -98,8 +98,12 @@ def _user(project_id, user_id):
     return item
 
 
-def create_user(project_id, username, password, email):
-    """A new account in the project, with its own API key; returns (account view, key)."""
+def create_user(project_id, username, password, email, created_by=None):
+    """A new account in the project, with its own API key; returns (account view, key).
+
+    created_by (the account asking, when one does) makes the create safe to send again: the same
+    request from the same account after a lost answer gets the account it created, not a 409.
+    """
     username = validation.name("username", username, validation.USERNAME_MAX)
     email = validation.email(email)
     password = validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)
@@ -111,7 +115,7 @@ def create_user(project_id, username, password, email):
         **_user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
         "username": username, "email": email, "joined": clock.utcnow().replace(microsecond=0).isoformat(),
         "password_hash": passwords.hash_password(password),
-        "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id),
+        "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id), "created_by": created_by,
     }
     try:
         db.transact([
@@ -122,7 +126,7 @@ def create_user(project_id, username, password, email):
             ("put", TABLE, {"item": user}),
         ])
     except db.ConditionFailed:
-        earlier = _same_creation(project_id, username, email, password)
+        earlier = created_by is not None and _same_creation(project_id, username, email, password, created_by)
         if earlier:   # this request sent again after its answer was lost: the account it created
             return _account_view(earlier, project), apikeys.decrypt(earlier["key_ciphertext"], earlier["user_id"])
         raise Conflict(f"the username {username!r} is taken: choose another") from None
@@ -132,14 +136,15 @@ def create_user(project_id, username, password, email):
 RETRY_WINDOW = 600   # seconds: a create sent again within this time may be the same request
 
 
-def _same_creation(project_id, username, email, password):
-    """The account a PUT /user exactly like this one created moments ago (same project, name, email and
-    password), or None: a create retried after a 503 or a lost answer gets its account, not a 409."""
+def _same_creation(project_id, username, email, password, created_by):
+    """The account a PUT /user exactly like this one created moments ago (same creator, project, name,
+    email and password), or None: a create retried after a 503 or a lost answer gets its account, not a
+    409. Only its creator, who chose the password, can match it: no password oracle for anyone else."""
     login = db.get(TABLE, _login_key(username))
     if not login or login["project_id"] != project_id:
         return None
     user = db.get(TABLE, _user_key(project_id, login["user_id"]))
-    if not user or user["username"] != username or user["email"] != email:
+    if not user or user.get("created_by") != created_by or user["username"] != username or user["email"] != email:
         return None
     if clock.utcnow().timestamp() - datetime.fromisoformat(user["joined"]).timestamp() > RETRY_WINDOW:
         return None

@@ -97,7 +97,7 @@ def unavailable(error):
         what = error.response.get("Error", {}).get("Code") or "an error"
         operation = error.operation_name
     else:
-        what, operation = type(error).__name__, "a call"
+        what, operation = type(error).__name__, "call"
     log.warning("AWS %s failed with %s: answering 503", operation, what)
     return ServiceUnavailable("a cloud service is busy or not answering: nothing was changed that a retry "
                               f"would not complete; send the request again in {RETRY_AFTER_SECONDS} s",

@@ -47,6 +47,9 @@ def test_a_create_user_whose_answer_was_lost_completes_when_sent_again_not_409(w
     # The same name with another password is still someone else's: 409.
     other = world.owner.request("PUT", "/user", body={**body, "password": "a different horse staple"})
     assert other.status_code == 409
+    # Another account of the project sending the very same request (password included) gets a 409 too:
+    # only the creator, who chose the password, can have it confirmed.
+    assert world.user().request("PUT", "/user", body=body).status_code == 409
     assert_consistent(world)
 
 
