@@ -14,6 +14,10 @@ fails them:
   condition failed); other operations get ``throttle``;
 * ``retried``: the first attempt's connection fails (before-send), botocore's own retry sends it
   again (exercises the client's retry path; succeeds);
+* ``lost_retried``: the first attempt is carried out and its answer lost (the connection closes
+  after the service's before-send handler ran), and botocore sends it again: a write arrives twice.
+  Not for TransactWriteItems, which DynamoDB makes idempotent with the ClientRequestToken botocore
+  fills in (moto ignores it; the ``throttle`` kind stands in);
 * ``unprocessed``: a BatchGetItem answering every key as unprocessed (throttling's way in batches);
   other operations get ``throttle``.
 
@@ -32,9 +36,9 @@ import threading
 from collections import Counter
 
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
-KINDS = ("throttle", "server_error", "timeout", "lost_answer", "cancelled", "retried", "unprocessed")
+KINDS = ("throttle", "server_error", "timeout", "lost_answer", "cancelled", "retried", "lost_retried", "unprocessed")
 
 _THROTTLE = {"dynamodb": ("ProvisionedThroughputExceededException", 400), "s3": ("SlowDown", 503),
              "kms": ("ThrottlingException", 400)}
@@ -62,6 +66,7 @@ class AwsFaults:
             events = client.meta.events
             events.register_first("before-call", self._before_call)
             events.register_first("before-send", self._before_send)
+            events.register("before-send", self._after_send)     # after moto's own handler carried it out
             events.register("after-call", self._after_call)
 
     @classmethod
@@ -99,6 +104,7 @@ class AwsFaults:
         kind = self._pick(model.name)
         context["injected_fault"] = kind
         self.local.fail_next_send = kind == "retried"
+        self.local.lose_next_answer = kind == "lost_retried" and model.name != "TransactWriteItems"
         if kind == "unprocessed" and model.name == "BatchGetItem":
             context["asked_keys"] = json.loads(params["body"])["RequestItems"]
             return None
@@ -108,7 +114,9 @@ class AwsFaults:
             http, parsed = _error_answer("TransactionCanceledException", 400)
             parsed["CancellationReasons"] = [{"Code": reason}] + [{"Code": "None"}] * (len(items) - 1)
             return http, parsed
-        if kind in ("throttle", "cancelled") or (kind == "unprocessed" and model.name != "BatchGetItem"):
+        stand_in = {"cancelled": "TransactWriteItems", "unprocessed": "BatchGetItem"}
+        if kind == "throttle" or (kind in stand_in and model.name != stand_in[kind]) \
+                or (kind == "lost_retried" and model.name == "TransactWriteItems"):
             return _error_answer(*_THROTTLE.get(service, ("ThrottlingException", 400)))
         if kind == "condition_failed":   # planned only: what a concurrent writer causes
             return _error_answer("ConditionalCheckFailedException", 400)
@@ -124,6 +132,12 @@ class AwsFaults:
         if getattr(self.local, "fail_next_send", False):   # set by before-call in this thread
             self.local.fail_next_send = False
             raise ConnectTimeoutError(endpoint_url=request.url)
+        return None
+
+    def _after_send(self, request, **_):
+        if getattr(self.local, "lose_next_answer", False):   # the service did it; the answer never comes
+            self.local.lose_next_answer = False
+            raise ConnectionClosedError(endpoint_url=request.url)
         return None
 
     def _after_call(self, context, parsed, **_):
