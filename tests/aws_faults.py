@@ -22,7 +22,7 @@ fails them:
   other operations get ``throttle``.
 
 A plan may also use ``condition_failed`` (a ConditionalCheckFailedException: what a concurrent
-writer causes), which is not a fault and never picked at random.
+writer causes) and ``validation`` (a ValidationException: a bug of ours), never picked at random.
 
 ``AwsFaults.planned(clients, {("TransactWriteItems", 1): "lost_answer"})`` fails exactly the calls
 named (operation, its nth call counting from 1) instead of a random share.
@@ -120,6 +120,8 @@ class AwsFaults:
             return _error_answer(*_THROTTLE.get(service, ("ThrottlingException", 400)))
         if kind == "condition_failed":   # planned only: what a concurrent writer causes
             return _error_answer("ConditionalCheckFailedException", 400)
+        if kind == "validation":         # planned only: a request of ours the service refuses (a bug)
+            return _error_answer("ValidationException", 400)
         if kind == "server_error":
             return _error_answer(*_SERVER.get(service, ("InternalFailure", 500)))
         if kind == "timeout":

@@ -239,3 +239,14 @@ def test_every_route_answers_503_with_retry_after_and_leaves_every_store_consist
     undocumented = {(m, p) for m, p, status in statuses if status == 503
                     and "503" not in document["paths"][p][m.lower()]["responses"]}
     assert undocumented == set(), "routes answering 503 that the OpenAPI document does not list it for"
+
+
+def test_a_request_aws_refuses_as_invalid_is_a_logged_500_not_a_503_to_retry_for_ever(client, make_account,
+                                                                                       caplog):
+    account = make_account()
+    AwsFaults.planned([aws.dynamodb()], {("Query", 1): "validation"})
+    answer = account.request("GET", "/point")
+    assert answer.status_code == 500 and "Retry-After" not in answer.headers
+    assert json.loads(answer.body) == {"error": "internal error: the request could not be completed"}
+    assert "ValidationException" in caplog.text and "unhandled error on GET /point" in caplog.text
+    assert account.request("GET", "/point").status_code == 200
