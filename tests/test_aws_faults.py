@@ -214,7 +214,8 @@ def assert_consistent(world):
         assert slots == sorted(set(slots))
         project_id, meter_id = item["meter"].split("#")
         for slot, value in entries:
-            stored[(int(meter_id), readings._day_epoch(item["day"]) + slot)] = value
+            midnight = int(datetime.strptime(item["day"], "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp())
+            stored[(int(meter_id), midnight + slot)] = value
     for (site_name, when), value in world.told_stored.items():
         meter_id = _meter_id(world, site_name)
         epoch = int(datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
