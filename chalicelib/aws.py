@@ -55,7 +55,7 @@ def reset_clients():
 TRANSIENT_CODES = frozenset({
     "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottled", "RequestThrottledException",
     "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
-    "LimitExceededException", "SlowDown", "TransactionConflictException", "TransactionInProgressException",
+    "SlowDown", "TransactionConflictException", "TransactionInProgressException",
     "InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable", "ServiceUnavailableException",
     "RequestTimeout", "RequestTimeoutException", "KMSInternalException", "DependencyTimeoutException",
     "KeyUnavailableException", "EC2ThrottledException", "PriorRequestNotComplete", "BandwidthLimitExceeded",
@@ -99,6 +99,5 @@ def unavailable(error):
     else:
         what, operation = type(error).__name__, "call"
     log.warning("AWS %s failed with %s: answering 503", operation, what)
-    return ServiceUnavailable("a cloud service is busy or not answering: nothing was changed that a retry "
-                              f"would not complete; send the request again in {RETRY_AFTER_SECONDS} s",
-                              RETRY_AFTER_SECONDS)
+    return ServiceUnavailable(f"a cloud service is busy or not answering: send the same request again in "
+                              f"{RETRY_AFTER_SECONDS} s (nothing is left half-done)", RETRY_AFTER_SECONDS)
