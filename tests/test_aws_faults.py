@@ -251,3 +251,33 @@ def test_a_request_aws_refuses_as_invalid_is_a_logged_500_not_a_503_to_retry_for
     assert json.loads(answer.body) == {"error": "internal error: the request could not be completed"}
     assert "ValidationException" in caplog.text and "unhandled error on GET /point" in caplog.text
     assert account.request("GET", "/point").status_code == 200
+
+
+def _client_error(code, status=400, reasons=None):
+    from botocore.exceptions import ClientError
+
+    response = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    if reasons:
+        response["CancellationReasons"] = [{"Code": r} for r in reasons]
+    return ClientError(response, "Op")
+
+
+def test_which_aws_failures_are_a_503():
+    from botocore.exceptions import (ConnectionClosedError, EndpointConnectionError, NoCredentialsError,
+                                     ParamValidationError, ReadTimeoutError)
+
+    transient = [_client_error("ProvisionedThroughputExceededException"), _client_error("ThrottlingException"),
+                 _client_error("SlowDown", 503), _client_error("InternalServerError", 500),
+                 _client_error("Whatever", 502), _client_error("KMSInternalException", 500),
+                 _client_error("TransactionCanceledException", reasons=["None", "TransactionConflict"]),
+                 ReadTimeoutError(endpoint_url="u"), EndpointConnectionError(endpoint_url="u"),
+                 ConnectionClosedError(endpoint_url="u")]
+    ours = [_client_error("ValidationException"), _client_error("AccessDeniedException"),
+            _client_error("ResourceNotFoundException"), _client_error("ConditionalCheckFailedException"),
+            _client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "ThrottlingError"]),
+            _client_error("TransactionCanceledException", reasons=["ValidationError"]),
+            ParamValidationError(report="bad"), NoCredentialsError(), ValueError("x")]
+    assert [aws.unavailable(e) is not None for e in transient] == [True] * len(transient)
+    assert [aws.unavailable(e) for e in ours] == [None] * len(ours)
+    answer = aws.unavailable(transient[0])
+    assert answer.status == 503 and int(answer.headers["Retry-After"]) > 0
