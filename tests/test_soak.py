@@ -35,7 +35,7 @@ SEED = int(os.environ.get("SOAK_SEED", "2026"))
 FAULT_RATE = 0.12
 MAPS = [("Priority.ici", "I-45/MFX/636", "3", 1100), ("Eastron.SDM630", "SDM630", "3", None),
         ("CarloGavazzi.EM24", "EM24", "3", None)]
-METERS_PER_BUS = 6
+METERS_PER_BUS = 10
 DEAD = {"LAN1-m6", "LAN3-m2"}          # configured, nothing answers: reported as failing meters
 BACKLOG = 120                          # readings per healthy meter taken during an earlier outage
 STEP = 300
@@ -274,26 +274,31 @@ def _near_a_boundary(now):
 
 
 class BusOutage(threading.Thread):
-    """One bus's meters stop answering over the next minute's poll, then come back; what the agent's
-    status said while they were down is kept."""
+    """One bus's meters stop answering until the agent's status has shown each of them failing (at most
+    2.5 minutes), then come back; what the status said meanwhile is kept."""
 
     def __init__(self, simulator, bus, config_path, env):
         super().__init__(daemon=True)
         self.simulator, self.bus, self.config_path, self.env = simulator, bus, config_path, env
+        self.expected = {m.MeterId for m in simulator.cfg.meters if m.Port == bus}
         self.failing_during = {}
         self.start()
 
     def run(self):
         from edge_agent.simulator import SimServer
 
-        time.sleep((40 - time.time() % 60) % 60)        # 20 s before a minute's poll
         server = self.simulator.servers[self.bus]
         meters = list(server.meters.values())
         address = (self.simulator.cfg.buses[self.bus].host, self.simulator.cfg.buses[self.bus].port)
         server.stop()
-        time.sleep(60 - time.time() % 60 + 8)          # past the poll, and the agent has noted it
-        self.failing_during = {f["MeterId"]: f["last_error"] for f in _status(self.config_path, self.env)
-                               ["failing_meters"]}
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not set(self.failing_during) >= self.expected:
+            time.sleep(2)
+            try:
+                failing = _status(self.config_path, self.env)["failing_meters"]
+            except (ValueError, subprocess.SubprocessError):
+                continue
+            self.failing_during.update({f["MeterId"]: f["last_error"] for f in failing})
         self.simulator.servers[self.bus] = SimServer(meters, tcp=address)
 
 
