@@ -9,21 +9,35 @@ STAMP := $(VENV)/.installed
 API_PORT ?= 8000
 AWS_PORT ?= 5000
 
-.PHONY: run test admin venv clean bench
+.PHONY: run key test admin venv clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt edge_agent/requirements.txt
+	@echo "== Installing what the project needs into $(VENV) (first run, or a requirements file changed):"
+	@echo "   the packages pinned in requirements-dev.txt (the Lambda's, the edge agent's, chalice, moto, pytest...),"
+	@echo "   about 150 MB from PyPI, a minute or so. pip shows each package below."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	@echo "== Installed: $(VENV) is ready."
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# tests/test_docs_page.py drives Debian's chromium (CI is root on a fresh Debian machine).
+CHROMIUM_INSTALL = command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for tests/test_docs_page.py"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 test: $(STAMP)
+	@$(CHROMIUM_INSTALL)
 	$(PY) -m pytest -q
 
+# make run [FRESH=1]: the state of earlier runs (.local/stack-PORT/) is kept unless FRESH=1.
+# Stop it with Ctrl-C, or SIGTERM (kill -TERM <pid of make or of the stack>).
 run: $(STAMP)
-	API_PORT=$(API_PORT) AWS_PORT=$(AWS_PORT) exec $(PY) -m tools.stack run
+	API_PORT=$(API_PORT) AWS_PORT=$(AWS_PORT) FRESH=$(FRESH) exec $(PY) -m tools.stack run
+
+# The demo account's API key, from the running stack: export KEY=$$(make -s key)
+key: $(STAMP)
+	@API_PORT=$(API_PORT) $(PY) -m tools.stack key
 
 admin: $(STAMP)
 	AWS_PORT=$(AWS_PORT) $(PY) -m tools.admin $(ARGS)

@@ -130,3 +130,26 @@ def openapi_document(call):
     from chalicelib import openapi
 
     return openapi.response()
+
+
+# ---- /docs: interactive documentation (Swagger UI over /openapi.yaml) ---------------------------
+
+@api.route("/docs", "GET", authenticated=False)
+def documentation_page(call):
+    from chalicelib import docs_page
+
+    return docs_page.page()
+
+
+@api.route("/docs/ui.js", "GET", authenticated=False)
+def documentation_script(call):
+    from chalicelib import docs_page
+
+    return docs_page.asset("ui.js")
+
+
+@api.route("/docs/ui.css", "GET", authenticated=False)
+def documentation_stylesheet(call):
+    from chalicelib import docs_page
+
+    return docs_page.asset("ui.css")

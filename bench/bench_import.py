@@ -4,10 +4,14 @@
 baseline: `import app` followed by what a naive app would import at the top (numpy, matplotlib's
 Figure/Agg canvas/dates as chalicelib/chart_render.py uses them, PyYAML, dicttoxml). Runs alternate,
 the figure is the median of --repeats runs of the sum of the top-level imports of the statement
-(interpreter start-up excluded). Two settings:
+(interpreter start-up excluded). Three settings:
   - checkout: the venv and the checkout, bytecode cached (a developer machine);
-  - package: build/dev/deployment.zip unzipped, run with -B and no __pycache__ (the zip has no .pyc,
-    /var/task is read-only: every cold start compiles), as on Lambda. Needs `make package` first.
+  - package as on Lambda: build/dev/deployment.zip unzipped into a read-only directory, run with -B
+    (/var/task is read-only: nothing is written) and no cache prefix: only the zip's own bytecode
+    (infra/package.py compiles it) can spare compiling;
+  - package without its bytecode: the same with every __pycache__ removed, what each cold start
+    paid before the package shipped bytecode (the baseline).
+Needs `make package` first for the last two.
 Usage: .venv/bin/python bench/bench_import.py [--repeats 7] [--zip build/dev/deployment.zip]
 """
 import argparse
@@ -68,6 +72,14 @@ def measure(path, repeats, no_bytecode):
             for name, (ms, walls) in results.items()}
 
 
+def read_only(path):
+    """Remove every write permission under path (as /var/task; root still could, -B makes sure it won't)."""
+    for folder, dirs, files in os.walk(path):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -79,9 +91,15 @@ def main(argv=None):
     tmp = None
     if os.path.exists(args.zip):
         tmp = tempfile.TemporaryDirectory(prefix="bench-import-")
+        shipped, bare = os.path.join(tmp.name, "with"), os.path.join(tmp.name, "without")
         with zipfile.ZipFile(args.zip) as archive:
-            archive.extractall(tmp.name)
-        settings.append((f"{os.path.relpath(args.zip, ROOT)} unzipped, no bytecode (as on Lambda)", tmp.name, True))
+            archive.extractall(shipped)
+            archive.extractall(bare, [n for n in archive.namelist() if "__pycache__/" not in n])
+        for path in (shipped, bare):
+            read_only(path)
+        zip_name = os.path.relpath(args.zip, ROOT)
+        settings.append((f"{zip_name} unzipped read-only, its bytecode (as on Lambda)", shipped, True))
+        settings.append((f"{zip_name} unzipped read-only, bytecode removed (baseline)", bare, True))
     else:
         print(f"({os.path.relpath(args.zip, ROOT)} not found: run `make package` to measure the package too)")
     print("\n| setting | import app (lazy) | eager baseline | saved | wall, lazy / eager |")
@@ -95,6 +113,8 @@ def main(argv=None):
                   f"{lazy[1]:.2f} s / {eager[1]:.2f} s |")
     finally:
         if tmp:
+            for folder, dirs, _files in os.walk(tmp.name):
+                os.chmod(folder, 0o755)
             tmp.cleanup()
     print(f"\nimport time = sum of the top-level `-X importtime` cumulative times of the statement "
           f"(start-up excluded); wall = the whole interpreter run.\nlazy: {LAZY!r}; eager: {EAGER!r}")

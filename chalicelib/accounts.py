@@ -78,6 +78,7 @@ def _account_view(user, project):
     return {
         "uuid": user["user_id"], "project": user["project_id"], "username": user["username"],
         "email": user["email"], "joined": _local(user["joined"], zone), "project_name": project["name"],
+        "timezone": project.get("timezone", "UTC"),
     }
 
 

@@ -18,7 +18,7 @@ __all__ = ["EXPORT_FORMATS", "export_chunks", "xml_document"]
 
 #: Export format -> (media type, file extension).
 EXPORT_FORMATS = {
-    "csv": ("text/csv", "csv"),
+    "csv": ("text/csv; charset=utf-8", "csv"),
     "json": ("application/json", "json"),
     "xml": ("application/xml", "xml"),
     "yaml": ("application/yaml", "yaml"),

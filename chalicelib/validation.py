@@ -77,6 +77,17 @@ def password(value, minimum, maximum):
     return value
 
 
+def _check_bounds(field, value, minimum, maximum):
+    """400 naming only the bounds that exist ("at least 0", not "between 0 and None")."""
+    if minimum is not None and maximum is not None:
+        if not minimum <= value <= maximum:
+            raise BadRequest(f"{field} must be between {minimum} and {maximum}")
+    elif minimum is not None and value < minimum:
+        raise BadRequest(f"{field} must be at least {minimum}")
+    elif maximum is not None and value > maximum:
+        raise BadRequest(f"{field} must be at most {maximum}")
+
+
 def integer(field, value, minimum=None, maximum=None):
     """An integer given as a number or decimal digits."""
     if isinstance(value, bool):
@@ -87,8 +98,7 @@ def integer(field, value, minimum=None, maximum=None):
         value = int(value)
     if not isinstance(value, int):
         raise BadRequest(f"{field} must be an integer")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise BadRequest(f"{field} must be between {minimum} and {maximum}")
+    _check_bounds(field, value, minimum, maximum)
     return value
 
 
@@ -103,6 +113,5 @@ def number(field, value, minimum=None, maximum=None):
             value = None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BadRequest(f"{field} must be a finite number")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise BadRequest(f"{field} must be between {minimum} and {maximum}")
+    _check_bounds(field, value, minimum, maximum)
     return value

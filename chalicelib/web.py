@@ -14,7 +14,7 @@ from http.cookies import CookieError, SimpleCookie
 from chalice import Response
 
 from chalicelib import auth, aws, config, rendering
-from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
 # Chalice would answer other media types with its own 415 body; accept all and answer ours.
@@ -127,6 +127,7 @@ class Api:
     def __init__(self, app):
         self.app = app
         self.routes = {}
+        self._install_catch_all()
 
     def route(self, path, method, authenticated=True):
         """Declare handler(call) as the path's method; it returns the result to render (or a Response)."""
@@ -144,6 +145,16 @@ class Api:
         view.__name__ = "route_" + (path.strip("/").replace("/", "_").replace(".", "_") or "root")
         self.app.route(path, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
+    def _install_catch_all(self):
+        """Any path no route declares answers 404 with the usual error body (API Gateway's own answer
+        would be 403 "Missing Authentication Token", which sends a newcomer hunting for a key problem).
+        `/{proxy+}` is API Gateway's greedy path variable; it matches everything but `/` itself."""
+        for pattern, name in (("/", "unknown_root"), ("/{proxy+}", "unknown_path")):
+            def view(**_url_params):
+                return self.handle(None, self.app.current_request)
+            view.__name__ = name
+            self.app.route(pattern, methods=METHODS, content_types=CONTENT_TYPES)(view)
+
     def handle(self, path, request):
         """Answer one request: parse, authenticate, call, render; errors as {"error": …}."""
         started = time.perf_counter()
@@ -151,6 +162,8 @@ class Api:
         # The format from the query string already, so errors before the body is read answer in it too.
         fmt = rendering.response_type((request.query_params or {}).get("responseType")) or "json"
         try:
+            if path is None:
+                raise NotFound("no such route: see GET /openapi.yaml (or /docs in a browser) for the API's routes")
             if request.method not in self.routes[path]:
                 allowed = ", ".join(sorted(self.routes[path]))
                 raise MethodNotAllowed(f"{request.method} is not allowed on {path}: use {allowed}",
@@ -194,7 +207,7 @@ def _error_response(error, fmt, status=None):
 def _log(request, path, status, started, call):
     caller = call.caller if call else None
     fields = {
-        "route": path, "method": request.method, "status": status,
+        "route": path or "(unknown)", "method": request.method, "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "project": caller.project_id if caller else None,
         "user": caller.user_id if caller else None,

@@ -16,7 +16,7 @@ import pytest
 PASSWORD = "correct horse battery staple"
 KEY_FORMAT = re.compile(r"^[0-9a-f]{10}-[0-9a-f]{10}-[0-9a-f]{10}-[0-9a-f]{10}$")
 LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name"}
+SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name", "timezone"}
 USER_FIELDS = {"uuid", "username", "email", "joined"}
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

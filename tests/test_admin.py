@@ -16,7 +16,7 @@ from tools import admin
 
 PASSWORD = "an admin's long password"
 JSON = {"Content-Type": "application/json"}
-SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name"}
+SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name", "timezone"}
 KEY_FORMAT = re.compile(r"^[0-9a-f]{10}(-[0-9a-f]{10}){3}$")
 LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 

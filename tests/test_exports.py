@@ -23,7 +23,7 @@ TORONTO = ZoneInfo("America/Toronto")
 # Local days 2026-01-10 and 2026-01-11 in Toronto (EST, UTC-5): 05:00Z on the 10th to 05:00Z on the 12th.
 FIRST_UTC = int(datetime(2026, 1, 10, 5, tzinfo=timezone.utc).timestamp())
 AFTER_UTC = int(datetime(2026, 1, 12, 5, tzinfo=timezone.utc).timestamp())
-MEDIA = {"csv": "text/csv", "json": "application/json", "xml": "application/xml", "yaml": "application/yaml"}
+MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json", "xml": "application/xml", "yaml": "application/yaml"}
 
 
 def iso(epoch):
@@ -104,7 +104,7 @@ def test_csv_export_is_a_303_to_a_presigned_file_of_the_readings(site):
     link = json.loads(answer.body)
     assert set(link) == {"url", "expires"}
     content, headers = download(answer)
-    assert headers["Content-Type"] == "text/csv"
+    assert headers["Content-Type"] == "text/csv; charset=utf-8"
     assert headers["Content-Disposition"].startswith('attachment; filename="readings-2026-01-10-to-2026-01-11.csv"')
     assert content.startswith(b"MeterParam,TimeStamping,value\r\n")
     rows = parse("csv", content)

@@ -383,6 +383,6 @@ def test_bad_arguments():
 
 
 def test_export_formats_table():
-    assert EXPORT_FORMATS == {"csv": ("text/csv", "csv"), "json": ("application/json", "json"),
+    assert EXPORT_FORMATS == {"csv": ("text/csv; charset=utf-8", "csv"), "json": ("application/json", "json"),
                               "xml": ("application/xml", "xml"),
                               "yaml": ("application/yaml", "yaml")}

@@ -2,11 +2,13 @@
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+import requests
 
 from tools.stack import PROJECT_DIR, free_port, port_in_use
 
@@ -122,6 +124,16 @@ def test_second_make_run_says_so(make_run):
     assert "already running" in answer.stderr
 
 
+def test_the_readmes_key_line_gives_the_banners_key(make_run):
+    _process, banner, env, _ports = make_run
+    key = re.search(r"API key\s+(\S+)", banner).group(1)
+    [command] = _readme_commands("export KEY=")
+    answer = subprocess.run(["bash", "-c", command + ' && echo "KEY=$KEY"'], cwd=PROJECT_DIR, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip().endswith(f"KEY={key}")
+
+
 def test_ctrl_c_stops_everything(make_run):
     process, _banner, _env, ports = make_run
     os.killpg(process.pid, signal.SIGINT)
@@ -130,3 +142,41 @@ def test_ctrl_c_stops_everything(make_run):
     assert not any(port_in_use(p) for p in ports)
     leftovers = subprocess.run(["pgrep", "-f", f"--port {ports[0]}"], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_script(make_run):
+    """After Ctrl-C, `make run` again as a script starts it (SIGINT ignored, as for a background job):
+    the same demo key, the project `make admin` made still there; SIGTERM to make stops everything."""
+    _process, banner, env, ports = make_run
+    key = re.search(r"API key\s+(\S+)", banner).group(1)
+    state = os.path.join(PROJECT_DIR, ".local", f"stack-{env['API_PORT']}")
+    process = None
+    try:
+        process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Stop everything with Ctrl-C" in line:
+                break
+        second = "".join(lines)
+        assert re.search(r"API key\s+(\S+)", second).group(1) == key, second
+        assert "with the state of the last run" in second and "(resumed this time)" in second
+        url = f"http://127.0.0.1:{env['API_PORT']}"
+        login = requests.put(url + "/session", json={"username": "acme-admin", "password": "a-long-enough-password"},
+                             timeout=30)
+        assert login.status_code == 200, login.text
+        assert requests.get(url + "/interval", headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+        process.send_signal(signal.SIGTERM)                 # to make alone, as a script or a service manager does
+        output = process.communicate(timeout=60)[0]
+        assert "stopped: no process left behind." in output, output[-2000:]
+        assert not any(port_in_use(p) for p in ports)
+    finally:
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(state, ignore_errors=True)

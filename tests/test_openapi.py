@@ -14,6 +14,8 @@ DOC_PATH = os.path.join(ROOT, "docs", "openapi.yaml")
 SERVED_PATH = os.path.join(ROOT, "chalicelib", "openapi.yaml")
 MEDIA_TYPES = {"application/json", "application/xml", "application/yaml"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+REFERENCE_MEDIA_TYPES = {"/openapi.yaml": "application/yaml", "/docs": "text/html",
+                         "/docs/ui.js": "application/javascript", "/docs/ui.css": "text/css"}
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +107,9 @@ def test_every_operation_documents_its_answers(document):
     for path, method, operation in _operations(document):
         label = f"{method} {path}"
         responses = operation["responses"]
-        if path == "/openapi.yaml":
-            assert set(_resolve(document, responses["200"])["content"]) == {"application/yaml"}
+        if path in REFERENCE_MEDIA_TYPES:     # the document itself and its interactive page: not API answers
+            assert set(_resolve(document, responses["200"])["content"]) == {REFERENCE_MEDIA_TYPES[path]}
+            assert operation["security"] == [], label
             continue
         names = [_resolve(document, p)["name"] for p in operation.get("parameters", [])]
         assert "responseType" in names, label

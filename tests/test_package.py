@@ -54,6 +54,92 @@ def test_the_package_holds_the_app_and_every_pinned_requirement_for_the_runtime(
     assert not {n for n in names if n.startswith(("tests/", "tools/", "edge_agent/", ".venv/", "build/"))}
 
 
+# Run from the unzipped package alone (python -S: no site-packages; sys.path = the package + stdlib):
+# import the entry point as the runtime does, render each kind of chart, and name any module that
+# came from elsewhere.
+RENDER_FROM_PACKAGE = r"""
+import json, os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp()
+import app
+from chalicelib import chart_render as cr
+t0 = 1793491200.0
+series = [cr.LineSeries("meter1", [t0 + 300 * i for i in range(2016)], [100 + 0.5 * i for i in range(2016)])]
+energy = [("meter1", 120.5), ("meter2", 80.25), ("été ☃", 33.0)]
+pngs = {kind: cr.render_png(kind, width_px=800, height_px=400, title="Énergie", tz_name="America/Toronto",
+                            energy=energy, series=series) for kind in ("line", "pie", "bar")}
+import boto3
+for service in sys.argv[2].split(","):   # the services the policy allows: their SDK models are shipped
+    boto3.session.Session().client(service, region_name="us-east-1")
+outside = sorted(m.__name__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+                 and not m.__file__.startswith((sys.argv[1], sys.base_prefix)) and m.__name__ != "__main__")
+print(json.dumps({"heads": {k: v[:8].hex() for k, v in pngs.items()}, "sizes": {k: len(v) for k, v in pngs.items()},
+                  "outside": outside}))
+"""
+
+
+def test_the_trimmed_package_renders_every_chart_from_its_bytecode_alone(packaged, tmp_path):
+    """What the trimming left out never runs: the entry point imports and every chart kind renders
+    from the unzipped package alone, every source replaced by a line that fails (so each module
+    comes from the shipped bytecode: the runtime can't write any), in a read-only directory."""
+    stage, summary, _template = packaged
+    services = ",".join(sorted(package.policy_services(stage)))
+    root = tmp_path / "task"
+    with zipfile.ZipFile(summary["zip"]) as archive:
+        archive.extractall(root)
+    sources = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "w") as handle:
+                    handle.write('raise ImportError("compiled from source: the package has no bytecode for it")\n')
+                sources += 1
+    assert sources > 500
+    for folder, _dirs, _files in os.walk(root):
+        os.chmod(folder, 0o555)
+    env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "HOME": str(tmp_path)}
+    try:
+        done = subprocess.run([sys.executable, "-S", "-B", "-c", RENDER_FROM_PACKAGE, str(root), services], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        for folder, _dirs, _files in os.walk(root):
+            os.chmod(folder, 0o755)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outside"] == []
+    assert set(result["heads"].values()) == {"89504e470d0a1a0a"}            # PNG signatures
+    assert all(size > 5000 for size in result["sizes"].values()), result["sizes"]
+
+
+def test_the_trim_rules_leave_out_only_what_never_runs():
+    left_out = ["numpy/_core/tests/test_umath.py", "matplotlib/tests/baseline_images/a.png",
+                "numpy/__init__.pyi", "numpy/_core/include/numpy/ndarraytypes.h", "fontTools/misc/bezierTools.c",
+                "fontTools/ttLib/ttFont.py", "fontTools/subset/__init__.py", "matplotlib/backends/backend_pdf.py",
+                "matplotlib/backends/web_backend/all_figures.html", "matplotlib/backends/qt_editor/_formlayout.py",
+                "matplotlib/mpl-data/fonts/ttf/STIXGeneral.ttf", "matplotlib/mpl-data/fonts/afm/cmr10.afm",
+                "matplotlib/mpl-data/sample_data/goog.npz", "numpy/f2py/__init__.py", "yaml/__pycache__/x.pyc",
+                "PIL/_avif.cpython-312-x86_64-linux-gnu.so", "pillow.libs/libavif-c6062d5f.so.16.4.2",
+                "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.map",
+                "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-es-bundle.js"]
+    kept = ["app.py", "chalicelib/openapi.yaml", "chalicelib/chart_render.py", "fontTools/__init__.py",
+            "fontTools/agl.py", "fontTools/misc/textTools.py", "matplotlib/backends/backend_agg.py",
+            "matplotlib/backends/_backend_agg.cpython-312-x86_64-linux-gnu.so", "matplotlib/backends/registry.py",
+            "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf", "matplotlib/mpl-data/fonts/ttf/DejaVuSans-Bold.ttf",
+            "matplotlib/mpl-data/matplotlibrc", "matplotlib/testing/__init__.py", "numpy/testing/__init__.py",
+            "botocore/data/dynamodb/2012-08-10/service-2.json.gz", "PIL/_imaging.cpython-312-x86_64-linux-gnu.so",
+            "pillow.libs/libjpeg-6dc8d115.so.62.4.0", "numpy.libs/libscipy_openblas64_-4b78795a.so",
+            "numpy-2.5.5.dist-info/METADATA", "swagger_ui_bundle/__init__.py",
+            "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js",
+            "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui.css"]
+    services = package.policy_services("dev")
+    assert {"dynamodb", "s3", "kms", "logs", "sts"} <= services
+    left_out += ["botocore/data/ec2/2016-11-15/service-2.json.gz", "boto3/data/ec2/2016-11-15/resources-1.json"]
+    kept += ["botocore/data/s3/2006-03-01/service-2.json.gz", "botocore/data/kms/2014-11-01/service-2.json.gz",
+             "botocore/data/endpoints.json", "botocore/data/partitions.json", "boto3/data/dynamodb/x/resources-1.json"]
+    assert [name for name in left_out if not package.trimmed(name, services)] == []
+    assert [name for name in kept if package.trimmed(name, services)] == []
+
+
 def test_the_packaged_template_is_the_infrastructure_template_merged(packaged):
     stage, _summary, template = packaged
     mine = load(provision.TEMPLATE)
@@ -108,6 +194,11 @@ def _zip(path, files):
     return str(path)
 
 
+def _pyc(name):
+    folder, _, base = name.rpartition("/")
+    return (folder + "/" if folder else "") + f"__pycache__/{base[:-3]}.cpython-312.pyc"
+
+
 def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
     app_files = {"app.py": ""}
     app_files.update({f"chalicelib/{f}": "" for f in os.listdir(os.path.join(ROOT, "chalicelib"))
@@ -115,13 +206,16 @@ def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
     good = {**app_files, "numpy-2.5.5.dist-info/METADATA": "", "pyyaml-6.0.4.dist-info/METADATA": "",
             "numpy-2.5.5.dist-info/WHEEL": "Tag: cp312-cp312-manylinux_2_27_x86_64\n",
             "numpy/core/_x.cpython-312-x86_64-linux-gnu.so": ""}
+    good.update({_pyc(name): "" for name in list(good) if name.endswith(".py")})
     pins = {"numpy": "2.5.5", "pyyaml": "6.0.4"}
     assert package.check_zip(_zip(tmp_path / "good.zip", good), pins)[1] == []
     bad = {**app_files, "numpy-2.3.0.dist-info/METADATA": "",
            "numpy-2.3.0.dist-info/WHEEL": "Tag: cp311-cp311-manylinux_2_17_x86_64\n",
            "numpy/core/_x.cpython-311-x86_64-linux-gnu.so": ""}
     del bad["app.py"]
+    bad.update({_pyc(name): "" for name in list(bad) if name.endswith(".py") and name != "chalicelib/web.py"})
     problems = " ".join(package.check_zip(_zip(tmp_path / "bad.zip", bad), pins)[1])
+    assert "chalicelib/web.py has no bytecode for the runtime (chalicelib/__pycache__/web.cpython-312.pyc)" in problems
     assert "pyyaml==6.0.4 is not in the package" in problems
     assert "numpy is 2.3.0 in the package, 2.5.5" in problems
     assert "cp311-cp311" in problems and "cpython-311" in problems

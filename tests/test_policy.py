@@ -495,6 +495,8 @@ def run_flow(client, make_account):
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)
+    for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
+        ok(_send(client, "GET", path), 200)
     # Big exports go up in parts; a failed one is aborted.
     part = b"x" * downloads.PART_BYTES
     downloads.upload_stream(project_id, "exports", "big.csv", "text/csv", [part, part, b"end"])

@@ -165,7 +165,9 @@ def test_xml_of_the_guides_example_is_byte_for_byte_the_vendors(client, make_acc
     assert body.startswith('<?xml version="1.0" encoding="UTF-8" ?><Response>'
                            f'<uuid type="int">{uuid}</uuid><project type="int">{project}</project>'
                            '<username type="str">test</username>')
-    assert body.endswith('<project_name type="str">myProject</project_name></Response>')
+    # the guide's fields in its order, then the second round's time zone
+    assert body.endswith('<project_name type="str">myProject</project_name>'
+                         '<timezone type="str">UTC</timezone></Response>')
 
 
 def test_a_list_is_items_under_the_root(client, make_account):

@@ -1,22 +1,68 @@
-"""The API on Chalice's local server (what `chalice local` runs), with query strings kept out of its log.
+"""The API on Chalice's local server (what `chalice local` runs), as API Gateway routes it, query strings kept out of its log.
 
 `chalice local` logs each request line with its query string, where the vendor's clients may put
 credentials (PUT /session?key=…); this runs the same server with a handler that logs the path only.
+It also routes as API Gateway does where `chalice local` doesn't: a greedy `/{proxy+}` route matches
+paths of any depth (the app's 404 catch-all), and TRACE reaches the app, which answers it 405 like
+any other method a path doesn't have (the plain server answers 501 with an HTML page).
 Usage: python -m tools.local_api --host 127.0.0.1 --port 8000 [--stage local]
 """
 import argparse
 import logging
 import os
 import sys
+import urllib.parse
 
+from chalice.app import Request
 from chalice.cli.factory import CLIFactory
-from chalice.local import ChaliceRequestHandler, LocalDevServer
+from chalice.local import ChaliceRequestHandler, LocalDevServer, MatchResult, RouteMatcher
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+GREEDY = "/{proxy+}"
+
+
+class GreedyRouteMatcher(RouteMatcher):
+    """Chalice's route matcher, with API Gateway's greedy `/{proxy+}` for paths no other route matches."""
+
+    def match_route(self, url):
+        try:
+            return super().match_route(url)
+        except ValueError:
+            if GREEDY not in self.route_urls:
+                raise
+            parsed = urllib.parse.urlparse(url)
+            query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+            return MatchResult(GREEDY, {"proxy": parsed.path.lstrip("/")}, query)
+
+
 class RedactingRequestHandler(ChaliceRequestHandler):
-    """Chalice's request handler, logging 'METHOD /path' without the query string."""
+    """Chalice's request handler, logging 'METHOD /path' without the query string, routing as API Gateway."""
+
+    def __init__(self, request, client_address, server, app_object, config):
+        self._app_object = app_object
+        super().__init__(request, client_address, server, app_object=app_object, config=config)
+
+    def setup(self):
+        super().setup()
+        converter = self.local_gateway.event_converter
+        converter._route_matcher = GreedyRouteMatcher(list(self._app_object.routes))
+
+    def do_TRACE(self):
+        """TRACE goes to the app's view of the path (which answers 405, or 404 off its routes), never echoed.
+
+        Chalice's dispatcher would answer a method the route table lacks with its own 405 body; the
+        app's views answer any method with the API's error body, so the request goes to the view."""
+        headers, body = self._parse_payload()
+        event = self.local_gateway._generate_lambda_event("GET", self.path, headers, body)
+        event["httpMethod"] = event["requestContext"]["httpMethod"] = "TRACE"
+        app = self._app_object
+        app.current_request = Request(event, None)
+        view = app.routes[event["requestContext"]["resourcePath"]]["GET"].view_function
+        response = view().to_dict(app.api.binary_types)
+        headers = {**response["headers"], **response["multiValueHeaders"]}
+        self._send_http_response(response["statusCode"], headers, self._handle_binary(response)["body"])
 
     def log_request(self, code="-", size="-"):
         method, _, rest = (self.requestline or "").partition(" ")

@@ -1,14 +1,18 @@
 """The whole system on one machine: embedded AWS (moto server), the API, simulated meters and the edge agent.
 
 `python -m tools.stack run` (what `make run` does) starts everything, loads the demo project and
-30 days of history, prints how to use it, and stops everything on Ctrl-C. The end-to-end test starts
-the same Stack on its own ports.
+30 days of history, prints how to use it, and stops everything on Ctrl-C or SIGTERM. The state (the
+embedded AWS's tables, keys and files, the agent's outbox) is kept in .local/stack-PORT/ across
+runs: a restart keeps the demo's key, the projects made with `make admin` and the readings, and
+fills the history up to now; `FRESH=1` starts over. `python -m tools.stack key` prints the demo's
+key. The end-to-end test starts the same Stack on its own ports.
 """
 import argparse
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +35,8 @@ DEMO_METERS = [
      "startAddress": 0},
 ]
 HISTORY_DAYS = 30
-HISTORY_STEP = 300
+SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
+HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
 
 
 def port_in_use(port, host="127.0.0.1"):
@@ -74,6 +79,9 @@ class Stack:
         self.aws_url = f"http://127.0.0.1:{aws_port}"
         self.agent_config = os.path.join(self.state_dir, "agent.yaml")
         self.pid_file = os.path.join(self.state_dir, "stack.pid")
+        self.aws_state = os.path.join(self.state_dir, "aws-state.pickle")
+        self.resumed = False
+        self.last_readings = {}
 
     # ---- environment ---------------------------------------------------------------------------
 
@@ -119,6 +127,10 @@ class Stack:
 
     # ---- start ---------------------------------------------------------------------------------
 
+    def forget(self):
+        """Delete the state of earlier runs (make run FRESH=1)."""
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
     def start(self):
         """Start every part, in order, and load the demo project; returns self."""
         os.makedirs(os.path.join(self.state_dir, "logs"), exist_ok=True)
@@ -140,9 +152,12 @@ class Stack:
         return self
 
     def _start_aws(self):
-        self._say(f"starting the embedded AWS (moto server) on {self.aws_url}")
-        self._spawn("aws", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.aws_port)],
-                    self.aws_env())
+        self.resumed = os.path.exists(self.aws_state)
+        self._say(f"starting the embedded AWS (moto server) on {self.aws_url}, "
+                  + (f"with the state of the last run ({os.path.relpath(self.state_dir, PROJECT_DIR)}/)"
+                     if self.resumed else "new state"))
+        self._spawn("aws", [sys.executable, "-m", "tools.aws_server", "-H", "127.0.0.1", "-p", str(self.aws_port),
+                            "--state", self.aws_state], self.aws_env())
         wait_for(lambda: self._check_alive() or port_in_use(self.aws_port), "the moto server")
 
     def _create_demo(self):
@@ -161,11 +176,23 @@ class Stack:
             os.environ.clear()
             os.environ.update(self.aws_env())
             aws.reset_clients()
-            os.environ.update(provision.provision_local())
-            project = accounts.create_project(DEMO["project"], DEMO["timezone"])
-            view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
-                                                  DEMO["email"])
+            os.environ.update(provision.provision_local())      # idempotent: a kept state has them already
+            project = accounts.find_project(DEMO["project"])
+            login = accounts.find_login(DEMO["username"])
+            if project and login and login[0] == project["project_id"]:
+                self.key = accounts.current_key(*login)["key"]
+            else:
+                project = accounts.create_project(DEMO["project"], DEMO["timezone"])
+                view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
+                                                      DEMO["email"])
             self.project_id = project["project_id"]
+            from chalicelib import meters
+
+            self.last_readings = {}       # a kept state's last reading of each demo meter: history resumes there
+            for meter in DEMO_METERS:
+                item = meters.find_by_site_name(self.project_id, meter["MeterId"])
+                if item and item.get("latest_time") is not None:
+                    self.last_readings[meter["MeterId"]] = (int(item["latest_time"]), float(item["latest_value"]))
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -185,7 +212,7 @@ class Stack:
             "buffer": os.path.join(self.state_dir, "agent", "outbox.sqlite"),
             "buses": {f"LAN{i + 1}": {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout": 1}
                       for i, port in enumerate(self.modbus_ports)},
-            "meters": [{**meter, "Port": f"LAN{i + 1}", "SaveEvery": 1} for i, meter in enumerate(DEMO_METERS)],
+            "meters": [{**meter, "Port": f"LAN{i + 1}", "SaveEvery": SAVE_EVERY} for i, meter in enumerate(DEMO_METERS)],
         }
         os.makedirs(os.path.dirname(config["buffer"]), exist_ok=True)
         with open(self.agent_config, "w") as handle:
@@ -218,7 +245,7 @@ class Stack:
         return values
 
     def _start_agent(self):
-        self._say("starting the edge agent (SaveEvery 1 minute)")
+        self._say(f"starting the edge agent (SaveEvery {SAVE_EVERY} minute)")
         self._spawn("agent", [sys.executable, "-m", "edge_agent", "run", "-c", self.agent_config], self._agent_env())
 
     def api(self, method, path, **kwargs):
@@ -234,30 +261,46 @@ class Stack:
         wait_for(registered, "the agent to register its meters with PUT /point", timeout=60, interval=0.5)
 
     def _load_history(self, live_values):
-        """history_days of 5-minute readings per meter, ending below the live register, via POST /data."""
+        """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
+        of them on a first run, or from a kept state's last reading to now (the time make run was off)."""
         if not self.history_days:
             return
-        self._say(f"loading {self.history_days} days of 5-minute history per meter through POST /data")
         end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
-        start = end - self.history_days * 86400
         rng = random.Random(2026)
+        plans = []
         for meter in DEMO_METERS:
             name = meter["MeterId"]
-            times = list(range(start + HISTORY_STEP, end + 1, HISTORY_STEP))
+            last = self.last_readings.get(name)
+            first = (last[0] // HISTORY_STEP * HISTORY_STEP) if last else end - self.history_days * 86400
+            times = list(range(first + HISTORY_STEP, end + 1, HISTORY_STEP))
+            ceiling = live_values[name] - 0.01
+            room = ceiling - last[1] if last else live_values[name] * 0.9   # a register never goes below zero
+            if not times or room <= 0:      # nothing missed, or the simulated register was reset: a reset it is
+                continue
             steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
-            room, used = live_values[name] * 0.9, sum(steps)   # a register never goes below zero:
-            if used > room:                                      # a history longer than it allows is scaled
-                steps = [step * room / used for step in steps]
-            value = live_values[name] - 0.01 - sum(steps)
+            if sum(steps) > room:                               # a history longer than the register allows is scaled
+                steps = [step * room / sum(steps) for step in steps]
+            plans.append((name, times, steps, last[1] if last else ceiling - sum(steps)))
+        if not plans:
+            return
+        count = sum(len(times) for _name, times, _steps, _value in plans)
+        if any(name in self.last_readings for name, *_rest in plans):
+            self._say(f"filling the {SAVE_EVERY}-minute history since the last run: {count} readings through POST /data")
+        else:
+            self._say(f"loading {self.history_days} days of {SAVE_EVERY}-minute history per meter "
+                      f"({count} readings) through POST /data")
+        done = 0
+        for name, times, steps, value in plans:
             batch = []
             for moment, step in zip(times, steps):
                 value += step
                 batch.append({"MeterId": name, "TimeStamping": _iso(moment), "value": round(value, 3)})
-                if len(batch) == 1000:
+                if len(batch) == 1000 or moment == times[-1]:
                     self._push(batch)
+                    done += len(batch)
                     batch = []
-            if batch:
-                self._push(batch)
+                    if done % 20000 < 1000 or done == count:
+                        self._say(f"  {done}/{count} readings loaded")
 
     def _push(self, batch):
         answer = self.api("POST", "/data", json={"readings": batch})
@@ -291,6 +334,9 @@ class Stack:
 
     # ---- what to tell the user -----------------------------------------------------------------
 
+    def _port_args(self):
+        return "" if self.api_port == 8000 else f" API_PORT={self.api_port}"
+
     def banner(self):
         """The URL, credentials, key and curl lines that work as printed."""
         today = datetime.now(timezone.utc).date()
@@ -314,9 +360,14 @@ class Stack:
             f"  curl -s -c cookies.txt -X PUT {self.api_url}/session -d username={DEMO['username']} "
             f"-d password={DEMO['password']}   # log in with a session cookie",
             "",
+            f"Interactive API documentation:  {self.api_url}/docs",
+            f"The key in your shell:          export KEY=$(make -s key{self._port_args()})",
             f"Edge agent status:  .venv/bin/python -m edge_agent status -c {os.path.relpath(self.agent_config, PROJECT_DIR)}",
             f"Logs:               {os.path.relpath(os.path.join(self.state_dir, 'logs'), PROJECT_DIR)}/",
-            "New readings arrive every minute. Stop everything with Ctrl-C.",
+            f"State:              {os.path.relpath(self.state_dir, PROJECT_DIR)}/ is kept: a restart keeps this key, "
+            f"the projects and the readings ({'resumed' if self.resumed else 'new'} this time); "
+            f"make run FRESH=1 starts over.",
+            f"New readings arrive every minute. Stop everything with Ctrl-C (or kill -TERM {os.getpid()}).",
         ])
 
 
@@ -334,15 +385,41 @@ def _demo_load_kw(name, epoch, rng):
     return max(0.0, base + peak * daytime * weekday + rng.gauss(0, base * 0.05))
 
 
+def demo_key(api_url):
+    """The demo account's API key, asked of a running stack (log in with the demo password, GET /key)."""
+    session = requests.Session()
+    login = session.put(api_url + "/session", json={"username": DEMO["username"], "password": DEMO["password"]},
+                        timeout=30)
+    if login.status_code != 200:
+        raise RuntimeError(f"the demo account can't log in on {api_url}: {login.status_code} {login.text[:200]}")
+    return session.get(api_url + "/key", timeout=30).json()["key"]
+
+
+def _ignore_stop_signals():
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run"])
+    parser.add_argument("command", choices=["run", "key"])
     args = parser.parse_args(argv)
     api_port = int(os.environ.get("API_PORT", 8000))
     aws_port = int(os.environ.get("AWS_PORT", 5000))
     modbus_base = int(os.environ.get("MODBUS_PORT", 5020))
     history_days = int(os.environ.get("DEMO_HISTORY_DAYS", HISTORY_DAYS))
     stack = Stack(api_port, aws_port, (modbus_base, modbus_base + 1, modbus_base + 2), history_days=history_days)
+    if args.command == "key":
+        if not port_in_use(api_port):
+            print(f"nothing answers on {stack.api_url}: start it with `make run` (in another terminal) first",
+                  file=sys.stderr)
+            return 1
+        try:
+            print(demo_key(stack.api_url))
+        except (RuntimeError, requests.RequestException, ValueError, KeyError) as error:
+            print(f"make key: {error}", file=sys.stderr)
+            return 1
+        return 0
     pid = stack.running_pid()
     if pid:
         print(f"Intellimeter is already running (pid {pid}) on {stack.api_url}: use it, or stop it with Ctrl-C "
@@ -353,6 +430,10 @@ def main(argv=None):
         print(f"port(s) {', '.join(map(str, busy))} already in use: another program (or another make run) holds "
               f"them. Choose others with API_PORT=… AWS_PORT=… MODBUS_PORT=… make run", file=sys.stderr)
         return 1
+    if os.environ.get("FRESH", "") not in ("", "0"):
+        print(f"FRESH: forgetting the state of earlier runs ({os.path.relpath(stack.state_dir, PROJECT_DIR)}/)")
+        stack.forget()
+    # Ctrl-C, and SIGTERM from a script or a service manager (a script's background job ignores SIGINT).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
@@ -364,8 +445,10 @@ def main(argv=None):
         print("\nstopping…", flush=True)
     except RuntimeError as error:
         print(f"make run failed: {error}", file=sys.stderr)
+        _ignore_stop_signals()
         stack.stop()
         return 1
+    _ignore_stop_signals()      # a second Ctrl-C or SIGTERM must not cut the stopping short
     stack.stop()
     print("stopped: no process left behind.")
     return 0
