@@ -30,7 +30,7 @@ from tests.edge.edge_support import FaultProxy
 from tests.faulty_proxy import FaultyAwsProxy
 from tools.stack import PROJECT_DIR, free_port, port_in_use, wait_for
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
 SEED = int(os.environ.get("SOAK_SEED", "2026"))
 FAULT_RATE = 0.12
 MAPS = [("Priority.ici", "I-45/MFX/636", "3", 1100), ("Eastron.SDM630", "SDM630", "3", None),
