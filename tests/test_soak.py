@@ -125,14 +125,15 @@ def _write_config(path, api_url, buffer, ports):
     return [m["MeterId"] for m in meters]
 
 
-def _seed_backlog(buffer, healthy, now):
-    """Readings taken during an earlier outage (below each meter's live register), and bad ones."""
+def _seed_backlog(buffer, healthy, now, registers):
+    """Readings taken during an earlier outage (just below each meter's live register, with plausible
+    steps: the agent's plausibility check compares the next live reading with them), and bad ones."""
     from edge_agent.outbox import Outbox, Reading, Take
 
     outbox = Outbox(buffer)
     start = (int(now) - 2 * 86400) // STEP * STEP
-    takes = [Take(name, "", Reading(name, _iso(start + STEP * k), round(10.0 + k * 0.125 + i, 3)))
-             for i, name in enumerate(sorted(healthy)) for k in range(BACKLOG)]
+    takes = [Take(name, "", Reading(name, _iso(start + STEP * k), round(registers[name] - 1.0 - (BACKLOG - k) * 0.05, 3)))
+             for name in sorted(healthy) for k in range(BACKLOG)]
     bad = [  # what the cloud must refuse, each with its code: a meter taken out of the config, a clock ahead
         Reading("retired-meter", _iso(start), 5.0), Reading("retired-meter", _iso(start + STEP), 5.5),
         Reading(sorted(healthy)[0], _iso(int(now) + 86400 // STEP * STEP), 99.0),
@@ -178,11 +179,12 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
                                              else lossy_rng.choice(["drop_after", "drop_before"]))
         names = _write_config(config_path, lossy.url, buffer, bus_ports)
         healthy = healthy_names = [n for n in names if n not in DEAD]
-        bad = _seed_backlog(buffer, healthy, time.time())
         from edge_agent.config import load_config
         from edge_agent.simulator import SiteSimulator
 
         simulator = SiteSimulator(load_config(config_path), silent=DEAD).start()
+        registers = {name: simulator.meters[name].energy_kwh for name in healthy}
+        bad = _seed_backlog(buffer, healthy, time.time(), registers)
         agent_env = {**_aws_env(proxy.url, site.dir), "INTELLIMETER_API_KEY": key}
         agent = [sys.executable, "-m", "edge_agent", "run", "-c", config_path]
 
