@@ -132,7 +132,8 @@ def _seed_backlog(buffer, healthy, now, registers):
 
     outbox = Outbox(buffer)
     start = (int(now) - 2 * 86400) // STEP * STEP
-    takes = [Take(name, "", Reading(name, _iso(start + STEP * k), round(registers[name] - 1.0 - (BACKLOG - k) * 0.05, 3)))
+    takes = [Take(name, "", Reading(name, _iso(start + STEP * k),
+                                    round(registers[name] - 1.0 - (BACKLOG - k) * 0.05, 3)))
              for name in sorted(healthy) for k in range(BACKLOG)]
     bad = [  # what the cloud must refuse, each with its code: a meter taken out of the config, a clock ahead
         Reading("retired-meter", _iso(start), 5.0), Reading("retired-meter", _iso(start + STEP), 5.5),
