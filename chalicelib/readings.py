@@ -189,16 +189,16 @@ def _parse(batch, readings):
             batch.reject(index, getattr(error, "code", "malformed"), str(error))
             continue
         candidates[index] = (name.strip(), epoch, value)
-    found = {}
+    site_names = {}   # as sent → as stored (trimmed, NFC)
     for name in {c[0] for c in candidates.values()}:
         try:
-            site_name = validation.name("MeterId", name)
+            site_names[name] = validation.name("MeterId", name)
         except BadRequest:  # a malformed name is an unknown meter; a failing lookup is a 503 of the whole request
-            found[name] = None
-            continue
-        found[name] = meters.find_by_site_name(batch.project_id, site_name)
+            pass
+    by_site_name = meters.find_by_site_names(batch.project_id, sorted(set(site_names.values())))
+    found = {name: by_site_name[site_name] for name, site_name in site_names.items()}
     for index, (name, epoch, value) in candidates.items():
-        if found[name] is None:
+        if found.get(name) is None:
             batch.reject(index, "unknown_meter", f"unknown meter {name[:64]!r}: register it with PUT /point first")
         else:
             batch.parsed[index] = (found[name], epoch, value)

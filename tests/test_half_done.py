@@ -60,13 +60,13 @@ def test_a_password_change_that_fails_midway_never_leaves_the_old_sessions_worki
     others = [_login(world.client, actor.view["username"], actor.password) for _ in range(2)]
     AwsFaults.planned(_clients(), {("DeleteItem", failing_delete): "throttle"})
     answer = world.client.http.post("/user", headers={"Cookie": mine, "Content-Type": "application/json"},
-                                    body=json.dumps({"password": NEW_PASSWORD}))
+                                    body=json.dumps({"password": NEW_PASSWORD, "current_password": actor.password}))
     assert answer.status_code == 503
     new_password_works = _login(world.client, actor.view["username"], NEW_PASSWORD) is not None
     if new_password_works:
         assert not any(_works(world.client, cookie) for cookie in others), "new password, old sessions alive"
     again = world.client.http.post("/user", headers={"Cookie": mine, "Content-Type": "application/json"},
-                                   body=json.dumps({"password": NEW_PASSWORD}))
+                                   body=json.dumps({"password": NEW_PASSWORD, "current_password": actor.password}))
     assert again.status_code == 200
     assert not any(_works(world.client, cookie) for cookie in others) and _works(world.client, mine)
     assert_consistent(world)

@@ -75,8 +75,8 @@ def test_busy_code_when_the_day_keeps_being_written_by_others(site):
 
 @pytest.mark.parametrize("kind", ["throttle", "server_error", "timeout"])
 def test_a_failing_meter_lookup_is_a_503_of_the_whole_request_not_unknown_meter(site, kind):
-    # GetItem calls of a POST /data by key: 1 the key, 2 the project, 3 the meter's SITE# alias.
-    faults = AwsFaults.planned([aws_clients.dynamodb()], {("GetItem", 3): kind})
+    # The first BatchGetItem of a POST /data is the site names' SITE# aliases (meters.find_by_site_names).
+    faults = AwsFaults.planned([aws_clients.dynamodb()], {("BatchGetItem", 1): kind})
     answer = site.request("POST", "/data", body={"readings": [good(5, 10.0)]})
     assert faults.failed[kind] == 1
     assert answer.status_code == 503, answer.body
