@@ -15,7 +15,7 @@ class Caller:
 
     project_id: int
     user_id: int
-    session_digest: str = None
+    session_digest: str | None = None
 
 
 def _throttle_key(username):

@@ -257,7 +257,7 @@ class Outbox:
                 "SELECT meter, bus, failures, since, last_error, last_ok FROM meter_health WHERE failures>0 ORDER BY meter"
             )
         ]
-        dropped = {m: {"count": c, "first": f, "last": l} for m, c, f, l in db.execute("SELECT * FROM dropped")}
+        dropped = {m: {"count": c, "first": f, "last": last} for m, c, f, last in db.execute("SELECT * FROM dropped")}
         return {
             "pending": pending,
             "oldest_pending": oldest,

@@ -19,6 +19,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import NoSuchIdException
@@ -26,6 +27,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
+from .clock import Clock
 from .config import Config, Meter
 from .regmap import RegisterMap
 
@@ -41,7 +43,7 @@ class SimMeter:
     load_kw: float | None = None  # None: a realistic varying load; a number: constant (0 freezes)
     phases: int = 3
     seed: int = 0
-    clock: object = time.time
+    clock: Callable[[], float] | Clock = time.time
     reads: int = 0
     _t: float | None = field(default=None, repr=False)
 
@@ -73,7 +75,7 @@ class SimMeter:
         """Engineering values of every register of the map, energy included."""
         p = self.power_kw(self._t or 0.0)
         out = {}
-        for name, r in self._regs.items():
+        for name in self._regs:
             if name == self.map.energy or "kwh" in name:
                 v = self.energy_kwh if name in (self.map.energy, "total_kwh") else 0.0
             elif name == "phases":

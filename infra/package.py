@@ -23,8 +23,8 @@ Prints the package's sizes. Usage: python infra/package.py [--stage dev] [--out 
 import argparse
 import compileall
 import json
-import py_compile
 import os
+import py_compile
 import re
 import shutil
 import subprocess

@@ -64,7 +64,7 @@ def test_the_served_copy_is_the_document():
 def test_the_document_is_packaged_with_the_function():
     """`chalice package` ships chalicelib/openapi.yaml (it zips app.py and every file of chalicelib/)."""
     from chalice.deploy.packager import LambdaDeploymentPackager
-    from chalice.utils import OSUtils, UI
+    from chalice.utils import UI, OSUtils
 
     packager = LambdaDeploymentPackager(OSUtils(), None, UI())
     zipped = dict((zip_path, full_path) for full_path, zip_path in packager._iter_app_filenames(ROOT))
@@ -77,7 +77,7 @@ def test_the_document_is_valid_openapi_3_1(document):
 
     assert document["openapi"].startswith("3.1.")
     schemathesis.openapi.from_dict(document).validate()
-    for name, schema in document["components"]["schemas"].items():
+    for schema in document["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
     for ref in set(_refs(document)):
         assert ref.startswith("#/"), ref

@@ -19,6 +19,7 @@ from tools import provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("infra_package", os.path.join(ROOT, "infra", "package.py"))
+assert _spec is not None and _spec.loader is not None
 package = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(package)
 
