@@ -5,7 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth, charts, exports, meters, readings
+from chalicelib import accounts, auth, charts, export_jobs, exports, meters, readings
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -111,8 +111,8 @@ def latest_intervals(call):
 
 @api.route("/file", "GET")
 def export_file(call):
-    return call.redirect(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                        call.get("type"), call.get("meter")))
+    return call.file_answer(exports.export(call.project_id, call.get("start"), call.get("end"),
+                                           call.get("type"), call.get("meter")))
 
 
 @api.route("/graphics", "GET")
@@ -120,6 +120,18 @@ def chart(call):
     return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
                                       width=call.get("width"), height=call.get("height"),
                                       start=call.get("start"), end=call.get("end")))
+
+
+# ---- export jobs: GET /file/job and the worker fed by the queue ---------------------------------
+
+@api.route("/file/job", "GET")
+def export_job(call):
+    return call.job_answer(*export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
+
+
+@app.on_sqs_message(queue="intellimeter-export-jobs", batch_size=1, name="export_worker")
+def export_worker(event):
+    export_jobs.handle_event(event, exports.slice_rows)
 
 
 # ---- /openapi.yaml ----------------------------------------------------------------------------

@@ -36,6 +36,11 @@ def kms():
     return _client("kms", _region=config.region())
 
 
+def sqs():
+    """The SQS client (export jobs' queue)."""
+    return _client("sqs", _region=config.region())
+
+
 def reset_clients():
     """Forget cached clients (tests start a fresh moto per test)."""
     _client.cache_clear()

@@ -13,6 +13,7 @@ RESOURCE_ENV = {
     "ReadingsTable": "READINGS_TABLE",
     "FilesBucket": "FILES_BUCKET",
     "ApiKeysKey": "API_KEYS_KMS_KEY",
+    "ExportQueue": "EXPORT_QUEUE_URL",
 }
 
 

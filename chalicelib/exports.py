@@ -2,15 +2,23 @@
 
 Rows are read lazily (day items page by page, meters merged by time) and written by the streaming
 writers of chalicelib/formats.py into a multipart upload, so memory does not grow with the rows.
+Before reading anything the request estimates its rows (meters x days x readings a day by SaveEvery):
+up to SYNC_MAX_ROWS it writes the file itself (303 to it), beyond it becomes an export job
+(chalicelib/export_jobs.py: 202) written in time slices of about SLICE_ROWS rows by the workers.
+A slice's rows come from ROW_SOURCES[request["source"]]: another kind of export (a period's
+consumption) adds its source there and is sliced the same way.
 """
 import heapq
 import re
 from datetime import date, datetime, timedelta
 
-from chalicelib import accounts, clock, downloads, formats, meters, readings
+from chalicelib import accounts, clock, downloads, export_jobs, formats, meters, readings
 from chalicelib.errors import BadRequest
 
 MAX_DAYS = 366
+SYNC_MAX_ROWS = 1_000_000   # ~6-8 s of writing (about 130-170k rows/s) plus reading: well under 28 s
+SLICE_ROWS = 1_000_000      # rows a worker writes per part: under 20 s, over S3's 5 MiB part minimum
+SLICE_STEP = 3600           # slices start on whole hours
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)   # readings are never before 1970
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -52,8 +60,39 @@ def rows(project_id, chosen, zone, start, end):
         yield name, clock.local(epoch, zone), value
 
 
+def estimate_rows(chosen, begin, finish):
+    """Rows an export of the chosen meters over [begin, finish) will have, from their SaveEvery."""
+    per_second = sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen)
+    return int(per_second * (finish - begin))
+
+
+def plan_slices(chosen, begin, finish, slice_rows=None):
+    """[(start, end)] epochs covering [begin, finish) in order, each of about slice_rows rows
+    (default SLICE_ROWS), on whole hours."""
+    slice_rows = slice_rows or SLICE_ROWS
+    per_second = sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen) or 1e-9
+    step = max(SLICE_STEP, int(slice_rows / per_second) // SLICE_STEP * SLICE_STEP)
+    edges = list(range(begin, finish, step)) + [finish]
+    return [[a, b] for a, b in zip(edges, edges[1:])]
+
+
+def reading_rows(project_id, request, zone, start, end):
+    """The rows source of a readings export: the request's meters, as named when it was made."""
+    chosen = [{"meter_id": i, "name": n} for i, n in request["meters"]]
+    return rows(project_id, chosen, zone, start, end)
+
+
+ROW_SOURCES = {"readings": reading_rows}
+
+
+def slice_rows(project_id, request, zone, start, end):
+    """The rows of one slice of a job's request (what the workers write)."""
+    return ROW_SOURCES[request.get("source", "readings")](project_id, request, zone, start, end)
+
+
 def export(project_id, start, end, file_type="csv", meter_name=None):
-    """Write the export to S3 and return its download link ({"url", "expires"})."""
+    """Write the export to S3 and return its download link ({"url", "expires"}), or start a job
+    when it is too big for one request (its {"id", "status", "progress"})."""
     file_type = "csv" if file_type is None else file_type
     file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
     if file_type not in formats.EXPORT_FORMATS:
@@ -64,6 +103,10 @@ def export(project_id, start, end, file_type="csv", meter_name=None):
     media_type, extension = formats.EXPORT_FORMATS[file_type]
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""
     filename = f"readings{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
+    if estimate_rows(chosen, begin, finish) > SYNC_MAX_ROWS:
+        request = {"source": "readings", "type": file_type, "filename": filename, "media_type": media_type,
+                   "zone": zone.key, "meters": [[m["meter_id"], m["name"]] for m in chosen]}
+        return export_jobs.start(project_id, request, plan_slices(chosen, begin, finish))
     chunks = formats.export_chunks(file_type, rows(project_id, chosen, zone, begin, finish))
     key = downloads.upload_stream(project_id, "exports", filename, media_type, chunks)
     return downloads.link(key, zone)

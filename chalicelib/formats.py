@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from numbers import Number
 
-__all__ = ["EXPORT_FORMATS", "export_chunks", "xml_document"]
+__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "slice_chunks", "xml_document"]
 
 #: Export format -> (media type, file extension).
 EXPORT_FORMATS = {
@@ -233,7 +233,7 @@ def _blocks(rows):
             return
 
 
-def _xml_pieces(rows):
+def _xml_rows(rows):
     day, tod = _clock_memos()
     names = _Memo(lambda n: _xml_dict({"MeterParam": n}))
 
@@ -241,17 +241,16 @@ def _xml_pieces(rows):
         return '<item type="dict">%s%s</item>' % (names[n], _xml_dict(
             {"TimeStamping": "%sT%s" % (day[t.date()], tod[t.time()]), "value": v}))
 
-    yield _XML_HEAD
     for block in _blocks(rows):
         yield "".join([
             f'<item type="dict">{names[n]}<TimeStamping type="str">{day[t.date()]}T'
             f'{tod[t.time()]}</TimeStamping><value type="float">{v!r}</value></item>'
             if type(v) is float else slow(n, t, v)
             for n, t, v in block])
-    yield _XML_TAIL
 
 
-def _json_pieces(rows):
+def _json_rows(rows):
+    """Each row preceded by ', ' (the frame drops the file's first separator)."""
     day, tod = _clock_memos()
     names = _Memo(json.dumps)
 
@@ -259,15 +258,12 @@ def _json_pieces(rows):
         stamp = "%s %s" % (day[t.date()], tod[t.time()])
         return json.dumps({"MeterParam": n, "TimeStamping": stamp, "value": v})
 
-    sep = "["
     for block in _blocks(rows):
-        yield sep + ", ".join([
-            f'{{"MeterParam": {names[n]}, "TimeStamping": "{day[t.date()]} {tod[t.time()]}", '
+        yield "".join([
+            f', {{"MeterParam": {names[n]}, "TimeStamping": "{day[t.date()]} {tod[t.time()]}", '
             f'"value": {v!r}}}'
-            if (type(v) is float and v - v == 0.0) or type(v) is int else slow(n, t, v)
+            if (type(v) is float and v - v == 0.0) or type(v) is int else ", " + slow(n, t, v)
             for n, t, v in block])
-        sep = ", "
-    yield "[]" if sep == "[" else "]"
 
 
 # YAML double-quoted scalars: escape '\', '"' and everything PyYAML's reader rejects or treats
@@ -306,19 +302,15 @@ def _yaml_scalar(v) -> str:
     return _yaml_scalar(str(v))
 
 
-def _yaml_pieces(rows):
+def _yaml_rows(rows):
     day, tod = _clock_memos()
     names, yv = _Memo(_yaml_scalar), _yaml_scalar
-    empty = True
     for block in _blocks(rows):
-        empty = False
         # a float in [1e-4, 1e16) or zero prints without exponent: plain repr is YAML already
         yield "".join([
             f"- MeterParam: {names[n]}\n  TimeStamping: '{day[t.date()]} {tod[t.time()]}'\n"
             f"  value: {v if type(v) is float and (1e-4 <= v < 1e16 or v == 0.0) else yv(v)}\n"
             for n, t, v in block])
-    if empty:
-        yield "[]\n"
 
 
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -341,7 +333,7 @@ def _csv_cell(n) -> str:
     return _csv_quote("'" + text if text.startswith(_CSV_FORMULA_START) else text)
 
 
-def _csv_pieces(rows):
+def _csv_rows(rows):
     day, tod = _clock_memos()
     names = _Memo(_csv_cell)
 
@@ -349,7 +341,6 @@ def _csv_pieces(rows):
         value = "" if v is None else repr(v) if isinstance(v, float) else str(v)
         return "%s,%s %s,%s\r\n" % (names[n], day[t.date()], tod[t.time()], _csv_quote(value))
 
-    yield "MeterParam,TimeStamping,value\r\n"
     for block in _blocks(rows):
         yield "".join([
             f"{names[n]},{day[t.date()]} {tod[t.time()]},{v!r}\r\n"
@@ -357,7 +348,48 @@ def _csv_pieces(rows):
             for n, t, v in block])
 
 
-_PIECES = {"csv": _csv_pieces, "json": _json_pieces, "xml": _xml_pieces, "yaml": _yaml_pieces}
+_ROWS = {"csv": _csv_rows, "json": _json_rows, "xml": _xml_rows, "yaml": _yaml_rows}
+_CSV_HEAD = "MeterParam,TimeStamping,value\r\n"
+
+
+class Frame:
+    """What surrounds an export's rows: the file is `empty` when there is no row, else head + rows + tail,
+    where rows is the concatenation of the row texts with its first `lead` characters dropped (JSON
+    writes each row after a ', ' separator). So rows written in time slices join by concatenation."""
+
+    __slots__ = ("head", "lead", "tail", "empty")
+
+    def __init__(self, head, lead, tail, empty):
+        self.head, self.lead, self.tail, self.empty = head, lead, tail, empty
+
+
+FRAMES = {
+    "csv": Frame(_CSV_HEAD, 0, "", _CSV_HEAD),
+    "json": Frame("[", 2, "]", "[]"),
+    "xml": Frame(_XML_HEAD, 0, _XML_TAIL, _XML_HEAD + _XML_TAIL),
+    "yaml": Frame("", 0, "", "[]\n"),
+}
+
+
+def _slice(fmt, rows, first, last):
+    """The str pieces of a slice of the file: the head when first (rows' lead dropped), the tail when last.
+
+    A slice that is both is the whole file (the frame's empty text when there is no row).
+    """
+    frame = FRAMES[fmt]
+    started = False
+    for text in _ROWS[fmt](rows):
+        if first and not started:
+            text = frame.head + text[frame.lead:]
+        started = True
+        yield text
+    if first and last and not started:
+        yield frame.empty
+        return
+    if first and not started:
+        yield frame.head
+    if last:
+        yield frame.tail
 
 
 def _chunked(pieces, size):
@@ -397,8 +429,21 @@ def export_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]]
       values as ``repr`` (what csv.writer writes: 28540.24, 1e+20); name cells starting with
       = + - @ tab or CR get a ' prefix (formula injection).
     """
-    if fmt not in _PIECES:
-        raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_PIECES)))
+    if fmt not in _ROWS:
+        raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_ROWS)))
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError("chunk_bytes must be a positive int")
-    return _chunked(_PIECES[fmt](rows), chunk_bytes)
+    return _chunked(_slice(fmt, rows, True, True), chunk_bytes)
+
+
+def slice_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]], first: bool, last: bool,
+                 chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """One time slice of an export as UTF-8 chunks: the frame's head if first, its tail if last.
+
+    When some slice has rows, the export is the slices' bytes in time order, where a slice other
+    than the first that is the first to have rows drops its first FRAMES[fmt].lead bytes (ASCII);
+    when none has, it is FRAMES[fmt].empty. Byte for byte what export_chunks writes for all rows.
+    """
+    if fmt not in _ROWS:
+        raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_ROWS)))
+    return _chunked(_slice(fmt, rows, first, last), chunk_bytes)

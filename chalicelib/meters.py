@@ -20,6 +20,9 @@ CONFIG_FIELDS = {
     "startAddress": lambda v: validation.integer("startAddress", v, 0, 65535),
 }
 DEFAULT_SAVE_EVERY = 5
+# Meters a project may have: every request that reads all of them (GET /data, /point, /file) stays
+# bounded, and the project's MetersTable partition under DynamoDB's per-partition limits (docs/scale.md).
+MAX_METERS = 10_000
 
 
 def _pk(project_id):
@@ -72,9 +75,15 @@ def register(project_id, fields):
                 ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", site_name), "meter_id": meter_id},
                                 "condition": "attribute_not_exists(pk)"}),
                 ("put", TABLE, {"item": meter}),
+                ("update", TABLE, {"key": _alias_key(project_id, "COUNT", "meters"), "expression": "ADD #n :one",
+                                   "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
+                                   "condition": "attribute_not_exists(#n) OR #n < :max"}),
             ])
             return view(meter)
         except db.ConditionFailed as failure:
+            if len(failure.reasons) > 3 and failure.reasons[3] == "ConditionalCheckFailed":
+                raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
+                               f"split the site into projects") from None
             if len(failure.reasons) > 1 and failure.reasons[1] == "ConditionalCheckFailed" \
                     and failure.reasons[0] != "ConditionalCheckFailed":
                 raise Conflict(f"another meter is shown as {site_name!r}: rename it before registering "

@@ -66,6 +66,21 @@ class Call:
         self.headers["Location"] = link["url"]
         return link
 
+    def file_answer(self, result):
+        """303 to a finished file's link, or 202 Accepted with the Location of the job writing it."""
+        if "url" in result:
+            return self.redirect(result)
+        self.status = 202
+        self.headers["Location"] = f"/file/job?id={result['id']}"
+        return result
+
+    def job_answer(self, status, body):
+        """An export job's state: 303 to its file when done, else the status with its body."""
+        if status == 303:
+            return self.redirect(body)
+        self.status = status
+        return body
+
     def set_session_cookie(self, token):
         """Set (or with token None, clear) the session cookie."""
         secure = config.secure_cookies()

@@ -20,7 +20,8 @@ def test_a_saved_state_loaded_in_a_fresh_moto_keeps_accounts_and_decrypts_keys(t
             project = accounts.create_project("kept", "Europe/Paris")
             view, key = accounts.create_user(project["project_id"], "keeper", "a-long-enough-password",
                                              "k@example.com")
-            aws_server.save(path)
+            aws.sqs().send_message(QueueUrl=os.environ["EXPORT_QUEUE_URL"], MessageBody="a slice to write")
+            aws_server.save(path)              # the export queue (its lock) pickles too
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         with mock_aws():                    # a new moto: nothing until the state is loaded
             aws.reset_clients()
@@ -30,6 +31,8 @@ def test_a_saved_state_loaded_in_a_fresh_moto_keeps_accounts_and_decrypts_keys(t
             assert accounts.find_project("kept")["timezone"] == "Europe/Paris"
             assert accounts.find_by_key(key) is not None
             assert accounts.current_key(project["project_id"], view["uuid"])["key"] == key   # KMS decrypts
+            queued = aws.sqs().receive_message(QueueUrl=os.environ["EXPORT_QUEUE_URL"])["Messages"]
+            assert [m["Body"] for m in queued] == ["a slice to write"]   # a job's pending slices survive
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -127,6 +127,35 @@ def test_live_readings_intervals_rename_exports_chart(stack):
     assert struct.unpack(">II", answer.content[16:24]) == (450, 300)
 
 
+def test_a_big_export_is_a_job_run_by_the_local_worker(stack):
+    """Over HTTP: 202 and Location, the worker process (the Lambda's handler) writes it, 303 to the file."""
+    for n in range(3):   # 3 meters at 1 minute: a 366-day export estimates over 1.5 M rows, more than one request does
+        assert stack.api("PUT", "/point", json={"MeterId": f"bulk-{n}", "SaveEvery": 1}).status_code == 200
+    today = datetime.now(ZONE).date()
+    year = {"start": str(today - timedelta(days=365)), "end": str(today), "type": "csv"}
+    cutoff = datetime.fromtimestamp(time.time() - 300, ZONE).strftime("%Y-%m-%d %H:%M:%S")
+    started = stack.api("GET", "/file", params=year, allow_redirects=False)
+    assert started.status_code == 202, started.text
+    assert started.headers["Location"] == f"/file/job?id={started.json()['id']}"
+    assert started.json() == {"id": started.json()["id"], "status": "running", "progress": 0.0}
+
+    def finished():
+        answer = stack.api("GET", started.headers["Location"], allow_redirects=False)
+        assert answer.status_code in (202, 303), answer.text
+        return answer if answer.status_code == 303 else None
+
+    done = wait_for(finished, "the export job", timeout=120, interval=0.5)
+    assert done.headers["Location"] == done.json()["url"]
+    job_rows = list(csv.reader(io.StringIO(requests.get(done.json()["url"]).text)))
+    assert job_rows[0] == ["MeterParam", "TimeStamping", "value"]
+    for name in ("main-incomer", "lighting"):
+        alone = stack.api("GET", "/file", params={**year, "meter": name})
+        assert alone.history[0].status_code == 303
+        expected = [r for r in list(csv.reader(io.StringIO(alone.text)))[1:] if r[1] < cutoff]
+        assert len(expected) > 28 * 288
+        assert [r for r in job_rows[1:] if r[0] == name and r[1] < cutoff] == expected, name
+
+
 def test_stop_leaves_no_process(stack):
     pids = [p.pid for p in stack.processes.values()]
     ports = [stack.api_port, stack.aws_port, *stack.modbus_ports]

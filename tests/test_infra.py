@@ -75,9 +75,11 @@ def test_provision_creates_the_templates_bucket_and_key(aws, template):
 
 
 def test_every_resource_the_code_names_is_in_the_template_and_back(template):
+    dead_letters = {_getatt(r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])[0]
+                    for r in of_type(template, "AWS::SQS::Queue").values() if "RedrivePolicy" in r["Properties"]}
     data = {lid for lid, r in template["Resources"].items()
-            if r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key")}
-    assert data == set(RESOURCE_ENV)
+            if r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::SQS::Queue")}
+    assert data - dead_letters == set(RESOURCE_ENV)
 
 
 def test_chalice_reads_the_template_as_provision_does(template):
@@ -109,6 +111,16 @@ def test_chalice_reads_the_template_as_provision_does(template):
         return node
 
     assert normal(merged) == normal(template)
+
+
+def test_provision_creates_the_export_queue_with_its_dead_letters(aws, template):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = template["Resources"]["ExportQueue"]["Properties"]
+    attributes = sqs.get_queue_attributes(QueueUrl=aws["EXPORT_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
+    assert int(attributes["VisibilityTimeout"]) == queue["VisibilityTimeout"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    assert redrive["deadLetterTargetArn"].endswith(":intellimeter-local-exportdeadletters")
 
 
 # ---- what the template guarantees ------------------------------------------------------------
@@ -163,12 +175,16 @@ def test_api_keys_key_rotates_and_is_kept(template):
     assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
 
 
-def test_lambda_settings_runtime_limits_logs_and_environment(template):
-    function = template["Resources"]["APIHandler"]
+@pytest.mark.parametrize("function_id", ["APIHandler", "ExportWorker"])
+def test_lambda_settings_runtime_limits_logs_and_environment(template, function_id):
+    function = template["Resources"][function_id]
     assert function["Type"] == "AWS::Serverless::Function"
     props = function["Properties"]
     assert props["Runtime"] == "python3.12"
-    assert 1 <= props["Timeout"] < API_GATEWAY_TIMEOUT, "the function must stop before API Gateway gives up (29 s)"
+    if function_id == "APIHandler":
+        assert 1 <= props["Timeout"] < API_GATEWAY_TIMEOUT, "the function must stop before API Gateway gives up (29 s)"
+    else:  # fed by the queue: Lambda's limit, and a slice (~1 M rows, ~8 s) with room to spare
+        assert 20 <= props["Timeout"] <= 900
     assert 512 <= props["MemorySize"] <= 10240
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ApiLogGroup"}
@@ -197,3 +213,36 @@ def test_deployed_stages_take_their_resources_from_the_template():
         assert "lambda_timeout" not in settings and "lambda_memory_size" not in settings, \
             f"{stage}: the function's limits are infra/resources.yaml's"
         assert re.fullmatch(r"[a-z]+", stage)
+
+
+def test_export_worker_queue_retries_and_alarms(template):
+    """The worker is fed by the queue; a message is retried export_jobs.MAX_RECEIVES times before the dead
+    letters, never while a worker may still run it; the dead letters, the queue's age and the worker's
+    errors are alarmed on."""
+    from chalicelib import export_jobs
+
+    resources = template["Resources"]
+    worker = resources["ExportWorker"]["Properties"]
+    (event,) = worker["Events"].values()
+    assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${ExportQueue.Arn}"}
+    assert event["Properties"]["BatchSize"] == 1
+    assert 1 <= event["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 1000
+    queue = resources["ExportQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"], "AWS: 6x the function's timeout"
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == export_jobs.MAX_RECEIVES
+    assert _getatt(queue["RedrivePolicy"]["deadLetterTargetArn"]) == ["ExportDeadLetters", "Arn"]
+    assert export_jobs.DEADLINE_SECONDS > export_jobs.MAX_RECEIVES * worker["Timeout"]
+    assert queue["MessageRetentionPeriod"] >= export_jobs.DEADLINE_SECONDS
+    alarmed = set()
+    for alarm in of_type(template, "AWS::CloudWatch::Alarm").values():
+        for dimension in alarm["Properties"]["Dimensions"]:
+            value = dimension["Value"]
+            alarmed.add(value.get("Ref") or _getatt(value)[0])
+    assert {"ExportDeadLetters", "ExportQueue", "ExportWorker"} <= alarmed
+
+
+def test_the_worker_is_the_apps_sqs_handler():
+    from app import app
+
+    handlers = {name: handler for name, handler in app.handler_map.items() if name == "export_worker"}
+    assert handlers, "app.export_worker is the function chalice packages as ExportWorker"

@@ -161,9 +161,11 @@ def test_the_packaged_template_is_the_infrastructure_template_merged(packaged):
     assert stage in function["Tags"]["aws-chalice"]
 
 
-def test_the_functions_role_has_exactly_the_stages_policy_file(packaged):
+@pytest.mark.parametrize("function_id", ["APIHandler", "ExportWorker"])
+def test_the_functions_role_has_exactly_the_stages_policy_file(packaged, function_id):
+    """Each function (the API, the export worker) has a role of its own with exactly the stage's policy."""
     stage, _summary, template = packaged
-    role_ref = template["Resources"]["APIHandler"]["Properties"]["Role"]["Fn::GetAtt"]
+    role_ref = template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"]
     role_id = (role_ref.split(".") if isinstance(role_ref, str) else role_ref)[0]
     role = template["Resources"][role_id]
     assert role["Type"] == "AWS::IAM::Role"
@@ -171,8 +173,25 @@ def test_the_functions_role_has_exactly_the_stages_policy_file(packaged):
     (policy,) = role["Properties"]["Policies"]
     with open(package.policy_file(stage), encoding="utf-8") as handle:
         assert _same(policy["PolicyDocument"], json.load(handle))
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
     roles = [lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
-    assert roles == [role_id], "one role, the function's"
+    assert len(roles) == len(functions), "one role per function, no other"
+
+
+def test_the_export_worker_is_packaged_fed_by_the_queue(packaged):
+    """chalice's function of app.export_worker is the template's ExportWorker: its handler, fed by the
+    template's queue (not the placeholder name in app.py), with the stage's policy (which grants the
+    queue's calls, tests/test_policy.py) and settings."""
+    _stage, _summary, template = packaged
+    resources = template["Resources"]
+    functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions == {"APIHandler", "ExportWorker"}
+    worker = resources["ExportWorker"]["Properties"]
+    assert worker["Handler"] == "app.export_worker"
+    (event,) = worker["Events"].values()
+    assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${ExportQueue.Arn}"}
+    assert event["Properties"]["BatchSize"] == 1
+    assert worker["Environment"]["Variables"]["EXPORT_QUEUE_URL"] == {"Ref": "ExportQueue"}
 
 
 def _same(a, b):

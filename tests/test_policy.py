@@ -17,6 +17,7 @@ import fnmatch
 import json
 import os
 import re
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -25,8 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHALICELIB = os.path.join(ROOT, "chalicelib")
 
 # What the function's runtime needs besides the code's calls: writing to its own log group.
+# The export worker's SQS event source polls the queue with the function's role (the same policy file).
 RUNTIME_NEEDS = {("logs:CreateLogStream", ("loggroup", "ApiLogGroup")),
-                 ("logs:PutLogEvents", ("loggroup", "ApiLogGroup"))}
+                 ("logs:PutLogEvents", ("loggroup", "ApiLogGroup")),
+                 ("sqs:ReceiveMessage", ("queue", "ExportQueue")),
+                 ("sqs:DeleteMessage", ("queue", "ExportQueue")),
+                 ("sqs:GetQueueAttributes", ("queue", "ExportQueue"))}
 # chalicelib/db.py functions taking a table (logical id) first → the IAM action they need.
 DB_ACTIONS = {"get": "dynamodb:GetItem", "put": "dynamodb:PutItem", "update": "dynamodb:UpdateItem",
               "delete": "dynamodb:DeleteItem", "query": "dynamodb:Query", "batch_get": "dynamodb:BatchGetItem"}
@@ -41,9 +46,12 @@ DB_CLIENT_OPERATIONS = {"get_item", "put_item", "update_item", "delete_item", "q
 # S3 operations → IAM action (multipart parts are authorized as s3:PutObject; a presigned GET as s3:GetObject).
 S3_ACTIONS = {"PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
               "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
-              "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject"}
+              "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
+              "UploadPartCopy": "s3:PutObject"}      # and s3:GetObject on the source (iam_requests)
+# SQS operations → IAM action (a batch send is authorized as sqs:SendMessage).
+SQS_ACTIONS = {"SendMessage": "sqs:SendMessage", "SendMessageBatch": "sqs:SendMessage"}
 KINDS = {"AWS::DynamoDB::Table": "table", "AWS::S3::Bucket": "bucket", "AWS::KMS::Key": "key",
-         "AWS::Logs::LogGroup": "loggroup"}
+         "AWS::Logs::LogGroup": "loggroup", "AWS::SQS::Queue": "queue"}
 
 
 # ---- where the policy lives ----------------------------------------------------------------------
@@ -192,6 +200,9 @@ def _iam_action(service, operation):
     if service == "s3":
         assert operation in S3_ACTIONS, f"map S3 {operation} to its IAM action in tests/test_policy.py"
         return S3_ACTIONS[operation]
+    if service == "sqs":
+        assert operation in SQS_ACTIONS, f"map SQS {operation} to its IAM action in tests/test_policy.py"
+        return SQS_ACTIONS[operation]
     return f"{service}:{operation}"
 
 
@@ -202,7 +213,11 @@ def code_needs(resources):
     tables = {lid for lid, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
     buckets = [lid for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
     keys = [lid for lid, r in resources.items() if r["Type"] == "AWS::KMS::Key"]
-    assert len(buckets) == 1 and len(keys) == 1, "one bucket and one KMS key: extend the walk to tell them apart"
+    from chalicelib.config import RESOURCE_ENV
+
+    queues = [lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV]
+    assert len(buckets) == 1 and len(keys) == 1 and len(queues) == 1, \
+        "one bucket, one KMS key, one queue the code names: extend the walk to tell them apart"
     needs = set()
 
     db_tree = modules["db"][1]
@@ -271,7 +286,7 @@ def code_needs(resources):
                 else:
                     assert func.attr in operations, f"{where}: {service}.{func.attr} is not an API call"
                     operation = operations[func.attr]
-                resource = ("objects", buckets[0]) if service == "s3" else ("key", keys[0])
+                resource = {"s3": ("objects", buckets[0]), "kms": ("key", keys[0]), "sqs": ("queue", queues[0])}[service]
                 needs.add((_iam_action(service, operation), resource))
     return needs
 
@@ -280,7 +295,7 @@ def _aws_getter(node):
     """'s3' for a call aws.s3() (and the others of chalicelib/aws.py), else None."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "aws" and not node.args:
-        assert node.func.attr in ("dynamodb", "s3", "kms"), \
+        assert node.func.attr in ("dynamodb", "s3", "kms", "sqs"), \
             f"aws.{node.func.attr}() is a new service: grant its calls in the policy and walk them here"
         return node.func.attr
     return None
@@ -370,7 +385,15 @@ def iam_requests(call, account, region="us-east-1"):
         assert "TableName" in params, f"map DynamoDB {operation} to its resources in tests/test_policy.py"
         return [(f"dynamodb:{operation}", table_arn(params["TableName"], params.get("IndexName")))]
     if service == "s3":
-        return [(_iam_action("s3", operation), f"arn:aws:s3:::{params['Bucket']}/{params['Key']}")]
+        wanted = [(_iam_action("s3", operation), f"arn:aws:s3:::{params['Bucket']}/{params['Key']}")]
+        if operation == "UploadPartCopy":
+            source = params["CopySource"]      # botocore may have made the dict "bucket/key" already
+            source = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else source
+            wanted.append(("s3:GetObject", f"arn:aws:s3:::{urllib.parse.unquote(source.split('?')[0])}"))
+        return wanted
+    if service == "sqs":
+        name = params["QueueUrl"].rsplit("/", 1)[-1]
+        return [(_iam_action("sqs", operation), f"arn:aws:sqs:{region}:{account}:{name}")]
     if service == "kms":
         key = (call["response"] or {}).get("KeyId") or params.get("KeyId")
         assert key and key.startswith("arn:"), f"kms {operation}: the key's ARN is unknown ({key!r})"
@@ -426,6 +449,9 @@ def moto_attributes(env):
             attributes[f"{logical_id}.Arn"] = dynamodb.describe_table(TableName=name)["Table"]["TableArn"]
         elif logical_id == "FilesBucket":
             attributes[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
+        elif logical_id == "ExportQueue":
+            attributes[f"{logical_id}.Arn"] = boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
+                QueueUrl=name, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         else:
             attributes[f"{logical_id}.Arn"] = kms.describe_key(KeyId=name)["KeyMetadata"]["Arn"]
     account = attributes["AccountsTable.Arn"].split(":")[4]
@@ -495,6 +521,9 @@ def run_flow(client, make_account):
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)
+    # An export too big for a request: a job (queue), its workers (parts, assembly by UploadPartCopy).
+    job = _big_export_job(client, key, project_id, ok)
+    ok(_send(client, "GET", job.headers["Location"], headers=key), 303)
     for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
         ok(_send(client, "GET", path), 200)
     # Big exports go up in parts; a failed one is aborted.
@@ -510,6 +539,32 @@ def run_flow(client, make_account):
     # Log out, then delete an account (transaction of deletes, ends its sessions by index).
     ok(_send(client, "DELETE", "/session", headers=cookie))
     ok(_send(client, "DELETE", "/user", headers=key))
+
+
+def _big_export_job(client, key, project_id, ok):
+    """Start an export job whose first slice is over S3's 5 MiB part minimum, and run its workers."""
+    import boto3
+
+    from app import export_worker
+    from chalicelib import db, exports, meters, readings
+    from tools import local_worker
+
+    meter = meters.find(project_id, name="m1")
+    series = meters.series_key(project_id, meter["meter_id"])
+    first = datetime(2025, 1, 1)
+    for day in range(60):                      # 60 days of 30 s readings: 172,800 rows, ~7 MB of csv
+        db.put(readings.TABLE, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
+                                                 {s: 1000.0 + s / 86400 for s in range(0, 86400, 30)}))
+    saved = exports.SYNC_MAX_ROWS, exports.SLICE_ROWS
+    exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = 0, 200_000
+    try:
+        job = ok(_send(client, "GET", "/file?start=2025-01-01&end=2025-03-01&type=csv", headers=key), 202)
+    finally:
+        exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = saved
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    handled, failed = local_worker.drain(sqs, os.environ["EXPORT_QUEUE_URL"], export_worker)
+    assert handled >= 2 and not failed
+    return job
 
 
 def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_account, recorder, fast_hashing):
@@ -536,6 +591,7 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
     assert recorder.calls, "no AWS call was recorded"
     services = {(c["service"], c["operation"]) for c in recorder.calls}
     for expected in [("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem"), ("s3", "UploadPart"),
+                     ("s3", "UploadPartCopy"), ("sqs", "SendMessageBatch"), ("sqs", "SendMessage"),
                      ("s3", "AbortMultipartUpload"), ("s3", "GetObject"), ("kms", "Decrypt")]:
         assert expected in services, f"the flow no longer makes a {expected} call"
 
@@ -557,6 +613,8 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
             logical = ("index", names[table], index) if index else ("table", names[table])
         elif arn.startswith("arn:aws:s3:::"):
             logical = ("objects", "FilesBucket")
+        elif arn.startswith("arn:aws:sqs:"):
+            logical = ("queue", "ExportQueue")
         else:
             logical = ("key", "ApiKeysKey")
         assert (action, logical) in walked, f"the source walk missed {action} on {logical}"

@@ -36,6 +36,11 @@ def _picklable_private_keys():
     copyreg.pickle(type(ec.generate_private_key(ec.SECP256R1())), reduce)
 
 
+def _picklable_locks():
+    """moto's SQS queues hold a threading.Condition (export jobs' queue): pickle it as a new one."""
+    copyreg.pickle(threading.Condition, lambda _condition: (threading.Condition, ()))
+
+
 def _private_key(pem):
     from cryptography.hazmat.primitives import serialization
 
@@ -46,6 +51,7 @@ def save(path):
     """Write every service's state to path (atomically: a crash leaves the previous file)."""
     from moto.backends import get_backend
 
+    _picklable_locks()
     state = {name: dict(get_backend(name)) for name in SERVICES}
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     temporary = f"{path}.tmp"

@@ -140,6 +140,7 @@ class Stack:
             self._start_aws()
             self._create_demo()
             self._start_api()
+            self._start_worker()
             self._write_agent_config()
             self._start_meters()
             live_values = self._read_meters()
@@ -203,6 +204,11 @@ class Stack:
         self._spawn("api", [sys.executable, "-m", "tools.local_api", "--host", "127.0.0.1",
                             "--port", str(self.api_port)], self.aws_env())
         wait_for(lambda: self._check_alive() or port_in_use(self.api_port), "the API")
+
+    def _start_worker(self):
+        """The export worker: receives from the export queue and runs the Lambda's handler (tools/local_worker.py)."""
+        self._say("starting the export worker (the queue's Lambda handler, locally)")
+        self._spawn("worker", [sys.executable, "-m", "tools.local_worker"], self.aws_env())
 
     def _write_agent_config(self):
         import yaml
@@ -346,7 +352,7 @@ class Stack:
             "",
             "Intellimeter is running locally.",
             f"  API            {self.api_url}   (reference: docs/openapi.yaml, also at {self.api_url}/openapi.yaml)",
-            f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS)",
+            f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS, SQS)",
             f"  demo project   {DEMO['project']} ({DEMO['timezone']})",
             f"  log in as      {DEMO['username']} / {DEMO['password']}",
             f"  API key        {self.key}",

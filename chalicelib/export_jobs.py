@@ -1,0 +1,194 @@
+"""Export jobs: a GET /file too big for one request, written by queue-fed workers in time slices, joined in S3.
+
+The request (chalicelib/exports.py) plans the slices and calls start(): the job's request goes to
+S3 (request.json: meters and their names as of the request, so every slice writes the same names),
+a job item to DynamoDB, one SQS message per slice. Each worker (the export_worker Lambda, or
+tools/local_worker.py locally, both through handle_event) writes its slice's rows, without the
+file's frame, to an object keyed by the slice number: a retried message rewrites the same object,
+so a part is never duplicated or lost. The worker that records the last part queues an "assemble"
+message; the assembler joins the parts in S3 (UploadPartCopy) inside the format's frame, so the
+file is byte for byte the synchronous export. A job whose message fails MAX_RECEIVES times, or that
+is not done by DEADLINE_SECONDS, is failed with a reason. Jobs and their files are kept a day.
+
+The job item lives in AccountsTable under pk "JOB#<id>", sk "JOB"; this module owns its shape:
+project_id, status (running|done|failed), parts, done (number set of finished parts), part_info
+({"p<k>": [rows, bytes]}), request (S3 key of request.json), file (S3 key of the file), filename,
+media_type, created, expires_at (TTL), error.
+"""
+import json
+import secrets
+from zoneinfo import ZoneInfo
+
+from chalicelib import aws, clock, config, db, downloads, formats
+from chalicelib.errors import NotFound
+
+TABLE = "AccountsTable"
+KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
+MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)
+DEADLINE_SECONDS = 30 * 60      # longer than MAX_RECEIVES visibility timeouts of the worker
+
+
+def _key(job_id):
+    return {"pk": f"JOB#{job_id}", "sk": "JOB"}
+
+
+def _prefix(project_id, job_id):
+    return f"projects/{project_id}/jobs/{job_id}"
+
+
+def _part_key(project_id, job_id, number):
+    return f"{_prefix(project_id, job_id)}/parts/{number:05d}"
+
+
+def view(job_id, status="running", progress=0.0):
+    """The 202 body of a running job."""
+    return {"id": job_id, "status": status, "progress": round(progress, 3)}
+
+
+def start(project_id, request, slices):
+    """Start a job writing request (exports.job_request's dict) in slices [(begin, end) epochs]; its 202 body."""
+    job_id = secrets.token_hex(16)
+    request_key = f"{_prefix(project_id, job_id)}/request.json"
+    body = json.dumps({**request, "slices": slices}).encode()
+    downloads.write_object(request_key, "application/json", [body])
+    now = int(clock.now())
+    db.put(TABLE, {**_key(job_id), "project_id": project_id, "status": "running", "parts": len(slices),
+                   "done": None, "part_info": {}, "request": request_key,
+                   "file": f"projects/{project_id}/exports/{job_id}/{request['filename']}",
+                   "filename": request["filename"], "media_type": request["media_type"],
+                   "created": now, "expires_at": now + KEEP_SECONDS},
+           condition="attribute_not_exists(pk)")
+    queue = config.resource_name("ExportQueue")
+    client = aws.sqs()
+    for start_ in range(0, len(slices), 10):
+        entries = [{"Id": str(n), "MessageBody": json.dumps({"job": job_id, "part": n})}
+                   for n in range(start_, min(start_ + 10, len(slices)))]
+        answer = client.send_message_batch(QueueUrl=queue, Entries=entries)
+        if answer.get("Failed"):
+            raise RuntimeError(f"the queue refused {len(answer['Failed'])} messages of job {job_id}")
+    return view(job_id)
+
+
+def _progress(job):
+    return len(job.get("done") or ()) / (job["parts"] + 1)
+
+
+def status(project_id, job_id, zone):
+    """GET /file/job: (HTTP status, body); 303's body is the link. Another project's job is unknown."""
+    job = db.get(TABLE, _key(job_id)) if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
+    if not job or job.get("project_id") != project_id or job.get("expires_at", 0) < clock.now():
+        raise NotFound("no export job with this id in this project (jobs are kept a day)")
+    if job["status"] == "running" and clock.now() > job["created"] + DEADLINE_SECONDS:
+        job = _fail(job_id, f"the export did not finish within {DEADLINE_SECONDS // 60} minutes: "
+                            f"ask for fewer days or fewer meters") or db.get(TABLE, _key(job_id))
+    if job["status"] == "done":
+        return 303, downloads.link(job["file"], zone)
+    if job["status"] == "failed":
+        return 200, {"id": job_id, "status": "failed", "error": job.get("error") or "the export failed"}
+    return 202, view(job_id, progress=_progress(job))
+
+
+def _fail(job_id, reason):
+    """Mark a running job failed; the item as updated, or None when it was no longer running."""
+    try:
+        return db.update(TABLE, _key(job_id), "SET #s = :f, #e = :e", names={"#s": "status", "#e": "error"},
+                         expression_values={":f": "failed", ":e": reason, ":r": "running"},
+                         condition="#s = :r", return_values="ALL_NEW")
+    except db.ConditionFailed:
+        return None
+
+
+# ---- the worker ------------------------------------------------------------------------------
+
+def handle_event(event, rows_of):
+    """The worker's entry (Lambda's SQS event, or the local worker's): run each message's step.
+
+    rows_of(project_id, request, zone, begin, end) gives a slice's rows (chalicelib/exports.py).
+    An exception leaves the message to the queue, which delivers it again (up to MAX_RECEIVES);
+    on its last delivery the job is failed with the reason instead.
+    """
+    for record in event:
+        message = json.loads(record.body)
+        receives = int(record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", 1))
+        try:
+            run(message, rows_of)
+        except Exception as error:
+            if receives < MAX_RECEIVES:
+                raise
+            _fail(message.get("job"), f"a part of the export failed {receives} times: {type(error).__name__}")
+
+
+def run(message, rows_of):
+    """One step of a job: write part message['part'], or join the parts (message['assemble'])."""
+    job = db.get(TABLE, _key(message["job"]))
+    if not job or job["status"] != "running":
+        return                                  # failed, done or expired: nothing left to do
+    if message.get("assemble"):
+        return _assemble(message["job"], job)
+    number = int(message["part"])
+    request = _request(job)
+    begin, end = request["slices"][number]
+    zone = ZoneInfo(request["zone"])
+    rows = rows_of(job["project_id"], request, zone, begin, end)
+    counted = _Counter(rows)
+    key = _part_key(job["project_id"], message["job"], number)
+    chunks = formats.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    size = _written(key, chunks)
+    updated = db.update(TABLE, _key(message["job"]), "SET part_info.#p = :info ADD done :n",
+                        names={"#p": f"p{number}", "#s": "status"},
+                        expression_values={":info": [counted.count, size], ":n": {number}, ":r": "running"},
+                        condition="#s = :r", return_values="ALL_NEW")
+    if len(updated.get("done") or ()) == updated["parts"]:
+        aws.sqs().send_message(QueueUrl=config.resource_name("ExportQueue"),
+                               MessageBody=json.dumps({"job": message["job"], "assemble": True}))
+
+
+def _written(key, chunks):
+    """Write a part object; its size in bytes."""
+    size = 0
+
+    def counting():
+        nonlocal size
+        for chunk in chunks:
+            size += len(chunk)
+            yield chunk
+
+    downloads.write_object(key, "application/octet-stream", counting())
+    return size
+
+
+class _Counter:
+    """Rows passed through, counted."""
+
+    def __init__(self, rows):
+        self.rows = iter(rows)
+        self.count = 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def _request(job):
+    return json.loads(downloads.read_range(job["request"], 0, 1 << 26))
+
+
+def _assemble(job_id, job):
+    """Join the parts into the file (formats.slice_chunks says how); mark the job done."""
+    frame = formats.FRAMES[_request(job)["type"]]
+    segments, seen_rows = [], False
+    for number in range(job["parts"]):
+        rows, size = job["part_info"][f"p{number}"]
+        skip = frame.lead if rows and not seen_rows and number > 0 else 0
+        seen_rows = seen_rows or rows > 0
+        if size > skip:
+            segments.append((_part_key(job["project_id"], job_id, number), skip, size - skip))
+    if not seen_rows:
+        segments = [frame.empty.encode()]
+    downloads.assemble(job["file"], job["media_type"], job["filename"], segments)
+    try:
+        db.update(TABLE, _key(job_id), "SET #s = :d", names={"#s": "status"},
+                  expression_values={":d": "done", ":r": "running"}, condition="#s = :r")
+    except db.ConditionFailed:
+        pass                                    # another delivery of the message finished first
