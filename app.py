@@ -5,7 +5,8 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth, charts, export_jobs, exports, meters, readings
+from chalicelib import (accounts, auth, charts, consumption, export_jobs, exports, meters, readings, scoped_keys,
+                        status)
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -19,7 +20,7 @@ def get_session(call):
     return accounts.account(call.project_id, call.user_id)
 
 
-@api.route("/session", "PUT", authenticated=False)
+@api.route("/session", "PUT", authenticated=False, secret=True)
 def log_in(call):
     result, token = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
     call.set_session_cookie(token)
@@ -28,19 +29,19 @@ def log_in(call):
 
 @api.route("/session", "DELETE")
 def log_out(call):
-    auth.logout(call.caller)
+    auth.logout(call.caller, call.request_cookies)
     call.set_session_cookie(None)
     return {}
 
 
 # ---- /key -------------------------------------------------------------------------------------
 
-@api.route("/key", "GET")
+@api.route("/key", "GET", secret=True)
 def get_key(call):
     return accounts.current_key(call.project_id, call.user_id)
 
 
-@api.route("/key", "POST")
+@api.route("/key", "POST", secret=True)
 def new_key(call):
     return accounts.regenerate_key(call.project_id, call.user_id)
 
@@ -55,15 +56,15 @@ def list_users(call):
 @api.route("/user", "PUT")
 def create_user(call):
     account, _key = accounts.create_user(call.project_id, call.text("username", required=True),
-                                         call.text("password", required=True), call.text("email", required=True))
+                                         call.text("password", required=True), call.text("email", required=True),
+                                         created_by=call.user_id)
     return account
 
 
 @api.route("/user", "POST")
 def update_user(call):
-    return accounts.update_account(call.project_id, call.user_id, call.caller.session_digest,
-                                   username=call.text("username"), password=call.text("password"),
-                                   email=call.text("email"))
+    return auth.update_account(call.caller, username=call.text("username"), password=call.text("password"),
+                               email=call.text("email"), current_password=call.text("current_password"))
 
 
 @api.route("/user", "DELETE")
@@ -75,47 +76,48 @@ def delete_user(call):
 
 # ---- /point -----------------------------------------------------------------------------------
 
-@api.route("/point", "GET")
+@api.route("/point", "GET", scopes=("read",))
 def get_point(call):
     return meters.point(call.project_id, meter_id=call.get("id"), name=call.get("name"))
 
 
-@api.route("/point", "PUT")
+@api.route("/point", "PUT", scopes=("ingest",))
 def register_point(call):
     return meters.register(call.project_id, call.params)
 
 
 @api.route("/point", "POST")
 def rename_point(call):
-    return meters.rename(call.project_id, call.get("new"), meter_id=call.get("id"), name=call.get("name"))
+    return meters.change(call.project_id, meter_id=call.get("id"), name=call.get("name"), new_name=call.get("new"),
+                         parent=call.get("Parent"))
 
 
 # ---- /data, /interval -------------------------------------------------------------------------
 
-@api.route("/data", "GET")
+@api.route("/data", "GET", scopes=("read",))
 def latest_readings(call):
     return readings.latest(call.project_id, "latest")
 
 
-@api.route("/data", "POST")
+@api.route("/data", "POST", scopes=("ingest",))
 def push_readings(call):
     return readings.ingest(call.project_id, call.get("readings"))
 
 
-@api.route("/interval", "GET")
+@api.route("/interval", "GET", scopes=("read",))
 def latest_intervals(call):
     return readings.latest(call.project_id, "interval")
 
 
 # ---- /file, /graphics -------------------------------------------------------------------------
 
-@api.route("/file", "GET")
+@api.route("/file", "GET", scopes=("read",))
 def export_file(call):
     return call.file_answer(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                           call.get("type"), call.get("meter")))
+                                           call.get("type"), call.get("meter"), call.get("period")))
 
 
-@api.route("/graphics", "GET")
+@api.route("/graphics", "GET", scopes=("read",))
 def chart(call):
     return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
                                       width=call.get("width"), height=call.get("height"),
@@ -124,7 +126,7 @@ def chart(call):
 
 # ---- export jobs: GET /file/job and the worker fed by the queue ---------------------------------
 
-@api.route("/file/job", "GET")
+@api.route("/file/job", "GET", scopes=("read",))
 def export_job(call):
     return call.job_answer(*export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
 
@@ -132,6 +134,44 @@ def export_job(call):
 @app.on_sqs_message(queue="intellimeter-export-jobs", batch_size=1, name="export_worker")
 def export_worker(event):
     export_jobs.handle_event(event, exports.slice_rows)
+
+
+# ---- /consumption ----------------------------------------------------------------------------
+
+@api.route("/consumption", "GET", scopes=("read",))
+def energy_used(call):
+    return consumption.consumption(call.project_id, call.get("start"), call.get("end"), call.get("period"),
+                                   call.get("meter"))
+
+
+# ---- /keys: scoped keys (managed by an account only) ------------------------------------------
+
+@api.route("/keys", "GET")
+def list_scoped_keys(call):
+    return scoped_keys.listing(call.project_id, accounts.project_zone(call.project_id))
+
+
+@api.route("/keys", "PUT", secret=True)
+def create_scoped_key(call):
+    return scoped_keys.create(call.project_id, call.get("label"), call.get("scope"),
+                              accounts.project_zone(call.project_id), created_by=call.user_id)
+
+
+@api.route("/keys", "DELETE")
+def delete_scoped_key(call):
+    return scoped_keys.delete(call.project_id, call.get("id"))
+
+
+# ---- /status: the edge agents' reports and the meters' state ---------------------------------
+
+@api.route("/status", "PUT", scopes=("ingest",))
+def report_status(call):
+    return status.report(call.caller, call.params)
+
+
+@api.route("/status", "GET", scopes=("read",))
+def fleet_status(call):
+    return status.overview(call.project_id)
 
 
 # ---- /openapi.yaml ----------------------------------------------------------------------------

@@ -1,8 +1,18 @@
-"""Who is calling: logging in (password or key, with login throttling) and authenticating each request."""
+"""Who is calling: logging in (password or key, with login throttling) and authenticating each request.
+
+Password guesses are throttled per login name: each attempt takes a numbered ticket atomically
+*before* its password is verified, and only tickets 1..THROTTLE_LIMIT of a window are verified, so at
+most 10 guesses per name per 15 minutes are ever checked, however many run in parallel. Because login
+names are unique across projects (a 409 on PUT/POST /user says a name is taken somewhere), anyone can
+find a name and spend its 10 tickets; the account's owner then ends that lock at once by logging in
+with the account key (PUT /session with key), which is never throttled (160 random bits can't be
+guessed). The current password asked by POST /user to change the password goes through the same
+tickets.
+"""
 from dataclasses import dataclass
 
-from chalicelib import accounts, clock, config, db, passwords, sessions, validation
-from chalicelib.errors import BadRequest, TooManyRequests, Unauthorized
+from chalicelib import accounts, clock, config, db, passwords, scoped_keys, sessions, validation
+from chalicelib.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 
 THROTTLE_LIMIT = 10
 THROTTLE_WINDOW = 15 * 60
@@ -11,11 +21,17 @@ _LOGIN_FAILED = "cannot log in: unknown username or wrong password"
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated account of a request; session_digest is set when it came by cookie."""
+    """Who a request comes from: an account (by its key, or by session: session_digest set), or a scoped key.
+
+    A scoped key's caller has user_id None and its scope, key id and label set.
+    """
 
     project_id: int
-    user_id: int
+    user_id: int | None = None
     session_digest: str | None = None
+    scope: str | None = None
+    key_id: int | None = None
+    label: str | None = None
 
 
 def _throttle_key(username):
@@ -23,25 +39,37 @@ def _throttle_key(username):
     return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
 
 
-def _check_throttle(username):
-    item = db.get("AccountsTable", _throttle_key(username))
-    if not item:
-        return
-    retry_after = item["window_start"] + THROTTLE_WINDOW - clock.now()
-    if item["failures"] >= THROTTLE_LIMIT and retry_after > 0:
-        raise TooManyRequests(f"too many failed logins for this account: try again in {int(retry_after) + 1} s",
-                              retry_after=int(retry_after) + 1)
+def _take_ticket(username):
+    """Count one password guess of the name before it is verified; 429 when the window's guesses are spent.
 
-
-def _count_failure(username):
+    The count is one atomic ADD on the window's item (a new window is a conditional put that only one
+    of concurrent requests wins; the others add to it), so parallel attempts never share a ticket.
+    """
     now = int(clock.now())
     key = _throttle_key(username)
-    try:
-        db.update("AccountsTable", key, "ADD failures :one", expression_values={
-            ":one": 1, ":cutoff": now - THROTTLE_WINDOW}, condition="window_start > :cutoff")
-    except db.ConditionFailed:
-        db.put("AccountsTable", {**key, "failures": 1, "window_start": now,
-                                 "expires_at": now + THROTTLE_WINDOW})
+    cutoff = now - THROTTLE_WINDOW
+    for _attempt in range(5):
+        try:
+            item = db.update("AccountsTable", key, "ADD attempts :one", expression_values={
+                ":one": 1, ":cutoff": cutoff}, condition="window_start > :cutoff", return_values="ALL_NEW")
+        except db.ConditionFailed:
+            try:
+                db.put("AccountsTable", {**key, "attempts": 1, "window_start": now, "expires_at": now + THROTTLE_WINDOW},
+                       condition="attribute_not_exists(pk) OR window_start <= :cutoff",
+                       expression_values={":cutoff": cutoff})
+                return
+            except db.ConditionFailed:
+                continue  # another request opened the window first: take a ticket in it
+        if item["attempts"] > THROTTLE_LIMIT:
+            retry_after = max(1, int(item["window_start"] + THROTTLE_WINDOW - clock.now()) + 1)   # at most the window
+            raise TooManyRequests(f"too many failed logins for this account: try again in {retry_after} s, "
+                                  f"or log in with the account's API key", retry_after=retry_after)
+        return
+    raise TooManyRequests("too many logins for this account at once: try again in a moment", retry_after=1)
+
+
+def _clear_throttle(username):
+    db.delete("AccountsTable", _throttle_key(username))
 
 
 def login(username=None, password=None, key=None):
@@ -51,7 +79,14 @@ def login(username=None, password=None, key=None):
             raise BadRequest("key must be text")
         found = accounts.find_by_key(key)
         if not found:
-            raise Unauthorized("cannot log in: that API key is not valid")
+            raise Unauthorized("cannot log in: that API key is not valid (scoped keys of /keys open no "
+                               "session: send them as X-API-Key with each request)")
+        project_id, user_id = found
+        session_key = accounts.key_digest(key)
+        try:  # the account's own key proves its owner: it ends a lock others put on the password login
+            _clear_throttle(accounts.account(project_id, user_id)["username"])
+        except NotFound:  # the account went meanwhile: the session below is refused on first use anyway
+            pass
     else:
         if username is None or password is None:
             raise BadRequest("log in with username and password, or with key")
@@ -60,16 +95,34 @@ def login(username=None, password=None, key=None):
         if (len(username) > validation.USERNAME_MAX * 4 or len(password) > passwords.MAX_LENGTH
                 or not validation.encodable(username)):
             raise Unauthorized(_LOGIN_FAILED)
-        _check_throttle(username)
+        _take_ticket(username)
         found = accounts.find_login(username)
         if not found:
             passwords.burn_time(password)
         if not found or not accounts.check_password(*found, password):
-            _count_failure(username)
             raise Unauthorized(_LOGIN_FAILED)
-        db.delete("AccountsTable", _throttle_key(username))
-    project_id, user_id = found
-    return {"uuid": user_id}, sessions.create(project_id, user_id)
+        _clear_throttle(username)
+        project_id, user_id = found
+        session_key = None
+    return {"uuid": user_id}, sessions.create(project_id, user_id, opened_with=session_key)
+
+
+def update_account(caller, username=None, password=None, email=None, current_password=None):
+    """POST /user: a new password needs the current one (whatever the credential), checked under the throttle."""
+    if password is not None:
+        validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)  # a bad new one: 400 first
+        if current_password is None:
+            raise Forbidden("changing the password needs current_password (the password in use now)")
+        if not isinstance(current_password, str):
+            raise BadRequest("current_password must be text")
+        name = accounts.account(caller.project_id, caller.user_id)["username"]
+        _take_ticket(name)
+        if len(current_password) > passwords.MAX_LENGTH or not accounts.check_password(
+                caller.project_id, caller.user_id, current_password):
+            raise Forbidden("current_password is not the account's password: the password was not changed")
+        _clear_throttle(name)
+    return accounts.update_account(caller.project_id, caller.user_id, caller.session_digest,
+                                   username=username, password=password, email=email)
 
 
 def authenticate(headers, cookies):
@@ -80,19 +133,29 @@ def authenticate(headers, cookies):
         key = authorization[7:].strip()
     if key is not None:
         found = accounts.find_by_key(key)
-        if not found:
-            raise Unauthorized("the API key is not valid: get yours with GET /key, or log in again")
-        return Caller(*found)
+        if found:
+            return Caller(*found)
+        scoped = scoped_keys.find(key)
+        if scoped:
+            return Caller(scoped.project_id, scope=scoped.scope, key_id=scoped.key_id, label=scoped.label)
+        raise Unauthorized("the API key is not valid: get yours with GET /key, or log in again")
     token = cookies.get(config.session_cookie_name())
     if token:
         live = sessions.resolve(token)
+        # The account must still exist, and a session opened with a key dies with that key: this read
+        # closes the race of a login with DELETE /user or POST /key (whose clean-up query may miss it).
+        if live and accounts.session_allowed(live.project_id, live.user_id, live.opened_with):
+            return Caller(live.project_id, live.user_id, live.digest)
         if live:
-            return Caller(*live)
+            sessions.end(live.digest)
         raise Unauthorized("the session has expired or ended: log in again with PUT /session")
     raise Unauthorized("not authenticated: log in with PUT /session, or send X-API-Key")
 
 
-def logout(caller):
-    """End the caller's session (a key-authenticated caller has none to end)."""
+def logout(caller, cookies):
+    """End the caller's session, and the session of the cookie sent (also when a key authenticated the call)."""
     if caller.session_digest:
         sessions.end(caller.session_digest)
+    token = cookies.get(config.session_cookie_name())
+    if token:
+        sessions.end_token(token)

@@ -1,15 +1,20 @@
-"""PNG rendering of the ``GET /graphics`` charts: pie, bar and line.
+"""PNG rendering of the ``GET /graphics`` charts: pie, bar, line (registers or energy used) and one
+meter's register above its energy used.
 
-Pure rendering: the caller fetches readings, computes energy per meter and
-uploads the bytes; nothing here touches AWS. matplotlib and numpy are imported
-inside functions only, so importing this module keeps the Lambda's cold start
-light (routes that never draw never pay for matplotlib).
+Pure rendering: the caller reads the data, reduces it and uploads the bytes; nothing here touches
+AWS. matplotlib and numpy are imported inside functions only, so importing this module keeps the
+Lambda's cold start light (routes that never draw never pay for matplotlib).
 
-Charts are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas
-(never pyplot's global figure registry), so repeated or concurrent calls leak
-nothing. Every piece of text that may come from a user (title, meter names) is
-drawn literally: ``$...$`` is never parsed as mathtext and a leading ``_`` does
-not hide a legend entry.
+Charts are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas (never pyplot's global
+figure registry), so repeated or concurrent calls leak nothing. Every piece of text that may come
+from a user (title, meter names) is drawn literally: ``$...$`` is never parsed as mathtext and a
+leading ``_`` does not hide a legend entry.
+
+Layout: the title and the period are drawn at the top, each fitted to the width (smaller type, then
+cut with "…"); the plot and its legend share the rest under matplotlib's constrained layout, the
+legend beside the plot on a landscape image and under it on a portrait one. A chart whose drawn
+extent still leaves the image is rebuilt tighter (shorter names, smaller type), so nothing is cut
+off at any size from 400×300 px up.
 """
 from __future__ import annotations
 
@@ -22,45 +27,90 @@ from datetime import datetime, timezone, tzinfo
 from typing import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["LineSeries", "render_png", "reduce_minmax", "KINDS",
-           "NO_READINGS", "NO_ENERGY"]
+__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
+           "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
 
-KINDS = ("pie", "bar", "line")
+KINDS = ("pie", "bar", "line", "meter")
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
+MIN_WIDTH_PX, MIN_HEIGHT_PX = 400, 300   # smallest image every chart fits in legibly
 
 _DPI = 100
 _MAX_PX = 10_000        # the API allows 40 hundreds (4000 px); this only stops absurd sizes
 _MAX_TICK_LABEL = 24    # longer meter names are shortened on the bar chart's axis...
 _MAX_LEGEND_NAME = 40   # ...and in legends
 _MIN_LAYOUT_PX = (300, 200)  # below this, fixed margins instead of the constrained layout
+_PAD_PX = 6             # around the edges
+_MIN_FONT = 6.5         # points: type is never made smaller than this to fit
+_SQUEEZES = 4           # layouts tried, each tighter, before giving up on a fit
 
 
 @dataclass
 class LineSeries:
-    """One meter's readings for the line chart."""
+    """One meter's readings for the line chart (registers)."""
     name: str
     times: Sequence[float]   # epoch seconds (UTC), ascending
     values: Sequence[float]  # cumulative register, kWh
 
 
+@dataclass
+class UseSeries:
+    """One meter's energy used per period: values[i] is the kWh between edges[i] and edges[i + 1]."""
+    name: str
+    edges: Sequence[float]   # epoch seconds (UTC), ascending, one more than values
+    values: Sequence[float]  # kWh; NaN where nothing is known
+
+
+class MinMaxReducer:
+    """reduce_minmax while reading: fed (epoch, value) one at a time, it keeps at most the first,
+    the minimum and the maximum of each of ``columns`` equal slices of [start, end), so a
+    meter-year is reduced without ever being held. points() gives them in time order."""
+
+    def __init__(self, start: float, end: float, columns: int):
+        self.start = float(start)
+        self.columns = max(1, int(columns))
+        self.scale = self.columns / max(1e-9, float(end) - float(start))
+        self.slots: dict[int, list] = {}   # column → [min (t, v), max (t, v)]
+        self.count = 0
+
+    def add(self, epoch, value) -> None:
+        if not (math.isfinite(epoch) and math.isfinite(value)):
+            return
+        self.count += 1
+        column = min(self.columns - 1, max(0, int((epoch - self.start) * self.scale)))
+        slot = self.slots.get(column)
+        if slot is None:
+            self.slots[column] = [(epoch, value), (epoch, value)]
+        elif value < slot[0][1]:
+            slot[0] = (epoch, value)
+        elif value > slot[1][1]:
+            slot[1] = (epoch, value)
+
+    def points(self) -> tuple[list[float], list[float]]:
+        out = sorted({p for column in self.slots.values() for p in column})
+        return [float(t) for t, _v in out], [float(v) for _t, v in out]
+
+
 # --------------------------------------------------------------------------- public API
 
 def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name: str,
-               energy: Sequence[tuple[str, float]] = (), series: Sequence[LineSeries] = (),
-               period: tuple[datetime, datetime] | None = None) -> bytes:
+               energy: Sequence[tuple[str, float]] = (), series: Sequence = (),
+               use: UseSeries | None = None, period: tuple[datetime, datetime] | None = None,
+               bucket: str = "hour", legend_title: str | None = None) -> bytes:
     """Render one chart and return PNG bytes of exactly ``width_px`` x ``height_px``.
 
-    ``kind`` 'pie' or 'bar' uses ``energy`` (meter name, kWh used in the period);
-    'line' uses ``series``. Times are shown in ``tz_name`` (IANA; an unknown name
-    falls back to UTC, and the axis label says so). ``period`` (start, end) is
-    shown under the title and bounds the line chart's time axis; naive datetimes
-    are taken as local times of ``tz_name``. No data gives a chart with a
-    centred message, never an exception; a bad ``kind`` or size is a ValueError
-    (the route validates those first).
+    ``kind`` 'pie' or 'bar' uses ``energy`` (name, kWh used in the period); 'line' uses ``series``:
+    LineSeries (cumulative registers) or UseSeries (energy used per ``bucket``, 'hour' or 'day');
+    'meter' draws one meter's register (``series[0]``, a LineSeries) above its energy used
+    (``use``). Times are shown in ``tz_name`` (IANA; an unknown name falls back to UTC, and the
+    axis label says so). ``period`` (start, end) is shown under the title and bounds the time
+    axis; naive datetimes are local times of ``tz_name``. No data gives a chart with a centred
+    message, never an exception; a bad ``kind`` or size is a ValueError (the route validates
+    those first).
     """
     return _render_png(kind, width_px=width_px, height_px=height_px, title=title,
-                       tz_name=tz_name, energy=energy, series=series, period=period)
+                       tz_name=tz_name, energy=energy, series=series, use=use, period=period,
+                       bucket=bucket, legend_title=legend_title)
 
 
 def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]]:
@@ -110,32 +160,68 @@ def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]
 
 # --------------------------------------------------------------------------- internals
 
-def _render_png(kind, *, width_px, height_px, title, tz_name, energy=(), series=(),
-                period=None, reduce_points=True) -> bytes:
+def _render_png(kind, *, width_px, height_px, title, tz_name, energy=(), series=(), use=None,
+                period=None, reduce_points=True, bucket="hour", legend_title=None) -> bytes:
     """render_png, plus a switch to skip the line reduction (for the benchmark)."""
     fig = _build_figure(kind, width_px=width_px, height_px=height_px, title=title,
-                        tz_name=tz_name, energy=energy, series=series, period=period,
-                        reduce_points=reduce_points)
+                        tz_name=tz_name, energy=energy, series=series, use=use, period=period,
+                        reduce_points=reduce_points, bucket=bucket, legend_title=legend_title)
+    import numpy as np
+    from PIL import Image
+
+    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
+    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").save(buf, format="png")
     return buf.getvalue()
 
 
-def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), series=(),
-                  period=None, reduce_points=True):
-    """Build (not draw) the chart's Figure; tests inspect it directly."""
+def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), series=(), use=None,
+                  period=None, reduce_points=True, bucket="hour", legend_title=None):
+    """Build and draw the chart's Figure, tighter each time it does not fit; tests inspect it."""
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
     width_px, height_px = _check_size(width_px, height_px)
     _ensure_mplconfigdir()  # before anything below imports matplotlib
     tz, tz_label = _zone(tz_name)
-    style = _Style(width_px, height_px)
     title = "" if title is None else str(title)
-    subtitle = _period_text(period, tz, tz_label)
-    if kind == "line":
-        return _line(series, width_px, height_px, title, subtitle, tz, tz_label, period,
-                     style, reduce_points)
-    return (_pie if kind == "pie" else _bar)(energy, width_px, height_px, title, subtitle, style)
+    series = list(series)
+    fig = None
+    for squeeze in range(_SQUEEZES):
+        style = _Style(width_px, height_px, squeeze)
+        subtitle = _period_text(period, tz, tz_label, short=squeeze >= 2)
+        if kind in ("line", "meter"):
+            fig = _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
+                        period, style, reduce_points, bucket)
+        else:
+            fig = (_pie if kind == "pie" else _bar)(energy, width_px, height_px, title, subtitle,
+                                                    style, legend_title)
+        fig.canvas.draw()
+        if not overflow(fig):
+            break
+    return fig
+
+
+def overflow(fig) -> list:
+    """The drawn parts of a figure (axes with their ticks, labels and legends, figure texts and
+    legends) that reach outside it, or whose plot area collapsed; [] when everything fits."""
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    out = []
+    parts = [*fig.axes, *fig.texts, *fig.legends]
+    for part in parts:
+        if not part.get_visible() or (hasattr(part, "get_text") and not part.get_text()):
+            continue
+        box = (part.get_tightbbox(renderer) if hasattr(part, "get_tightbbox")
+               else part.get_window_extent(renderer))
+        if box is None:
+            continue
+        if box.x0 < -1 or box.y0 < -1 or box.x1 > width + 1 or box.y1 > height + 1:
+            out.append(part)
+    for ax in fig.axes:
+        position = ax.get_position()
+        if position.width * width < 40 or position.height * height < 30:
+            out.append(ax)
+    return out
 
 
 def _check_size(width_px, height_px):
@@ -167,10 +253,12 @@ def _local(dt: datetime, tz: tzinfo) -> datetime:
     return dt.astimezone(tz)
 
 
-def _period_text(period, tz, tz_label) -> str:
+def _period_text(period, tz, tz_label, short=False) -> str:
     if not period:
         return ""
     start, end = (_local(d, tz) for d in period)
+    if short:
+        return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M}"
     return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} ({tz_label})"
 
 
@@ -191,19 +279,23 @@ def _short(name: str, limit: int = _MAX_TICK_LABEL) -> str:
 
 
 class _Style:
-    """Font sizes and line widths scaled with the image, so a 4000 px chart
-    looks like a 1600 px one enlarged and a 450 px one stays legible."""
+    """Font sizes and line widths scaled with the image, so a 4000 px chart looks like a 1600 px
+    one enlarged and a 450 px one stays legible; each squeeze makes type and names smaller."""
 
-    def __init__(self, width_px, height_px):
+    def __init__(self, width_px, height_px, squeeze=0):
         s = min(width_px / 1600, height_px / 900)
         self.scale = s = min(3.0, max(0.6, s))
-        self.title = 15 * s
-        self.subtitle = 10 * s
-        self.label = 11 * s
-        self.tick = 9 * s
-        self.legend = 9 * s
-        self.message = 16 * s
+        shrink = (1.0, 0.9, 0.8, 0.72)[min(squeeze, 3)]
+        self.squeeze = squeeze
+        self.portrait = width_px < height_px
+        self.title = max(_MIN_FONT + 2, 15 * s * shrink)
+        self.subtitle = max(_MIN_FONT, 10 * s * shrink)
+        self.label = max(_MIN_FONT, 11 * s * shrink)
+        self.tick = max(_MIN_FONT, 9 * s * shrink)
+        self.legend = max(_MIN_FONT, 9 * s * shrink)
+        self.message = max(_MIN_FONT + 2, 16 * s * shrink)
         self.line = 1.3 * s
+        self.legend_name = (_MAX_LEGEND_NAME, 28, 20, 14)[min(squeeze, 3)]
 
     @staticmethod
     def px(points: float) -> float:
@@ -260,22 +352,55 @@ def _new_figure(width_px, height_px, layout="constrained"):
                  facecolor="white", layout=layout)
     FigureCanvasAgg(fig)
     if layout == "constrained":
-        pad = 6 / _DPI  # inches: a few pixels around the edges
+        pad = _PAD_PX / _DPI  # inches: a few pixels around the edges
         fig.get_layout_engine().set(w_pad=pad, h_pad=pad)
     return fig
 
 
-def _suptitle(fig, title, style):
-    _literal(fig.suptitle(title, fontsize=style.title, fontweight="bold"))
+def _fit_text(text, max_px, renderer, min_size=_MIN_FONT):
+    """Make a Text at most max_px wide: smaller type down to min_size, then cut with "…"."""
+    full = text.get_text()
+    while text.get_window_extent(renderer).width > max_px and text.get_fontsize() > min_size:
+        text.set_fontsize(max(min_size, text.get_fontsize() * 0.9))
+    keep = len(full)
+    while text.get_window_extent(renderer).width > max_px and keep > 1:
+        keep = max(1, int(keep * 0.9) if keep > 20 else keep - 1)
+        text.set_text(full[:keep].rstrip() + "…")
+
+
+def _header(fig, title, subtitle, style):
+    """The title and the period at the top, each fitted to the width; the layout gets the rest."""
+    renderer = fig.canvas.get_renderer()
+    width_px, height_px = fig.bbox.width, fig.bbox.height
+    y = height_px - _PAD_PX
+    if title:
+        text = fig.suptitle(title, x=0.5, y=y / height_px, ha="center", va="top",
+                            fontsize=style.title, fontweight="bold")
+        text.set_in_layout(False)
+        _literal(text)
+        _fit_text(text, width_px - 2 * _PAD_PX, renderer, min_size=_MIN_FONT + 1)
+        y -= text.get_window_extent(renderer).height + 2
+    if subtitle:
+        text = fig.text(0.5, y / height_px, subtitle, ha="center", va="top",
+                        fontsize=style.subtitle, color="0.35")
+        _literal(text)
+        _fit_text(text, width_px - 2 * _PAD_PX, renderer)
+        y -= text.get_window_extent(renderer).height + 2
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.set(rect=(0, 0, 1, max(0.3, y / height_px)))
+    return y / height_px
 
 
 def _message(width_px, height_px, title, subtitle, message, style):
     """The no-data chart: the title at the top and a centred message."""
     fig = _new_figure(width_px, height_px, layout=None)
-    _suptitle(fig, title, style)
+    _header(fig, title, "", style)
     text = message + (f"\n{subtitle}" if subtitle else "")
-    _literal(fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=style.message,
-                      color="0.25", linespacing=1.6))
+    label = fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=style.message,
+                     color="0.25", linespacing=1.6)
+    _literal(label)
+    _fit_text(label, width_px - 2 * _PAD_PX, fig.canvas.get_renderer())
     return fig
 
 
@@ -318,26 +443,58 @@ def _kwh_formatter():
 
 
 def _fit_legend(handles, labels, width_px, height_px, style, more=None):
-    """Entries and columns for a legend beside the plot that fits the figure.
+    """Entries and columns for a legend that fits the figure.
 
-    Columns as the height requires, up to about 45% of the width; when even
-    that is too small (many meters on a small image) the last entries give way
-    to one "+ K more" line, ``more(k_kept)`` when given.
+    Beside the plot (landscape): columns as the height requires, up to about 45% of the width.
+    Under it (portrait): as many columns as the width holds, rows up to about 35% of the height.
+    When even that is too small the last entries give way to one "+ K more" line,
+    ``more(k_kept)`` when given.
     """
     from matplotlib.patches import Patch
 
     font_px = style.px(style.legend)
-    free_px = height_px * 0.85 - style.px(style.title) * 1.5 - font_px * 3  # titles
-    rows = max(1, int(free_px / (font_px * 1.75)))
     col_px = font_px * (0.6 * max(map(len, labels), default=1) + 4.5)
-    capacity = rows * max(1, int(width_px * 0.45 // col_px))
+    if style.portrait:
+        columns = max(1, int((width_px - 2 * _PAD_PX) // col_px))
+        rows = max(1, int(height_px * 0.35 / (font_px * 1.75)) - 1)
+    else:
+        free_px = height_px * 0.85 - style.px(style.title) * 1.5 - font_px * 3  # titles
+        rows = max(1, int(free_px / (font_px * 1.75)))
+        columns = max(1, int(width_px * 0.45 // col_px))
+    capacity = rows * columns
     handles, labels = list(handles), list(labels)
     if len(labels) > capacity:
         keep = max(1, capacity - 1)
         text = more(keep) if more else f"+ {len(labels) - keep} more"
         handles = handles[:keep] + [Patch(facecolor="none", edgecolor="none")]
         labels = labels[:keep] + [text]
+    if style.portrait:
+        return handles, labels, min(columns, len(labels))
     return handles, labels, max(1, math.ceil(len(labels) / rows))
+
+
+def _legend(fig, handles, labels, style, title=None, more=None):
+    """The figure's legend, beside the plot (landscape) or under it (portrait), fitted."""
+    width_px, height_px = fig.bbox.width, fig.bbox.height
+    handles, labels, ncols = _fit_legend(handles, labels, width_px, height_px, style, more)
+    # Handles and labels passed explicitly: a name starting with "_" stays listed.
+    loc = "lower center" if style.portrait else "center right"
+    if fig.get_layout_engine() is not None:   # outside the plot, in the space the layout makes
+        loc = "outside " + loc
+    legend = fig.legend(handles, labels, loc=loc,
+                        fontsize=style.legend, title=title, title_fontsize=style.legend,
+                        frameon=False, ncols=ncols)
+    _literal(legend.get_title(), *legend.get_texts())
+    return legend
+
+
+def _names(names, style, width_px, suffix=0, share=0.5):
+    """Names for a legend, shortened to what its share of the width holds (suffix: characters
+    each entry adds after the name; share: of the width, beside the plot)."""
+    room_px = (width_px - 2 * _PAD_PX) if style.portrait else width_px * share
+    chars = int(room_px / (style.px(style.legend) * 0.6)) - 5 - suffix
+    limit = max(8, min(style.legend_name, chars))
+    return [_short("" if name is None else str(name), limit) for name in names]
 
 
 def _clean_energy(energy):
@@ -353,7 +510,7 @@ def _clean_energy(energy):
     return out
 
 
-def _pie(energy, width_px, height_px, title, subtitle, style):
+def _pie(energy, width_px, height_px, title, subtitle, style, legend_title=None):
     """Each meter's share of the energy used; legend: name, kWh and %."""
     items = _clean_energy(energy)
     colors = _palette(len(items))  # by position in the caller's order
@@ -367,7 +524,7 @@ def _pie(energy, width_px, height_px, title, subtitle, style):
     from matplotlib.colors import to_rgb
 
     fig = _new_figure(width_px, height_px)
-    _suptitle(fig, title, style)
+    _header(fig, title, subtitle, style)
     ax = fig.add_subplot()
     wedge_colors = [colors[i] for i, _, _ in shown]
     wedges, _texts, autotexts = ax.pie(
@@ -380,31 +537,25 @@ def _pie(energy, width_px, height_px, title, subtitle, style):
         text.set_color("black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
         _literal(text)
     ax.set_aspect("equal")
-    if subtitle:
-        _literal(ax.set_title(subtitle, fontsize=style.subtitle, color="0.35"))
 
-    labels = [f"{_short(name, _MAX_LEGEND_NAME)}: {_fmt_kwh(kwh)} kWh ({100 * kwh / total:.1f}%)"
-              for _, name, kwh in shown]
+    suffixes = [f": {_fmt_kwh(kwh)} kWh ({100 * kwh / total:.1f}%)" for _, _, kwh in shown]
+    names = _names([name for _, name, _ in shown], style, width_px, max(map(len, suffixes)))
+    labels = [name + suffix for name, suffix in zip(names, suffixes)]
 
     def more(kept):
         rest = sum(kwh for _, _, kwh in shown[kept:])
-        return (f"+ {len(shown) - kept} more meters: {_fmt_kwh(rest)} kWh "
+        return (f"+ {len(shown) - kept} more: {_fmt_kwh(rest)} kWh "
                 f"({100 * rest / total:.1f}%)")
 
-    handles, labels, ncols = _fit_legend(wedges, labels, width_px, height_px, style, more)
-    legend_title = f"Meter: energy used (total {_fmt_kwh(total)} kWh)"
+    heading = f"{legend_title or 'Energy used'} (total {_fmt_kwh(total)} kWh)"
     dropped = len(items) - len(shown)
     if dropped:
-        legend_title += f"\n{dropped} meter{'s' if dropped > 1 else ''} with no energy used not shown"
-    # Handles and labels passed explicitly: a name starting with "_" stays listed.
-    legend = ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                       fontsize=style.legend, title=legend_title,
-                       title_fontsize=style.legend, frameon=False, ncols=ncols)
-    _literal(legend.get_title(), *legend.get_texts())
+        heading += f"\n{dropped} with no energy used not shown"
+    _legend(fig, wedges, labels, style, heading, more)
     return fig
 
 
-def _bar(energy, width_px, height_px, title, subtitle, style):
+def _bar(energy, width_px, height_px, title, subtitle, style, legend_title=None):
     """Energy used per meter, in the caller's order."""
     items = _clean_energy(energy)
     if not items or all(kwh == 0 for _, kwh in items):
@@ -415,7 +566,7 @@ def _bar(energy, width_px, height_px, title, subtitle, style):
     total = sum(values)
 
     fig = _new_figure(width_px, height_px)
-    _suptitle(fig, title, style)
+    _header(fig, title, subtitle, style)
     ax = fig.add_subplot()
     x = list(range(len(items)))
     bars = ax.bar(x, values, color=_palette(1)[0], width=0.7, zorder=2)
@@ -429,11 +580,12 @@ def _bar(energy, width_px, height_px, title, subtitle, style):
     # Meter names on the x axis: turned when they would overlap, and only
     # every k-th one when even turned names cannot fit (many meters, small image).
     font_px = style.px(style.tick)
-    limit = min(_MAX_TICK_LABEL, max(6, int(height_px * 0.25 / (font_px * 0.45))))
-    tick_labels = [_short(name, limit) for name in names]
     slot_px = width_px * 0.85 / len(items)
-    widest_px = max(len(label) for label in tick_labels) * font_px * 0.62
-    turn = widest_px > slot_px * 0.9
+    tick_labels = [_short(name, min(_MAX_TICK_LABEL, style.legend_name)) for name in names]
+    turn = max(len(label) for label in tick_labels) * font_px * 0.62 > slot_px * 0.9
+    if turn:  # turned names take height: as long as about a fifth of it allows
+        limit = min(_MAX_TICK_LABEL, style.legend_name, max(6, int(height_px * 0.22 / (font_px * 0.62))))
+        tick_labels = [_short(name, limit) for name in names]
     every = max(1, math.ceil(font_px * 1.4 / slot_px)) if turn else 1
     ax.set_xticks(x[::every], tick_labels[::every], rotation=45 if turn else 0,
                   ha="right" if turn else "center", rotation_mode="anchor")
@@ -447,35 +599,105 @@ def _bar(energy, width_px, height_px, title, subtitle, style):
 
     _literal(ax.set_xlabel("Meter", fontsize=style.label),
              ax.set_ylabel("Energy used (kWh)", fontsize=style.label))
-    if subtitle:
-        _literal(ax.set_title(subtitle, fontsize=style.subtitle, color="0.35"))
     ax.margins(y=0.1)
-    legend = ax.legend([bars], [f"Energy used in the period (total {_fmt_kwh(total)} kWh)"],
+    legend = ax.legend([bars], [f"{legend_title or 'Energy used in the period'} "
+                                f"(total {_fmt_kwh(total)} kWh)"],
                        loc="best", fontsize=style.legend, framealpha=0.9)
     _literal(*legend.get_texts())
     return fig
 
 
-def _line(series, width_px, height_px, title, subtitle, tz, tz_label, period, style,
-          reduce_points):
-    """The meters' cumulative readings over time, in the project's time zone."""
-    series = list(series)
-    present = [(i, s) for i, s in enumerate(series) if len(s.times) and len(s.values)]
-    if not present:
-        return _message(width_px, height_px, title, subtitle, NO_READINGS, style)
+def _time_axis(ax, tz, tz_label, period, style, label=True):
+    import matplotlib.dates as mdates
 
+    if period:
+        start, end = (mdates.date2num(_local(d, tz)) for d in period)
+        if end > start:
+            ax.set_xlim(start, end)
+    locator = mdates.AutoDateLocator(tz=tz, maxticks=max(5, int(ax.figure.bbox.width / 100)))
+    ax.xaxis.set_major_locator(locator)
+    # No offset text ("2024-Jan"): the period under the title gives the dates in full.
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz, show_offset=False))
+    ax.tick_params(labelsize=style.tick)
+    ax.xaxis.get_offset_text().set_fontsize(style.tick)
+    ax.grid(color="0.9")
+    if label:
+        _literal(ax.set_xlabel(f"Time ({tz_label})", fontsize=style.label))
+
+
+def _epoch_days(times):
     import matplotlib.dates as mdates
     import numpy as np
 
+    epoch = mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))
+    return np.asarray(times, dtype=float) / 86400.0 + epoch
+
+
+_PER = {"hour": "per hour", "day": "per day"}
+
+
+def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style,
+          reduce_points, bucket):
+    """Meters over time: registers (LineSeries), energy used per hour or day (UseSeries), or
+    for kind 'meter' one meter's register above its energy used."""
+    import numpy as np
+
+    present = [(i, s) for i, s in enumerate(series) if len(s.values)]
+    has_use = use is not None and np.isfinite(np.asarray(use.values, dtype=float)).any()
+    if not present and not has_use:
+        return _message(width_px, height_px, title, subtitle, NO_READINGS, style)
+
     fig = _new_figure(width_px, height_px)
-    _suptitle(fig, title, style)
+    _header(fig, title, subtitle, style)
+    per = _PER.get(bucket, f"per {bucket}")
+    if kind == "meter":
+        register_ax, use_ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+        _register_lines(register_ax, present, style, reduce_points, width_px, len(series))
+        _literal(register_ax.set_ylabel("Register (kWh)", fontsize=style.label))
+        _time_axis(register_ax, tz, tz_label, period, style, label=False)
+        if has_use:
+            edges = _epoch_days(use.edges)
+            values = np.asarray(use.values, dtype=float)
+            use_ax.bar(edges[:-1], np.nan_to_num(values), width=np.diff(edges), align="edge",
+                       color=_palette(2)[1], edgecolor="white",
+                       linewidth=0.3 if len(values) < 200 else 0, zorder=2)
+        use_ax.yaxis.set_major_formatter(_kwh_formatter())
+        _literal(use_ax.set_ylabel(f"Used {per} (kWh)", fontsize=style.label))
+        _time_axis(use_ax, tz, tz_label, period, style)
+        return fig
+
     ax = fig.add_subplot()
+    colors = _palette(len(series))
+    handles, names = [], []
+    if series and isinstance(series[0], UseSeries):
+        for i, s in present:
+            edges = _epoch_days(s.edges)
+            (handle,) = ax.plot(np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(s.values, dtype=float), 2),
+                                color=colors[i], linewidth=style.line)
+            handles.append(handle)
+            names.append(s.name)
+        ylabel = f"Energy used {per} (kWh)"
+        ax.set_ylim(bottom=0)
+    else:
+        handles = _register_lines(ax, present, style, reduce_points, width_px, len(series))
+        names = [s.name for _, s in present]
+        ylabel = "Meter reading, cumulative (kWh)"
+    ax.yaxis.set_major_formatter(_kwh_formatter())
+    _time_axis(ax, tz, tz_label, period, style)
+    _literal(ax.set_ylabel(ylabel, fontsize=style.label))
+    _legend(fig, handles, _names(names, style, width_px, share=0.35), style, "Meter")
+    return fig
+
+
+def _register_lines(ax, present, style, reduce_points, width_px, count):
+    """Plot cumulative registers (reduced to 2 points per pixel column); returns the lines."""
+    import numpy as np
+
     # One reduced point pair per pixel column of the plot (an upper bound: the
     # layout only makes the axes narrower).
     columns = max(1, int(width_px * ax.get_position().width))
-    epoch = mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))
-    colors = _palette(len(series))
-    handles, labels = [], []
+    colors = _palette(count)
+    handles = []
     for i, s in present:
         if reduce_points:
             times, values = reduce_minmax(s.times, s.values, columns)
@@ -483,32 +705,10 @@ def _line(series, width_px, height_px, title, subtitle, tz, tz_label, period, st
             if len(s.times) != len(s.values):
                 raise ValueError(f"series {s.name!r}: times and values differ in length")
             times, values = s.times, s.values
-        x = np.asarray(times, dtype=float) / 86400.0 + epoch
         few = len(times) <= 60
-        (handle,) = ax.plot(x, np.asarray(values, dtype=float), color=colors[i],
+        (handle,) = ax.plot(_epoch_days(times), np.asarray(values, dtype=float), color=colors[i],
                             linewidth=style.line, marker="o" if few else None,
                             markersize=3 * style.scale)
         handles.append(handle)
-        labels.append(_short("" if s.name is None else str(s.name), _MAX_LEGEND_NAME))
-
-    if period:
-        start, end = (mdates.date2num(_local(d, tz)) for d in period)
-        if end > start:
-            ax.set_xlim(start, end)
-    locator = mdates.AutoDateLocator(tz=tz)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     ax.yaxis.set_major_formatter(_kwh_formatter())
-    ax.tick_params(labelsize=style.tick)
-    ax.xaxis.get_offset_text().set_fontsize(style.tick)
-    ax.grid(color="0.9")
-    _literal(ax.set_xlabel(f"Time ({tz_label})", fontsize=style.label),
-             ax.set_ylabel("Meter reading, cumulative (kWh)", fontsize=style.label))
-    if subtitle:
-        _literal(ax.set_title(subtitle, fontsize=style.subtitle, color="0.35"))
-    handles, labels, ncols = _fit_legend(handles, labels, width_px, height_px, style)
-    legend = ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5),
-                       fontsize=style.legend, title="Meter", title_fontsize=style.legend,
-                       frameon=False, ncols=ncols)
-    _literal(legend.get_title(), *legend.get_texts())
-    return fig
+    return handles

@@ -1,22 +1,40 @@
-"""GET /graphics: pie, bar and line charts of a project's readings, rendered to PNG and stored in S3.
+"""GET /graphics: pie, bar and line charts of a project's energy use, rendered to PNG and stored in S3.
 
-The data comes from chalicelib/readings.py; drawing is chalicelib/chart_render.py's (matplotlib,
-imported only when a chart is drawn).
+What each chart shows (docs/decisions.md, "Charts"):
+- line (all meters): each meter's energy used per local hour (per local day beyond 7 days);
+- meter: that meter's register above its energy used per hour (or day);
+- pie and bar: the energy used in the period, each kWh counted once: a meter that feeds others
+  (Parent) shows as its children plus "unmetered" (its energy less theirs, when positive).
+Every chart shows at most 12 series: the largest 11 and "others". Data is reduced while it is read
+(per-meter buckets, a min/max per pixel column), never held point by point, so time and memory
+grow with the number of meters and buckets, not with the readings.
+
+Energy per bucket comes from one function, used(); drawing is chalicelib/chart_render.py's
+(matplotlib, imported only when a chart is drawn).
 """
-from datetime import timedelta
+import bisect
+import math
+from collections import defaultdict
+from datetime import datetime, timedelta
 
 from chalicelib import accounts, clock, downloads, exports, meters, readings, validation
 from chalicelib.errors import BadRequest
 
 KINDS = ("pie", "bar", "line")
-MIN_SIZE, MAX_SIZE = 1, 40          # hundreds of pixels
+MIN_WIDTH, MIN_HEIGHT, MAX_SIZE = 4, 3, 40     # hundreds of pixels; below 4×3 a chart is not legible
 DEFAULT_DAYS = 7
+HOURLY_DAYS = 7                                  # energy per hour up to 7 days, per day beyond
+MAX_SERIES = 12                                  # the largest 11 and "others"
 
 
-def _size(field, value, default):
+def _size(field, value, default, minimum):
     if value is None:  # an empty width= is not a number (400), as every other empty argument is
         return default
-    return validation.number(field, value, MIN_SIZE, MAX_SIZE)
+    number = validation.number(field, value)
+    if not minimum <= number <= MAX_SIZE:
+        raise BadRequest(f"{field} must be from {minimum} to {MAX_SIZE} (hundreds of pixels): the smallest "
+                         f"legible chart is {MIN_WIDTH}×{MIN_HEIGHT} ({MIN_WIDTH * 100}×{MIN_HEIGHT * 100} px)")
+    return number
 
 
 def _period(start, end, zone):
@@ -28,6 +46,122 @@ def _period(start, end, zone):
     return exports.day_range(first, last, zone)
 
 
+# ---- energy used per bucket ----------------------------------------------------------------------
+
+def bucket_edges(first, last, zone, bucket):
+    """Epoch seconds of the local hour ('hour') or day ('day') boundaries from the local midnight
+    starting day first to the one after day last: DST days have 23 or 25 hours."""
+    days = [first + timedelta(days=i) for i in range((last - first).days + 2)]
+    midnights = [int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()) for d in days]
+    if bucket == "day":
+        return midnights
+    edges = []
+    for moment in range(midnights[0], midnights[-1], 900):   # zones are offset by whole quarters
+        local = datetime.fromtimestamp(moment, zone)
+        if local.minute == 0 and local.second == 0:
+            edges.append(moment)
+    return edges + [midnights[-1]]
+
+
+def spread(points, edges):
+    """kWh used between consecutive edges from (epoch, register) points in time order.
+
+    Each step between two readings adds its rise, split over the buckets it spans in proportion to
+    time (a gap loses no energy); a step where the register goes down (reset, new meter) adds
+    nothing. A bucket no reading or step touches is NaN (nothing known), not 0.
+    """
+    n = len(edges) - 1
+    values, known = [0.0] * n, [False] * n
+    k, low, high = 0, edges[0], edges[1]
+    before_t = before_v = None
+    for epoch, value in points:
+        if not low <= epoch < high:
+            k = min(n - 1, max(0, bisect.bisect_right(edges, epoch) - 1))
+            low, high = edges[k], edges[k + 1]
+        known[k] = True
+        if before_t is not None and value > before_v:
+            if before_t >= low:                      # the whole step is in this bucket (the usual case)
+                values[k] += value - before_v
+            else:
+                _split(values, known, edges, before_t, epoch, value - before_v)
+        before_t, before_v = epoch, value
+    return [v if seen else math.nan for v, seen in zip(values, known)]
+
+
+def _split(values, known, edges, start, end, rise):
+    """Add a step's rise to the buckets it spans, in proportion to time."""
+    n = len(values)
+    first = min(n - 1, max(0, bisect.bisect_right(edges, start) - 1))
+    last = min(n - 1, max(0, bisect.bisect_left(edges, end) - 1))
+    for k in range(first, last + 1):
+        overlap = min(end, edges[k + 1]) - max(start, edges[k])
+        if overlap > 0:
+            values[k] += rise * overlap / (end - start)
+            known[k] = True
+
+
+CHUNK = 32      # meters read together: bounds what is held at once
+
+
+def used(project_id, chosen, edges):
+    """(meter, [kWh between consecutive edges, NaN where nothing is known]) of each chosen meter, in
+    order, a few meters at a time: the one place charts get energy from."""
+    for at in range(0, len(chosen), CHUNK):
+        for meter in chosen[at:at + CHUNK]:
+            yield meter, spread(readings.series(project_id, meter["meter_id"], edges[0], edges[-1]), edges)
+
+
+# ---- hierarchy and the 12-series bound -----------------------------------------------------------
+
+def shares(chosen, energy):
+    """(label, kWh) of the energy used, each kWh counted once: a meter without children as itself,
+    a meter feeding others (Parent) as "<name> (unmetered)", its energy less its children's when
+    positive (its children appear on their own). energy: meter id → kWh (None: unknown)."""
+    children = defaultdict(list)
+    ids = {m["meter_id"] for m in chosen}
+    for meter in chosen:
+        if meter.get("parent_id") in ids:
+            children[meter["parent_id"]].append(meter["meter_id"])
+    out = []
+    for meter in chosen:
+        own = energy.get(meter["meter_id"])
+        kids = children.get(meter["meter_id"])
+        if not kids:
+            if own is not None:
+                out.append((meter["name"], own))
+            continue
+        rest = (own or 0.0) - sum(energy.get(k) or 0.0 for k in kids)
+        if rest > 0:
+            out.append((f"{meter['name']} (unmetered)", rest))
+    return out
+
+
+def largest(items, limit=MAX_SERIES):
+    """(label, kWh) sorted largest first, at most limit: the largest limit-1 and "N others" summed."""
+    items = sorted(items, key=lambda item: -item[1])
+    if len(items) <= limit:
+        return items
+    rest = items[limit - 1:]
+    return items[:limit - 1] + [(f"{len(rest)} others", sum(kwh for _, kwh in rest))]
+
+
+def counted_once(chosen, ids):
+    """The meters of ids none of whose parents (up the chain) are also in ids: summing their energy
+    counts each kWh once."""
+    parent = {m["meter_id"]: m.get("parent_id") for m in chosen}
+    out = []
+    for meter_id in ids:
+        above, seen = parent.get(meter_id), set()
+        while above is not None and above not in ids and above not in seen:
+            seen.add(above)
+            above = parent.get(above)
+        if above is None or above not in ids:
+            out.append(meter_id)
+    return out
+
+
+# ---- the route -----------------------------------------------------------------------------------
+
 def chart(project_id, kind=None, meter_name=None, width=None, height=None, start=None, end=None):
     """Render the chart asked for, store it, and return its download link ({"url", "expires"})."""
     from chalicelib import chart_render
@@ -36,30 +170,75 @@ def chart(project_id, kind=None, meter_name=None, width=None, height=None, start
     kind = kind.strip().lower() if isinstance(kind, str) else kind
     if kind not in KINDS:
         raise BadRequest("type must be pie, bar or line")
-    width_px = int(round(_size("width", width, 16) * 100))
-    height_px = int(round(_size("height", height, 9) * 100))
+    width_px = int(round(_size("width", width, 16, MIN_WIDTH) * 100))
+    height_px = int(round(_size("height", height, 9, MIN_HEIGHT) * 100))
     project = accounts.get_project(project_id)
     zone = clock.zone(project.get("timezone", "UTC"))
     first, last, begin, finish = _period(start, end, zone)
+    bucket = "hour" if (last - first).days + 1 <= HOURLY_DAYS else "day"
+    edges = bucket_edges(first, last, zone, bucket)
+    common = dict(width_px=width_px, height_px=height_px, tz_name=zone.key, bucket=bucket,
+                  period=(clock.local(begin, zone), clock.local(finish, zone)))
     if meter_name is not None:
-        chosen, kind = [meters.find(project_id, name=meter_name)], "line"
+        meter = meters.find(project_id, name=meter_name)
+        kind = "line"
+        png = chart_render.render_png("meter", title=f"{meter['name']}: register and energy used",
+                                      series=[_register(project_id, meter, begin, finish, width_px)],
+                                      use=chart_render.UseSeries(meter["name"], edges,
+                                                                 _one(used(project_id, [meter], edges))), **common)
+    elif kind == "line":
+        png = chart_render.render_png("line", title=f"{project['name']}: energy used per {bucket}",
+                                      series=_use_lines(project_id, meters.all_meters(project_id), edges),
+                                      **common)
     else:
         chosen = meters.all_meters(project_id)
-    common = dict(width_px=width_px, height_px=height_px, tz_name=zone.key,
-                  period=(clock.local(begin, zone), clock.local(finish, zone)))
-    if kind == "line":
-        title = (f"{chosen[0]['name']}: readings" if meter_name is not None else f"{project['name']}: readings")
-        series = []
-        for meter in chosen:
-            points = list(readings.series(project_id, meter["meter_id"], begin, finish))
-            series.append(chart_render.LineSeries(meter["name"], [p[0] for p in points], [p[1] for p in points]))
-        png = chart_render.render_png("line", title=title, series=series, **common)
-    else:
-        energy = [(m["name"], readings.energy_used(readings.series(project_id, m["meter_id"], begin, finish)))
-                  for m in chosen]
+        energy = {}
+        for meter, values in used(project_id, chosen, edges):
+            known = [v for v in values if not math.isnan(v)]
+            energy[meter["meter_id"]] = sum(known) if known else None
         what = "share of energy used" if kind == "pie" else "energy used per meter"
-        png = chart_render.render_png(kind, title=f"{project['name']}: {what}", energy=energy,
-                                      **common)
+        png = chart_render.render_png(kind, title=f"{project['name']}: {what}",
+                                      energy=largest(shares(chosen, energy)),
+                                      legend_title="Energy used, each kWh once", **common)
     key = downloads.upload_stream(project_id, "charts", f"{kind}-{first.isoformat()}-to-{last.isoformat()}.png",
                                   "image/png", [png])
     return downloads.link(key, zone)
+
+
+def _one(pairs):
+    (_meter, values), = pairs
+    return values
+
+
+def _register(project_id, meter, begin, finish, width_px):
+    """The meter's register over the period, reduced to a min and max per pixel column as it is read."""
+    from chalicelib import chart_render
+
+    reducer = chart_render.MinMaxReducer(begin, finish, width_px)
+    for epoch, value in readings.series(project_id, meter["meter_id"], begin, finish):
+        reducer.add(epoch, value)
+    times, values = reducer.points()
+    return chart_render.LineSeries(meter["name"], times, values)
+
+
+def _use_lines(project_id, chosen, edges):
+    """UseSeries of the largest 11 meters by energy used and one of the others (each kWh once)."""
+    import numpy as np
+
+    from chalicelib import chart_render
+
+    rows = np.full((len(chosen), len(edges) - 1), np.nan)
+    for i, (_meter, values) in enumerate(used(project_id, chosen, edges)):
+        rows[i] = values
+    totals = np.nansum(rows, axis=1) if len(chosen) else np.zeros(0)
+    order = sorted(range(len(chosen)), key=lambda i: (-totals[i], i))
+    shown = order if len(order) <= MAX_SERIES else order[:MAX_SERIES - 1]
+    series = [chart_render.UseSeries(chosen[i]["name"], edges, rows[i].tolist()) for i in shown
+              if not np.isnan(rows[i]).all()]
+    rest = order[len(shown):]
+    if rest:
+        once = set(counted_once(chosen, {chosen[i]["meter_id"] for i in rest}))
+        picked = rows[[i for i in rest if chosen[i]["meter_id"] in once]]
+        summed = np.where(np.isnan(picked).all(axis=0), np.nan, np.nansum(picked, axis=0))
+        series.append(chart_render.UseSeries(f"{len(rest)} others", edges, summed.tolist()))
+    return series

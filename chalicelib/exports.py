@@ -90,19 +90,34 @@ def slice_rows(project_id, request, zone, start, end):
     return ROW_SOURCES[request.get("source", "readings")](project_id, request, zone, start, end)
 
 
-def export(project_id, start, end, file_type="csv", meter_name=None):
+def export(project_id, start, end, file_type="csv", meter_name=None, period=None):
     """Write the export to S3 and return its download link ({"url", "expires"}), or start a job
-    when it is too big for one request (its {"id", "status", "progress"})."""
+    when it is too big for one request (its {"id", "status", "progress"}).
+
+    With a period, the file holds energy used per period (consumption.rows) instead of the readings
+    (at most 366 rows per meter: always within the request).
+    """
     file_type = "csv" if file_type is None else file_type
     file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
-    if file_type not in formats.EXPORT_FORMATS:
+    if not isinstance(file_type, str) or file_type not in formats.EXPORT_FORMATS:
         raise BadRequest("type must be one of csv, json, xml, yaml")
+    if period is not None:
+        from chalicelib import consumption
+
+        period = consumption.parse_period(period)
     zone = accounts.project_zone(project_id)
-    first, last, begin, finish = day_range(parse_day("start", start), parse_day("end", end), zone)
+    first, last, begin, finish = day_range(parse_day("start", start), parse_day("end", end), zone,
+                                           max_days=consumption.days_allowed(period) if period else MAX_DAYS)
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
     media_type, extension = formats.EXPORT_FORMATS[file_type]
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""
     filename = f"readings{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
+    if period is not None:
+        filename = f"consumption-{period}{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
+        chunks = formats.record_chunks(file_type, consumption.FIELDS,
+                                       consumption.rows(project_id, chosen, zone, first, last, period))
+        key = downloads.upload_stream(project_id, "exports", filename, media_type, chunks)
+        return downloads.link(key, zone)
     if estimate_rows(chosen, begin, finish) > SYNC_MAX_ROWS:
         request = {"source": "readings", "type": file_type, "filename": filename, "media_type": media_type,
                    "zone": zone.key, "meters": [[m["meter_id"], m["name"]] for m in chosen]}

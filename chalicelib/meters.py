@@ -1,8 +1,11 @@
-"""Metering points of a project: registration by the edge agent, lookup, listing and renaming.
+"""Metering points of a project: registration by the edge agent, lookup, listing, renaming, hierarchy.
 
 A meter has two names: its site name (MeterId, what the edge agent on site calls it; never changes)
 and its display name (what users see, changed by POST /point). SITE# and NAME# items map each to
 the meter's integer id, written in the same transaction as the meter, so names stay unique.
+
+A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
+the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 """
 from chalicelib import db, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
@@ -20,6 +23,7 @@ CONFIG_FIELDS = {
     "startAddress": lambda v: validation.integer("startAddress", v, 0, 65535),
 }
 DEFAULT_SAVE_EVERY = 5
+MAX_DEPTH = 20              # levels of parents above a meter: keeps the cycle check one transaction
 # Meters a project may have: every request that reads all of them (GET /data, /point, /file) stays
 # bounded, and the project's MetersTable partition under DynamoDB's per-partition limits (docs/scale.md).
 MAX_METERS = 10_000
@@ -37,10 +41,22 @@ def _alias_key(project_id, kind, name):
     return {"pk": _pk(project_id), "sk": f"{kind}#{name}"}
 
 
-def view(meter):
-    """The GET /point shape of a meter."""
+def view(meter, parent_name=None):
+    """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
     return {"id": meter["meter_id"], "MeterId": meter["name"],
-            **{field: meter.get(field) for field in CONFIG_FIELDS}}
+            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name}
+
+
+def _view(project_id, meter):
+    """view() of one meter, reading its parent's current name."""
+    parent = _get(project_id, meter["parent_id"]) if meter.get("parent_id") is not None else None
+    return view(meter, parent["name"] if parent else None)
+
+
+def views(meters):
+    """view() of every meter of a list holding their parents (a whole project's)."""
+    names = {m["meter_id"]: m["name"] for m in meters}
+    return [view(m, names.get(m.get("parent_id"))) for m in meters]
 
 
 def series_key(project_id, meter_id):
@@ -49,22 +65,30 @@ def series_key(project_id, meter_id):
 
 
 def register(project_id, fields):
-    """PUT /point: create the meter of a site name, or update its configuration; idempotent."""
+    """PUT /point: create the meter of a site name, or update its configuration (and Parent); idempotent."""
     site_name = validation.name("MeterId", fields.get("MeterId") if fields.get("MeterId") is not None
                                 else _missing("MeterId"))
     config = {name: check(fields[name]) for name, check in CONFIG_FIELDS.items() if fields.get(name) is not None}
+    parent = _parent_arg(project_id, fields.get("Parent"))
+    meter = _register(project_id, site_name, config)
+    if parent is not _UNCHANGED:
+        meter = _set_parent(project_id, meter, parent)
+    return _view(project_id, meter)
+
+
+def _register(project_id, site_name, config):
+    """The meter item of site_name, created or with config applied."""
     for _attempt in range(3):
         existing = find_by_site_name(project_id, site_name)
         if existing:
             changed = {k: v for k, v in config.items() if existing.get(k) != v}
             if not changed:
-                return view(existing)
+                return existing
             names = {f"#f{i}": k for i, k in enumerate(changed)}
             expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changed)))
-            updated = db.update(TABLE, _meter_key(project_id, existing["meter_id"]), expression, names=names,
-                                expression_values={f":v{i}": v for i, v in enumerate(changed.values())},
-                                return_values="ALL_NEW")
-            return view(updated)
+            return db.update(TABLE, _meter_key(project_id, existing["meter_id"]), expression, names=names,
+                             expression_values={f":v{i}": v for i, v in enumerate(changed.values())},
+                             return_values="ALL_NEW")
         meter_id = db.next_id("meter")
         meter = {**_meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
@@ -79,7 +103,7 @@ def register(project_id, fields):
                                    "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
                                    "condition": "attribute_not_exists(#n) OR #n < :max"}),
             ])
-            return view(meter)
+            return meter
         except db.ConditionFailed as failure:
             if len(failure.reasons) > 3 and failure.reasons[3] == "ConditionalCheckFailed":
                 raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
@@ -90,6 +114,87 @@ def register(project_id, fields):
                                f"a site meter of that name") from None
             # Someone registered the same site name at the same time: read it again.
     raise Conflict(f"meter {site_name!r} is being registered by another request: try again")
+
+
+_UNCHANGED = object()
+
+
+def _parent_arg(project_id, value):
+    """The Parent argument as a parent meter, None (an empty value: clear it) or _UNCHANGED (absent).
+
+    A name unknown in this project (another project's meter included) is a 404, before anything is written.
+    """
+    if value is None:
+        return _UNCHANGED
+    if isinstance(value, str) and not value.strip():
+        return None
+    parent_name = validation.name("Parent", value)
+    try:
+        return find(project_id, name=parent_name)
+    except NotFound:
+        raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
+
+
+def _set_parent(project_id, meter, parent):
+    """Make parent (a meter item, or None) the meter's parent; 400 when it would close a cycle.
+
+    One transaction writes parent_id and checks that every ancestor read on the way up still has the
+    parent it had, so two concurrent changes cannot build a cycle between them.
+    """
+    parent_id = None if parent is None else parent["meter_id"]
+    for _attempt in range(3):
+        if meter.get("parent_id") == parent_id:
+            return meter
+        checks = _ancestor_checks(project_id, meter, parent)
+        key = _meter_key(project_id, meter["meter_id"])
+        write = ({"expression": "REMOVE parent_id"} if parent_id is None else
+                 {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
+        same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
+        write["condition"] = same["condition"]
+        write["values"] = {**write.get("values", {}), **same.get("values", {})}
+        if not write["values"]:
+            del write["values"]
+        try:
+            db.transact([("update", TABLE, {"key": key, **write}), *checks])
+        except db.ConditionFailed:
+            # The meter or one of its new ancestors changed parent meanwhile: read them again.
+            meter = _get(project_id, meter["meter_id"])
+            if meter is None:
+                raise NotFound("the meter was removed meanwhile") from None
+            parent = _get(project_id, parent_id) if parent_id is not None else None
+            if parent_id is not None and parent is None:
+                raise NotFound("Parent: the parent meter was removed meanwhile") from None
+            continue
+        meter = {**meter}
+        meter.pop("parent_id", None)
+        if parent_id is not None:
+            meter["parent_id"] = parent_id
+        return meter
+    raise Conflict("the meters' hierarchy was being changed by other requests: try again")
+
+
+def _ancestor_checks(project_id, meter, parent):
+    """Conditions that parent and each meter above it keep their parent; 400 if the meter is among them."""
+    checks, ancestor = [], parent
+    while ancestor is not None:
+        if ancestor["meter_id"] == meter["meter_id"]:
+            raise BadRequest(f"Parent: {parent['name']!r} is fed by {meter['name']!r} "
+                             f"(directly or through other meters): a meter cannot feed itself")
+        if len(checks) >= MAX_DEPTH:
+            raise BadRequest(f"Parent: at most {MAX_DEPTH} levels of meters above a meter")
+        above = ancestor.get("parent_id")
+        checks.append(("check", TABLE, {**_same_parent(project_id, ancestor["meter_id"], above)}))
+        ancestor = _get(project_id, above) if above is not None else None
+    return checks
+
+
+def _same_parent(project_id, meter_id, parent_id):
+    """A condition: the meter exists and its parent is still parent_id (None: it has none)."""
+    if parent_id is None:
+        return {"key": _meter_key(project_id, meter_id),
+                "condition": "attribute_exists(pk) AND attribute_not_exists(parent_id)"}
+    return {"key": _meter_key(project_id, meter_id), "condition": "parent_id = :was",
+            "values": {":was": parent_id}}
 
 
 def _missing(field):
@@ -133,16 +238,31 @@ def all_meters(project_id):
 def point(project_id, meter_id=None, name=None):
     """GET /point: one meter by id or name, or with neither the list of all."""
     if meter_id is None and name is None:
-        return [view(m) for m in all_meters(project_id)]
-    return view(find(project_id, meter_id, name))
+        return views(all_meters(project_id))
+    return _view(project_id, find(project_id, meter_id, name))
 
 
-def rename(project_id, new_name, meter_id=None, name=None):
-    """POST /point: give a meter a new display name, unique in the project; the site name stays."""
+def change(project_id, meter_id=None, name=None, new_name=None, parent=None):
+    """POST /point: rename a meter (new), set or clear its Parent, or both; returns the meter as GET shows it."""
     meter = find(project_id, meter_id, name)
+    if new_name is None and parent is None:
+        raise BadRequest("give new (the meter's new name) or Parent (the meter feeding it; empty to clear)")
+    new_parent = _parent_arg(project_id, parent)
+    if new_name is not None:      # validate both before changing either
+        validation.name("new", new_name)
+        if new_parent not in (None, _UNCHANGED):
+            _ancestor_checks(project_id, meter, new_parent)
+        meter = _rename(project_id, meter, new_name)
+    if new_parent is not _UNCHANGED:
+        meter = _set_parent(project_id, meter, new_parent)
+    return _view(project_id, meter)
+
+
+def _rename(project_id, meter, new_name):
+    """Give a meter a new display name, unique in the project; the site name stays. Returns the meter."""
     new_name = validation.name("new", new_name)
     if new_name == meter["name"]:
-        return view(meter)
+        return meter
     try:
         db.transact([
             ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", new_name), "meter_id": meter["meter_id"]},
@@ -157,5 +277,4 @@ def rename(project_id, new_name, meter_id=None, name=None):
         if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed":
             raise Conflict(f"another meter is already named {new_name!r}") from None
         raise Conflict("the meter was renamed by another request at the same time: try again") from None
-    meter["name"] = new_name
-    return view(meter)
+    return {**meter, "name": new_name}

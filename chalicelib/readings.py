@@ -27,7 +27,22 @@ MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside Dyn
 DECIMALS = 6                # values are stored to the µkWh
 _ENTRY = struct.Struct("<Id")  # a packed reading: seconds into the UTC day (uint32), value (float64)
 
-_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+# ASCII digits only (\d would take ２０２６ or Arabic-Indic digits); an offset's minutes are 00-59.
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(\.[0-9]+)?)?"
+                  r"(Z|[+-][0-9]{2}:?[0-5][0-9])?", re.ASCII)
+# A number as text: decimal ASCII digits, optional fraction and exponent; no "1_000", no ０x, no hex. The
+# words nan and inf(inity) are read too, to be refused as not finite rather than as malformed.
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?:nan|inf|infinity)",
+                     re.ASCII | re.IGNORECASE)
+
+
+class Invalid(ValueError):
+    """A reading that can't be stored, with its receipt code (docs/API.md, POST /data); a plain ValueError
+    is `malformed`."""
+
+    def __init__(self, message, code="malformed"):
+        super().__init__(message)
+        self.code = code
 
 
 def _slot(epoch):
@@ -60,7 +75,7 @@ def parse_time(text, zone):
     """Epoch seconds of an ISO 8601 time; without an offset it is local time in the project's zone."""
     if not isinstance(text, str):
         raise ValueError("TimeStamping must be an ISO 8601 text such as 2019-10-30T13:15:00Z")
-    match = _ISO.match(text.strip())
+    match = _ISO.fullmatch(text.strip())
     if not match:
         raise ValueError(f"malformed TimeStamping {text[:40]!r}: use ISO 8601 such as 2019-10-30T13:15:00Z")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
@@ -87,7 +102,7 @@ def parse_time(text, zone):
             aware = naive.replace(tzinfo=timezone(sign * delta))
         epoch = aware.timestamp()
     except OverflowError:
-        raise ValueError(f"TimeStamping {text[:40]!r} is out of range") from None
+        raise Invalid(f"TimeStamping {text[:40]!r} is out of range", "out_of_range") from None
     if epoch < 0:
         raise ValueError("TimeStamping is before 1970")
     return int(epoch)
@@ -98,18 +113,17 @@ def _value(raw):
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise ValueError("value must be a number")
     if isinstance(raw, str):
-        try:
-            raw = float(raw) if len(raw) < 40 else math.nan
-        except ValueError:
-            raise ValueError(f"value {raw[:40]!r} is not a number") from None
+        if len(raw) >= 40 or not _NUMBER.fullmatch(raw.strip()):
+            raise ValueError(f"value {raw[:40]!r} is not a number: use decimal digits such as 28540.24")
+        raw = float(raw)
     try:
         raw = float(raw)
     except OverflowError:  # an integer beyond any float
-        raise ValueError("value is out of range for an energy register") from None
+        raise Invalid("value is out of range for an energy register", "out_of_range") from None
     if not math.isfinite(raw):
-        raise ValueError("value must be a finite number (not NaN or infinity)")
+        raise Invalid("value must be a finite number (not NaN or infinity)", "not_finite")
     if abs(raw) >= MAX_ABS_VALUE:
-        raise ValueError(f"value {raw!r} is out of range for an energy register")
+        raise Invalid(f"value {raw!r} is out of range for an energy register", "out_of_range")
     return Decimal(repr(round(raw, DECIMALS)))
 
 
@@ -125,8 +139,8 @@ class _Batch:
         self.parsed = {}          # index → (meter, epoch, value)
         self.days = {}            # (series, day) → {seconds into the day: Decimal}; None when no item
 
-    def reject(self, index, message):
-        self.rejected[index] = message
+    def reject(self, index, code, message):
+        self.rejected[index] = (code, message)
 
 
 def ingest(project_id, readings):
@@ -148,10 +162,12 @@ def ingest(project_id, readings):
         _load_days(batch, only={(meters.series_key(project_id, batch.parsed[i][0]["meter_id"]),
                                  _slot(batch.parsed[i][1])[0]) for i in pending})
     for index in pending:
-        batch.reject(index, "the meter's day was being written by other requests: send it again")
+        batch.reject(index, "busy", "the meter's day was being written by other requests: send it again")
+    _refresh_rollups(batch)
     _update_latest(batch)
     return {"accepted": len(batch.accepted), "duplicates": len(batch.duplicates),
-            "rejected": [{"index": i, "error": batch.rejected[i]} for i in sorted(batch.rejected)]}
+            "rejected": [{"index": i, "code": batch.rejected[i][0], "error": batch.rejected[i][1]}
+                         for i in sorted(batch.rejected)]}
 
 
 def _parse(batch, readings):
@@ -167,21 +183,23 @@ def _parse(batch, readings):
                 raise ValueError("MeterId is required (the meter's name on site)")
             epoch = parse_time(reading.get("TimeStamping"), batch.zone)
             if epoch > now + FUTURE_TOLERANCE:
-                raise ValueError("TimeStamping is more than 10 minutes in the future: check the agent's clock")
+                raise Invalid("TimeStamping is more than 10 minutes in the future: check the agent's clock", "future")
             value = _value(reading.get("value"))
         except ValueError as error:
-            batch.reject(index, str(error))
+            batch.reject(index, getattr(error, "code", "malformed"), str(error))
             continue
         candidates[index] = (name.strip(), epoch, value)
     found = {}
     for name in {c[0] for c in candidates.values()}:
         try:
-            found[name] = meters.find_by_site_name(batch.project_id, validation.name("MeterId", name))
-        except Exception:  # a malformed name is an unknown meter
+            site_name = validation.name("MeterId", name)
+        except BadRequest:  # a malformed name is an unknown meter; a failing lookup is a 503 of the whole request
             found[name] = None
+            continue
+        found[name] = meters.find_by_site_name(batch.project_id, site_name)
     for index, (name, epoch, value) in candidates.items():
         if found[name] is None:
-            batch.reject(index, f"unknown meter {name[:64]!r}: register it with PUT /point first")
+            batch.reject(index, "unknown_meter", f"unknown meter {name[:64]!r}: register it with PUT /point first")
         else:
             batch.parsed[index] = (found[name], epoch, value)
 
@@ -223,8 +241,8 @@ def _classify_and_write(batch, indexes):
             else:
                 batch.duplicates.add(index)
         else:
-            batch.reject(index, f"meter {meter['site_name'][:64]!r} already has the value {known} at this time; "
-                                f"the stored value is kept")
+            batch.reject(index, "conflict", f"meter {meter['site_name'][:64]!r} already has the value {known} "
+                                            f"at this time; the stored value is kept")
     retry = set()
     for (series, day), slots in new.items():
         if not slots:  # every reading of this day was a duplicate or a conflict: nothing to write
@@ -233,7 +251,8 @@ def _classify_and_write(batch, indexes):
         if len(stored or {}) + len(slots) > MAX_PER_DAY:
             for _value_, idx in slots.values():
                 for i in idx:
-                    batch.reject(i, f"too many readings for this meter on {day}: at most {MAX_PER_DAY} a day")
+                    batch.reject(i, "day_full",
+                                 f"too many readings for this meter on {day}: at most {MAX_PER_DAY} a day")
             continue
         try:
             _write_day(series, day, stored, {slot: v for slot, (v, _i) in slots.items()})
@@ -257,6 +276,18 @@ def _write_day(series, day, stored, entries):
         db.put(TABLE, item, condition="attribute_not_exists(meter)")
     else:
         db.put(TABLE, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
+
+
+def _refresh_rollups(batch):
+    """Bring each meter's consumption rollups up to date with the readings of this batch that are stored."""
+    from chalicelib import rollups
+
+    by_meter = defaultdict(list)
+    for index in batch.accepted | batch.duplicates:
+        meter, epoch, _v = batch.parsed[index]
+        by_meter[meter["meter_id"]].append(epoch)
+    if by_meter:
+        rollups.refresh_many(batch.project_id, batch.zone, by_meter)
 
 
 def _stored_value(batch, series, epoch):
@@ -352,3 +383,85 @@ def energy_used(points):
             total += step
         previous = current
     return float(total)
+
+
+def before(project_id, meter_id, epoch):
+    """(epoch, value) of the meter's last reading before epoch, or None: the left neighbour across any gap."""
+    key = meters.series_key(project_id, meter_id)
+    items = db.query(TABLE, "meter = :m AND #d <= :d", {":m": key, ":d": _slot(epoch)[0]},
+                     names={"#d": "day"}, forward=False, page_size=2)
+    for item in items:   # only the first item (epoch's own day) can hold readings at or after epoch
+        midnight = _day_epoch(item["day"])
+        for slot, value in reversed(list(day_readings(item))):
+            if midnight + slot < epoch:
+                return midnight + slot, value
+    return None
+
+
+def after(project_id, meter_id, epoch):
+    """(epoch, value) of the meter's first reading after epoch, or None: the right neighbour across any gap."""
+    key = meters.series_key(project_id, meter_id)
+    items = db.query(TABLE, "meter = :m AND #d BETWEEN :d AND :z", {":m": key, ":d": _slot(epoch)[0], ":z": "9999-12-31"},
+                     names={"#d": "day"}, page_size=2)
+    for item in items:
+        midnight = _day_epoch(item["day"])
+        for slot, value in day_readings(item):
+            if midnight + slot > epoch:
+                return midnight + slot, value
+    return None
+
+
+def around(project_id, meter_id, start, end):
+    """(epoch, value) of the readings with start <= epoch <= end, plus the nearest one before start and
+    after end when none falls exactly on them: what interpolating at start and end needs."""
+    return around_many(project_id, [meter_id], start, end)[meter_id]
+
+
+AROUND_BATCH_DAYS = 4   # up to this many UTC days a meter, day items are fetched by key (BatchGetItem), beyond by Query
+
+
+def around_many(project_id, meter_ids, start, end):
+    """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
+    (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter."""
+    first, last = _day_epoch(_slot(start)[0]), _day_epoch(_slot(end)[0])
+    days = [_slot(midnight)[0] for midnight in range(first, last + 1, 86400)]
+    found = {meter_id: [] for meter_id in meter_ids}
+    if len(days) <= AROUND_BATCH_DAYS:
+        keys = {meters.series_key(project_id, m): m for m in meter_ids}
+        for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
+            midnight = _day_epoch(item["day"])
+            found[keys[item["meter"]]].extend((midnight + slot, value) for slot, value in day_readings(item)
+                                              if start <= midnight + slot <= end)
+        for points in found.values():
+            points.sort()
+    else:
+        for meter_id in meter_ids:
+            found[meter_id] = list(series(project_id, meter_id, start, end + 1))
+    for meter_id, points in found.items():
+        if not points or points[0][0] != start:
+            left = before(project_id, meter_id, start)
+            if left:
+                points.insert(0, left)
+        if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
+            right = after(project_id, meter_id, end)
+            if right:
+                points.append(right)
+    return found
+
+
+def counts(project_id, meter_ids, start, end):
+    """{meter id: how many readings it has with start <= epoch < end}, for many meters at once.
+
+    Reads the meters' day items of the range by BatchGetItem (100 keys a call) instead of one Query
+    per meter: meant for short ranges over many meters (GET /status's last 24 hours: two day items
+    per meter, so 300 meters are 6 calls).
+    """
+    first = _day_epoch(_slot(start)[0])
+    days = [_slot(moment)[0] for moment in range(first, max(start, end - 1) + 1, 86400)]
+    by_series = {meters.series_key(project_id, meter_id): meter_id for meter_id in meter_ids}
+    found = {meter_id: 0 for meter_id in meter_ids}
+    keys = [{"meter": series, "day": day} for series in by_series for day in days]
+    for item in db.batch_get(TABLE, keys, consistent=False):
+        midnight = _day_epoch(item["day"])
+        found[by_series[item["meter"]]] += sum(1 for slot, _v in day_readings(item) if start <= midnight + slot < end)
+    return found

@@ -5,6 +5,7 @@ the expiry itself.
 """
 import hashlib
 import secrets
+from typing import NamedTuple
 
 from chalicelib import clock, db
 
@@ -14,23 +15,35 @@ ABSOLUTE_SECONDS = 12 * 3600
 TOUCH_EVERY = 60
 
 
+class Live(NamedTuple):
+    """A live session: its account, its digest, and the digest of the account key it was opened with (or None)."""
+
+    project_id: int
+    user_id: int
+    digest: str
+    opened_with: str | None = None
+
+
 def _digest(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create(project_id, user_id):
-    """A new session for the account; returns the token (the only time it exists in clear)."""
+def create(project_id, user_id, opened_with=None):
+    """A new session for the account; returns the token (the only time it exists in clear).
+
+    opened_with: the digest of the account key that opened it (a key login), so rotating that key ends it.
+    """
     token = secrets.token_urlsafe(32)
     now = int(clock.now())
     db.put("SessionsTable", {
         "token_digest": _digest(token), "user_id": user_id, "project_id": project_id,
-        "created_at": now, "last_seen": now, "expires_at": now + IDLE_SECONDS,
+        "created_at": now, "last_seen": now, "expires_at": now + IDLE_SECONDS, "opened_with": opened_with,
     })
     return token
 
 
 def resolve(token):
-    """(project_id, user_id, digest) of a live session, or None (expired ones are deleted)."""
+    """The Live session of a token, or None (expired ones are deleted)."""
     if not token or len(token) > 128:
         return None
     digest = _digest(token)
@@ -45,7 +58,7 @@ def resolve(token):
         expires = min(now + IDLE_SECONDS, item["created_at"] + ABSOLUTE_SECONDS)
         db.update("SessionsTable", {"token_digest": digest}, "SET last_seen = :now, expires_at = :exp",
                   expression_values={":now": now, ":exp": expires})
-    return item["project_id"], item["user_id"], digest
+    return Live(item["project_id"], item["user_id"], digest, item.get("opened_with"))
 
 
 def end(digest):
@@ -53,8 +66,24 @@ def end(digest):
     db.delete("SessionsTable", {"token_digest": digest})
 
 
-def end_all(user_id, keep_digest=None):
-    """End every session of an account, except keep_digest (the one changing its password)."""
+def end_token(token):
+    """End the session of a token, whoever's it is (its holder is logging out)."""
+    if token and len(token) <= 128:
+        end(_digest(token))
+
+
+def end_all(user_id, keep_digest=None, opened_with=None):
+    """End every session of an account, except keep_digest (the one changing its password).
+
+    With opened_with, only the sessions opened with that key (a key rotation). The index is eventually
+    consistent, so a session created a moment ago may be missed: authentication checks the account
+    and key of every session too (chalicelib/auth.py).
+    """
     for item in db.query("SessionsTable", "user_id = :u", {":u": user_id}, index="by_user"):
-        if item["token_digest"] != keep_digest:
-            db.delete("SessionsTable", {"token_digest": item["token_digest"]})
+        if item["token_digest"] == keep_digest:
+            continue
+        if opened_with is not None:  # the index holds keys only
+            item = db.get("SessionsTable", {"token_digest": item["token_digest"]})
+            if not item or item.get("opened_with") != opened_with:
+                continue
+        db.delete("SessionsTable", {"token_digest": item["token_digest"]})

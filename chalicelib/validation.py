@@ -10,6 +10,8 @@ USERNAME_MAX = 64
 EMAIL_MAX = 254
 NAME_MAX = 64
 
+# A decimal number as text, ASCII digits only: float() alone also takes "1_000", "１２" and "nan".
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -94,7 +96,7 @@ def integer(field, value, minimum=None, maximum=None):
         raise BadRequest(f"{field} must be an integer")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,18}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,18}\s*", value, re.ASCII):  # not ٣ or １
         value = int(value)
     if not isinstance(value, int):
         raise BadRequest(f"{field} must be an integer")
@@ -108,7 +110,7 @@ def number(field, value, minimum=None, maximum=None):
         raise BadRequest(f"{field} must be a number")
     if isinstance(value, str):
         try:
-            value = float(value.strip()) if len(value) < 40 else None
+            value = float(value.strip()) if len(value) < 40 and _DECIMAL.fullmatch(value.strip()) else None
         except ValueError:
             value = None
     if not isinstance(value, (int, float)) or not math.isfinite(value):

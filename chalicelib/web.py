@@ -13,8 +13,9 @@ from http.cookies import CookieError, SimpleCookie
 
 from chalice import Response
 
-from chalicelib import auth, config, rendering
-from chalicelib.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from chalicelib import auth, aws, config, rendering
+from chalicelib.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
+                               UnsupportedMediaType)
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
 # Chalice would answer other media types with its own 415 body; accept all and answer ours.
@@ -29,10 +30,11 @@ access_log.setLevel(logging.INFO)
 class Call:
     """One request as a handler sees it: merged parameters, the caller, and response extras."""
 
-    def __init__(self, request, params, caller):
+    def __init__(self, request, params, caller, cookies=None):
         self.request = request
         self.params = params
         self.caller = caller
+        self.request_cookies = cookies or {}
         self.headers = {}
         self.cookies = []
         self.status = 200
@@ -124,6 +126,10 @@ def _merged_params(request):
         if not isinstance(data, dict):
             raise BadRequest("the JSON body must be an object of parameters")
         params.update({k: v for k, v in data.items() if v is not None})  # null is as omitted: it overrides nothing
+    if request.method == "GET":  # GET takes query arguments: a body may add scalars, never lists or objects
+        for name, value in params.items():
+            if isinstance(value, (list, dict)):
+                raise BadRequest(f"{str(name)[:40]} must be text or a number, not a JSON {type(value).__name__}")
     return params
 
 
@@ -136,21 +142,37 @@ def _cookies(request):
     return {name: morsel.value for name, morsel in jar.items()}
 
 
+class Route:
+    """How one path and method is served: its handler and who may call it.
+
+    scopes: the scoped keys' scopes (chalicelib/scoped_keys.py) that may call it; none declared, only
+    an account (its key or a session). secret: the answer carries a credential, so it is never cached
+    (Cache-Control: no-store), and a write is refused before it runs when the responseType is invalid
+    (the vendor's "carry out, then 400" would lose the one copy of a new secret).
+    """
+
+    def __init__(self, handler, authenticated=True, scopes=(), secret=False):
+        self.handler = handler
+        self.authenticated = authenticated
+        self.scopes = tuple(scopes)
+        self.secret = secret
+
+
 class Api:
-    """Route table of the API: path → method → (handler, needs auth)."""
+    """Route table of the API: path → method → Route."""
 
     def __init__(self, app):
         self.app = app
         self.routes = {}
         self._install_catch_all()
 
-    def route(self, path, method, authenticated=True):
+    def route(self, path, method, authenticated=True, scopes=(), secret=False):
         """Declare handler(call) as the path's method; it returns the result to render (or a Response)."""
         def register(handler):
             if path not in self.routes:
                 self.routes[path] = {}
                 self._install(path)
-            self.routes[path][method] = (handler, authenticated)
+            self.routes[path][method] = Route(handler, authenticated, scopes, secret)
             return handler
         return register
 
@@ -183,12 +205,19 @@ class Api:
                 allowed = ", ".join(sorted(self.routes[path]))
                 raise MethodNotAllowed(f"{request.method} is not allowed on {path}: use {allowed}",
                                        headers={"Allow": allowed})
-            handler, authenticated = self.routes[path][request.method]
+            route = self.routes[path][request.method]
             params = _merged_params(request)
             fmt = rendering.response_type(params.get("responseType"))
-            caller = auth.authenticate(request.headers, _cookies(request)) if authenticated else None
-            call = Call(request, params, caller)
-            result = handler(call)
+            cookies = _cookies(request)
+            caller = auth.authenticate(request.headers, cookies) if route.authenticated else None
+            call = Call(request, params, caller, cookies)
+            if caller is not None and caller.scope is not None and caller.scope not in route.scopes:
+                raise Forbidden(f"this key's scope ({caller.scope}) may not call {request.method} {path}: "
+                                f"use a key of the right scope, or the account's own credentials")
+            if fmt is None and route.secret and request.method != "GET":
+                raise BadRequest("responseType must be json, xml or yaml: nothing was done (the answer "
+                                 "would carry a new secret that could not be shown)")
+            result = route.handler(call)
             if fmt is None:
                 response = _error_response(BadRequest(
                     "responseType must be json, xml or yaml (the request was carried out)"), "json")
@@ -200,12 +229,19 @@ class Api:
                                     headers={"Content-Type": media_type, **call.headers})
         except ApiError as error:
             response = _error_response(error, fmt or "json")
-        except Exception:  # never a stack trace to the client
-            access_log.exception("unhandled error on %s %s", request.method, path)
-            response = _error_response(ApiError("internal error: the request could not be completed"), "json",
-                                       status=500)
+        except Exception as error:  # never a stack trace to the client
+            unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
+            if unavailable is not None:
+                response = _error_response(unavailable, fmt or "json")
+            else:
+                access_log.exception("unhandled error on %s %s", request.method, path)
+                response = _error_response(ApiError("internal error: the request could not be completed"), "json",
+                                           status=500)
         if call and call.cookies:
             response.headers["Set-Cookie"] = call.cookies[-1]
+        route = self.routes.get(path, {}).get(request.method)
+        if route is not None and route.secret:
+            response.headers["Cache-Control"] = "no-store"
         _log(request, path, response.status_code, started, call)
         return response
 
@@ -222,6 +258,7 @@ def _log(request, path, status, started, call):
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "project": caller.project_id if caller else None,
         "user": caller.user_id if caller else None,
+        "scoped_key": caller.key_id if caller else None,     # the id of a scoped key (/keys), never the key
         "request_id": (request.context or {}).get("requestId"),
     }
     # The message is the JSON line (local logs); the same fields as record attributes are top-level

@@ -2,3 +2,5 @@
 
 See docs/edge-agent.md.
 """
+
+__version__ = "1.1.0"  # sent to the cloud in PUT /status

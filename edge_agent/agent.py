@@ -1,4 +1,4 @@
-"""The running agent: poller + sender threads around one outbox, until SIGTERM.
+"""The running agent: poller, sender and status-report threads around one outbox, until SIGTERM.
 
 On start it registers every meter (the sender does PUT /point before any
 reading). It watches the config file: when it changes and is valid, polling and
@@ -18,6 +18,7 @@ from .clock import Clock
 from .cloud import Cloud
 from .config import Config, ConfigError, load_config
 from .outbox import Outbox
+from .report import StatusReporter
 from .scheduler import Poller, Scheduler
 from .sender import Sender
 
@@ -38,13 +39,17 @@ class Agent:
         log.register_secret(key)
         outbox = Outbox(cfg.buffer, cfg.max_pending)
         cloud = Cloud(cfg.url, key, cfg.http_timeout)
+        # its own HTTP session: a slow POST /data never holds a status report back
+        reporter = StatusReporter(outbox, Cloud(cfg.url, key, min(cfg.http_timeout, 30.0)), self.clock)
         sender = Sender(outbox, cloud, cfg.meters, batch_size=cfg.batch_size, backoff_initial=cfg.backoff_initial,
-                        backoff_max=cfg.backoff_max, retention_days=cfg.retention_days, clock=self.clock)
+                        backoff_max=cfg.backoff_max, retention_days=cfg.retention_days, clock=self.clock,
+                        on_delivery=reporter.poke)
         poller = Poller(cfg, outbox, on_stored=sender.wake.set)
         stop = threading.Event()
         threads = [
             threading.Thread(target=Scheduler(poller, self.clock, stop).run, name="scheduler", daemon=True),
             threading.Thread(target=sender.run, args=(stop,), name="sender", daemon=True),
+            threading.Thread(target=reporter.run, args=(stop,), name="status", daemon=True),
         ]
         for t in threads:
             t.start()

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
-    cmd("check", "validate the config and maps, print the read plan")
+    cmd("check", "validate the config, the maps and that the API key can be read; print the read plan")
     return p
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setup(args.log_level.upper())
     try:
         cfg = load_config(args.config)
-        if args.cmd == "run":
+        if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
             cfg.require_key()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -85,6 +85,8 @@ def _read(cfg, args) -> int:
                 out.append((m, v, None, time.monotonic() - t0))
             except MeterReadError as exc:
                 out.append((m, None, str(exc), time.monotonic() - t0))
+            except Exception as exc:  # noqa: BLE001 - a driver bug shows as this meter's error, not a traceback
+                out.append((m, None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
         return out
 
     by_bus: dict[str, list] = {}
@@ -99,7 +101,7 @@ def _read(cfg, args) -> int:
         r.close()
     failed = 0
     if not args.json:
-        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error")
+        print(f"{'MeterId':<16} {'bus':<8} {'id':>3} {'map':<20} {'kWh':>16} {'reqs':>4} {'ms':>6}  error or notes")
     for m in meters:
         _, v, err, dt = results[m.MeterId]
         failed += err is not None
@@ -111,11 +113,20 @@ def _read(cfg, args) -> int:
                 obj["value"] = round(v.scaled[m.map.energy], 6)
                 obj["unit"] = "kWh"
                 obj["registers"] = {k: round(x, 6) for k, x in v.scaled.items()}
+                obj["plan"] = v.plan
+                if v.model:
+                    obj["model"] = v.model
+                if v.not_finite:
+                    obj["not_finite"] = v.not_finite
             print(json.dumps(obj), flush=True)
         else:
             val = "" if err else f"{v.scaled[m.map.energy]:.3f}"
             reqs = "" if err else str(v.requests)
-            print(f"{m.MeterId:<16} {m.Port:<8} {m.ModbusId:>3} {m.ModbusMap:<20} {val:>16} {reqs:>4} {dt * 1000:6.0f}  {err or ''}")
+            notes = [] if err else ([f"model {v.model}"] if v.model else []) + (
+                [f"plan {v.plan}"] if v.plan != "merged" else []) + (
+                [f"not finite: {', '.join(v.not_finite)}"] if v.not_finite else [])
+            print(f"{m.MeterId:<16} {m.Port:<8} {m.ModbusId:>3} {m.ModbusMap:<20} {val:>16} {reqs:>4} {dt * 1000:6.0f}  "
+                  f"{err or '; '.join(notes)}")
     return 1 if failed else 0
 
 
@@ -132,12 +143,26 @@ def _status(cfg, args) -> int:
     print(f"oldest pending  {st['oldest_pending'] or '-'}")
     print(f"last delivery   {st['last_delivery'] or 'never'}")
     print(f"dropped at bound {st['dropped_at_bound']}")
-    print(f"dead letters    {st['dead_letters']}")
+    by_code = ", ".join(f"{c} {n}" for c, n in sorted(st.get("dead_letters_by_code", {}).items()))
+    print(f"dead letters    {st['dead_letters']}" + (f"  ({by_code})" if by_code else ""))
     for d in st["dead_letter_list"]:
-        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
+        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']} [{d.get('code') or 'no code'}]: {d['reason']}")
+    rep = st.get("cloud_report") or {}
+    if rep.get("clock_offset") is not None:
+        warn = "  WARNING: beyond the threshold, check time sync" if rep.get("clock_warning") else ""
+        print(f"clock offset    {rep['clock_offset']:+.1f} s (cloud minus this box, at {rep.get('clock_offset_at')}){warn}")
+    if rep:
+        print(f"status report   {rep.get('state')} at {rep.get('last_report')}")
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
+    print(f"suspect readings {st['suspect_readings']}  (held back, not sent)")
+    for d in st["suspect_list"][:10]:
+        print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
+    c = st.get("clock") or {}
+    print(f"clock           {c.get('state', 'unknown')} since {c.get('since', '-')}"
+          f" (kernel: {c.get('kernel', 'unknown')}){': ' + c['detail'] if c.get('detail') else ''}")
+    print(f"last boundary   {st['last_boundary'] or '-'}")
     return 0
 
 
@@ -174,6 +199,10 @@ def _requeue(cfg, args) -> int:
 
 
 def _check(cfg, args) -> int:
+    problem = _outbox_not_writable(cfg.buffer)
+    if problem:
+        print(f"config error: {cfg.path}: top level: field 'buffer': {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     for m in cfg.meters:
         plan = m.map.plan(m.startAddress)
         e = m.map.located(m.startAddress)[m.map.energy]
@@ -182,3 +211,17 @@ def _check(cfg, args) -> int:
               + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
     print(f"{cfg.path}: OK, {len(cfg.meters)} meters on {len(cfg.buses)} buses")
     return 0
+
+
+def _outbox_not_writable(buffer: str) -> str | None:
+    """Why this user could not write the outbox (e.g. files left by a command run as root), or None."""
+    import os
+
+    for path in (buffer, buffer + "-wal", buffer + "-shm"):
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            return (f"{path} cannot be read and written by this user (uid {os.getuid()}): "
+                    f"a file left by a command run as root? chown it to the service user")
+    folder = os.path.dirname(buffer) or "."
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by this user (uid {os.getuid()})"
+    return None

@@ -1,13 +1,19 @@
-"""The cloud API as the agent sees it: PUT /point and POST /data over HTTPS.
+"""The cloud API as the agent sees it: PUT /point, POST /data and PUT /status over HTTPS.
 
 The key travels only in the ``X-API-Key`` header; errors raised here carry the
 method, path and reason, never headers, so logging them cannot leak the key.
+Redirects are never followed: a 3xx is handed back as an answer (with where it
+pointed, without any query string) for the caller to report, so the key is
+never sent to a host other than the configured one.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -24,15 +30,22 @@ class Answer:
     body: object  # parsed JSON, or None
     text: str
     retry_after: float | None = None
+    location: str | None = None  # a redirect's target (scheme://host/path), never followed
+
+    @property
+    def redirect(self) -> bool:
+        return 300 <= self.status < 400
 
 
 class Cloud:
     """Thin HTTP client; all policy (retries, batching) lives in the Sender."""
 
-    def __init__(self, url: str, key: str, timeout: float = 30.0, session: requests.Session | None = None):
+    def __init__(self, url: str, key: str, timeout: float = 30.0, session: requests.Session | None = None,
+                 now=time.time):
         self.url = url.rstrip("/")
         self._key = key
         self.timeout = timeout
+        self.now = now
         self.session = session or requests.Session()
         self.session.trust_env = False  # a site proxy variable must not reroute readings silently
 
@@ -44,7 +57,7 @@ class Cloud:
             r = self.session.request(
                 method, self.url + path, data=json.dumps(payload),
                 headers={"X-API-Key": self._key, "Content-Type": "application/json", "Accept": "application/json"},
-                timeout=(min(10.0, self.timeout), self.timeout),
+                timeout=(min(10.0, self.timeout), self.timeout), allow_redirects=False,
             )
         except requests.Timeout:
             raise CloudUnreachable(f"{method} {path}: timed out after {self.timeout}s") from None
@@ -54,13 +67,11 @@ class Cloud:
             body = r.json()
         except ValueError:
             body = None
-        ra = None
-        if "Retry-After" in r.headers:
-            try:
-                ra = float(r.headers["Retry-After"])
-            except ValueError:
-                ra = None
-        return Answer(r.status_code, body, r.text[:300], ra)
+        location = None
+        if 300 <= r.status_code < 400:
+            location = _safe_location(r.headers.get("Location"), self.url + path)
+        return Answer(r.status_code, body, r.text[:300], _retry_after(r.headers.get("Retry-After"), self.now()),
+                      location)
 
     def put_point(self, point: dict) -> Answer:
         return self._call("PUT", "/point", point)
@@ -69,6 +80,37 @@ class Cloud:
         return self._call("POST", "/data", {
             "readings": [{"MeterId": r.meter, "TimeStamping": r.ts, "value": r.value} for r in readings]
         })
+
+    def put_status(self, report: dict) -> Answer:
+        return self._call("PUT", "/status", report)
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds (``120``) or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _safe_location(location: str | None, base: str) -> str:
+    """Where a redirect pointed, for the log: scheme, host and path only (no query, no user info)."""
+    if not location:
+        return "(no Location)"
+    u = urlsplit(urljoin(base, location))
+    host = u.hostname or ""
+    if u.port:
+        host += f":{u.port}"
+    return f"{u.scheme}://{host}{u.path}"
 
 
 def _reason(exc: Exception) -> str:

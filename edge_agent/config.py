@@ -8,10 +8,12 @@ so a site engineer can fix it without reading code. The API key is held in a
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -59,6 +61,11 @@ class Meter:
     SaveEvery: int
     startAddress: int | None
     map: RegisterMap = field(repr=False, compare=False)
+    max_power_kw: float | None = None  # plausibility bound; None: the map's max_power_kw
+
+    def power_bound_kw(self) -> float | None:
+        """The most power this meter can carry (kW): its own bound, else its map's."""
+        return self.max_power_kw if self.max_power_kw is not None else self.map.max_power_kw
 
     def point(self) -> dict:
         """The fields of PUT /point for this meter."""
@@ -100,6 +107,37 @@ class Config:
             if m.MeterId == name:
                 return m
         raise ConfigError(f"{self.path}: no meter named {name!r}")
+
+
+def url_problem(url: str) -> str | None:
+    """Why the agent must not send its key to this URL, or None.
+
+    https:// only; plain http:// only to this machine (loopback: a local test API or
+    a TLS-terminating proxy on the box), since the key travels in a header."""
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): {url!r}"
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return f"must be an https:// URL, got {url!r}"
+    if u.username or u.password:
+        return "must not carry credentials (the key goes in cloud.key or cloud.key_file)"
+    if u.query or u.fragment:
+        return f"must be the API's base URL, without ?query or #fragment, got {url!r}"
+    if u.scheme == "http" and not _loopback(u.hostname):
+        return (f"http:// is allowed only for a loopback host (localhost, 127.0.0.0/8, ::1): the API key would "
+                f"cross the network in clear text; use https://, got {url!r}")
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _err(path, where, fld, msg) -> ConfigError:
@@ -192,7 +230,15 @@ def _parse_meter(i, d, path, buses, maps_dir, maps_cache) -> Meter:
         SaveEvery=save_every,
         startAddress=_num(d, "startAddress", path, where, int, None, 0),
         map=maps_cache[mapname],
+        max_power_kw=_positive(d, "max_power_kw", path, where),
     )
+
+
+def _positive(d, fld, path, where) -> float | None:
+    v = _num(d, fld, path, where, float)
+    if v is not None and not 0 < v < float("inf"):
+        raise _err(path, where, fld, f"must be a positive number of kW, got {v!r}")
+    return v
 
 
 def _read_key(cloud: dict, path: str) -> tuple[Secret | None, str | None]:
@@ -225,8 +271,9 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(cloud, dict):
         raise ConfigError(f"{path}: cloud: field 'cloud': missing (needs url and key)")
     url = _str(cloud, "url", path, "cloud", required=True)
-    if not url.startswith(("http://", "https://")):
-        raise _err(path, "cloud", "url", f"must start with http:// or https://, got {url!r}")
+    problem = url_problem(url)
+    if problem:
+        raise _err(path, "cloud", "url", problem)
     buffer = _str(data, "buffer", path, "top level", required=True)
     maps_dir = _str(data, "maps_dir", path, "top level")
     if maps_dir and not Path(maps_dir).is_absolute():

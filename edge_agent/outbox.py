@@ -15,11 +15,19 @@ the first reading stored after the outage ends carries all the energy of the gap
 so dropping the newest loses only the time resolution at the tail, never energy,
 and never rewrites history the cloud has not seen yet.
 
+A poll is stored in one transaction, each meter's part of it in a savepoint: a
+reading the database refuses (whatever the reason) fails that meter alone, never
+the poll. A reading the plausibility check holds back is kept in ``suspect`` with
+its reason (not sent); ``status`` lists them. ``meta`` keeps the last boundary
+stamped (the clock check's evidence across restarts) and the clock's state.
+
 Each thread gets its own connection (sqlite3 connections are not shared).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
 import threading
 import time
@@ -39,7 +47,8 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_pending ON readings (status, ts, meter);
 CREATE TABLE IF NOT EXISTS dead_letters (
     meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL NOT NULL,
-    reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (meter, ts)
+    reason TEXT NOT NULL, at REAL NOT NULL, code TEXT,  -- code: the cloud's machine-readable rejection code
+    PRIMARY KEY (meter, ts)
 );
 CREATE TABLE IF NOT EXISTS counters (      -- rollover state per meter register
     meter TEXT PRIMARY KEY, last_raw INTEGER NOT NULL, wraps INTEGER NOT NULL
@@ -55,6 +64,10 @@ CREATE TABLE IF NOT EXISTS registrations (
     meter TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS suspect (       -- readings held back by the plausibility check
+    meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL, reason TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (meter, ts)
+);
 """
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
@@ -80,6 +93,7 @@ class Outbox:
         self._inserted_since = 0  # readings stored since then (deliveries only lower it)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db().executescript(SCHEMA)
+        self._migrate()
 
     # -- plumbing -------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -91,6 +105,16 @@ class Outbox:
             db.execute("PRAGMA busy_timeout=60000")
             self._local.db = db
         return db
+
+    def _migrate(self) -> None:
+        """Bring an outbox written by an older agent up to this schema (columns added since)."""
+        db = self._db()
+        cols = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
+        if "code" not in cols:
+            try:
+                db.execute("ALTER TABLE dead_letters ADD COLUMN code TEXT")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
     class _Tx:
         def __init__(self, db):
@@ -120,21 +144,71 @@ class Outbox:
         Returns 'stored', 'exists' (already taken: ignored) or 'dropped' (bound)."""
         return self.record_poll([Take(reading.meter, "", reading, counter)])[0]
 
-    def record_poll(self, takes: list["Take"]) -> list[str]:
+    def record_poll(self, takes: list["Take"], errors: list | None = None, boundary: str | None = None) -> list[str]:
         """Store the outcome of a poll in ONE transaction (one fsync per poll, not per
-        meter): readings, their counter states, and each meter's health."""
+        meter): readings, their counter states, and each meter's health.
+
+        Outcomes: stored | exists | dropped | suspect | failed. Each take is stored in
+        a savepoint: one the database refuses becomes 'failed' (its reason appended to
+        ``errors`` when given) and the others are stored all the same."""
         now = self.clock()
         out = []
         with self._tx() as db:
-            for t in takes:
-                if t.reading is None:
-                    _health(db, t.meter, t.bus, now, t.error)
-                    out.append("failed")
-                    continue
-                out.append(self._add(db, t.reading, t.counter, now))
-                if t.bus:
-                    _health(db, t.meter, t.bus, now, None)
+            for _i, t in enumerate(takes):
+                err = t.error
+                db.execute("SAVEPOINT take")
+                try:
+                    outcome = self._take(db, t, now)
+                    db.execute("RELEASE take")
+                except sqlite3.Error as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():
+                        raise  # disk full / I/O error: the whole poll fails, the caller logs it
+                    db.execute("ROLLBACK TO take")
+                    db.execute("RELEASE take")
+                    err = f"could not store the reading: {type(exc).__name__}: {exc}"
+                    _health(db, t.meter, t.bus, now, err)
+                    outcome = "failed"
+                out.append(outcome)
+                if errors is not None:
+                    errors.append(err if outcome == "failed" else None)
+            if boundary:
+                db.execute("INSERT INTO meta(k, v) VALUES ('last_boundary', ?) "
+                           "ON CONFLICT(k) DO UPDATE SET v=max(v, excluded.v)", (boundary,))
         return out
+
+    def _take(self, db, t: "Take", now: float) -> str:
+        if t.reading is None:
+            _health(db, t.meter, t.bus, now, t.error or "error")
+            return "failed"
+        if not math.isfinite(float(t.reading.value)):
+            raise sqlite3.IntegrityError(f"value {t.reading.value} is not finite")
+        if t.suspect:
+            db.execute("INSERT OR IGNORE INTO suspect(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
+                       (t.reading.meter, t.reading.ts, float(t.reading.value), t.suspect[:500], now))
+            if t.bus:
+                _health(db, t.meter, t.bus, now, f"suspect reading held back: {t.suspect}")
+            return "suspect"
+        outcome = self._add(db, t.reading, t.counter, now)
+        if t.bus:
+            _health(db, t.meter, t.bus, now, None)
+        return outcome
+
+    def last_reading(self, meter: str, before_ts: str) -> tuple[str, float] | None:
+        """The meter's latest reading kept before ``before_ts`` (plausibility's reference)."""
+        row = self._db().execute(
+            "SELECT ts, value FROM readings WHERE meter=? AND ts<? ORDER BY ts DESC LIMIT 1", (meter, before_ts)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def last_boundary(self) -> str | None:
+        """The latest boundary a poll stamped (kept across restarts)."""
+        row = self._db().execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
+        return row[0] if row else None
+
+    def set_clock_state(self, state: dict) -> None:
+        """What the scheduler last concluded about the system clock (shown by ``status``)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('clock', ?)", (json.dumps(state),))
 
     def _add(self, db, reading: Reading, counter, now) -> str:
         exists = db.execute(
@@ -203,13 +277,26 @@ class Outbox:
             )
             db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('last_delivery', ?)", (repr(now),))
 
-    def dead_letter(self, reading: Reading, reason: str) -> None:
+    def dead_letter(self, reading: Reading, reason: str, code: str | None = None) -> None:
+        """Set a rejected reading aside with the cloud's reason and code (e.g. ``conflict``)."""
         with self._tx() as db:
             db.execute("UPDATE readings SET status=2 WHERE meter=? AND ts=?", (reading.meter, reading.ts))
             db.execute(
-                "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
-                (reading.meter, reading.ts, reading.value, reason[:500], self.clock()),
+                "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at, code) VALUES (?,?,?,?,?,?)",
+                (reading.meter, reading.ts, reading.value, reason[:500], self.clock(), code and code[:64]),
             )
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Keep a small fact for ``status`` (e.g. the cloud's last clock offset)."""
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE k=?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self._db().execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return row[0] if row else None
 
     def requeue_dead(self) -> int:
         """Put dead letters back in the queue (after fixing the cause in the cloud)."""
@@ -247,10 +334,15 @@ class Outbox:
         pending, oldest = db.execute("SELECT count(*), min(ts) FROM readings WHERE status=0").fetchone()
         delivered = db.execute("SELECT count(*) FROM readings WHERE status=1").fetchone()[0]
         last = db.execute("SELECT v FROM meta WHERE k='last_delivery'").fetchone()
+        report = db.execute("SELECT v FROM meta WHERE k='cloud_report'").fetchone()
+        report = json.loads(report[0]) if report else None
         dead = [
-            {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}
-            for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM dead_letters ORDER BY ts, meter")
+            {"MeterId": m, "TimeStamping": t, "value": v, "code": c, "reason": r}
+            for m, t, v, c, r in db.execute("SELECT meter, ts, value, code, reason FROM dead_letters ORDER BY ts, meter")
         ]
+        by_code: dict[str, int] = {}
+        for d in dead:
+            by_code[d["code"] or "none"] = by_code.get(d["code"] or "none", 0) + 1
         failing = [
             {"MeterId": m, "bus": b, "failures": f, "since": _iso(s), "last_error": e, "last_ok": _iso(ok)}
             for m, b, f, s, e, ok in db.execute(
@@ -258,17 +350,31 @@ class Outbox:
             )
         ]
         dropped = {m: {"count": c, "first": f, "last": last} for m, c, f, last in db.execute("SELECT * FROM dropped")}
+        n_suspect = db.execute("SELECT count(*) FROM suspect").fetchone()[0]
+        suspects = [
+            {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}
+            for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM suspect ORDER BY ts DESC, meter LIMIT 50")
+        ]
+        clock = db.execute("SELECT v FROM meta WHERE k='clock'").fetchone()
+        lb = db.execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
         return {
             "pending": pending,
             "oldest_pending": oldest,
             "last_delivery": _iso(float(last[0])) if last else None,
+            "clock_offset": report.get("clock_offset") if report else None,  # from the last PUT /status
+            "cloud_report": report,
             "delivered_kept": delivered,
             "dead_letters": len(dead),
+            "dead_letters_by_code": by_code,
             "dead_letter_list": dead,
             "failing_meters": failing,
             "dropped_at_bound": sum(d["count"] for d in dropped.values()),
             "dropped_by_meter": dropped,
             "max_pending": self.max_pending,
+            "suspect_readings": n_suspect,
+            "suspect_list": suspects,
+            "last_boundary": lb[0] if lb else None,
+            "clock": json.loads(clock[0]) if clock else None,
         }
 
     def all_readings(self) -> list[tuple[str, str, float, int]]:
@@ -285,6 +391,7 @@ class Take:
     reading: Reading | None
     counter: tuple | None = None
     error: str | None = None
+    suspect: str | None = None  # why the plausibility check holds this reading back
 
 
 def _health(db, meter: str, bus: str, now: float, error: str | None) -> int:

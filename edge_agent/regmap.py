@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -105,6 +105,34 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One generation of a meter family: its model codes and its energy register."""
+
+    name: str
+    codes: dict[int, str]  # identification code -> model name
+    energy_address: int  # wire address of the total energy register on this generation
+
+
+@dataclass(frozen=True)
+class Identify:
+    """The model-code register of a family and the generations its codes name."""
+
+    address: int
+    type: str
+    generations: tuple[Generation, ...]
+
+    def generation(self, code: int) -> tuple[Generation, str] | None:
+        """(generation, model name) for an identification code, None if unknown."""
+        for g in self.generations:
+            if code in g.codes:
+                return g, g.codes[code]
+        return None
+
+
+PLAN_LEVELS = ("merged", "runs", "energy")  # fallback order of read plans
+
+
+@dataclass(frozen=True)
 class RegisterMap:
     """A meter type's register layout."""
 
@@ -118,7 +146,39 @@ class RegisterMap:
     relocatable: bool = False
     default_start: int | None = None  # startAddress that leaves addresses as written
     source: str = ""
+    max_power_kw: float | None = None  # plausibility bound for the meter type
+    identify: Identify | None = None
     extra: dict = field(default_factory=dict)
+
+    def for_generation(self, gen: Generation) -> "RegisterMap":
+        """This map with the energy register where generation ``gen`` keeps it."""
+        e = self.registers[self.energy]
+        regs = dict(self.registers)
+        regs[self.energy] = Register(e.name, gen.energy_address, e.type, e.word_order, e.scale, e.unit, e.rollover)
+        return replace(self, registers=regs, identify=None, description=f"{self.description} ({gen.name})")
+
+    def identify_request(self, start_address: int | None = None) -> Request | None:
+        """The read of the model-code register (None for maps without one)."""
+        if self.identify is None:
+            return None
+        return Request(self.function, self.identify.address + self.shift_for(start_address), TYPES[self.identify.type][0])
+
+    def plans(self, start_address: int | None = None) -> dict[str, list[Request]]:
+        """Read plans by fallback level: merged, one request per contiguous run, energy alone."""
+        e = self.located(start_address)[self.energy]
+        return {
+            "merged": self.plan(start_address),
+            "runs": self.plan(start_address, max_gap=0),
+            "energy": [Request(self.function, e.address, e.size)],
+        }
+
+    def names_in(self, requests: list[Request], start_address: int | None = None) -> list[str]:
+        """Registers entirely covered by these requests."""
+        out = []
+        for n, r in self.located(start_address).items():
+            if any(q.address <= r.address and r.address + r.size <= q.address + q.count for q in requests):
+                out.append(n)
+        return out
 
     def shift_for(self, start_address: int | None) -> int:
         """Wire-address shift for a meter's startAddress (0 for fixed maps)."""
@@ -134,9 +194,10 @@ class RegisterMap:
             for n, r in self.registers.items()
         }
 
-    def plan(self, start_address: int | None = None) -> list[Request]:
+    def plan(self, start_address: int | None = None, max_gap: int | None = None) -> list[Request]:
         """Fewest reads covering every register: merge neighbours while the span
         stays within max_registers and the hole between them within max_gap."""
+        max_gap = self.max_gap if max_gap is None else max_gap
         regs = sorted(self.located(start_address).values(), key=lambda r: r.address)
         out: list[Request] = []
         first: int | None = None  # span [first, last] inclusive
@@ -144,7 +205,7 @@ class RegisterMap:
         for r in regs:
             end = r.address + r.size - 1
             if first is not None and (
-                r.address - last - 1 <= self.max_gap and end - first + 1 <= self.max_registers
+                r.address - last - 1 <= max_gap and end - first + 1 <= self.max_registers
             ):
                 last = max(last, end)
                 continue
@@ -167,10 +228,13 @@ class RegisterMap:
 
     def decode(self, words: dict[int, int], start_address: int | None = None) -> dict[str, int | float]:
         """Raw values of every register from {wire address: word}."""
-        out = {}
-        for n, r in self.located(start_address).items():
-            out[n] = r.decode_raw([words[a] for a in range(r.address, r.address + r.size)])
-        return out
+        return decode_registers(self.located(start_address), words)
+
+
+def decode_registers(regs: dict[str, Register], words: dict[int, int], names=None) -> dict[str, int | float]:
+    """Raw values of these located registers (all, or ``names``) from {wire address: word}."""
+    return {n: r.decode_raw([words[a] for a in range(r.address, r.address + r.size)])
+            for n, r in regs.items() if names is None or n in names}
 
 
 def _as_int(v, what: str) -> int:
@@ -232,6 +296,11 @@ def parse_map(data: dict, source: str) -> RegisterMap:
         energy = data["energy"]
         if energy not in regs:
             raise MapError(f"{source}: energy names {energy!r}, not one of its registers")
+        max_power_kw = data.get("max_power_kw")
+        if max_power_kw is not None and (isinstance(max_power_kw, bool) or not isinstance(max_power_kw, (int, float))
+                                         or not math.isfinite(max_power_kw) or max_power_kw <= 0):
+            raise MapError(f"{source}: max_power_kw must be a positive number")
+        identify = _parse_identify(data.get("identify"), notation, source)
         relocatable = bool(data.get("relocatable", False))
         default_start = None
         if relocatable:
@@ -250,7 +319,36 @@ def parse_map(data: dict, source: str) -> RegisterMap:
         relocatable=relocatable,
         default_start=default_start,
         source=source,
+        max_power_kw=float(max_power_kw) if max_power_kw is not None else None,
+        identify=identify,
     )
+
+
+def _parse_identify(spec, notation: str, source: str) -> Identify | None:
+    if spec is None:
+        return None
+    what = f"{source}: identify"
+    if not isinstance(spec, dict):
+        raise MapError(f"{what}: must be a mapping")
+    rtype = spec.get("type", "uint16")
+    if rtype not in ("uint16", "uint32", "int16", "int32"):
+        raise MapError(f"{what}: type must be an integer type")
+    addr = _wire(notation, _as_int(spec.get("address"), f"{what}: address"), what)
+    gens = spec.get("generations")
+    if not isinstance(gens, list) or not gens:
+        raise MapError(f"{what}: generations must be a non-empty list")
+    out, seen = [], set()  # type: list, set[int]
+    for i, g in enumerate(gens):
+        w = f"{what}: generations[{i}]"
+        if not isinstance(g, dict) or not isinstance(g.get("codes"), dict) or not g["codes"]:
+            raise MapError(f"{w}: needs a name, codes (code: model) and energy_address")
+        codes = {_as_int(c, f"{w}: code"): str(m) for c, m in g["codes"].items()}
+        if seen & set(codes):
+            raise MapError(f"{w}: code(s) {sorted(seen & set(codes))} already in another generation")
+        seen |= set(codes)
+        ea = _wire(notation, _as_int(g.get("energy_address"), f"{w}: energy_address"), w)
+        out.append(Generation(str(g.get("name", f"generation {i + 1}")), codes, ea))
+    return Identify(addr, rtype, tuple(out))
 
 
 def load_map_file(path: Path) -> RegisterMap:

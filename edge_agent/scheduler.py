@@ -6,7 +6,15 @@ in parallel (one thread each); on a bus the meters are read one after another,
 the ones currently failing last, so a dead meter costs only its own timeout and
 never delays a healthy meter's reading. A meter that keeps failing skips
 exponentially more boundaries (capped at ``meter_backoff_max_minutes``), is
-logged at ERROR, and shows in ``status``.
+logged at ERROR, and shows in ``status``. Each meter's reading is taken and
+stored on its own: a meter that fails (no answer, Modbus exception, a total that
+is not finite) or whose reading the plausibility check holds back never costs
+another meter its reading.
+
+The scheduler stamps only while the clock is believable (``clock.ClockCheck``),
+never stamps a boundary twice (it resumes after the last boundary stamped, kept in
+the outbox across restarts), and when the clock jumps forward it polls the current
+boundary if it is still on time and logs how many boundaries it skipped.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import log
-from .clock import Clock, iso
+from .clock import Clock, ClockCheck, from_iso, iso
 from .config import Config, Meter
 from .counters import energy_kwh
 from .outbox import Outbox, Reading, Take
+from .plausibility import suspect_reason
 from .reader import BusReader, MeterReadError
 
 L = log.get("poll")
@@ -33,7 +42,7 @@ class PollResult:
     ts: str
     value: float | None = None
     error: str | None = None
-    outcome: str = ""  # stored | exists | dropped | failed
+    outcome: str = ""  # stored | exists | dropped | suspect | failed
 
 
 class Poller:
@@ -46,6 +55,7 @@ class Poller:
         self.failures: dict[str, int] = {}
         self.skip_until: dict[str, float] = {}
         self.on_stored = on_stored
+        self.last_good: dict[str, tuple[str, float]] = {}  # MeterId -> (ts, value) last stored (plausibility)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.readers)), thread_name_prefix="bus")
 
     def due(self, boundary: float) -> list[Meter]:
@@ -67,13 +77,17 @@ class Poller:
             ms.sort(key=lambda m: self.failures.get(m.MeterId, 0) > 0)  # healthy first
             futures.append(self._pool.submit(self._poll_bus, ms, boundary))
         pairs = [p for f in futures for p in f.result()]
-        outcomes = self.outbox.record_poll([t for _, t in pairs])
+        errors: list = []
+        outcomes = self.outbox.record_poll([t for _, t in pairs], errors=errors, boundary=iso(boundary))
         results = []
-        for ((m, res), _), outcome in zip(pairs, outcomes):
+        for ((m, res), _), outcome, err in zip(pairs, outcomes, errors):
             res.outcome = outcome
             if outcome == "failed":
+                res.error = err or res.error
                 self._failed(m, boundary, res.error)
-            else:
+            elif outcome != "suspect":
+                if outcome == "stored":
+                    self.last_good[m.MeterId] = (res.ts, res.value)
                 self._ok(m, res)
             results.append(res)
         dropped = [r for r in results if r.outcome == "dropped"]
@@ -101,8 +115,24 @@ class Poller:
         except Exception as exc:  # noqa: BLE001 - a driver bug must not stop the other meters
             res.error = f"{type(exc).__name__}: {exc}"
             return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
-        reg = m.map.registers[m.map.energy]
+        try:
+            return self._unwrap(m, res, vals, ts)
+        except Exception as exc:  # noqa: BLE001 - e.g. a value the counter cannot take: this meter alone
+            res.error = f"{type(exc).__name__}: {exc}"
+            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
+
+    def _unwrap(self, m: Meter, res: PollResult, vals, ts: str):
+        reg = (vals.map or m.map).registers[m.map.energy]
         value, state, note = energy_kwh(reg, vals.energy_raw, self.outbox.counter(m.MeterId))
+        prev = self.last_good.get(m.MeterId)
+        if prev is None or prev[0] >= ts:
+            prev = self.outbox.last_reading(m.MeterId, ts)
+        why = suspect_reason(prev, ts, value, m.power_bound_kw())
+        if why:
+            log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
+                      raw=vals.energy_raw, reason=why, note="held back, not sent; see status")
+            res.value, res.error = value, why
+            return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), suspect=why)
         if note == "rollover":
             log.event(L, logging.INFO, "register_rollover", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw, value=value)
         elif note == "decrease":
@@ -140,20 +170,97 @@ def next_boundary(meters: list[Meter], now: float) -> float:
     return min((int(now) // (m.SaveEvery * 60) + 1) * m.SaveEvery * 60 for m in meters)
 
 
-class Scheduler:
-    """Sleeps until the next boundary and polls; runs until ``stop`` is set."""
+LATE_TOLERANCE = 60.0  # a boundary read later than this after it is skipped (clock jumped forward, box stalled)
+MAX_WAIT = 30.0  # longest single wait: a clock jump is noticed within this
 
-    def __init__(self, poller: Poller, clock: Clock, stop: threading.Event):
+
+def _multiples(lo: float, hi: float, p: int) -> int:
+    """How many multiples of p lie in [lo, hi)."""
+    if hi <= lo:
+        return 0
+    return max(0, (int(hi) - 1) // p - (int(lo) + p - 1) // p + 1)
+
+
+class Scheduler:
+    """Sleeps until the next boundary and polls; runs until ``stop`` is set.
+
+    Stamps only while ``ClockCheck`` says the clock is believable; the state is
+    logged when it changes and kept in the outbox for ``status``."""
+
+    def __init__(self, poller: Poller, clock: Clock, stop: threading.Event, check: ClockCheck | None = None):
         self.poller, self.clock, self.stop = poller, clock, stop
-        self.last = 0.0  # last boundary polled: a wait that ends early never polls it twice
+        self.check = check or ClockCheck()
+        self.last = 0.0  # last boundary polled: never polled twice, even across restarts
+        self.state: str | None = None
+        self.skipped = 0  # boundaries skipped by forward jumps (since start)
+        self.kernel = "unknown"
 
     def run(self) -> None:
+        outbox = self.poller.outbox
+        lb = outbox.last_boundary()
+        self.last = max(self.last, from_iso(lb) if lb else 0.0)
+        kernel = self.check.kernel_state()
+        if kernel == "unsynchronised":
+            log.event(L, logging.WARNING, "clock_kernel_unsynchronised", kernel=kernel,
+                      note="warning only: readings are stamped unless the time is before the release date "
+                           "or behind readings already taken")
+        self.kernel = kernel
+        meters = self.poller.cfg.meters
+        cursor = None  # the next boundary is the first one after this time
         while not self.stop.is_set():
-            nb = next_boundary(self.poller.cfg.meters, max(self.clock.now(), self.last))
-            if self.clock.wait(self.stop, nb - self.clock.now()):
-                return
-            self.last = nb
+            now = self.clock.now()
+            state, detail = self.check.verdict(now, self.last)
+            self._set_state(state, detail, now)
+            if state != "ok":
+                cursor = None
+                if self.clock.wait(self.stop, MAX_WAIT):
+                    return
+                continue
+            if cursor is None:  # (re)start: boundaries missed while stopped or untrusted are not "skipped"
+                cursor = max(self.last, now)
+            nb = next_boundary(meters, cursor)
+            if nb > now:
+                if self.clock.wait(self.stop, min(nb - now, MAX_WAIT)):
+                    return
+                continue  # look again: the clock may have jumped while we waited
+            target = self._on_time(nb, now)
+            if target is None:
+                cursor = now
+                continue
+            cursor = self.last = target
             try:
-                self.poller.poll(nb)
+                self.poller.poll(target)
             except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
-                log.event(L, logging.ERROR, "poll_failed", ts=iso(nb), exc_info=True)
+                log.event(L, logging.ERROR, "poll_failed", ts=iso(target), exc_info=True)
+
+    def _on_time(self, nb: float, now: float) -> float | None:
+        """The boundary to poll now: ``nb`` if on time; after a forward jump the latest
+        boundary if still on time (else None), the ones in between logged as skipped."""
+        if now - nb <= LATE_TOLERANCE:
+            return nb
+        meters = self.poller.cfg.meters
+        latest = max((int(now) // (m.SaveEvery * 60)) * m.SaveEvery * 60 for m in meters)
+        target = latest if now - latest <= LATE_TOLERANCE else None
+        end = latest if target is not None else now + 1
+        per_meter = [_multiples(nb, end, m.SaveEvery * 60) for m in meters]
+        skipped = max(per_meter)
+        self.skipped += skipped
+        log.event(L, logging.WARNING, "clock_jumped_forward", expected=iso(nb), now=iso(now),
+                  skipped_boundaries=skipped, skipped_readings=sum(per_meter),
+                  polling=iso(target) if target is not None else "next boundary")
+        return target
+
+    def _set_state(self, state: str, detail: str, now: float) -> None:
+        if state == self.state:
+            return
+        if state != "ok":
+            log.event(L, logging.ERROR, "clock_not_trusted", state=state, detail=detail,
+                      note="no reading is stamped until the clock is right")
+        elif self.state is not None:
+            log.event(L, logging.INFO, "clock_trusted_again", now=iso(now))
+        self.state = state
+        try:
+            self.poller.outbox.set_clock_state({"state": state, "detail": detail, "since": iso(now),
+                                                "kernel": self.kernel})
+        except Exception:  # noqa: BLE001 - a status note must not stop the scheduler
+            log.event(L, logging.ERROR, "clock_state_not_saved", exc_info=True)

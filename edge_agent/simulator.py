@@ -1,7 +1,10 @@
 """Simulated meters: the site of a config, served by pymodbus, without hardware.
 
 Each simulated meter is a pymodbus ``SimDevice`` with the register layout of its
-map (the spans the agent reads, at the meter's startAddress), holding plausible
+map (the spans the agent reads, at the meter's startAddress) in the register space
+its map's function code names: holding (3) and input (4) registers are separate
+blocks, so a map reading the wrong space gets exception 02, as from a real meter.
+A map with an identification register (EM24) also holds its model code; it holds plausible
 volts, amps and power, and an energy register that rises like a real load (a
 daily profile plus noise, integrated over the simulator's clock). Word orders,
 scales and the i-meter 45's UINT32 rollover are encoded exactly as a real meter
@@ -45,13 +48,25 @@ class SimMeter:
     seed: int = 0
     clock: Callable[[], float] | Clock = time.time
     reads: int = 0
+    id_code: int | None = None  # model code for maps that identify (default: the map's own generation)
     _t: float | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
         self._base_kw = (6.0 if self.phases == 3 else 1.2) * (0.5 + self._rng.random())
-        self._regs = self.map.located(self.start_address)
-        self._plan = self.map.plan(self.start_address)
+        self._id_req = self.map.identify_request(self.start_address)
+        layout = self.map
+        if self.map.identify is not None:
+            if self.id_code is None:  # the generation whose energy register the map names
+                e = self.map.registers[self.map.energy].address
+                gen = next(g for g in self.map.identify.generations if g.energy_address == e)
+                self.id_code = next(iter(gen.codes))
+            found = self.map.identify.generation(self.id_code)
+            if found:
+                layout = self.map.for_generation(found[0])
+        self.layout = layout
+        self._regs = layout.located(self.start_address)
+        self._plan = layout.plan(self.start_address)
 
     def set_energy(self, kwh: float) -> None:
         self.advance()
@@ -102,18 +117,24 @@ class SimMeter:
             r = self._regs[name]
             for i, w in enumerate(r.encode_raw(r.raw_for(v))):
                 out[r.address + i] = w
+        if self._id_req is not None:
+            out[self._id_req.address] = int(self.id_code) & 0xFFFF  # type: ignore[arg-type]  # set in __post_init__
         return out
 
     def device(self) -> SimDevice:
-        """The pymodbus SimDevice: one block per span the agent's plan reads."""
+        """The pymodbus SimDevice: one block per span the agent's plan reads, in the
+        register space of the map's function code (the other space answers exception 02)."""
         self.advance()
         words = self.words()
-        simdata = [
-            SimData(address=req.address, values=[words.get(a, 0) for a in range(req.address, req.address + req.count)],
-                    datatype=DataType.REGISTERS)
-            for req in self._plan
-        ]
-        return SimDevice(id=self.modbus_id, simdata=simdata, action=self._action)
+        spans = [(r.address, r.count) for r in self._plan]
+        if self._id_req is not None and not any(a <= self._id_req.address < a + n for a, n in spans):
+            spans.append((self._id_req.address, self._id_req.count))
+        regs = [SimData(address=a, values=[words.get(x, 0) for x in range(a, a + n)], datatype=DataType.REGISTERS)
+                for a, n in sorted(spans)]
+        nothing = [SimData(address=0, count=1, datatype=DataType.INVALID)]
+        bits = [SimData(address=0, values=False, datatype=DataType.BITS)]
+        holding, inputs = (regs, nothing) if self.map.function == 3 else (nothing, regs)
+        return SimDevice(id=self.modbus_id, simdata=(bits, list(bits), holding, inputs), action=self._action)
 
     async def _action(self, function_code, start_address, address, count, registers, set_values):
         """Before each read, refresh the registers from the rising energy."""

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 PASSWORD = "correct horse battery staple"
-FIELDS = {"route", "method", "status", "latency_ms", "project", "user", "request_id"}
+FIELDS = {"route", "method", "status", "latency_ms", "project", "user", "scoped_key", "request_id"}
 # Attributes every LogRecord has: the rest are the extra fields a JSON formatter lifts to the top.
 STANDARD = set(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None))) | {"message", "asctime"}
 

@@ -77,6 +77,7 @@ def test_get_session_is_the_logged_in_account_with_joined_in_the_project_time_zo
     assert body["uuid"] == account.view["uuid"] and isinstance(body["uuid"], int)
     assert isinstance(body["project"], int)
     assert (body["username"], body["email"], body["project_name"]) == ("test", account.view["email"], "myProject")
+    assert body["timezone"] == "Asia/Kathmandu"   # the contract's second round: the project's zone
     assert LOCAL_TIME.match(body["joined"])
     # Kathmandu is UTC+05:45: the time shown is the local wall clock of the moment the account was made.
     joined = datetime.strptime(body["joined"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Kathmandu"))
@@ -264,7 +265,7 @@ def test_post_user_updates_only_what_is_given(client, make_account):
     renamed = send(client, "POST", "/user?username=mia2", headers=account.headers)  # from the query string
     assert renamed.status_code == 200
     assert renamed.json_body == {**before, "email": "mia@new.example.com", "username": "mia2"}
-    new_password = account.request("POST", "/user", {"password": "a brand new password"})
+    new_password = account.request("POST", "/user", {"password": "a brand new password", "current_password": PASSWORD})
     assert new_password.status_code == 200 and new_password.json_body == renamed.json_body
     assert_error(log_in(client, "mia", "a brand new password"), 401)  # the old name is gone
     assert_error(log_in(client, "mia2", PASSWORD), 401)  # the old password is gone

@@ -60,6 +60,11 @@ def test_login_with_password_and_with_key(stack):
     assert requests.get(stack.api_url + "/session").status_code == 401
 
 
+def test_the_main_incomer_feeds_the_other_meters(stack):
+    shown = {m["MeterId"]: m["Parent"] for m in stack.api("GET", "/point").json()}
+    assert shown == {"main-incomer": None, "hvac": "main-incomer", "lighting": "main-incomer"}
+
+
 def test_live_readings_intervals_rename_exports_chart(stack):
     names = [m["MeterId"] for m in DEMO_METERS]
 

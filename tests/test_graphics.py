@@ -63,21 +63,21 @@ def test_each_type_is_a_png_of_the_default_size(site, kind):
 def test_the_default_type_is_pie_and_a_meter_gives_its_line(site):
     pie = chart(site, **DAYS)
     assert "/pie-2026-01-10-to-2026-01-11.png" in json.loads(pie.body)["url"]
-    meter = chart(site, meter="m2", type="pie", width=3, height=2, **DAYS)      # meter overrides type
+    meter = chart(site, meter="m2", type="pie", width=4, height=3, **DAYS)      # meter overrides type
     assert "/line-2026-01-10-to-2026-01-11.png" in json.loads(meter.body)["url"]
-    assert png_size(fetch_png(meter)) == (300, 200)
+    assert png_size(fetch_png(meter)) == (400, 300)
 
 
 def test_width_and_height_are_hundreds_of_pixels_decimals_allowed(site):
-    for width, height, size in [("4.5", "3", (450, 300)), ("1", "1", (100, 100)), ("12.34", "2.5", (1234, 250)),
-                                (" 2 ", "1.005", (200, 100))]:
+    for width, height, size in [("4.5", "3", (450, 300)), ("4", "3", (400, 300)), ("12.34", "3.5", (1234, 350)),
+                                (" 4 ", "3.005", (400, 300))]:
         assert png_size(fetch_png(chart(site, type="line", width=width, height=height, **DAYS))) == size, width
 
 
 def test_sizes_out_of_bounds_or_not_numbers_are_400_and_draw_nothing(site):
     bucket = config.resource_name("FilesBucket")
     wrong = []
-    for bad in ["0", "41", "-1", "abc", "nan", "NaN", "inf", "-inf", "1e9", "0.5", "40.01", "1,5", ""]:
+    for bad in ["0", "41", "-1", "abc", "nan", "NaN", "inf", "-inf", "1e9", "0.5", "40.01", "1,5", "", "2.99", "1"]:
         for params in ({"width": bad}, {"height": bad}):
             answer = site.request("GET", "/graphics?" + urllib.parse.urlencode({**params, **DAYS}))
             message = json.loads(answer.body).get("error", "")
@@ -88,7 +88,14 @@ def test_sizes_out_of_bounds_or_not_numbers_are_400_and_draw_nothing(site):
 
 
 def test_the_largest_size_allowed_is_40(site):
-    assert png_size(fetch_png(chart(site, type="bar", width="40", height="1", **DAYS))) == (4000, 100)
+    assert png_size(fetch_png(chart(site, type="bar", width="40", height="3", **DAYS))) == (4000, 300)
+
+
+def test_sizes_below_4_by_3_are_400_saying_the_minimum(site):
+    for params in ({"width": "3.99"}, {"height": "2.5"}, {"width": "1", "height": "1"}):
+        answer = site.request("GET", "/graphics?" + urllib.parse.urlencode({**params, **DAYS}))
+        assert answer.status_code == 400
+        assert "4×3 (400×300 px)" in json.loads(answer.body)["error"], answer.body
 
 
 def test_a_project_without_data_gets_a_chart_not_a_crash(make_account):
@@ -121,8 +128,8 @@ def test_bad_days_are_400(site):
 def test_a_renamed_meter_is_charted_by_its_new_name(site):
     meter = json.loads(site.request("GET", "/point?name=m1").body)
     site.request("POST", "/point", body={"id": meter["id"], "new": "Pump"})
-    answer = chart(site, meter="Pump", width=2, height=2, **DAYS)
-    assert png_size(fetch_png(answer)) == (200, 200)
+    answer = chart(site, meter="Pump", width=4, height=4, **DAYS)
+    assert png_size(fetch_png(answer)) == (400, 400)
 
 
 def test_charts_need_credentials(client):

@@ -123,6 +123,22 @@ def test_second_make_run_says_so(make_run):
     assert "already running" in answer.stderr
 
 
+def test_the_agent_holds_an_ingest_key_printed_apart_from_the_account_key(make_run):
+    """The demo agent pushes with a scoped ingest key (it can't read or manage anything); the banner shows both."""
+    import requests
+
+    _process, banner, env, _ports = make_run
+    account_key = re.search(r"API key\s+(\S+)", banner).group(1)
+    ingest_key = re.search(r"ingest key\s+(\S+)", banner).group(1)
+    assert ingest_key != account_key
+    url = f"http://127.0.0.1:{env['API_PORT']}"
+    assert requests.get(url + "/data", headers={"X-API-Key": ingest_key}, timeout=30).status_code == 403
+    keys = requests.get(url + "/keys", headers={"X-API-Key": account_key}, timeout=30).json()
+    agent = next(k for k in keys if k["label"] == "demo site agent")   # (the README's lines make another)
+    assert agent["scope"] == "ingest"
+    assert agent["last_used"] is not None          # the agent registered its meters with it
+
+
 def test_the_readmes_key_line_gives_the_banners_key(make_run):
     _process, banner, env, _ports = make_run
     key = re.search(r"API key\s+(\S+)", banner).group(1)
@@ -171,6 +187,12 @@ def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_sc
                              timeout=30)
         assert login.status_code == 200, login.text
         assert requests.get(url + "/interval", headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+        # The agent's ingest key is replaced at each start (shown once, never stored): the last one stops.
+        old_ingest = re.search(r"ingest key\s+(\S+)", banner).group(1)
+        new_ingest = re.search(r"ingest key\s+(\S+)", second).group(1)
+        assert new_ingest != old_ingest
+        assert requests.put(url + "/point", json={"MeterId": "x"}, headers={"X-API-Key": old_ingest},
+                            timeout=30).status_code == 401
         process.send_signal(signal.SIGTERM)                 # to make alone, as a script or a service manager does
         output = process.communicate(timeout=60)[0]
         assert "stopped: no process left behind." in output, output[-2000:]

@@ -88,13 +88,21 @@ def test_document_and_app_have_the_same_routes(document):
     """Every route of app.py is documented with its methods and authentication, and nothing else is."""
     from app import api
 
-    routed = {(path, method): authenticated for path, methods in api.routes.items()
-              for method, (_handler, authenticated) in methods.items()}
+    routed = {(path, method): route.authenticated for path, methods in api.routes.items()
+              for method, route in methods.items()}
     documented = {(path, method): operation.get("security", document["security"]) != []
                   for path, method, operation in _operations(document)}
     assert sorted(set(routed) - set(documented)) == [], "routes of app.py missing from chalicelib/openapi.yaml"
     assert sorted(set(documented) - set(routed)) == [], "operations of chalicelib/openapi.yaml that app.py doesn't route"
     assert documented == routed, "authentication differs (security: [] in the document is authenticated=False)"
+
+
+def test_the_document_gives_each_operation_the_scopes_the_app_grants(document):
+    """x-scopes of each operation are the scoped keys' scopes that may call it (chalicelib/scoped_keys.py)."""
+    from app import api
+
+    for path, method, operation in _operations(document):
+        assert sorted(operation.get("x-scopes", [])) == sorted(api.routes[path][method].scopes), f"{method} {path}"
 
 
 def test_every_operation_documents_its_answers(document):

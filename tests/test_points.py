@@ -51,7 +51,7 @@ def site(make_account):
 
 def test_register_returns_the_meter_as_get_shows_it(site):
     meter = register(site)
-    assert meter == {"id": meter["id"], **CONFIG}
+    assert meter == {"id": meter["id"], **CONFIG, "Parent": None}
     assert isinstance(meter["id"], int)
     assert call(site, "GET", "/point", {"id": meter["id"]}) == meter
     assert call(site, "GET", "/point", {"name": "meter1"}) == meter

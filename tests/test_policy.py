@@ -498,7 +498,7 @@ def run_flow(client, make_account):
     ok(_send(client, "PUT", "/user", {"username": "flow-second", "password": password,
                                       "email": "second@example.com"}, headers=key))
     ok(_send(client, "POST", "/user", {"username": "flow-renamed", "email": "owner@example.com"}, headers=key))
-    ok(_send(client, "POST", "/user", {"password": password + " again"}, headers=cookie))
+    ok(_send(client, "POST", "/user", {"password": password + " again", "current_password": password}, headers=cookie))
     # /point: register, reconfigure, list, one, rename (transaction with a delete).
     ok(_send(client, "PUT", "/point", {"MeterId": "m1"}, headers=key))
     ok(_send(client, "PUT", "/point", {"MeterId": "m1", "SaveEvery": 5, "ModbusId": 3}, headers=key))
@@ -518,12 +518,22 @@ def run_flow(client, make_account):
     # /file and /graphics: stored in S3, answered with a presigned link.
     day = now.strftime("%Y-%m-%d")
     ok(_send(client, "GET", f"/file?start={day}&end={day}&type=csv", headers=key), 303)
+    ok(_send(client, "GET", f"/consumption?start={day}&end={day}&period=hour", headers=key), 200)
+    ok(_send(client, "GET", f"/consumption?start={day}&end={day}&period=month", headers=key), 200)
+    ok(_send(client, "GET", f"/file?start={day}&end={day}&period=day", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)
     # An export too big for a request: a job (queue), its workers (parts, assembly by UploadPartCopy).
     job = _big_export_job(client, key, project_id, ok)
     ok(_send(client, "GET", job.headers["Location"], headers=key), 303)
+    # /keys and /status: a scoped key made, used (last_used), listed, reporting, read, deleted.
+    made = ok(_send(client, "PUT", "/keys", {"label": "flow agent", "scope": "ingest"}, headers=key)).json_body
+    ok(_send(client, "PUT", "/status", {"version": "1", "backlog": 0, "time": stamps[0]},
+             headers={"X-API-Key": made["key"]}))
+    ok(_send(client, "GET", "/keys", headers=key))
+    ok(_send(client, "GET", "/status", headers=key))
+    ok(_send(client, "DELETE", f"/keys?id={made['id']}", headers=key))
     for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
         ok(_send(client, "GET", path), 200)
     # Big exports go up in parts; a failed one is aborted.

@@ -203,7 +203,7 @@ def test_a_password_change_ends_the_accounts_other_sessions_but_not_the_changing
     elsewhere = cookie_header(log_in(client, "ida", PASSWORD))
     colleagues = cookie_header(log_in(client, "jon", PASSWORD))
 
-    response = client.http.post("/user", headers={**changing, **JSON}, body=json.dumps({"password": "a new password"}))
+    response = client.http.post("/user", headers={**changing, **JSON}, body=json.dumps({"password": "a new password", "current_password": PASSWORD}))
 
     assert response.status_code == 200
     assert client.http.get("/session", headers=changing).status_code == 200
@@ -220,7 +220,7 @@ def test_a_password_change_by_key_ends_every_session_and_other_changes_end_none(
 
     assert account.request("POST", "/user", {"email": "kim@new.example.com", "username": "kimberly"}).status_code == 200
     assert client.http.get("/session", headers=first).status_code == 200
-    assert account.request("POST", "/user", {"password": "kim's new password"}).status_code == 200
+    assert account.request("POST", "/user", {"password": "kim's new password", "current_password": PASSWORD}).status_code == 200
 
     assert client.http.get("/session", headers=first).status_code == 401
 
@@ -323,7 +323,7 @@ def test_passwords_are_never_truncated_or_trimmed(client, make_account):
 
     assert log_in(client, "ted", differs_at_300).status_code == 401
     assert log_in(client, "ted", long_password[:299]).status_code == 401
-    assert account.request("POST", "/user", {"password": " spaces around "}).status_code == 200
+    assert account.request("POST", "/user", {"password": " spaces around ", "current_password": PASSWORD}).status_code == 200
     assert log_in(client, "sue", "spaces around").status_code == 401
     assert log_in(client, "sue", " spaces around ").status_code == 200
 

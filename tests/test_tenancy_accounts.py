@@ -100,7 +100,8 @@ def test_updates_aimed_at_another_projects_user_change_only_the_caller(client, p
     a1, a2, b1, b2 = projects
     aimed = {"uuid": b1.view["uuid"], "user_id": b1.view["uuid"], "project": b1.view["project"]}
 
-    response = a1.request("POST", "/user", {**aimed, "email": "a1-new@example.com", "password": "a1 new password"})
+    response = a1.request("POST", "/user", {**aimed, "email": "a1-new@example.com", "password": "a1 new password",
+                                          "current_password": PASSWORD})
 
     assert response.status_code == 200
     assert (response.json_body["uuid"], response.json_body["email"]) == (a1.view["uuid"], "a1-new@example.com")
@@ -167,3 +168,18 @@ def test_errors_about_another_projects_users_reveal_nothing_of_them(client, proj
     text = conflict.body.decode()
     for secret in (b2.view["email"], b2.key, "Bravo"):
         assert secret not in text
+
+
+def test_scoped_keys_never_open_another_projects_accounts(client, projects):
+    a1, a2, b1, b2 = projects
+    b_key = b1.request("PUT", "/keys", {"label": "b agent", "scope": "read"}).json_body
+    a_key = a1.request("PUT", "/keys", {"label": "a agent", "scope": "ingest"}).json_body
+
+    assert client.http.put("/session", headers=JSON, body=json.dumps({"key": b_key["key"]})).status_code == 401
+    for method, path in (("GET", "/user"), ("GET", "/session"), ("GET", "/key"), ("GET", "/keys")):
+        answer = getattr(client.http, method.lower())(path, headers={"X-API-Key": a_key["key"]})
+        assert answer.status_code == 403, (method, path)
+        assert "b-user" not in answer.body.decode() and b_key["key"] not in answer.body.decode()
+    assert [k["label"] for k in a2.request("GET", "/keys").json_body] == ["a agent"]   # the project's keys
+    assert [k["label"] for k in b2.request("GET", "/keys").json_body] == ["b agent"]
+    b_is_intact(client, b1, b2)

@@ -123,11 +123,26 @@ def test_exports_of_another_projects_meter_are_not_found(projects):
     assert "/projects/%d/" % a.view["project"] in answer.headers["Location"]
 
 
+def test_consumption_of_another_projects_meter_is_not_found(projects):
+    a, _b, _a_meter, _b_meter, _b_before = projects
+    for period in ("hour", "day", "month"):
+        theirs = call(a, "GET", "/consumption", {**DAYS, "meter": "b-main", "period": period})
+        assert theirs[0] == 404
+        assert same_answer(theirs, call(a, "GET", "/consumption", {**DAYS, "meter": "nowhere", "period": period}),
+                           "b-main", "nowhere")
+        status, rows = call(a, "GET", "/consumption", {**DAYS, "period": period})
+        assert status == 200 and {r["MeterParam"] for r in rows} == {"a-main"}
+        assert sum(r["value"] or 0 for r in rows) == 1.0
+    answer = a.request("GET", "/file?" + urllib.parse.urlencode({**DAYS, "type": "json", "period": "day"}))
+    rows = requests.get(answer.headers["Location"], timeout=30).json()
+    assert [(r["MeterParam"], r["value"]) for r in rows] == [("a-main", 1.0)]
+
+
 def test_charts_of_another_projects_meter_are_not_found(projects):
     a, _b, _a_meter, _b_meter, _b_before = projects
-    theirs = call(a, "GET", "/graphics", {**DAYS, "meter": "b-main", "width": 2, "height": 2})
+    theirs = call(a, "GET", "/graphics", {**DAYS, "meter": "b-main", "width": 4, "height": 3})
     assert theirs[0] == 404
-    assert same_answer(theirs, call(a, "GET", "/graphics", {**DAYS, "meter": "nowhere", "width": 2, "height": 2}),
+    assert same_answer(theirs, call(a, "GET", "/graphics", {**DAYS, "meter": "nowhere", "width": 4, "height": 3}),
                        "b-main", "nowhere")
 
 
@@ -140,3 +155,64 @@ def test_a_session_of_project_a_sees_no_more_than_its_key(projects):
     assert answer.status_code == 404
     answer = a.client.http.get("/data", headers={"Cookie": cookie})
     assert [r["MeterParam"] for r in json.loads(answer.body)] == ["a-main"]
+
+
+def _scoped_key(account, scope, label):
+    status, made = call(account, "PUT", "/keys", body={"label": label, "scope": scope})
+    assert status == 200
+    return made
+
+
+def _as_key(account, key, method, path, params=None, body=None):
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    answer = getattr(account.client.http, method.lower())(
+        path + ("?" + urllib.parse.urlencode(params) if params else ""), headers=headers,
+        body=json.dumps(body) if body is not None else None)
+    return answer.status_code, json.loads(answer.body)
+
+
+def test_scoped_keys_of_another_project_are_invisible_and_not_found(projects):
+    a, b, _a_meter, _b_meter, b_before = projects
+    b_key = _scoped_key(b, "ingest", "b agent")
+    _scoped_key(a, "read", "a dashboard")
+
+    assert [k["label"] for k in call(a, "GET", "/keys")[1]] == ["a dashboard"]
+    theirs = call(a, "DELETE", "/keys", {"id": b_key["id"]})
+    assert theirs[0] == 404
+    assert same_answer(theirs, call(a, "DELETE", "/keys", {"id": b_key["id"] + 1000}), b_key["id"], b_key["id"] + 1000)
+    assert [k["id"] for k in call(b, "GET", "/keys")[1]] == [b_key["id"]]
+    assert _as_key(b, b_key["key"], "POST", "/data", body={"readings": []})[0] == 200   # B's key still works
+    assert_b_unchanged(b, b_before)
+
+
+def test_a_scoped_key_reads_and_pushes_only_in_its_own_project(projects):
+    a, b, _a_meter, b_meter, b_before = projects
+    a_read = _scoped_key(a, "read", "a dashboard")["key"]
+    a_ingest = _scoped_key(a, "ingest", "a agent")["key"]
+
+    assert [r["MeterParam"] for r in _as_key(a, a_read, "GET", "/data")[1]] == ["a-main"]
+    assert _as_key(a, a_read, "GET", "/point", {"id": b_meter["id"]})[0] == 404
+    assert _as_key(a, a_read, "GET", "/file", {**DAYS, "meter": "b-main"})[0] == 404
+    status, receipt = _as_key(a, a_ingest, "POST", "/data", body={"readings": [
+        {"MeterId": "b-main", "TimeStamping": iso(T0 + 900), "value": 99.0}]})
+    assert status == 200 and receipt["accepted"] == 0 and len(receipt["rejected"]) == 1
+    assert _as_key(a, a_ingest, "PUT", "/point", body={"MeterId": "b-main"})[1]["id"] != b_meter["id"]
+    assert_b_unchanged(b, b_before)
+
+
+def test_status_shows_only_ones_own_agents_and_meters(projects):
+    a, b, _a_meter, _b_meter, b_before = projects
+    b_agent = _scoped_key(b, "ingest", "b agent")["key"]
+    assert _as_key(b, b_agent, "PUT", "/status", body={"version": "b-version", "failing_meters": ["b-main"],
+                                                       "time": iso(T0)})[0] == 200
+    a_agent = _scoped_key(a, "ingest", "a agent")["key"]
+    _as_key(a, a_agent, "PUT", "/status", body={"version": "a-version", "time": iso(T0)})
+
+    status, seen = call(a, "GET", "/status")
+
+    assert status == 200
+    assert [(x["agent"], x["version"]) for x in seen["agents"]] == [("a agent", "a-version")]
+    assert [m["MeterParam"] for m in seen["meters"]] == ["a-main"]
+    assert "b-" not in json.dumps(seen)
+    assert [x["agent"] for x in call(b, "GET", "/status")[1]["agents"]] == ["b agent"]
+    assert_b_unchanged(b, b_before)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_AGENT_LABEL = "demo site agent"
 DEMO = {"project": "demo", "timezone": "America/Toronto", "username": "demo",
         "password": "demo-password-2026", "email": "demo@example.com"}
 # The demo site: three meters of different shipped map types, each on its own simulated TCP bus.
@@ -34,6 +35,8 @@ DEMO_METERS = [
     {"MeterId": "lighting", "ModbusId": 1, "NoPhases": "1", "MeterType": "EM24", "ModbusMap": "CarloGavazzi.EM24",
      "startAddress": 0},
 ]
+# The main incomer feeds the other two meters (Parent on /point): charts show its share as theirs + unmetered.
+DEMO_PARENTS = {"hvac": "main-incomer", "lighting": "main-incomer"}
 HISTORY_DAYS = 30
 SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
 HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
@@ -74,7 +77,8 @@ class Stack:
         self.history_days = history_days
         self.quiet = quiet
         self.processes = {}
-        self.key = None
+        self.key = None            # the demo account's key: everything the account can do
+        self.ingest_key = None     # the demo site agent's scoped key: PUT /point, POST /data, PUT /status only
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.aws_url = f"http://127.0.0.1:{aws_port}"
         self.agent_config = os.path.join(self.state_dir, "agent.yaml")
@@ -146,6 +150,7 @@ class Stack:
             live_values = self._read_meters()
             self._start_agent()
             self._wait_registered()
+            self._set_parents()
             self._load_history(live_values)
         except BaseException:
             self.stop()
@@ -169,7 +174,7 @@ class Stack:
         """
         if PROJECT_DIR not in sys.path:
             sys.path.insert(0, PROJECT_DIR)
-        from chalicelib import accounts, aws
+        from chalicelib import accounts, aws, clock, scoped_keys
         from tools import provision
 
         saved = dict(os.environ)
@@ -194,6 +199,12 @@ class Stack:
                 item = meters.find_by_site_name(self.project_id, meter["MeterId"])
                 if item and item.get("latest_time") is not None:
                     self.last_readings[meter["MeterId"]] = (int(item["latest_time"]), float(item["latest_value"]))
+            # The agent's ingest key: shown once and stored as a digest, so each run replaces the last one.
+            zone = clock.zone(DEMO["timezone"])
+            for old in scoped_keys.listing(self.project_id, zone):
+                if old["label"] == DEMO_AGENT_LABEL:
+                    scoped_keys.delete(self.project_id, old["id"])
+            self.ingest_key = scoped_keys.create(self.project_id, DEMO_AGENT_LABEL, "ingest", zone)["key"]
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -225,7 +236,8 @@ class Stack:
             yaml.safe_dump(config, handle, sort_keys=False)
 
     def _agent_env(self):
-        return {**self.aws_env(), "INTELLIMETER_API_KEY": self.key}
+        """The agent holds the site's ingest key, never the account key (a stolen box can only push)."""
+        return {**self.aws_env(), "INTELLIMETER_API_KEY": self.ingest_key}
 
     def _start_meters(self):
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
@@ -265,6 +277,13 @@ class Stack:
             answer = self.api("GET", "/point")
             return answer.status_code == 200 and len(answer.json()) >= len(DEMO_METERS)
         wait_for(registered, "the agent to register its meters with PUT /point", timeout=60, interval=0.5)
+
+    def _set_parents(self):
+        """The demo's hierarchy (POST /point with Parent): the main incomer feeds the sub-meters."""
+        for name, parent in DEMO_PARENTS.items():
+            answer = self.api("POST", "/point", json={"name": name, "Parent": parent})
+            if answer.status_code != 200:
+                raise RuntimeError(f"could not set {name}'s parent: {answer.status_code} {answer.text[:300]}")
 
     def _load_history(self, live_values):
         """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
@@ -355,7 +374,9 @@ class Stack:
             f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS, SQS)",
             f"  demo project   {DEMO['project']} ({DEMO['timezone']})",
             f"  log in as      {DEMO['username']} / {DEMO['password']}",
-            f"  API key        {self.key}",
+            f"  API key        {self.key}   (the account's: everything the account can do; keep it off site)",
+            f"  ingest key     {self.ingest_key}   (scoped, label {DEMO_AGENT_LABEL!r}: held by the edge agent, "
+            f"can only push; a new one each run)",
             "",
             "Try:",
             f"  curl -s {auth} {self.api_url}/data",

@@ -1,9 +1,10 @@
 """Test doubles for the edge agent: a fake cloud, a fault-injecting proxy, a pty pair.
 
-* ``FakeCloud`` implements PUT /point and POST /data with the contract's receipt
-  semantics (accepted / duplicates / rejected by index, 413 above the batch bound,
-  401 on a bad key) and an optional delay after storing a batch (to kill an agent
-  mid-batch).
+* ``FakeCloud`` implements PUT /point, POST /data and PUT /status with the contract's
+  receipt semantics (accepted / duplicates / rejected by index with a ``code``, 413
+  above the batch bound, 401 on a bad key) and an optional delay after storing a
+  batch (to kill an agent mid-batch). Its rejection texts are worded unlike the real
+  API's on purpose: the agent must act on the code, never on the words.
 * ``FaultProxy`` sits in front of any cloud (fake or the real API) and, per
   request, answers 500 or 429, drops the connection before or after forwarding,
   or answers too late (timeout) before or after forwarding.
@@ -73,6 +74,8 @@ class FakeCloud:
         self.rejections: list[str] = []
         self.in_flight = 0
         self.auth_failures = 0
+        self.status_route = True  # False: an older cloud without PUT /status (404)
+        self.status_reports: list[dict] = []
         cloud = self
 
         class H(_QuietHandler):
@@ -103,6 +106,12 @@ class FakeCloud:
                 body = self._body()
                 if not self._auth():
                     return
+                if self.path.split("?")[0] == "/status" and cloud.status_route and isinstance(body, dict):
+                    with cloud.lock:
+                        cloud.status_reports.append(body)
+                    return self._reply(200, {"clock_offset": round(cloud.now() - parse_ts(body["time"]).timestamp(), 3)})
+                if self.path.split("?")[0] == "/status":
+                    return self._reply(404, {"error": "no such route"})
                 if self.path.split("?")[0] != "/point" or not isinstance(body, dict) or not body.get("MeterId"):
                     return self._reply(400, {"error": "MeterId required"})
                 with cloud.lock:
@@ -141,22 +150,26 @@ class FakeCloud:
                 try:
                     meter = r["MeterId"]
                     if meter not in self.points:
-                        raise ValueError(f"unknown meter {meter!r}")
+                        raise _Reject("unknown_meter", f"no point is registered as {meter!r}")
                     v = r["value"]
                     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                        raise ValueError("value must be a finite number")
+                        raise _Reject("not_finite", "value must be a finite number")
                     t = parse_ts(r["TimeStamping"])
                     if t.timestamp() > self.now() + 600:
-                        raise ValueError("time more than 10 minutes in the future")
+                        raise _Reject("future", "time stamp is ahead of the cloud's clock by over 10 minutes")
+                except _Reject as exc:
+                    rej.append({"index": i, "code": exc.code, "error": exc.text})
+                    continue
                 except (KeyError, TypeError, ValueError) as exc:
-                    rej.append({"index": i, "error": str(exc)})
+                    rej.append({"index": i, "code": "malformed", "error": str(exc)})
                     continue
                 k = (meter, t)
                 if k in self.store:
                     if self.store[k] == float(v):
                         dup += 1
                     else:
-                        rej.append({"index": i, "error": f"conflicting value: {self.store[k]} already stored"})
+                        rej.append({"index": i, "code": "conflict",
+                                    "error": f"conflicting value: {self.store[k]} already stored"})
                     continue
                 self.store[k] = float(v)
                 acc += 1
@@ -173,6 +186,12 @@ class FakeCloud:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, text: str):
+        super().__init__(text)
+        self.code, self.text = code, text
 
 
 FAULTS = ("500", "429", "drop_before", "drop_after", "timeout_before", "timeout_after", "down")

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import KEY, MAP_METERS, meter, write_config
 from edge_agent import cli, log
-from edge_agent.clock import FakeClock, iso
+from edge_agent.clock import ClockCheck, FakeClock, iso
 from edge_agent.config import load_config
 from edge_agent.counters import energy_kwh
 from edge_agent.outbox import Outbox, Reading
@@ -104,13 +104,14 @@ def test_scheduler_runs_on_virtual_time(tmp_path):
     class P:
         def __init__(self):
             self.cfg = cfg
+            self.outbox = Outbox(cfg.buffer)
 
         def poll(self, b):
             seen.append(iso(b))
             if len(seen) == 3:
                 stop.set()
 
-    Scheduler(P(), clock, stop).run()
+    Scheduler(P(), clock, stop, check=ClockCheck(not_before=0)).run()
     assert seen == ["2023-11-14T22:15:00Z", "2023-11-14T22:20:00Z", "2023-11-14T22:25:00Z"]
 
 

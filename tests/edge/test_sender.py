@@ -82,7 +82,7 @@ def test_rejected_reading_goes_to_dead_letters_with_the_reason(setup, fake_cloud
     st = ob.status()
     assert st["dead_letters"] == 1 and st["pending"] == 0
     assert st["dead_letter_list"][0]["TimeStamping"] == future.ts
-    assert "future" in st["dead_letter_list"][0]["reason"]
+    assert st["dead_letter_list"][0]["code"] == "future" and "10 minutes" in st["dead_letter_list"][0]["reason"]
     assert ob.requeue_dead() == 1 and ob.status()["pending"] == 1
 
 

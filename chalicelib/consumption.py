@@ -1,0 +1,157 @@
+"""GET /consumption (and /file?period=…): energy used per meter per hour, day, week, month or year of
+the project's local calendar, with Coverage and 15-minute PeakDemand.
+
+Days and longer periods come from the rollups (chalicelib/rollups.py: one item per meter and local
+month, whatever the history); hours from the raw readings of the (at most 31) days asked, which are
+as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
+answers are the same to the µkWh (tests/test_consumption.py checks it on random histories).
+"""
+from datetime import datetime, timedelta
+from fractions import Fraction
+
+from chalicelib import accounts, exports, meters, readings, rollups
+from chalicelib.errors import BadRequest
+
+PERIODS = ("hour", "day", "week", "month", "year")
+MAX_DAYS = 366
+MAX_HOUR_DAYS = 31
+FIELDS = ("MeterParam", "PeriodStart", "PeriodEnd", "value", "Coverage", "PeakDemand")
+_GROUP = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
+          "month": lambda d: (d.year, d.month), "year": lambda d: d.year}
+
+
+def parse_period(period, default="day"):
+    """The period asked for (case-insensitive), or BadRequest saying which ones exist."""
+    if period is None:
+        return default
+    if not isinstance(period, str) or period.strip().lower() not in PERIODS:
+        raise BadRequest(f"period must be one of {', '.join(PERIODS)}, not {str(period)[:40]!r}")
+    return period.strip().lower()
+
+
+def days_allowed(period):
+    return MAX_HOUR_DAYS if period == "hour" else MAX_DAYS
+
+
+def consumption(project_id, start, end, period=None, meter_name=None):
+    """GET /consumption: one row per meter and period, in order of period then meter id."""
+    period = parse_period(period)
+    zone = accounts.project_zone(project_id)
+    first, last, _begin, _finish = exports.day_range(exports.parse_day("start", start), exports.parse_day("end", end),
+                                                     zone, max_days=days_allowed(period))
+    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    return list(rows(project_id, chosen, zone, first, last, period))
+
+
+def periods(first, last, zone, period):
+    """[(start epoch, end epoch)] of the periods of local days first..last, cut to them."""
+    if period == "hour":
+        spans = []
+        for day in _days(first, last):
+            start, end = rollups.midnight(day, zone), rollups.midnight(day + timedelta(days=1), zone)
+            spans.extend((t, min(t + 3600, end)) for t in range(start, end, 3600))
+        return spans
+    return [(rollups.midnight(group[0], zone), rollups.midnight(group[-1] + timedelta(days=1), zone))
+            for group in _groups(first, last, period)]
+
+
+def _days(first, last):
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _groups(first, last, period):
+    """The local days first..last grouped by period (consecutive days with the same key)."""
+    key, groups = _GROUP[period], []
+    for day in _days(first, last):
+        if groups and key(groups[-1][-1]) == key(day):
+            groups[-1].append(day)
+        else:
+            groups.append([day])
+    return groups
+
+
+def summaries(project_id, chosen, zone, first, last, period):
+    """{meter id: [(energy µkWh or None, count, peak µkWh or None) per period]} for the chosen meters."""
+    result = {}
+    if period != "hour":
+        by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
+        groups = _groups(first, last, period)
+        for meter in chosen:
+            days = by_day.get(meter["meter_id"])
+            if days is None:   # rollups kept for another zone: from the raw readings
+                continue
+            result[meter["meter_id"]] = [_combine(days.get(day, (None, 0, None)) for day in group) for group in groups]
+    spans = periods(first, last, zone, period)
+    missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
+    if missing:
+        points = readings.around_many(project_id, missing, spans[0][0], spans[-1][1])
+        for meter_id in missing:
+            result[meter_id] = _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
+    return result
+
+
+def raw_summaries(project_id, meter_id, zone, first, last, period, spans=None):
+    """The same summaries computed from the raw readings (the reference the rollups must equal)."""
+    spans = spans or periods(first, last, zone, period)
+    return _summaries(rollups.Curve(readings.around(project_id, meter_id, spans[0][0], spans[-1][1])),
+                      zone, first, last, period, spans)
+
+
+def _summaries(curve, zone, first, last, period, spans):
+    if period == "hour":
+        return [curve.summary(start, end) for start, end in spans]
+    return [_combine(curve.summary(rollups.midnight(day, zone), rollups.midnight(day + timedelta(days=1), zone))
+                     for day in group) for group in _groups(first, last, period)]
+
+
+def _combine(day_summaries):
+    """A period's summary from its days': energies add (None when none is known), counts add, peaks max."""
+    energy, count, peak = None, 0, None
+    for day_energy, day_count, day_peak in day_summaries:
+        if day_energy is not None:
+            energy = day_energy if energy is None else energy + day_energy
+        count += day_count
+        if day_peak is not None and (peak is None or day_peak > peak):
+            peak = day_peak
+    return energy, count, peak
+
+
+def coverage(count, seconds, save_every):
+    """Readings present / readings expected (seconds / SaveEvery), at most 1, three decimals."""
+    if count == 0 or seconds <= 0:
+        return 0.0
+    return float(round(min(Fraction(1), Fraction(count * save_every * 60, seconds)), 3))
+
+
+def rows(project_id, chosen, zone, first, last, period):
+    """Row dicts (FIELDS) of the chosen meters over local days first..last, in order of period then meter id."""
+    spans = periods(first, last, zone, period)
+    chosen = sorted(chosen, key=lambda m: m["meter_id"])
+    table = summaries(project_id, chosen, zone, first, last, period)
+    stamps = [(datetime.fromtimestamp(s, zone).isoformat(), datetime.fromtimestamp(e, zone).isoformat())
+              for s, e in spans]
+    for index, (start, end) in enumerate(spans):
+        for meter in chosen:
+            energy, count, peak = table[meter["meter_id"]][index]
+            save_every = meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
+            yield {"MeterParam": meter["name"], "PeriodStart": stamps[index][0], "PeriodEnd": stamps[index][1],
+                   "value": None if energy is None else energy / 10 ** 6,
+                   "Coverage": coverage(count, end - start, save_every),
+                   "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
+
+
+def used(project_id, chosen, begin, finish, period, zone):
+    """Energy used per meter and period, for charts: {meter id: [(period start epoch, kWh or None)]}.
+
+    chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
+    exports.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
+    'week', 'month' or 'year'. Days and longer read the rollups (≤ 13 items per meter-year); hours
+    read the raw day items of the range. Same values as GET /consumption.
+    """
+    first = rollups.local_day(begin, zone)
+    last = rollups.local_day(finish - 1, zone)
+    spans = periods(first, last, zone, period)
+    table = summaries(project_id, chosen, zone, first, last, period)
+    return {meter_id: [(spans[i][0], None if energy is None else energy / 10 ** 6)
+                       for i, (energy, _count, _peak) in enumerate(values)]
+            for meter_id, values in table.items()}
