@@ -3,7 +3,7 @@
 Login names are unique case-insensitively across all projects, enforced by a LOGIN# item written in
 the same transaction as the account (never read-then-write), so concurrent creates can't both win.
 """
-from datetime import datetime, timezone
+from datetime import datetime
 
 from chalicelib import apikeys, clock, db, passwords, sessions, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound

@@ -27,11 +27,11 @@ class Caller:
     """
 
     project_id: int
-    user_id: int = None
-    session_digest: str = None
-    scope: str = None
-    key_id: int = None
-    label: str = None
+    user_id: int | None = None
+    session_digest: str | None = None
+    scope: str | None = None
+    key_id: int | None = None
+    label: str | None = None
 
 
 def _throttle_key(username):

@@ -40,13 +40,7 @@ def aws():
 @pytest.fixture
 def fast_hashing(monkeypatch):
     """Argon2id with small costs, for tests about something other than hashing (it stays Argon2id)."""
-    from argon2 import Parameters, Type
-
-    from chalicelib import passwords
-
-    monkeypatch.setattr(passwords, "PARAMETERS", Parameters(type=Type.ID, version=19, salt_len=16, hash_len=32,
-                                                            time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(passwords, "_DUMMY", None)
+    monkeypatch.setenv("PASSWORD_HASHING", "CHEAPEST")
 
 
 @pytest.fixture

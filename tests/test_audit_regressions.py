@@ -42,7 +42,7 @@ def send(client, method, path, headers, body=None):
 def test_a_login_racing_delete_user_leaves_no_credential_that_works(client, make_account, monkeypatch):
     """The audit's interleaving: the password is verified, DELETE /user runs (ending the sessions it finds),
     then the login creates its session. That cookie must answer 401 on every route."""
-    account = make_account(username="leaving")
+    make_account(username="leaving")
     verify = accounts.check_password
 
     def verify_then_delete(project_id, user_id, password):

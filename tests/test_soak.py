@@ -108,7 +108,7 @@ class Site:
 
 def _write_config(path, api_url, buffer, ports):
     meters = []
-    for bus, (port, (mapname, mtype, phases, start)) in enumerate(zip(ports, MAPS), start=1):
+    for bus, (_port, (mapname, mtype, phases, start)) in enumerate(zip(ports, MAPS), start=1):
         for unit in range(1, METERS_PER_BUS + 1):
             meter = {"MeterId": f"LAN{bus}-m{unit}", "ModbusId": unit, "Port": f"LAN{bus}", "NoPhases": phases,
                      "MeterType": mtype, "ModbusMap": mapname, "SaveEvery": 1}
