@@ -40,12 +40,12 @@ def create_project(name, time_zone="UTC"):
     project = {"project_id": project_id, "name": name, "timezone": time_zone,
                "created": clock.utcnow().isoformat()}
     try:
-        db.transact([
-            ("put", TABLE, {"item": {"pk": "PROJECTNAME#" + validation.login_key(name), "sk": "PROJECTNAME",
-                                     "project_id": project_id},
-                            "condition": "attribute_not_exists(pk)"}),
-            ("put", TABLE, {"item": {**_project_key(project_id), **project}}),
-        ])
+        db.transact({
+            "project_name": ("put", TABLE, {"item": {"pk": "PROJECTNAME#" + validation.login_key(name),
+                                                     "sk": "PROJECTNAME", "project_id": project_id},
+                                            "condition": "attribute_not_exists(pk)"}),
+            "project": ("put", TABLE, {"item": {**_project_key(project_id), **project}}),
+        })
     except db.ConditionFailed:
         raise Conflict(f"a project named {name!r} already exists") from None
     return project
@@ -119,13 +119,14 @@ def create_user(project_id, username, password, email, created_by=None):
         "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id), "created_by": created_by,
     }
     try:
-        db.transact([
-            ("put", TABLE, {"item": {**_login_key(username), "project_id": project_id, "user_id": user_id},
-                            "condition": "attribute_not_exists(pk)"}),
-            ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id, "user_id": user_id},
-                            "condition": "attribute_not_exists(pk)"}),
-            ("put", TABLE, {"item": user}),
-        ])
+        db.transact({
+            "login": ("put", TABLE, {"item": {**_login_key(username), "project_id": project_id, "user_id": user_id},
+                                     "condition": "attribute_not_exists(pk)"}),
+            "api_key": ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id,
+                                                "user_id": user_id},
+                                       "condition": "attribute_not_exists(pk)"}),
+            "user": ("put", TABLE, {"item": user}),
+        })
     except db.ConditionFailed:
         earlier = created_by is not None and _same_creation(project_id, username, email, password, created_by)
         if earlier:   # this request sent again after its answer was lost: the account it created
@@ -173,30 +174,30 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
     if password is not None:
         changes["password_hash"] = passwords.hash_password(
             validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH))
-    operations = []
+    operations = {}
     if username is not None:
         username = validation.name("username", username, validation.USERNAME_MAX)
         changes["username"] = username
         old_login, new_login = _login_key(user["username"]), _login_key(username)
         if old_login != new_login:
-            operations += [
-                ("put", TABLE, {"item": {**new_login, "project_id": project_id, "user_id": user_id},
-                                "condition": "attribute_not_exists(pk)"}),
-                ("delete", TABLE, {"key": old_login, "condition": "user_id = :u", "values": {":u": user_id}}),
-            ]
+            operations["new_login"] = ("put", TABLE, {"item": {**new_login, "project_id": project_id,
+                                                               "user_id": user_id},
+                                                      "condition": "attribute_not_exists(pk)"})
+            operations["old_login"] = ("delete", TABLE, {"key": old_login, "condition": "user_id = :u",
+                                                         "values": {":u": user_id}})
     if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
         sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
         names = {f"#f{i}": field for i, field in enumerate(changes)}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
         vals = {f":v{i}": value for i, value in enumerate(changes.values())}
-        operations.append(("update", TABLE, {"key": _user_key(project_id, user_id), "expression": expression,
-                                             "names": names, "values": vals,
-                                             "condition": "attribute_exists(pk)"}))
+        operations["user"] = ("update", TABLE, {"key": _user_key(project_id, user_id), "expression": expression,
+                                                "names": names, "values": vals,
+                                                "condition": "attribute_exists(pk)"})
         try:
             db.transact(operations)
         except db.ConditionFailed as failure:
-            if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed" and username is not None:
+            if "new_login" in failure.failed:
                 raise Conflict(f"the username {username!r} is taken: choose another") from None
             raise NotFound("this account no longer exists") from None
     if password is not None:   # again: sessions opened with the old password while it changed
@@ -212,11 +213,11 @@ def delete_account(project_id, user_id):
     """
     user = _user(project_id, user_id)
     sessions.end_all(user_id)
-    db.transact([
-        ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
-        ("delete", TABLE, {"key": _login_key(user["username"])}),
-        ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
-    ])
+    db.transact({
+        "user": ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
+        "login": ("delete", TABLE, {"key": _login_key(user["username"])}),
+        "api_key": ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
+    })
     sessions.end_all(user_id)
 
 
@@ -272,16 +273,17 @@ def regenerate_key(project_id, user_id):
     key = apikeys.new_key()
     digest = apikeys.digest(key)
     try:
-        db.transact([
-            ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
-            ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id, "user_id": user_id},
-                            "condition": "attribute_not_exists(pk)"}),
-            ("update", TABLE, {"key": _user_key(project_id, user_id),
-                               "expression": "SET key_digest = :d, key_ciphertext = :c",
-                               "condition": "key_digest = :old",
-                               "values": {":d": digest, ":c": apikeys.encrypt(key, user_id),
-                                          ":old": user["key_digest"]}}),
-        ])
+        db.transact({
+            "old_key": ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
+            "new_key": ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id,
+                                                "user_id": user_id},
+                                       "condition": "attribute_not_exists(pk)"}),
+            "user": ("update", TABLE, {"key": _user_key(project_id, user_id),
+                                       "expression": "SET key_digest = :d, key_ciphertext = :c",
+                                       "condition": "key_digest = :old",
+                                       "values": {":d": digest, ":c": apikeys.encrypt(key, user_id),
+                                                  ":old": user["key_digest"]}}),
+        })
     except db.ConditionFailed:
         raise Conflict("the key was changed by another request at the same time: try again") from None
     sessions.end_all(user_id, opened_with=user["key_digest"])  # sessions opened with the old key end with it

@@ -18,9 +18,9 @@ _deserializer = TypeDeserializer()
 class ConditionFailed(Exception):
     """A conditional write (or one condition of a transaction) did not hold."""
 
-    def __init__(self, reasons=()):
+    def __init__(self, failed=()):
         super().__init__("condition failed")
-        self.reasons = list(reasons)
+        self.failed = frozenset(failed)   # names of the transaction's operations whose condition failed
 
 
 # BatchGetItem answers part of the keys when throttled; after this many tries the request is a 503.
@@ -159,9 +159,13 @@ def batch_get(logical_id, keys, consistent=True, projection=None):
 
 
 def transact(operations):
-    """TransactWriteItems of plain-dict operations: ("put"|"delete"|"update"|"check", logical_id, args)."""
+    """TransactWriteItems of named plain-dict operations: {name: ("put"|"delete"|"update"|"check", logical_id, args)}.
+
+    ConditionFailed.failed names the operations whose condition did not hold, so callers decode a
+    failure by what it was, not by where it sat in the list.
+    """
     items = []
-    for kind, logical_id, spec in operations:
+    for kind, logical_id, spec in operations.values():
         spec = dict(spec)
         entry = {"TableName": table(logical_id)}
         if kind == "put":
@@ -180,7 +184,8 @@ def transact(operations):
         if error.response["Error"]["Code"] == "TransactionCanceledException":
             reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
             if "ConditionalCheckFailed" in reasons:
-                raise ConditionFailed(reasons) from None
+                raise ConditionFailed(name for name, reason in zip(operations, reasons)
+                                      if reason == "ConditionalCheckFailed") from None
         raise
 
 

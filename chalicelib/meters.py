@@ -93,23 +93,24 @@ def _register(project_id, site_name, config):
         meter = {**_meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
         try:
-            db.transact([
-                ("put", TABLE, {"item": {**_alias_key(project_id, "SITE", site_name), "meter_id": meter_id},
-                                "condition": "attribute_not_exists(pk)"}),
-                ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", site_name), "meter_id": meter_id},
-                                "condition": "attribute_not_exists(pk)"}),
-                ("put", TABLE, {"item": meter}),
-                ("update", TABLE, {"key": _alias_key(project_id, "COUNT", "meters"), "expression": "ADD #n :one",
-                                   "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
-                                   "condition": "attribute_not_exists(#n) OR #n < :max"}),
-            ])
+            db.transact({
+                "site_name": ("put", TABLE, {"item": {**_alias_key(project_id, "SITE", site_name),
+                                                      "meter_id": meter_id},
+                                             "condition": "attribute_not_exists(pk)"}),
+                "name": ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", site_name), "meter_id": meter_id},
+                                        "condition": "attribute_not_exists(pk)"}),
+                "meter": ("put", TABLE, {"item": meter}),
+                "count": ("update", TABLE, {"key": _alias_key(project_id, "COUNT", "meters"),
+                                            "expression": "ADD #n :one",
+                                            "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
+                                            "condition": "attribute_not_exists(#n) OR #n < :max"}),
+            })
             return meter
         except db.ConditionFailed as failure:
-            if len(failure.reasons) > 3 and failure.reasons[3] == "ConditionalCheckFailed":
+            if "count" in failure.failed:
                 raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
                                f"split the site into projects") from None
-            if len(failure.reasons) > 1 and failure.reasons[1] == "ConditionalCheckFailed" \
-                    and failure.reasons[0] != "ConditionalCheckFailed":
+            if "name" in failure.failed and "site_name" not in failure.failed:
                 raise Conflict(f"another meter is shown as {site_name!r}: rename it before registering "
                                f"a site meter of that name") from None
             # Someone registered the same site name at the same time: read it again.
@@ -155,7 +156,7 @@ def _set_parent(project_id, meter, parent):
         if not write["values"]:
             del write["values"]
         try:
-            db.transact([("update", TABLE, {"key": key, **write}), *checks])
+            db.transact({"meter": ("update", TABLE, {"key": key, **write}), **checks})
         except db.ConditionFailed:
             # The meter or one of its new ancestors changed parent meanwhile: read them again.
             meter = _get(project_id, meter["meter_id"])
@@ -175,7 +176,7 @@ def _set_parent(project_id, meter, parent):
 
 def _ancestor_checks(project_id, meter, parent):
     """Conditions that parent and each meter above it keep their parent; 400 if the meter is among them."""
-    checks, ancestor = [], parent
+    checks, ancestor = {}, parent
     while ancestor is not None:
         if ancestor["meter_id"] == meter["meter_id"]:
             raise BadRequest(f"Parent: {parent['name']!r} is fed by {meter['name']!r} "
@@ -183,7 +184,8 @@ def _ancestor_checks(project_id, meter, parent):
         if len(checks) >= MAX_DEPTH:
             raise BadRequest(f"Parent: at most {MAX_DEPTH} levels of meters above a meter")
         above = ancestor.get("parent_id")
-        checks.append(("check", TABLE, {**_same_parent(project_id, ancestor["meter_id"], above)}))
+        checks[f"ancestor {ancestor['meter_id']}"] = ("check", TABLE,
+                                                     {**_same_parent(project_id, ancestor["meter_id"], above)})
         ancestor = _get(project_id, above) if above is not None else None
     return checks
 
@@ -274,17 +276,18 @@ def _rename(project_id, meter, new_name):
     if new_name == meter["name"]:
         return meter
     try:
-        db.transact([
-            ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", new_name), "meter_id": meter["meter_id"]},
-                            "condition": "attribute_not_exists(pk)"}),
-            ("delete", TABLE, {"key": _alias_key(project_id, "NAME", meter["name"]),
-                               "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
-            ("update", TABLE, {"key": _meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
-                               "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]},
-                               "condition": "#n = :old"}),
-        ])
+        db.transact({
+            "new_name": ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", new_name),
+                                                 "meter_id": meter["meter_id"]},
+                                        "condition": "attribute_not_exists(pk)"}),
+            "old_name": ("delete", TABLE, {"key": _alias_key(project_id, "NAME", meter["name"]),
+                                           "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
+            "meter": ("update", TABLE, {"key": _meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
+                                        "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]},
+                                        "condition": "#n = :old"}),
+        })
     except db.ConditionFailed as failure:
-        if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed":
+        if "new_name" in failure.failed:
             raise Conflict(f"another meter is already named {new_name!r}") from None
         raise Conflict("the meter was renamed by another request at the same time: try again") from None
     return {**meter, "name": new_name}

@@ -69,14 +69,15 @@ def create(project_id, label, scope, zone, created_by=None):
     digest = apikeys.digest(key)
     key_id = db.next_id("scoped_key")
     now = int(clock.now())
-    db.transact([
-        ("put", TABLE, {"item": {**_lookup_key(digest), "project_id": project_id, "key_id": key_id,
-                                 "scope": scope, "label": label},
-                        "condition": "attribute_not_exists(pk)"}),
-        ("put", TABLE, {"item": {**_listing_key(project_id, key_id), "key_id": key_id, "label": label,
-                                 "scope": scope, "created": now, "digest": digest, "created_by": created_by},
-                        "condition": "attribute_not_exists(pk)"}),
-    ])
+    db.transact({
+        "lookup": ("put", TABLE, {"item": {**_lookup_key(digest), "project_id": project_id, "key_id": key_id,
+                                           "scope": scope, "label": label},
+                                  "condition": "attribute_not_exists(pk)"}),
+        "listing": ("put", TABLE, {"item": {**_listing_key(project_id, key_id), "key_id": key_id, "label": label,
+                                            "scope": scope, "created": now, "digest": digest,
+                                            "created_by": created_by},
+                                   "condition": "attribute_not_exists(pk)"}),
+    })
     return {"id": key_id, "label": label, "scope": scope, "created": _local(now, zone), "key": key}
 
 
@@ -99,10 +100,11 @@ def delete(project_id, key_id):
     if not item:
         raise NotFound(f"no key {key_id} in this project")
     try:
-        db.transact([
-            ("delete", TABLE, {"key": _listing_key(project_id, key_id), "condition": "attribute_exists(pk)"}),
-            ("delete", TABLE, {"key": _lookup_key(item["digest"])}),
-        ])
+        db.transact({
+            "listing": ("delete", TABLE, {"key": _listing_key(project_id, key_id),
+                                          "condition": "attribute_exists(pk)"}),
+            "lookup": ("delete", TABLE, {"key": _lookup_key(item["digest"])}),
+        })
     except db.ConditionFailed:
         raise NotFound(f"no key {key_id} in this project") from None
     return {}
