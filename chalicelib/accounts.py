@@ -11,12 +11,22 @@ from chalicelib.errors import BadRequest, Conflict, NotFound
 TABLE = "AccountsTable"
 
 
+def project_pk(project_id):
+    """The partition of a project's items in AccountsTable (project, users, scoped keys, agents)."""
+    return f"PROJECT#{project_id}"
+
+
+def throttle_key(username):
+    """The item counting password guesses of a login name (stripped like find_login: " alice" is "alice")."""
+    return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
+
+
 def _project_key(project_id):
-    return {"pk": f"PROJECT#{project_id}", "sk": "PROJECT"}
+    return {"pk": project_pk(project_id), "sk": "PROJECT"}
 
 
 def _user_key(project_id, user_id):
-    return {"pk": f"PROJECT#{project_id}", "sk": f"USER#{user_id:010d}"}
+    return {"pk": project_pk(project_id), "sk": f"USER#{user_id:010d}"}
 
 
 def _login_key(username):
@@ -161,7 +171,7 @@ def account(project_id, user_id):
 def list_users(project_id):
     """The public view of every account of the project, by id."""
     zone = project_zone(project_id)
-    items = db.query(TABLE, "pk = :p AND begins_with(sk, :u)", {":p": f"PROJECT#{project_id}", ":u": "USER#"})
+    items = db.query(TABLE, "pk = :p AND begins_with(sk, :u)", {":p": project_pk(project_id), ":u": "USER#"})
     return [_public_view(item, zone) for item in items]
 
 

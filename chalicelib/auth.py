@@ -34,11 +34,6 @@ class Caller:
     label: str | None = None
 
 
-def _throttle_key(username):
-    # Stripped like the login lookup (accounts.find_login), so " alice" counts against "alice".
-    return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
-
-
 def _take_ticket(username):
     """Count one password guess of the name before it is verified; 429 when the window's guesses are spent.
 
@@ -46,7 +41,7 @@ def _take_ticket(username):
     of concurrent requests wins; the others add to it), so parallel attempts never share a ticket.
     """
     now = int(clock.now())
-    key = _throttle_key(username)
+    key = accounts.throttle_key(username)
     cutoff = now - THROTTLE_WINDOW
     for _attempt in range(5):
         try:
@@ -69,7 +64,7 @@ def _take_ticket(username):
 
 
 def _clear_throttle(username):
-    db.delete("AccountsTable", _throttle_key(username))
+    db.delete("AccountsTable", accounts.throttle_key(username))
 
 
 def login(username=None, password=None, key=None):

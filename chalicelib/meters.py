@@ -33,7 +33,8 @@ def _pk(project_id):
     return f"PROJECT#{project_id}"
 
 
-def _meter_key(project_id, meter_id):
+def meter_key(project_id, meter_id):
+    """The key of a meter's item in MetersTable (readings advance its latest/interval fields there)."""
     return {"pk": _pk(project_id), "sk": f"METER#{meter_id:010d}"}
 
 
@@ -86,11 +87,11 @@ def _register(project_id, site_name, config):
                 return existing
             names = {f"#f{i}": k for i, k in enumerate(changed)}
             expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changed)))
-            return db.update(TABLE, _meter_key(project_id, existing["meter_id"]), expression, names=names,
+            return db.update(TABLE, meter_key(project_id, existing["meter_id"]), expression, names=names,
                              expression_values={f":v{i}": v for i, v in enumerate(changed.values())},
                              return_values="ALL_NEW")
         meter_id = db.next_id("meter")
-        meter = {**_meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
+        meter = {**meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
         try:
             db.transact({
@@ -147,7 +148,7 @@ def _set_parent(project_id, meter, parent):
         if meter.get("parent_id") == parent_id:
             return meter
         checks = _ancestor_checks(project_id, meter, parent)
-        key = _meter_key(project_id, meter["meter_id"])
+        key = meter_key(project_id, meter["meter_id"])
         write = ({"expression": "REMOVE parent_id"} if parent_id is None else
                  {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
         same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
@@ -193,9 +194,9 @@ def _ancestor_checks(project_id, meter, parent):
 def _same_parent(project_id, meter_id, parent_id):
     """A condition: the meter exists and its parent is still parent_id (None: it has none)."""
     if parent_id is None:
-        return {"key": _meter_key(project_id, meter_id),
+        return {"key": meter_key(project_id, meter_id),
                 "condition": "attribute_exists(pk) AND attribute_not_exists(parent_id)"}
-    return {"key": _meter_key(project_id, meter_id), "condition": "parent_id = :was",
+    return {"key": meter_key(project_id, meter_id), "condition": "parent_id = :was",
             "values": {":was": parent_id}}
 
 
@@ -204,7 +205,7 @@ def _missing(field):
 
 
 def _get(project_id, meter_id):
-    return db.get(TABLE, _meter_key(project_id, meter_id))
+    return db.get(TABLE, meter_key(project_id, meter_id))
 
 
 def find_by_site_name(project_id, site_name):
@@ -219,7 +220,7 @@ def find_by_site_names(project_id, site_names):
     site_names = list(dict.fromkeys(site_names))
     aliases = db.batch_get(TABLE, [_alias_key(project_id, "SITE", name) for name in site_names])
     meter_ids = {alias["sk"].split("#", 1)[1]: alias["meter_id"] for alias in aliases}
-    found = {m["meter_id"]: m for m in db.batch_get(TABLE, [_meter_key(project_id, i) for i in set(meter_ids.values())])}
+    found = {m["meter_id"]: m for m in db.batch_get(TABLE, [meter_key(project_id, i) for i in set(meter_ids.values())])}
     return {name: found.get(meter_ids.get(name)) for name in site_names}
 
 
@@ -282,7 +283,7 @@ def _rename(project_id, meter, new_name):
                                         "condition": "attribute_not_exists(pk)"}),
             "old_name": ("delete", TABLE, {"key": _alias_key(project_id, "NAME", meter["name"]),
                                            "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
-            "meter": ("update", TABLE, {"key": _meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
+            "meter": ("update", TABLE, {"key": meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
                                         "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]},
                                         "condition": "#n = :old"}),
         })

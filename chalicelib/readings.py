@@ -337,7 +337,7 @@ def interval_value(before, after):
 
 def _advance(project_id, meter_id, prefix, epoch, value):
     try:
-        db.update(meters.TABLE, {"pk": f"PROJECT#{project_id}", "sk": f"METER#{meter_id:010d}"},
+        db.update(meters.TABLE, meters.meter_key(project_id, meter_id),
                   f"SET {prefix}_time = :t, {prefix}_value = :v",
                   expression_values={":t": epoch, ":v": value},
                   condition=f"attribute_exists(pk) AND (attribute_not_exists({prefix}_time) OR {prefix}_time < :t)")

@@ -17,7 +17,7 @@ every request.
 """
 from dataclasses import dataclass
 
-from chalicelib import apikeys, clock, db, validation
+from chalicelib import accounts, apikeys, clock, db, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
 
 TABLE = "AccountsTable"
@@ -42,12 +42,12 @@ def _lookup_key(digest):
 
 
 def _listing_key(project_id, key_id):
-    return {"pk": f"PROJECT#{project_id}", "sk": f"SCOPEDKEY#{key_id:010d}"}
+    return {"pk": accounts.project_pk(project_id), "sk": f"SCOPEDKEY#{key_id:010d}"}
 
 
 def _listed(project_id):
     return list(db.query(TABLE, "pk = :p AND begins_with(sk, :k)",
-                         {":p": f"PROJECT#{project_id}", ":k": "SCOPEDKEY#"}, consistent=True))
+                         {":p": accounts.project_pk(project_id), ":k": "SCOPEDKEY#"}, consistent=True))
 
 
 def _local(epoch, zone):

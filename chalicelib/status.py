@@ -24,7 +24,7 @@ _FRACTION = re.compile(r"\.([0-9]{1,9})(?=Z|[+-]|$)", re.ASCII)
 
 
 def _agent_key(project_id, who):
-    return {"pk": f"PROJECT#{project_id}", "sk": f"AGENT#{who}"}
+    return {"pk": accounts.project_pk(project_id), "sk": f"AGENT#{who}"}
 
 
 def _count(field, value):
@@ -94,7 +94,7 @@ def overview(project_id):
     zone = accounts.project_zone(project_id)
     now = clock.now()
     agents = []
-    for item in db.query(TABLE, "pk = :p AND begins_with(sk, :a)", {":p": f"PROJECT#{project_id}", ":a": "AGENT#"}):
+    for item in db.query(TABLE, "pk = :p AND begins_with(sk, :a)", {":p": accounts.project_pk(project_id), ":a": "AGENT#"}):
         agents.append({"agent": item["agent"], "last_contact": clock.local(item["last_contact"], zone),
                        "version": item.get("version"), "backlog": item.get("backlog"),
                        "dead_letters": item.get("dead_letters"), "failing_meters": item.get("failing_meters", []),
