@@ -42,7 +42,7 @@ def main():
         now = int(clock.now()) // 300 * 300
         for m in range(args.meters):
             meters.register(project["project_id"], {"MeterId": f"m{m}", "SaveEvery": 5})
-            batch = [{"MeterId": f"m{m}", "TimeStamping": clock.iso_utc(now - 300 * i), "value": 10000.0 - i}
+            batch = [{"MeterId": f"m{m}", "TimeStamping": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 300 * i)), "value": 10000.0 - i}
                      for i in range(288)]
             assert not readings.ingest(project["project_id"], batch)["rejected"]
 

@@ -43,11 +43,3 @@ def local(epoch_seconds, tz):
     return datetime.fromtimestamp(epoch_seconds, tz).replace(tzinfo=None)
 
 
-def iso_utc(epoch_seconds):
-    """An instant as 'YYYY-MM-DDTHH:MM:SSZ'."""
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso_utc(text):
-    """'YYYY-MM-DDTHH:MM:SSZ' back to epoch seconds."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()

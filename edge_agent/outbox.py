@@ -252,14 +252,6 @@ class Outbox:
         row = self._db().execute("SELECT last_raw, wraps FROM counters WHERE meter=?", (meter,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def set_counter(self, meter: str, last_raw: int, wraps: int) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO counters(meter, last_raw, wraps) VALUES (?,?,?) "
-                "ON CONFLICT(meter) DO UPDATE SET last_raw=excluded.last_raw, wraps=excluded.wraps",
-                (meter, last_raw, wraps),
-            )
-
     # -- delivering -------------------------------------------------------------
     def pending(self, limit: int) -> list[Reading]:
         """Oldest pending readings first (time, then meter)."""
@@ -322,11 +314,6 @@ class Outbox:
                 "INSERT OR REPLACE INTO registrations(meter, fingerprint, at) VALUES (?,?,?)",
                 (meter, fingerprint, self.clock()),
             )
-
-    def record_health(self, meter: str, bus: str, ok: bool, error: str | None = None) -> int:
-        """Update a meter's consecutive failure count; return it."""
-        with self._tx() as db:
-            return _health(db, meter, bus, self.clock(), None if ok else (error or "error"))
 
     # -- reporting ------------------------------------------------------------------
     def status(self) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -148,7 +148,6 @@ class RegisterMap:
     source: str = ""
     max_power_kw: float | None = None  # plausibility bound for the meter type
     identify: Identify | None = None
-    extra: dict = field(default_factory=dict)
 
     def for_generation(self, gen: Generation) -> "RegisterMap":
         """This map with the energy register where generation ``gen`` keeps it."""

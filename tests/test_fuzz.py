@@ -125,7 +125,7 @@ def _seed(stack):
 
     scoped_b = scoped_keys.create(project_b["project_id"], f"{B_MARK}-agent", "ingest", clock.zone("UTC"))
     status.report(auth.Caller(project_b["project_id"], scope="ingest", key_id=scoped_b["id"], label=f"{B_MARK}-agent"),
-                  {"version": f"{B_MARK}-1", "backlog": 3, "failing_meters": [f"{B_MARK}-meter"], "time": clock.iso_utc(clock.now())})
+                  {"version": f"{B_MARK}-1", "backlog": 3, "failing_meters": [f"{B_MARK}-meter"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))})
     stack.b.update(project_id=project_b["project_id"], user_id=view_b["uuid"], key=key_b,
                    scoped_key=scoped_b["key"], scoped_key_id=scoped_b["id"],
                    username=view_b["username"], email=view_b["email"],
