@@ -64,7 +64,7 @@ def _project(name, meter_count, parent_every=0):
     chosen, batch = [first], []
     client, table = aws.dynamodb(), db.table(meters.TABLE)
     for i in range(1, meter_count):
-        meter_id, site = db.next_id("meter"), f"suite-{i:04d}"
+        meter_id, site = accounts.next_id("meter"), f"suite-{i:04d}"
         items = [{**stored["SITE"], "sk": f"SITE#{site}", "meter_id": meter_id},
                  {**stored["NAME"], "sk": f"NAME#{site}", "meter_id": meter_id},
                  {**stored["METER"], "sk": f"METER#{meter_id:010d}", "meter_id": meter_id, "site_name": site,

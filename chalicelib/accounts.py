@@ -21,6 +21,13 @@ def throttle_key(username):
     return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
 
 
+def next_id(kind):
+    """A new integer id of a kind (user, project, meter, scoped_key): an atomic counter, never reused."""
+    answer = db.update(TABLE, {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
+                       names={"#v": "value"}, expression_values={":one": 1}, return_values="UPDATED_NEW")
+    return int(answer["value"])
+
+
 def _project_key(project_id):
     return {"pk": project_pk(project_id), "sk": "PROJECT"}
 
@@ -46,7 +53,7 @@ def create_project(name, time_zone="UTC"):
         clock.zone(time_zone)
     except ValueError as error:
         raise BadRequest(str(error)) from None
-    project_id = db.next_id("project")
+    project_id = next_id("project")
     project = {"project_id": project_id, "name": name, "timezone": time_zone,
                "created": clock.utcnow().isoformat()}
     try:
@@ -119,7 +126,7 @@ def create_user(project_id, username, password, email, created_by=None):
     email = validation.email(email)
     password = validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)
     project = get_project(project_id)
-    user_id = db.next_id("user")
+    user_id = next_id("user")
     key = apikeys.new_key()
     digest = apikeys.digest(key)
     user = {

@@ -189,13 +189,6 @@ def transact(operations):
         raise
 
 
-def next_id(kind):
-    """A new integer id of a kind (user, project, meter): an atomic counter, never reused."""
-    answer = update("AccountsTable", {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
-                    names={"#v": "value"}, expression_values={":one": 1}, return_values="UPDATED_NEW")
-    return int(answer["value"])
-
-
 def _add_condition(args, condition, names, expression_values):
     if condition:
         args["ConditionExpression"] = condition

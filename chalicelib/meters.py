@@ -7,7 +7,7 @@ the meter's integer id, written in the same transaction as the meter, so names s
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 """
-from chalicelib import db, validation
+from chalicelib import accounts, db, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
 
 TABLE = "MetersTable"
@@ -90,7 +90,7 @@ def _register(project_id, site_name, config):
             return db.update(TABLE, meter_key(project_id, existing["meter_id"]), expression, names=names,
                              expression_values={f":v{i}": v for i, v in enumerate(changed.values())},
                              return_values="ALL_NEW")
-        meter_id = db.next_id("meter")
+        meter_id = accounts.next_id("meter")
         meter = {**meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
         try:

@@ -67,7 +67,7 @@ def create(project_id, label, scope, zone, created_by=None):
         raise Conflict(f"the project has {MAX_KEYS} scoped keys already: delete unused ones with DELETE /keys")
     key = apikeys.new_key()
     digest = apikeys.digest(key)
-    key_id = db.next_id("scoped_key")
+    key_id = accounts.next_id("scoped_key")
     now = int(clock.now())
     db.transact({
         "lookup": ("put", TABLE, {"item": {**_lookup_key(digest), "project_id": project_id, "key_id": key_id,

@@ -316,7 +316,7 @@ def test_the_walk_finds_the_calls_of_each_kind():
     """The walk itself: it must see transactions, the index, the bucket and the key."""
     needs = code_needs(template()["Resources"])
     assert ("dynamodb:Query", ("index", "SessionsTable", "by_user")) in needs
-    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # db.next_id
+    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # accounts.next_id
     assert ("dynamodb:DeleteItem", ("table", "MetersTable")) in needs            # a transaction's item
     assert ("dynamodb:BatchGetItem", ("table", "ReadingsTable")) in needs
     assert {a for a, r in needs if r == ("objects", "FilesBucket")} == {"s3:PutObject", "s3:AbortMultipartUpload",
