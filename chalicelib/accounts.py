@@ -28,6 +28,32 @@ def next_id(kind):
     return int(answer["value"])
 
 
+def project_items(project_id, kind, consistent=False):
+    """The project's AccountsTable items of a kind ("USER", "SCOPEDKEY", "AGENT"), in key order."""
+    return db.query(TABLE, "pk = :p AND begins_with(sk, :k)", {":p": project_pk(project_id), ":k": kind + "#"},
+                    consistent=consistent)
+
+
+def scoped_key_lookup_key(digest):
+    """The item that finds a scoped key by its digest (scoped_keys.py owns its fields)."""
+    return {"pk": "SCOPEDKEY#" + digest, "sk": "SCOPEDKEY"}
+
+
+def scoped_key_listing_key(project_id, key_id):
+    """The item that lists a scoped key in its project (scoped_keys.py owns its fields)."""
+    return {"pk": project_pk(project_id), "sk": f"SCOPEDKEY#{key_id:010d}"}
+
+
+def agent_key(project_id, who):
+    """The item holding an agent's last report (status.py owns its fields)."""
+    return {"pk": project_pk(project_id), "sk": f"AGENT#{who}"}
+
+
+def job_key(job_id):
+    """The item of an export job (export_jobs.py owns its fields)."""
+    return {"pk": f"JOB#{job_id}", "sk": "JOB"}
+
+
 def _project_key(project_id):
     return {"pk": project_pk(project_id), "sk": "PROJECT"}
 
@@ -178,7 +204,7 @@ def account(project_id, user_id):
 def list_users(project_id):
     """The public view of every account of the project, by id."""
     zone = project_zone(project_id)
-    items = db.query(TABLE, "pk = :p AND begins_with(sk, :u)", {":p": project_pk(project_id), ":u": "USER#"})
+    items = project_items(project_id, "USER")
     return [_public_view(item, zone) for item in items]
 
 

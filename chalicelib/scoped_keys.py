@@ -37,17 +37,8 @@ class ScopedKey:
     label: str
 
 
-def _lookup_key(digest):
-    return {"pk": "SCOPEDKEY#" + digest, "sk": "SCOPEDKEY"}
-
-
-def _listing_key(project_id, key_id):
-    return {"pk": accounts.project_pk(project_id), "sk": f"SCOPEDKEY#{key_id:010d}"}
-
-
 def _listed(project_id):
-    return list(db.query(TABLE, "pk = :p AND begins_with(sk, :k)",
-                         {":p": accounts.project_pk(project_id), ":k": "SCOPEDKEY#"}, consistent=True))
+    return list(accounts.project_items(project_id, "SCOPEDKEY", consistent=True))
 
 
 def _local(epoch, zone):
@@ -70,10 +61,10 @@ def create(project_id, label, scope, zone, created_by=None):
     key_id = accounts.next_id("scoped_key")
     now = int(clock.now())
     db.transact({
-        "lookup": ("put", TABLE, {"item": {**_lookup_key(digest), "project_id": project_id, "key_id": key_id,
+        "lookup": ("put", TABLE, {"item": {**accounts.scoped_key_lookup_key(digest), "project_id": project_id, "key_id": key_id,
                                            "scope": scope, "label": label},
                                   "condition": "attribute_not_exists(pk)"}),
-        "listing": ("put", TABLE, {"item": {**_listing_key(project_id, key_id), "key_id": key_id, "label": label,
+        "listing": ("put", TABLE, {"item": {**accounts.scoped_key_listing_key(project_id, key_id), "key_id": key_id, "label": label,
                                             "scope": scope, "created": now, "digest": digest,
                                             "created_by": created_by},
                                    "condition": "attribute_not_exists(pk)"}),
@@ -85,7 +76,7 @@ def listing(project_id, zone):
     """GET /keys: the project's keys by id, never their secrets (one read per key for last_used)."""
     rows = []
     for item in _listed(project_id):
-        lookup = db.get(TABLE, _lookup_key(item["digest"])) or {}
+        lookup = db.get(TABLE, accounts.scoped_key_lookup_key(item["digest"])) or {}
         rows.append({"id": item["key_id"], "label": item["label"], "scope": item["scope"],
                      "created": _local(item["created"], zone), "last_used": _local(lookup.get("last_used"), zone)})
     return rows
@@ -96,14 +87,14 @@ def delete(project_id, key_id):
     key_id = validation.integer("id", key_id, 1, 10 ** 15) if key_id is not None else None
     if key_id is None:
         raise BadRequest("id is required: the key's id as GET /keys shows it")
-    item = db.get(TABLE, _listing_key(project_id, key_id))
+    item = db.get(TABLE, accounts.scoped_key_listing_key(project_id, key_id))
     if not item:
         raise NotFound(f"no key {key_id} in this project")
     try:
         db.transact({
-            "listing": ("delete", TABLE, {"key": _listing_key(project_id, key_id),
+            "listing": ("delete", TABLE, {"key": accounts.scoped_key_listing_key(project_id, key_id),
                                           "condition": "attribute_exists(pk)"}),
-            "lookup": ("delete", TABLE, {"key": _lookup_key(item["digest"])}),
+            "lookup": ("delete", TABLE, {"key": accounts.scoped_key_lookup_key(item["digest"])}),
         })
     except db.ConditionFailed:
         raise NotFound(f"no key {key_id} in this project") from None
@@ -115,13 +106,13 @@ def find(key):
     if not apikeys.looks_like_key(key):
         return None
     digest = apikeys.digest(key)
-    item = db.get(TABLE, _lookup_key(digest))
+    item = db.get(TABLE, accounts.scoped_key_lookup_key(digest))
     if not item:
         return None
     now = int(clock.now())
     if now - item.get("last_used", 0) >= TOUCH_EVERY:
         try:
-            db.update(TABLE, _lookup_key(digest), "SET last_used = :now", expression_values={
+            db.update(TABLE, accounts.scoped_key_lookup_key(digest), "SET last_used = :now", expression_values={
                 ":now": now, ":before": now - TOUCH_EVERY},
                 condition="attribute_exists(pk) AND (attribute_not_exists(last_used) OR last_used <= :before)")
         except db.ConditionFailed:

@@ -23,10 +23,6 @@ COUNT_MAX = 10 ** 12
 _FRACTION = re.compile(r"\.([0-9]{1,9})(?=Z|[+-]|$)", re.ASCII)
 
 
-def _agent_key(project_id, who):
-    return {"pk": accounts.project_pk(project_id), "sk": f"AGENT#{who}"}
-
-
 def _count(field, value):
     return None if value is None else validation.integer(field, value, 0, COUNT_MAX)
 
@@ -69,7 +65,7 @@ def report(caller, params):
         who, agent = f"key:{caller.key_id}", caller.label
     else:
         who, agent = f"user:{caller.user_id}", accounts.account(caller.project_id, caller.user_id)["username"]
-    db.put(TABLE, {**_agent_key(caller.project_id, who), **item, "agent": agent, "last_contact": int(now),
+    db.put(TABLE, {**accounts.agent_key(caller.project_id, who), **item, "agent": agent, "last_contact": int(now),
                    "clock_offset": offset})
     return {"clock_offset": offset}
 
@@ -94,7 +90,7 @@ def overview(project_id):
     zone = accounts.project_zone(project_id)
     now = clock.now()
     agents = []
-    for item in db.query(TABLE, "pk = :p AND begins_with(sk, :a)", {":p": accounts.project_pk(project_id), ":a": "AGENT#"}):
+    for item in accounts.project_items(project_id, "AGENT"):
         agents.append({"agent": item["agent"], "last_contact": clock.local(item["last_contact"], zone),
                        "version": item.get("version"), "backlog": item.get("backlog"),
                        "dead_letters": item.get("dead_letters"), "failing_meters": item.get("failing_meters", []),
