@@ -72,14 +72,16 @@ def used(project_id, chosen, edges, bucket, zone):
 
     edges: bucket_edges(..., bucket). The energy is consumption.used's (GET /consumption's definition:
     boundary registers interpolated, resets adding nothing, gaps losing nothing): by day from the
-    rollups, by hour from the raw day items of the range; a chunk of meters at a time, which bounds
-    what is held.
+    rollups, by hour from the raw day items of the range and one UTC day each side (by key: one
+    BatchGetItem per 100 meter-days, the neighbours without a Query per meter); a chunk of meters at
+    a time, which bounds what is held.
     """
     slot = {start: k for k, start in enumerate(edges[:-1])}
     size = HOUR_CHUNK if bucket == "hour" else DAY_CHUNK
     for at in range(0, len(chosen), size):
         part = chosen[at:at + size]
-        table = consumption.used(project_id, part, edges[0], edges[-1], bucket, zone)
+        table = consumption.used(project_id, part, edges[0], edges[-1], bucket, zone,
+                                 margin_days=1 if bucket == "hour" else 0)
         for meter in part:
             values = [math.nan] * (len(edges) - 1)
             for start, kwh in table.get(meter["meter_id"], ()):

@@ -188,24 +188,33 @@ def test_many_meters_give_12_series(make_account, drawn):
 
 def test_charts_show_what_get_consumption_answers_boundaries_interpolated(make_account, drawn):
     """The charts' energy is GET /consumption's: a step that straddles the range's start counts for the
-    part inside it (the raw-reading charts before rollups counted nothing before the first reading)."""
+    part inside it (the raw-reading charts before rollups counted nothing before the first reading),
+    whether the reading before lies in the day before (read by key) or days earlier (a gap)."""
     account = make_account()
-    account.request("PUT", "/point", body={"MeterId": "m", "SaveEvery": 60})
-    # a reading every 2 hours from 1 hour before the range, 6 kWh a step (3 kW)
+    for name in ("m", "gap"):
+        account.request("PUT", "/point", body={"MeterId": name, "SaveEvery": 60})
+    # m: a reading every 2 hours from 1 hour before the range, 6 kWh a step (3 kW)
     push(account, [{"MeterId": "m", "TimeStamping": iso(START - 3600 + i * 7200), "value": 100.0 + 6 * i}
                    for i in range(25)])
+    # gap: a reading 3 days before the range, the next 1 hour into it, and on after the range's end
+    push(account, [{"MeterId": "gap", "TimeStamping": iso(t), "value": v}
+                   for t, v in [(START - 3 * 86400, 0.0), (START + 3600, 73.0), (START + 3 * 86400, 73.0 + 71 * 2)]])
     for kind in ("line", "pie"):
         get_chart(account, type=kind, **DAYS)
     (_line, line), (_pie, pie) = drawn
-    (series,) = line["series"]
-    assert series.values[0] == pytest.approx(3.0)                   # half of the straddling step
-    assert series.values[:47] == pytest.approx([3.0] * 47)
+    by_name = {s.name: s for s in line["series"]}
+    assert by_name["m"].values[0] == pytest.approx(3.0)            # half of the straddling step
+    assert by_name["m"].values[:47] == pytest.approx([3.0] * 47)
+    assert by_name["gap"].values[0] == pytest.approx(1.0)          # 73 kWh over 73 hours: 1 in the first
+    assert by_name["gap"].values[1:] == pytest.approx([2.0] * 47)  # 142 kWh over 71 hours
     answer = account.request("GET", "/consumption?" + urllib.parse.urlencode({**DAYS, "period": "hour"}))
     body = json.loads(answer.body)
     rows = body if isinstance(body, list) else next(v for v in body.values() if isinstance(v, list))
-    hourly = [math.nan if row["value"] is None else row["value"] for row in rows]
-    assert series.values == pytest.approx(hourly, nan_ok=True)
-    assert pie["energy"] == [("m", pytest.approx(144 + 100 - 103))]  # from the interpolated 103 kWh at the start
+    for name, series in by_name.items():
+        hourly = [math.nan if row["value"] is None else row["value"] for row in rows if row["MeterParam"] == name]
+        assert series.values == pytest.approx(hourly, nan_ok=True), name
+    assert dict(pie["energy"]) == {"m": pytest.approx(144 + 100 - 103),   # from the interpolated 103 kWh
+                                   "gap": pytest.approx(1 + 2 * 47)}
 
 
 # ---- layout -----------------------------------------------------------------------------------------
