@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 API_PORT ?= 8000
 AWS_PORT ?= 5000
 
-.PHONY: run key test admin venv clean bench
+.PHONY: run key test lint admin venv clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt edge_agent/requirements.txt
 	@echo "== Installing what the project needs into $(VENV) (first run, or a requirements file changed):"
@@ -26,7 +26,12 @@ venv: $(STAMP)
 CHROMIUM_INSTALL = command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for tests/test_docs_page.py"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP)
+# The gate (pyproject.toml): ruff, then mypy, over the whole tree. `$(VENV)/bin/ruff check --fix .` fixes most of ruff's findings.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint
 	@$(CHROMIUM_INSTALL)
 	$(PY) -m pytest -q
 
@@ -46,7 +51,7 @@ bench: $(STAMP)
 	for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
 
 # ---- Deployment (docs/deploy.md) ---------------------------------------------------------------
 # make package [STAGE=dev]: build/STAGE/{deployment.zip,sam.yaml}, checked (infra/package.py).

@@ -56,7 +56,8 @@ def list_users(call):
 @api.route("/user", "PUT")
 def create_user(call):
     account, _key = accounts.create_user(call.project_id, call.text("username", required=True),
-                                         call.text("password", required=True), call.text("email", required=True))
+                                         call.text("password", required=True), call.text("email", required=True),
+                                         created_by=call.user_id)
     return account
 
 

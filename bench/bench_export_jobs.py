@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -149,7 +149,7 @@ def main():
             except OSError:
                 time.sleep(0.1)
         os.environ.update(env)
-        from chalicelib import aws, exports, export_jobs
+        from chalicelib import aws, export_jobs, exports
         from tools import provision
 
         aws.reset_clients()

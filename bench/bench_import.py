@@ -74,7 +74,7 @@ def measure(path, repeats, no_bytecode):
 
 def read_only(path):
     """Remove every write permission under path (as /var/task; root still could, -B makes sure it won't)."""
-    for folder, dirs, files in os.walk(path):
+    for folder, _dirs, files in os.walk(path):
         for name in files:
             os.chmod(os.path.join(folder, name), 0o444)
         os.chmod(folder, 0o555)
@@ -113,7 +113,7 @@ def main(argv=None):
                   f"{lazy[1]:.2f} s / {eager[1]:.2f} s |")
     finally:
         if tmp:
-            for folder, dirs, _files in os.walk(tmp.name):
+            for folder, _dirs, _files in os.walk(tmp.name):
                 os.chmod(folder, 0o755)
             tmp.cleanup()
     print(f"\nimport time = sum of the top-level `-X importtime` cumulative times of the statement "

@@ -3,7 +3,7 @@
 Login names are unique case-insensitively across all projects, enforced by a LOGIN# item written in
 the same transaction as the account (never read-then-write), so concurrent creates can't both win.
 """
-from datetime import datetime, timezone
+from datetime import datetime
 
 from chalicelib import apikeys, clock, db, passwords, sessions, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
@@ -99,8 +99,12 @@ def _user(project_id, user_id):
     return item
 
 
-def create_user(project_id, username, password, email):
-    """A new account in the project, with its own API key; returns (account view, key)."""
+def create_user(project_id, username, password, email, created_by=None):
+    """A new account in the project, with its own API key; returns (account view, key).
+
+    created_by (the account asking, when one does) makes the create safe to send again: the same
+    request from the same account after a lost answer gets the account it created, not a 409.
+    """
     username = validation.name("username", username, validation.USERNAME_MAX)
     email = validation.email(email)
     password = validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)
@@ -112,7 +116,7 @@ def create_user(project_id, username, password, email):
         **_user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
         "username": username, "email": email, "joined": clock.utcnow().replace(microsecond=0).isoformat(),
         "password_hash": passwords.hash_password(password),
-        "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id),
+        "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id), "created_by": created_by,
     }
     try:
         db.transact([
@@ -123,8 +127,29 @@ def create_user(project_id, username, password, email):
             ("put", TABLE, {"item": user}),
         ])
     except db.ConditionFailed:
+        earlier = created_by is not None and _same_creation(project_id, username, email, password, created_by)
+        if earlier:   # this request sent again after its answer was lost: the account it created
+            return _account_view(earlier, project), apikeys.decrypt(earlier["key_ciphertext"], earlier["user_id"])
         raise Conflict(f"the username {username!r} is taken: choose another") from None
     return _account_view(user, project), key
+
+
+RETRY_WINDOW = 600   # seconds: a create sent again within this time may be the same request
+
+
+def _same_creation(project_id, username, email, password, created_by):
+    """The account a PUT /user exactly like this one created moments ago (same creator, project, name,
+    email and password), or None: a create retried after a 503 or a lost answer gets its account, not a
+    409. Only its creator, who chose the password, can match it: no password oracle for anyone else."""
+    login = db.get(TABLE, _login_key(username))
+    if not login or login["project_id"] != project_id:
+        return None
+    user = db.get(TABLE, _user_key(project_id, login["user_id"]))
+    if not user or user.get("created_by") != created_by or user["username"] != username or user["email"] != email:
+        return None
+    if clock.utcnow().timestamp() - datetime.fromisoformat(user["joined"]).timestamp() > RETRY_WINDOW:
+        return None
+    return user if passwords.verify(user["password_hash"], password) else None
 
 
 def account(project_id, user_id):
@@ -159,6 +184,8 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
                                 "condition": "attribute_not_exists(pk)"}),
                 ("delete", TABLE, {"key": old_login, "condition": "user_id = :u", "values": {":u": user_id}}),
             ]
+    if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
+        sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
         names = {f"#f{i}": field for i, field in enumerate(changes)}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
@@ -172,14 +199,19 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
             if failure.reasons and failure.reasons[0] == "ConditionalCheckFailed" and username is not None:
                 raise Conflict(f"the username {username!r} is taken: choose another") from None
             raise NotFound("this account no longer exists") from None
-    if password is not None:
+    if password is not None:   # again: sessions opened with the old password while it changed
         sessions.end_all(user_id, keep_digest=session_digest)
     return account(project_id, user_id)
 
 
 def delete_account(project_id, user_id):
-    """Delete the account, its login name and key, and end all its sessions."""
+    """Delete the account, its login name and key, and end all its sessions.
+
+    Sessions end first: a failure after that leaves the account whole (the caller logs in and sends
+    the delete again), never a deleted account whose sessions still authenticate.
+    """
     user = _user(project_id, user_id)
+    sessions.end_all(user_id)
     db.transact([
         ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
         ("delete", TABLE, {"key": _login_key(user["username"])}),

@@ -27,11 +27,11 @@ class Caller:
     """
 
     project_id: int
-    user_id: int = None
-    session_digest: str = None
-    scope: str = None
-    key_id: int = None
-    label: str = None
+    user_id: int | None = None
+    session_digest: str | None = None
+    scope: str | None = None
+    key_id: int | None = None
+    label: str | None = None
 
 
 def _throttle_key(username):
@@ -117,8 +117,12 @@ def update_account(caller, username=None, password=None, email=None, current_pas
             raise BadRequest("current_password must be text")
         name = accounts.account(caller.project_id, caller.user_id)["username"]
         _take_ticket(name)
-        if len(current_password) > passwords.MAX_LENGTH or not accounts.check_password(
-                caller.project_id, caller.user_id, current_password):
+        # A change sent again after a 503 or a lost answer may have been applied already: the new password
+        # is then the account's one, which proves as much as the old one did (and completes what was
+        # half-done, ending the other sessions). A guess of either costs one throttle ticket.
+        if len(current_password) > passwords.MAX_LENGTH or not (
+                accounts.check_password(caller.project_id, caller.user_id, current_password)
+                or accounts.check_password(caller.project_id, caller.user_id, password)):
             raise Forbidden("current_password is not the account's password: the password was not changed")
         _clear_throttle(name)
     return accounts.update_account(caller.project_id, caller.user_id, caller.session_digest,

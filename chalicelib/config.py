@@ -23,7 +23,7 @@ def resource_name(logical_id):
     try:
         return os.environ[variable]
     except KeyError:
-        raise RuntimeError(f"{variable} is not set: the stage's configuration names no {logical_id}")
+        raise RuntimeError(f"{variable} is not set: the stage's configuration names no {logical_id}") from None
 
 
 def region():
@@ -39,3 +39,8 @@ def secure_cookies():
 def session_cookie_name():
     """The session cookie's name; __Host- binds it to the exact origin over HTTPS."""
     return "__Host-session" if secure_cookies() else "session"
+
+
+def password_hashing():
+    """The name of the Argon2 parameter set new password hashes get (passwords.PROFILES)."""
+    return os.environ.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")

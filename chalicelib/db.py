@@ -3,6 +3,7 @@
 Items are plain dicts here; this module converts them to and from DynamoDB's typed form, pages
 queries, and turns conditional-check failures into one exception the callers can act on.
 """
+import time
 from decimal import Decimal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -20,6 +21,18 @@ class ConditionFailed(Exception):
     def __init__(self, reasons=()):
         super().__init__("condition failed")
         self.reasons = list(reasons)
+
+
+# BatchGetItem answers part of the keys when throttled; after this many tries the request is a 503.
+UNPROCESSED_ATTEMPTS = 6
+
+
+class Throttled(ClientError):
+    """DynamoDB kept part of a batch unprocessed (throttling) through every retry: a 503 like any throttle."""
+
+    def __init__(self, message):
+        super().__init__({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}},
+                         "BatchGetItem")
 
 
 def table(logical_id):
@@ -133,10 +146,15 @@ def batch_get(logical_id, keys, consistent=True, projection=None):
         if projection:
             request[name]["ProjectionExpression"] = projection
         keys = keys[100:]
-        while request:
+        for attempt in range(UNPROCESSED_ATTEMPTS):
             answer = client.batch_get_item(RequestItems=request)
             found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
             request = answer.get("UnprocessedKeys") or None
+            if not request:
+                break
+            time.sleep(min(0.05 * 2 ** attempt, 1.0))   # unprocessed keys mean throttling: back off
+        else:
+            raise Throttled("BatchGetItem left keys unprocessed after every retry")
     return found
 
 
@@ -157,9 +175,12 @@ def transact(operations):
     try:
         aws.dynamodb().transact_write_items(TransactItems=items)
     except ClientError as error:
+        # Cancelled because a condition did not hold: ConditionFailed. Cancelled because of throttling or
+        # a conflicting transaction (no condition failed): not the caller's doing, raised as is (a 503).
         if error.response["Error"]["Code"] == "TransactionCanceledException":
             reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
-            raise ConditionFailed(reasons) from None
+            if "ConditionalCheckFailed" in reasons:
+                raise ConditionFailed(reasons) from None
         raise
 
 

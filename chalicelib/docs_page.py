@@ -33,7 +33,7 @@ PAGE = """<!DOCTYPE html>
 </html>
 """
 
-_assets = {}
+_assets: dict[str, str] = {}
 
 
 def page():

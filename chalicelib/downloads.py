@@ -3,11 +3,16 @@
 Links are SigV4-presigned for 15 minutes; the bucket's lifecycle rule deletes the files after a day.
 Nothing of the caller's credentials goes into a key or a link.
 """
+import logging
 import secrets
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import aws, clock, config
+
+log = logging.getLogger("intellimeter.downloads")
 
 LINK_SECONDS = 15 * 60
 PART_BYTES = 8 * 1024 * 1024     # multipart parts (S3's minimum is 5 MiB, except the last)
@@ -77,8 +82,22 @@ def write_object(key, media_type, chunks, filename=None):
         return key
     except BaseException:
         if upload_id is not None:
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            _abort(client, bucket, key, upload_id)
         raise
+
+
+def _abort(client, bucket, key, upload_id, attempts=3):
+    """Abort a multipart upload, a few times if S3 fails; what still stays open the bucket's lifecycle rule
+    aborts after a day. A failing abort never hides the error that made the upload stop."""
+    for _attempt in range(attempts):
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            return
+        except (ClientError, BotoCoreError) as error:
+            if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return
+            log.warning("aborting multipart upload of %s failed (%s): retrying", key, type(error).__name__)
+    log.error("multipart upload of %s left open: the bucket's lifecycle rule aborts it within a day", key)
 
 
 def read_range(key, offset, length):
@@ -143,7 +162,7 @@ def assemble(key, media_type, filename, segments):
                                          MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
         return key
     except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        _abort(client, bucket, key, upload_id)
         raise
 
 

@@ -47,5 +47,14 @@ class TooManyRequests(ApiError):
         super().__init__(message, headers={"Retry-After": str(int(retry_after))})
 
 
+class ServiceUnavailable(ApiError):
+    """A cloud service (DynamoDB, S3, KMS) is throttling, failing or not answering: send the request again."""
+
+    status = 503
+
+    def __init__(self, message, retry_after):
+        super().__init__(message, headers={"Retry-After": str(int(retry_after))})
+
+
 class Forbidden(ApiError):
     status = 403

@@ -298,7 +298,7 @@ def _yaml_scalar(v) -> str:
     if isinstance(v, int):
         return str(int(v))
     if isinstance(v, Number):  # e.g. Decimal: as the float it stands for
-        return _yaml_scalar(float(v))
+        return _yaml_scalar(float(v))  # type: ignore[arg-type]  # numbers.Number declares no __float__
     return _yaml_scalar(str(v))
 
 

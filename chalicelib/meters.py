@@ -211,6 +211,16 @@ def find_by_site_name(project_id, site_name):
     return _get(project_id, alias["meter_id"]) if alias else None
 
 
+def find_by_site_names(project_id, site_names):
+    """{site name: meter or None} for many site names at once: two BatchGetItem calls per 100 names
+    (aliases, then meters) instead of two GetItem calls per name, so a 300-meter push costs 6 calls."""
+    site_names = list(dict.fromkeys(site_names))
+    aliases = db.batch_get(TABLE, [_alias_key(project_id, "SITE", name) for name in site_names])
+    meter_ids = {alias["sk"].split("#", 1)[1]: alias["meter_id"] for alias in aliases}
+    found = {m["meter_id"]: m for m in db.batch_get(TABLE, [_meter_key(project_id, i) for i in set(meter_ids.values())])}
+    return {name: found.get(meter_ids.get(name)) for name in site_names}
+
+
 def find(project_id, meter_id=None, name=None):
     """A meter by id (wins) or by display name (then site name); NotFound otherwise."""
     if meter_id is not None:

@@ -1,9 +1,7 @@
 """GET /openapi.yaml: the API's OpenAPI 3.1 document, served as written.
 
 The document lives in chalicelib/openapi.yaml so that `chalice package` ships it with the function
-(it packages app.py and chalicelib/ only); docs/openapi.yaml, the copy the README points to, must be
-the same file byte for byte (tests/test_openapi.py checks it: edit docs/openapi.yaml, then
-`cp docs/openapi.yaml chalicelib/openapi.yaml`).
+(it packages app.py and chalicelib/ only); docs/openapi.yaml is a symbolic link to it, not a copy.
 """
 import os
 

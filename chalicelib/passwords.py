@@ -1,22 +1,43 @@
 """Password hashing with Argon2id (argon2-cffi): parameters above OWASP's minimum, rehash when they rise."""
+import functools
+
 from argon2 import PasswordHasher, exceptions, profiles
+
+from chalicelib import config
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
 
-# RFC 9106's low-memory profile: Argon2id, t=3, m=64 MiB, p=4 (OWASP's floor is t=2, m=19 MiB, p=1).
-PARAMETERS = profiles.RFC_9106_LOW_MEMORY
+# The parameter sets a stage may choose (config.password_hashing()): argon2-cffi's own profiles, all Argon2id.
+# The default, RFC 9106's low-memory profile, is t=3, m=64 MiB, p=4 (OWASP's floor is t=2, m=19 MiB, p=1);
+# CHEAPEST is far below that floor: for tests about something other than hashing. (RFC_9106_HIGH_MEMORY
+# is not offered: its 2 GiB per hash would not fit the function's memory.)
+PROFILES = {
+    "RFC_9106_LOW_MEMORY": profiles.RFC_9106_LOW_MEMORY,
+    "CHEAPEST": profiles.CHEAPEST,
+}
 
 
-_hashers = {}
+def parameters():
+    """The Argon2 parameters new hashes get, as the stage's configuration names them."""
+    return PROFILES[_profile()]
 
 
 def hasher():
-    """The hasher for the current parameters (one per parameter set, built once)."""
-    key = repr(PARAMETERS)
-    if key not in _hashers:
-        _hashers[key] = PasswordHasher.from_parameters(PARAMETERS)
-    return _hashers[key]
+    """The hasher for the configured parameters (one per parameter set, built once)."""
+    return _hasher(_profile())
+
+
+def _profile():
+    name = config.password_hashing()
+    if name not in PROFILES:
+        raise RuntimeError(f"PASSWORD_HASHING={name!r} is none of {', '.join(PROFILES)}")
+    return name
+
+
+@functools.cache
+def _hasher(profile):
+    return PasswordHasher.from_parameters(PROFILES[profile])
 
 
 def hash_password(password):
@@ -38,12 +59,12 @@ def needs_rehash(encoded):
     return hasher().check_needs_rehash(encoded)
 
 
-_DUMMY = None
-
-
 def burn_time(password):
     """Spend a verification's time for an unknown user, so timing doesn't tell which names exist."""
-    global _DUMMY
-    if _DUMMY is None:
-        _DUMMY = hash_password("not-a-real-password-for-timing")
-    verify(_DUMMY, password)
+    verify(_dummy_hash(_profile()), password)
+
+
+@functools.cache
+def _dummy_hash(profile):
+    """A hash made with these parameters, so verifying against it costs what a real verification costs."""
+    return _hasher(profile).hash("not-a-real-password-for-timing")

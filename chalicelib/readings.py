@@ -36,6 +36,15 @@ _NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+
                      re.ASCII | re.IGNORECASE)
 
 
+class Invalid(ValueError):
+    """A reading that can't be stored, with its receipt code (docs/API.md, POST /data); a plain ValueError
+    is `malformed`."""
+
+    def __init__(self, message, code="malformed"):
+        super().__init__(message)
+        self.code = code
+
+
 def _slot(epoch):
     """(UTC day 'YYYY-MM-DD', seconds into it) of an instant: the item a reading lives in, and its place there."""
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d"), int(epoch) % 86400
@@ -93,7 +102,7 @@ def parse_time(text, zone):
             aware = naive.replace(tzinfo=timezone(sign * delta))
         epoch = aware.timestamp()
     except OverflowError:
-        raise ValueError(f"TimeStamping {text[:40]!r} is out of range") from None
+        raise Invalid(f"TimeStamping {text[:40]!r} is out of range", "out_of_range") from None
     if epoch < 0:
         raise ValueError("TimeStamping is before 1970")
     return int(epoch)
@@ -110,11 +119,11 @@ def _value(raw):
     try:
         raw = float(raw)
     except OverflowError:  # an integer beyond any float
-        raise ValueError("value is out of range for an energy register") from None
+        raise Invalid("value is out of range for an energy register", "out_of_range") from None
     if not math.isfinite(raw):
-        raise ValueError("value must be a finite number (not NaN or infinity)")
+        raise Invalid("value must be a finite number (not NaN or infinity)", "not_finite")
     if abs(raw) >= MAX_ABS_VALUE:
-        raise ValueError(f"value {raw!r} is out of range for an energy register")
+        raise Invalid(f"value {raw!r} is out of range for an energy register", "out_of_range")
     return Decimal(repr(round(raw, DECIMALS)))
 
 
@@ -130,8 +139,8 @@ class _Batch:
         self.parsed = {}          # index → (meter, epoch, value)
         self.days = {}            # (series, day) → {seconds into the day: Decimal}; None when no item
 
-    def reject(self, index, message):
-        self.rejected[index] = message
+    def reject(self, index, code, message):
+        self.rejected[index] = (code, message)
 
 
 def ingest(project_id, readings):
@@ -153,11 +162,12 @@ def ingest(project_id, readings):
         _load_days(batch, only={(meters.series_key(project_id, batch.parsed[i][0]["meter_id"]),
                                  _slot(batch.parsed[i][1])[0]) for i in pending})
     for index in pending:
-        batch.reject(index, "the meter's day was being written by other requests: send it again")
+        batch.reject(index, "busy", "the meter's day was being written by other requests: send it again")
     _refresh_rollups(batch)
     _update_latest(batch)
     return {"accepted": len(batch.accepted), "duplicates": len(batch.duplicates),
-            "rejected": [{"index": i, "error": batch.rejected[i]} for i in sorted(batch.rejected)]}
+            "rejected": [{"index": i, "code": batch.rejected[i][0], "error": batch.rejected[i][1]}
+                         for i in sorted(batch.rejected)]}
 
 
 def _parse(batch, readings):
@@ -173,21 +183,23 @@ def _parse(batch, readings):
                 raise ValueError("MeterId is required (the meter's name on site)")
             epoch = parse_time(reading.get("TimeStamping"), batch.zone)
             if epoch > now + FUTURE_TOLERANCE:
-                raise ValueError("TimeStamping is more than 10 minutes in the future: check the agent's clock")
+                raise Invalid("TimeStamping is more than 10 minutes in the future: check the agent's clock", "future")
             value = _value(reading.get("value"))
         except ValueError as error:
-            batch.reject(index, str(error))
+            batch.reject(index, getattr(error, "code", "malformed"), str(error))
             continue
         candidates[index] = (name.strip(), epoch, value)
-    found = {}
+    site_names = {}   # as sent → as stored (trimmed, NFC)
     for name in {c[0] for c in candidates.values()}:
         try:
-            found[name] = meters.find_by_site_name(batch.project_id, validation.name("MeterId", name))
-        except Exception:  # a malformed name is an unknown meter
-            found[name] = None
+            site_names[name] = validation.name("MeterId", name)
+        except BadRequest:  # a malformed name is an unknown meter; a failing lookup is a 503 of the whole request
+            pass
+    by_site_name = meters.find_by_site_names(batch.project_id, sorted(set(site_names.values())))
+    found = {name: by_site_name[site_name] for name, site_name in site_names.items()}
     for index, (name, epoch, value) in candidates.items():
-        if found[name] is None:
-            batch.reject(index, f"unknown meter {name[:64]!r}: register it with PUT /point first")
+        if found.get(name) is None:
+            batch.reject(index, "unknown_meter", f"unknown meter {name[:64]!r}: register it with PUT /point first")
         else:
             batch.parsed[index] = (found[name], epoch, value)
 
@@ -229,8 +241,8 @@ def _classify_and_write(batch, indexes):
             else:
                 batch.duplicates.add(index)
         else:
-            batch.reject(index, f"meter {meter['site_name'][:64]!r} already has the value {known} at this time; "
-                                f"the stored value is kept")
+            batch.reject(index, "conflict", f"meter {meter['site_name'][:64]!r} already has the value {known} "
+                                            f"at this time; the stored value is kept")
     retry = set()
     for (series, day), slots in new.items():
         if not slots:  # every reading of this day was a duplicate or a conflict: nothing to write
@@ -239,7 +251,8 @@ def _classify_and_write(batch, indexes):
         if len(stored or {}) + len(slots) > MAX_PER_DAY:
             for _value_, idx in slots.values():
                 for i in idx:
-                    batch.reject(i, f"too many readings for this meter on {day}: at most {MAX_PER_DAY} a day")
+                    batch.reject(i, "day_full",
+                                 f"too many readings for this meter on {day}: at most {MAX_PER_DAY} a day")
             continue
         try:
             _write_day(series, day, stored, {slot: v for slot, (v, _i) in slots.items()})

@@ -21,7 +21,7 @@ class Live(NamedTuple):
     project_id: int
     user_id: int
     digest: str
-    opened_with: str = None
+    opened_with: str | None = None
 
 
 def _digest(token):

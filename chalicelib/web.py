@@ -13,7 +13,7 @@ from http.cookies import CookieError, SimpleCookie
 
 from chalice import Response
 
-from chalicelib import auth, config, rendering
+from chalicelib import auth, aws, config, rendering
 from chalicelib.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
                                UnsupportedMediaType)
 
@@ -229,10 +229,14 @@ class Api:
                                     headers={"Content-Type": media_type, **call.headers})
         except ApiError as error:
             response = _error_response(error, fmt or "json")
-        except Exception:  # never a stack trace to the client
-            access_log.exception("unhandled error on %s %s", request.method, path)
-            response = _error_response(ApiError("internal error: the request could not be completed"), "json",
-                                       status=500)
+        except Exception as error:  # never a stack trace to the client
+            unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
+            if unavailable is not None:
+                response = _error_response(unavailable, fmt or "json")
+            else:
+                access_log.exception("unhandled error on %s %s", request.method, path)
+                response = _error_response(ApiError("internal error: the request could not be completed"), "json",
+                                           status=500)
         if call and call.cookies:
             response.headers["Set-Cookie"] = call.cookies[-1]
         route = self.routes.get(path, {}).get(request.method)

@@ -173,7 +173,7 @@ def _simulate(cfg, args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for name, server in sim.servers.items():
+    for name in sim.servers:
         bus = cfg.buses[name]
         ids = ",".join(f"{m.MeterId}@{m.ModbusId}" for m in cfg.meters if m.Port == name and m.MeterId in sim.meters)
         log.event(log.get("sim"), 20, "serving", bus=name, host=args.host or bus.host, port=bus.port, meters=ids)

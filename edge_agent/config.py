@@ -290,7 +290,7 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(raw_meters, list) or not raw_meters:
         raise _err(path, "top level", "meters", "missing or empty")
     maps_cache: dict[str, RegisterMap] = {}
-    meters, seen = [], {}
+    meters, seen = [], {}  # type: list[Meter], dict[str, int]
     for i, m in enumerate(raw_meters):
         meter = _parse_meter(i, m, path, buses, maps_dir, maps_cache)
         if meter.MeterId in seen:

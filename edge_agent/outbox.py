@@ -154,7 +154,7 @@ class Outbox:
         now = self.clock()
         out = []
         with self._tx() as db:
-            for i, t in enumerate(takes):
+            for _i, t in enumerate(takes):
                 err = t.error
                 db.execute("SAVEPOINT take")
                 try:
@@ -349,7 +349,7 @@ class Outbox:
                 "SELECT meter, bus, failures, since, last_error, last_ok FROM meter_health WHERE failures>0 ORDER BY meter"
             )
         ]
-        dropped = {m: {"count": c, "first": f, "last": l} for m, c, f, l in db.execute("SELECT * FROM dropped")}
+        dropped = {m: {"count": c, "first": f, "last": last} for m, c, f, last in db.execute("SELECT * FROM dropped")}
         n_suspect = db.execute("SELECT count(*) FROM suspect").fetchone()[0]
         suspects = [
             {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}

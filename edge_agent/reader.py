@@ -133,6 +133,7 @@ class BusReader:
         if meter.MeterId in self.identified:
             return self.identified[meter.MeterId]
         req = m.identify_request(meter.startAddress)
+        assert req is not None  # the map identifies (m.identify is set)
         try:
             words = self._request(client, req, meter)
         except _ExceptionAnswer as exc:
@@ -186,6 +187,7 @@ class BusReader:
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
             return words, level
+        assert failed is not None  # every plan level was tried, the last one failed
         raise failed
 
     def read(self, meter: Meter) -> MeterValues:

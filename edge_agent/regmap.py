@@ -22,6 +22,7 @@ import math
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pymodbus.client.mixin import ModbusClientMixin
@@ -30,7 +31,7 @@ SHIPPED_DIR = Path(__file__).parent / "maps"
 
 # type name -> (registers, struct code, pymodbus DATATYPE)
 _DT = ModbusClientMixin.DATATYPE
-TYPES: dict[str, tuple[int, str, object]] = {
+TYPES: dict[str, tuple[int, str, _DT]] = {
     "uint16": (1, "H", _DT.UINT16),
     "int16": (1, "h", _DT.INT16),
     "uint32": (2, "I", _DT.UINT32),
@@ -54,7 +55,7 @@ class Register:
     name: str
     address: int  # wire address for the map's default startAddress
     type: str
-    word_order: str = "big"
+    word_order: Literal["big", "little"] = "big"
     scale: float = 1.0
     unit: str = ""
     rollover: bool = False  # a cumulative counter that wraps at its type's range
@@ -70,7 +71,7 @@ class Register:
 
     def decode_raw(self, regs: list[int]) -> int | float:
         """Raw (unscaled) value of this register's words, via pymodbus' converter."""
-        return ModbusClientMixin.convert_from_registers(
+        return ModbusClientMixin.convert_from_registers(  # type: ignore[return-value]  # a number for every type of TYPES
             regs, data_type=TYPES[self.type][2], word_order=self.word_order
         )
 
@@ -199,7 +200,8 @@ class RegisterMap:
         max_gap = self.max_gap if max_gap is None else max_gap
         regs = sorted(self.located(start_address).values(), key=lambda r: r.address)
         out: list[Request] = []
-        first = last = None  # span [first, last] inclusive
+        first: int | None = None  # span [first, last] inclusive
+        last = 0
         for r in regs:
             end = r.address + r.size - 1
             if first is not None and (
@@ -335,7 +337,7 @@ def _parse_identify(spec, notation: str, source: str) -> Identify | None:
     gens = spec.get("generations")
     if not isinstance(gens, list) or not gens:
         raise MapError(f"{what}: generations must be a non-empty list")
-    out, seen = [], set()
+    out, seen = [], set()  # type: list, set[int]
     for i, g in enumerate(gens):
         w = f"{what}: generations[{i}]"
         if not isinstance(g, dict) or not isinstance(g.get("codes"), dict) or not g["codes"]:

@@ -73,7 +73,7 @@ class Poller:
         for m in meters:
             by_bus.setdefault(m.Port, []).append(m)
         futures = []
-        for bus, ms in by_bus.items():
+        for ms in by_bus.values():
             ms.sort(key=lambda m: self.failures.get(m.MeterId, 0) > 0)  # healthy first
             futures.append(self._pool.submit(self._poll_bus, ms, boundary))
         pairs = [p for f in futures for p in f.result()]

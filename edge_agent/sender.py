@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from typing import Any
 
 from . import log
 from .clock import Clock
@@ -164,7 +165,7 @@ class Sender:
         return 0.0
 
     def _receipt(self, batch, ans) -> float:
-        body = ans.body if isinstance(ans.body, dict) else {}
+        body: Any = ans.body if isinstance(ans.body, dict) else {}  # JSON: checked field by field below
         acc, dup, rej = body.get("accepted"), body.get("duplicates"), body.get("rejected", [])
         ok_shape = isinstance(acc, int) and isinstance(dup, int) and isinstance(rej, list)
         bad: dict[int, tuple[str | None, str]] = {}  # index -> (code, reason)

@@ -22,6 +22,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import NoSuchIdException
@@ -29,6 +30,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
+from .clock import Clock
 from .config import Config, Meter
 from .regmap import RegisterMap
 
@@ -44,7 +46,7 @@ class SimMeter:
     load_kw: float | None = None  # None: a realistic varying load; a number: constant (0 freezes)
     phases: int = 3
     seed: int = 0
-    clock: object = time.time
+    clock: Callable[[], float] | Clock = time.time
     reads: int = 0
     id_code: int | None = None  # model code for maps that identify (default: the map's own generation)
     _t: float | None = field(default=None, repr=False)
@@ -88,7 +90,7 @@ class SimMeter:
         """Engineering values of every register of the map, energy included."""
         p = self.power_kw(self._t or 0.0)
         out = {}
-        for name, r in self._regs.items():
+        for name in self._regs:
             if name == self.map.energy or "kwh" in name:
                 v = self.energy_kwh if name in (self.map.energy, "total_kwh") else 0.0
             elif name == "phases":
@@ -116,7 +118,7 @@ class SimMeter:
             for i, w in enumerate(r.encode_raw(r.raw_for(v))):
                 out[r.address + i] = w
         if self._id_req is not None:
-            out[self._id_req.address] = int(self.id_code) & 0xFFFF
+            out[self._id_req.address] = int(self.id_code) & 0xFFFF  # type: ignore[arg-type]  # set in __post_init__
         return out
 
     def device(self) -> SimDevice:

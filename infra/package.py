@@ -23,14 +23,19 @@ Prints the package's sizes. Usage: python infra/package.py [--stage dev] [--out 
 import argparse
 import compileall
 import json
-import py_compile
 import os
+import py_compile
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+from chalice.config import Config
+from packaging import tags
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, canonicalize_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "resources.yaml")
@@ -72,39 +77,39 @@ class PackageError(Exception):
 
 
 def pinned_requirements(path=REQUIREMENTS):
-    """{normalized name: version} of the name==version lines of a requirements file."""
+    """{canonical name: version} of the requirements pinned with a single == (PEP 508, via packaging)
+    whose environment marker, if any, holds here (the runtime's Python on Linux)."""
     pins = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             line = line.split("#", 1)[0].strip()
-            match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
-            if match:
-                pins[normalize(match.group(1))] = match.group(2)
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:      # blank lines, pip options (-r, --index-url ...)
+                continue
+            specifiers = list(requirement.specifier)
+            if (len(specifiers) == 1 and specifiers[0].operator == "=="
+                    and (requirement.marker is None or requirement.marker.evaluate())):
+                pins[canonicalize_name(requirement.name)] = specifiers[0].version
     return pins
 
 
-def normalize(name):
-    """A distribution name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def stage_config(stage):
-    """The stage's settings as chalice resolves them (the top level, overridden by the stage's)."""
+    """The stage's settings as chalice resolves them (chalice.config.Config over .chalice/config.json,
+    with the defaults of chalice's command line)."""
     with open(os.path.join(ROOT, ".chalice", "config.json"), encoding="utf-8") as handle:
         config = json.load(handle)
     if stage not in config.get("stages", {}):
         raise PackageError(f"no stage {stage!r} in .chalice/config.json")
-    merged = {k: v for k, v in config.items() if k != "stages"}
-    merged.update(config["stages"][stage])
-    return merged
+    return Config(chalice_stage=stage, config_from_disk=config, default_params={"autogen_policy": True})
 
 
 def policy_file(stage):
     """The path of the stage's IAM policy (autogen_policy must be off)."""
     config = stage_config(stage)
-    if config.get("autogen_policy", True):
+    if config.autogen_policy:
         raise PackageError(f"stage {stage!r} has autogen_policy on: set it false and name its policy file")
-    return os.path.join(ROOT, ".chalice", config.get("iam_policy_file") or f"policy-{stage}.json")
+    return os.path.join(ROOT, ".chalice", config.iam_policy_file or f"policy-{stage}.json")
 
 
 def check_zip(path, pins=None):
@@ -119,20 +124,20 @@ def check_zip(path, pins=None):
     for name in names:
         match = re.fullmatch(r"([^/]+)-([^-/]+)\.dist-info/METADATA", name)
         if match:
-            found[normalize(match.group(1))] = match.group(2)
+            found[canonicalize_name(match.group(1))] = match.group(2)
     for name, version in sorted(pins.items()):
         if name not in found:
             problems.append(f"{name}=={version} is not in the package")
-        elif found[name] != version:
+        elif canonicalize_version(found[name]) != canonicalize_version(version):
             problems.append(f"{name} is {found[name]} in the package, {version} in requirements.txt")
     with zipfile.ZipFile(path) as archive:
         wheels = {name: archive.read(name).decode("utf-8", "replace")
                   for name in names if re.fullmatch(r"[^/]+\.dist-info/WHEEL", name)}
     for name, text in sorted(wheels.items()):
-        for tag in re.findall(r"^Tag:\s*(\S+)", text, re.M):
-            problem = _wheel_tag_problem(tag)
-            if problem:
-                problems.append(f"{name.split('/')[0]}: {tag} {problem}")
+        # A wheel installs where any one of its tags is supported (a universal wheel lists py2 and py3).
+        tag_problems = {tag: _wheel_tag_problem(tag) for tag in re.findall(r"^Tag:\s*(\S+)", text, re.M)}
+        if tag_problems and all(tag_problems.values()):
+            problems += [f"{name.split('/')[0]}: {tag} {problem}" for tag, problem in tag_problems.items()]
     for name in names:
         base = name.rsplit("/", 1)[-1]
         if base.endswith(".so") and ".cpython-" in base:
@@ -222,26 +227,38 @@ def slim(zip_path, services=None):
     return removed, added
 
 
+def _manylinux_x86_64(glibc_minor):
+    """The platform tags of manylinux wheels for x86_64 that glibc 2.glibc_minor loads (PEP 600, and the
+    older names of PEP 513/571/599)."""
+    legacy = {17: "manylinux2014_x86_64", 12: "manylinux2010_x86_64", 5: "manylinux1_x86_64"}
+    platforms = []
+    for minor in range(glibc_minor, 4, -1):
+        platforms += [f"manylinux_2_{minor}_x86_64"] + ([legacy[minor]] if minor in legacy else [])
+    return platforms
+
+
+# The wheel tags the python3.12 runtime loads, as pip would list them there (packaging.tags).
+RUNTIME_PLATFORMS = _manylinux_x86_64(RUNTIME_GLIBC[1])
+RUNTIME_TAGS = frozenset(tags.cpython_tags(RUNTIME, platforms=RUNTIME_PLATFORMS)) | frozenset(
+    tags.compatible_tags(RUNTIME, f"cp{RUNTIME[0]}{RUNTIME[1]}", RUNTIME_PLATFORMS))
+ANY_MANYLINUX_X86_64 = frozenset(_manylinux_x86_64(99))
+
+
 def _wheel_tag_problem(tag):
-    """Why a wheel tag (python-abi-platform) can't load on the python3.12 x86_64 runtime, or None."""
+    """Why a wheel tag (python-abi-platform, possibly compressed) can't load on the python3.12 x86_64
+    runtime, or None."""
     try:
-        python, abi, platform = tag.split("-")
+        parsed = tags.parse_tag(tag)
     except ValueError:
         return "is not a wheel tag"
-    if platform == "any":
+    if parsed & RUNTIME_TAGS:
         return None
-    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
-    match = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
-    glibc = legacy.get(platform) or (match and (int(match.group(1)), int(match.group(2))))
-    if not glibc:
+    platforms = {t.platform for t in parsed}
+    if not platforms & (ANY_MANYLINUX_X86_64 | {"any"}):
         return "is not a manylinux wheel for x86_64 (the Lambda runtime is glibc Linux on x86_64)"
-    if glibc > RUNTIME_GLIBC:
-        return f"needs glibc {glibc[0]}.{glibc[1]}; the python3.12 runtime (Amazon Linux 2023) has 2.34"
-    runtime = f"cp{RUNTIME[0]}{RUNTIME[1]}"
-    if abi == runtime or (abi == "none" and python in ("py3", runtime)):
-        return None
-    if abi == "abi3" and re.fullmatch(r"cp3\d+", python) and int(python[3:]) <= RUNTIME[1]:
-        return None
+    if not platforms & (set(RUNTIME_PLATFORMS) | {"any"}):
+        return (f"needs a glibc newer than {RUNTIME_GLIBC[0]}.{RUNTIME_GLIBC[1]}, the python3.12 runtime's "
+                f"(Amazon Linux 2023)")
     return f"is not for CPython {RUNTIME[0]}.{RUNTIME[1]}"
 
 

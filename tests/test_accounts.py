@@ -497,7 +497,7 @@ def test_a_rename_frees_the_old_name(client, make_account):
     assert taken_over.status_code == 200
 
 
-def test_two_concurrent_creates_of_one_name_give_one_account_and_one_conflict(aws):
+def test_two_concurrent_creates_of_one_name_give_one_account_and_one_conflict(aws, serialized_aws):
     from chalicelib import accounts
     from chalicelib.errors import Conflict
 

@@ -42,7 +42,7 @@ def send(client, method, path, headers, body=None):
 def test_a_login_racing_delete_user_leaves_no_credential_that_works(client, make_account, monkeypatch):
     """The audit's interleaving: the password is verified, DELETE /user runs (ending the sessions it finds),
     then the login creates its session. That cookie must answer 401 on every route."""
-    account = make_account(username="leaving")
+    make_account(username="leaving")
     verify = accounts.check_password
 
     def verify_then_delete(project_id, user_id, password):
@@ -58,7 +58,7 @@ def test_a_login_racing_delete_user_leaves_no_credential_that_works(client, make
         assert send(client, method, path, cookie_of(login)).status_code == 401, (method, path)
 
 
-def test_parallel_logins_and_delete_user_never_leave_a_live_session(client, make_account):
+def test_parallel_logins_and_delete_user_never_leave_a_live_session(client, make_account, serialized_aws):
     """The same race run for real, 5 times: 4 password logins in threads while the account is deleted."""
     for attempt in range(5):
         account = make_account(username=f"racer{attempt}")
@@ -87,7 +87,7 @@ def test_parallel_logins_and_delete_user_never_leave_a_live_session(client, make
 
 # ---- the login throttle under concurrency -----------------------------------------------------------
 
-def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_account, monkeypatch):
+def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_account, monkeypatch, serialized_aws):
     """16 parallel wrong passwords: 10 are verified (401), 6 are refused unverified (429), and every one counts."""
     make_account(username="target")
     verified = []
@@ -120,7 +120,7 @@ def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_accoun
     assert log_in(client, {"username": "target", "password": PASSWORD}).status_code == 429
 
 
-def test_eight_simultaneous_failures_are_all_counted(client, make_account):
+def test_eight_simultaneous_failures_are_all_counted(client, make_account, serialized_aws):
     make_account(username="counted")
     start = threading.Barrier(8)
 

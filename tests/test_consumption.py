@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import random
-import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta, timezone

@@ -4,7 +4,6 @@ another host. `make test` installs chromium when it is missing.
 """
 import os
 import shutil
-import tempfile
 
 import pytest
 import yaml

@@ -45,7 +45,6 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402  (after the importorskip)
 
-
 # ---- the stack --------------------------------------------------------------------------------
 
 class Stack:

@@ -1,7 +1,6 @@
 """The README's front door, run as printed: `make run`, its curl lines, `make admin`, a second `make run`, Ctrl-C."""
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess

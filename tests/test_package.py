@@ -14,11 +14,13 @@ import sys
 import zipfile
 
 import pytest
+from chalice.config import Config
 
 from tools import provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("infra_package", os.path.join(ROOT, "infra", "package.py"))
+assert _spec is not None and _spec.loader is not None
 package = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(package)
 
@@ -250,6 +252,24 @@ def test_wheel_tags_for_the_lambda_runtime():
     assert package._wheel_tag_problem("cp312-cp312-musllinux_1_2_x86_64")
     assert package._wheel_tag_problem("cp312-cp312-linux_x86_64")
     assert package._wheel_tag_problem("cp312-cp312-manylinux_2_39_x86_64")
+    assert package._wheel_tag_problem("py2.py3-none-any") is None
+    assert package._wheel_tag_problem("py2-none-any")
+    assert package._wheel_tag_problem("not-a-tag")
+
+
+def test_pinned_requirements_are_read_as_pip_reads_them(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment\n-r other.txt\nPyYAML==6.0.4  # why\nrequests[socks] == 2.1\nnumpy>=2\n"
+                            "old==1.0; python_version < '3'\nBar_Baz.x==2.0; sys_platform == 'linux'\n\n")
+    assert package.pinned_requirements(str(requirements)) == {"pyyaml": "6.0.4", "requests": "2.1", "bar-baz-x": "2.0"}
+
+
+def test_a_stages_settings_are_chalices_own_resolution():
+    """The policy file comes from chalice's Config: the stage's iam_policy_file over the top level's."""
+    assert package.policy_file("dev").endswith(os.path.join(".chalice", "policy-dev.json"))
+    assert package.stage_config("prod").iam_policy_file == "policy-prod.json"
+    assert package.stage_config("dev").environment_variables["SECURE_COOKIES"] == "true"
+    assert package.stage_config("local").environment_variables["SECURE_COOKIES"] == "false"
 
 
 def test_a_dependency_chalice_could_not_install_fails_the_build_and_is_not_cached(tmp_path, monkeypatch):
@@ -275,7 +295,8 @@ def test_packaging_refuses_another_python_and_a_stage_without_its_policy(monkeyp
         package.package("nope")
     with pytest.raises(package.PackageError, match="policy-local.json does not exist"):
         package.package("local")       # not a deployed stage: it has no policy
-    monkeypatch.setattr(package, "stage_config", lambda stage: {"autogen_policy": True})
+    monkeypatch.setattr(package, "stage_config", lambda stage: Config(stage, config_from_disk={
+        "stages": {stage: {"autogen_policy": True}}}))
     with pytest.raises(package.PackageError, match="autogen_policy on"):
         package.package("dev")
     monkeypatch.undo()

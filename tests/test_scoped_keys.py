@@ -47,7 +47,7 @@ def valid_request(method, path):
         ("PUT", "/keys"): {"label": "x", "scope": "read"},
         ("PUT", "/user"): {"username": "someone", "password": "long enough pw", "email": "s@example.com"},
     }.get((method, path)), {("GET", "/file"): "?start=2026-01-10&end=2026-01-10",
-                            ("GET", "/graphics"): "?width=2&height=2"}.get((method, path), "")
+                            ("GET", "/graphics"): "?width=4&height=3"}.get((method, path), "")
 
 
 def test_put_keys_shows_the_secret_once_and_stores_only_its_digest(client, make_account):

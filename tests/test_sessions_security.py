@@ -329,16 +329,15 @@ def test_passwords_are_never_truncated_or_trimmed(client, make_account):
 
 
 def test_a_hash_with_weaker_parameters_is_upgraded_at_login(client, make_account, monkeypatch):
-    from argon2 import profiles
 
     from chalicelib import passwords
 
-    strong = passwords.PARAMETERS
-    monkeypatch.setattr(passwords, "PARAMETERS", profiles.CHEAPEST)
+    strong = passwords.parameters()
+    monkeypatch.setenv("PASSWORD_HASHING", "CHEAPEST")
     account = make_account(username="uli")
     weak = argon2_parameters(user_item(account.view["uuid"])["password_hash"])
     assert weak["m"] < 19456
-    monkeypatch.setattr(passwords, "PARAMETERS", strong)
+    monkeypatch.delenv("PASSWORD_HASHING")
 
     assert log_in(client, "uli", PASSWORD).status_code == 200
 
@@ -413,3 +412,17 @@ def test_unknown_users_and_wrong_passwords_answer_identically_even_when_throttle
     locked_wrong, locked_unknown = log_in(client, "yan", PASSWORD), log_in(client, "nobody", PASSWORD)
     assert locked_wrong.status_code == locked_unknown.status_code == 429
     assert (locked_wrong.body, locked_wrong.headers) == (locked_unknown.body, locked_unknown.headers)
+
+
+def test_every_stage_hashes_passwords_at_or_above_owasps_floor():
+    """PASSWORD_HASHING may name a cheap profile for tests; no stage of .chalice/config.json may."""
+    import json
+    import pathlib
+
+    from chalicelib import passwords
+
+    chalice_config = json.loads((pathlib.Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
+    for stage, settings in chalice_config["stages"].items():
+        environment = {**chalice_config.get("environment_variables", {}), **settings.get("environment_variables", {})}
+        chosen = passwords.PROFILES[environment.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")]
+        assert chosen.memory_cost >= 19456 and chosen.time_cost >= 2, stage

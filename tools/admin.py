@@ -27,6 +27,7 @@ import os
 import sys
 
 from tools.provision import local_stage_environment
+
 DEFAULT_AWS_PORT = "5000"
 LOCAL_REGION = "us-east-1"  # the region tools.stack runs the embedded AWS in
 # The resources these commands touch: they must be named, whichever AWS it is.

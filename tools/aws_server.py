@@ -13,7 +13,6 @@ import pickle
 import signal
 import sys
 import threading
-import time
 
 SERVICES = ("dynamodb", "kms", "s3", "sqs")
 SAVE_EVERY = 30.0

@@ -176,7 +176,7 @@ class FakeCloud:
             self.accepted += acc
             self.duplicates += dup
             self.rejected += len(rej)
-            self.rejections += [x["error"] for x in rej]
+            self.rejections += [str(x["error"]) for x in rej]
         return {"accepted": acc, "duplicates": dup, "rejected": rej}
 
     def stored_readings(self, meter: str) -> list[tuple[dt.datetime, float]]:

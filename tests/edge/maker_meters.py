@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
@@ -59,7 +60,7 @@ class Layout:
 
     space: str  # "h" (holding, function 3) or "i" (input, function 4)
     documented: dict[str, list[tuple[int, int]]]  # space -> [(first wire address, count)]
-    fill: object  # (MakerMeter) -> {wire address: word} in ``space``
+    fill: Callable[..., dict[int, int]]  # (MakerMeter) -> {wire address: word} in ``space``
     energy: tuple[int, int]  # (wire address, count) of the total-energy register
     float_energy: bool = False
 

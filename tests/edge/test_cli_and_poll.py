@@ -2,7 +2,6 @@
 
 import json
 import logging
-import sqlite3
 import threading
 
 import pytest

@@ -32,8 +32,9 @@ meters:
 
 
 def test_shipped_example_config_is_valid():
-    from edge_agent import config
     from pathlib import Path
+
+    from edge_agent import config
     cfg = load_config(Path(config.__file__).parent / "agent.example.yaml")
     assert cfg.meters
 

@@ -8,6 +8,7 @@ import logging
 import struct
 
 import pytest
+from maker_meters import KINDS, LAYOUTS, MeterSpec, start_meters
 
 from conftest import meter, write_config
 from edge_agent import cli
@@ -18,7 +19,6 @@ from edge_agent.regmap import load_map
 from edge_agent.scheduler import Poller
 from edge_agent.simulator import SiteSimulator
 from edge_support import free_port
-from maker_meters import KINDS, LAYOUTS, MeterSpec, start_meters
 
 # kind -> (MeterId, ModbusMap, NoPhases, startAddress)
 SITE = {
@@ -82,7 +82,7 @@ def test_each_shipped_map_reads_its_makers_total(tmp_path, kind):
             assert "code 1648" in again.model
         # every value read on the way to the total came from a documented register
         documented = LAYOUTS[kind].documented[LAYOUTS[kind].space]
-        for unit, fn, addr, count in bus.requests[-len(plans[again.plan]):]:
+        for _unit, _fn, addr, count in bus.requests[-len(plans[again.plan]):]:
             assert any(a <= addr and addr + count <= a + n for a, n in documented), (addr, count)
     finally:
         reader.close()

@@ -51,6 +51,7 @@ def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
             current = sections.setdefault(line.strip("[]"), [])
             continue
         k, _, v = line.partition("=")
+        assert current is not None, f"a setting before any [section]: {line}"
         current.append((k.strip(), v.strip()))
     return sections
 
