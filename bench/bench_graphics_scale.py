@@ -1,16 +1,20 @@
 """GET /graphics at building scale: line and pie for 300 meters over a year and 1,233 meters over 7 days.
 
 In-process moto (bench_layout.stack). 5-minute readings are written straight as the day items ingest
-writes (chalicelib.readings.day_item, BatchWriteItem), so a 300-meter year loads in minutes rather
-than hours. Each chart is made by chalicelib.charts.chart (what the route calls: read, reduce, draw,
+writes (chalicelib.readings.day_item, BatchWriteItem), and so are the consumption rollups ingest
+keeps (each meter's day summaries computed in-process with rollups.Curve over its whole history,
+packed as rollups does), so a 300-meter year loads in minutes rather than hours; a sample of meters
+is checked against consumption.raw_summaries (computed from the stored readings). Each chart is made by chalicelib.charts.chart (what the route calls: read, reduce, draw,
 upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
 (numpy's included; moto's own response building included too, which overstates). DynamoDB items
 read are counted per call.
 
-The baseline is the implementation before this change (charts.py and chart_render.py of commit
-BASELINE, loaded from git), run on the same data in the same process where that is feasible: its
-line chart holds every point of every meter (~4 GB for 300 meter-years), so for the year it runs on
-a project of --sample meters with the same history (time and line memory grow linearly with meters).
+The baseline is the raw-readings path (charts.py and chart_render.py of commit BASELINE, main before
+charts read the rollups, loaded from git), run on the same data in the same process where that is
+feasible: for the year it runs on a project of --sample meters with the same history (its time grows
+linearly with meters: ~7.7 s a meter-year), extrapolated in the table.
+The week's meters report one day past it (as a live building's do: the day after the range gives
+the hourly chart its right-hand neighbours without a Query per meter).
 Usage: .venv/bin/python bench/bench_graphics_scale.py [--year-meters 300] [--week-meters 1233]
 """
 import argparse
@@ -25,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from bench_layout import ROOT, DynamoCounter, MotoTimer, stack
 
-BASELINE = "0e5a6c6"          # main before the charts of issue 12/13
+BASELINE = "f7751be"          # main with charts reading raw readings (before charts2)
 STEP = 300
 PER_DAY = 86400 // STEP
 YEAR = ("2025-01-01", "2025-12-31")
@@ -93,22 +97,61 @@ def _history(project, chosen, first_day, days, parent_every=0):
     meter_count = len(chosen)
     client, table = aws.dynamodb(), db.table(readings.TABLE)
     start = int(datetime.fromisoformat(first_day).replace(tzinfo=timezone.utc).timestamp())
-    batch = []
+    batch, rollup_batch = [], []
     for index, meter in enumerate(chosen):
         series = meters.series_key(project, meter["id"])
+        points = []
         rate = 0.05 + 0.4 * index / max(1, meter_count)         # kWh per 5 minutes: meters differ
         if index == 0 and parent_every:
             rate = 0.5 * parent_every
         for d in range(days):
             day = (datetime.fromtimestamp(start, timezone.utc) + timedelta(days=d)).strftime("%Y-%m-%d")
             base = 1000.0 + rate * d * PER_DAY
-            item = readings.day_item(series, day, {s * STEP: round(base + rate * s, 3) for s in range(PER_DAY)})
+            values = {s * STEP: round(base + rate * s, 3) for s in range(PER_DAY)}
+            item = readings.day_item(series, day, values)
+            points.extend((start + d * 86400 + slot, value) for slot, value in values.items())
             batch.append({"PutRequest": {"Item": db.to_ddb(item)}})
             if len(batch) == 25:
                 _write(client, table, batch)
                 batch = []
-    if batch:
-        _write(client, table, batch)
+        rollup_batch += [{"PutRequest": {"Item": db.to_ddb(item)}} for item in _rollups(project, meter["id"], points)]
+        if len(rollup_batch) >= 25:
+            for at in range(0, len(rollup_batch) - 24, 25):
+                _write(client, table, rollup_batch[at:at + 25])
+            rollup_batch = rollup_batch[len(rollup_batch) // 25 * 25:]
+    for rest in (batch, rollup_batch):
+        if rest:
+            _write(client, table, rest)
+
+
+def _rollups(project, meter_id, points):
+    """The rollup items ingest would have written for this whole history (UTC days), as rollups packs
+    them (one per month): the meter's day summaries from rollups.Curve."""
+    from chalicelib import rollups
+
+    curve = rollups.Curve(points)
+    zone = timezone.utc
+    first, last = rollups.local_day(points[0][0], zone), rollups.local_day(points[-1][0], zone)
+    months = {}
+    for day in rollups._days(first, last):
+        start = int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
+        months.setdefault(rollups._month(day), {})[day.day] = curve.summary(start, start + 86400)
+    return [{**rollups._key(project, meter_id, month), "v": rollups._pack(meter_id, month, "UTC", records), "r": 1}
+            for month, records in months.items()]
+
+
+def _check(project, chosen, first_day, days):
+    """The rollups written equal consumption's reference from the stored raw readings (a few meters)."""
+    from chalicelib import clock, consumption, meters
+
+    zone = clock.zone("UTC")
+    first = datetime.fromisoformat(first_day).date()
+    last = first + timedelta(days=days - 1)
+    sample = [chosen[0], chosen[len(chosen) // 2], chosen[-1]]
+    items = [meters.point(project, name=m["MeterId"]) for m in sample]
+    rows = consumption.summaries(project, [{"meter_id": m["id"]} for m in items], zone, first, last, "day")
+    for meter in items:
+        assert rows[meter["id"]] == consumption.raw_summaries(project, meter["id"], zone, first, last, "day"), meter
 
 
 def _write(client, table, batch):
@@ -150,7 +193,7 @@ def main():
     rows = []
     with stack():
         cases = args.cases.split(",")
-        plan = {"year": (args.year_meters, YEAR[0], 365), "week": (args.week_meters, WEEK[0], 7),
+        plan = {"year": (args.year_meters, YEAR[0], 365), "week": (args.week_meters, WEEK[0], 8),
                 "sample": (args.sample, YEAR[0], 365)}
         plan = {k: v for k, v in plan.items() if k in cases or (k == "sample" and "year" in cases)}
         began = time.perf_counter()
@@ -160,6 +203,7 @@ def main():
         for label, (count, first_day, days) in plan.items():
             began = time.perf_counter()
             _history(*made[label], first_day, days, min(20, count - 1))
+            _check(*made[label], first_day, days)
             print(f"setup {label}: {count} meters x {days} days in {time.perf_counter() - began:.0f} s", flush=True)
         setups = {label: project for label, (project, _chosen) in made.items()}
         sample = setups.get("sample")

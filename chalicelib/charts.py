@@ -5,19 +5,18 @@ What each chart shows (docs/decisions.md, "Charts"):
 - meter: that meter's register above its energy used per hour (or day);
 - pie and bar: the energy used in the period, each kWh counted once: a meter that feeds others
   (Parent) shows as its children plus "unmetered" (its energy less theirs, when positive).
-Every chart shows at most 12 series: the largest 11 and "others". Data is reduced while it is read
-(per-meter buckets, a min/max per pixel column), never held point by point, so time and memory
-grow with the number of meters and buckets, not with the readings.
-
-Energy per bucket comes from one function, used(); drawing is chalicelib/chart_render.py's
-(matplotlib, imported only when a chart is drawn).
+Every chart shows at most 12 series: the largest 11 and "others". Energy comes from one function,
+used(), over chalicelib/consumption.py (GET /consumption's definition): per day from the rollups
+kept at ingest (pie and bar always, the line beyond 7 days), so a year costs ~13 small items per
+meter whatever the readings; per hour from the raw day items of at most 7 days, a chunk of meters
+at a time. The meter chart's register is reduced to a min/max per pixel column while it is read.
+Drawing is chalicelib/chart_render.py's (matplotlib, imported only when a chart is drawn).
 """
-import bisect
 import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from chalicelib import accounts, clock, downloads, exports, meters, readings, validation
+from chalicelib import accounts, clock, consumption, downloads, exports, meters, readings, validation
 from chalicelib.errors import BadRequest
 
 KINDS = ("pie", "bar", "line")
@@ -63,52 +62,32 @@ def bucket_edges(first, last, zone, bucket):
     return edges + [midnights[-1]]
 
 
-def spread(points, edges):
-    """kWh used between consecutive edges from (epoch, register) points in time order.
-
-    Each step between two readings adds its rise, split over the buckets it spans in proportion to
-    time (a gap loses no energy); a step where the register goes down (reset, new meter) adds
-    nothing. A bucket no reading or step touches is NaN (nothing known), not 0.
-    """
-    n = len(edges) - 1
-    values, known = [0.0] * n, [False] * n
-    k, low, high = 0, edges[0], edges[1]
-    before_t = before_v = None
-    for epoch, value in points:
-        if not low <= epoch < high:
-            k = min(n - 1, max(0, bisect.bisect_right(edges, epoch) - 1))
-            low, high = edges[k], edges[k + 1]
-        known[k] = True
-        if before_t is not None and value > before_v:
-            if before_t >= low:                      # the whole step is in this bucket (the usual case)
-                values[k] += value - before_v
-            else:
-                _split(values, known, edges, before_t, epoch, value - before_v)
-        before_t, before_v = epoch, value
-    return [v if seen else math.nan for v, seen in zip(values, known)]
+HOUR_CHUNK = 100    # meters read together by hour (raw day items: ~2,000 points a meter-week held at once)
+DAY_CHUNK = 500     # meters read together by day (rollups: one small item per meter and month)
 
 
-def _split(values, known, edges, start, end, rise):
-    """Add a step's rise to the buckets it spans, in proportion to time."""
-    n = len(values)
-    first = min(n - 1, max(0, bisect.bisect_right(edges, start) - 1))
-    last = min(n - 1, max(0, bisect.bisect_left(edges, end) - 1))
-    for k in range(first, last + 1):
-        overlap = min(end, edges[k + 1]) - max(start, edges[k])
-        if overlap > 0:
-            values[k] += rise * overlap / (end - start)
-            known[k] = True
-
-
-CHUNK = 32      # meters read together: bounds what is held at once
-
-
-def used(project_id, chosen, edges):
+def used(project_id, chosen, edges, bucket, zone):
     """(meter, [kWh between consecutive edges, NaN where nothing is known]) of each chosen meter, in
-    order, a few meters at a time: the one place charts get energy from."""
-    for at in range(0, len(chosen), CHUNK):
-        for meter in chosen[at:at + CHUNK]:
-            yield meter, spread(readings.series(project_id, meter["meter_id"], edges[0], edges[-1]), edges)
+    order: the one place charts get energy from.
+
+    edges: bucket_edges(..., bucket). The energy is consumption.used's (GET /consumption's definition:
+    boundary registers interpolated, resets adding nothing, gaps losing nothing): by day from the
+    rollups, by hour from the raw day items of the range and one UTC day each side (by key: one
+    BatchGetItem per 100 meter-days, the neighbours without a Query per meter); a chunk of meters at
+    a time, which bounds what is held.
+    """
+    slot = {start: k for k, start in enumerate(edges[:-1])}
+    size = HOUR_CHUNK if bucket == "hour" else DAY_CHUNK
+    for at in range(0, len(chosen), size):
+        part = chosen[at:at + size]
+        table = consumption.used(project_id, part, edges[0], edges[-1], bucket, zone,
+                                 margin_days=1 if bucket == "hour" else 0)
+        for meter in part:
+            values = [math.nan] * (len(edges) - 1)
+            for start, kwh in table.get(meter["meter_id"], ()):
+                if kwh is not None and start in slot:
+                    values[slot[start]] = kwh
+            yield meter, values
 
 
 # ---- hierarchy and the 12-series bound -----------------------------------------------------------
@@ -185,15 +164,15 @@ def chart(project_id, kind=None, meter_name=None, width=None, height=None, start
         png = chart_render.render_png("meter", title=f"{meter['name']}: register and energy used",
                                       series=[_register(project_id, meter, begin, finish, width_px)],
                                       use=chart_render.UseSeries(meter["name"], edges,
-                                                                 _one(used(project_id, [meter], edges))), **common)
+                                                                 _one(used(project_id, [meter], edges, bucket, zone))), **common)
     elif kind == "line":
         png = chart_render.render_png("line", title=f"{project['name']}: energy used per {bucket}",
-                                      series=_use_lines(project_id, meters.all_meters(project_id), edges),
+                                      series=_use_lines(project_id, meters.all_meters(project_id), edges, bucket, zone),
                                       **common)
     else:
         chosen = meters.all_meters(project_id)
-        energy = {}
-        for meter, values in used(project_id, chosen, edges):
+        energy = {}   # the period's total: by day from the rollups whatever the line's bucket
+        for meter, values in used(project_id, chosen, bucket_edges(first, last, zone, "day"), "day", zone):
             known = [v for v in values if not math.isnan(v)]
             energy[meter["meter_id"]] = sum(known) if known else None
         what = "share of energy used" if kind == "pie" else "energy used per meter"
@@ -221,14 +200,14 @@ def _register(project_id, meter, begin, finish, width_px):
     return chart_render.LineSeries(meter["name"], times, values)
 
 
-def _use_lines(project_id, chosen, edges):
+def _use_lines(project_id, chosen, edges, bucket, zone):
     """UseSeries of the largest 11 meters by energy used and one of the others (each kWh once)."""
     import numpy as np
 
     from chalicelib import chart_render
 
     rows = np.full((len(chosen), len(edges) - 1), np.nan)
-    for i, (_meter, values) in enumerate(used(project_id, chosen, edges)):
+    for i, (_meter, values) in enumerate(used(project_id, chosen, edges, bucket, zone)):
         rows[i] = values
     totals = np.nansum(rows, axis=1) if len(chosen) else np.zeros(0)
     order = sorted(range(len(chosen)), key=lambda i: (-totals[i], i))

@@ -70,8 +70,9 @@ def _groups(first, last, period):
     return groups
 
 
-def summaries(project_id, chosen, zone, first, last, period):
-    """{meter id: [(energy µkWh or None, count, peak µkWh or None) per period]} for the chosen meters."""
+def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
+    """{meter id: [(energy µkWh or None, count, peak µkWh or None) per period]} for the chosen meters.
+    margin_days: passed to readings.around_many for the raw readings (hours)."""
     result = {}
     if period != "hour":
         by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
@@ -84,7 +85,7 @@ def summaries(project_id, chosen, zone, first, last, period):
     spans = periods(first, last, zone, period)
     missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
     if missing:
-        points = readings.around_many(project_id, missing, spans[0][0], spans[-1][1])
+        points = readings.around_many(project_id, missing, spans[0][0], spans[-1][1], margin_days)
         for meter_id in missing:
             result[meter_id] = _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
     return result
@@ -140,18 +141,19 @@ def rows(project_id, chosen, zone, first, last, period):
                    "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
 
 
-def used(project_id, chosen, begin, finish, period, zone):
+def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
     """Energy used per meter and period, for charts: {meter id: [(period start epoch, kWh or None)]}.
 
     chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
     exports.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
     'week', 'month' or 'year'. Days and longer read the rollups (≤ 13 items per meter-year); hours
-    read the raw day items of the range. Same values as GET /consumption.
+    read the raw day items of the range (margin_days: see readings.around_many). Same values as
+    GET /consumption.
     """
     first = rollups.local_day(begin, zone)
     last = rollups.local_day(finish - 1, zone)
     spans = periods(first, last, zone, period)
-    table = summaries(project_id, chosen, zone, first, last, period)
+    table = summaries(project_id, chosen, zone, first, last, period, margin_days)
     return {meter_id: [(spans[i][0], None if energy is None else energy / 10 ** 6)
                        for i, (energy, _count, _peak) in enumerate(values)]
             for meter_id, values in table.items()}

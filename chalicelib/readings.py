@@ -420,18 +420,34 @@ def around(project_id, meter_id, start, end):
 AROUND_BATCH_DAYS = 4   # up to this many UTC days a meter, day items are fetched by key (BatchGetItem), beyond by Query
 
 
-def around_many(project_id, meter_ids, start, end):
+def around_many(project_id, meter_ids, start, end, margin_days=0):
     """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
-    (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter."""
+    (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter.
+
+    margin_days > 0 (a caller whose span is bounded, such as the hourly charts' 7 days): always by
+    key, with that many UTC days more on each side, whose readings give the neighbours before start
+    and after end; a Query per meter only for a meter with none there (a longer gap, history's end).
+    """
     first, last = _day_epoch(_slot(start)[0]), _day_epoch(_slot(end)[0])
-    days = [_slot(midnight)[0] for midnight in range(first, last + 1, 86400)]
+    days = [_slot(midnight)[0] for midnight in range(first - margin_days * 86400, last + margin_days * 86400 + 1, 86400)]
     found = {meter_id: [] for meter_id in meter_ids}
-    if len(days) <= AROUND_BATCH_DAYS:
+    left, right = {}, {}
+    if margin_days or len(days) <= AROUND_BATCH_DAYS:
         keys = {meters.series_key(project_id, m): m for m in meter_ids}
         for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
-            midnight = _day_epoch(item["day"])
-            found[keys[item["meter"]]].extend((midnight + slot, value) for slot, value in day_readings(item)
-                                              if start <= midnight + slot <= end)
+            midnight, meter_id = _day_epoch(item["day"]), keys[item["meter"]]
+            if not margin_days:
+                found[meter_id].extend((midnight + slot, value) for slot, value in day_readings(item)
+                                       if start <= midnight + slot <= end)
+                continue
+            for slot, value in day_readings(item):
+                epoch = midnight + slot
+                if start <= epoch <= end:
+                    found[meter_id].append((epoch, value))
+                elif epoch < start and (meter_id not in left or epoch > left[meter_id][0]):
+                    left[meter_id] = (epoch, value)
+                elif epoch > end and (meter_id not in right or epoch < right[meter_id][0]):
+                    right[meter_id] = (epoch, value)
         for points in found.values():
             points.sort()
     else:
@@ -439,13 +455,13 @@ def around_many(project_id, meter_ids, start, end):
             found[meter_id] = list(series(project_id, meter_id, start, end + 1))
     for meter_id, points in found.items():
         if not points or points[0][0] != start:
-            left = before(project_id, meter_id, start)
-            if left:
-                points.insert(0, left)
+            neighbour = left.get(meter_id) or before(project_id, meter_id, start)
+            if neighbour:
+                points.insert(0, neighbour)
         if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
-            right = after(project_id, meter_id, end)
-            if right:
-                points.append(right)
+            neighbour = right.get(meter_id) or after(project_id, meter_id, end)
+            if neighbour:
+                points.append(neighbour)
     return found
 
 

@@ -32,39 +32,6 @@ def test_hour_edges_follow_the_local_clock_on_dst_days():
     assert [b - a for a, b in zip(days, days[1:])] == [86400, 90000, 86400]
 
 
-def test_spread_conserves_energy_splits_gaps_and_ignores_resets():
-    edges = [0, 3600, 7200, 10800]
-    # 300 s steps of 1 kWh in the first hour, then a 2-hour gap worth 20 kWh, then a reset
-    points = [(i * 300, float(i)) for i in range(12)] + [(3300 + 7200, 31.0), (3300 + 7200 + 60, 5.0)]
-    values = charts.spread(points, edges)
-    assert values[0] == pytest.approx(11 + 20 * 300 / 7200)          # its own steps and the gap's first 300 s
-    assert values[1] == pytest.approx(20 * 3600 / 7200)              # the gap's middle hour
-    assert values[2] == pytest.approx(20 * 3300 / 7200)              # the rest; the reset adds nothing
-    assert sum(values) == pytest.approx(31.0)
-    assert math.isnan(charts.spread([(10, 1.0), (20, 2.0)], edges)[2])   # nothing known there
-
-
-def test_spread_matches_a_brute_force_reading_of_random_histories():
-    rng = random.Random(7)
-    for _ in range(30):
-        edges = sorted(rng.sample(range(0, 100_000, 50), 6))
-        t, value, points = edges[0], 1000.0, []
-        while t < edges[-1]:
-            points.append((t, value))
-            t += rng.choice([60, 300, 300, 900, 5000])
-            value = value + rng.uniform(0, 5) if rng.random() > 0.05 else rng.uniform(0, 10)   # resets
-        got = charts.spread(points, edges)
-        # brute force: each step's rise spread second by second
-        want = [0.0] * (len(edges) - 1)
-        for (t0, v0), (t1, v1) in zip(points, points[1:]):
-            if v1 > v0:
-                for k in range(len(want)):
-                    overlap = min(t1, edges[k + 1]) - max(t0, edges[k])
-                    if overlap > 0:
-                        want[k] += (v1 - v0) * overlap / (t1 - t0)
-        assert [0.0 if math.isnan(g) else g for g in got] == pytest.approx(want)
-
-
 # ---- hierarchy and the bound ----------------------------------------------------------------------
 
 def meter(i, parent=None, name=None):
@@ -217,6 +184,37 @@ def test_many_meters_give_12_series(make_account, drawn):
     assert line["series"][-1].values[3] == pytest.approx(sum(range(1, 10)))
     for args in (pie, bar):
         assert len(args["energy"]) == 12 and args["energy"][-1] == ("9 others", pytest.approx(23 * 45))
+
+
+def test_charts_show_what_get_consumption_answers_boundaries_interpolated(make_account, drawn):
+    """The charts' energy is GET /consumption's: a step that straddles the range's start counts for the
+    part inside it (the raw-reading charts before rollups counted nothing before the first reading),
+    whether the reading before lies in the day before (read by key) or days earlier (a gap)."""
+    account = make_account()
+    for name in ("m", "gap"):
+        account.request("PUT", "/point", body={"MeterId": name, "SaveEvery": 60})
+    # m: a reading every 2 hours from 1 hour before the range, 6 kWh a step (3 kW)
+    push(account, [{"MeterId": "m", "TimeStamping": iso(START - 3600 + i * 7200), "value": 100.0 + 6 * i}
+                   for i in range(25)])
+    # gap: a reading 3 days before the range, the next 1 hour into it, and on after the range's end
+    push(account, [{"MeterId": "gap", "TimeStamping": iso(t), "value": v}
+                   for t, v in [(START - 3 * 86400, 0.0), (START + 3600, 73.0), (START + 3 * 86400, 73.0 + 71 * 2)]])
+    for kind in ("line", "pie"):
+        get_chart(account, type=kind, **DAYS)
+    (_line, line), (_pie, pie) = drawn
+    by_name = {s.name: s for s in line["series"]}
+    assert by_name["m"].values[0] == pytest.approx(3.0)            # half of the straddling step
+    assert by_name["m"].values[:47] == pytest.approx([3.0] * 47)
+    assert by_name["gap"].values[0] == pytest.approx(1.0)          # 73 kWh over 73 hours: 1 in the first
+    assert by_name["gap"].values[1:] == pytest.approx([2.0] * 47)  # 142 kWh over 71 hours
+    answer = account.request("GET", "/consumption?" + urllib.parse.urlencode({**DAYS, "period": "hour"}))
+    body = json.loads(answer.body)
+    rows = body if isinstance(body, list) else next(v for v in body.values() if isinstance(v, list))
+    for name, series in by_name.items():
+        hourly = [math.nan if row["value"] is None else row["value"] for row in rows if row["MeterParam"] == name]
+        assert series.values == pytest.approx(hourly, nan_ok=True), name
+    assert dict(pie["energy"]) == {"m": pytest.approx(144 + 100 - 103),   # from the interpolated 103 kWh
+                                   "gap": pytest.approx(1 + 2 * 47)}
 
 
 # ---- layout -----------------------------------------------------------------------------------------
