@@ -81,7 +81,7 @@ def create_project(name, time_zone="UTC"):
         raise BadRequest(str(error)) from None
     project_id = next_id("project")
     project = {"project_id": project_id, "name": name, "timezone": time_zone,
-               "created": clock.utcnow().isoformat()}
+               "created": clock.iso_utc(timespec="auto")}
     try:
         db.transact({
             "project_name": ("put", TABLE, {"item": {"pk": "PROJECTNAME#" + validation.login_key(name),
@@ -157,7 +157,7 @@ def create_user(project_id, username, password, email, created_by=None):
     digest = apikeys.digest(key)
     user = {
         **_user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
-        "username": username, "email": email, "joined": clock.utcnow().replace(microsecond=0).isoformat(),
+        "username": username, "email": email, "joined": clock.iso_utc(),
         "password_hash": passwords.hash_password(password),
         "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id), "created_by": created_by,
     }

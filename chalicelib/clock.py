@@ -43,3 +43,10 @@ def local(epoch_seconds, tz):
     return datetime.fromtimestamp(epoch_seconds, tz).replace(tzinfo=None)
 
 
+
+
+def iso_utc(epoch_seconds=None, timespec="seconds"):
+    """An instant (default: now) as ISO 8601 UTC text, 'YYYY-MM-DDTHH:MM:SS+00:00' (timespec as
+    datetime.isoformat's: 'auto' adds microseconds when there are any)."""
+    return datetime.fromtimestamp(now() if epoch_seconds is None else epoch_seconds, timezone.utc).isoformat(
+        timespec=timespec)

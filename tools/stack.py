@@ -288,6 +288,8 @@ class Stack:
     def _load_history(self, live_values):
         """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
         of them on a first run, or from a kept state's last reading to now (the time make run was off)."""
+        from chalicelib import clock
+
         if not self.history_days:
             return
         end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
@@ -319,7 +321,7 @@ class Stack:
             batch = []
             for moment, step in zip(times, steps):
                 value += step
-                batch.append({"MeterId": name, "TimeStamping": _iso(moment), "value": round(value, 3)})
+                batch.append({"MeterId": name, "TimeStamping": clock.iso_utc(moment), "value": round(value, 3)})
                 if len(batch) == 1000 or moment == times[-1]:
                     self._push(batch)
                     done += len(batch)
@@ -396,10 +398,6 @@ class Stack:
             f"make run FRESH=1 starts over.",
             f"New readings arrive every minute. Stop everything with Ctrl-C (or kill -TERM {os.getpid()}).",
         ])
-
-
-def _iso(epoch):
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _demo_load_kw(name, epoch, rng):
