@@ -25,7 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chalicelib import clock
 
 __all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
            "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
@@ -102,11 +103,11 @@ def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name:
     ``kind`` 'pie' or 'bar' uses ``energy`` (name, kWh used in the period); 'line' uses ``series``:
     LineSeries (cumulative registers) or UseSeries (energy used per ``bucket``, 'hour' or 'day');
     'meter' draws one meter's register (``series[0]``, a LineSeries) above its energy used
-    (``use``). Times are shown in ``tz_name`` (IANA; an unknown name falls back to UTC, and the
-    axis label says so). ``period`` (start, end) is shown under the title and bounds the time
-    axis; naive datetimes are local times of ``tz_name``. No data gives a chart with a centred
-    message, never an exception; a bad ``kind`` or size is a ValueError (the route validates
-    those first).
+    (``use``). Times are shown in ``tz_name`` (IANA, looked up by clock.zone). ``period`` (start,
+    end) is shown under the title and bounds the time axis; naive datetimes are local times of
+    ``tz_name``. No data gives a chart with a centred message, never an exception; a bad ``kind``,
+    size or zone is a ValueError (the route validates those first: a project's zone is checked
+    when it is stored).
     """
     return _render_png(kind, width_px=width_px, height_px=height_px, title=title,
                        tz_name=tz_name, energy=energy, series=series, use=use, period=period,
@@ -182,7 +183,7 @@ def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), serie
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
     width_px, height_px = _check_size(width_px, height_px)
     _ensure_mplconfigdir()  # before anything below imports matplotlib
-    tz, tz_label = _zone(tz_name)
+    tz, tz_label = clock.zone(tz_name), tz_name
     title = "" if title is None else str(title)
     series = list(series)
     fig = None
@@ -236,14 +237,6 @@ def _check_size(width_px, height_px):
             raise ValueError(f"{name} must be a whole number from 1 to {_MAX_PX}, not {px!r}")
         out.append(as_int)
     return out
-
-
-def _zone(tz_name) -> tuple[tzinfo, str]:
-    """The project's zone and its label; an unknown or empty name is UTC (labelled so)."""
-    try:
-        return ZoneInfo(str(tz_name)), str(tz_name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return timezone.utc, "UTC"
 
 
 def _local(dt: datetime, tz: tzinfo) -> datetime:

@@ -17,7 +17,6 @@ media_type, created, expires_at (TTL), error.
 """
 import json
 import secrets
-from zoneinfo import ZoneInfo
 
 from chalicelib import accounts, aws, clock, config, db, downloads, formats
 from chalicelib.errors import NotFound
@@ -124,7 +123,7 @@ def run(message, rows_of):
     number = int(message["part"])
     request = _request(job)
     begin, end = request["slices"][number]
-    zone = ZoneInfo(request["zone"])
+    zone = clock.zone(request["zone"])
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
