@@ -1,10 +1,12 @@
-"""Fast writers for the API's XML responses and the streamed ``/file`` exports.
+"""Fast writers for the API's XML and YAML responses and the streamed ``/file`` exports: all the XML and YAML text
+the API writes comes from here.
 
 The reference libraries are far too slow for an export of a meter-year (105,120 rows):
 ``dicttoxml`` and ``yaml.safe_dump`` take ~20 s each. This module writes the same bytes
 (XML: exactly what ``dicttoxml(obj, custom_root='Response', attr_type=True)`` writes; JSON:
 exactly ``json.dumps``) or an equivalent document (YAML, CSV) at csv-writer speed, and streams
-exports in bounded memory. It imports neither dicttoxml nor yaml (Lambda cold start).
+exports in bounded memory. It imports neither dicttoxml nor yaml at import (Lambda cold start):
+API responses' YAML (``yaml_document``, PyYAML's safe dump) imports yaml when first asked.
 """
 
 import datetime
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from numbers import Number
 
-__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "slice_chunks", "xml_document"]
+__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "slice_chunks", "xml_document", "yaml_document"]
 
 #: Export format -> (media type, file extension).
 EXPORT_FORMATS = {
@@ -264,6 +266,46 @@ def _json_rows(rows):
             f'"value": {v!r}}}'
             if (type(v) is float and v - v == 0.0) or type(v) is int else ", " + slow(n, t, v)
             for n, t, v in block])
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: every YAML text the API writes comes from here. Responses (yaml_document) are PyYAML's
+# safe dump; exports (below) write the equivalent document directly, at csv-writer speed.
+
+# Unicode line breaks (NEL, LS, PS) that a YAML reader folds when they stand raw inside quotes.
+_YAML_FOLDED = ("\x85", "\u2028", "\u2029")
+_dumper = None
+
+
+def _yaml_dumper():
+    """PyYAML's safe dumper, but strings holding a Unicode line break (NEL, LS, PS) are double-quoted.
+
+    safe_dump writes those characters raw inside quotes, where a YAML reader folds them: the
+    value read back would differ from the one stored.
+    """
+    global _dumper
+    if _dumper is None:
+        import yaml
+
+        class SafeDumper(yaml.SafeDumper):
+            pass
+
+        def represent_str(dumper, value):
+            style = '"' if any(c in value for c in _YAML_FOLDED) else None
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+        SafeDumper.add_representer(str, represent_str)
+        _dumper = SafeDumper
+    return _dumper
+
+
+def yaml_document(obj) -> str:
+    """A response object as YAML: ``yaml.safe_dump`` in the object's key order, Unicode kept, and any
+    string holding NEL, LS or PS double-quoted so ``yaml.safe_load`` gives back exactly obj.
+    PyYAML is imported on first use (Lambda cold start)."""
+    import yaml
+
+    return yaml.dump(obj, Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True)
 
 
 # YAML double-quoted scalars: escape '\', '"' and everything PyYAML's reader rejects or treats

@@ -36,33 +36,7 @@ def render(result, fmt):
         return formats.xml_document(_with_times(result, "T")), MEDIA_TYPES["xml"]
     prepared = _with_times(result, " ")
     if fmt == "yaml":
-        import yaml  # imported on use: keeps PyYAML out of the Lambda's cold start
+        from chalicelib import formats
 
-        return yaml.dump(prepared, Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True), MEDIA_TYPES["yaml"]
+        return formats.yaml_document(prepared), MEDIA_TYPES["yaml"]
     return json.dumps(prepared, ensure_ascii=False), MEDIA_TYPES["json"]
-
-
-_LINE_BREAKS_YAML_FOLDS = ("\x85", "\u2028", "\u2029")
-_dumper = None
-
-
-def _yaml_dumper():
-    """PyYAML's safe dumper, but strings holding a Unicode line break (NEL, LS, PS) are double-quoted.
-
-    safe_dump writes those characters raw inside quotes, where a YAML reader folds them: the
-    value read back would differ from the one stored.
-    """
-    global _dumper
-    if _dumper is None:
-        import yaml
-
-        class SafeDumper(yaml.SafeDumper):
-            pass
-
-        def represent_str(dumper, value):
-            style = '"' if any(c in value for c in _LINE_BREAKS_YAML_FOLDS) else None
-            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-        SafeDumper.add_representer(str, represent_str)
-        _dumper = SafeDumper
-    return _dumper
