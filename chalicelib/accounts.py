@@ -231,9 +231,7 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
     if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
         sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
-        names = {f"#f{i}": field for i, field in enumerate(changes)}
-        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
-        vals = {f":v{i}": value for i, value in enumerate(changes.values())}
+        expression, names, vals = db.set_fields(changes)
         operations["user"] = ("update", TABLE, {"key": _user_key(project_id, user_id), "expression": expression,
                                                 "names": names, "values": vals,
                                                 "condition": "attribute_exists(pk)"})

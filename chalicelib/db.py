@@ -75,6 +75,15 @@ def values(mapping):
     return {k: _serializer.serialize(_plain_to_ddb_value(v)) for k, v in mapping.items()}
 
 
+def set_fields(fields):
+    """(UpdateExpression, names, values) that set each attribute of fields {name: value}:
+    "SET #f0 = :v0, #f1 = :v1", {"#f0": name, ...}, {":v0": value, ...} (placeholders, so any
+    attribute name is safe, reserved words included)."""
+    names = {f"#f{i}": name for i, name in enumerate(fields)}
+    expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+    return expression, names, {f":v{i}": value for i, value in enumerate(fields.values())}
+
+
 def get(logical_id, key, consistent=True):
     """One item by key, or None."""
     answer = aws.dynamodb().get_item(TableName=table(logical_id), Key=to_ddb(key), ConsistentRead=consistent)

@@ -85,11 +85,9 @@ def _register(project_id, site_name, config):
             changed = {k: v for k, v in config.items() if existing.get(k) != v}
             if not changed:
                 return existing
-            names = {f"#f{i}": k for i, k in enumerate(changed)}
-            expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changed)))
+            expression, names, values = db.set_fields(changed)
             return db.update(TABLE, meter_key(project_id, existing["meter_id"]), expression, names=names,
-                             expression_values={f":v{i}": v for i, v in enumerate(changed.values())},
-                             return_values="ALL_NEW")
+                             expression_values=values, return_values="ALL_NEW")
         meter_id = accounts.next_id("meter")
         meter = {**meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
