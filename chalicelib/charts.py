@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from chalicelib import accounts, clock, consumption, downloads, exports, meters, readings, validation
+from chalicelib import accounts, clock, consumption, days, downloads, meters, readings, validation
 from chalicelib.errors import BadRequest
 
 KINDS = ("pie", "bar", "line")
@@ -39,10 +39,10 @@ def _size(field, value, default, minimum):
 def _period(start, end, zone):
     if start is None and end is None:
         today = clock.utcnow().astimezone(zone).date()
-        return exports.day_range(today - timedelta(days=DEFAULT_DAYS - 1), today, zone)
-    first = exports.parse_day("start", start if start is not None else end)
-    last = exports.parse_day("end", end if end is not None else start)
-    return exports.day_range(first, last, zone)
+        return days.day_range(today - timedelta(days=DEFAULT_DAYS - 1), today, zone)
+    first = days.parse_day("start", start if start is not None else end)
+    last = days.parse_day("end", end if end is not None else start)
+    return days.day_range(first, last, zone)
 
 
 # ---- energy used per bucket ----------------------------------------------------------------------

@@ -9,11 +9,10 @@ answers are the same to the µkWh (tests/test_consumption.py checks it on random
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-from chalicelib import accounts, exports, meters, readings, rollups
+from chalicelib import accounts, days, meters, readings, rollups
 from chalicelib.errors import BadRequest
 
 PERIODS = ("hour", "day", "week", "month", "year")
-MAX_DAYS = 366
 MAX_HOUR_DAYS = 31
 FIELDS = ("MeterParam", "PeriodStart", "PeriodEnd", "value", "Coverage", "PeakDemand")
 _GROUP = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
@@ -30,15 +29,15 @@ def parse_period(period, default="day"):
 
 
 def days_allowed(period):
-    return MAX_HOUR_DAYS if period == "hour" else MAX_DAYS
+    return MAX_HOUR_DAYS if period == "hour" else days.MAX_DAYS
 
 
 def consumption(project_id, start, end, period=None, meter_name=None):
     """GET /consumption: one row per meter and period, in order of period then meter id."""
     period = parse_period(period)
     zone = accounts.project_zone(project_id)
-    first, last, _begin, _finish = exports.day_range(exports.parse_day("start", start), exports.parse_day("end", end),
-                                                     zone, max_days=days_allowed(period))
+    first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end),
+                                                  zone, max_days=days_allowed(period))
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
     return list(rows(project_id, chosen, zone, first, last, period))
 
@@ -78,10 +77,10 @@ def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
         by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
         groups = _groups(first, last, period)
         for meter in chosen:
-            days = by_day.get(meter["meter_id"])
-            if days is None:   # rollups kept for another zone: from the raw readings
+            known = by_day.get(meter["meter_id"])
+            if known is None:   # rollups kept for another zone: from the raw readings
                 continue
-            result[meter["meter_id"]] = [_combine(days.get(day, (None, 0, None)) for day in group) for group in groups]
+            result[meter["meter_id"]] = [_combine(known.get(day, (None, 0, None)) for day in group) for group in groups]
     spans = periods(first, last, zone, period)
     missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
     if missing:
@@ -145,7 +144,7 @@ def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
     """Energy used per meter and period, for charts: {meter id: [(period start epoch, kWh or None)]}.
 
     chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
-    exports.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
+    days.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
     'week', 'month' or 'year'. Days and longer read the rollups (≤ 13 items per meter-year); hours
     read the raw day items of the range (margin_days: see readings.around_many). Same values as
     GET /consumption.

@@ -9,47 +9,13 @@ A slice's rows come from ROW_SOURCES[request["source"]]: another kind of export 
 consumption) adds its source there and is sliced the same way.
 """
 import heapq
-import re
-from datetime import date, datetime, timedelta
 
-from chalicelib import accounts, clock, downloads, export_jobs, formats, meters, readings
+from chalicelib import accounts, clock, days, downloads, export_jobs, formats, meters, readings
 from chalicelib.errors import BadRequest
 
-MAX_DAYS = 366
 SYNC_MAX_ROWS = 1_000_000   # ~6-8 s of writing (about 130-170k rows/s) plus reading: well under 28 s
 SLICE_ROWS = 1_000_000      # rows a worker writes per part: under 20 s, over S3's 5 MiB part minimum
 SLICE_STEP = 3600           # slices start on whole hours
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)   # readings are never before 1970
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def parse_day(field, text):
-    """A 'YYYY-MM-DD' parameter as a date."""
-    if not isinstance(text, str):
-        raise BadRequest(f"{field} is required: a day as YYYY-MM-DD")
-    try:  # exactly YYYY-MM-DD: fromisoformat alone also takes week dates such as 2026-W01-1
-        return date.fromisoformat(text.strip()) if _DAY.fullmatch(text.strip()) else _bad_day(field, text)
-    except ValueError:
-        _bad_day(field, text)
-
-
-def _bad_day(field, text):
-    raise BadRequest(f"{field} must be a day as YYYY-MM-DD, not {text[:40]!r}")
-
-
-def day_range(start, end, zone, max_days=MAX_DAYS):
-    """(first day, last day, start epoch, end epoch) of local days start..end in either order, inclusive."""
-    first, last = sorted((start, end))
-    if first < FIRST_DAY or last > LAST_DAY:  # outside, local midnights overflow datetime
-        raise BadRequest(f"days must be from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
-    if (last - first).days + 1 > max_days:
-        raise BadRequest(f"the range is {(last - first).days + 1} days: at most {max_days} days per request")
-    begin = datetime(first.year, first.month, first.day, tzinfo=zone).timestamp()
-    after = last + timedelta(days=1)
-    finish = datetime(after.year, after.month, after.day, tzinfo=zone).timestamp()
-    return first, last, int(begin), int(finish)
-
-
 def rows(project_id, chosen, zone, start, end):
     """(MeterParam, local time, value) of the chosen meters' readings, in time order (then meter id)."""
     def one(meter):
@@ -106,8 +72,8 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
 
         period = consumption.parse_period(period)
     zone = accounts.project_zone(project_id)
-    first, last, begin, finish = day_range(parse_day("start", start), parse_day("end", end), zone,
-                                           max_days=consumption.days_allowed(period) if period else MAX_DAYS)
+    first, last, begin, finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone,
+                                                max_days=consumption.days_allowed(period) if period else days.MAX_DAYS)
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
     media_type, extension = formats.EXPORT_FORMATS[file_type]
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""

@@ -95,7 +95,7 @@ class Curve:
 
 
 def midnight(day, zone):
-    """Epoch of a local day's start (as exports.day_range computes it)."""
+    """Epoch of a local day's start (as days.day_range computes it)."""
     return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
 
 

@@ -387,13 +387,13 @@ def test_rebuild_computes_the_rollups_of_history_stored_before_them(toronto):
 
 
 def test_used_gives_the_charts_the_same_energy_per_period(toronto):
-    from chalicelib import consumption, exports, meters
+    from chalicelib import consumption, days, meters
 
     day = date(2026, 11, 1)
     push(toronto, "meter1", [(at(day) + 600 * i, 1.5 * i) for i in range(0, 200)])
     project = toronto.view["project"]
     chosen = meters.all_meters(project)
-    first, last, begin, finish = exports.day_range(date(2026, 10, 31), date(2026, 11, 2), TORONTO)
+    first, last, begin, finish = days.day_range(date(2026, 10, 31), date(2026, 11, 2), TORONTO)
     for period in ("hour", "day"):
         rows = get(toronto, start="2026-10-31", end="2026-11-02", period=period)
         [(meter_id, series)] = consumption.used(project, chosen, begin, finish, period, TORONTO).items()

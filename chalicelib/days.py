@@ -1,0 +1,37 @@
+"""Local days as the API takes them: a 'YYYY-MM-DD' parameter, and a range of whole local days of a
+project's zone as epochs (GET /file, /consumption and /graphics share these rules)."""
+import re
+from datetime import date, datetime, timedelta
+
+from chalicelib.errors import BadRequest
+
+MAX_DAYS = 366                                              # days a request may span (unless told fewer)
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)   # readings are never before 1970
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_day(field, text):
+    """A 'YYYY-MM-DD' parameter as a date."""
+    if not isinstance(text, str):
+        raise BadRequest(f"{field} is required: a day as YYYY-MM-DD")
+    try:  # exactly YYYY-MM-DD: fromisoformat alone also takes week dates such as 2026-W01-1
+        return date.fromisoformat(text.strip()) if _DAY.fullmatch(text.strip()) else _bad_day(field, text)
+    except ValueError:
+        _bad_day(field, text)
+
+
+def _bad_day(field, text):
+    raise BadRequest(f"{field} must be a day as YYYY-MM-DD, not {text[:40]!r}")
+
+
+def day_range(start, end, zone, max_days=MAX_DAYS):
+    """(first day, last day, start epoch, end epoch) of local days start..end in either order, inclusive."""
+    first, last = sorted((start, end))
+    if first < FIRST_DAY or last > LAST_DAY:  # outside, local midnights overflow datetime
+        raise BadRequest(f"days must be from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
+    if (last - first).days + 1 > max_days:
+        raise BadRequest(f"the range is {(last - first).days + 1} days: at most {max_days} days per request")
+    begin = datetime(first.year, first.month, first.day, tzinfo=zone).timestamp()
+    after = last + timedelta(days=1)
+    finish = datetime(after.year, after.month, after.day, tzinfo=zone).timestamp()
+    return first, last, int(begin), int(finish)
