@@ -10,7 +10,7 @@ by default: deployment.zip and sam.yaml), then fails when
     extension in it is not for CPython 3.12 on Linux x86_64, or a module of the app is missing;
   - the unzipped package exceeds MAX_UNZIPPED_BYTES (Lambda's limit is 250 MiB);
   - a module of the package has no bytecode for the runtime beside it;
-  - the stage generates its IAM policy (autogen_policy) instead of using .chalice/policy-STAGE.json;
+  - the stage generates its IAM policy (autogen_policy) instead of using the policy file it names (.chalice/policy.json);
   - cfn-lint reports anything (error, warning or informational) on the packaged template.
 Between the build and the checks, the zip is made lighter (slim()): what never runs on Lambda is
 left out (TRIM: tests, type stubs, C sources, caches, matplotlib's other backends and fonts, the

@@ -266,8 +266,8 @@ def test_pinned_requirements_are_read_as_pip_reads_them(tmp_path):
 
 def test_a_stages_settings_are_chalices_own_resolution():
     """The policy file comes from chalice's Config: the stage's iam_policy_file over the top level's."""
-    assert package.policy_file("dev").endswith(os.path.join(".chalice", "policy-dev.json"))
-    assert package.stage_config("prod").iam_policy_file == "policy-prod.json"
+    assert package.policy_file("dev").endswith(os.path.join(".chalice", "policy.json"))
+    assert package.stage_config("prod").iam_policy_file == "policy.json"
     assert package.stage_config("dev").environment_variables["SECURE_COOKIES"] == "true"
     assert package.stage_config("local").environment_variables["SECURE_COOKIES"] == "false"
 
