@@ -9,7 +9,6 @@
 Run: .venv/bin/python bench/bench_agent_modbus.py [--polls 20]
 """
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,14 +25,9 @@ from edge_agent.outbox import Outbox  # noqa: E402
 from edge_agent.regmap import available_maps, load_map  # noqa: E402
 from edge_agent.scheduler import Poller  # noqa: E402
 from edge_agent.simulator import SiteSimulator  # noqa: E402
+from tools.ports import free_port  # noqa: E402
 
 MAPS = ["Priority.ici", "Eastron.SDM630", "Eastron.SDM120", "CarloGavazzi.EM24", "Schneider.iEM3000"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def map_table():

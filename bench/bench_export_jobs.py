@@ -32,15 +32,12 @@ from datetime import date, timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from tools.ports import free_port  # noqa: E402
+
 START = date(2025, 1, 1)
 STEP = 300
 YEAR_ROWS = 300 * 288 * 365
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def aws_env(port):

@@ -244,7 +244,7 @@ def test_make_admin_against_the_local_stack(monkeypatch, capsys):
     from app import app
     from chalicelib import aws
     from tools import provision
-    from tools.stack import free_port
+    from tools.ports import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

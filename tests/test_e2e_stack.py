@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tools.stack import DEMO, DEMO_METERS, Stack, free_port, port_in_use, wait_for
+from tools.ports import free_port
+from tools.stack import DEMO, DEMO_METERS, Stack, port_in_use, wait_for
 
 ZONE = ZoneInfo(DEMO["timezone"])
 

@@ -9,7 +9,8 @@ import time
 import pytest
 import requests
 
-from tools.stack import PROJECT_DIR, free_port, port_in_use
+from tools.ports import free_port
+from tools.stack import PROJECT_DIR, port_in_use
 
 
 @pytest.fixture(scope="module")

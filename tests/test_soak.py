@@ -28,7 +28,8 @@ import yaml
 
 from tests.edge.edge_support import FaultProxy
 from tests.faulty_proxy import FaultyAwsProxy
-from tools.stack import PROJECT_DIR, free_port, port_in_use, wait_for
+from tools.ports import free_port
+from tools.stack import PROJECT_DIR, port_in_use, wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
 SEED = int(os.environ.get("SOAK_SEED", "2026"))

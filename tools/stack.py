@@ -49,13 +49,6 @@ def port_in_use(port, host="127.0.0.1"):
         return probe.connect_ex((host, port)) == 0
 
 
-def free_port():
-    """A loopback port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for(check, what, timeout=60.0, interval=0.2):
     """Poll check() until it returns truthy; RuntimeError naming what never came."""
     deadline = time.monotonic() + timeout

@@ -27,11 +27,7 @@ import tty
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.ports import free_port  # noqa: F401  (the edge tests take it from here)
 
 
 def parse_ts(s: str) -> dt.datetime:
