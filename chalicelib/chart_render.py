@@ -109,9 +109,16 @@ def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name:
     size or zone is a ValueError (the route validates those first: a project's zone is checked
     when it is stored).
     """
-    return _render_png(kind, width_px=width_px, height_px=height_px, title=title,
-                       tz_name=tz_name, energy=energy, series=series, use=use, period=period,
-                       bucket=bucket, legend_title=legend_title)
+    fig = _build_figure(kind, width_px=width_px, height_px=height_px, title=title,
+                        tz_name=tz_name, energy=energy, series=series, use=use, period=period,
+                        bucket=bucket, legend_title=legend_title)
+    import numpy as np
+    from PIL import Image
+
+    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").save(buf, format="png")
+    return buf.getvalue()
 
 
 def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]]:
@@ -161,23 +168,8 @@ def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]
 
 # --------------------------------------------------------------------------- internals
 
-def _render_png(kind, *, width_px, height_px, title, tz_name, energy=(), series=(), use=None,
-                period=None, reduce_points=True, bucket="hour", legend_title=None) -> bytes:
-    """render_png, plus a switch to skip the line reduction (for the benchmark)."""
-    fig = _build_figure(kind, width_px=width_px, height_px=height_px, title=title,
-                        tz_name=tz_name, energy=energy, series=series, use=use, period=period,
-                        reduce_points=reduce_points, bucket=bucket, legend_title=legend_title)
-    import numpy as np
-    from PIL import Image
-
-    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").save(buf, format="png")
-    return buf.getvalue()
-
-
 def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), series=(), use=None,
-                  period=None, reduce_points=True, bucket="hour", legend_title=None):
+                  period=None, bucket="hour", legend_title=None):
     """Build and draw the chart's Figure, tighter each time it does not fit; tests inspect it."""
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -192,7 +184,7 @@ def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), serie
         subtitle = _period_text(period, tz, tz_label, short=squeeze >= 2)
         if kind in ("line", "meter"):
             fig = _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
-                        period, style, reduce_points, bucket)
+                        period, style, bucket)
         else:
             fig = (_pie if kind == "pie" else _bar)(energy, width_px, height_px, title, subtitle,
                                                     style, legend_title)
@@ -629,8 +621,7 @@ def _epoch_days(times):
 _PER = {"hour": "per hour", "day": "per day"}
 
 
-def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style,
-          reduce_points, bucket):
+def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style, bucket):
     """Meters over time: registers (LineSeries), energy used per hour or day (UseSeries), or
     for kind 'meter' one meter's register above its energy used."""
     import numpy as np
@@ -645,7 +636,7 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
     per = _PER.get(bucket, f"per {bucket}")
     if kind == "meter":
         register_ax, use_ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
-        _register_lines(register_ax, present, style, reduce_points, width_px, len(series))
+        _register_lines(register_ax, present, style, width_px, len(series))
         _literal(register_ax.set_ylabel("Register (kWh)", fontsize=style.label))
         _time_axis(register_ax, tz, tz_label, period, style, label=False)
         if has_use:
@@ -672,7 +663,7 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
         ylabel = f"Energy used {per} (kWh)"
         ax.set_ylim(bottom=0)
     else:
-        handles = _register_lines(ax, present, style, reduce_points, width_px, len(series))
+        handles = _register_lines(ax, present, style, width_px, len(series))
         names = [s.name for _, s in present]
         ylabel = "Meter reading, cumulative (kWh)"
     ax.yaxis.set_major_formatter(_kwh_formatter())
@@ -682,7 +673,7 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
     return fig
 
 
-def _register_lines(ax, present, style, reduce_points, width_px, count):
+def _register_lines(ax, present, style, width_px, count):
     """Plot cumulative registers (reduced to 2 points per pixel column); returns the lines."""
     import numpy as np
 
@@ -692,12 +683,7 @@ def _register_lines(ax, present, style, reduce_points, width_px, count):
     colors = _palette(count)
     handles = []
     for i, s in present:
-        if reduce_points:
-            times, values = reduce_minmax(s.times, s.values, columns)
-        else:
-            if len(s.times) != len(s.values):
-                raise ValueError(f"series {s.name!r}: times and values differ in length")
-            times, values = s.times, s.values
+        times, values = reduce_minmax(s.times, s.values, columns)
         few = len(times) <= 60
         (handle,) = ax.plot(_epoch_days(times), np.asarray(values, dtype=float), color=colors[i],
                             linewidth=style.line, marker="o" if few else None,
