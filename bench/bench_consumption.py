@@ -9,7 +9,7 @@ In-process moto (the stack of bench_layout). A project in America/Toronto with -
     meter also gets raw readings of the day the hour query asks about.
   - period=month, all meters, the year: through the route (Chalice test client), median of
     --repeats; DynamoDB items read counted by botocore hooks. The raw computation
-    (consumption.raw_summaries) is timed for the raw meters and scaled to all meters; both must
+    (consumption.from_readings) is timed for the raw meters and scaled to all meters; both must
     give the same values (checked for the raw meters).
   - period=day, one meter, the year: route vs raw.
   - period=hour, all meters, one day: the route (which reads the raw day items of the day, as
@@ -143,8 +143,9 @@ def main():
             rows = route(**month)
         seconds, rows = median_time(lambda: route(**month), args.repeats)
         raw_meters = [{**m, "meter_id": m["id"], "name": m["MeterId"]} for m in chosen[:args.raw_meters]]
-        raw_seconds, raw = median_time(lambda: {m["meter_id"]: consumption.raw_summaries(
-            project_id, m["meter_id"], ZONE, date(YEAR, 1, 1), date(YEAR, 12, 31), "month") for m in raw_meters}, 1)
+        raw_seconds, raw = median_time(lambda: {m["meter_id"]: consumption.from_readings(
+            project_id, [m["meter_id"]], ZONE, date(YEAR, 1, 1), date(YEAR, 12, 31), "month")[m["meter_id"]]
+            for m in raw_meters}, 1)
         scaled = raw_seconds / args.raw_meters * args.meters
         same = all(_values(rows, m["name"]) == [None if e is None else e / 1e6 for e, _c, _p in raw[m["meter_id"]]]
                    for m in raw_meters)
@@ -158,8 +159,9 @@ def main():
         with DynamoCounter() as counter:
             rows = route(**day)
         seconds, rows = median_time(lambda: route(**day), args.repeats)
-        raw_seconds, raw = median_time(lambda: consumption.raw_summaries(
-            project_id, chosen[0]["id"], ZONE, date(YEAR, 1, 1), date(YEAR, 12, 31), "day"), args.repeats)
+        raw_seconds, raw = median_time(lambda: consumption.from_readings(
+            project_id, [chosen[0]["id"]], ZONE, date(YEAR, 1, 1), date(YEAR, 12, 31), "day")[chosen[0]["id"]],
+            args.repeats)
         same = _values(rows, "m001") == [None if e is None else e / 1e6 for e, _c, _p in raw]
         failed |= not same
         print(f"| period=day, 1 meter, 365 days | {seconds:.3f} | {counter.items} | {counter.items:.0f} "

@@ -1,11 +1,11 @@
 """GET /graphics at building scale: line and pie for 300 meters over a year and 1,233 meters over 7 days.
 
 In-process moto (bench_layout.stack). 5-minute readings are written straight as the day items ingest
-writes (chalicelib.readings.day_item, BatchWriteItem), and so are the consumption rollups ingest
-keeps (each meter's day summaries computed in-process with rollups.Curve over its whole history,
-packed as rollups does), so a 300-meter year loads in minutes rather than hours; a sample of meters
-is checked against consumption.raw_summaries (computed from the stored readings). Each chart is made by chalicelib.charts.chart (what the route calls: read, reduce, draw,
-upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
+writes (chalicelib.readings.day_item, BatchWriteItem), and each meter's consumption rollups are then
+computed by chalicelib.rollups.rebuild (the code ingest runs, over the whole history at once), so a
+300-meter year loads in minutes rather than hours; a sample of meters is checked against
+consumption.from_readings (computed from the stored readings). Each chart is made by
+chalicelib.charts.chart (what the route calls: read, reduce, draw, upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
 (numpy's included; moto's own response building included too, which overstates). DynamoDB items
 read are counted per call.
 
@@ -47,6 +47,8 @@ def _baseline_charts():
     exec(compile(source("chalicelib/chart_render.py"), "baseline_chart_render", "exec"), render.__dict__)
     text = source("chalicelib/charts.py").replace("from chalicelib import chart_render",
                                                   "import baseline_chart_render as chart_render")
+    text = text.replace("exports.day_range(", "days.day_range(").replace("exports.parse_day(", "days.parse_day(")
+    text = text.replace("from chalicelib import accounts,", "from chalicelib import days, accounts,")  # moved there
     spec = importlib.util.spec_from_loader("baseline_charts", loader=None)
     module = importlib.util.module_from_spec(spec)
     exec(compile(text, "baseline_charts", "exec"), module.__dict__)
@@ -92,15 +94,14 @@ def _history(project, chosen, first_day, days, parent_every=0):
     Written after every project and meter exists: moto copies every table on each transaction
     (registration uses them), which with a year of items would take minutes per meter.
     """
-    from chalicelib import aws, db, meters, readings
+    from chalicelib import aws, clock, db, meters, readings, rollups
 
     meter_count = len(chosen)
     client, table = aws.dynamodb(), db.table(readings.TABLE)
     start = int(datetime.fromisoformat(first_day).replace(tzinfo=timezone.utc).timestamp())
-    batch, rollup_batch = [], []
+    batch = []
     for index, meter in enumerate(chosen):
         series = meters.series_key(project, meter["id"])
-        points = []
         rate = 0.05 + 0.4 * index / max(1, meter_count)         # kWh per 5 minutes: meters differ
         if index == 0 and parent_every:
             rate = 0.5 * parent_every
@@ -109,35 +110,15 @@ def _history(project, chosen, first_day, days, parent_every=0):
             base = 1000.0 + rate * d * PER_DAY
             values = {s * STEP: round(base + rate * s, 3) for s in range(PER_DAY)}
             item = readings.day_item(series, day, values)
-            points.extend((start + d * 86400 + slot, value) for slot, value in values.items())
             batch.append({"PutRequest": {"Item": db.to_ddb(item)}})
             if len(batch) == 25:
                 _write(client, table, batch)
                 batch = []
-        rollup_batch += [{"PutRequest": {"Item": db.to_ddb(item)}} for item in _rollups(project, meter["id"], points)]
-        if len(rollup_batch) >= 25:
-            for at in range(0, len(rollup_batch) - 24, 25):
-                _write(client, table, rollup_batch[at:at + 25])
-            rollup_batch = rollup_batch[len(rollup_batch) // 25 * 25:]
-    for rest in (batch, rollup_batch):
-        if rest:
-            _write(client, table, rest)
-
-
-def _rollups(project, meter_id, points):
-    """The rollup items ingest would have written for this whole history (UTC days), as rollups packs
-    them (one per month): the meter's day summaries from rollups.Curve."""
-    from chalicelib import rollups
-
-    curve = rollups.Curve(points)
-    zone = timezone.utc
-    first, last = rollups.local_day(points[0][0], zone), rollups.local_day(points[-1][0], zone)
-    months = {}
-    for day in rollups._days(first, last):
-        start = int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
-        months.setdefault(rollups._month(day), {})[day.day] = curve.summary(start, start + 86400)
-    return [{**rollups._key(project, meter_id, month), "v": rollups._pack(meter_id, month, "UTC", records), "r": 1}
-            for month, records in months.items()]
+    if batch:
+        _write(client, table, batch)
+    zone = clock.zone("UTC")
+    for meter in chosen:   # the rollups ingest keeps, from the stored readings
+        rollups.rebuild(project, zone, meter["id"])
 
 
 def _check(project, chosen, first_day, days):
@@ -147,11 +128,12 @@ def _check(project, chosen, first_day, days):
     zone = clock.zone("UTC")
     first = datetime.fromisoformat(first_day).date()
     last = first + timedelta(days=days - 1)
-    sample = [chosen[0], chosen[len(chosen) // 2], chosen[-1]]
+    sample = list({m["id"]: m for m in (chosen[0], chosen[len(chosen) // 2], chosen[-1])}.values())   # distinct
     items = [meters.point(project, name=m["MeterId"]) for m in sample]
     rows = consumption.summaries(project, [{"meter_id": m["id"]} for m in items], zone, first, last, "day")
     for meter in items:
-        assert rows[meter["id"]] == consumption.raw_summaries(project, meter["id"], zone, first, last, "day"), meter
+        raw = consumption.from_readings(project, [meter["id"]], zone, first, last, "day")
+        assert rows[meter["id"]] == raw[meter["id"]], meter
 
 
 def _write(client, table, batch):

@@ -81,20 +81,20 @@ def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
             if known is None:   # rollups kept for another zone: from the raw readings
                 continue
             result[meter["meter_id"]] = [_combine(known.get(day, (None, 0, None)) for day in group) for group in groups]
-    spans = periods(first, last, zone, period)
     missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
     if missing:
-        points = readings.around_many(project_id, missing, spans[0][0], spans[-1][1], margin_days)
-        for meter_id in missing:
-            result[meter_id] = _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
+        result.update(from_readings(project_id, missing, zone, first, last, period, margin_days))
     return result
 
 
-def raw_summaries(project_id, meter_id, zone, first, last, period, spans=None):
-    """The same summaries computed from the raw readings (the reference the rollups must equal)."""
-    spans = spans or periods(first, last, zone, period)
-    return _summaries(rollups.Curve(readings.around(project_id, meter_id, spans[0][0], spans[-1][1])),
-                      zone, first, last, period, spans)
+def from_readings(project_id, meter_ids, zone, first, last, period, margin_days=0):
+    """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every
+    hour, and of days for a meter whose rollups were kept for another zone (the reference the rollups
+    must equal). margin_days: passed to readings.around_many."""
+    spans = periods(first, last, zone, period)
+    points = readings.around_many(project_id, meter_ids, spans[0][0], spans[-1][1], margin_days)
+    return {meter_id: _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
+            for meter_id in meter_ids}
 
 
 def _summaries(curve, zone, first, last, period, spans):

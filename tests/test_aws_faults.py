@@ -235,7 +235,7 @@ def assert_consistent(world):
         days = sorted({rollups.local_day(e, zone) for m, e in stored if m == meter_id})
         meter = {"meter_id": meter_id}
         from_rollups = consumption.summaries(world.project_id, [meter], zone, days[0], days[-1], "day")[meter_id]
-        raw = consumption.raw_summaries(world.project_id, meter_id, zone, days[0], days[-1], "day")
+        raw = consumption.from_readings(world.project_id, [meter_id], zone, days[0], days[-1], "day")[meter_id]
         assert from_rollups == raw, f"meter {meter_id}: rollups disagree with the raw readings"
 
     uploads = aws.s3().list_multipart_uploads(Bucket=config.resource_name("FilesBucket"))
