@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,10 +241,10 @@ def decode_registers(regs: dict[str, Register], words: dict[int, int], names=Non
 
 
 NOTATIONS = ("wire", "4xxxx")
-# The optional keys of a map document and their defaults (a register's come from Register's own fields).
+# The optional keys of a map document and their defaults; a register's are Register's own field defaults.
 MAP_DEFAULTS = {"notation": "wire", "function": 3, "max_registers": MODBUS_MAX_REGISTERS, "max_gap": 0,
                 "description": "", "relocatable": False}
-REGISTER_DEFAULTS = {f.name: f.default for f in fields(Register) if f.default is not MISSING}
+REGISTER_DEFAULTS = {k: getattr(Register, k) for k in ("word_order", "scale", "unit", "rollover")}
 IDENTIFY_DEFAULTS = {"type": "uint16"}
 IDENTIFY_TYPES = ("uint16", "uint32", "int16", "int32")
 
