@@ -19,7 +19,6 @@ register shifted by the difference. Non-relocatable maps ignore startAddress.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -29,18 +28,13 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 SHIPPED_DIR = Path(__file__).parent / "maps"
 
-# type name -> (registers, struct code, pymodbus DATATYPE)
+# type name -> pymodbus DATATYPE (its value: struct code, registers)
 _DT = ModbusClientMixin.DATATYPE
-TYPES: dict[str, tuple[int, str, _DT]] = {
-    "uint16": (1, "H", _DT.UINT16),
-    "int16": (1, "h", _DT.INT16),
-    "uint32": (2, "I", _DT.UINT32),
-    "int32": (2, "i", _DT.INT32),
-    "uint64": (4, "Q", _DT.UINT64),
-    "int64": (4, "q", _DT.INT64),
-    "float32": (2, "f", _DT.FLOAT32),
-    "float64": (4, "d", _DT.FLOAT64),
+TYPES: dict[str, _DT] = {
+    "uint16": _DT.UINT16, "int16": _DT.INT16, "uint32": _DT.UINT32, "int32": _DT.INT32,
+    "uint64": _DT.UINT64, "int64": _DT.INT64, "float32": _DT.FLOAT32, "float64": _DT.FLOAT64,
 }
+_FLOATS = (_DT.FLOAT32, _DT.FLOAT64)
 MODBUS_MAX_REGISTERS = 125
 
 
@@ -62,7 +56,7 @@ class Register:
 
     @property
     def size(self) -> int:
-        return TYPES[self.type][0]
+        return TYPES[self.type].value[1]
 
     @property
     def modulus(self) -> int:
@@ -72,22 +66,20 @@ class Register:
     def decode_raw(self, regs: list[int]) -> int | float:
         """Raw (unscaled) value of this register's words, via pymodbus' converter."""
         return ModbusClientMixin.convert_from_registers(  # type: ignore[return-value]  # a number for every type of TYPES
-            regs, data_type=TYPES[self.type][2], word_order=self.word_order
+            regs, data_type=TYPES[self.type], word_order=self.word_order
         )
 
     def encode_raw(self, raw: int | float) -> list[int]:
-        """Words a meter holds for a raw value (the simulator's side of decode_raw)."""
-        code = TYPES[self.type][1]
-        if code in "fd":
-            data = struct.pack(">" + code, float(raw))
-        else:
-            data = struct.pack(">" + code, int(raw))
-        words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-        return words[::-1] if self.word_order == "little" else words
+        """Words a meter holds for a raw value (the simulator's side of decode_raw), via
+        pymodbus' converter; an integer type takes an integral float (pymodbus would not)."""
+        dt = TYPES[self.type]
+        return ModbusClientMixin.convert_to_registers(
+            float(raw) if dt in _FLOATS else int(raw), data_type=dt, word_order=self.word_order
+        )
 
     def raw_for(self, value: float) -> int | float:
         """Raw value for a value in engineering units (wrapping counters modulo range)."""
-        if TYPES[self.type][1] in "fd":
+        if TYPES[self.type] in _FLOATS:
             return value / self.scale
         raw = round(value / self.scale)
         if self.rollover or self.type.startswith("uint"):
@@ -160,7 +152,8 @@ class RegisterMap:
         """The read of the model-code register (None for maps without one)."""
         if self.identify is None:
             return None
-        return Request(self.function, self.identify.address + self.shift_for(start_address), TYPES[self.identify.type][0])
+        return Request(self.function, self.identify.address + self.shift_for(start_address),
+                       TYPES[self.identify.type].value[1])
 
     def plans(self, start_address: int | None = None) -> dict[str, list[Request]]:
         """Read plans by fallback level: merged, one request per contiguous run, energy alone."""
@@ -214,16 +207,6 @@ class RegisterMap:
         if first is not None:
             out.append(Request(self.function, first, last - first + 1))
         return out
-
-    def contiguous_runs(self, start_address: int | None = None) -> int:
-        """Number of runs of registers with no hole between them (benchmark baseline)."""
-        regs = sorted(self.located(start_address).values(), key=lambda r: r.address)
-        runs, nxt = 0, None
-        for r in regs:
-            if nxt is None or r.address != nxt:
-                runs += 1
-            nxt = r.address + r.size
-        return runs
 
     def decode(self, words: dict[int, int], start_address: int | None = None) -> dict[str, int | float]:
         """Raw values of every register from {wire address: word}."""
