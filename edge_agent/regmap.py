@@ -28,13 +28,12 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 SHIPPED_DIR = Path(__file__).parent / "maps"
 
-# type name -> pymodbus DATATYPE (its value: struct code, registers)
+# type name -> (registers, struct code, pymodbus DATATYPE): pymodbus' own sizes and codes
 _DT = ModbusClientMixin.DATATYPE
-TYPES: dict[str, _DT] = {
-    "uint16": _DT.UINT16, "int16": _DT.INT16, "uint32": _DT.UINT32, "int32": _DT.INT32,
-    "uint64": _DT.UINT64, "int64": _DT.INT64, "float32": _DT.FLOAT32, "float64": _DT.FLOAT64,
+TYPES: dict[str, tuple[int, str, _DT]] = {
+    dt.name.lower(): (dt.value[1], dt.value[0], dt)
+    for dt in (_DT.UINT16, _DT.INT16, _DT.UINT32, _DT.INT32, _DT.UINT64, _DT.INT64, _DT.FLOAT32, _DT.FLOAT64)
 }
-_FLOATS = (_DT.FLOAT32, _DT.FLOAT64)
 MODBUS_MAX_REGISTERS = 125
 
 
@@ -56,7 +55,7 @@ class Register:
 
     @property
     def size(self) -> int:
-        return TYPES[self.type].value[1]
+        return TYPES[self.type][0]
 
     @property
     def modulus(self) -> int:
@@ -66,20 +65,20 @@ class Register:
     def decode_raw(self, regs: list[int]) -> int | float:
         """Raw (unscaled) value of this register's words, via pymodbus' converter."""
         return ModbusClientMixin.convert_from_registers(  # type: ignore[return-value]  # a number for every type of TYPES
-            regs, data_type=TYPES[self.type], word_order=self.word_order
+            regs, data_type=TYPES[self.type][2], word_order=self.word_order
         )
 
     def encode_raw(self, raw: int | float) -> list[int]:
         """Words a meter holds for a raw value (the simulator's side of decode_raw), via
         pymodbus' converter; an integer type takes an integral float (pymodbus would not)."""
-        dt = TYPES[self.type]
+        _, code, dt = TYPES[self.type]
         return ModbusClientMixin.convert_to_registers(
-            float(raw) if dt in _FLOATS else int(raw), data_type=dt, word_order=self.word_order
+            float(raw) if code in "fd" else int(raw), data_type=dt, word_order=self.word_order
         )
 
     def raw_for(self, value: float) -> int | float:
         """Raw value for a value in engineering units (wrapping counters modulo range)."""
-        if TYPES[self.type] in _FLOATS:
+        if TYPES[self.type][1] in "fd":
             return value / self.scale
         raw = round(value / self.scale)
         if self.rollover or self.type.startswith("uint"):
@@ -152,8 +151,7 @@ class RegisterMap:
         """The read of the model-code register (None for maps without one)."""
         if self.identify is None:
             return None
-        return Request(self.function, self.identify.address + self.shift_for(start_address),
-                       TYPES[self.identify.type].value[1])
+        return Request(self.function, self.identify.address + self.shift_for(start_address), TYPES[self.identify.type][0])
 
     def plans(self, start_address: int | None = None) -> dict[str, list[Request]]:
         """Read plans by fallback level: merged, one request per contiguous run, energy alone."""
