@@ -3,6 +3,12 @@
 The expectation is written here with ``struct`` alone (the Modbus convention: each
 16-bit word big-endian, words most significant first; ``little`` word order reverses
 the words of one value), independently of how edge_agent.regmap does it.
+
+regmap converts with pymodbus (ModbusClientMixin.convert_to/from_registers), which packs with
+struct too: NaN is written as the quiet NaN and any NaN pattern reads back as NaN (the reader,
+not the converter, refuses a NaN total per meter), float32 rounds to the nearest single, signed
+and unsigned come from the DATATYPE's struct code. Where it differs: it refuses a float for an
+integer type, so encode_raw passes int(raw) (an integral float is taken, as before).
 """
 
 import math
