@@ -19,7 +19,6 @@ register shifted by the difference. Non-relocatable maps ignore startAddress.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -29,17 +28,11 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 SHIPPED_DIR = Path(__file__).parent / "maps"
 
-# type name -> (registers, struct code, pymodbus DATATYPE)
+# type name -> (registers, struct code, pymodbus DATATYPE): pymodbus' own sizes and codes
 _DT = ModbusClientMixin.DATATYPE
 TYPES: dict[str, tuple[int, str, _DT]] = {
-    "uint16": (1, "H", _DT.UINT16),
-    "int16": (1, "h", _DT.INT16),
-    "uint32": (2, "I", _DT.UINT32),
-    "int32": (2, "i", _DT.INT32),
-    "uint64": (4, "Q", _DT.UINT64),
-    "int64": (4, "q", _DT.INT64),
-    "float32": (2, "f", _DT.FLOAT32),
-    "float64": (4, "d", _DT.FLOAT64),
+    dt.name.lower(): (dt.value[1], dt.value[0], dt)
+    for dt in (_DT.UINT16, _DT.INT16, _DT.UINT32, _DT.INT32, _DT.UINT64, _DT.INT64, _DT.FLOAT32, _DT.FLOAT64)
 }
 MODBUS_MAX_REGISTERS = 125
 
@@ -80,14 +73,12 @@ class Register:
         )
 
     def encode_raw(self, raw: int | float) -> list[int]:
-        """Words a meter holds for a raw value (the simulator's side of decode_raw)."""
-        code = TYPES[self.type][1]
-        if code in "fd":
-            data = struct.pack(">" + code, float(raw))
-        else:
-            data = struct.pack(">" + code, int(raw))
-        words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-        return words[::-1] if self.word_order == "little" else words
+        """Words a meter holds for a raw value (the simulator's side of decode_raw), via
+        pymodbus' converter; an integer type takes an integral float (pymodbus would not)."""
+        _, code, dt = TYPES[self.type]
+        return ModbusClientMixin.convert_to_registers(
+            float(raw) if code in "fd" else int(raw), data_type=dt, word_order=self.word_order
+        )
 
     def raw_for(self, value: float) -> int | float:
         """Raw value for a value in engineering units (wrapping counters modulo range)."""
@@ -218,16 +209,6 @@ class RegisterMap:
         if first is not None:
             out.append(Request(self.function, first, last - first + 1))
         return out
-
-    def contiguous_runs(self, start_address: int | None = None) -> int:
-        """Number of runs of registers with no hole between them (benchmark baseline)."""
-        regs = sorted(self.located(start_address).values(), key=lambda r: r.address)
-        runs, nxt = 0, None
-        for r in regs:
-            if nxt is None or r.address != nxt:
-                runs += 1
-            nxt = r.address + r.size
-        return runs
 
     def decode(self, words: dict[int, int], start_address: int | None = None) -> dict[str, int | float]:
         """Raw values of every register from {wire address: word}."""

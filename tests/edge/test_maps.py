@@ -143,7 +143,7 @@ def test_plan_merges_close_registers_and_respects_the_limit():
         "f": {"address": 20, "type": "float64"}}}, "x.yaml")
     plan = m.plan()
     assert [(r.address, r.count) for r in plan] == [(0, 4), (8, 3), (20, 4)]
-    assert m.contiguous_runs() == 4  # 0-1, 3, 8-10, 20-23
+    assert [(r.address, r.count) for r in m.plan(max_gap=0)] == [(0, 2), (3, 1), (8, 3), (20, 4)]  # contiguous runs
 
 
 @pytest.mark.parametrize("doc,msg", [
