@@ -1,4 +1,4 @@
-"""Command line: run, read, status, simulate, requeue-dead.
+"""Command line: run, read, status, simulate, requeue-dead, release-suspect, check.
 
 Every command takes ``-c agent.yaml``; a bad config exits with status 2 and one
 line per problem naming the file, the meter and the field.
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
+    h = cmd("release-suspect", "send a meter's readings held back as suspect after all (you judged them right)")
+    h.add_argument("--meter", required=True, help="the MeterId whose suspect readings to send")
     cmd("check", "validate the config, the maps and that the API key can be read; print the read plan")
     return p
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     log.register_secret(cfg.key)
     return {
         "run": _run, "read": _read, "status": _status, "simulate": _simulate,
-        "requeue-dead": _requeue, "check": _check,
+        "requeue-dead": _requeue, "release-suspect": _release_suspect, "check": _check,
     }[args.cmd](cfg, args)
 
 
@@ -196,6 +198,17 @@ def _requeue(cfg, args) -> int:
 
     n = Outbox(cfg.buffer, cfg.max_pending).requeue_dead()
     print(f"{n} dead letters queued again")
+    return 0
+
+
+def _release_suspect(cfg, args) -> int:
+    from .outbox import Outbox
+
+    n = Outbox(cfg.buffer, cfg.max_pending).release_suspect(args.meter)
+    if not n:
+        print(f"no suspect readings of {args.meter} held back", file=sys.stderr)
+        return 1
+    print(f"{n} suspect readings of {args.meter} released: sent with the next delivery")
     return 0
 
 
