@@ -1,7 +1,7 @@
 """Command line: run, read, status, simulate, requeue-dead.
 
 Every command takes ``-c agent.yaml``; a bad config exits with status 2 and one
-line naming the file, the meter and the field.
+line per problem naming the file, the meter and the field.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
             cfg.require_key()
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     log.register_secret(cfg.key)
     return {

@@ -34,6 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clock import Clock
+from .config import default
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     meter TEXT NOT NULL,
@@ -83,10 +86,10 @@ class Reading:
 class Outbox:
     """SQLite-backed outbox; safe to use from several threads and processes."""
 
-    def __init__(self, path: str, max_pending: int = 7_000_000, clock=time.time):
+    def __init__(self, path: str, max_pending: int = default("agent", "max_pending"), clock: Clock | None = None):
         self.path = path
         self.max_pending = max_pending
-        self.clock = clock
+        self.clock = clock or Clock()
         self._local = threading.local()
         self._hint_lock = threading.Lock()
         self._hint: int | None = None  # pending count when last counted
@@ -151,7 +154,7 @@ class Outbox:
         Outcomes: stored | exists | dropped | suspect | failed. Each take is stored in
         a savepoint: one the database refuses becomes 'failed' (its reason appended to
         ``errors`` when given) and the others are stored all the same."""
-        now = self.clock()
+        now = self.clock.now()
         out = []
         with self._tx() as db:
             for _i, t in enumerate(takes):
@@ -261,7 +264,7 @@ class Outbox:
         return [Reading(*r) for r in rows]
 
     def mark_delivered(self, readings: list[Reading]) -> None:
-        now = self.clock()
+        now = self.clock.now()
         with self._tx() as db:
             db.executemany(
                 "UPDATE readings SET status=1, delivered_at=? WHERE meter=? AND ts=? AND status=0",
@@ -275,7 +278,7 @@ class Outbox:
             db.execute("UPDATE readings SET status=2 WHERE meter=? AND ts=?", (reading.meter, reading.ts))
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters(meter, ts, value, reason, at, code) VALUES (?,?,?,?,?,?)",
-                (reading.meter, reading.ts, reading.value, reason[:500], self.clock(), code and code[:64]),
+                (reading.meter, reading.ts, reading.value, reason[:500], self.clock.now(), code and code[:64]),
             )
 
     def set_meta(self, key: str, value: str | None) -> None:
@@ -299,7 +302,7 @@ class Outbox:
 
     def prune(self, retention_days: int) -> int:
         """Forget delivered readings older than the retention (they are in the cloud)."""
-        cutoff = self.clock() - retention_days * 86400
+        cutoff = self.clock.now() - retention_days * 86400
         with self._tx() as db:
             return db.execute("DELETE FROM readings WHERE status=1 AND delivered_at < ?", (cutoff,)).rowcount
 
@@ -312,7 +315,7 @@ class Outbox:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO registrations(meter, fingerprint, at) VALUES (?,?,?)",
-                (meter, fingerprint, self.clock()),
+                (meter, fingerprint, self.clock.now()),
             )
 
     # -- reporting ------------------------------------------------------------------

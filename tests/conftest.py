@@ -1,6 +1,7 @@
 """Shared fixtures: in-process moto with the template's resources, the Chalice test client, projects."""
 import json
 import os
+from urllib.parse import urlencode
 
 import pytest
 
@@ -109,6 +110,14 @@ class Account:
             headers.setdefault("Content-Type", "application/json")
             body = json.dumps(body)
         return getattr(self.client.http, method.lower())(path, headers=headers, body=body, **kwargs)
+
+    def call(self, method, path, params=None, body=None, status=200):
+        """The JSON answer of a request that must answer ``status`` (the query string built from ``params``)."""
+        if params:
+            path += "?" + urlencode(params)
+        answer = self.request(method, path, body=body)
+        assert answer.status_code == status, (method, path, answer.status_code, answer.body)
+        return json.loads(answer.body)
 
 
 @pytest.fixture

@@ -20,15 +20,8 @@ from edge_support import free_port
 
 B = 1_800_000_000  # a 5-minute boundary after the release date
 
+pytestmark = pytest.mark.usefixtures("no_stale_log_handler")  # cli.main runs in these tests
 
-
-@pytest.fixture(autouse=True)
-def _no_stale_log_handler():
-    """`cli.main` points the agent's log handler at the test's captured stderr: drop it afterwards."""
-    yield
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_edge_agent", False)]:
-        root.removeHandler(h)
 
 @pytest.fixture
 def sim_site(tmp_path):
