@@ -55,7 +55,7 @@ clean:
 
 # ---- Deployment (docs/deploy.md) ---------------------------------------------------------------
 # make package [STAGE=dev]: build/STAGE/{deployment.zip,sam.yaml}, checked (infra/package.py).
-# make deploy STAGE=dev ARTIFACTS_BUCKET=my-bucket [STACK=…] [AWS_REGION=…]: package, upload, deploy.
+# make deploy STAGE=dev ARTIFACTS_BUCKET=my-bucket [STACK=…] [AWS_REGION=…] [ALARM_EMAIL=…]: package, upload, deploy.
 # make check: the packages of every deployed stage build, are complete and pass cfn-lint.
 STAGE ?= dev
 STACK ?= intellimeter-$(STAGE)
@@ -80,7 +80,7 @@ endif
 
 deploy: package
 	$(AWS) cloudformation package $(if $(AWS_REGION),--region $(AWS_REGION)) --template-file build/$(STAGE)/sam.yaml --s3-bucket $(ARTIFACTS_BUCKET) --s3-prefix $(STACK) --output-template-file build/$(STAGE)/packaged.yaml
-	$(AWS) cloudformation deploy $(if $(AWS_REGION),--region $(AWS_REGION)) --template-file build/$(STAGE)/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset
+	$(AWS) cloudformation deploy $(if $(AWS_REGION),--region $(AWS_REGION)) --template-file build/$(STAGE)/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset $(if $(ALARM_EMAIL),--parameter-overrides AlarmEmail=$(ALARM_EMAIL))
 	$(AWS) cloudformation describe-stacks $(if $(AWS_REGION),--region $(AWS_REGION)) --stack-name $(STACK) --query "Stacks[0].Outputs" --output table
 
 check: $(STAMP)

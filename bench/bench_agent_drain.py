@@ -6,6 +6,10 @@ against the local stack (the Chalice app on Chalice's local server over in-proce
 moto, as tests/conftest.py's live_api runs it) and against the in-memory fake cloud
 of tests/edge (the agent's own cost, without the API's).
 
+Against the local stack it drains the same backlog twice: in the agent's order (oldest UTC day first,
+meter by meter within it: Outbox.pending) and, as the baseline, in plain time order (every meter's next
+readings: the agent before), counting the DynamoDB writes the API makes (bench_ingest_scale.Units).
+
 Run: .venv/bin/python bench/bench_agent_drain.py [--days 7] [--meters 20] [--batch 1000] [--only fake|local]
 """
 import argparse
@@ -18,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "edge")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "edge"), str(ROOT / "bench")]
 
 from edge_agent.clock import Clock, iso  # noqa: E402
 from edge_agent.cloud import Cloud  # noqa: E402
@@ -28,8 +32,17 @@ from edge_agent.regmap import load_map  # noqa: E402
 from edge_agent.sender import Sender  # noqa: E402
 
 
-def make_backlog(path, meters, days):
-    ob = Outbox(path)
+class TimeOrderOutbox(Outbox):
+    """The baseline: pending readings in plain time order (every meter's next readings in each batch)."""
+
+    def pending(self, limit):
+        rows = self._db().execute(
+            "SELECT meter, ts, value FROM readings WHERE status=0 ORDER BY ts, meter LIMIT ?", (limit,)).fetchall()
+        return [Reading(*r) for r in rows]
+
+
+def make_backlog(path, meters, days, outbox=Outbox):
+    ob = outbox(path)
     t0 = (int(time.time()) - (days + 1) * 86400) // 300 * 300
     takes = [Take(m.MeterId, "", Reading(m.MeterId, iso(t0 + 300 * k), round(1000 + 0.1 * k, 3)))
              for k in range(days * 288) for m in meters]
@@ -37,9 +50,9 @@ def make_backlog(path, meters, days):
     return ob, len(takes)
 
 
-def drain(url, key, meters, days, batch):
+def drain(url, key, meters, days, batch, outbox=Outbox):
     with tempfile.TemporaryDirectory() as d:
-        ob, n = make_backlog(os.path.join(d, "o.sqlite"), meters, days)
+        ob, n = make_backlog(os.path.join(d, "o.sqlite"), meters, days, outbox)
         s = Sender(ob, Cloud(url, key, timeout=120), meters, batch_size=batch, clock=Clock())
         t = time.perf_counter()
         while ob.status()["pending"] or s.to_register:
@@ -56,7 +69,7 @@ def local_stack():
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     from moto import mock_aws
 
-    from chalicelib import accounts, aws as aws_clients
+    from chalicelib import aws as aws_clients
     from tools import provision
     from tools.local_api import make_server
 
@@ -71,8 +84,7 @@ def local_stack():
     sys.stderr, real_err = io.StringIO(), sys.stderr  # the dev server logs every request line
     server = make_server("127.0.0.1", port)
     threading.Thread(target=server.server.serve_forever, daemon=True).start()
-    project = accounts.create_project("bench", "UTC")
-    _, key = accounts.create_user(project["project_id"], "bench", "correct horse battery staple", "b@example.com")
+    key = new_project_key("bench")
 
     def stop():
         server.shutdown()
@@ -80,6 +92,15 @@ def local_stack():
         sys.stderr = real_err
 
     return f"http://127.0.0.1:{port}", key, stop
+
+
+def new_project_key(name):
+    """The account key of a new project's first user (each drain writes into a project of its own)."""
+    from chalicelib import accounts
+
+    project = accounts.create_project(name, "UTC")
+    _, key = accounts.create_user(project["project_id"], name, "correct horse battery staple", f"{name}@example.com")
+    return key
 
 
 def main():
@@ -99,16 +120,29 @@ def main():
         rows.append(("fake cloud (tests/edge)",) + drain(fc.url, fc.key, meters, a.days, a.batch))
         fc.close()
     if a.only != "fake":
+        from bench_ingest_scale import Units
+
+        from chalicelib import aws
+
         url, key, stop = local_stack()
         try:
-            rows.append(("local stack (Chalice local server + moto)",) + drain(url, key, meters, a.days, a.batch))
+            # the baseline first: moto's queries scan the whole table, so the second drain runs on a fuller one
+            for name, outbox in (("local stack, baseline: time order", TimeOrderOutbox),
+                                 ("local stack, agent's order (day, meter, time)", Outbox)):
+                units = Units().attach()
+                rows.append((name,) + drain(url, key, meters, a.days, a.batch, outbox)
+                            + (units.wcu, units.items_written))
+                aws.dynamodb().meta.events.unregister("before-parameter-build.dynamodb.*", units.before)
+                aws.dynamodb().meta.events.unregister("after-call.dynamodb.*", units.after)
+                key = new_project_key(f"bench-{outbox.__name__}")   # the second drain into a project of its own
         finally:
             stop()
     print(f"\n{a.days} days x {a.meters} meters, batch {a.batch}\n")
-    print("| cloud | readings | requests (incl. PUT /point) | POST /data batches | time | readings/s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, n, reqs, batches, secs in rows:
-        print(f"| {name} | {n} | {reqs} | {batches} | {secs:.1f} s | {n / secs:,.0f} |")
+    print("| cloud | readings | requests (incl. PUT /point) | POST /data batches | time | readings/s | WRU | items written |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, reqs, batches, secs, *units in rows:
+        wcu, items = units or ("", "")
+        print(f"| {name} | {n} | {reqs} | {batches} | {secs:.1f} s | {n / secs:,.0f} | {wcu} | {items} |")
 
 
 if __name__ == "__main__":

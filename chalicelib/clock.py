@@ -1,31 +1,19 @@
-"""Time: the one place that reads the clock (tests move it) and converts between UTC and a project's zone."""
+"""Time: the one place that reads the clock and converts between UTC and a project's zone.
+
+It is the system's clock: tests move time.time() itself (time-machine), not a variable here."""
 import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_offset = 0.0
-
 
 def now():
-    """Seconds since the epoch, UTC (tests shift it with advance())."""
-    return time.time() + _offset
+    """Seconds since the epoch, UTC."""
+    return time.time()
 
 
 def utcnow():
     """The current time as an aware UTC datetime."""
     return datetime.fromtimestamp(now(), timezone.utc)
-
-
-def advance(seconds):
-    """Move the clock forward (tests of expiry and throttling)."""
-    global _offset
-    _offset += seconds
-
-
-def reset():
-    """Undo advance()."""
-    global _offset
-    _offset = 0.0
 
 
 def zone(name):
@@ -41,8 +29,6 @@ def zone(name):
 def local(epoch_seconds, tz):
     """A UTC instant as a naive local datetime in tz (what the API shows)."""
     return datetime.fromtimestamp(epoch_seconds, tz).replace(tzinfo=None)
-
-
 
 
 def iso_utc(epoch_seconds=None, timespec="seconds"):

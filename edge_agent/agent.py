@@ -37,7 +37,7 @@ class Agent:
     def _start(self, cfg: Config):
         key = cfg.require_key()
         log.register_secret(key)
-        outbox = Outbox(cfg.buffer, cfg.max_pending)
+        outbox = Outbox(cfg.buffer, cfg.max_pending, clock=self.clock)
         cloud = Cloud(cfg.url, key, cfg.http_timeout)
         # its own HTTP session: a slow POST /data never holds a status report back
         reporter = StatusReporter(outbox, Cloud(cfg.url, key, min(cfg.http_timeout, 30.0)), self.clock)

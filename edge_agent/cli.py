@@ -1,7 +1,7 @@
-"""Command line: run, read, status, simulate, requeue-dead.
+"""Command line: run, read, status, simulate, requeue-dead, release-suspect, check.
 
 Every command takes ``-c agent.yaml``; a bad config exits with status 2 and one
-line naming the file, the meter and the field.
+line per problem naming the file, the meter and the field.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
+    h = cmd("release-suspect", "send a meter's readings held back as suspect after all (you judged them right)")
+    h.add_argument("--meter", required=True, help="the MeterId whose suspect readings to send")
     cmd("check", "validate the config, the maps and that the API key can be read; print the read plan")
     return p
 
@@ -53,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
             cfg.require_key()
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     log.register_secret(cfg.key)
     return {
         "run": _run, "read": _read, "status": _status, "simulate": _simulate,
-        "requeue-dead": _requeue, "check": _check,
+        "requeue-dead": _requeue, "release-suspect": _release_suspect, "check": _check,
     }[args.cmd](cfg, args)
 
 
@@ -195,6 +198,17 @@ def _requeue(cfg, args) -> int:
 
     n = Outbox(cfg.buffer, cfg.max_pending).requeue_dead()
     print(f"{n} dead letters queued again")
+    return 0
+
+
+def _release_suspect(cfg, args) -> int:
+    from .outbox import Outbox
+
+    n = Outbox(cfg.buffer, cfg.max_pending).release_suspect(args.meter)
+    if not n:
+        print(f"no suspect readings of {args.meter} held back", file=sys.stderr)
+        return 1
+    print(f"{n} suspect readings of {args.meter} released: sent with the next delivery")
     return 0
 
 

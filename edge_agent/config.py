@@ -1,8 +1,12 @@
 """Agent configuration: one YAML file, validated completely at start.
 
-Any error stops the agent with a message naming the file, the meter and the field,
-so a site engineer can fix it without reading code. The API key is held in a
-``Secret`` whose repr never shows it, so dumping the config cannot leak it.
+Loading is two steps, as in Telegraf's modbus input: ``check`` walks the whole
+document and collects every problem, each naming the file, the section or meter and
+the field, so a site engineer fixes them all in one go without reading code; ``build``
+then constructs the Config from the checked document and validates nothing.
+``SETTINGS`` is the one table of the optional values' defaults (and lowest values):
+``build``, and the defaults of ``Sender`` and ``Outbox``, read them there. The API key
+is held in a ``Secret`` whose repr never shows it, so dumping the config cannot leak it.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -20,12 +26,61 @@ import yaml
 from .regmap import MapError, RegisterMap, load_map
 
 KEY_ENV = "INTELLIMETER_API_KEY"
-DEFAULT_MAX_PENDING = 7_000_000  # > 1 year of 5-minute readings for 64 meters (6.73 M)
+MAX_BATCH = 1000  # readings per POST /data the cloud takes at most
 POINT_FIELDS = ("MeterId", "ModbusId", "Port", "NoPhases", "MeterType", "ModbusMap", "SaveEvery", "startAddress")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """An optional value of agent.yaml: its kind, its default, the lowest or the only values it may take."""
+
+    kind: type  # int, float or str
+    default: Any
+    lo: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+# The one table of defaults: section -> key -> Setting. A bus reads the section named by its type.
+SETTINGS: dict[str, dict[str, Setting]] = {
+    "cloud": {
+        "batch_size": Setting(int, 500, 1),  # readings per POST /data (capped at MAX_BATCH)
+        "timeout": Setting(float, 30.0, 0.01),  # seconds for one HTTP request
+        "backoff_initial": Setting(float, 1.0, 0.001),  # first retry delay (s), doubling per failure
+        "backoff_max": Setting(float, 300.0, 0.001),  # longest retry delay (s)
+    },
+    "agent": {
+        "max_pending": Setting(int, 7_000_000, 1),  # > 1 year of 5-minute readings for 64 meters (6.73 M)
+        "retention_days": Setting(int, 14, 1),  # delivered readings kept locally for audit
+        "meter_backoff_max_minutes": Setting(int, 30, 0),  # a failing meter is tried at least this often
+    },
+    "serial": {
+        "baudrate": Setting(int, 9600, 300),
+        "parity": Setting(str, "N", choices=("N", "E", "O")),
+        "stopbits": Setting(int, 1, 1),
+        "bytesize": Setting(int, 8, 5),
+        "timeout": Setting(float, 0.5, 0.01),
+        "retries": Setting(int, 1, 0),
+    },
+    "tcp": {
+        "port": Setting(int, 502, 1),
+        "timeout": Setting(float, 1.0, 0.01),
+        "retries": Setting(int, 1, 0),
+    },
+}
+BUS_TYPES = ("serial", "tcp")
+
+
+def default(section: str, key: str) -> Any:
+    """The default of one optional value of SETTINGS (what Sender and Outbox use when not told)."""
+    return SETTINGS[section][key].default
+
+
 class ConfigError(ValueError):
-    """The configuration cannot be used; the message says where and why."""
+    """The configuration cannot be used; one line per problem says where and why."""
+
+    def __init__(self, *problems: str):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class Secret(str):
@@ -37,17 +92,19 @@ class Secret(str):
 
 @dataclass(frozen=True)
 class Bus:
+    """One Modbus line; the fields of the other bus type keep their blanks."""
+
     name: str
     type: str  # serial | tcp
-    device: str = ""
-    baudrate: int = 9600
-    parity: str = "N"
-    stopbits: int = 1
-    bytesize: int = 8
-    host: str = ""
-    port: int = 502
-    timeout: float = 0.5
-    retries: int = 1
+    timeout: float
+    retries: int
+    device: str = ""  # serial
+    baudrate: int = 0
+    parity: str = ""
+    stopbits: int = 0
+    bytesize: int = 0
+    host: str = ""  # tcp
+    port: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,14 +141,15 @@ class Config:
     maps_dir: str | None
     buses: dict[str, Bus]
     meters: list[Meter]
-    batch_size: int = 500
-    http_timeout: float = 30.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    max_pending: int = DEFAULT_MAX_PENDING
-    retention_days: int = 14
-    meter_backoff_max_minutes: int = 30
-    key_error: str | None = None
+    key_error: str | None  # why cloud.key_file could not be read (only `run` and `check` need the key)
+    # the optional values: their defaults are in SETTINGS
+    batch_size: int
+    http_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    max_pending: int
+    retention_days: int
+    meter_backoff_max_minutes: int
 
     def require_key(self) -> Secret:
         if self.key_error:
@@ -140,108 +198,8 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _err(path, where, fld, msg) -> ConfigError:
-    return ConfigError(f"{path}: {where}: field '{fld}': {msg}")
-
-
-def _num(d, fld, path, where, kind, default=None, lo=None, required=False):
-    if fld not in d or d[fld] is None:
-        if required:
-            raise _err(path, where, fld, "missing")
-        return default
-    v = d[fld]
-    ok = isinstance(v, int) if kind is int else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
-        raise _err(path, where, fld, f"expected {'an integer' if kind is int else 'a number'}, got {v!r}")
-    if lo is not None and v < lo:
-        raise _err(path, where, fld, f"must be >= {lo}, got {v!r}")
-    return kind(v)
-
-
-def _str(d, fld, path, where, default=None, required=False):
-    if fld not in d or d[fld] is None or d[fld] == "":
-        if required:
-            raise _err(path, where, fld, "missing")
-        return default
-    v = d[fld]
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise _err(path, where, fld, f"expected a string, got {v!r}")
-    return str(v)
-
-
-def _parse_bus(name, d, path) -> Bus:
-    where = f"bus {name!r}"
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: {where}: must be a mapping")
-    btype = _str(d, "type", path, where, required=True)
-    if btype == "serial":
-        parity = _str(d, "parity", path, where, "N")
-        if parity not in ("N", "E", "O"):
-            raise _err(path, where, "parity", f"must be N, E or O, got {parity!r}")
-        return Bus(
-            name, "serial",
-            device=_str(d, "device", path, where, required=True),
-            baudrate=_num(d, "baudrate", path, where, int, 9600, 300),
-            parity=parity,
-            stopbits=_num(d, "stopbits", path, where, int, 1, 1),
-            bytesize=_num(d, "bytesize", path, where, int, 8, 5),
-            timeout=_num(d, "timeout", path, where, float, 0.5, 0.01),
-            retries=_num(d, "retries", path, where, int, 1, 0),
-        )
-    if btype == "tcp":
-        return Bus(
-            name, "tcp",
-            host=_str(d, "host", path, where, required=True),
-            port=_num(d, "port", path, where, int, 502, 1),
-            timeout=_num(d, "timeout", path, where, float, 1.0, 0.01),
-            retries=_num(d, "retries", path, where, int, 1, 0),
-        )
-    raise _err(path, where, "type", f"must be serial or tcp, got {btype!r}")
-
-
-def _parse_meter(i, d, path, buses, maps_dir, maps_cache) -> Meter:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: meters[{i}]: must be a mapping")
-    name = d.get("MeterId")
-    where = f"meter {name!r} (meters[{i}])" if name else f"meters[{i}]"
-    meter_id = _str(d, "MeterId", path, where, required=True)
-    modbus_id = _num(d, "ModbusId", path, where, int, required=True, lo=1)
-    if modbus_id > 247:
-        raise _err(path, where, "ModbusId", f"must be 1..247, got {modbus_id}")
-    port = _str(d, "Port", path, where, required=True)
-    if port not in buses:
-        raise _err(path, where, "Port", f"unknown bus {port!r} (buses: {', '.join(buses) or 'none'})")
-    mapname = _str(d, "ModbusMap", path, where, required=True)
-    if mapname not in maps_cache:
-        try:
-            maps_cache[mapname] = load_map(mapname, maps_dir)
-        except MapError as exc:
-            raise _err(path, where, "ModbusMap", str(exc)) from None
-    save_every = _num(d, "SaveEvery", path, where, int, required=True, lo=1)
-    if save_every > 1440:
-        raise _err(path, where, "SaveEvery", "must be at most 1440 minutes (one day)")
-    return Meter(
-        MeterId=meter_id,
-        ModbusId=modbus_id,
-        Port=port,
-        NoPhases=_str(d, "NoPhases", path, where, required=True),
-        MeterType=_str(d, "MeterType", path, where, required=True),
-        ModbusMap=mapname,
-        SaveEvery=save_every,
-        startAddress=_num(d, "startAddress", path, where, int, None, 0),
-        map=maps_cache[mapname],
-        max_power_kw=_positive(d, "max_power_kw", path, where),
-    )
-
-
-def _positive(d, fld, path, where) -> float | None:
-    v = _num(d, fld, path, where, float)
-    if v is not None and not 0 < v < float("inf"):
-        raise _err(path, where, fld, f"must be a positive number of kW, got {v!r}")
-    return v
-
-
 def _read_key(cloud: dict, path: str) -> tuple[Secret | None, str | None]:
+    """The API key (cloud.key, else cloud.key_file, else the environment), or why its file cannot be read."""
     if cloud.get("key"):
         return Secret(str(cloud["key"]).strip()), None
     if cloud.get("key_file"):
@@ -251,13 +209,13 @@ def _read_key(cloud: dict, path: str) -> tuple[Secret | None, str | None]:
         try:
             return Secret(kf.read_text().strip()), None
         except OSError as exc:  # only `run` needs the key: it fails then; read/status/check work
-            return None, str(_err(path, "cloud", "key_file", f"cannot read {kf}: {exc.strerror}"))
+            return None, f"{path}: cloud: field 'key_file': cannot read {kf}: {exc.strerror}"
     env = os.environ.get(KEY_ENV, "").strip()
     return (Secret(env) if env else None), None
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the agent's YAML config; raise ConfigError on any problem."""
+    """Read agent.yaml, check it whole, then build the Config; ConfigError names every problem."""
     path = str(path)
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -265,57 +223,229 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    problems, maps = check(data, path)
+    if problems:
+        raise ConfigError(*problems)
+    return build(data, path, maps)
+
+
+# -- check: every problem of a document, nothing built -----------------------------------------------
+
+def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:
+    """Every problem of a config document, each naming the file, the place and the field (none: ``build``
+    may run), and the register maps its meters name (loaded to check them; ``build`` takes them)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping")
+        return [f"{path}: the config must be a mapping"], {}
+    c = _Check(path)
     cloud = data.get("cloud")
     if not isinstance(cloud, dict):
-        raise ConfigError(f"{path}: cloud: field 'cloud': missing (needs url and key)")
-    url = _str(cloud, "url", path, "cloud", required=True)
-    problem = url_problem(url)
-    if problem:
-        raise _err(path, "cloud", "url", problem)
-    buffer = _str(data, "buffer", path, "top level", required=True)
-    maps_dir = _str(data, "maps_dir", path, "top level")
-    if maps_dir and not Path(maps_dir).is_absolute():
-        maps_dir = str(Path(path).parent / maps_dir)
-    if maps_dir and not Path(maps_dir).is_dir():
-        raise _err(path, "top level", "maps_dir", f"{maps_dir} is not a folder")
-    if not Path(buffer).is_absolute():
-        buffer = str(Path(path).parent / buffer)
-    raw_buses = data.get("buses")
-    if not isinstance(raw_buses, dict) or not raw_buses:
-        raise _err(path, "top level", "buses", "missing or empty")
-    buses = {str(n): _parse_bus(str(n), b, path) for n, b in raw_buses.items()}
-    raw_meters = data.get("meters")
-    if not isinstance(raw_meters, list) or not raw_meters:
-        raise _err(path, "top level", "meters", "missing or empty")
-    maps_cache: dict[str, RegisterMap] = {}
-    meters, seen = [], {}  # type: list[Meter], dict[str, int]
-    for i, m in enumerate(raw_meters):
-        meter = _parse_meter(i, m, path, buses, maps_dir, maps_cache)
-        if meter.MeterId in seen:
-            raise _err(path, f"meter {meter.MeterId!r} (meters[{i}])", "MeterId",
-                       f"duplicate: also meters[{seen[meter.MeterId]}]")
-        seen[meter.MeterId] = i
-        meters.append(meter)
-    key, key_error = _read_key(cloud, path)
+        c.add("cloud", "cloud", "missing (needs url and key)")
+    else:
+        if c.text(cloud, "cloud", "url", required=True):
+            problem = url_problem(str(cloud["url"]))
+            if problem:
+                c.add("cloud", "url", problem)
+        c.settings(cloud, "cloud", "cloud")
+    c.text(data, "top level", "buffer", required=True)
+    maps_dir = None
+    if c.text(data, "top level", "maps_dir"):
+        maps_dir = _beside(path, str(data["maps_dir"]))
+        if not Path(maps_dir).is_dir():
+            c.add("top level", "maps_dir", f"{maps_dir} is not a folder")
+    buses = data.get("buses")
+    bus_names: list[str] | None = None  # None: meters' Port cannot be checked
+    if not isinstance(buses, dict) or not buses:
+        c.add("top level", "buses", "missing or empty")
+    else:
+        bus_names = [str(n) for n in buses]
+        for name, bus in buses.items():
+            _check_bus(c, str(name), bus)
+    meters = data.get("meters")
+    if not isinstance(meters, list) or not meters:
+        c.add("top level", "meters", "missing or empty")
+    else:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(meters):
+            _check_meter(c, i, m, bus_names, maps_dir)
+            if isinstance(m, dict) and c.valid_text(m, "MeterId"):
+                name = str(m["MeterId"])
+                if name in seen:
+                    c.add(f"meter {name!r} (meters[{i}])", "MeterId", f"duplicate: also meters[{seen[name]}]")
+                seen.setdefault(name, i)
     agent = data.get("agent") or {}
     if not isinstance(agent, dict):
-        raise ConfigError(f"{path}: agent: must be a mapping")
+        c.problems.append(f"{path}: agent: must be a mapping")
+    else:
+        c.settings(agent, "agent", "agent")
+    return c.problems, c.maps
+
+
+class _Check:
+    """The problems found in one config file so far, and the register maps loaded to check meters."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[str] = []
+        self.maps: dict[str, RegisterMap] = {}
+        self.map_problems: dict[str, tuple[str, ...]] = {}
+
+    def add(self, where: str, fld: str, msg: str) -> None:
+        self.problems.append(f"{self.path}: {where}: field '{fld}': {msg}")
+
+    @staticmethod
+    def valid_text(d: dict, fld: str) -> bool:
+        v = d.get(fld)
+        return v is not None and v != "" and not isinstance(v, bool) and isinstance(v, (str, int))
+
+    def text(self, d: dict, where: str, fld: str, required: bool = False, choices: tuple[str, ...] = ()) -> bool:
+        """Check a string field (a number is taken as its text); True when it is given and valid."""
+        v = d.get(fld)
+        if v is None or v == "":
+            if required:
+                self.add(where, fld, "missing")
+            return False
+        if not self.valid_text(d, fld):
+            self.add(where, fld, f"expected a string, got {v!r}")
+            return False
+        if choices and str(v) not in choices:
+            self.add(where, fld, f"must be {', '.join(choices[:-1])} or {choices[-1]}, got {str(v)!r}")
+            return False
+        return True
+
+    def number(self, d: dict, where: str, fld: str, kind: type, lo: float | None = None,
+               required: bool = False) -> bool:
+        """Check a number field (an integer where kind is int); True when it is given and valid."""
+        v = d.get(fld)
+        if v is None:
+            if required:
+                self.add(where, fld, "missing")
+            return False
+        ok = isinstance(v, int) if kind is int else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok:
+            self.add(where, fld, f"expected {'an integer' if kind is int else 'a number'}, got {v!r}")
+            return False
+        if lo is not None and v < lo:
+            self.add(where, fld, f"must be >= {lo}, got {v!r}")
+            return False
+        return True
+
+    def settings(self, d: dict, where: str, section: str) -> None:
+        """Check the optional values of one SETTINGS section."""
+        for key, s in SETTINGS[section].items():
+            if s.kind is str:
+                self.text(d, where, key, choices=s.choices)
+            else:
+                self.number(d, where, key, s.kind, s.lo)
+
+    def map_problems_of(self, name: str, maps_dir: str | None) -> tuple[str, ...]:
+        """Why the map of this name cannot be used (loaded once per name), or nothing."""
+        if name not in self.maps and name not in self.map_problems:
+            try:
+                self.maps[name] = load_map(name, maps_dir)
+            except MapError as exc:
+                self.map_problems[name] = exc.problems
+        return self.map_problems.get(name, ())
+
+
+def _check_bus(c: _Check, name: str, d: Any) -> None:
+    where = f"bus {name!r}"
+    if not isinstance(d, dict):
+        c.problems.append(f"{c.path}: {where}: must be a mapping")
+        return
+    if not c.text(d, where, "type", required=True, choices=BUS_TYPES):
+        return
+    btype = str(d["type"])
+    c.text(d, where, "device" if btype == "serial" else "host", required=True)
+    c.settings(d, where, btype)
+
+
+def _check_meter(c: _Check, i: int, d: Any, bus_names: list[str] | None, maps_dir: str | None) -> None:
+    if not isinstance(d, dict):
+        c.problems.append(f"{c.path}: meters[{i}]: must be a mapping")
+        return
+    name = d.get("MeterId")
+    where = f"meter {name!r} (meters[{i}])" if name else f"meters[{i}]"
+    c.text(d, where, "MeterId", required=True)
+    if c.number(d, where, "ModbusId", int, lo=1, required=True) and d["ModbusId"] > 247:
+        c.add(where, "ModbusId", f"must be 1..247, got {d['ModbusId']}")
+    if c.text(d, where, "Port", required=True) and bus_names is not None and str(d["Port"]) not in bus_names:
+        c.add(where, "Port", f"unknown bus {str(d['Port'])!r} (buses: {', '.join(bus_names) or 'none'})")
+    if c.text(d, where, "ModbusMap", required=True):
+        for problem in c.map_problems_of(str(d["ModbusMap"]), maps_dir):
+            c.add(where, "ModbusMap", problem)
+    if c.number(d, where, "SaveEvery", int, lo=1, required=True) and d["SaveEvery"] > 1440:
+        c.add(where, "SaveEvery", "must be at most 1440 minutes (one day)")
+    c.text(d, where, "NoPhases", required=True)
+    c.text(d, where, "MeterType", required=True)
+    c.number(d, where, "startAddress", int, lo=0)
+    if c.number(d, where, "max_power_kw", float) and not 0 < d["max_power_kw"] < math.inf:
+        c.add(where, "max_power_kw", f"must be a positive number of kW, got {float(d['max_power_kw'])!r}")
+
+
+# -- build: the Config of a checked document ---------------------------------------------------------
+
+def build(data: dict, path: str, maps: dict[str, RegisterMap]) -> Config:
+    """The Config of a document ``check`` found no problem in (``maps``: the maps it loaded)."""
+    cloud = data["cloud"]
+    net = _settings(cloud, "cloud")
+    agent = _settings(data.get("agent") or {}, "agent")
+    key, key_error = _read_key(cloud, path)
+    maps_dir = _text(data, "maps_dir")
     return Config(
         path=path,
-        url=url.rstrip("/"),
+        url=str(cloud["url"]).rstrip("/"),
         key=key,
         key_error=key_error,
-        buffer=buffer,
-        maps_dir=maps_dir,
-        buses=buses,
-        meters=meters,
-        batch_size=min(1000, _num(cloud, "batch_size", path, "cloud", int, 500, 1)),
-        http_timeout=_num(cloud, "timeout", path, "cloud", float, 30.0, 0.01),
-        backoff_initial=_num(cloud, "backoff_initial", path, "cloud", float, 1.0, 0.001),
-        backoff_max=_num(cloud, "backoff_max", path, "cloud", float, 300.0, 0.001),
-        max_pending=_num(agent, "max_pending", path, "agent", int, DEFAULT_MAX_PENDING, 1),
-        retention_days=_num(agent, "retention_days", path, "agent", int, 14, 1),
-        meter_backoff_max_minutes=_num(agent, "meter_backoff_max_minutes", path, "agent", int, 30, 0),
+        buffer=_beside(path, str(data["buffer"])),
+        maps_dir=_beside(path, maps_dir) if maps_dir else None,
+        buses={str(n): _build_bus(str(n), b) for n, b in data["buses"].items()},
+        meters=[_build_meter(m, maps) for m in data["meters"]],
+        batch_size=min(MAX_BATCH, net["batch_size"]),
+        http_timeout=net["timeout"],
+        backoff_initial=net["backoff_initial"],
+        backoff_max=net["backoff_max"],
+        max_pending=agent["max_pending"],
+        retention_days=agent["retention_days"],
+        meter_backoff_max_minutes=agent["meter_backoff_max_minutes"],
     )
+
+
+def _build_bus(name: str, d: dict) -> Bus:
+    btype = str(d["type"])
+    line: dict[str, Any] = {"device": str(d["device"])} if btype == "serial" else {"host": str(d["host"])}
+    return Bus(name, btype, **line, **_settings(d, btype))
+
+
+def _build_meter(d: dict, maps: dict[str, RegisterMap]) -> Meter:
+    mapname = str(d["ModbusMap"])
+    return Meter(
+        MeterId=str(d["MeterId"]),
+        ModbusId=int(d["ModbusId"]),
+        Port=str(d["Port"]),
+        NoPhases=str(d["NoPhases"]),
+        MeterType=str(d["MeterType"]),
+        ModbusMap=mapname,
+        SaveEvery=int(d["SaveEvery"]),
+        startAddress=None if d.get("startAddress") is None else int(d["startAddress"]),
+        map=maps[mapname],
+        max_power_kw=None if d.get("max_power_kw") is None else float(d["max_power_kw"]),
+    )
+
+
+def _settings(d: dict, section: str) -> dict[str, Any]:
+    """The optional values of one SETTINGS section: as given, else their defaults."""
+    out = {}
+    for key, s in SETTINGS[section].items():
+        v = d.get(key)
+        out[key] = s.default if v is None or v == "" else s.kind(v)
+    return out
+
+
+def _text(d: dict, fld: str) -> str | None:
+    v = d.get(fld)
+    return None if v is None or v == "" else str(v)
+
+
+def _beside(config_path: str, p: str) -> str:
+    """A path from the config: relative ones are relative to the config file's folder."""
+    return p if Path(p).is_absolute() else str(Path(config_path).parent / p)

@@ -91,7 +91,7 @@ class BusReader:
         self._factory = client_factory
         self._client = None
         self._lock = threading.Lock()
-        self.requests = 0  # requests sent (benchmarks)
+        self.requests = 0  # Modbus requests sent on this bus; a read's share is its MeterValues.requests
         self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works
         self.identified: dict[str, tuple[RegisterMap, str]] = {}  # MeterId -> (generation's map, model)
         self._prepared: dict[tuple, tuple] = {}  # (MeterId, energy address) -> (plans, names per plan, located)

@@ -19,33 +19,30 @@ register shifted by the difference. Non-relocatable maps ignore startAddress.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pymodbus.client.mixin import ModbusClientMixin
 
 SHIPPED_DIR = Path(__file__).parent / "maps"
 
-# type name -> (registers, struct code, pymodbus DATATYPE)
+# type name -> (registers, struct code, pymodbus DATATYPE): pymodbus' own sizes and codes
 _DT = ModbusClientMixin.DATATYPE
 TYPES: dict[str, tuple[int, str, _DT]] = {
-    "uint16": (1, "H", _DT.UINT16),
-    "int16": (1, "h", _DT.INT16),
-    "uint32": (2, "I", _DT.UINT32),
-    "int32": (2, "i", _DT.INT32),
-    "uint64": (4, "Q", _DT.UINT64),
-    "int64": (4, "q", _DT.INT64),
-    "float32": (2, "f", _DT.FLOAT32),
-    "float64": (4, "d", _DT.FLOAT64),
+    dt.name.lower(): (dt.value[1], dt.value[0], dt)
+    for dt in (_DT.UINT16, _DT.INT16, _DT.UINT32, _DT.INT32, _DT.UINT64, _DT.INT64, _DT.FLOAT32, _DT.FLOAT64)
 }
 MODBUS_MAX_REGISTERS = 125
 
 
 class MapError(ValueError):
-    """A register map file is missing or malformed."""
+    """A register map file is missing or malformed; one line per problem."""
+
+    def __init__(self, *problems: str):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -76,14 +73,12 @@ class Register:
         )
 
     def encode_raw(self, raw: int | float) -> list[int]:
-        """Words a meter holds for a raw value (the simulator's side of decode_raw)."""
-        code = TYPES[self.type][1]
-        if code in "fd":
-            data = struct.pack(">" + code, float(raw))
-        else:
-            data = struct.pack(">" + code, int(raw))
-        words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-        return words[::-1] if self.word_order == "little" else words
+        """Words a meter holds for a raw value (the simulator's side of decode_raw), via
+        pymodbus' converter; an integer type takes an integral float (pymodbus would not)."""
+        _, code, dt = TYPES[self.type]
+        return ModbusClientMixin.convert_to_registers(
+            float(raw) if code in "fd" else int(raw), data_type=dt, word_order=self.word_order
+        )
 
     def raw_for(self, value: float) -> int | float:
         """Raw value for a value in engineering units (wrapping counters modulo range)."""
@@ -215,16 +210,6 @@ class RegisterMap:
             out.append(Request(self.function, first, last - first + 1))
         return out
 
-    def contiguous_runs(self, start_address: int | None = None) -> int:
-        """Number of runs of registers with no hole between them (benchmark baseline)."""
-        regs = sorted(self.located(start_address).values(), key=lambda r: r.address)
-        runs, nxt = 0, None
-        for r in regs:
-            if nxt is None or r.address != nxt:
-                runs += 1
-            nxt = r.address + r.size
-        return runs
-
     def decode(self, words: dict[int, int], start_address: int | None = None) -> dict[str, int | float]:
         """Raw values of every register from {wire address: word}."""
         return decode_registers(self.located(start_address), words)
@@ -236,118 +221,184 @@ def decode_registers(regs: dict[str, Register], words: dict[int, int], names=Non
             for n, r in regs.items() if names is None or n in names}
 
 
-def _as_int(v, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise MapError(f"{what}: expected an integer, got {v!r}")
-    return v
+NOTATIONS = ("wire", "4xxxx")
+# The optional keys of a map document and their defaults; a register's are Register's own field defaults.
+MAP_DEFAULTS = {"notation": "wire", "function": 3, "max_registers": MODBUS_MAX_REGISTERS, "max_gap": 0,
+                "description": "", "relocatable": False}
+REGISTER_DEFAULTS = {k: getattr(Register, k) for k in ("word_order", "scale", "unit", "rollover")}
+IDENTIFY_DEFAULTS = {"type": "uint16"}
+IDENTIFY_TYPES = ("uint16", "uint32", "int16", "int32")
 
 
-def _wire(notation: str, addr: int, what: str) -> int:
-    if notation == "wire":
-        if not 0 <= addr <= 65535:
-            raise MapError(f"{what}: wire address {addr} out of 0..65535")
-        return addr
-    if not 40001 <= addr <= 49999 and not 400001 <= addr <= 465536:
-        raise MapError(f"{what}: {addr} is not a 4xxxx holding register number")
-    return addr - (400001 if addr >= 400001 else 40001)
+def parse_map(data: Any, source: str) -> RegisterMap:
+    """Check a map document, then build its RegisterMap; MapError names every problem (file and key)."""
+    problems = check_map(data, source)
+    if problems:
+        raise MapError(*problems)
+    return build_map(data, source)
 
 
-def parse_map(data: dict, source: str) -> RegisterMap:
-    """Validate a map document and build a RegisterMap (errors name the file and key)."""
+def check_map(data: Any, source: str) -> list[str]:
+    """Every problem of a map document, each naming the file and the key (none: ``build_map`` may run)."""
     if not isinstance(data, dict):
-        raise MapError(f"{source}: a map must be a mapping")
-    try:
-        name = str(data["name"])
-        notation = data.get("notation", "wire")
-        if notation not in ("wire", "4xxxx"):
-            raise MapError(f"{source}: notation must be 'wire' or '4xxxx'")
-        function = _as_int(data.get("function", 3), f"{source}: function")
-        if function not in (3, 4):
-            raise MapError(f"{source}: function must be 3 (holding) or 4 (input)")
-        if notation == "4xxxx" and function != 3:
-            raise MapError(f"{source}: 4xxxx registers are holding registers (function 3)")
-        max_regs = _as_int(data.get("max_registers", MODBUS_MAX_REGISTERS), f"{source}: max_registers")
-        if not 1 <= max_regs <= MODBUS_MAX_REGISTERS:
-            raise MapError(f"{source}: max_registers must be 1..125")
-        max_gap = _as_int(data.get("max_gap", 0), f"{source}: max_gap")
-        regs: dict[str, Register] = {}
-        raw_regs = data["registers"]
-        if not isinstance(raw_regs, dict) or not raw_regs:
-            raise MapError(f"{source}: registers must be a non-empty mapping")
-        for rname, spec in raw_regs.items():
-            what = f"{source}: register {rname}"
-            if not isinstance(spec, dict):
-                raise MapError(f"{what}: must be a mapping")
-            rtype = spec.get("type")
-            if rtype not in TYPES:
-                raise MapError(f"{what}: type must be one of {', '.join(TYPES)}")
-            wo = spec.get("word_order", "big")
-            if wo not in ("big", "little"):
-                raise MapError(f"{what}: word_order must be big or little")
-            scale = spec.get("scale", 1)
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
-                raise MapError(f"{what}: scale must be a non-zero number")
-            addr = _wire(notation, _as_int(spec.get("address"), f"{what}: address"), what)
-            reg = Register(str(rname), addr, rtype, wo, float(scale), str(spec.get("unit", "")), bool(spec.get("rollover", False)))
-            if reg.size > max_regs:
-                raise MapError(f"{what}: wider than max_registers")
-            regs[str(rname)] = reg
-        energy = data["energy"]
-        if energy not in regs:
-            raise MapError(f"{source}: energy names {energy!r}, not one of its registers")
-        max_power_kw = data.get("max_power_kw")
-        if max_power_kw is not None and (isinstance(max_power_kw, bool) or not isinstance(max_power_kw, (int, float))
-                                         or not math.isfinite(max_power_kw) or max_power_kw <= 0):
-            raise MapError(f"{source}: max_power_kw must be a positive number")
-        identify = _parse_identify(data.get("identify"), notation, source)
-        relocatable = bool(data.get("relocatable", False))
-        default_start = None
-        if relocatable:
-            base = _as_int(data.get("base"), f"{source}: base")
-            default_start = base - 40000 if notation == "4xxxx" else base
-    except KeyError as exc:
-        raise MapError(f"{source}: missing key {exc.args[0]!r}") from None
-    return RegisterMap(
-        name=name,
-        description=str(data.get("description", "")),
-        function=function,
-        max_registers=max_regs,
-        max_gap=max_gap,
-        energy=energy,
-        registers=regs,
-        relocatable=relocatable,
-        default_start=default_start,
-        source=source,
-        max_power_kw=float(max_power_kw) if max_power_kw is not None else None,
-        identify=identify,
-    )
+        return [f"{source}: a map must be a mapping"]
+    d = {**MAP_DEFAULTS, **data}
+    out = [f"{source}: missing key {k!r}" for k in ("name", "registers", "energy") if k not in data]
+    notation = d["notation"] if d["notation"] in NOTATIONS else None  # None: addresses checked as integers only
+    if notation is None:
+        out.append(f"{source}: notation must be 'wire' or '4xxxx'")
+    function = d["function"]
+    if problem := _int_problem(function, f"{source}: function"):
+        out.append(problem)
+    elif function not in (3, 4):
+        out.append(f"{source}: function must be 3 (holding) or 4 (input)")
+    elif notation == "4xxxx" and function != 3:
+        out.append(f"{source}: 4xxxx registers are holding registers (function 3)")
+    max_regs = d["max_registers"]
+    if problem := _int_problem(max_regs, f"{source}: max_registers"):
+        out.append(problem)
+        max_regs = None
+    elif not 1 <= max_regs <= MODBUS_MAX_REGISTERS:
+        out.append(f"{source}: max_registers must be 1..{MODBUS_MAX_REGISTERS}")
+        max_regs = None
+    if problem := _int_problem(d["max_gap"], f"{source}: max_gap"):
+        out.append(problem)
+    regs = data.get("registers")
+    if "registers" in data and (not isinstance(regs, dict) or not regs):
+        out.append(f"{source}: registers must be a non-empty mapping")
+    elif isinstance(regs, dict):
+        for rname, spec in regs.items():
+            out += _register_problems(f"{source}: register {rname}", spec, notation, max_regs)
+        energy = data.get("energy")
+        if "energy" in data and (not isinstance(energy, str) or energy not in {str(n) for n in regs}):
+            out.append(f"{source}: energy names {energy!r}, not one of its registers")
+    mpk = data.get("max_power_kw")
+    if mpk is not None and (isinstance(mpk, bool) or not isinstance(mpk, (int, float))
+                            or not math.isfinite(mpk) or mpk <= 0):
+        out.append(f"{source}: max_power_kw must be a positive number")
+    out += _identify_problems(data.get("identify"), notation, source)
+    if d["relocatable"] and (problem := _int_problem(data.get("base"), f"{source}: base")):
+        out.append(problem)
+    return out
 
 
-def _parse_identify(spec, notation: str, source: str) -> Identify | None:
+def _register_problems(what: str, spec: Any, notation: str | None, max_regs: int | None) -> list[str]:
+    if not isinstance(spec, dict):
+        return [f"{what}: must be a mapping"]
+    s = {**REGISTER_DEFAULTS, **spec}
+    out = []
+    rtype = s.get("type")
+    if not isinstance(rtype, str) or rtype not in TYPES:
+        out.append(f"{what}: type must be one of {', '.join(TYPES)}")
+    elif max_regs is not None and TYPES[rtype][0] > max_regs:
+        out.append(f"{what}: wider than max_registers")
+    if s["word_order"] not in ("big", "little"):
+        out.append(f"{what}: word_order must be big or little")
+    scale = s["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
+        out.append(f"{what}: scale must be a non-zero number")
+    if problem := _address_problem(notation, spec.get("address"), what):
+        out.append(problem)
+    return out
+
+
+def _identify_problems(spec: Any, notation: str | None, source: str) -> list[str]:
     if spec is None:
-        return None
+        return []
     what = f"{source}: identify"
     if not isinstance(spec, dict):
-        raise MapError(f"{what}: must be a mapping")
-    rtype = spec.get("type", "uint16")
-    if rtype not in ("uint16", "uint32", "int16", "int32"):
-        raise MapError(f"{what}: type must be an integer type")
-    addr = _wire(notation, _as_int(spec.get("address"), f"{what}: address"), what)
+        return [f"{what}: must be a mapping"]
+    out = []
+    if spec.get("type", IDENTIFY_DEFAULTS["type"]) not in IDENTIFY_TYPES:
+        out.append(f"{what}: type must be an integer type")
+    if problem := _address_problem(notation, spec.get("address"), what):
+        out.append(problem)
     gens = spec.get("generations")
     if not isinstance(gens, list) or not gens:
-        raise MapError(f"{what}: generations must be a non-empty list")
-    out, seen = [], set()  # type: list, set[int]
+        return out + [f"{what}: generations must be a non-empty list"]
+    seen: set[int] = set()
     for i, g in enumerate(gens):
         w = f"{what}: generations[{i}]"
         if not isinstance(g, dict) or not isinstance(g.get("codes"), dict) or not g["codes"]:
-            raise MapError(f"{w}: needs a name, codes (code: model) and energy_address")
-        codes = {_as_int(c, f"{w}: code"): str(m) for c, m in g["codes"].items()}
-        if seen & set(codes):
-            raise MapError(f"{w}: code(s) {sorted(seen & set(codes))} already in another generation")
-        seen |= set(codes)
-        ea = _wire(notation, _as_int(g.get("energy_address"), f"{w}: energy_address"), w)
-        out.append(Generation(str(g.get("name", f"generation {i + 1}")), codes, ea))
-    return Identify(addr, rtype, tuple(out))
+            out.append(f"{w}: needs a name, codes (code: model) and energy_address")
+            continue
+        codes = set()
+        for code in g["codes"]:
+            if problem := _int_problem(code, f"{w}: code"):
+                out.append(problem)
+            else:
+                codes.add(code)
+        if seen & codes:
+            out.append(f"{w}: code(s) {sorted(seen & codes)} already in another generation")
+        seen |= codes
+        if problem := _address_problem(notation, g.get("energy_address"), w, "energy_address"):
+            out.append(problem)
+    return out
+
+
+def _int_problem(v: Any, what: str) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return f"{what}: expected an integer, got {v!r}"
+    return None
+
+
+def _address_problem(notation: str | None, v: Any, what: str, key: str = "address") -> str | None:
+    """Why ``v`` is not a register address in this notation (None: not known, integer only), or None."""
+    if problem := _int_problem(v, f"{what}: {key}"):
+        return problem
+    if notation == "wire" and not 0 <= v <= 65535:
+        return f"{what}: wire address {v} out of 0..65535"
+    if notation == "4xxxx" and not 40001 <= v <= 49999 and not 400001 <= v <= 465536:
+        return f"{what}: {v} is not a 4xxxx holding register number"
+    return None
+
+
+def build_map(data: dict, source: str) -> RegisterMap:
+    """The RegisterMap of a document ``check_map`` found no problem in."""
+    d = {**MAP_DEFAULTS, **data}
+    notation = d["notation"]
+    mpk = data.get("max_power_kw")
+    return RegisterMap(
+        name=str(data["name"]),
+        description=str(d["description"]),
+        function=d["function"],
+        max_registers=d["max_registers"],
+        max_gap=d["max_gap"],
+        energy=data["energy"],
+        registers={str(n): _build_register(str(n), spec, notation) for n, spec in data["registers"].items()},
+        relocatable=bool(d["relocatable"]),
+        default_start=_wire_base(notation, data["base"]) if d["relocatable"] else None,
+        source=source,
+        max_power_kw=None if mpk is None else float(mpk),
+        identify=None if data.get("identify") is None else _build_identify(data["identify"], notation),
+    )
+
+
+def _build_register(name: str, spec: dict, notation: str) -> Register:
+    s = {**REGISTER_DEFAULTS, **spec}
+    return Register(name, _wire(notation, spec["address"]), s["type"], s["word_order"], float(s["scale"]),
+                    str(s["unit"]), bool(s["rollover"]))
+
+
+def _build_identify(spec: dict, notation: str) -> Identify:
+    gens = tuple(
+        Generation(str(g.get("name", f"generation {i + 1}")), {c: str(m) for c, m in g["codes"].items()},
+                   _wire(notation, g["energy_address"]))
+        for i, g in enumerate(spec["generations"])
+    )
+    return Identify(_wire(notation, spec["address"]), spec.get("type", IDENTIFY_DEFAULTS["type"]), gens)
+
+
+def _wire(notation: str, addr: int) -> int:
+    """The wire address of a checked register address."""
+    if notation == "wire":
+        return addr
+    return addr - (400001 if addr >= 400001 else 40001)
+
+
+def _wire_base(notation: str, base: int) -> int:
+    """The startAddress that leaves a relocatable map's addresses as written."""
+    return base - 40000 if notation == "4xxxx" else base
 
 
 def load_map_file(path: Path) -> RegisterMap:

@@ -128,6 +128,8 @@ class Poller:
         if prev is None or prev[0] >= ts:
             prev = self.outbox.last_reading(m.MeterId, ts)
         why = suspect_reason(prev, ts, value, m.power_bound_kw())
+        if why and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
+            why = suspect_reason(kept, ts, value, m.power_bound_kw())   # readings released since (release-suspect)
         if why:
             log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
                       raw=vals.energy_raw, reason=why, note="held back, not sent; see status")

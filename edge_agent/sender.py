@@ -33,7 +33,7 @@ from typing import Any
 from . import log
 from .clock import Clock
 from .cloud import Cloud, CloudUnreachable
-from .config import Meter
+from .config import MAX_BATCH, Meter, default
 from .outbox import Outbox
 
 L = log.get("send")
@@ -42,14 +42,16 @@ L = log.get("send")
 class Sender:
     """One step at a time (``step`` returns how long to wait), or ``run`` forever."""
 
-    def __init__(self, outbox: Outbox, cloud: Cloud, meters: list[Meter], *, batch_size: int = 500,
-                 backoff_initial: float = 1.0, backoff_max: float = 300.0, idle: float = 30.0,
-                 retention_days: int = 14, clock: Clock | None = None, rng: random.Random | None = None,
-                 on_delivery=None):
+    def __init__(self, outbox: Outbox, cloud: Cloud, meters: list[Meter], *,
+                 batch_size: int = default("cloud", "batch_size"),
+                 backoff_initial: float = default("cloud", "backoff_initial"),
+                 backoff_max: float = default("cloud", "backoff_max"), idle: float = 30.0,
+                 retention_days: int = default("agent", "retention_days"), clock: Clock | None = None,
+                 rng: random.Random | None = None, on_delivery=None):
         self.outbox, self.cloud = outbox, cloud
         self.meters = {m.MeterId: m for m in meters}
         self.to_register = list(self.meters)
-        self.max_batch = min(1000, batch_size)
+        self.max_batch = min(MAX_BATCH, batch_size)
         self.batch_size = self.max_batch
         self.backoff_initial, self.backoff_max, self.idle = backoff_initial, backoff_max, idle
         self.retention_days = retention_days

@@ -21,8 +21,6 @@ import asyncio
 import math
 import random
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import NoSuchIdException
@@ -46,7 +44,7 @@ class SimMeter:
     load_kw: float | None = None  # None: a realistic varying load; a number: constant (0 freezes)
     phases: int = 3
     seed: int = 0
-    clock: Callable[[], float] | Clock = time.time
+    clock: Clock = field(default_factory=Clock)
     reads: int = 0
     id_code: int | None = None  # model code for maps that identify (default: the map's own generation)
     _t: float | None = field(default=None, repr=False)
@@ -81,7 +79,7 @@ class SimMeter:
 
     def advance(self) -> None:
         """Integrate the load since the last access."""
-        now = self.clock() if callable(self.clock) else self.clock.now()
+        now = self.clock.now()
         if self._t is not None and now > self._t:
             self.energy_kwh += self.power_kw(now) * (now - self._t) / 3600.0
         self._t = now if self._t is None else max(self._t, now)
@@ -161,11 +159,12 @@ class _SilentCore(SimCore):
         return await super().async_setValues(device_id, func_code, address, values)
 
 
-def sim_meter_for(m: Meter, clock=time.time, seed: int | None = None, energy_kwh: float | None = None) -> SimMeter:
+def sim_meter_for(m: Meter, clock: Clock | None = None, seed: int | None = None,
+                  energy_kwh: float | None = None) -> SimMeter:
     phases = 1 if str(m.NoPhases).strip() == "1" else 3
     seed = seed if seed is not None else sum(map(ord, m.MeterId))
     rng = random.Random(seed)
-    return SimMeter(m.map, m.ModbusId, m.startAddress, phases=phases, seed=seed, clock=clock,
+    return SimMeter(m.map, m.ModbusId, m.startAddress, phases=phases, seed=seed, clock=clock or Clock(),
                     energy_kwh=energy_kwh if energy_kwh is not None else round(rng.uniform(100_000, 900_000), 3))
 
 
@@ -217,7 +216,8 @@ def serve_serial(meters: list[SimMeter], port: str, baudrate: int = 9600, parity
 class SiteSimulator:
     """Serves, on each TCP bus of a config, the simulated meters of that bus."""
 
-    def __init__(self, cfg: Config, clock=time.time, bind_host: str | None = None, silent: set[str] | None = None):
+    def __init__(self, cfg: Config, clock: Clock | None = None, bind_host: str | None = None,
+                 silent: set[str] | None = None):
         self.cfg = cfg
         self.silent = set(silent or ())  # meters left out: nothing answers for them (a dead meter)
         self.meters: dict[str, SimMeter] = {m.MeterId: sim_meter_for(m, clock) for m in cfg.meters

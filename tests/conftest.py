@@ -1,6 +1,7 @@
 """Shared fixtures: in-process moto with the template's resources, the Chalice test client, projects."""
 import json
 import os
+from urllib.parse import urlencode
 
 import pytest
 
@@ -19,7 +20,7 @@ def aws():
     """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
     from moto import mock_aws
 
-    from chalicelib import aws as aws_clients, clock
+    from chalicelib import aws as aws_clients
     from tools import provision
 
     with mock_aws():
@@ -34,7 +35,6 @@ def aws():
             else:
                 os.environ[k] = v
         aws_clients.reset_clients()
-        clock.reset()
 
 
 @pytest.fixture
@@ -60,6 +60,18 @@ def serialized_aws(aws):
         client.meta.events.register("after-call", release)
         client.meta.events.register("after-call-error", release)
     yield
+
+
+@pytest.fixture
+def time_travel(time_machine):
+    """The system's time, for tests of expiry and throttling: starts at the real now and runs on, and
+    ``time_travel.shift(seconds)`` moves it (back with a negative number). time-machine moves
+    time.time() and datetime.now() for everything in the process: the app's clock, moto, botocore.
+    ``time_travel.move_to(epoch, tick=False)`` stops it at an instant."""
+    import time
+
+    time_machine.move_to(time.time(), tick=True)
+    return time_machine
 
 
 @pytest.fixture
@@ -98,6 +110,14 @@ class Account:
             headers.setdefault("Content-Type", "application/json")
             body = json.dumps(body)
         return getattr(self.client.http, method.lower())(path, headers=headers, body=body, **kwargs)
+
+    def call(self, method, path, params=None, body=None, status=200):
+        """The JSON answer of a request that must answer ``status`` (the query string built from ``params``)."""
+        if params:
+            path += "?" + urlencode(params)
+        answer = self.request(method, path, body=body)
+        assert answer.status_code == status, (method, path, answer.status_code, answer.body)
+        return json.loads(answer.body)
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ forwards, or (with probability ``rate``) does what AWS and networks do:
 ``outage(seconds)`` fails every call (``drop``) for a while: a region having a bad minute.
 The service is told by the request (X-Amz-Target for DynamoDB and KMS, else S3).
 """
-import http.client
 import random
-import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from tests.loopback_http import LoopbackServer, QuietHandler, forward
 
 KINDS = ("throttle", "500", "drop", "hang", "lost")
 
@@ -48,12 +47,6 @@ _ANSWERS = {   # service → kind → (status, content type, body)
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-
 class FaultyAwsProxy:
     """A threaded HTTP proxy to ``upstream`` (the moto server) failing a share ``rate`` of the calls."""
 
@@ -70,71 +63,31 @@ class FaultyAwsProxy:
         self._outage_until = 0.0
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args):
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self):
-                body = self._body()
+                body = self.read_body()
                 service = _service(self.headers)
                 kind = proxy._pick(service)
                 if kind in ("drop", "outage"):
-                    return self._drop()
+                    return self.drop()
                 if kind == "hang":
                     time.sleep(proxy.hang_seconds)
-                    return self._drop()
+                    return self.drop()
                 if kind in ("throttle", "500"):
                     status, media_type, data = _ANSWERS[service][kind]
-                    return self._answer(status, [("Content-Type", media_type)], data)
+                    return self.answer(status, [("Content-Type", media_type)], data)
                 try:
-                    status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
+                    status, headers, data = forward(proxy.upstream, self.command, self.path, self.headers, body)
                 except OSError:
-                    return self._drop()
+                    return self.drop()
                 if kind == "lost":
-                    return self._drop()
-                self._answer(status, headers, data)
-
-            def _body(self):
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    data = bytearray()
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            while self.rfile.readline().strip():
-                                pass
-                            return bytes(data)
-                        data += self.rfile.read(size)
-                        self.rfile.readline()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def _drop(self):
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def _answer(self, status, headers, data):
-                try:
-                    self.send_response(status)
-                    for name, value in headers:
-                        if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    self.close_connection = True
+                    return self.drop()
+                self.answer(status, headers, data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd = LoopbackServer(Handler)
+        self.url = self.httpd.url
 
     @property
     def failed_share(self):
@@ -158,22 +111,8 @@ class FaultyAwsProxy:
             self.faults[kind] += 1
             return kind
 
-    def _forward(self, method, path, headers, body):
-        connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
-        try:
-            sent = {k: v for k, v in headers.items() if k.lower() not in ("connection", "transfer-encoding",
-                                                                          "content-length")}
-            sent["Content-Length"] = str(len(body))
-            connection.request(method, path, body=body, headers=sent)
-            answer = connection.getresponse()
-            data = answer.read()
-            return answer.status, answer.getheaders(), data
-        finally:
-            connection.close()
-
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
 
 
 def _service(headers):

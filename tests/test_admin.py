@@ -187,6 +187,45 @@ def test_create_user_in_an_unknown_project_or_with_a_taken_name_is_exit_1(run, c
     assert (status, out) == (1, "") and "taken" in err
 
 
+def test_rebuild_rollups_restores_the_consumption_of_history_stored_without_them(run, client, aws):
+    """History stored before rollups existed reads as no data per day until rebuild-rollups has run;
+    afterwards /consumption gives what ingest would have kept. An unknown meter is exit 1."""
+    import boto3
+
+    from chalicelib.config import RESOURCE_ENV
+
+    _, out, _ = run(create_project_argv(timezone="America/Toronto"))
+    headers = {"X-API-Key": json.loads(out)["key"], **JSON}
+    for name in ("hall", "roof"):
+        assert client.http.put("/point", headers=headers, body=json.dumps({"MeterId": name})).status_code == 200
+    readings = [{"MeterId": name, "TimeStamping": f"2026-{month}-{day:02d}T{hour:02d}:00:00Z", "value": 10 * day + hour}
+                for name in ("hall", "roof") for month in ("01", "02") for day in range(27, 29) for hour in (0, 12)]
+    assert client.http.post("/data", headers=headers, body=json.dumps({"readings": readings})).status_code == 200
+
+    def consumption():
+        answer = client.http.get("/consumption?start=2026-01-27&end=2026-02-28&period=day", headers=headers)
+        assert answer.status_code == 200, answer.body
+        return [(row["MeterParam"], row["PeriodStart"], row["value"]) for row in answer.json_body]
+
+    expected = consumption()
+    assert sum(1 for row in expected if row[2]) >= 4
+    table = boto3.resource("dynamodb", region_name="us-east-1").Table(aws[RESOURCE_ENV["ReadingsTable"]])
+    rollups = [item for item in table.scan()["Items"] if item["meter"].startswith("ROLLUP#")]  # docs/data-model.md
+    assert len(rollups) == 4                                  # 2 meters x 2 local months
+    for item in rollups:
+        table.delete_item(Key={"meter": item["meter"], "day": item["day"]})
+    assert {row[2] for row in consumption()} == {None}        # as history from before rollups reads
+
+    status, out, err = run(["rebuild-rollups", "--project", "acme", "--meter", "no-such-meter"])
+    assert (status, out) == (1, "") and "no-such-meter" in err
+    status, out, err = run(["rebuild-rollups", "--project", "acme"])
+
+    assert status == 0, err
+    assert json.loads(out) == {"project_name": "acme", "timezone": "America/Toronto", "rebuilt": ["hall", "roof"]}
+    assert "rebuilt 2/2 roof" in err
+    assert consumption() == expected
+
+
 # ---- where it acts ----------------------------------------------------------------------------
 
 def test_aws_port_means_the_local_stack_with_dummy_credentials_and_local_names():

@@ -87,6 +87,24 @@ def test_parallel_logins_and_delete_user_never_leave_a_live_session(client, make
 
 # ---- the login throttle under concurrency -----------------------------------------------------------
 
+def wrong_passwords_at_once(username, n):
+    """Statuses (sorted) of n logins with n different wrong passwords, released together."""
+    start = threading.Barrier(n)
+
+    def guess(i):
+        start.wait()
+        try:
+            auth.login(username=username, password=f"wrong guess {i}")
+        except Unauthorized:
+            return 401
+        except TooManyRequests:
+            return 429
+        return 200
+
+    with ThreadPoolExecutor(n) as pool:
+        return sorted(pool.map(guess, range(n)))
+
+
 def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_account, monkeypatch, serialized_aws):
     """16 parallel wrong passwords: 10 are verified (401), 6 are refused unverified (429), and every one counts."""
     make_account(username="target")
@@ -100,21 +118,7 @@ def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_accoun
         return real_verify(encoded, password)
 
     monkeypatch.setattr(passwords, "verify", counting_verify)
-    start = threading.Barrier(16)
-
-    def guess(n):
-        start.wait()
-        try:
-            auth.login(username="target", password=f"guess number {n}")
-        except Unauthorized:
-            return 401
-        except TooManyRequests:
-            return 429
-        return 200
-
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(guess, range(16)))
-
+    answers = wrong_passwords_at_once("target", 16)
     assert len(verified) <= 10
     assert sorted(answers) == [401] * 10 + [429] * 6
     assert log_in(client, {"username": "target", "password": PASSWORD}).status_code == 429
@@ -122,17 +126,7 @@ def test_parallel_wrong_passwords_verify_at_most_ten_guesses(client, make_accoun
 
 def test_eight_simultaneous_failures_are_all_counted(client, make_account, serialized_aws):
     make_account(username="counted")
-    start = threading.Barrier(8)
-
-    def guess(n):
-        start.wait()
-        try:
-            auth.login(username="counted", password=f"wrong {n}")
-        except Unauthorized:
-            pass
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(guess, range(8)))
+    assert wrong_passwords_at_once("counted", 8) == [401] * 8
     # 8 counted: two more wrong guesses are verified, the next is refused even with the right password.
     for n in range(2):
         assert log_in(client, {"username": "counted", "password": f"late {n}"}).status_code == 401

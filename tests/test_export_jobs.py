@@ -8,6 +8,7 @@ import boto3
 import pytest
 
 from chalicelib import db, export_jobs, exports, meters, readings
+from tests.aws_faults import app_clients
 from tools import local_worker
 
 DAY = 86400
@@ -104,26 +105,15 @@ def test_big_parts_are_copied_by_s3_and_small_ones_gathered(aws, make_account, m
 
 
 @pytest.fixture
-def recorder(aws, monkeypatch):
-    """Every S3/SQS/DynamoDB call the app's clients make."""
-    from chalicelib import aws as aws_clients
+def recorder(aws):
+    """Every S3/SQS/DynamoDB/KMS call the app's clients make (botocore's before-parameter-build event)."""
 
     class Calls:
         calls = []
 
-    original = aws_clients._client
-    hooked = set()
-
-    def recording(*args, **kwargs):
-        client = original(*args, **kwargs)
-        if id(client) not in hooked:
-            hooked.add(id(client))
-            client.meta.events.register("before-parameter-build",
-                                        lambda model, **_: Calls.calls.append({"operation": model.name}))
-        return client
-
-    recording.cache_clear = original.cache_clear
-    monkeypatch.setattr(aws_clients, "_client", recording)
+    for client in app_clients():
+        client.meta.events.register("before-parameter-build",
+                                    lambda model, **_: Calls.calls.append({"operation": model.name}))
     return Calls
 
 
@@ -180,16 +170,14 @@ def test_a_part_that_keeps_failing_fails_the_job_with_a_reason(aws, make_account
                                 "error": "a part of the export failed 3 times: OSError"}
 
 
-def test_a_job_not_done_by_its_deadline_is_failed(aws, make_account, monkeypatch):
-    from chalicelib import clock
-
+def test_a_job_not_done_by_its_deadline_is_failed(aws, make_account, monkeypatch, time_travel):
     account = make_account()
     seed(account.view["project"], ["m1"], days=1)
     monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
     started = get_file(account, {"start": "2026-03-01", "end": "2026-03-01"})
     running = account.request("GET", started.headers["Location"])
     assert running.status_code == 202 and running.json_body["status"] == "running"
-    clock.advance(export_jobs.DEADLINE_SECONDS + 1)
+    time_travel.shift(export_jobs.DEADLINE_SECONDS + 1)
     answer = account.request("GET", started.headers["Location"])
     assert answer.status_code == 200 and answer.json_body["status"] == "failed"
     assert "did not finish within 30 minutes" in answer.json_body["error"]

@@ -146,7 +146,7 @@ def stack():
     """The live API over moto, seeded with projects A and B; B's state is checked at the end of the module."""
     from moto import mock_aws
 
-    from chalicelib import aws as aws_clients, clock
+    from chalicelib import aws as aws_clients
     from tools import provision
     from tools.local_api import make_server
 
@@ -172,7 +172,6 @@ def stack():
             server.server.server_close()
             thread.join(timeout=10)
             aws_clients.reset_clients()
-            clock.reset()
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)

@@ -241,6 +241,24 @@ def test_export_worker_queue_retries_and_alarms(template):
     assert {"ExportDeadLetters", "ExportQueue", "ExportWorker"} <= alarmed
 
 
+def test_every_alarm_tells_someone(template):
+    """An alarm nobody hears is no alarm: each one notifies the alarm topic when it fires and when it
+    clears, and the AlarmEmail parameter subscribes an address only when one is given."""
+    alarms = of_type(template, "AWS::CloudWatch::Alarm")
+    assert alarms
+    for logical_id, alarm in alarms.items():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
+        assert props["OKActions"] == [{"Ref": "AlarmTopic"}], logical_id
+    assert template["Resources"]["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    (subscription,) = of_type(template, "AWS::SNS::Subscription").values()
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["TopicArn"] == {"Ref": "AlarmTopic"}
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
 def test_the_worker_is_the_apps_sqs_handler():
     from app import app
 

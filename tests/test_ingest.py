@@ -341,23 +341,26 @@ def test_a_retried_batch_writes_nothing_and_a_backfill_only_its_readings(site):
 
 # ---- concurrent writers of one day ---------------------------------------------------------------
 
-def test_a_concurrent_write_of_the_same_day_loses_nothing_and_keeps_the_first_value(site, monkeypatch):
+def test_a_concurrent_write_of_the_same_day_loses_nothing_and_keeps_the_first_value(site):
     """Another request writes the day between this one's read and its write: the write is refused by
     its condition, the day is read again, and each reading is classified against what is now stored."""
-    from chalicelib import readings
+    from chalicelib import aws, config
 
     push(site, [reading(T0, 100.0)])
-    original = readings._load_days
     raced = []
 
-    def load_then_race(batch, only=None):
-        original(batch, only)
-        if not raced:
+    def mark_day_reads(params, context, **_):
+        context["reads_days"] = config.resource_name("ReadingsTable") in params.get("RequestItems", {})
+
+    def race_after_the_read(context, **_):   # botocore's after-call: this request has read the day items
+        if context.get("reads_days") and not raced:
             raced.append(True)
             other = push(site, [reading(T0 + STEP, 101.0), reading(T0 + 2 * STEP, 102.0)])
             assert other == {"accepted": 2, "duplicates": 0, "rejected": []}
 
-    monkeypatch.setattr(readings, "_load_days", load_then_race)
+    events = aws.dynamodb().meta.events
+    events.register("before-parameter-build.dynamodb.BatchGetItem", mark_day_reads)
+    events.register("after-call.dynamodb.BatchGetItem", race_after_the_read)
     receipt = push(site, [reading(T0 + STEP, 101.0), reading(T0 + 2 * STEP, 999.0), reading(T0 + 3 * STEP, 103.0)])
     assert raced
     assert receipt["accepted"] == 1 and receipt["duplicates"] == 1

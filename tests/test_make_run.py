@@ -13,15 +13,8 @@ from tools.ports import free_port
 from tools.stack import PROJECT_DIR, port_in_use
 
 
-@pytest.fixture(scope="module")
-def make_run():
-    ports = {"API_PORT": free_port(), "AWS_PORT": free_port()}
-    modbus = free_port()
-    while any(port_in_use(p) for p in (modbus + 1, modbus + 2)):
-        modbus = free_port()
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "MODBUS_PORT": str(modbus), "DEMO_HISTORY_DAYS": "2"}
-    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def read_banner(process):
+    """What `make run` prints up to its banner's last line (or its end, or 180 s)."""
     lines = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -31,7 +24,19 @@ def make_run():
         lines.append(line)
         if "Stop everything with Ctrl-C" in line:
             break
-    banner = "".join(lines)
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def make_run():
+    ports = {"API_PORT": free_port(), "AWS_PORT": free_port()}
+    modbus = free_port()
+    while any(port_in_use(p) for p in (modbus + 1, modbus + 2)):
+        modbus = free_port()
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "MODBUS_PORT": str(modbus), "DEMO_HISTORY_DAYS": "2"}
+    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    banner = read_banner(process)
     yield process, banner, env, [ports["API_PORT"], ports["AWS_PORT"], modbus, modbus + 1, modbus + 2]
     if process.poll() is None:  # a test failed before Ctrl-C: stop it the same way
         os.killpg(process.pid, signal.SIGINT)
@@ -171,16 +176,7 @@ def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_sc
         process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        lines = []
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Stop everything with Ctrl-C" in line:
-                break
-        second = "".join(lines)
+        second = read_banner(process)
         assert re.search(r"API key\s+(\S+)", second).group(1) == key, second
         assert "with the state of the last run" in second and "(resumed this time)" in second
         url = f"http://127.0.0.1:{env['API_PORT']}"

@@ -3,108 +3,99 @@
 Kept as the parent's id (a rename keeps the link and shows the new name), cleared by an empty value,
 never a cycle (400), never a meter of another project (404, as any unknown meter).
 """
-import json
 import threading
 from urllib.parse import urlencode
 
 import pytest
 
 
-def call(account, method, path, params=None, body=None, status=200):
-    if params:
-        path += "?" + urlencode(params)
-    answer = account.request(method, path, body=body)
-    assert answer.status_code == status, (method, path, answer.status_code, answer.body)
-    return json.loads(answer.body)
-
-
 def parents(account):
-    return {m["MeterId"]: m["Parent"] for m in call(account, "GET", "/point")}
+    return {m["MeterId"]: m["Parent"] for m in account.call("GET", "/point")}
 
 
 @pytest.fixture
 def site(make_account):
     account = make_account()
     for name in ("main", "sub1", "sub2", "leaf"):
-        call(account, "PUT", "/point", body={"MeterId": name})
+        account.call("PUT", "/point", body={"MeterId": name})
     return account
 
 
 def test_put_and_post_set_parent_and_get_shows_it(site):
-    shown = call(site, "PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
+    shown = site.call("PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
     assert shown["Parent"] == "main"
-    assert call(site, "POST", "/point", body={"name": "sub2", "Parent": "main"})["Parent"] == "main"
-    call(site, "POST", "/point", body={"name": "leaf", "Parent": "sub1"})
+    assert site.call("POST", "/point", body={"name": "sub2", "Parent": "main"})["Parent"] == "main"
+    site.call("POST", "/point", body={"name": "leaf", "Parent": "sub1"})
     assert parents(site) == {"main": None, "sub1": "main", "sub2": "main", "leaf": "sub1"}
-    assert call(site, "GET", "/point", {"name": "leaf"})["Parent"] == "sub1"
-    meter = call(site, "GET", "/point", {"name": "sub1"})
-    assert call(site, "GET", "/point", {"id": meter["id"]}) == meter
+    assert site.call("GET", "/point", {"name": "leaf"})["Parent"] == "sub1"
+    meter = site.call("GET", "/point", {"name": "sub1"})
+    assert site.call("GET", "/point", {"id": meter["id"]}) == meter
 
 
 def test_put_without_parent_keeps_it_and_is_idempotent(site):
-    call(site, "PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
-    again = call(site, "PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
-    agent = call(site, "PUT", "/point", body={"MeterId": "sub1", "SaveEvery": 1})   # the agent never sends it
+    site.call("PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
+    again = site.call("PUT", "/point", body={"MeterId": "sub1", "Parent": "main"})
+    agent = site.call("PUT", "/point", body={"MeterId": "sub1", "SaveEvery": 1})   # the agent never sends it
     assert again["Parent"] == agent["Parent"] == "main"
 
 
 def test_an_empty_value_clears_the_parent(site):
-    call(site, "POST", "/point", body={"name": "sub1", "Parent": "main"})
-    assert call(site, "POST", "/point", body={"name": "sub1", "Parent": ""})["Parent"] is None
-    call(site, "PUT", "/point", body={"MeterId": "sub2", "Parent": "main"})
-    assert call(site, "PUT", "/point?" + urlencode({"MeterId": "sub2", "Parent": " "}))["Parent"] is None
+    site.call("POST", "/point", body={"name": "sub1", "Parent": "main"})
+    assert site.call("POST", "/point", body={"name": "sub1", "Parent": ""})["Parent"] is None
+    site.call("PUT", "/point", body={"MeterId": "sub2", "Parent": "main"})
+    assert site.call("PUT", "/point?" + urlencode({"MeterId": "sub2", "Parent": " "}))["Parent"] is None
     assert parents(site) == {"main": None, "sub1": None, "sub2": None, "leaf": None}
 
 
 def test_renaming_the_parent_keeps_the_link_and_shows_the_new_name(site):
-    call(site, "POST", "/point", body={"name": "sub1", "Parent": "main"})
-    call(site, "POST", "/point", body={"name": "main", "new": "Main incomer"})
+    site.call("POST", "/point", body={"name": "sub1", "Parent": "main"})
+    site.call("POST", "/point", body={"name": "main", "new": "Main incomer"})
     assert parents(site)["sub1"] == "Main incomer"
-    assert call(site, "GET", "/point", {"name": "sub1"})["Parent"] == "Main incomer"
+    assert site.call("GET", "/point", {"name": "sub1"})["Parent"] == "Main incomer"
     # a rename and a parent in one call
-    shown = call(site, "POST", "/point", body={"name": "sub2", "new": "Suite 2", "Parent": "Main incomer"})
+    shown = site.call("POST", "/point", body={"name": "sub2", "new": "Suite 2", "Parent": "Main incomer"})
     assert (shown["MeterId"], shown["Parent"]) == ("Suite 2", "Main incomer")
 
 
 def test_a_new_meter_can_be_registered_with_its_parent(site):
-    shown = call(site, "PUT", "/point", body={"MeterId": "sub3", "Parent": "main"})
+    shown = site.call("PUT", "/point", body={"MeterId": "sub3", "Parent": "main"})
     assert shown["Parent"] == "main"
 
 
 def test_cycles_are_400_and_change_nothing(site):
-    call(site, "POST", "/point", body={"name": "sub1", "Parent": "main"})
-    call(site, "POST", "/point", body={"name": "leaf", "Parent": "sub1"})
+    site.call("POST", "/point", body={"name": "sub1", "Parent": "main"})
+    site.call("POST", "/point", body={"name": "leaf", "Parent": "sub1"})
     before = parents(site)
     for name, parent in (("main", "leaf"), ("main", "sub1"), ("sub1", "sub1"), ("sub1", "leaf")):
-        error = call(site, "POST", "/point", body={"name": name, "Parent": parent}, status=400)["error"]
+        error = site.call("POST", "/point", body={"name": name, "Parent": parent}, status=400)["error"]
         assert "Parent" in error and "feed itself" in error, error
-    error = call(site, "PUT", "/point", body={"MeterId": "main", "Parent": "leaf"}, status=400)["error"]
+    error = site.call("PUT", "/point", body={"MeterId": "main", "Parent": "leaf"}, status=400)["error"]
     assert "feed itself" in error
     # a rename with a cycle renames nothing either
-    call(site, "POST", "/point", body={"name": "main", "new": "Renamed", "Parent": "leaf"}, status=400)
+    site.call("POST", "/point", body={"name": "main", "new": "Renamed", "Parent": "leaf"}, status=400)
     assert parents(site) == before
 
 
 def test_unknown_parent_and_another_projects_meter_are_404(site, make_account):
     other = make_account()
-    call(other, "PUT", "/point", body={"MeterId": "theirs"})
+    other.call("PUT", "/point", body={"MeterId": "theirs"})
     for parent in ("nope", "theirs"):
-        error = call(site, "POST", "/point", body={"name": "sub1", "Parent": parent}, status=404)["error"]
+        error = site.call("POST", "/point", body={"name": "sub1", "Parent": parent}, status=404)["error"]
         assert error == f"Parent: no meter named {parent!r} in this project"
-        call(site, "PUT", "/point", body={"MeterId": "sub1", "Parent": parent}, status=404)
+        site.call("PUT", "/point", body={"MeterId": "sub1", "Parent": parent}, status=404)
     # nothing is created when the parent is unknown
-    call(site, "PUT", "/point", body={"MeterId": "newcomer", "Parent": "theirs"}, status=404)
+    site.call("PUT", "/point", body={"MeterId": "newcomer", "Parent": "theirs"}, status=404)
     assert "newcomer" not in parents(site)
     assert set(parents(site).values()) == {None}
 
 
 def test_bad_parent_values_and_a_post_with_nothing_to_change_are_400(site):
     for body in ({"name": "sub1", "Parent": 5}, {"name": "sub1", "Parent": "a\x00b"}, {"name": "sub1"}):
-        assert call(site, "POST", "/point", body=body, status=400)["error"], body
+        assert site.call("POST", "/point", body=body, status=400)["error"], body
 
 
 def test_get_point_renders_parent_in_xml(site):
-    call(site, "POST", "/point", body={"name": "sub1", "Parent": "main"})
+    site.call("POST", "/point", body={"name": "sub1", "Parent": "main"})
     xml = site.request("GET", "/point?name=sub1&responseType=xml").body.decode()
     assert '<Parent type="str">main</Parent>' in xml
     xml = site.request("GET", "/point?name=main&responseType=xml").body.decode()

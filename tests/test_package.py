@@ -331,7 +331,7 @@ def test_make_deploy_packages_then_uploads_and_deploys_the_stages_stack(tmp_path
     fake.chmod(0o755)
     log = tmp_path / "calls.log"
     done = _make("deploy", "STAGE=dev", "ARTIFACTS_BUCKET=my-artifacts", f"AWS={fake}", "AWS_REGION=eu-west-1",
-                 env={"FAKE_AWS_LOG": str(log)})
+                 "ALARM_EMAIL=ops@example.com", env={"FAKE_AWS_LOG": str(log)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dev: build/dev/deployment.zip" in done.stdout and "passes cfn-lint" in done.stdout
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -347,6 +347,7 @@ def test_make_deploy_packages_then_uploads_and_deploys_the_stages_stack(tmp_path
     assert arg(deploy, "--template-file") == arg(upload, "--output-template-file") == "build/dev/packaged.yaml"
     assert arg(deploy, "--stack-name") == "intellimeter-dev"
     assert {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"} <= set(deploy[deploy.index("--capabilities") + 1:])
+    assert arg(deploy, "--parameter-overrides") == "AlarmEmail=ops@example.com"   # the alarms' e-mail
     assert all(arg(c, "--region") == "eu-west-1" for c in calls)
     with open(os.path.join(ROOT, "build", "dev", "packaged.yaml"), encoding="utf-8") as handle:
         assert "APIHandler" in handle.read()

@@ -5,7 +5,6 @@ breaks the agent, which keeps pushing under the meter's name on site.
 """
 import json
 from datetime import datetime, timezone
-from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -20,25 +19,17 @@ def iso(epoch):
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def call(account, method, path, params=None, body=None, status=200):
-    if params:
-        path += "?" + urlencode(params)
-    answer = account.request(method, path, body=body)
-    assert answer.status_code == status, (method, path, answer.status_code, answer.body)
-    return json.loads(answer.body)
-
-
 def register(account, **config):
-    return call(account, "PUT", "/point", body={**CONFIG, **config})
+    return account.call("PUT", "/point", body={**CONFIG, **config})
 
 
 def push(account, meter, values, start=T0):
     readings = [{"MeterId": meter, "TimeStamping": iso(start + i * 300), "value": v} for i, v in enumerate(values)]
-    return call(account, "POST", "/data", body={"readings": readings})
+    return account.call("POST", "/data", body={"readings": readings})
 
 
 def export_rows(account, **params):
-    link = call(account, "GET", "/file", {"start": DAY, "end": DAY, "type": "json", **params}, status=303)
+    link = account.call("GET", "/file", {"start": DAY, "end": DAY, "type": "json", **params}, status=303)
     return requests.get(link["url"], timeout=10).json()
 
 
@@ -53,37 +44,37 @@ def test_register_returns_the_meter_as_get_shows_it(site):
     meter = register(site)
     assert meter == {"id": meter["id"], **CONFIG, "Parent": None}
     assert isinstance(meter["id"], int)
-    assert call(site, "GET", "/point", {"id": meter["id"]}) == meter
-    assert call(site, "GET", "/point", {"name": "meter1"}) == meter
+    assert site.call("GET", "/point", {"id": meter["id"]}) == meter
+    assert site.call("GET", "/point", {"name": "meter1"}) == meter
 
 
 def test_register_is_idempotent_same_call_same_meter(site):
     first = register(site)
     second = register(site)
     assert second == first
-    assert call(site, "GET", "/point") == [first]
+    assert site.call("GET", "/point") == [first]
 
 
 def test_register_again_updates_the_configuration_and_keeps_the_id(site):
     first = register(site)
     changed = register(site, ModbusId=7, Port="USB1", SaveEvery=15)
     assert changed == {**first, "ModbusId": 7, "Port": "USB1", "SaveEvery": 15}
-    partial = call(site, "PUT", "/point", body={"MeterId": "meter1", "startAddress": 0})
+    partial = site.call("PUT", "/point", body={"MeterId": "meter1", "startAddress": 0})
     assert partial == {**changed, "startAddress": 0}        # fields not sent stay as they were
-    assert call(site, "GET", "/point") == [partial]
+    assert site.call("GET", "/point") == [partial]
 
 
 def test_register_takes_query_form_and_json_parameters(site):
-    by_query = call(site, "PUT", "/point", {"MeterId": "q1", "ModbusId": "4", "SaveEvery": "10"})
+    by_query = site.call("PUT", "/point", {"MeterId": "q1", "ModbusId": "4", "SaveEvery": "10"})
     assert (by_query["ModbusId"], by_query["SaveEvery"]) == (4, 10)
     form = site.client.http.put("/point", headers={**site.headers, "Content-Type": "application/x-www-form-urlencoded"},
                                 body="MeterId=f1&Port=USB3")
     assert form.status_code == 200 and json.loads(form.body)["Port"] == "USB3"
-    assert [m["MeterId"] for m in call(site, "GET", "/point")] == ["q1", "f1"]
+    assert [m["MeterId"] for m in site.call("GET", "/point")] == ["q1", "f1"]
 
 
 def test_a_meter_without_save_every_reads_every_5_minutes(site):
-    meter = call(site, "PUT", "/point", body={"MeterId": "bare"})
+    meter = site.call("PUT", "/point", body={"MeterId": "bare"})
     assert meter["SaveEvery"] == 5
 
 
@@ -94,7 +85,7 @@ def test_register_rejects_bad_configuration_and_stores_nothing(site):
         answer = site.request("PUT", "/point", body=body)
         assert answer.status_code == 400, (body, answer.body)
         assert json.loads(answer.body)["error"]
-    assert call(site, "GET", "/point") == []
+    assert site.call("GET", "/point") == []
 
 
 # ---- GET /point ----------------------------------------------------------------------------------
@@ -102,22 +93,22 @@ def test_register_rejects_bad_configuration_and_stores_nothing(site):
 def test_get_by_id_wins_over_name(site):
     one = register(site)
     two = register(site, MeterId="meter2", ModbusId=2)
-    assert call(site, "GET", "/point", {"id": two["id"], "name": "meter1"}) == two
-    assert call(site, "GET", "/point", {"id": one["id"], "name": "no-such-meter"}) == one
+    assert site.call("GET", "/point", {"id": two["id"], "name": "meter1"}) == two
+    assert site.call("GET", "/point", {"id": one["id"], "name": "no-such-meter"}) == one
 
 
 def test_get_without_name_or_id_lists_every_meter_by_id(site):
-    assert call(site, "GET", "/point") == []
+    assert site.call("GET", "/point") == []
     made = [register(site, MeterId=f"m{i}", ModbusId=i) for i in (3, 1, 2)]
-    assert call(site, "GET", "/point") == sorted(made, key=lambda m: m["id"])
+    assert site.call("GET", "/point") == sorted(made, key=lambda m: m["id"])
 
 
 def test_get_unknown_meter_is_404_and_a_bad_id_is_400(site):
     meter = register(site)
     for params in [{"name": "nope"}, {"id": meter["id"] + 1000}, {"id": meter["id"] + 1000, "name": "meter1"}]:
-        assert "no meter" in call(site, "GET", "/point", params, status=404)["error"]
+        assert "no meter" in site.call("GET", "/point", params, status=404)["error"]
     for params in [{"id": "abc"}, {"id": "1.5"}, {"id": "-1"}, {"name": ""}]:
-        assert call(site, "GET", "/point", params, status=400)["error"]
+        assert site.call("GET", "/point", params, status=400)["error"]
 
 
 def test_get_point_renders_xml_and_yaml(site):
@@ -138,13 +129,13 @@ def test_get_point_renders_xml_and_yaml(site):
 def test_rename_shows_the_new_name_everywhere(site):
     meter = register(site)
     push(site, "meter1", [100.0, 100.5, 101.25])
-    renamed = call(site, "POST", "/point", body={"id": meter["id"], "new": "Kitchen"})
+    renamed = site.call("POST", "/point", body={"id": meter["id"], "new": "Kitchen"})
     assert renamed == {**meter, "MeterId": "Kitchen"}
-    assert call(site, "GET", "/point", {"id": meter["id"]}) == renamed
-    assert call(site, "GET", "/point", {"name": "Kitchen"}) == renamed
-    assert call(site, "GET", "/point") == [renamed]
-    assert [r["MeterParam"] for r in call(site, "GET", "/data")] == ["Kitchen"]
-    assert [r["MeterParam"] for r in call(site, "GET", "/interval")] == ["Kitchen"]
+    assert site.call("GET", "/point", {"id": meter["id"]}) == renamed
+    assert site.call("GET", "/point", {"name": "Kitchen"}) == renamed
+    assert site.call("GET", "/point") == [renamed]
+    assert [r["MeterParam"] for r in site.call("GET", "/data")] == ["Kitchen"]
+    assert [r["MeterParam"] for r in site.call("GET", "/interval")] == ["Kitchen"]
     rows = export_rows(site)
     assert [r["MeterParam"] for r in rows] == ["Kitchen"] * 3        # old readings too
     assert [r["value"] for r in rows] == [100.0, 100.5, 101.25]
@@ -154,15 +145,15 @@ def test_rename_shows_the_new_name_everywhere(site):
 def test_after_a_rename_the_agent_still_pushes_under_the_site_name(site):
     meter = register(site)
     push(site, "meter1", [100.0])
-    call(site, "POST", "/point", body={"name": "meter1", "new": "Kitchen"})
+    site.call("POST", "/point", body={"name": "meter1", "new": "Kitchen"})
     receipt = push(site, "meter1", [100.0, 100.75])                    # the agent retries, then goes on
     assert receipt == {"accepted": 1, "duplicates": 1, "rejected": []}
-    assert call(site, "GET", "/data") == [{"MeterParam": "Kitchen", "TimeStamping": "2026-02-03 00:05:00",
+    assert site.call("GET", "/data") == [{"MeterParam": "Kitchen", "TimeStamping": "2026-02-03 00:05:00",
                                            "value": 100.75}]
-    assert call(site, "GET", "/interval")[0]["value"] == 0.75
+    assert site.call("GET", "/interval")[0]["value"] == 0.75
     # The agent re-registering its meter on restart finds the same meter and keeps the new name.
     assert register(site) == {**meter, "MeterId": "Kitchen"}
-    assert [m["id"] for m in call(site, "GET", "/point")] == [meter["id"]]
+    assert [m["id"] for m in site.call("GET", "/point")] == [meter["id"]]
     # The display name is not a site name: pushing under it is an unknown meter.
     assert "unknown meter" in push(site, "Kitchen", [101.0], start=T0 + 3600)["rejected"][0]["error"]
 
@@ -170,11 +161,11 @@ def test_after_a_rename_the_agent_still_pushes_under_the_site_name(site):
 def test_the_site_name_keeps_finding_its_meter_when_another_meter_takes_the_name(site):
     one = register(site)
     two = register(site, MeterId="meter2")
-    call(site, "POST", "/point", body={"name": "meter1", "new": "Kitchen"})
-    call(site, "POST", "/point", body={"name": "meter2", "new": "meter1"})   # the freed display name
-    assert call(site, "GET", "/point", {"name": "meter1"})["id"] == two["id"]
+    site.call("POST", "/point", body={"name": "meter1", "new": "Kitchen"})
+    site.call("POST", "/point", body={"name": "meter2", "new": "meter1"})   # the freed display name
+    assert site.call("GET", "/point", {"name": "meter1"})["id"] == two["id"]
     push(site, "meter1", [5.0])                                              # the agent's meter1 is still `one`
-    assert call(site, "GET", "/data") == [{"MeterParam": "Kitchen", "TimeStamping": "2026-02-03 00:00:00",
+    assert site.call("GET", "/data") == [{"MeterParam": "Kitchen", "TimeStamping": "2026-02-03 00:00:00",
                                            "value": 5.0}]
     assert register(site)["id"] == one["id"]
 
@@ -183,35 +174,35 @@ def test_rename_to_a_taken_name_is_409_and_changes_nothing(site):
     one = register(site)
     two = register(site, MeterId="meter2")
     for taken in ("meter2", " meter2 "):
-        assert "already named" in call(site, "POST", "/point", body={"id": one["id"], "new": taken},
+        assert "already named" in site.call("POST", "/point", body={"id": one["id"], "new": taken},
                                        status=409)["error"]
-    assert call(site, "GET", "/point") == [one, two]
-    assert call(site, "POST", "/point", body={"id": one["id"], "new": "meter1"}) == one    # its own name: no-op
+    assert site.call("GET", "/point") == [one, two]
+    assert site.call("POST", "/point", body={"id": one["id"], "new": "meter1"}) == one    # its own name: no-op
 
 
 def test_registering_a_site_name_that_another_meter_shows_is_409(site):
     one = register(site)
-    call(site, "POST", "/point", body={"id": one["id"], "new": "Boiler"})
-    assert call(site, "PUT", "/point", body={"MeterId": "Boiler"}, status=409)["error"]
-    assert [m["MeterId"] for m in call(site, "GET", "/point")] == ["Boiler"]
+    site.call("POST", "/point", body={"id": one["id"], "new": "Boiler"})
+    assert site.call("PUT", "/point", body={"MeterId": "Boiler"}, status=409)["error"]
+    assert [m["MeterId"] for m in site.call("GET", "/point")] == ["Boiler"]
 
 
 def test_rename_unknown_meter_is_404_and_bad_arguments_400(site):
     meter = register(site)
-    assert call(site, "POST", "/point", body={"name": "nope", "new": "x"}, status=404)["error"]
-    assert call(site, "POST", "/point", body={"id": meter["id"] + 99, "new": "x"}, status=404)["error"]
+    assert site.call("POST", "/point", body={"name": "nope", "new": "x"}, status=404)["error"]
+    assert site.call("POST", "/point", body={"id": meter["id"] + 99, "new": "x"}, status=404)["error"]
     for body in [{"id": meter["id"]}, {"id": meter["id"], "new": ""}, {"id": meter["id"], "new": 5},
                  {"new": "x"}, {"id": meter["id"], "new": "a\x00b"}]:
-        assert call(site, "POST", "/point", body=body, status=400)["error"], body
-    assert call(site, "GET", "/point") == [meter]
+        assert site.call("POST", "/point", body=body, status=400)["error"], body
+    assert site.call("GET", "/point") == [meter]
 
 
 def test_a_renamed_meter_can_be_renamed_again_and_back(site):
     meter = register(site)
-    call(site, "POST", "/point", body={"id": meter["id"], "new": "A"})
-    call(site, "POST", "/point", body={"name": "A", "new": "B"})
-    assert call(site, "GET", "/point", {"name": "A"}, status=404)                  # the old display name is free
-    back = call(site, "POST", "/point", body={"name": "B", "new": "meter1"})
+    site.call("POST", "/point", body={"id": meter["id"], "new": "A"})
+    site.call("POST", "/point", body={"name": "A", "new": "B"})
+    assert site.call("GET", "/point", {"name": "A"}, status=404)                  # the old display name is free
+    back = site.call("POST", "/point", body={"name": "B", "new": "meter1"})
     assert back == meter
     other = register(site, MeterId="other")
-    assert call(site, "POST", "/point", body={"id": other["id"], "new": "A"})["MeterId"] == "A"
+    assert site.call("POST", "/point", body={"id": other["id"], "new": "A"})["MeterId"] == "A"

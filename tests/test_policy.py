@@ -353,19 +353,12 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(aws, monkeypatch):
-    from chalicelib import aws as aws_clients
+def recorder(aws):
+    from tests.aws_faults import app_clients
 
     recorder = Recorder()
-    original = aws_clients._client
-
-    def recording_client(*args, **kwargs):
-        client = original(*args, **kwargs)
+    for client in app_clients():
         recorder.hook(client)
-        return client
-
-    recording_client.cache_clear = original.cache_clear
-    monkeypatch.setattr(aws_clients, "_client", recording_client)
     return recorder
 
 

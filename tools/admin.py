@@ -2,6 +2,7 @@
 
     python -m tools.admin [--local | --stack NAME] create-project NAME [--timezone TZ] --username USER --email EMAIL
     python -m tools.admin [--local | --stack NAME] create-user --project NAME --username USER --email EMAIL
+    python -m tools.admin [--local | --stack NAME] rebuild-rollups --project NAME [--meter METER]
 
 (`make admin ARGS="…"` runs it against the local stack of `make run`.) The new account's password is
 read from stdin when stdin is not a terminal (its first line, without the line break), else asked for
@@ -9,6 +10,12 @@ twice without echo: never from the command line, where ps and shell history woul
 account, as GET /session shows it, and its API key are printed as one JSON object:
 
     {"uuid": 1, "project": 1, "username": "…", "email": "…", "joined": "2026-11-25 19:30:00", "project_name": "…", "key": "…"}
+
+`rebuild-rollups` recomputes the consumption rollups (chalicelib/rollups.py) of a project's meters, or
+of one, from their raw readings: for history stored before rollups existed. Until it has run, those
+days read as no data from the rollups. Ingest keeps rollups current afterwards, and it is safe to run
+while readings arrive (each month is written with an optimistic version). It prints each meter done on
+stderr and the list as JSON.
 
 Where it acts:
 - `--stack NAME`: the resources of that CloudFormation stack (the deployed API's), with the usual AWS
@@ -30,8 +37,9 @@ from tools.provision import local_stage_environment
 
 DEFAULT_AWS_PORT = "5000"
 LOCAL_REGION = "us-east-1"  # the region tools.stack runs the embedded AWS in
-# The resources these commands touch: they must be named, whichever AWS it is.
+# The resources the commands touch: they must be named, whichever AWS it is.
 NEEDED = ("AccountsTable", "ApiKeysKey")
+NEEDED_BY = {"rebuild-rollups": ("AccountsTable", "MetersTable", "ReadingsTable")}
 
 
 class AdminError(Exception):
@@ -67,7 +75,7 @@ def stack_environment(stack, region):
     return names
 
 
-def configure(environ, local=False, stack=None):
+def configure(environ, local=False, stack=None, needed=NEEDED):
     """Point chalicelib's AWS clients and resource names (environ: os.environ) at the chosen AWS.
 
     Returns a short description of where the commands will act.
@@ -92,7 +100,7 @@ def configure(environ, local=False, stack=None):
         where = f"the local stack at {environ['AWS_ENDPOINT_URL']}"
     else:
         where = "the AWS of the environment"
-    missing = [RESOURCE_ENV[logical_id] for logical_id in NEEDED if not environ.get(RESOURCE_ENV[logical_id])]
+    missing = [RESOURCE_ENV[logical_id] for logical_id in needed if not environ.get(RESOURCE_ENV[logical_id])]
     if missing:
         raise AdminError(f"{', '.join(missing)} not set: name the resources in the environment, or use "
                          f"--stack NAME (a deployed stack) or --local (the stack of `make run`)", 2)
@@ -178,6 +186,24 @@ def create_user(args):
     return {**view, "key": key}
 
 
+def rebuild_rollups(args):
+    """Recompute the rollups of a project's meters (or one meter) from their raw readings."""
+    from chalicelib import accounts, meters, rollups, validation
+
+    project = accounts.find_project(validation.name("project name", args.project))
+    if not project:
+        raise AdminError(f"there is no project named {args.project!r}")
+    project_id = project["project_id"]
+    zone = accounts.project_zone(project_id)
+    chosen = [meters.find(project_id, name=args.meter)] if args.meter else meters.all_meters(project_id)
+    done = []
+    for number, meter in enumerate(chosen, 1):
+        rollups.rebuild(project_id, zone, meter["meter_id"])
+        done.append(meter["name"])
+        print(f"admin: rebuilt {number}/{len(chosen)} {meter['name']}", file=sys.stderr)
+    return {"project_name": project["name"], "timezone": zone.key, "rebuilt": done}
+
+
 def parser():
     top = argparse.ArgumentParser(prog="python -m tools.admin", description=__doc__.splitlines()[0])
     where = top.add_mutually_exclusive_group()
@@ -198,6 +224,11 @@ def parser():
     user.add_argument("--username", required=True, help="the new user's login name")
     user.add_argument("--email", required=True, help="the new user's e-mail address")
     user.set_defaults(run=create_user)
+
+    rebuild = commands.add_parser("rebuild-rollups", help="recompute a project's consumption rollups from its readings")
+    rebuild.add_argument("--project", required=True, help="the project's name")
+    rebuild.add_argument("--meter", help="only this meter (its MeterId); every meter of the project without it")
+    rebuild.set_defaults(run=rebuild_rollups)
     return top
 
 
@@ -213,7 +244,7 @@ def main(argv=None):
         from chalicelib import aws, rendering
         from chalicelib.errors import ApiError
 
-        configure(os.environ, local=args.local, stack=args.stack)
+        configure(os.environ, local=args.local, stack=args.stack, needed=NEEDED_BY.get(args.command, NEEDED))
         aws.reset_clients()  # clients made before are bound to the old endpoint and credentials
         try:
             result = args.run(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -59,3 +60,12 @@ def fake_cloud():
 @pytest.fixture
 def tcp_port():
     return free_port()
+
+
+@pytest.fixture
+def no_stale_log_handler():
+    """`cli.main` points the agent's log handler at the test's captured stderr: drop it afterwards."""
+    yield
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_edge_agent", False)]:
+        root.removeHandler(h)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import json
 import math
 import os
@@ -24,9 +23,9 @@ import socket
 import threading
 import time
 import tty
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.loopback_http import LoopbackServer, QuietHandler, forward
 from tools.ports import free_port  # noqa: F401  (the edge tests take it from here)
 
 
@@ -37,21 +36,6 @@ def parse_ts(s: str) -> dt.datetime:
     if t.tzinfo is None:
         raise ValueError("no offset")
     return t.astimezone(dt.timezone.utc)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive like the real API, no Nagle delay, no request log on stderr."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *a):
-        pass
 
 
 class FakeCloud:
@@ -74,18 +58,12 @@ class FakeCloud:
         self.status_reports: list[dict] = []
         cloud = self
 
-        class H(_QuietHandler):
+        class H(QuietHandler):
             def _reply(self, code, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(code, [("Content-Type", "application/json")], json.dumps(obj).encode())
 
             def _body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
+                raw = self.read_body()
                 try:
                     return json.loads(raw or b"{}")
                 except ValueError:
@@ -133,9 +111,8 @@ class FakeCloud:
                     cloud.in_flight -= 1
                 self._reply(200, receipt)
 
-        self.httpd = _Server(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = LoopbackServer(H)
+        self.url = self.httpd.url
 
     def ingest(self, rs: list) -> dict:
         acc = dup = 0
@@ -180,8 +157,7 @@ class FakeCloud:
             return sorted((t, v) for (m, t), v in self.store.items() if m == meter)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
 
 
 class _Reject(Exception):
@@ -204,66 +180,37 @@ class FaultProxy:
         self.requests = 0
         proxy = self
 
-        class H(_QuietHandler):
+        class H(QuietHandler):
             def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
+                body = self.read_body()
                 fault = proxy.policy(self.command, self.path)
                 proxy.requests += 1
                 proxy.counts[fault or "ok"] = proxy.counts.get(fault or "ok", 0) + 1
                 if fault in ("down", "drop_before"):
-                    return self._drop()
+                    return self.drop()
                 if fault == "timeout_before":
                     time.sleep(proxy.slow)
-                    return self._drop()
+                    return self.drop()
                 if fault in ("500", "429"):
-                    return self._send(int(fault), {"Retry-After": "1"} if fault == "429" else {},
-                                      json.dumps({"error": f"injected {fault}"}).encode())
-                status, headers, data = proxy.forward(self.command, self.path, dict(self.headers), body)
+                    return self.answer(int(fault), [("Retry-After", "1")] if fault == "429" else [],
+                                       json.dumps({"error": f"injected {fault}"}).encode())
+                try:
+                    status, headers, data = forward(proxy.upstream, self.command, self.path, self.headers, body)
+                except OSError:
+                    return self.drop()
                 if fault == "drop_after":
-                    return self._drop()
+                    return self.drop()
                 if fault == "timeout_after":
                     time.sleep(proxy.slow)
-                self._send(status, headers, data)
-
-            def _drop(self):
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def _send(self, status, headers, data):
-                try:
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                            self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    self.close_connection = True
+                self.answer(status, headers, data)
 
             do_GET = do_PUT = do_POST = do_DELETE = _handle
 
-        self.httpd = _Server(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def forward(self, method, path, headers, body):
-        c = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
-        headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection", "content-length")}
-        c.request(method, (self.upstream.path or "").rstrip("/") + path, body=body, headers=headers)
-        r = c.getresponse()
-        data = r.read()
-        out = dict(r.getheaders())
-        c.close()
-        return r.status, out, data
+        self.httpd = LoopbackServer(H)
+        self.url = self.httpd.url
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
 
 
 class PtyPair:

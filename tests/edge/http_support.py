@@ -9,10 +9,9 @@ in ``requests`` as (method, path, headers, parsed body).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
-from edge_support import _QuietHandler, _Server
+from tests.loopback_http import LoopbackServer, QuietHandler
 
 
 class ScriptedAPI:
@@ -22,10 +21,9 @@ class ScriptedAPI:
         self.lock = threading.Lock()
         api = self
 
-        class H(_QuietHandler):
+        class H(QuietHandler):
             def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
+                raw = self.read_body()
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -35,32 +33,20 @@ class ScriptedAPI:
                     api.requests.append((self.command, self.path, headers, body))
                 status, out_headers, out = api.handler(self.command, self.path, headers, body)
                 if out == "drop":
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    return
-                data = out if isinstance(out, bytes) else json.dumps(out).encode()
-                self.send_response(status)
-                for k, v in (out_headers or {}).items():
-                    self.send_header(k, v)
-                if not isinstance(out, bytes):
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    return self.drop()
+                pairs = list((out_headers or {}).items())
+                if isinstance(out, bytes):
+                    return self.answer(status, pairs, out)
+                self.answer(status, pairs + [("Content-Type", "application/json")], json.dumps(out).encode())
 
             do_GET = do_PUT = do_POST = do_DELETE = _handle
 
-        self.httpd = _Server(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = LoopbackServer(H)
+        self.url = self.httpd.url
 
     def calls(self, method: str, path: str) -> list:
         with self.lock:
             return [r for r in self.requests if r[0] == method and r[1].split("?")[0] == path]
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()

@@ -164,3 +164,16 @@ def test_unwrap_rules():
     assert note == "decrease" and v == pytest.approx(1.0)
     em = load_map("CarloGavazzi.EM24").registers["import_kwh"]
     assert energy_kwh(em, 100, (200, 0))[2] == "decrease"
+
+
+def test_delivered_readings_are_kept_retention_days_on_the_outbox_clock(tmp_path):
+    clock = FakeClock(1_700_000_000)
+    ob = Outbox(str(tmp_path / "o.sqlite"), clock=clock)
+    ob.add(Reading("m", "2023-11-14T22:15:00Z", 1.0))
+    ob.add(Reading("m", "2023-11-14T22:20:00Z", 2.0))
+    ob.mark_delivered(ob.pending(1))
+    clock.advance(13 * 86400)
+    assert ob.prune(14) == 0
+    clock.advance(2 * 86400)
+    assert ob.prune(14) == 1  # the delivered one, 15 days on; the pending one stays
+    assert ob.all_readings() == [("m", "2023-11-14T22:20:00Z", 2.0, 0)]

@@ -86,3 +86,55 @@ def test_key_sources(tmp_path, monkeypatch):
     p.write_text(yaml.safe_dump(doc))
     assert load_config(p).key == "abc-from-file"
     assert "abc-from-file" not in repr(load_config(p))
+
+
+def test_every_problem_is_named_in_one_go(tmp_path, capsys):
+    """A site engineer fixes a config in one pass: `check` lists every problem, one line each, not the first."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "Site.Meter.yaml").write_text("name: Site.Meter\nenergy: e\nmax_registers: 200\n"
+                                          "registers:\n  e: {address: 1, type: uint33}\n")
+    ms = [meter("m1", 1, "USB9"), meter("m2", 2, "USB0", save_every=0), meter("m3", 3, "USB0", mapname="Site.Meter")]
+    bus = {"USB0": dict(BUS["USB0"], parity="X")}
+    p = write_config(tmp_path, ms, bus, url="ftp://x", extra={"maps_dir": "maps", "agent": {"retention_days": 0}})
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    expected = [
+        ("cloud", "url", "must be an https:// URL"),
+        ("bus 'USB0'", "parity", "must be N, E or O, got 'X'"),
+        ("meter 'm1' (meters[0])", "Port", "unknown bus 'USB9' (buses: USB0)"),
+        ("meter 'm2' (meters[1])", "SaveEvery", "must be >= 1, got 0"),
+        ("meter 'm3' (meters[2])", "ModbusMap", "max_registers must be 1..125"),
+        ("meter 'm3' (meters[2])", "ModbusMap", "register e: type must be one of"),
+        ("agent", "retention_days", "must be >= 1, got 0"),
+    ]
+    assert len(e.value.problems) == len(expected), e.value.problems
+    for where, fld, why in expected:
+        assert any(pr.startswith(f"{p}: {where}: field '{fld}': ") and why in pr for pr in e.value.problems), (where, fld)
+    from edge_agent import cli
+    assert cli.main(["check", "-c", str(p)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"config error: {pr}" for pr in e.value.problems]
+
+
+def test_left_out_values_take_the_documented_defaults_everywhere(tmp_path):
+    """A value left out of agent.yaml means its documented default (docs/edge-agent.md), in the config
+    and in the parts built from it: a Sender or an Outbox not told a value uses the same one."""
+    from edge_agent.clock import FakeClock
+    from edge_agent.outbox import Outbox
+    from edge_agent.sender import Sender
+
+    buses = {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}, "LAN1": {"type": "tcp", "host": "10.0.0.5"}}
+    cfg = load_config(write_config(tmp_path, [meter("m1", 1, "USB0")], buses, url="https://api.example.com"))
+    assert (cfg.batch_size, cfg.http_timeout, cfg.backoff_initial, cfg.backoff_max) == (500, 30.0, 1.0, 300.0)
+    assert (cfg.max_pending, cfg.retention_days, cfg.meter_backoff_max_minutes) == (7_000_000, 14, 30)
+    usb, lan = cfg.buses["USB0"], cfg.buses["LAN1"]
+    assert (usb.baudrate, usb.parity, usb.stopbits, usb.bytesize, usb.timeout, usb.retries) == (9600, "N", 1, 8, 0.5, 1)
+    assert (lan.port, lan.timeout, lan.retries) == (502, 1.0, 1)
+    told = Sender(Outbox(cfg.buffer, cfg.max_pending), None, cfg.meters, batch_size=cfg.batch_size,
+                  backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max,
+                  retention_days=cfg.retention_days, clock=FakeClock())
+    untold = Sender(Outbox(cfg.buffer), None, cfg.meters, clock=FakeClock())
+    for s in (told, untold):
+        assert (s.max_batch, s.backoff_initial, s.backoff_max, s.retention_days) == (500, 1.0, 300.0, 14)
+        assert s.outbox.max_pending == 7_000_000

@@ -31,15 +31,8 @@ SITE = {
 }
 BOUNDARY = 1_800_000_000  # 2027-01-15T08:00:00Z
 
+pytestmark = pytest.mark.usefixtures("no_stale_log_handler")  # cli.main runs in these tests
 
-
-@pytest.fixture(autouse=True)
-def _no_stale_log_handler():
-    """`cli.main` points the agent's log handler at the test's captured stderr: drop it afterwards."""
-    yield
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_edge_agent", False)]:
-        root.removeHandler(h)
 
 def _site(tmp_path, port, kinds=KINDS, faults=None, energies=None, extra_meters=(), timeout=0.3):
     faults = faults or {}

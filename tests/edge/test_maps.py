@@ -143,7 +143,7 @@ def test_plan_merges_close_registers_and_respects_the_limit():
         "f": {"address": 20, "type": "float64"}}}, "x.yaml")
     plan = m.plan()
     assert [(r.address, r.count) for r in plan] == [(0, 4), (8, 3), (20, 4)]
-    assert m.contiguous_runs() == 4  # 0-1, 3, 8-10, 20-23
+    assert [(r.address, r.count) for r in m.plan(max_gap=0)] == [(0, 2), (3, 1), (8, 3), (20, 4)]  # contiguous runs
 
 
 @pytest.mark.parametrize("doc,msg", [
@@ -205,3 +205,28 @@ def test_each_map_reads_the_documented_total_energy_register(mapname):
     energy = regmap.registers[regmap.energy]
     # (a relocatable map's addresses are those of its default startAddress, 1100 for the i-meter 45)
     assert (energy.address, energy.type, energy.word_order, energy.scale, regmap.function) == DOCUMENTED_ENERGY[mapname]
+
+
+def test_every_problem_of_a_map_is_named_in_one_go():
+    doc = {"name": "x", "function": 5, "energy": "e", "registers": {
+        "e": {"address": 70000, "type": "uint32"}, "v": {"address": 3, "type": "uint32", "word_order": "middle"},
+        "p": {"address": 5, "type": "float32", "scale": 0}}}
+    with pytest.raises(MapError) as e:
+        parse_map(doc, "x.yaml")
+    assert list(e.value.problems) == [
+        "x.yaml: function must be 3 (holding) or 4 (input)",
+        "x.yaml: register e: wire address 70000 out of 0..65535",
+        "x.yaml: register v: word_order must be big or little",
+        "x.yaml: register p: scale must be a non-zero number",
+    ]
+
+
+def test_the_simulated_energy_follows_the_clock_it_is_given():
+    from edge_agent.clock import FakeClock
+
+    clock = FakeClock(1_700_000_000)
+    sm = SimMeter(load_map("Eastron.SDM630"), 1, energy_kwh=100.0, load_kw=6.0, clock=clock)
+    sm.advance()
+    clock.advance(1800)
+    sm.advance()
+    assert sm.energy_kwh == pytest.approx(103.0)  # 6 kW for half an hour of the simulator's clock

@@ -50,7 +50,7 @@ def run_outage(tmp_path, cloud_url, key, stored_readings, *, http_timeout, slow,
           for i, n in enumerate(names)]
     cfg = load_config(write_config(tmp_path, ms, buses, url=proxy.url, key=key,
                                    cloud_extra={"batch_size": batch_size, "timeout": http_timeout}))
-    sim = SiteSimulator(cfg, clock=clock.now).start()
+    sim = SiteSimulator(cfg, clock=clock).start()
     sim.meters[names[0]].set_energy(4294960.0)  # the i-meter 45 wraps during the outage
     outbox = Outbox(cfg.buffer)
     sender = Sender(outbox, Cloud(cfg.url, key, cfg.http_timeout), cfg.meters, batch_size=cfg.batch_size,

@@ -173,15 +173,19 @@ def test_whole_batch_400_is_narrowed_to_the_bad_reading(setup):
     assert (d["MeterId"], d["TimeStamping"]) == bad and "malformed" in d["reason"]
 
 
-def test_oldest_first_and_order_kept_across_failures(setup):
+def test_a_backlog_drains_oldest_day_first_meter_by_meter_and_order_is_kept_across_failures(setup):
+    """Day by day (UTC, the cloud's item per meter and day), within a day meter by meter in time order:
+    each of the cloud's day items is rewritten about once, not by every batch. A failed batch is resent as it was."""
     cfg, ob = setup
-    fill(ob, 30)
-    stub = StubCloud(["ok", CloudUnreachable("x"), Answer(500, None, ""), "ok", "ok"])
-    s = Sender(ob, stub, cfg.meters, batch_size=20, clock=FakeClock())
-    for _ in range(10):
+    start = T0 // 86400 * 86400 + 86400 - 12 * 300        # 23:00 UTC: the backlog spans two UTC days
+    fill(ob, 30, t0=start)
+    stub = StubCloud(["ok", CloudUnreachable("x"), Answer(500, None, ""), "ok", "ok", "ok"])
+    s = Sender(ob, stub, cfg.meters, batch_size=10, clock=FakeClock())
+    for _ in range(12):
         s.step()
-    sent = [(r.ts, r.meter) for b in stub.batches for r in b]
-    firsts = [b[0].ts for b in stub.batches]
-    assert firsts == sorted(firsts)
     assert stub.batches[1] == stub.batches[2] == stub.batches[3]  # the failed batch is resent as it was
-    assert sorted(set(sent)) == sorted((iso(T0 + 300 * k), m) for k in range(30) for m in "ab")
+    sent = [(r.ts, r.meter) for i, b in enumerate(stub.batches) if i not in (1, 2) for r in b]
+    every = [(iso(start + 300 * k), m) for k in range(30) for m in "ab"]
+    assert sent == sorted(every, key=lambda tm: (tm[0][:10], tm[1], tm[0]))   # each once, in drain order
+    assert [{r.meter for r in b} for b in stub.batches[:1]] == [{"a"}]        # not a and b interleaved
+    assert ob.status()["pending"] == 0
