@@ -19,7 +19,6 @@ import json
 import math
 import os
 import select
-import socket
 import threading
 import time
 import tty
