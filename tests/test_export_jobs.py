@@ -128,16 +128,15 @@ def test_a_worker_that_dies_is_retried_without_losing_or_duplicating_a_part(aws,
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     started = get_file(account, query)
-    real = export_jobs.db.update
     deaths = []
 
-    def dies_after_writing_part(table, key, expression, **kwargs):
-        if "ADD done" in expression and not deaths:     # the part is in S3, the job item not told yet
-            deaths.append(key)
+    def dies_after_writing_part(params, **_):
+        if "ADD done" in params.get("UpdateExpression", "") and not deaths:   # the part is in S3, the job item not told yet
+            deaths.append(params["Key"])
             raise RuntimeError("the worker was stopped")
-        return real(table, key, expression, **kwargs)
 
-    monkeypatch.setattr(export_jobs.db, "update", dies_after_writing_part)
+    dynamodb = app_clients()[0]
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", dies_after_writing_part)
     handled, failed = local_worker.drain(sqs, aws["EXPORT_QUEUE_URL"], export_worker)
     assert failed == 1 and deaths
     job = db.get(export_jobs.TABLE, {"pk": f"JOB#{started.json_body['id']}", "sk": "JOB"})
