@@ -225,6 +225,13 @@ class Outbox:
         row = self._db().execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
         return row[0] if row else None
 
+    def set_read_plans(self, plans: dict[str, str]) -> None:
+        """The read plans the running poller uses where it had to step down from one merged read
+        ({MeterId: 'runs' | 'energy'}); shown by ``status``. Kept in memory by the reader, so a restart
+        tries the merged read again and this is rewritten at the first poll."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('read_plans', ?)", (json.dumps(plans, sort_keys=True),))
+
     def set_clock_state(self, state: dict) -> None:
         """What the scheduler last concluded about the system clock (shown by ``status``)."""
         with self._tx() as db:
@@ -371,6 +378,7 @@ class Outbox:
         ]
         clock = db.execute("SELECT v FROM meta WHERE k='clock'").fetchone()
         lb = db.execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
+        plans = db.execute("SELECT v FROM meta WHERE k='read_plans'").fetchone()
         return {
             "pending": pending,
             "oldest_pending": oldest,
@@ -387,6 +395,7 @@ class Outbox:
             "max_pending": self.max_pending,
             "suspect_readings": n_suspect,
             "suspect_list": suspects,
+            "read_plans": json.loads(plans[0]) if plans else {},
             "last_boundary": lb[0] if lb else None,
             "clock": json.loads(clock[0]) if clock else None,
         }

@@ -80,7 +80,8 @@ def make_client(bus: Bus):
 class BusReader:
     """Serialises all requests of one bus and turns a meter's map into reads.
 
-    Per meter it remembers, in memory only (a restart or config reload starts over):
+    Per meter it remembers, in memory only (a restart or config reload starts over; the
+    poller writes the stepped-down plans to the outbox for ``status``):
     the read plan that answered last (merged -> one request per contiguous run ->
     the energy register alone, stepping down when a read is answered with a Modbus
     exception), and the model identified from the map's identification register.

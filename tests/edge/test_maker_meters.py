@@ -97,6 +97,31 @@ def test_merged_plans_that_cross_undocumented_registers_fall_back(tmp_path):
                      "iem3000": "runs"}
 
 
+def test_stepped_down_read_plans_show_in_status_and_a_restart_tries_merged_again(tmp_path, capsys):
+    """The running agent writes where it reads by runs (or the energy register alone) for `status`; the
+    plan itself is memory only, so a new poller (a restart) starts from the merged read and rewrites it."""
+    port = free_port()
+    bus, path, cfg = _site(tmp_path, port, kinds=("Eastron.SDM120", "CarloGavazzi.EM24"))
+    ob = Outbox(cfg.buffer)
+    poller = Poller(cfg, ob)
+    try:
+        assert cli.main(["status", "-c", str(path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["read_plans"] == {}
+        poller.poll(BOUNDARY)
+        assert cli.main(["status", "-c", str(path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["read_plans"] == {"sdm120": "runs"}
+        assert cli.main(["status", "-c", str(path)]) == 0
+        assert "read plans      sdm120 runs" in capsys.readouterr().out
+        poller.close()
+        poller = Poller(cfg, Outbox(cfg.buffer))
+        assert poller.readers["GW"].plan_level == {}
+        poller.poll(BOUNDARY + 300)
+        assert Outbox(cfg.buffer).status()["read_plans"] == {"sdm120": "runs"}
+    finally:
+        poller.close()
+        bus.stop()
+
+
 def test_lenient_meters_keep_the_fewest_requests(tmp_path):
     """Where undocumented registers read as 0, the merged plan stays: requests per poll unchanged."""
     port = free_port()
