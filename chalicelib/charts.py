@@ -14,7 +14,7 @@ Drawing is chalicelib/chart_render.py's (matplotlib, imported only when a chart 
 """
 import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from chalicelib import accounts, clock, consumption, days, downloads, meters, readings, validation
 from chalicelib.errors import BadRequest
@@ -49,17 +49,10 @@ def _period(start, end, zone):
 
 def bucket_edges(first, last, zone, bucket):
     """Epoch seconds of the local hour ('hour') or day ('day') boundaries from the local midnight
-    starting day first to the one after day last: DST days have 23 or 25 hours."""
-    days = [first + timedelta(days=i) for i in range((last - first).days + 2)]
-    midnights = [int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()) for d in days]
-    if bucket == "day":
-        return midnights
-    edges = []
-    for moment in range(midnights[0], midnights[-1], 900):   # zones are offset by whole quarters
-        local = datetime.fromtimestamp(moment, zone)
-        if local.minute == 0 and local.second == 0:
-            edges.append(moment)
-    return edges + [midnights[-1]]
+    starting day first to the one after day last: DST days have 23 or 25 hours (GET /consumption's)."""
+    if bucket == "hour":
+        return days.hour_starts(first, last, zone)
+    return [days.midnight(first + timedelta(days=i), zone) for i in range((last - first).days + 2)]
 
 
 HOUR_CHUNK = 100    # meters read together by hour (raw day items: ~2,000 points a meter-week held at once)

@@ -45,12 +45,9 @@ def consumption(project_id, start, end, period=None, meter_name=None):
 def periods(first, last, zone, period):
     """[(start epoch, end epoch)] of the periods of local days first..last, cut to them."""
     if period == "hour":
-        spans = []
-        for day in _days(first, last):
-            start, end = rollups.midnight(day, zone), rollups.midnight(day + timedelta(days=1), zone)
-            spans.extend((t, min(t + 3600, end)) for t in range(start, end, 3600))
-        return spans
-    return [(rollups.midnight(group[0], zone), rollups.midnight(group[-1] + timedelta(days=1), zone))
+        starts = days.hour_starts(first, last, zone)
+        return list(zip(starts, starts[1:]))
+    return [(days.midnight(group[0], zone), days.midnight(group[-1] + timedelta(days=1), zone))
             for group in _groups(first, last, period)]
 
 
@@ -100,7 +97,7 @@ def from_readings(project_id, meter_ids, zone, first, last, period, margin_days=
 def _summaries(curve, zone, first, last, period, spans):
     if period == "hour":
         return [curve.summary(start, end) for start, end in spans]
-    return [_combine(curve.summary(rollups.midnight(day, zone), rollups.midnight(day + timedelta(days=1), zone))
+    return [_combine(curve.summary(days.midnight(day, zone), days.midnight(day + timedelta(days=1), zone))
                      for day in group) for group in _groups(first, last, period)]
 
 

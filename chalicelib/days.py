@@ -31,7 +31,29 @@ def day_range(start, end, zone, max_days=MAX_DAYS):
         raise BadRequest(f"days must be from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
     if (last - first).days + 1 > max_days:
         raise BadRequest(f"the range is {(last - first).days + 1} days: at most {max_days} days per request")
-    begin = datetime(first.year, first.month, first.day, tzinfo=zone).timestamp()
-    after = last + timedelta(days=1)
-    finish = datetime(after.year, after.month, after.day, tzinfo=zone).timestamp()
-    return first, last, int(begin), int(finish)
+    return first, last, midnight(first, zone), midnight(last + timedelta(days=1), zone)
+
+
+def midnight(day, zone):
+    """Epoch of a local day's start (where 00:00 does not exist, the instant the day's clock starts)."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
+
+
+QUARTER = 900   # every zone's offset and every DST change falls on a whole quarter hour of UTC
+
+
+def hour_starts(first, last, zone):
+    """Epochs at which each local hour of local days first..last starts, then the midnight after last.
+
+    An hour starts where the local clock's hour or its UTC offset changes, so a spring-forward day has
+    23 hours, a fall-back day 25 (the repeated hour twice, with its two offsets), Lord Howe's 30-minute
+    changes a 30-minute or a 90-minute hour, and every boundary is at local :00 where the clock shows one.
+    """
+    start, end = midnight(first, zone), midnight(last + timedelta(days=1), zone)
+    starts, previous = [start], datetime.fromtimestamp(start, zone)
+    for moment in range(start + QUARTER, end, QUARTER):
+        local = datetime.fromtimestamp(moment, zone)
+        if local.hour != previous.hour or local.utcoffset() != previous.utcoffset():
+            starts.append(moment)
+        previous = local
+    return starts + [end]

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from chalicelib import db, readings
+from chalicelib.days import midnight
 from chalicelib.errors import Conflict
 
 TABLE = "ReadingsTable"     # the readings table, in partitions of its own (ROLLUP#…)
@@ -92,11 +93,6 @@ class Curve:
                 peak = current - previous
             previous = current
         return energy, count, peak
-
-
-def midnight(day, zone):
-    """Epoch of a local day's start (as days.day_range computes it)."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
 
 
 def local_day(epoch, zone):

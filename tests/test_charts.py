@@ -32,6 +32,20 @@ def test_hour_edges_follow_the_local_clock_on_dst_days():
     assert [b - a for a, b in zip(days, days[1:])] == [86400, 90000, 86400]
 
 
+def test_a_charts_hours_are_the_consumption_hours_on_a_30_minute_dst_day():
+    """Lord Howe moves its clocks 30 minutes: the 02:00 hour starts at 02:30, and every boundary is
+    local :00 but that one. The chart buckets by GET /consumption's hours, or its values would not land."""
+    from chalicelib import consumption
+
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    day = date(2026, 10, 4)
+    edges = charts.bucket_edges(day, day, lord_howe, "hour")
+    assert list(zip(edges, edges[1:])) == consumption.periods(day, day, lord_howe, "hour")
+    local = [datetime.fromtimestamp(e, lord_howe) for e in edges]
+    assert [(t.hour, t.minute) for t in local[:4]] == [(0, 0), (1, 0), (2, 30), (3, 0)]
+    assert len(edges) - 1 == 24 and edges[-1] - edges[0] == 23 * 3600 + 1800
+
+
 # ---- hierarchy and the bound ----------------------------------------------------------------------
 
 def meter(i, parent=None, name=None):

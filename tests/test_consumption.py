@@ -55,6 +55,11 @@ def register(account, name, save_every=5):
 
 # ---- the reference: the contract's words, computed the slow and obvious way ---------------------------
 
+def _hour_of(epoch, zone):
+    local = datetime.fromtimestamp(epoch, zone)
+    return local.hour, local.utcoffset()
+
+
 def reference(points, zone, first, last, period, save_every=5, name="m"):
     """Rows of one meter, from its whole history (every reading, any order)."""
     points = sorted(points)
@@ -83,9 +88,11 @@ def reference(points, zone, first, last, period, save_every=5, name="m"):
         spans, demand = [], []
         for day in days:
             start, end = midnight(day), midnight(day + timedelta(days=1))
-            for h in range(start, end, 3600):
-                spans.append((h, min(h + 3600, end)))
-                demand.append([(h, min(h + 3600, end))])
+            starts = [m for m in range(start, end, 60)   # a local hour: the clock's hour and offset unchanged
+                      if m == start or _hour_of(m - 60, zone) != _hour_of(m, zone)]
+            for h, e in zip(starts, starts[1:] + [end]):
+                spans.append((h, e))
+                demand.append([(h, e)])
     else:
         key = {"day": lambda d: d, "week": lambda d: d.isocalendar()[:2], "month": lambda d: (d.year, d.month),
                "year": lambda d: d.year}[period]
@@ -299,6 +306,7 @@ def deliver_out_of_order(account, meter, points, rng):
     (2, "America/Toronto", date(2026, 3, 6)),        # across the spring-forward day, 2026-03-08
     (3, "Australia/Adelaide", date(2026, 4, 3)),     # +10:30 -> +09:30 on 2026-04-05
     (5, "Asia/Kathmandu", date(2026, 6, 1)),          # +05:45
+    (7, "Australia/Lord_Howe", date(2026, 10, 2)),   # +10:30 -> +11:00 on 2026-10-04: a 30-minute change
 ])
 def test_rollups_equal_the_raw_readings_over_random_histories(make_account, seed, zone, first):
     from chalicelib import consumption, meters
