@@ -29,7 +29,7 @@ def log_in(call):
 
 @api.route("/session", "DELETE")
 def log_out(call):
-    auth.logout(call.caller, call.request_cookies)
+    auth.logout(call.request_cookies)
     call.set_session_cookie(None)
     return {}
 

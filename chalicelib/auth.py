@@ -151,10 +151,9 @@ def authenticate(headers, cookies):
     raise Unauthorized("not authenticated: log in with PUT /session, or send X-API-Key")
 
 
-def logout(caller, cookies):
-    """End the caller's session, and the session of the cookie sent (also when a key authenticated the call)."""
-    if caller.session_digest:
-        sessions.end(caller.session_digest)
+def logout(cookies):
+    """End the session of the cookie sent (the caller's own when the cookie authenticated the call, and
+    also when a key did)."""
     token = cookies.get(config.session_cookie_name())
     if token:
         sessions.end_token(token)

@@ -49,7 +49,7 @@ def start(project_id, request, slices):
     now = int(clock.now())
     db.put(TABLE, {**accounts.job_key(job_id), "project_id": project_id, "status": "running", "parts": len(slices),
                    "done": None, "part_info": {}, "request": request_key,
-                   "file": f"projects/{project_id}/exports/{job_id}/{request['filename']}",
+                   "file": f"projects/{project_id}/exports/{job_id}/{downloads.safe_key_part(request['filename'])}",
                    "filename": request["filename"], "media_type": request["media_type"],
                    "created": now, "expires_at": now + KEEP_SECONDS},
            condition="attribute_not_exists(pk)")

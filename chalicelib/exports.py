@@ -26,17 +26,21 @@ def rows(project_id, chosen, zone, start, end):
         yield name, clock.local(epoch, zone), value
 
 
+def _rows_per_second(chosen):
+    """Readings the chosen meters take per second together, from their SaveEvery."""
+    return sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen)
+
+
 def estimate_rows(chosen, begin, finish):
     """Rows an export of the chosen meters over [begin, finish) will have, from their SaveEvery."""
-    per_second = sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen)
-    return int(per_second * (finish - begin))
+    return int(_rows_per_second(chosen) * (finish - begin))
 
 
 def plan_slices(chosen, begin, finish, slice_rows=None):
     """[(start, end)] epochs covering [begin, finish) in order, each of about slice_rows rows
     (default SLICE_ROWS), on whole hours."""
     slice_rows = slice_rows or SLICE_ROWS
-    per_second = sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen) or 1e-9
+    per_second = _rows_per_second(chosen) or 1e-9
     step = max(SLICE_STEP, int(slice_rows / per_second) // SLICE_STEP * SLICE_STEP)
     edges = list(range(begin, finish, step)) + [finish]
     return [[a, b] for a, b in zip(edges, edges[1:])]

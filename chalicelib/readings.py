@@ -372,19 +372,6 @@ def series(project_id, meter_id, start, end):
                 yield epoch, value
 
 
-def energy_used(points):
-    """Energy used over a series of (epoch, register) points: the sum of its non-negative steps."""
-    total = Decimal(0)
-    previous = None
-    for _epoch_, value in points:
-        current = Decimal(repr(value))
-        step = interval_value(previous, current)
-        if step is not None:
-            total += step
-        previous = current
-    return float(total)
-
-
 def before(project_id, meter_id, epoch):
     """(epoch, value) of the meter's last reading before epoch, or None: the left neighbour across any gap."""
     key = meters.series_key(project_id, meter_id)
@@ -424,9 +411,10 @@ def around_many(project_id, meter_ids, start, end, margin_days=0):
     """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
     (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter.
 
+    The day items read by key also give the neighbours before start and after end when they hold
+    them; a Query per meter only for a meter with none there (a longer gap, history's end).
     margin_days > 0 (a caller whose span is bounded, such as the hourly charts' 7 days): always by
-    key, with that many UTC days more on each side, whose readings give the neighbours before start
-    and after end; a Query per meter only for a meter with none there (a longer gap, history's end).
+    key, with that many UTC days more on each side.
     """
     first, last = _day_epoch(_slot(start)[0]), _day_epoch(_slot(end)[0])
     days = [_slot(midnight)[0] for midnight in range(first - margin_days * 86400, last + margin_days * 86400 + 1, 86400)]
@@ -436,10 +424,6 @@ def around_many(project_id, meter_ids, start, end, margin_days=0):
         keys = {meters.series_key(project_id, m): m for m in meter_ids}
         for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
             midnight, meter_id = _day_epoch(item["day"]), keys[item["meter"]]
-            if not margin_days:
-                found[meter_id].extend((midnight + slot, value) for slot, value in day_readings(item)
-                                       if start <= midnight + slot <= end)
-                continue
             for slot, value in day_readings(item):
                 epoch = midnight + slot
                 if start <= epoch <= end:

@@ -158,21 +158,17 @@ def _days(first, last):
 
 # ---- maintenance at ingest -------------------------------------------------------------------------
 
-def refresh(project_id, zone, meter_id, times):
-    """Bring the meter's rollups up to date after readings at these instants were stored (new or not).
+def refresh_many(project_id, zone, times_by_meter):
+    """Bring the rollups of the meters of one request up to date after readings at these instants were
+    stored (new or not): {meter id: [epoch, ...]}.
 
     A reading changes the energy between its neighbours (interpolation across a gap, a history
     that now begins or ends elsewhere) and its own day's count, so every local day touching
     [left neighbour, right neighbour] is recomputed from the raw readings. Items are read before
     the readings and written conditionally on their version, so a concurrent refresh of the same
-    month makes the write fail and this one reads again (as the day items' writers do).
-    """
-    refresh_many(project_id, zone, {meter_id: times})
-
-
-def refresh_many(project_id, zone, times_by_meter):
-    """refresh() for the meters of one request, the first reads batched across them: one BatchGetItem
-    of every meter's month items, then their readings (by key), instead of two calls per meter."""
+    month makes the write fail and this one reads again (as the day items' writers do). The first
+    reads are batched across the meters: one BatchGetItem of every meter's month items, then their
+    readings (by key), instead of two calls per meter."""
     plans = {}
     for meter_id, times in times_by_meter.items():
         clusters = list(_clusters(sorted(set(times))))

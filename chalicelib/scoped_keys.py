@@ -73,13 +73,15 @@ def create(project_id, label, scope, zone, created_by=None):
 
 
 def listing(project_id, zone):
-    """GET /keys: the project's keys by id, never their secrets (one read per key for last_used)."""
-    rows = []
-    for item in _listed(project_id):
-        lookup = db.get(TABLE, accounts.scoped_key_lookup_key(item["digest"])) or {}
-        rows.append({"id": item["key_id"], "label": item["label"], "scope": item["scope"],
-                     "created": _local(item["created"], zone), "last_used": _local(lookup.get("last_used"), zone)})
-    return rows
+    """GET /keys: the project's keys by id, never their secrets (last_used from their lookup items, read
+    together: one BatchGetItem per 100 keys)."""
+    listed = list(_listed(project_id))
+    lookups = [accounts.scoped_key_lookup_key(item["digest"]) for item in listed]
+    last_used = {found["pk"]: found.get("last_used")
+                 for found in db.batch_get(TABLE, lookups, projection="pk, last_used")}
+    return [{"id": item["key_id"], "label": item["label"], "scope": item["scope"],
+             "created": _local(item["created"], zone), "last_used": _local(last_used.get(lookup["pk"]), zone)}
+            for item, lookup in zip(listed, lookups)]
 
 
 def delete(project_id, key_id):

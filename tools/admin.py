@@ -188,13 +188,13 @@ def create_user(args):
 
 def rebuild_rollups(args):
     """Recompute the rollups of a project's meters (or one meter) from their raw readings."""
-    from chalicelib import accounts, meters, rollups, validation
+    from chalicelib import accounts, clock, meters, rollups, validation
 
     project = accounts.find_project(validation.name("project name", args.project))
     if not project:
         raise AdminError(f"there is no project named {args.project!r}")
     project_id = project["project_id"]
-    zone = accounts.project_zone(project_id)
+    zone = clock.zone(project.get("timezone", "UTC"))
     chosen = [meters.find(project_id, name=args.meter)] if args.meter else meters.all_meters(project_id)
     done = []
     for number, meter in enumerate(chosen, 1):

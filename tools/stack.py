@@ -298,9 +298,11 @@ class Stack:
             if not times or room <= 0:      # nothing missed, or the simulated register was reset: a reset it is
                 continue
             steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
-            if sum(steps) > room:                               # a history longer than the register allows is scaled
-                steps = [step * room / sum(steps) for step in steps]
-            plans.append((name, times, steps, last[1] if last else ceiling - sum(steps)))
+            total = sum(steps)
+            if total > room:                                    # a history longer than the register allows is scaled
+                steps = [step * room / total for step in steps]
+                total = sum(steps)
+            plans.append((name, times, steps, last[1] if last else ceiling - total))
         if not plans:
             return
         count = sum(len(times) for _name, times, _steps, _value in plans)
