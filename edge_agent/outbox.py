@@ -417,21 +417,20 @@ class Take:
     suspect: str | None = None  # why the plausibility check holds this reading back
 
 
-def _health(db, meter: str, bus: str, now: float, error: str | None) -> int:
+def _health(db, meter: str, bus: str, now: float, error: str | None) -> None:
     if error is None:
         db.execute(
             "INSERT INTO meter_health(meter, bus, failures, since, last_error, last_ok) VALUES (?,?,0,NULL,NULL,?) "
             "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=0, since=NULL, last_ok=excluded.last_ok",
             (meter, bus, now),
         )
-        return 0
+        return
     db.execute(
         "INSERT INTO meter_health(meter, bus, failures, since, last_error) VALUES (?,?,1,?,?) "
         "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=failures+1, "
         "since=COALESCE(since, excluded.since), last_error=excluded.last_error",
         (meter, bus, now, error[:300]),
     )
-    return db.execute("SELECT failures FROM meter_health WHERE meter=?", (meter,)).fetchone()[0]
 
 
 def _iso(t: float | None) -> str | None:
