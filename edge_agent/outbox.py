@@ -30,11 +30,10 @@ import json
 import math
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clock import Clock
+from .clock import Clock, iso
 from .config import default
 
 SCHEMA = """
@@ -159,7 +158,7 @@ class Outbox:
         now = self.clock.now()
         out = []
         with self._tx() as db:
-            for _i, t in enumerate(takes):
+            for t in takes:
                 err = t.error
                 db.execute("SAVEPOINT take")
                 try:
@@ -431,6 +430,4 @@ def _health(db, meter: str, bus: str, now: float, error: str | None) -> None:
 
 
 def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return None if t is None else iso(t)
