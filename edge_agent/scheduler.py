@@ -119,18 +119,12 @@ class Poller:
         ts = iso(boundary)
         res = PollResult(m.MeterId, m.Port, ts)
         try:
-            vals = self.readers[m.Port].read(m)
+            return self._unwrap(m, res, self.readers[m.Port].read(m), ts)
         except MeterReadError as exc:
             res.error = str(exc)
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
-        except Exception as exc:  # noqa: BLE001 - a driver bug must not stop the other meters
+        except Exception as exc:  # noqa: BLE001 - a driver bug or a value the counter cannot take: this meter alone
             res.error = f"{type(exc).__name__}: {exc}"
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
-        try:
-            return self._unwrap(m, res, vals, ts)
-        except Exception as exc:  # noqa: BLE001 - e.g. a value the counter cannot take: this meter alone
-            res.error = f"{type(exc).__name__}: {exc}"
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
+        return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
 
     def _unwrap(self, m: Meter, res: PollResult, vals, ts: str):
         reg = (vals.map or m.map).registers[m.map.energy]
