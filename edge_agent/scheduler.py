@@ -130,10 +130,11 @@ class Poller:
         reg = (vals.map or m.map).registers[m.map.energy]
         value, state, note = energy_kwh(reg, vals.energy_raw, self.outbox.counter(m.MeterId))
         prev = self.last_good.get(m.MeterId)
-        if prev is None or prev[0] >= ts:
+        cached = prev is not None and prev[0] < ts
+        if not cached:
             prev = self.outbox.last_reading(m.MeterId, ts)
         why = suspect_reason(prev, ts, value, m.power_bound_kw())
-        if why and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
+        if why and cached and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
             why = suspect_reason(kept, ts, value, m.power_bound_kw())   # readings released since (release-suspect)
         if why:
             log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
