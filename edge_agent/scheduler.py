@@ -200,7 +200,6 @@ class Scheduler:
         self.check = check or ClockCheck()
         self.last = 0.0  # last boundary polled: never polled twice, even across restarts
         self.state: str | None = None
-        self.skipped = 0  # boundaries skipped by forward jumps (since start)
         self.kernel = "unknown"
 
     def run(self) -> None:
@@ -252,7 +251,6 @@ class Scheduler:
         end = latest if target is not None else now + 1
         per_meter = [_multiples(nb, end, m.SaveEvery * 60) for m in meters]
         skipped = max(per_meter)
-        self.skipped += skipped
         log.event(L, logging.WARNING, "clock_jumped_forward", expected=iso(nb), now=iso(now),
                   skipped_boundaries=skipped, skipped_readings=sum(per_meter),
                   polling=iso(target) if target is not None else "next boundary")
