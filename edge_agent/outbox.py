@@ -30,11 +30,10 @@ import json
 import math
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clock import Clock
+from .clock import Clock, iso
 from .config import default
 
 SCHEMA = """
@@ -159,7 +158,7 @@ class Outbox:
         now = self.clock.now()
         out = []
         with self._tx() as db:
-            for _i, t in enumerate(takes):
+            for t in takes:
                 err = t.error
                 db.execute("SAVEPOINT take")
                 try:
@@ -222,20 +221,17 @@ class Outbox:
 
     def last_boundary(self) -> str | None:
         """The latest boundary a poll stamped (kept across restarts)."""
-        row = self._db().execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
-        return row[0] if row else None
+        return self.meta("last_boundary")
 
     def set_read_plans(self, plans: dict[str, str]) -> None:
         """The read plans the running poller uses where it had to step down from one merged read
         ({MeterId: 'runs' | 'energy'}); shown by ``status``. Kept in memory by the reader, so a restart
         tries the merged read again and this is rewritten at the first poll."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('read_plans', ?)", (json.dumps(plans, sort_keys=True),))
+        self.set_meta("read_plans", json.dumps(plans, sort_keys=True))
 
     def set_clock_state(self, state: dict) -> None:
         """What the scheduler last concluded about the system clock (shown by ``status``)."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('clock', ?)", (json.dumps(state),))
+        self.set_meta("clock", json.dumps(state))
 
     def _add(self, db, reading: Reading, counter, now) -> str:
         exists = db.execute(
@@ -354,9 +350,10 @@ class Outbox:
         db = self._db()
         pending, oldest = db.execute("SELECT count(*), min(ts) FROM readings WHERE status=0").fetchone()
         delivered = db.execute("SELECT count(*) FROM readings WHERE status=1").fetchone()[0]
-        last = db.execute("SELECT v FROM meta WHERE k='last_delivery'").fetchone()
-        report = db.execute("SELECT v FROM meta WHERE k='cloud_report'").fetchone()
-        report = json.loads(report[0]) if report else None
+        meta = dict(db.execute("SELECT k, v FROM meta"))
+        last = meta.get("last_delivery")
+        report = meta.get("cloud_report")
+        report = json.loads(report) if report is not None else None
         dead = [
             {"MeterId": m, "TimeStamping": t, "value": v, "code": c, "reason": r}
             for m, t, v, c, r in db.execute("SELECT meter, ts, value, code, reason FROM dead_letters ORDER BY ts, meter")
@@ -376,13 +373,12 @@ class Outbox:
             {"MeterId": m, "TimeStamping": t, "value": v, "reason": r}
             for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM suspect ORDER BY ts DESC, meter LIMIT 50")
         ]
-        clock = db.execute("SELECT v FROM meta WHERE k='clock'").fetchone()
-        lb = db.execute("SELECT v FROM meta WHERE k='last_boundary'").fetchone()
-        plans = db.execute("SELECT v FROM meta WHERE k='read_plans'").fetchone()
+        clock = meta.get("clock")
+        plans = meta.get("read_plans")
         return {
             "pending": pending,
             "oldest_pending": oldest,
-            "last_delivery": _iso(float(last[0])) if last else None,
+            "last_delivery": _iso(float(last)) if last is not None else None,
             "clock_offset": report.get("clock_offset") if report else None,  # from the last PUT /status
             "cloud_report": report,
             "delivered_kept": delivered,
@@ -395,9 +391,9 @@ class Outbox:
             "max_pending": self.max_pending,
             "suspect_readings": n_suspect,
             "suspect_list": suspects,
-            "read_plans": json.loads(plans[0]) if plans else {},
-            "last_boundary": lb[0] if lb else None,
-            "clock": json.loads(clock[0]) if clock else None,
+            "read_plans": json.loads(plans) if plans is not None else {},
+            "last_boundary": meta.get("last_boundary"),
+            "clock": json.loads(clock) if clock is not None else None,
         }
 
     def all_readings(self) -> list[tuple[str, str, float, int]]:
@@ -417,24 +413,21 @@ class Take:
     suspect: str | None = None  # why the plausibility check holds this reading back
 
 
-def _health(db, meter: str, bus: str, now: float, error: str | None) -> int:
+def _health(db, meter: str, bus: str, now: float, error: str | None) -> None:
     if error is None:
         db.execute(
             "INSERT INTO meter_health(meter, bus, failures, since, last_error, last_ok) VALUES (?,?,0,NULL,NULL,?) "
             "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=0, since=NULL, last_ok=excluded.last_ok",
             (meter, bus, now),
         )
-        return 0
+        return
     db.execute(
         "INSERT INTO meter_health(meter, bus, failures, since, last_error) VALUES (?,?,1,?,?) "
         "ON CONFLICT(meter) DO UPDATE SET bus=excluded.bus, failures=failures+1, "
         "since=COALESCE(since, excluded.since), last_error=excluded.last_error",
         (meter, bus, now, error[:300]),
     )
-    return db.execute("SELECT failures FROM meter_health WHERE meter=?", (meter,)).fetchone()[0]
 
 
 def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return None if t is None else iso(t)

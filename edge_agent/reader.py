@@ -161,9 +161,8 @@ class BusReader:
             self._prepared[key] = (plans, names, regmap.located(meter.startAddress))
         return self._prepared[key]
 
-    def _read_words(self, client, meter: Meter, regmap: RegisterMap) -> tuple[dict[int, int], str]:
+    def _read_words(self, client, meter: Meter, plans: dict[str, list[Request]]) -> tuple[dict[int, int], str]:
         """Words of the first plan level that answers: ({address: word}, level)."""
-        plans = self._prepare(meter, regmap)[0]
         start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
         tried, failed = None, None
         for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
@@ -183,7 +182,7 @@ class BusReader:
                     log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
                               plan=level, error=str(exc), note="trying smaller reads")
                 continue
-            if self.plan_level.get(meter.MeterId, PLAN_LEVELS[0]) != level:
+            if start != level:
                 log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
@@ -198,12 +197,12 @@ class BusReader:
                 client = self._connected()
                 before = self.requests
                 regmap, model = self._identify(client, meter)
-                words, level = self._read_words(client, meter, regmap)
+                plans, names, regs = self._prepare(meter, regmap)
+                words, level = self._read_words(client, meter, plans)
                 sent = self.requests - before
             except MeterReadError:
                 self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
                 raise
-        _, names, regs = self._prepare(meter, regmap)
         try:
             raw = decode_registers(regs, words, names[level])
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this meter alone

@@ -119,27 +119,22 @@ class Poller:
         ts = iso(boundary)
         res = PollResult(m.MeterId, m.Port, ts)
         try:
-            vals = self.readers[m.Port].read(m)
+            return self._unwrap(m, res, self.readers[m.Port].read(m), ts)
         except MeterReadError as exc:
             res.error = str(exc)
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
-        except Exception as exc:  # noqa: BLE001 - a driver bug must not stop the other meters
+        except Exception as exc:  # noqa: BLE001 - a driver bug or a value the counter cannot take: this meter alone
             res.error = f"{type(exc).__name__}: {exc}"
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
-        try:
-            return self._unwrap(m, res, vals, ts)
-        except Exception as exc:  # noqa: BLE001 - e.g. a value the counter cannot take: this meter alone
-            res.error = f"{type(exc).__name__}: {exc}"
-            return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
+        return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
 
     def _unwrap(self, m: Meter, res: PollResult, vals, ts: str):
         reg = (vals.map or m.map).registers[m.map.energy]
         value, state, note = energy_kwh(reg, vals.energy_raw, self.outbox.counter(m.MeterId))
         prev = self.last_good.get(m.MeterId)
-        if prev is None or prev[0] >= ts:
+        cached = prev is not None and prev[0] < ts
+        if not cached:
             prev = self.outbox.last_reading(m.MeterId, ts)
         why = suspect_reason(prev, ts, value, m.power_bound_kw())
-        if why and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
+        if why and cached and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
             why = suspect_reason(kept, ts, value, m.power_bound_kw())   # readings released since (release-suspect)
         if why:
             log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
@@ -205,7 +200,6 @@ class Scheduler:
         self.check = check or ClockCheck()
         self.last = 0.0  # last boundary polled: never polled twice, even across restarts
         self.state: str | None = None
-        self.skipped = 0  # boundaries skipped by forward jumps (since start)
         self.kernel = "unknown"
 
     def run(self) -> None:
@@ -257,7 +251,6 @@ class Scheduler:
         end = latest if target is not None else now + 1
         per_meter = [_multiples(nb, end, m.SaveEvery * 60) for m in meters]
         skipped = max(per_meter)
-        self.skipped += skipped
         log.event(L, logging.WARNING, "clock_jumped_forward", expected=iso(nb), now=iso(now),
                   skipped_boundaries=skipped, skipped_readings=sum(per_meter),
                   polling=iso(target) if target is not None else "next boundary")
