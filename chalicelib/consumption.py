@@ -51,14 +51,10 @@ def periods(first, last, zone, period):
             for group in _groups(first, last, period)]
 
 
-def _days(first, last):
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 def _groups(first, last, period):
     """The local days first..last grouped by period (consecutive days with the same key)."""
     key, groups = _GROUP[period], []
-    for day in _days(first, last):
+    for day in days.each(first, last):
         if groups and key(groups[-1][-1]) == key(day):
             groups[-1].append(day)
         else:
@@ -146,8 +142,8 @@ def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
     read the raw day items of the range (margin_days: see readings.around_many). Same values as
     GET /consumption.
     """
-    first = rollups.local_day(begin, zone)
-    last = rollups.local_day(finish - 1, zone)
+    first = days.local_day(begin, zone)
+    last = days.local_day(finish - 1, zone)
     spans = periods(first, last, zone, period)
     table = summaries(project_id, chosen, zone, first, last, period, margin_days)
     return {meter_id: [(spans[i][0], None if energy is None else energy / 10 ** 6)

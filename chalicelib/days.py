@@ -34,6 +34,16 @@ def day_range(start, end, zone, max_days=MAX_DAYS):
     return first, last, midnight(first, zone), midnight(last + timedelta(days=1), zone)
 
 
+def each(first, last):
+    """The days first..last, in order."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def local_day(epoch, zone):
+    """The local day an instant falls in."""
+    return datetime.fromtimestamp(epoch, zone).date()
+
+
 def midnight(day, zone):
     """Epoch of a local day's start (where 00:00 does not exist, the instant the day's clock starts)."""
     return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())

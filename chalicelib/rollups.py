@@ -22,11 +22,11 @@ an item costs per attribute value. A meter-year is 12 or 13 items of ~700 bytes.
 """
 import bisect
 import struct
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from chalicelib import db, readings
-from chalicelib.days import midnight
+from chalicelib.days import each, local_day, midnight
 from chalicelib.errors import Conflict
 
 TABLE = "ReadingsTable"     # the readings table, in partitions of its own (ROLLUP#…)
@@ -95,11 +95,6 @@ class Curve:
         return energy, count, peak
 
 
-def local_day(epoch, zone):
-    """The local day an instant falls in."""
-    return datetime.fromtimestamp(epoch, zone).date()
-
-
 def _key(project_id, meter_id, month):
     return {"meter": f"ROLLUP#{project_id}#{meter_id}", "day": month}
 
@@ -147,13 +142,6 @@ def _unpack(packed):
     days = {index: (energy if flags & 1 else None, count, None if peak < 0 else peak)
             for index, (flags, count, energy, peak) in enumerate(records, start=1) if flags or count or peak >= 0}
     return meter_id, f"{year:04d}-{month:02d}", zone_name, days
-
-
-def _days(first, last):
-    day = first
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
 
 
 # ---- maintenance at ingest -------------------------------------------------------------------------
@@ -212,7 +200,7 @@ def _touching(low, high, zone):
     first = local_day(low, zone)
     if midnight(first, zone) == low:
         first -= timedelta(days=1)
-    return set(_days(first, local_day(high, zone)))
+    return set(each(first, local_day(high, zone)))
 
 
 def _clusters(times):
@@ -241,7 +229,7 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
     for month, (_r, _m, _month_, zone_name, _records) in stored.items():
         if zone_name != zone.key:   # another zone's days: this month is recomputed whole
             first = date(int(month[:4]), int(month[5:7]), 1)
-            by_month[month].update(d for d in _days(first, first + timedelta(days=30)) if d.month == first.month)
+            by_month[month].update(d for d in each(first, first + timedelta(days=30)) if d.month == first.month)
     every = sorted(d for month_days in by_month.values() for d in month_days)
     start, end = midnight(every[0], zone), midnight(every[-1] + timedelta(days=1), zone)
     if prefetched is not None and prefetched[1] == (start, end):
@@ -285,7 +273,7 @@ def day_summaries(project_id, meter_ids, first, last, zone):
     One BatchGetItem key per meter and local month (at most 13 a meter-year). A meter whose items
     were kept for another zone maps to None: the caller computes it from the raw readings.
     """
-    months = sorted({_month(day) for day in _days(first, last)})
+    months = sorted({_month(day) for day in each(first, last)})
     keys = [_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
     result = {meter_id: {} for meter_id in meter_ids}
     for item in db.batch_get(TABLE, keys, consistent=False, projection="v"):   # one attribute: cheapest to read
@@ -318,7 +306,7 @@ def rebuild(project_id, zone, meter_id):
         month_end = min(end, date(day.year + day.month // 12, day.month % 12 + 1, 1) - timedelta(days=1))
         for _attempt in range(ATTEMPTS):
             try:
-                _recompute(project_id, zone, meter_id, set(_days(day, month_end)))
+                _recompute(project_id, zone, meter_id, set(each(day, month_end)))
                 break
             except db.ConditionFailed:
                 continue

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from chalicelib import accounts, apikeys, aws, config, consumption, openapi, readings, rollups, validation
+from chalicelib import accounts, apikeys, aws, config, consumption, openapi, readings, validation
+from chalicelib.days import local_day
 from tests.aws_faults import AwsFaults
 
 SEEDS = (1, 2, 3)
@@ -232,7 +233,7 @@ def assert_consistent(world):
     # its day items were written was sent again, which refreshes them).
     zone = accounts.project_zone(world.project_id)
     for meter_id in sorted({m for m, _e in stored}):
-        days = sorted({rollups.local_day(e, zone) for m, e in stored if m == meter_id})
+        days = sorted({local_day(e, zone) for m, e in stored if m == meter_id})
         meter = {"meter_id": meter_id}
         from_rollups = consumption.summaries(world.project_id, [meter], zone, days[0], days[-1], "day")[meter_id]
         raw = consumption.from_readings(world.project_id, [meter_id], zone, days[0], days[-1], "day")[meter_id]
