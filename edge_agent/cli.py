@@ -159,10 +159,6 @@ def _status(cfg, args) -> int:
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
-    plans = st.get("read_plans") or {}
-    if plans:
-        print("read plans      " + ", ".join(f"{m} {p}" for m, p in sorted(plans.items()))
-              + "  (stepped down from one merged read until the agent restarts)")
     print(f"suspect readings {st['suspect_readings']}  (held back, not sent)")
     for d in st["suspect_list"][:10]:
         print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
