@@ -7,6 +7,9 @@ says which), and forwards each client connection to the server:
                   gateways, NATs and firewalls do.
 * ``blackhole`` - a connection idle for ``idle`` seconds is forgotten: bytes the client sends on
                   it are dropped without a word (a NAT entry that expired), the socket stays open.
+* ``reset``     - a connection idle for ``idle`` seconds is reset (RST) when the next request
+                  arrives on it, which is not forwarded (a gateway that dropped its state: the
+                  client learns only after sending).
 * ``duplicate`` - every answer is sent twice, the copy ``dup_delay`` seconds later (a gateway
                   that repeats an answer: the copy carries the earlier transaction id).
 * ``delay``     - every answer is held ``delay`` seconds before it is sent.
@@ -18,10 +21,11 @@ Nothing here imports ``edge_agent``.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
-MODES = ("close", "blackhole", "duplicate", "delay")
+MODES = ("close", "blackhole", "reset", "duplicate", "delay")
 
 
 class GatewayProxy:
@@ -31,7 +35,7 @@ class GatewayProxy:
             raise ValueError(f"mode must be one of {MODES}")
         self.upstream = ("127.0.0.1", upstream_port)
         self.mode, self.idle, self.dup_delay, self.delay = mode, idle, dup_delay, delay
-        self.connections = self.closed_idle = self.blackholed = self.duplicated = 0
+        self.connections = self.closed_idle = self.blackholed = self.resets = self.duplicated = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._srv = socket.create_server(("127.0.0.1", 0))
@@ -74,6 +78,11 @@ class GatewayProxy:
                 break
             if conn["hole"]:
                 continue  # a forgotten connection: dropped without a word
+            if upward and self.mode == "reset" and time.monotonic() - conn["last"] >= self.idle:
+                with self._lock:
+                    self.resets += 1
+                src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break  # closed with linger 0: the client gets a reset instead of an answer
             conn["last"] = time.monotonic()
             try:
                 if not upward and self.mode == "delay":

@@ -7,8 +7,12 @@ collide; gateways are ``modbus_gateway.GatewayProxy`` in front of a ``ModbusTcpS
 is asserted: values, counts and reasons are.
 """
 
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from maker_meters import MeterSpec, start_meters, start_serial_meters
@@ -17,6 +21,7 @@ from pymodbus.client import ModbusSerialClient
 from rs485_line import Line
 
 from conftest import meter, write_config
+from edge_agent import cli
 from edge_agent.config import load_config
 from edge_agent.outbox import Outbox
 from edge_agent.reader import BusReader, MeterReadError
@@ -195,3 +200,168 @@ def test_tcp_answers_are_matched_by_transaction_id(tmp_path):
         reader.close()
         proxy.close()
         bus.stop()
+
+
+# ---- item 4: a gateway that drops idle connections ---------------------------------------------------------
+
+GATEWAY_METERS = [("Eastron.SDM630", "sdm630", "3", 4_321.5), ("CarloGavazzi.EM24", "em24", "3", 98_765.4),
+                  ("Schneider.iEM3000", "iem3000", "3", 12_345.678)]
+
+
+def _until(cond, timeout=10.0):
+    give_up = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < give_up, "the gateway never dropped the idle connection"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["close", "reset", "blackhole"])
+def test_a_gateway_that_drops_idle_connections_costs_no_reading(tmp_path, mode):
+    """Between polls the gateway drops the idle connection: closes it (FIN), resets it when the next
+    request comes (RST, the agent learns only after sending), or forgets it and drops what is sent on
+    it without a word (an expired NAT entry). Every meter is read at every poll."""
+    port = free_port()
+    bus = start_meters(port, [MeterSpec(k, unit=i + 1, energy_kwh=e) for i, (k, _, _, e) in enumerate(GATEWAY_METERS)])
+    proxy = GatewayProxy(port, mode=mode, idle=0.2)
+    ms = [meter(name, i + 1, "GW", k, ph, k, start=None) for i, (k, name, ph, _) in enumerate(GATEWAY_METERS)]
+    cfg = load_config(write_config(tmp_path, ms, {"GW": {"type": "tcp", "host": "127.0.0.1", "port": proxy.port,
+                                                        "timeout": 0.5, "retries": 1}}))
+    poller = Poller(cfg, Outbox(cfg.buffer))
+    dropped = {"close": lambda: proxy.closed_idle, "reset": lambda: proxy.resets,
+               "blackhole": lambda: proxy.blackholed}[mode]
+    try:
+        for k in range(4):
+            if k and mode == "reset":
+                time.sleep(0.3)  # idle for longer than the gateway keeps state (it tells nobody)
+            res = poller.poll(B + 300 * k, meters=cfg.meters)
+            assert [(r.meter, r.outcome) for r in res] == [(name, "stored") for _, name, _, _ in GATEWAY_METERS], res
+            if mode != "reset":
+                _until(lambda: dropped() > k)  # the connection went idle and the gateway dropped it
+        assert dropped() == (3 if mode == "reset" else 4)
+        assert proxy.connections == 4  # one new connection per poll, made by the agent
+        got = {m: v for m, _, v, _ in Outbox(cfg.buffer).all_readings()}
+        assert got == {"sdm630": pytest.approx(4_321.5, abs=1e-3), "em24": pytest.approx(98_765.4),
+                       "iem3000": pytest.approx(12_345.678)}
+        assert len(Outbox(cfg.buffer).all_readings()) == 12
+    finally:
+        poller.close()
+        proxy.close()
+        bus.stop()
+
+
+# ---- item 6: timeouts that fit the line; smaller reads after timeouts --------------------------------------
+
+
+def test_timeouts_fit_the_line_at_2400_baud(tmp_path):
+    """An SDM630 whose 76-register answer (157 bytes) takes 654 ms on the wire at 2400 baud, over the
+    0.5 s configured: the timeout grows to fit, the read is answered, and no retry collides with it."""
+    line = Line(2400)
+    agent, meters = line.attach("agent"), line.attach("meters", delay=0.05)
+    bus = start_serial_meters(meters.path, [MeterSpec("Eastron.SDM630", unit=1, energy_kwh=4_321.5, faults={"lenient"})],
+                              baudrate=2400)
+    cfg = _serial_cfg(tmp_path, agent.path, [meter("sdm630", 1, "RS", "Eastron.SDM630", start=None)], baudrate=2400)
+    reader = BusReader(cfg.buses["RS"])
+    try:
+        assert [(r.address, r.count) for r in cfg.meters[0].map.plan()] == [(0, 76), (0x156, 2)]
+        for _ in range(2):
+            v = reader.read(cfg.meters[0])
+            assert v.plan == "merged" and v.scaled["import_kwh"] == pytest.approx(4_321.5, abs=1e-3)
+            assert v.scaled["v1"] == pytest.approx(230.0) and v.scaled["power_w"] == pytest.approx(1500.0)
+        counts = reader.line.counts
+        assert counts["answers"] == 4 and counts["sends"] == 4 and counts["silent"] == counts["late"] == 0
+        assert line.collisions == 0
+    finally:
+        reader.close()
+        bus.stop()
+        line.close()
+
+
+def test_a_read_that_gets_no_answer_steps_down_to_smaller_reads(tmp_path):
+    """A meter that ignores long requests (no answer, not exception 02): `read` steps down after the
+    timeout as after an exception, keeps the plan that answered, and shows the values."""
+    line = Line(19200)
+    agent, meters = line.attach("agent"), line.attach("meters", delay=0.01)
+    bus = start_serial_meters(meters.path, [MeterSpec("Eastron.SDM630", unit=1, energy_kwh=4_321.5,
+                                                      faults={"lenient", "mute_large"})], baudrate=19200)
+    cfg = _serial_cfg(tmp_path, agent.path, [meter("sdm630", 1, "RS", "Eastron.SDM630", start=None)], baudrate=19200,
+                      timeout=0.2)
+    reader = BusReader(cfg.buses["RS"])
+    m = cfg.meters[0]
+    try:
+        v = reader.read(m)
+        assert v.plan == "runs" and v.scaled["import_kwh"] == pytest.approx(4_321.5, abs=1e-3)
+        assert v.scaled["v1"] == pytest.approx(230.0)
+        before = len(bus.requests)
+        assert reader.read(m).plan == "runs"  # kept: no second silent merged read
+        assert [c for *_, c in bus.requests[before:]] == [r.count for r in m.map.plans()["runs"]]
+        assert all(c <= 16 for *_, c in bus.requests)  # the meter never answered the 76-register read
+    finally:
+        reader.close()
+        bus.stop()
+        line.close()
+
+
+# ---- item 9: `cannot open bus` keeps the OS's reason -------------------------------------------------------
+
+
+def test_cannot_open_bus_says_the_adapter_is_missing(tmp_path, capsys, no_stale_log_handler):
+    path = write_config(tmp_path, [meter("m1", 1, "RS", "Eastron.SDM120", "1", start=None)],
+                        {"RS": {"type": "serial", "device": str(tmp_path / "ttyUSB7")}})
+    assert cli.main(["read", "-c", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"cannot open bus RS \(.*ttyUSB7\): no such device \(ENOENT\): is the RS-485 adapter plugged in",
+                     out), out
+
+
+def test_cannot_open_bus_names_the_group_to_join(tmp_path):
+    """A port of group dialout, mode 0660, opened by a user outside the group (the test forks a child
+    that drops to nobody, as the unit's user would be without SupplementaryGroups)."""
+    master, slave = os.openpty()
+    device = os.ttyname(slave)
+    os.chown(device, 0, 20)
+    os.chmod(device, 0o660)
+    cfg = _serial_cfg(tmp_path, device, [meter("m1", 1, "RS", "Eastron.SDM120", "1", start=None)])
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nobody, no supplementary groups
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                BusReader(cfg.buses["RS"]).read(cfg.meters[0])
+                msg = "opened"
+            except MeterReadError as exc:
+                msg = str(exc)
+            os.write(wfd, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        msg = f.read()
+    os.waitpid(pid, 0)
+    os.close(master)
+    os.close(slave)
+    assert "permission denied (EACCES)" in msg and "group dialout, mode 0660" in msg, msg
+    assert "usermod -aG dialout nobody" in msg, msg
+
+
+def test_cannot_open_bus_when_another_process_holds_it(tmp_path):
+    """Another process (a running agent) holds the port: `read` says so and names it."""
+    line = Line(9600)
+    agent = line.attach("agent")
+    holder = subprocess.Popen([sys.executable, "-c", "import serial, sys, time\n"
+                               "s = serial.Serial(sys.argv[1], exclusive=True)\nprint('ready', flush=True)\n"
+                               "time.sleep(60)", agent.path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        cfg = _serial_cfg(tmp_path, agent.path, [meter("m1", 1, "RS", "Eastron.SDM120", "1", start=None)])
+        with pytest.raises(MeterReadError) as exc:
+            BusReader(cfg.buses["RS"]).read(cfg.meters[0])
+        msg = str(exc.value)
+        assert f"in use by pid {holder.pid} (python" in msg and "is the service running?" in msg, msg
+    finally:
+        holder.kill()
+        holder.wait()
+        line.close()
