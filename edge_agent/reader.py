@@ -83,15 +83,6 @@ class BusReader:
             self._line = self._factory(self.bus)
         return self._line
 
-    def _connected(self) -> Line:
-        line = self.line
-        try:
-            line.open()
-        except Unavailable as exc:
-            where = self.bus.device or f"{self.bus.host}:{self.bus.port}"
-            raise MeterReadError(f"cannot open bus {self.bus.name} ({where}): {exc}") from None
-        return line
-
     def _request(self, line: Line, req: Request, meter: Meter) -> list[int]:
         """The words of one request; a LineError says why there are none."""
         self.requests += 1
@@ -170,12 +161,16 @@ class BusReader:
         energy register alone (``run``: what is delivered); a failure raises MeterReadError naming it."""
         with self._lock:
             try:
-                line = self._connected()
+                line = self.line
+                line.open()
                 before = self.requests
                 regmap, model = self._identify(line, meter)
                 plans, names, regs = self._prepare(meter, regmap)
                 words, level = self._read_words(line, meter, plans, energy_only)
                 sent = self.requests - before
+            except Unavailable as exc:  # at the first request, or reconnecting to a gateway
+                where = self.bus.device or f"{self.bus.host}:{self.bus.port}"
+                raise MeterReadError(f"cannot open bus {self.bus.name} ({where}): {exc}") from None
             except LineError as exc:
                 self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
                 raise MeterReadError(str(exc)) from None

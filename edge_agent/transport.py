@@ -199,8 +199,10 @@ class _Seen:
 class _Rx:
     """What came in after one send: the answer to it, if any, and what else was on the line."""
 
-    def __init__(self, unit: int, function: int, count: int):
+    def __init__(self, unit: int, function: int, count: int, sent: bytes = b""):
         self.unit, self.function, self.count = unit, function, count
+        self.sent = sent  # our request: an adapter that echoes what it sends gives it back first
+        self.echoed = 0  # leading bytes that were that echo
         self.buf = bytearray()
         self.times: list[tuple[int, float]] = []  # (bytes received so far, when)
         self.answer: Frame | None = None
@@ -217,6 +219,9 @@ class _Rx:
         for f in rtu_frames(bytes(self.buf)):
             covered += f.end - f.start
             if f.unit != self.unit:
+                continue
+            if f.kind == "request" and f.start == 0 and self.buf[:f.end] == self.sent:
+                self.echoed = f.end  # our own request, echoed by the adapter
                 continue
             if f.kind == "request":
                 if f.function == self.function:  # its answer could not be told from ours
@@ -322,7 +327,7 @@ class RtuLine(Line):
                 continue
             t0 = self._send(frame)
             sends.append(t0)
-            rx = _Rx(unit, function, count)
+            rx = _Rx(unit, function, count, frame)
             self._receive(rx, t0 + t_out)
             if rx.answer is not None:
                 self._absorb(rx, t0)
@@ -463,9 +468,9 @@ class RtuLine(Line):
             t_out = self.timing.timeout(rx.count)
             self._seen.setdefault(rx.unit, []).append(
                 _Seen(t0, rx.function, 2 * rx.count, True, ours=True, until=t0 + 2 * t_out))
-            self._sniff(bytes(rx.buf))
+            self._sniff(bytes(rx.buf[rx.echoed:]))
             return
-        self._sniff(bytes(rx.buf[:rx.answer.start]))
+        self._sniff(bytes(rx.buf[rx.echoed:rx.answer.start]))
         self._sniffed.clear()
         self._sniff(bytes(rx.buf[rx.answer.end:]))
 

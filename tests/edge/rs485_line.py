@@ -10,6 +10,8 @@ other party, as on a shared pair of wires, but only once it has crossed the wire
   that answers 600 ms after the request: ``line.attach("meters", delay=0.6)``); ``delay`` may be
   changed while the line runs. A party never transmits two frames at once: the next one waits
   for the end of the last one.
+* **Echo.** A party attached with ``echo=True`` also receives what it sends (an RS-485 adapter
+  whose receiver stays on while it transmits).
 * **Collisions.** Two transmissions that overlap in time garble each other: every party receives
   both, each byte XORed with 0xA5 (so CRCs fail), and ``line.collisions`` counts them.
 
@@ -34,6 +36,7 @@ class Party:
     master: int
     slave: int
     delay: float = 0.0
+    echo: bool = False
     busy_until: float = 0.0
 
 
@@ -62,13 +65,13 @@ class Line:
         self._thread = threading.Thread(target=self._run, name="rs485-line", daemon=True)
         self._started = False
 
-    def attach(self, name: str, delay: float = 0.0) -> Party:
+    def attach(self, name: str, delay: float = 0.0, echo: bool = False) -> Party:
         """A new party: open ``party.path`` as its serial port."""
         master, slave = os.openpty()
         tty.setraw(slave)
         tty.setraw(master)
         os.set_blocking(master, False)
-        p = Party(name, os.ttyname(slave), master, slave, delay)
+        p = Party(name, os.ttyname(slave), master, slave, delay, echo)
         with self._lock:
             self.parties.append(p)
         if not self._started:
@@ -122,7 +125,7 @@ class Line:
             data = bytes(b ^ 0xA5 for b in tx.data) if tx.garbled else tx.data
             self.frames.append((tx.party.name, tx.start, tx.end, tx.data, tx.garbled))
             for p in parties:
-                if p is not tx.party:
+                if p is not tx.party or p.echo:
                     try:
                         os.write(p.master, data)
                     except OSError:

@@ -121,6 +121,26 @@ def test_a_meter_answering_after_its_retry_is_caught_by_the_echo(em24_line):
         reader.close()
 
 
+def test_an_adapter_that_echoes_its_own_requests(tmp_path):
+    """An RS-485 adapter whose receiver stays on while it sends gives the agent its own request back
+    before the answer: that echo is neither another master nor the answer."""
+    line = Line(9600)
+    agent, meters = line.attach("agent", echo=True), line.attach("meters", delay=0.02)
+    bus = start_serial_meters(meters.path, [MeterSpec("CarloGavazzi.EM24", unit=1, energy_kwh=ENERGY, power_w=POWER_W)])
+    cfg = _serial_cfg(tmp_path, agent.path, [meter("em24", 1, "RS", "CarloGavazzi.EM24", start=None)])
+    reader = BusReader(cfg.buses["RS"])
+    try:
+        for _ in range(3):
+            v = reader.read(cfg.meters[0])
+            assert v.scaled["import_kwh"] == pytest.approx(ENERGY) and v.scaled["power_w"] == pytest.approx(POWER_W)
+        assert reader.line.counts["voided"] == reader.line.counts["foreign_requests"] == 0
+        assert reader.line.counts["sends"] == reader.line.counts["answers"] == 1 + 3 * 4  # the model code once
+    finally:
+        reader.close()
+        bus.stop()
+        line.close()
+
+
 class Bms(threading.Thread):
     """Another master on the line: pymodbus's own client polling the EM24's power (fc3@40+2, the
     energy register's shape) at irregular intervals."""
