@@ -105,6 +105,19 @@ class LineTiming:
         return 0.00175 if self.char_time < 11 / 19200 else 3.5 * self.char_time
 
 
+def bus_budget(bus: Bus, counts: list[int]) -> tuple[float, float]:
+    """What one poll costs a serial bus whose meters are each read with one request of these
+    register counts: (seconds on the line when every meter answers within its turnaround, seconds
+    one meter that does not answer adds: each try waits its timeout and one more). (0, 0) over TCP,
+    where the wire is the gateway's."""
+    timing = LineTiming.of(bus)
+    if not timing.char_time:
+        return 0.0, 0.0
+    busy = sum(timing.exchange(c) + timing.silence() for c in counts)
+    silent = (bus.retries + 1) * 2 * max((timing.timeout(c) for c in counts), default=timing.minimum)
+    return busy, silent
+
+
 # -- errors: each says what the line saw ---------------------------------------------------------
 
 class LineError(Exception):

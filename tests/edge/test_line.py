@@ -385,3 +385,15 @@ def test_cannot_open_bus_when_another_process_holds_it(tmp_path):
         holder.kill()
         holder.wait()
         line.close()
+
+
+def test_check_prints_what_run_reads_and_what_a_poll_costs_the_bus(tmp_path, capsys, no_stale_log_handler):
+    """`check` shows the one request `run` sends per meter and the bus's budget: 28 meters at 9600 baud,
+    each answer 9 bytes after a 8-byte request (17.7 ms on the wire) and a 100 ms turnaround."""
+    ms = [meter(f"m{i}", i + 1, "RS", "Eastron.SDM630", start=None) for i in range(28)]
+    path = write_config(tmp_path, ms, {"RS": {"type": "serial", "device": "/dev/ttyUSB0", "baudrate": 9600}})
+    assert cli.main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "m0: bus RS id 1 map Eastron.SDM630: energy at wire address 72" in out and "run reads fc4@72+2;" in out
+    assert "bus RS: 28 meters at 9600 baud: a poll takes about 3.4 s on the line (with turnaround_ms 100)" in out
+    assert "each meter that does not answer adds 2.0 s" in out
