@@ -58,8 +58,7 @@ class MeterValues:
 class BusReader:
     """Serialises all requests of one bus and turns a meter's map into reads.
 
-    Per meter it remembers, in memory only (a restart or config reload starts over; the
-    poller writes the stepped-down plans to the outbox for ``status``):
+    Per meter it remembers, in memory only (a restart or config reload starts over):
     the read plan that answered last for ``read`` (merged -> one request per contiguous
     run -> the energy register alone, stepping down when a read is answered with a
     Modbus exception or not answered), and the model identified from the map's
