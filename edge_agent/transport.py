@@ -456,7 +456,8 @@ class RtuLine(Line):
         open. A request older than two timeouts is lost (garbled, ignored) and drops out, and the
         pairing is worked out again each time, so one lost request cannot shift it for long."""
         seen = self._seen.get(unit, [])
-        seen[:] = [e for e in seen if e.t > now - 60]
+        keep = 2 * self.timing.timeout(125)  # no request is open longer; older answers pair with nothing open
+        seen[:] = [e for e in seen if e.t > now - keep]
         open_: list[_Seen] = []
         for e in seen:
             if e.request:
