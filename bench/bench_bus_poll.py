@@ -13,7 +13,8 @@ Both ways read the same meters on the same line, in the same run, one after the 
   request for the energy register, with timeouts that fit the line.
 
 A poll is every meter of the bus once; the figures are medians over ``--polls`` polls, with the
-meters read (answered) per poll. Nothing is written to an outbox (both ways alike).
+meters read (answered) per poll and the collisions on the line per poll (a retry sent while the
+answer is still on the wire). Nothing is written to an outbox (both ways alike).
 
 Run: .venv/bin/python bench/bench_bus_poll.py [--polls 3] [--turnaround 0.02] [--cases 2400:16,9600:28,19200:28]
 """
@@ -104,12 +105,13 @@ def run_case(baud: int, n: int, polls: int, turnaround: float) -> dict:
             out["budget"] = bus_budget(cfg.buses["RS"], [2] * n)[0]
             for way, poll in (("before", lambda: poll_before(cfg, agent.path, baud)), ("after", lambda: poll_after(cfg))):
                 times, read = [], []
+                collisions = line.collisions
                 for _ in range(polls):
                     line.wait_idle(quiet=0.3)
                     t = time.perf_counter()
                     read.append(poll())
                     times.append(time.perf_counter() - t)
-                out[way] = (statistics.median(times), min(read), max(read))
+                out[way] = (statistics.median(times), min(read), max(read), (line.collisions - collisions) / polls)
     finally:
         bus.stop()
         line.close()
@@ -126,15 +128,15 @@ def main() -> None:
     cases = [tuple(int(x) for x in c.split(":")) for c in a.cases.split(",")]
     print(f"## Poll time per RS-485 bus: SDM630 meters, turnaround {a.turnaround * 1000:.0f} ms, "
           f"median of {a.polls} polls\n")
-    print("| baud | meters | before: poll | before: meters read | after: poll | after: meters read | "
-          "before / after | after per meter | after, estimated by `check` |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| baud | meters | before: poll | before: meters read | before: collisions | after: poll | "
+          "after: meters read | after: collisions | before / after | after per meter | after, estimated by `check` |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for baud, n in cases:
         r = run_case(baud, n, a.polls, a.turnaround)
-        (tb, lo_b, hi_b), (ta, lo_a, hi_a) = r["before"], r["after"]
+        (tb, lo_b, hi_b, cb), (ta, lo_a, hi_a, ca) = r["before"], r["after"]
         rb = f"{lo_b}" if lo_b == hi_b else f"{lo_b}-{hi_b}"
         ra = f"{lo_a}" if lo_a == hi_a else f"{lo_a}-{hi_a}"
-        print(f"| {baud} | {n} | {tb:.2f} s | {rb} of {n} | {ta:.2f} s | {ra} of {n} | {tb / ta:.1f}x | "
+        print(f"| {baud} | {n} | {tb:.2f} s | {rb} of {n} | {cb:.0f} | {ta:.2f} s | {ra} of {n} | {ca:.0f} | {tb / ta:.1f}x | "
               f"{ta / n * 1000:.0f} ms | {r['budget']:.1f} s |", flush=True)
 
 
