@@ -371,7 +371,7 @@ class RtuLine(Line):
         tries = f"{len(sends)} {'try' if len(sends) == 1 else 'tries'}"
         if voided:
             raise OtherMaster(f"another master on the line is reading unit {unit}: its answers cannot be told "
-                              f"from ours ({voided} of {tries} reading {what})")
+                              f"from ours ({voided} of {self.retries + 1} attempts at reading {what} spoiled)")
         if garbled:
             raise NoAnswer(f"garbled answer reading {what}: bytes with a bad CRC or a collision, no valid frame "
                            f"({garbled} of {tries}, timeout {round(t_out * 1000)} ms)", garbled=True)
