@@ -37,8 +37,9 @@ the bus's configured ``timeout``.
 
 TCP: the same matching, plus the transaction id (a new one per send). A connection found
 closed before a request, or closed or reset while waiting for its answer, is opened again and
-the request sent again in the same poll; a send that timed out is retried over a new
-connection (a NAT or firewall that forgot the connection drops packets without a word).
+the request sent again in the same poll. An answer later than the timeout (listened for one
+timeout more) fails the meter as late; a send that got none is retried over a new connection
+(a NAT or firewall that forgot the connection drops packets without a word).
 """
 
 from __future__ import annotations
@@ -605,7 +606,9 @@ class TcpLine(Line):
                 assert self._sock is not None
                 self._sock.sendall(frame)
                 self.counts["sends"] += 1
-                got = self._answer(self._tid, unit, function, count, time.monotonic() + t_out)
+                t0 = time.monotonic()
+                got = self._answer(self._tid, unit, function, count, t0 + t_out)
+                late = None if got is not None else self._answer(self._tid, unit, function, count, t0 + 2 * t_out)
             except (ConnectionError, OSError) as exc:
                 self.close()
                 closed += 1
@@ -617,6 +620,11 @@ class TcpLine(Line):
             tries += 1
             if got is not None:
                 return self._words(got, address, count)
+            if late is not None:  # one timeout more on the same connection: the answer, late
+                self.counts["late"] += 1
+                self.close()
+                raise LateAnswer(f"answers after {round((time.monotonic() - t0) * 1000)} ms; timeout "
+                                 f"{round(t_out * 1000)} ms (reading {what})")
             self.counts["silent"] += 1
             self.close()  # the retry goes over a new connection (a forgotten NAT entry drops packets)
         raise NoAnswer(f"no answer reading {what} (timeout {round(t_out * 1000)} ms, {tries} "

@@ -222,6 +222,26 @@ def test_tcp_answers_are_matched_by_transaction_id(tmp_path):
         bus.stop()
 
 
+def test_a_meter_answering_late_behind_a_gateway_fails_with_its_lateness(tmp_path):
+    """Over TCP the transaction id tells a late answer from the next one; the meter still fails, with the
+    reason, and gives no value (its late answer is never used)."""
+    port = free_port()
+    bus = start_meters(port, [MeterSpec("CarloGavazzi.EM24", unit=1, energy_kwh=ENERGY, power_w=POWER_W)])
+    proxy = GatewayProxy(port, mode="delay", delay=0.6)
+    cfg = load_config(write_config(tmp_path, [meter("em24", 1, "GW", "CarloGavazzi.EM24", start=None)],
+                                   {"GW": {"type": "tcp", "host": "127.0.0.1", "port": proxy.port, "timeout": 0.5}}))
+    poller = Poller(cfg, Outbox(cfg.buffer))
+    try:
+        for k in range(2):
+            res = poller.poll(B + 300 * k, meters=cfg.meters)[0]
+            assert res.outcome == "failed" and re.search(r"answers after 6\d\d ms; timeout 500 ms", res.error), res
+        assert Outbox(cfg.buffer).all_readings() == []
+    finally:
+        poller.close()
+        proxy.close()
+        bus.stop()
+
+
 # ---- item 4: a gateway that drops idle connections ---------------------------------------------------------
 
 GATEWAY_METERS = [("Eastron.SDM630", "sdm630", "3", 4_321.5), ("CarloGavazzi.EM24", "em24", "3", 98_765.4),
