@@ -58,8 +58,8 @@ class Agent:
         return stop, threads, poller, outbox
 
     def run(self) -> int:
+        mtime = _mtime(self.cfg.path)  # before the threads start: an edit made while they start is seen
         stop, threads, poller, outbox = self._start(self.cfg)
-        mtime = _mtime(self.cfg.path)
         try:
             while not self.stop_event.is_set():
                 self.stop_event.wait(2.0)

@@ -159,10 +159,6 @@ def _status(cfg, args) -> int:
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
-    plans = st.get("read_plans") or {}
-    if plans:
-        print("read plans      " + ", ".join(f"{m} {p}" for m, p in sorted(plans.items()))
-              + "  (stepped down from one merged read until the agent restarts)")
     print(f"suspect readings {st['suspect_readings']}  (held back, not sent)")
     for d in st["suspect_list"][:10]:
         print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
@@ -221,12 +217,21 @@ def _check(cfg, args) -> int:
     if problem:
         print(f"config error: {cfg.path}: top level: field 'buffer': {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    from .transport import bus_budget
+
     for m in cfg.meters:
         plan = m.map.plan(m.startAddress)
         e = m.map.located(m.startAddress)[m.map.energy]
         print(f"{m.MeterId}: bus {m.Port} id {m.ModbusId} map {m.ModbusMap}: energy at wire address {e.address} "
-              f"({e.type}, {e.word_order} word order, x{e.scale}); {len(plan)} request(s): "
-              + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
+              f"({e.type}, {e.word_order} word order, x{e.scale}); run reads fc{m.map.function}@{e.address}+{e.size}"
+              + (" (after the model code, once)" if m.map.identify else "") + "; "
+              f"read: {len(plan)} request(s): " + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
+    for name, bus in cfg.buses.items():
+        sizes = [m.map.registers[m.map.energy].size for m in cfg.meters if m.Port == name]
+        busy, silent = bus_budget(bus, sizes)
+        if busy:
+            print(f"bus {name}: {len(sizes)} meter{'' if len(sizes) == 1 else 's'} at {bus.baudrate} baud: a poll takes about {busy:.1f} s on the line "
+                  f"(with turnaround_ms {bus.turnaround_ms:g}); each meter that does not answer adds {silent:.1f} s")
     print(f"{cfg.path}: OK, {len(cfg.meters)} meters on {len(cfg.buses)} buses")
     return 0
 

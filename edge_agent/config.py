@@ -58,8 +58,9 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "parity": Setting(str, "N", choices=("N", "E", "O")),
         "stopbits": Setting(int, 1, 1),
         "bytesize": Setting(int, 8, 5),
-        "timeout": Setting(float, 0.5, 0.01),
+        "timeout": Setting(float, 0.5, 0.01),  # the least a request waits (s); more where the line needs it
         "retries": Setting(int, 1, 0),
+        "turnaround_ms": Setting(float, 100.0, 0),  # the slowest meter's time from a request to its answer
     },
     "tcp": {
         "port": Setting(int, 502, 1),
@@ -103,6 +104,7 @@ class Bus:
     parity: str = ""
     stopbits: int = 0
     bytesize: int = 0
+    turnaround_ms: float = 0.0
     host: str = ""  # tcp
     port: int = 0
 

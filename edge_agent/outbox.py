@@ -223,12 +223,6 @@ class Outbox:
         """The latest boundary a poll stamped (kept across restarts)."""
         return self.meta("last_boundary")
 
-    def set_read_plans(self, plans: dict[str, str]) -> None:
-        """The read plans the running poller uses where it had to step down from one merged read
-        ({MeterId: 'runs' | 'energy'}); shown by ``status``. Kept in memory by the reader, so a restart
-        tries the merged read again and this is rewritten at the first poll."""
-        self.set_meta("read_plans", json.dumps(plans, sort_keys=True))
-
     def set_clock_state(self, state: dict) -> None:
         """What the scheduler last concluded about the system clock (shown by ``status``)."""
         self.set_meta("clock", json.dumps(state))
@@ -374,7 +368,6 @@ class Outbox:
             for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM suspect ORDER BY ts DESC, meter LIMIT 50")
         ]
         clock = meta.get("clock")
-        plans = meta.get("read_plans")
         return {
             "pending": pending,
             "oldest_pending": oldest,
@@ -391,7 +384,6 @@ class Outbox:
             "max_pending": self.max_pending,
             "suspect_readings": n_suspect,
             "suspect_list": suspects,
-            "read_plans": json.loads(plans) if plans is not None else {},
             "last_boundary": meta.get("last_boundary"),
             "clock": json.loads(clock) if clock is not None else None,
         }

@@ -31,7 +31,6 @@ from .counters import energy_kwh
 from .outbox import Outbox, Reading, Take
 from .plausibility import suspect_reason
 from .reader import BusReader, MeterReadError
-from .regmap import PLAN_LEVELS
 
 L = log.get("poll")
 
@@ -57,7 +56,6 @@ class Poller:
         self.skip_until: dict[str, float] = {}
         self.on_stored = on_stored
         self.last_good: dict[str, tuple[str, float]] = {}  # MeterId -> (ts, value) last stored (plausibility)
-        self._plans_shown: dict[str, str] | None = None  # read plans last written for status (None: not yet)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.readers)), thread_name_prefix="bus")
 
     def due(self, boundary: float) -> list[Meter]:
@@ -98,28 +96,20 @@ class Poller:
             log.event(L, logging.ERROR, "outbox_full_reading_dropped", count=len(dropped),
                       dropped_total=st["dropped_at_bound"], pending=st["pending"], max_pending=self.outbox.max_pending,
                       meters=",".join(r.meter for r in dropped))
-        self._show_read_plans()
         if self.on_stored and any(r.outcome == "stored" for r in results):
             self.on_stored()
         return results
-
-    def _show_read_plans(self) -> None:
-        """Write the meters' stepped-down read plans for ``status`` when they change (and at the first poll)."""
-        plans = {meter: level for r in self.readers.values() for meter, level in r.plan_level.items()
-                 if level != PLAN_LEVELS[0]}
-        if plans != self._plans_shown:
-            self.outbox.set_read_plans(plans)
-            self._plans_shown = plans
 
     def _poll_bus(self, meters: list[Meter], boundary: float):
         return [self.take(m, boundary) for m in meters]
 
     def take(self, m: Meter, boundary: float) -> tuple[tuple[Meter, PollResult], Take]:
-        """Read one meter and unwrap its total; the reading is stamped with the boundary."""
+        """Read one meter's energy register (only what is delivered) and unwrap its total; the
+        reading is stamped with the boundary."""
         ts = iso(boundary)
         res = PollResult(m.MeterId, m.Port, ts)
         try:
-            return self._unwrap(m, res, self.readers[m.Port].read(m), ts)
+            return self._unwrap(m, res, self.readers[m.Port].read(m, energy_only=True), ts)
         except MeterReadError as exc:
             res.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a driver bug or a value the counter cannot take: this meter alone
