@@ -5,8 +5,8 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import (accounts, auth, charts, consumption, export_jobs, exports, meters, readings, scoped_keys,
-                        status)
+from chalicelib import (accounts, auth, charts, consumption, export_jobs, exports, ingest, meters, readings,
+                        scoped_keys, status)
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -101,7 +101,7 @@ def latest_readings(call):
 
 @api.route("/data", "POST", scopes=("ingest",))
 def push_readings(call):
-    return readings.ingest(call.project_id, call.get("readings"))
+    return ingest.ingest(call.project_id, call.get("readings"))
 
 
 @api.route("/interval", "GET", scopes=("read",))

@@ -129,7 +129,7 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import consumption, meters, readings, rollups
+    from chalicelib import consumption, meters, rollups
 
     failed = False
     with stack(), Client(app, stage_name="local") as client:
@@ -215,7 +215,7 @@ def main():
                            ("backfill: 1,000 readings of 1 meter into an outage", "backfill")):
             results = {}
             for mode in ("with", "without"):
-                results[mode] = _ingest_cost(mode, run, args, readings)
+                results[mode] = _ingest_cost(mode, run, args)
             w, wo = results["with"], results["without"]
             print(f"| {label} | {w['calls']} | {w['units']} | {w['ms']:.0f} | {wo['calls']} | {wo['units']} "
                   f"| {wo['ms']:.0f} | {w['total'] - wo['total']:+d} ({w['total']} vs {wo['total']}) "
@@ -227,17 +227,17 @@ def _values(rows, name):
     return [r["value"] for r in rows if r["MeterParam"] == name]
 
 
-def _ingest_cost(mode, run, args, readings):
+def _ingest_cost(mode, run, args):
     """Calls, write units and median wall time of POST /data requests (rollups refreshed or not)."""
-    from chalicelib import meters
+    from chalicelib import ingest, meters
 
     project_id, _key = new_project(f"ingest-{mode}-{run}", "America/Toronto")
     names = [f"live{i}" for i in range(args.meters_live if run == "live" else 1)]
     for name in names:
         meters.register(project_id, {"MeterId": name, "SaveEvery": 5})
-    original = readings._refresh_rollups
+    original = ingest._refresh_rollups
     if mode == "without":
-        readings._refresh_rollups = lambda batch: None
+        ingest._refresh_rollups = lambda batch: None
     try:
         now = int(time.time()) // STEP * STEP
 
@@ -248,18 +248,18 @@ def _ingest_cost(mode, run, args, readings):
         if run == "live":
             base = now - (576 + args.repeats * 3) * STEP     # the requests end now: live readings
             for chunk in range(0, 576, 50):      # two days of history first (each meter)
-                readings.ingest(project_id, batch(range(base + chunk * STEP, base + min(chunk + 50, 576) * STEP, STEP)))
+                ingest.ingest(project_id, batch(range(base + chunk * STEP, base + min(chunk + 50, 576) * STEP, STEP)))
             requests = [batch([base + (576 + i) * STEP]) for i in range(args.repeats * 3)]
         else:
             base = now - 86400 * 10
-            readings.ingest(project_id, batch(range(base, base + 288 * STEP, STEP)))                 # a day before
-            readings.ingest(project_id, batch(range(base + 1288 * STEP, base + 1576 * STEP, STEP)))  # a day after
+            ingest.ingest(project_id, batch(range(base, base + 288 * STEP, STEP)))                 # a day before
+            ingest.ingest(project_id, batch(range(base + 1288 * STEP, base + 1576 * STEP, STEP)))  # a day after
             requests = [batch(range(base + 288 * STEP, base + 1288 * STEP, STEP))]                   # the outage
         times, costs = [], []
         for request in requests:
             with WriteCost() as cost, DynamoCounter() as counter:
                 started = time.perf_counter()
-                receipt = readings.ingest(project_id, request)
+                receipt = ingest.ingest(project_id, request)
                 times.append(time.perf_counter() - started)
             assert receipt["accepted"] == len(request), receipt
             costs.append((cost, counter))
@@ -269,7 +269,7 @@ def _ingest_cost(mode, run, args, readings):
                 "units": f"{units.get('day', 0)} / {units.get('rollup', 0)} / {units.get('meter', 0)}",
                 "total": sum(units.values())}
     finally:
-        readings._refresh_rollups = original
+        ingest._refresh_rollups = original
 
 
 if __name__ == "__main__":

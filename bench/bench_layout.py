@@ -80,14 +80,14 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     """Write `days` days of 5-minute readings of a meter as ingest lays them out: one PutItem per day item.
 
     Ingest (1000 readings a call) takes ~80 s for a year under moto; this takes a few. The first day
-    goes through chalicelib.readings.ingest and the item it wrote is checked against the one built
+    goes through chalicelib.ingest.ingest and the item it wrote is checked against the one built
     here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
     """
-    from chalicelib import db, meters, readings
+    from chalicelib import db, ingest, meters, readings
 
     meter = meters.find(project_id, name=meter_name)
     series = meters.series_key(project_id, meter["meter_id"])
-    readings.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
+    ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
 
     def day_item(d):
         first = d * PER_DAY
@@ -101,7 +101,7 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
         db.put(readings.TABLE, day_item(d))
     if days > 1:
         last = (days - 1) * PER_DAY
-        readings.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
+        ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
     return meter
 
 

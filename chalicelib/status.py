@@ -12,7 +12,7 @@ in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) agains
 """
 import re
 
-from chalicelib import accounts, clock, db, meters, readings, validation
+from chalicelib import accounts, clock, db, ingest, meters, readings, validation
 from chalicelib.errors import BadRequest
 
 TABLE = "AccountsTable"
@@ -34,7 +34,7 @@ def _agent_time(text, zone):
     fraction = _FRACTION.search(text)
     whole = _FRACTION.sub("", text, count=1)
     try:
-        epoch = readings.parse_time(whole, zone)
+        epoch = ingest.parse_time(whole, zone)
     except ValueError as error:
         raise BadRequest(str(error).replace("TimeStamping", "time")) from None
     return epoch + (int(fraction.group(1)) / 10 ** len(fraction.group(1)) if fraction else 0)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chalicelib import accounts, auth, passwords, readings
+from chalicelib import accounts, auth, ingest, passwords
 from chalicelib.errors import TooManyRequests, Unauthorized
 
 PASSWORD = "correct horse battery staple"
@@ -223,7 +223,7 @@ def test_malformed_offsets_and_non_ascii_digits_in_times_are_rejected(client, ma
     import zoneinfo
 
     with pytest.raises(ValueError, match="malformed"):
-        readings.parse_time(text, zoneinfo.ZoneInfo("UTC"))
+        ingest.parse_time(text, zoneinfo.ZoneInfo("UTC"))
     account = make_account()
     account.request("PUT", "/point", {"MeterId": "m1"})
     receipt = account.request("POST", "/data", {"readings": [{"MeterId": "m1", "TimeStamping": text, "value": 1}]})

@@ -255,7 +255,7 @@ def test_an_error_is_rendered_in_the_asked_response_type(site):
 def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_account, monkeypatch):
     from moto.s3 import models as s3_models
 
-    from chalicelib import downloads, formats, readings
+    from chalicelib import downloads, formats, ingest
 
     small = 64 * 1024            # parts of 64 KiB instead of 8 MiB, so 12 days of XML take several
     real_chunks = formats.export_chunks
@@ -268,7 +268,7 @@ def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_accoun
     values = [(start + i * 300, round(i * 0.125, 3)) for i in range(12 * 288)]
     project_id = account.view["project"]
     for chunk in range(0, len(values), 1000):
-        readings.ingest(project_id, [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
+        ingest.ingest(project_id, [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
                                      for t, v in values[chunk:chunk + 1000]])
     content, headers = download(export(account, start="2026-03-01", end="2026-03-12", type="xml"))
     assert len(content) > 4 * small

@@ -97,7 +97,7 @@ def _seed_readings(project_id, meter_name, days, start_value, step_minutes=60):
     """Hourly readings of a meter over the last `days` days, and on the document's example days."""
     from datetime import datetime, timedelta, timezone
 
-    from chalicelib import readings
+    from chalicelib import ingest
 
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     times = [now - timedelta(minutes=step_minutes * i) for i in range(days * 24 * 60 // step_minutes)]
@@ -107,7 +107,7 @@ def _seed_readings(project_id, meter_name, days, start_value, step_minutes=60):
     batch = [{"MeterId": meter_name, "TimeStamping": t.isoformat(), "value": start_value + 1.25 * i}
              for i, t in enumerate(times)]
     for i in range(0, len(batch), 1000):
-        receipt = readings.ingest(project_id, batch[i:i + 1000])
+        receipt = ingest.ingest(project_id, batch[i:i + 1000])
         assert not receipt["rejected"], receipt
 
 

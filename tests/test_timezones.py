@@ -81,10 +81,10 @@ def test_a_range_across_both_changes_keeps_every_reading(make_account):
     # Every hour from local 2026-03-07 to 2026-11-02 (a range across both changes).
     begin, end = utc(2026, 3, 7, 5), utc(2026, 11, 3, 5)
     sent = [(t, (t - begin) // 3600) for t in range(begin, end, 3600)]
-    from chalicelib import readings
+    from chalicelib import ingest
 
     for start in range(0, len(sent), 1000):
-        readings.ingest(account.view["project"], [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
+        ingest.ingest(account.view["project"], [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
                                                   for t, v in sent[start:start + 1000]])
     rows = export_csv(account, "2026-11-02", "2026-03-07")
     assert [v for _n, _t, v in rows] == [float(v) for _t, v in sent]
