@@ -1,21 +1,14 @@
-"""Who is calling: logging in (password or key, with login throttling) and authenticating each request.
+"""Who is calling: logging in (password or key) and authenticating each request.
 
-Password guesses are throttled per login name: each attempt takes a numbered ticket atomically
-*before* its password is verified, and only tickets 1..THROTTLE_LIMIT of a window are verified, so at
-most 10 guesses per name per 15 minutes are ever checked, however many run in parallel. Because login
-names are unique across projects (a 409 on PUT/POST /user says a name is taken somewhere), anyone can
-find a name and spend its 10 tickets; the account's owner then ends that lock at once by logging in
-with the account key (PUT /session with key), which is never throttled (160 random bits can't be
-guessed). The current password asked by POST /user to change the password goes through the same
-tickets.
+Password guesses go through the login throttle (chalicelib/throttle.py): a ticket is taken before a
+password is verified, and a key login, never throttled, ends a lock others put on the name. The
+current password asked by POST /user to change the password goes through the same tickets.
 """
 from dataclasses import dataclass
 
-from chalicelib import accounts, clock, config, db, passwords, scoped_keys, sessions, validation
-from chalicelib.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from chalicelib import accounts, config, passwords, scoped_keys, sessions, throttle, validation
+from chalicelib.errors import BadRequest, Forbidden, NotFound, Unauthorized
 
-THROTTLE_LIMIT = 10
-THROTTLE_WINDOW = 15 * 60
 _LOGIN_FAILED = "cannot log in: unknown username or wrong password"
 
 
@@ -34,39 +27,6 @@ class Caller:
     label: str | None = None
 
 
-def _take_ticket(username):
-    """Count one password guess of the name before it is verified; 429 when the window's guesses are spent.
-
-    The count is one atomic ADD on the window's item (a new window is a conditional put that only one
-    of concurrent requests wins; the others add to it), so parallel attempts never share a ticket.
-    """
-    now = int(clock.now())
-    key = accounts.throttle_key(username)
-    cutoff = now - THROTTLE_WINDOW
-    for _attempt in range(5):
-        try:
-            item = db.update("AccountsTable", key, "ADD attempts :one", expression_values={
-                ":one": 1, ":cutoff": cutoff}, condition="window_start > :cutoff", return_values="ALL_NEW")
-        except db.ConditionFailed:
-            try:
-                db.put("AccountsTable", {**key, "attempts": 1, "window_start": now, "expires_at": now + THROTTLE_WINDOW},
-                       condition="attribute_not_exists(pk) OR window_start <= :cutoff",
-                       expression_values={":cutoff": cutoff})
-                return
-            except db.ConditionFailed:
-                continue  # another request opened the window first: take a ticket in it
-        if item["attempts"] > THROTTLE_LIMIT:
-            retry_after = max(1, int(item["window_start"] + THROTTLE_WINDOW - clock.now()) + 1)   # at most the window
-            raise TooManyRequests(f"too many failed logins for this account: try again in {retry_after} s, "
-                                  f"or log in with the account's API key", retry_after=retry_after)
-        return
-    raise TooManyRequests("too many logins for this account at once: try again in a moment", retry_after=1)
-
-
-def _clear_throttle(username):
-    db.delete("AccountsTable", accounts.throttle_key(username))
-
-
 def login(username=None, password=None, key=None):
     """Log in by key, or by username and password; returns ({"uuid": id}, session token)."""
     if key is not None:
@@ -79,7 +39,7 @@ def login(username=None, password=None, key=None):
         project_id, user_id = found
         session_key = accounts.key_digest(key)
         try:  # the account's own key proves its owner: it ends a lock others put on the password login
-            _clear_throttle(accounts.account(project_id, user_id)["username"])
+            throttle.clear(accounts.account(project_id, user_id)["username"])
         except NotFound:  # the account went meanwhile: the session below is refused on first use anyway
             pass
     else:
@@ -90,13 +50,13 @@ def login(username=None, password=None, key=None):
         if (len(username) > validation.USERNAME_MAX * 4 or len(password) > passwords.MAX_LENGTH
                 or not validation.encodable(username)):
             raise Unauthorized(_LOGIN_FAILED)
-        _take_ticket(username)
+        throttle.take_ticket(username)
         found = accounts.find_login(username)
         if not found:
             passwords.burn_time(password)
         if not found or not accounts.check_password(*found, password):
             raise Unauthorized(_LOGIN_FAILED)
-        _clear_throttle(username)
+        throttle.clear(username)
         project_id, user_id = found
         session_key = None
     return {"uuid": user_id}, sessions.create(project_id, user_id, opened_with=session_key)
@@ -111,7 +71,7 @@ def update_account(caller, username=None, password=None, email=None, current_pas
         if not isinstance(current_password, str):
             raise BadRequest("current_password must be text")
         name = accounts.account(caller.project_id, caller.user_id)["username"]
-        _take_ticket(name)
+        throttle.take_ticket(name)
         # A change sent again after a 503 or a lost answer may have been applied already: the new password
         # is then the account's one, which proves as much as the old one did (and completes what was
         # half-done, ending the other sessions). A guess of either costs one throttle ticket.
@@ -119,7 +79,7 @@ def update_account(caller, username=None, password=None, email=None, current_pas
                 accounts.check_password(caller.project_id, caller.user_id, current_password)
                 or accounts.check_password(caller.project_id, caller.user_id, password)):
             raise Forbidden("current_password is not the account's password: the password was not changed")
-        _clear_throttle(name)
+        throttle.clear(name)
     return accounts.update_account(caller.project_id, caller.user_id, caller.session_digest,
                                    username=username, password=password, email=email)
 
