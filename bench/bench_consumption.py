@@ -62,18 +62,18 @@ def daily(seed, start, end):
 
 
 def write_days(project_id, meter_id, days):
-    from chalicelib import db, meters, readings
+    from chalicelib import db, readings, readings_table
 
-    series = meters.series_key(project_id, meter_id)
+    series = readings_table.series_key(project_id, meter_id)
     for day, by_slot in days.items():
-        db.put(readings.TABLE, readings.day_item(series, day, by_slot))
+        db.put(readings_table.NAME, readings.day_item(series, day, by_slot))
 
 
 def write_days_batched(project_id, meter_id, days):
     """write_days by BatchWriteItem, 25 day items a call (the setup of many meters)."""
-    from chalicelib import aws, db, meters, readings
+    from chalicelib import aws, db, readings, readings_table
 
-    client, table, series = aws.dynamodb(), db.table(readings.TABLE), meters.series_key(project_id, meter_id)
+    client, table, series = aws.dynamodb(), db.table(readings_table.NAME), readings_table.series_key(project_id, meter_id)
     items = [{"PutRequest": {"Item": db.to_ddb(readings.day_item(series, day, by_slot))}}
              for day, by_slot in days.items()]
     for at in range(0, len(items), 25):

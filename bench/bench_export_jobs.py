@@ -49,17 +49,17 @@ def aws_env(port):
 
 def seed(meters_count, days):
     """A project with meters_count meters and `days` days of 5-minute readings each (one item a day)."""
-    from chalicelib import accounts, db, meters, readings
+    from chalicelib import accounts, db, meters, readings, readings_table
 
     project = accounts.create_project("bench-jobs", "UTC")["project_id"]
     # meters first: moto copies the tables for each transaction (registration)
     made = [meters.register(project, {"MeterId": f"suite-{i:03d}", "SaveEvery": 5}) for i in range(meters_count)]
     for i, meter in enumerate(made):
-        series = meters.series_key(project, meter["id"])
+        series = readings_table.series_key(project, meter["id"])
         for d in range(days):
             day = START + timedelta(days=d)
             base = 10_000.0 + i * 100 + d * 28.8
-            db.put(readings.TABLE, readings.day_item(series, day.isoformat(), {
+            db.put(readings_table.NAME, readings.day_item(series, day.isoformat(), {
                 s: round(base + s / 3000, 3) for s in range(0, 86400, STEP)}))
     return project
 
@@ -199,9 +199,9 @@ def main():
 
 
 def _job(export_jobs, job_id):
-    from chalicelib import db
+    from chalicelib import accounts_table, db
 
-    return db.get(export_jobs.TABLE, {"pk": f"JOB#{job_id}", "sk": "JOB"})
+    return db.get(accounts_table.NAME, {"pk": f"JOB#{job_id}", "sk": "JOB"})
 
 
 if __name__ == "__main__":

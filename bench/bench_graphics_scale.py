@@ -62,15 +62,15 @@ def _project(name, meter_count, parent_every=0):
     same items in batches (moto copies every table on each transaction, so registering 1,233 meters
     one by one takes minutes and gigabytes), checked against the first one's.
     """
-    from chalicelib import accounts, aws, db, meters
+    from chalicelib import accounts, accounts_table, aws, db, meters, meters_table
 
     project = accounts.create_project(name, "UTC")["project_id"]
     first = meters.register(project, {"MeterId": "suite-0000", "SaveEvery": 5})
-    stored = {item["sk"].split("#")[0]: item for item in db.query(meters.TABLE, "pk = :p", {":p": f"PROJECT#{project}"})}
+    stored = {item["sk"].split("#")[0]: item for item in db.query(meters_table.NAME, "pk = :p", {":p": f"PROJECT#{project}"})}
     chosen, batch = [first], []
-    client, table = aws.dynamodb(), db.table(meters.TABLE)
+    client, table = aws.dynamodb(), db.table(meters_table.NAME)
     for i in range(1, meter_count):
-        meter_id, site = accounts.next_id("meter"), f"suite-{i:04d}"
+        meter_id, site = accounts_table.next_id("meter"), f"suite-{i:04d}"
         items = [{**stored["SITE"], "sk": f"SITE#{site}", "meter_id": meter_id},
                  {**stored["NAME"], "sk": f"NAME#{site}", "meter_id": meter_id},
                  {**stored["METER"], "sk": f"METER#{meter_id:010d}", "meter_id": meter_id, "site_name": site,
@@ -94,14 +94,14 @@ def _history(project, chosen, first_day, days, parent_every=0):
     Written after every project and meter exists: moto copies every table on each transaction
     (registration uses them), which with a year of items would take minutes per meter.
     """
-    from chalicelib import aws, clock, db, meters, readings, rollups
+    from chalicelib import aws, clock, db, readings, readings_table, rollups
 
     meter_count = len(chosen)
-    client, table = aws.dynamodb(), db.table(readings.TABLE)
+    client, table = aws.dynamodb(), db.table(readings_table.NAME)
     start = int(datetime.fromisoformat(first_day).replace(tzinfo=timezone.utc).timestamp())
     batch = []
     for index, meter in enumerate(chosen):
-        series = meters.series_key(project, meter["id"])
+        series = readings_table.series_key(project, meter["id"])
         rate = 0.05 + 0.4 * index / max(1, meter_count)         # kWh per 5 minutes: meters differ
         if index == 0 and parent_every:
             rate = 0.5 * parent_every

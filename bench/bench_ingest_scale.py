@@ -94,14 +94,14 @@ def stamp(epoch):
 
 def seed_day(project_id, names, upto, step):
     """Readings of the UTC day of DAY0 before `upto`, written as ingest lays them out (one item per meter)."""
-    from chalicelib import db, meters, readings
+    from chalicelib import db, meters, readings, readings_table
 
     for name in names:
         meter = meters.find(project_id, name=name)
-        series = meters.series_key(project_id, meter["meter_id"])
+        series = readings_table.series_key(project_id, meter["meter_id"])
         slots = {s: 1000.0 + s / 3600 for s in range(0, upto - DAY0, step)}
         if slots:
-            db.put(readings.TABLE, readings.day_item(series, "2026-03-02", slots))
+            db.put(readings_table.NAME, readings.day_item(series, "2026-03-02", slots))
 
 
 def live(client, project_id, key, names, minutes, at):

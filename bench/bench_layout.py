@@ -83,10 +83,10 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     goes through chalicelib.ingest.ingest and the item it wrote is checked against the one built
     here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
     """
-    from chalicelib import db, ingest, meters, readings
+    from chalicelib import db, ingest, meters, readings, readings_table
 
     meter = meters.find(project_id, name=meter_name)
-    series = meters.series_key(project_id, meter["meter_id"])
+    series = readings_table.series_key(project_id, meter["meter_id"])
     ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
 
     def day_item(d):
@@ -95,10 +95,10 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
         return readings.day_item(series, day, {(start + i * STEP) % 86400: value_at(i)
                                                for i in range(first, first + PER_DAY)})
 
-    written = db.to_ddb(db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]}))
+    written = db.to_ddb(db.get(readings_table.NAME, {"meter": series, "day": day_item(0)["day"]}))
     assert written == db.to_ddb(day_item(0)), "the bench's day item differs from what ingest writes"
     for d in range(1, days - 1):
-        db.put(readings.TABLE, day_item(d))
+        db.put(readings_table.NAME, day_item(d))
     if days > 1:
         last = (days - 1) * PER_DAY
         ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
@@ -327,14 +327,14 @@ def main():
     parser.add_argument("--days", type=int, default=366)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from chalicelib import meters, readings
+    from chalicelib import readings, readings_table
 
     with stack():
         project_id, _key = new_project("layout")
         make_meter(project_id)
         started = time.perf_counter()
         meter = fill_days(project_id, "meter1", args.days)
-        series_key = meters.series_key(project_id, meter["meter_id"])
+        series_key = readings_table.series_key(project_id, meter["meter_id"])
         build_other_layouts(series_key, args.days)
         print(f"python {platform.python_version()}, moto in-process, {args.days} days x {PER_DAY} readings "
               f"= {args.days * PER_DAY:,} readings of one meter (setup {time.perf_counter() - started:.0f} s), "

@@ -5,70 +5,8 @@ the same transaction as the account (never read-then-write), so concurrent creat
 """
 from datetime import datetime
 
-from chalicelib import apikeys, clock, db, passwords, sessions, validation
+from chalicelib import accounts_table, apikeys, clock, db, passwords, sessions, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
-
-TABLE = "AccountsTable"
-
-
-def project_pk(project_id):
-    """The partition of a project's items in AccountsTable (project, users, scoped keys, agents)."""
-    return f"PROJECT#{project_id}"
-
-
-def throttle_key(username):
-    """The item counting password guesses of a login name (stripped like find_login: " alice" is "alice")."""
-    return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
-
-
-def next_id(kind):
-    """A new integer id of a kind (user, project, meter, scoped_key): an atomic counter, never reused."""
-    answer = db.update(TABLE, {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
-                       names={"#v": "value"}, expression_values={":one": 1}, return_values="UPDATED_NEW")
-    return int(answer["value"])
-
-
-def project_items(project_id, kind, consistent=False):
-    """The project's AccountsTable items of a kind ("USER", "SCOPEDKEY", "AGENT"), in key order."""
-    return db.query(TABLE, "pk = :p AND begins_with(sk, :k)", {":p": project_pk(project_id), ":k": kind + "#"},
-                    consistent=consistent)
-
-
-def scoped_key_lookup_key(digest):
-    """The item that finds a scoped key by its digest (scoped_keys.py owns its fields)."""
-    return {"pk": "SCOPEDKEY#" + digest, "sk": "SCOPEDKEY"}
-
-
-def scoped_key_listing_key(project_id, key_id):
-    """The item that lists a scoped key in its project (scoped_keys.py owns its fields)."""
-    return {"pk": project_pk(project_id), "sk": f"SCOPEDKEY#{key_id:010d}"}
-
-
-def agent_key(project_id, who):
-    """The item holding an agent's last report (status.py owns its fields)."""
-    return {"pk": project_pk(project_id), "sk": f"AGENT#{who}"}
-
-
-def job_key(job_id):
-    """The item of an export job (export_jobs.py owns its fields)."""
-    return {"pk": f"JOB#{job_id}", "sk": "JOB"}
-
-
-def _project_key(project_id):
-    return {"pk": project_pk(project_id), "sk": "PROJECT"}
-
-
-def _user_key(project_id, user_id):
-    return {"pk": project_pk(project_id), "sk": f"USER#{user_id:010d}"}
-
-
-def _login_key(username):
-    return {"pk": "LOGIN#" + validation.login_key(username), "sk": "LOGIN"}
-
-
-def _api_key_key(digest):
-    return {"pk": "KEY#" + digest, "sk": "KEY"}
-
 
 # ---- projects ---------------------------------------------------------------------------------
 
@@ -79,15 +17,15 @@ def create_project(name, time_zone="UTC"):
         clock.zone(time_zone)
     except ValueError as error:
         raise BadRequest(str(error)) from None
-    project_id = next_id("project")
+    project_id = accounts_table.next_id("project")
     project = {"project_id": project_id, "name": name, "timezone": time_zone,
                "created": clock.iso_utc(timespec="auto")}
     try:
         db.transact({
-            "project_name": ("put", TABLE, {"item": {"pk": "PROJECTNAME#" + validation.login_key(name),
-                                                     "sk": "PROJECTNAME", "project_id": project_id},
-                                            "condition": "attribute_not_exists(pk)"}),
-            "project": ("put", TABLE, {"item": {**_project_key(project_id), **project}}),
+            "project_name": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.project_name_key(name), "project_id": project_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "project": ("put", accounts_table.NAME, {"item": {**accounts_table.project_key(project_id), **project}}),
         })
     except db.ConditionFailed:
         raise Conflict(f"a project named {name!r} already exists") from None
@@ -96,7 +34,7 @@ def create_project(name, time_zone="UTC"):
 
 def get_project(project_id):
     """The project record, or NotFound."""
-    item = db.get(TABLE, _project_key(project_id))
+    item = db.get(accounts_table.NAME, accounts_table.project_key(project_id))
     if not item:
         raise NotFound(f"project {project_id} does not exist")
     return item
@@ -104,7 +42,7 @@ def get_project(project_id):
 
 def find_project(name):
     """The project named name (case-insensitive), or None."""
-    item = db.get(TABLE, {"pk": "PROJECTNAME#" + validation.login_key(name), "sk": "PROJECTNAME"})
+    item = db.get(accounts_table.NAME, accounts_table.project_name_key(name))
     return get_project(item["project_id"]) if item else None
 
 
@@ -136,7 +74,7 @@ def _local(iso_utc, zone):
 
 
 def _user(project_id, user_id):
-    item = db.get(TABLE, _user_key(project_id, user_id))
+    item = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
     if not item:
         raise NotFound("this account no longer exists")
     return item
@@ -152,23 +90,24 @@ def create_user(project_id, username, password, email, created_by=None):
     email = validation.email(email)
     password = validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)
     project = get_project(project_id)
-    user_id = next_id("user")
+    user_id = accounts_table.next_id("user")
     key = apikeys.new_key()
     digest = apikeys.digest(key)
     user = {
-        **_user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
+        **accounts_table.user_key(project_id, user_id), "user_id": user_id, "project_id": project_id,
         "username": username, "email": email, "joined": clock.iso_utc(),
         "password_hash": passwords.hash_password(password),
         "key_digest": digest, "key_ciphertext": apikeys.encrypt(key, user_id), "created_by": created_by,
     }
     try:
         db.transact({
-            "login": ("put", TABLE, {"item": {**_login_key(username), "project_id": project_id, "user_id": user_id},
-                                     "condition": "attribute_not_exists(pk)"}),
-            "api_key": ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id,
-                                                "user_id": user_id},
-                                       "condition": "attribute_not_exists(pk)"}),
-            "user": ("put", TABLE, {"item": user}),
+            "login": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.login_name_key(username), "project_id": project_id, "user_id": user_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "api_key": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.api_key_key(digest), "project_id": project_id, "user_id": user_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "user": ("put", accounts_table.NAME, {"item": user}),
         })
     except db.ConditionFailed:
         earlier = created_by is not None and _same_creation(project_id, username, email, password, created_by)
@@ -185,10 +124,10 @@ def _same_creation(project_id, username, email, password, created_by):
     """The account a PUT /user exactly like this one created moments ago (same creator, project, name,
     email and password), or None: a create retried after a 503 or a lost answer gets its account, not a
     409. Only its creator, who chose the password, can match it: no password oracle for anyone else."""
-    login = db.get(TABLE, _login_key(username))
+    login = db.get(accounts_table.NAME, accounts_table.login_name_key(username))
     if not login or login["project_id"] != project_id:
         return None
-    user = db.get(TABLE, _user_key(project_id, login["user_id"]))
+    user = db.get(accounts_table.NAME, accounts_table.user_key(project_id, login["user_id"]))
     if not user or user.get("created_by") != created_by or user["username"] != username or user["email"] != email:
         return None
     if clock.utcnow().timestamp() - datetime.fromisoformat(user["joined"]).timestamp() > RETRY_WINDOW:
@@ -204,7 +143,7 @@ def account(project_id, user_id):
 def list_users(project_id):
     """The public view of every account of the project, by id."""
     zone = project_zone(project_id)
-    items = project_items(project_id, "USER")
+    items = accounts_table.project_items(project_id, accounts_table.USER)
     return [_public_view(item, zone) for item in items]
 
 
@@ -221,20 +160,20 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
     if username is not None:
         username = validation.name("username", username, validation.USERNAME_MAX)
         changes["username"] = username
-        old_login, new_login = _login_key(user["username"]), _login_key(username)
+        old_login, new_login = accounts_table.login_name_key(user["username"]), accounts_table.login_name_key(username)
         if old_login != new_login:
-            operations["new_login"] = ("put", TABLE, {"item": {**new_login, "project_id": project_id,
-                                                               "user_id": user_id},
-                                                      "condition": "attribute_not_exists(pk)"})
-            operations["old_login"] = ("delete", TABLE, {"key": old_login, "condition": "user_id = :u",
-                                                         "values": {":u": user_id}})
+            operations["new_login"] = ("put", accounts_table.NAME, {
+                "item": {**new_login, "project_id": project_id, "user_id": user_id},
+                "condition": "attribute_not_exists(pk)"})
+            operations["old_login"] = ("delete", accounts_table.NAME, {
+                "key": old_login, "condition": "user_id = :u", "values": {":u": user_id}})
     if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
         sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
         expression, names, vals = db.set_fields(changes)
-        operations["user"] = ("update", TABLE, {"key": _user_key(project_id, user_id), "expression": expression,
-                                                "names": names, "values": vals,
-                                                "condition": "attribute_exists(pk)"})
+        operations["user"] = ("update", accounts_table.NAME, {
+            "key": accounts_table.user_key(project_id, user_id), "expression": expression, "names": names,
+            "values": vals, "condition": "attribute_exists(pk)"})
         try:
             db.transact(operations)
         except db.ConditionFailed as failure:
@@ -255,9 +194,9 @@ def delete_account(project_id, user_id):
     user = _user(project_id, user_id)
     sessions.end_all(user_id)
     db.transact({
-        "user": ("delete", TABLE, {"key": _user_key(project_id, user_id)}),
-        "login": ("delete", TABLE, {"key": _login_key(user["username"])}),
-        "api_key": ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
+        "user": ("delete", accounts_table.NAME, {"key": accounts_table.user_key(project_id, user_id)}),
+        "login": ("delete", accounts_table.NAME, {"key": accounts_table.login_name_key(user["username"])}),
+        "api_key": ("delete", accounts_table.NAME, {"key": accounts_table.api_key_key(user["key_digest"])}),
     })
     sessions.end_all(user_id)
 
@@ -266,17 +205,17 @@ def find_login(username):
     """(project_id, user_id) of a login name, or None."""
     if not isinstance(username, str) or not username or len(username) > validation.USERNAME_MAX * 4:
         return None
-    item = db.get(TABLE, _login_key(username.strip()))
+    item = db.get(accounts_table.NAME, accounts_table.login_name_key(username.strip()))
     return (item["project_id"], item["user_id"]) if item else None
 
 
 def check_password(project_id, user_id, password):
     """True when password is the account's; upgrades the stored hash when the parameters have risen."""
-    user = db.get(TABLE, _user_key(project_id, user_id))
+    user = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
     if not user or not passwords.verify(user["password_hash"], password):
         return False
     if passwords.needs_rehash(user["password_hash"]):
-        db.update(TABLE, _user_key(project_id, user_id), "SET password_hash = :h",
+        db.update(accounts_table.NAME, accounts_table.user_key(project_id, user_id), "SET password_hash = :h",
                   expression_values={":h": passwords.hash_password(password)}, condition="attribute_exists(pk)")
     return True
 
@@ -287,7 +226,7 @@ def find_by_key(key):
     """(project_id, user_id) owning an API key, or None."""
     if not apikeys.looks_like_key(key):
         return None
-    item = db.get(TABLE, _api_key_key(apikeys.digest(key)))
+    item = db.get(accounts_table.NAME, accounts_table.api_key_key(apikeys.digest(key)))
     return (item["project_id"], item["user_id"]) if item else None
 
 
@@ -298,7 +237,7 @@ def key_digest(key):
 
 def session_allowed(project_id, user_id, opened_with=None):
     """True while the account exists and, for a session opened with a key, that key is still the account's."""
-    user = db.get(TABLE, _user_key(project_id, user_id))
+    user = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
     return bool(user) and (opened_with is None or user["key_digest"] == opened_with)
 
 
@@ -315,15 +254,15 @@ def regenerate_key(project_id, user_id):
     digest = apikeys.digest(key)
     try:
         db.transact({
-            "old_key": ("delete", TABLE, {"key": _api_key_key(user["key_digest"])}),
-            "new_key": ("put", TABLE, {"item": {**_api_key_key(digest), "project_id": project_id,
-                                                "user_id": user_id},
-                                       "condition": "attribute_not_exists(pk)"}),
-            "user": ("update", TABLE, {"key": _user_key(project_id, user_id),
-                                       "expression": "SET key_digest = :d, key_ciphertext = :c",
-                                       "condition": "key_digest = :old",
-                                       "values": {":d": digest, ":c": apikeys.encrypt(key, user_id),
-                                                  ":old": user["key_digest"]}}),
+            "old_key": ("delete", accounts_table.NAME, {"key": accounts_table.api_key_key(user["key_digest"])}),
+            "new_key": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.api_key_key(digest), "project_id": project_id, "user_id": user_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "user": ("update", accounts_table.NAME, {"key": accounts_table.user_key(project_id, user_id),
+                                                     "expression": "SET key_digest = :d, key_ciphertext = :c",
+                                                     "condition": "key_digest = :old",
+                                                     "values": {":d": digest, ":c": apikeys.encrypt(key, user_id),
+                                                                ":old": user["key_digest"]}}),
         })
     except db.ConditionFailed:
         raise Conflict("the key was changed by another request at the same time: try again") from None

@@ -18,10 +18,9 @@ media_type, created, expires_at (TTL), error.
 import json
 import secrets
 
-from chalicelib import accounts, aws, clock, config, db, downloads, formats
+from chalicelib import accounts_table, aws, clock, config, db, downloads, formats
 from chalicelib.errors import NotFound
 
-TABLE = "AccountsTable"
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
 MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)
 DEADLINE_SECONDS = 30 * 60      # longer than MAX_RECEIVES visibility timeouts of the worker
@@ -47,12 +46,12 @@ def start(project_id, request, slices):
     body = json.dumps({**request, "slices": slices}).encode()
     downloads.write_object(request_key, "application/json", [body])
     now = int(clock.now())
-    db.put(TABLE, {**accounts.job_key(job_id), "project_id": project_id, "status": "running", "parts": len(slices),
-                   "done": None, "part_info": {}, "request": request_key,
-                   "file": f"projects/{project_id}/exports/{job_id}/{downloads.safe_key_part(request['filename'])}",
-                   "filename": request["filename"], "media_type": request["media_type"],
-                   "created": now, "expires_at": now + KEEP_SECONDS},
-           condition="attribute_not_exists(pk)")
+    db.put(accounts_table.NAME, {
+        **accounts_table.job_key(job_id), "project_id": project_id, "status": "running", "parts": len(slices),
+        "done": None, "part_info": {}, "request": request_key,
+        "file": f"projects/{project_id}/exports/{job_id}/{downloads.safe_key_part(request['filename'])}",
+        "filename": request["filename"], "media_type": request["media_type"],
+        "created": now, "expires_at": now + KEEP_SECONDS}, condition="attribute_not_exists(pk)")
     queue = config.resource_name("ExportQueue")
     client = aws.sqs()
     for start_ in range(0, len(slices), 10):
@@ -70,12 +69,14 @@ def _progress(job):
 
 def status(project_id, job_id, zone):
     """GET /file/job: (HTTP status, body); 303's body is the link. Another project's job is unknown."""
-    job = db.get(TABLE, accounts.job_key(job_id)) if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
+    known = isinstance(job_id, str) and 0 < len(job_id) <= 64
+    job = db.get(accounts_table.NAME, accounts_table.job_key(job_id)) if known else None
     if not job or job.get("project_id") != project_id or job.get("expires_at", 0) < clock.now():
         raise NotFound("no export job with this id in this project (jobs are kept a day)")
     if job["status"] == "running" and clock.now() > job["created"] + DEADLINE_SECONDS:
-        job = _fail(job_id, f"the export did not finish within {DEADLINE_SECONDS // 60} minutes: "
-                            f"ask for fewer days or fewer meters") or db.get(TABLE, accounts.job_key(job_id))
+        job = (_fail(job_id, f"the export did not finish within {DEADLINE_SECONDS // 60} minutes: "
+                             f"ask for fewer days or fewer meters")
+               or db.get(accounts_table.NAME, accounts_table.job_key(job_id)))
     if job["status"] == "done":
         return 303, downloads.link(job["file"], zone)
     if job["status"] == "failed":
@@ -86,7 +87,8 @@ def status(project_id, job_id, zone):
 def _fail(job_id, reason):
     """Mark a running job failed; the item as updated, or None when it was no longer running."""
     try:
-        return db.update(TABLE, accounts.job_key(job_id), "SET #s = :f, #e = :e", names={"#s": "status", "#e": "error"},
+        return db.update(accounts_table.NAME, accounts_table.job_key(job_id), "SET #s = :f, #e = :e",
+                         names={"#s": "status", "#e": "error"},
                          expression_values={":f": "failed", ":e": reason, ":r": "running"},
                          condition="#s = :r", return_values="ALL_NEW")
     except db.ConditionFailed:
@@ -115,7 +117,7 @@ def handle_event(event, rows_of):
 
 def run(message, rows_of):
     """One step of a job: write part message['part'], or join the parts (message['assemble'])."""
-    job = db.get(TABLE, accounts.job_key(message["job"]))
+    job = db.get(accounts_table.NAME, accounts_table.job_key(message["job"]))
     if not job or job["status"] != "running":
         return                                  # failed, done or expired: nothing left to do
     if message.get("assemble"):
@@ -129,8 +131,8 @@ def run(message, rows_of):
     key = _part_key(job["project_id"], message["job"], number)
     chunks = formats.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
     size = _written(key, chunks)
-    updated = db.update(TABLE, accounts.job_key(message["job"]), "SET part_info.#p = :info ADD done :n",
-                        names={"#p": f"p{number}", "#s": "status"},
+    updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
+                        "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
                         expression_values={":info": [counted.count, size], ":n": {number}, ":r": "running"},
                         condition="#s = :r", return_values="ALL_NEW")
     if len(updated.get("done") or ()) == updated["parts"]:
@@ -183,7 +185,7 @@ def _assemble(job_id, job):
         segments = [frame.empty.encode()]
     downloads.assemble(job["file"], job["media_type"], job["filename"], segments)
     try:
-        db.update(TABLE, accounts.job_key(job_id), "SET #s = :d", names={"#s": "status"},
+        db.update(accounts_table.NAME, accounts_table.job_key(job_id), "SET #s = :d", names={"#s": "status"},
                   expression_values={":d": "done", ":r": "running"}, condition="#s = :r")
     except db.ConditionFailed:
         pass                                    # another delivery of the message finished first

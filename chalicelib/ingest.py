@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from chalicelib import accounts, clock, db, meters, readings, rollups, validation
+from chalicelib import accounts, clock, db, meters, meters_table, readings, readings_table, rollups, validation
 from chalicelib.errors import BadRequest, PayloadTooLarge
 
 MAX_BATCH = 1000
@@ -124,7 +124,7 @@ def ingest(project_id, sent):
         pending = _classify_and_write(batch, pending)
         if not pending:
             break
-        _load_days(batch, only={(meters.series_key(project_id, batch.parsed[i][0]["meter_id"]),
+        _load_days(batch, only={(readings_table.series_key(project_id, batch.parsed[i][0]["meter_id"]),
                                  readings.day_slot(batch.parsed[i][1])[0]) for i in pending})
     for index in pending:
         batch.reject(index, "busy", "the meter's day was being written by other requests: send it again")
@@ -174,7 +174,7 @@ def _needed_days(batch):
     needed = set()
     for meter, epoch, _value_ in batch.parsed.values():
         step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
-        series = meters.series_key(batch.project_id, meter["meter_id"])
+        series = readings_table.series_key(batch.project_id, meter["meter_id"])
         for moment in (epoch - step, epoch, epoch + step):
             needed.add((series, readings.day_slot(moment)[0]))
     return needed
@@ -189,7 +189,7 @@ def _classify_and_write(batch, indexes):
     new = defaultdict(dict)   # (series, day) → {slot: (value, [indexes])}
     for index in sorted(indexes):
         meter, epoch, value = batch.parsed[index]
-        series = meters.series_key(batch.project_id, meter["meter_id"])
+        series = readings_table.series_key(batch.project_id, meter["meter_id"])
         day, slot = readings.day_slot(epoch)
         stored = (batch.days.get((series, day)) or {}).get(slot)
         pending = new[(series, day)].get(slot)
@@ -252,7 +252,7 @@ def _update_latest(batch):
         by_meter[meter["meter_id"]].append((meter, epoch))
     for meter_id, entries in by_meter.items():
         meter = entries[0][0]
-        series = meters.series_key(batch.project_id, meter_id)
+        series = readings_table.series_key(batch.project_id, meter_id)
         step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
         latest = max(epoch for _m, epoch in entries)
         if _ahead(meter, "latest", latest):
@@ -286,7 +286,7 @@ def interval_value(before, after):
 
 def _advance(project_id, meter_id, prefix, epoch, value):
     try:
-        db.update(meters.TABLE, meters.meter_key(project_id, meter_id),
+        db.update(meters_table.NAME, meters_table.meter_key(project_id, meter_id),
                   f"SET {prefix}_time = :t, {prefix}_value = :v",
                   expression_values={":t": epoch, ":v": value},
                   condition=f"attribute_exists(pk) AND (attribute_not_exists({prefix}_time) OR {prefix}_time < :t)")

@@ -7,10 +7,8 @@ the meter's integer id, written in the same transaction as the meter, so names s
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 """
-from chalicelib import accounts, db, validation
+from chalicelib import accounts_table, db, meters_table, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
-
-TABLE = "MetersTable"
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
 CONFIG_FIELDS = {
@@ -29,19 +27,6 @@ MAX_DEPTH = 20              # levels of parents above a meter: keeps the cycle c
 MAX_METERS = 10_000
 
 
-def _pk(project_id):
-    return f"PROJECT#{project_id}"
-
-
-def meter_key(project_id, meter_id):
-    """The key of a meter's item in MetersTable (readings advance its latest/interval fields there)."""
-    return {"pk": _pk(project_id), "sk": f"METER#{meter_id:010d}"}
-
-
-def _alias_key(project_id, kind, name):
-    return {"pk": _pk(project_id), "sk": f"{kind}#{name}"}
-
-
 def view(meter, parent_name=None):
     """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
     return {"id": meter["meter_id"], "MeterId": meter["name"],
@@ -58,11 +43,6 @@ def views(meters):
     """view() of every meter of a list holding their parents (a whole project's)."""
     names = {m["meter_id"]: m["name"] for m in meters}
     return [view(m, names.get(m.get("parent_id"))) for m in meters]
-
-
-def series_key(project_id, meter_id):
-    """The partition key of a meter's readings."""
-    return f"{project_id}#{meter_id}"
 
 
 def register(project_id, fields):
@@ -86,23 +66,24 @@ def _register(project_id, site_name, config):
             if not changed:
                 return existing
             expression, names, values = db.set_fields(changed)
-            return db.update(TABLE, meter_key(project_id, existing["meter_id"]), expression, names=names,
-                             expression_values=values, return_values="ALL_NEW")
-        meter_id = accounts.next_id("meter")
-        meter = {**meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
+            return db.update(meters_table.NAME, meters_table.meter_key(project_id, existing["meter_id"]), expression,
+                             names=names, expression_values=values, return_values="ALL_NEW")
+        meter_id = accounts_table.next_id("meter")
+        meter = {**meters_table.meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
                  "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
         try:
             db.transact({
-                "site_name": ("put", TABLE, {"item": {**_alias_key(project_id, "SITE", site_name),
-                                                      "meter_id": meter_id},
-                                             "condition": "attribute_not_exists(pk)"}),
-                "name": ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", site_name), "meter_id": meter_id},
-                                        "condition": "attribute_not_exists(pk)"}),
-                "meter": ("put", TABLE, {"item": meter}),
-                "count": ("update", TABLE, {"key": _alias_key(project_id, "COUNT", "meters"),
-                                            "expression": "ADD #n :one",
-                                            "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
-                                            "condition": "attribute_not_exists(#n) OR #n < :max"}),
+                "site_name": ("put", meters_table.NAME, {
+                    "item": {**meters_table.site_name_key(project_id, site_name), "meter_id": meter_id},
+                    "condition": "attribute_not_exists(pk)"}),
+                "name": ("put", meters_table.NAME, {
+                    "item": {**meters_table.display_name_key(project_id, site_name), "meter_id": meter_id},
+                    "condition": "attribute_not_exists(pk)"}),
+                "meter": ("put", meters_table.NAME, {"item": meter}),
+                "count": ("update", meters_table.NAME, {
+                    "key": meters_table.meter_count_key(project_id), "expression": "ADD #n :one",
+                    "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
+                    "condition": "attribute_not_exists(#n) OR #n < :max"}),
             })
             return meter
         except db.ConditionFailed as failure:
@@ -146,7 +127,7 @@ def _set_parent(project_id, meter, parent):
         if meter.get("parent_id") == parent_id:
             return meter
         checks = _ancestor_checks(project_id, meter, parent)
-        key = meter_key(project_id, meter["meter_id"])
+        key = meters_table.meter_key(project_id, meter["meter_id"])
         write = ({"expression": "REMOVE parent_id"} if parent_id is None else
                  {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
         same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
@@ -155,7 +136,7 @@ def _set_parent(project_id, meter, parent):
         if not write["values"]:
             del write["values"]
         try:
-            db.transact({"meter": ("update", TABLE, {"key": key, **write}), **checks})
+            db.transact({"meter": ("update", meters_table.NAME, {"key": key, **write}), **checks})
         except db.ConditionFailed:
             # The meter or one of its new ancestors changed parent meanwhile: read them again.
             meter = _get(project_id, meter["meter_id"])
@@ -183,7 +164,7 @@ def _ancestor_checks(project_id, meter, parent):
         if len(checks) >= MAX_DEPTH:
             raise BadRequest(f"Parent: at most {MAX_DEPTH} levels of meters above a meter")
         above = ancestor.get("parent_id")
-        checks[f"ancestor {ancestor['meter_id']}"] = ("check", TABLE,
+        checks[f"ancestor {ancestor['meter_id']}"] = ("check", meters_table.NAME,
                                                      {**_same_parent(project_id, ancestor["meter_id"], above)})
         ancestor = _get(project_id, above) if above is not None else None
     return checks
@@ -192,9 +173,9 @@ def _ancestor_checks(project_id, meter, parent):
 def _same_parent(project_id, meter_id, parent_id):
     """A condition: the meter exists and its parent is still parent_id (None: it has none)."""
     if parent_id is None:
-        return {"key": meter_key(project_id, meter_id),
+        return {"key": meters_table.meter_key(project_id, meter_id),
                 "condition": "attribute_exists(pk) AND attribute_not_exists(parent_id)"}
-    return {"key": meter_key(project_id, meter_id), "condition": "parent_id = :was",
+    return {"key": meters_table.meter_key(project_id, meter_id), "condition": "parent_id = :was",
             "values": {":was": parent_id}}
 
 
@@ -203,12 +184,12 @@ def _missing(field):
 
 
 def _get(project_id, meter_id):
-    return db.get(TABLE, meter_key(project_id, meter_id))
+    return db.get(meters_table.NAME, meters_table.meter_key(project_id, meter_id))
 
 
 def find_by_site_name(project_id, site_name):
     """The meter the edge agent calls site_name, or None."""
-    alias = db.get(TABLE, _alias_key(project_id, "SITE", site_name))
+    alias = db.get(meters_table.NAME, meters_table.site_name_key(project_id, site_name))
     return _get(project_id, alias["meter_id"]) if alias else None
 
 
@@ -216,9 +197,10 @@ def find_by_site_names(project_id, site_names):
     """{site name: meter or None} for many site names at once: two BatchGetItem calls per 100 names
     (aliases, then meters) instead of two GetItem calls per name, so a 300-meter push costs 6 calls."""
     site_names = list(dict.fromkeys(site_names))
-    aliases = db.batch_get(TABLE, [_alias_key(project_id, "SITE", name) for name in site_names])
-    meter_ids = {alias["sk"].split("#", 1)[1]: alias["meter_id"] for alias in aliases}
-    found = {m["meter_id"]: m for m in db.batch_get(TABLE, [meter_key(project_id, i) for i in set(meter_ids.values())])}
+    aliases = db.batch_get(meters_table.NAME, [meters_table.site_name_key(project_id, name) for name in site_names])
+    meter_ids = {meters_table.site_name_of(alias): alias["meter_id"] for alias in aliases}
+    keys = [meters_table.meter_key(project_id, meter_id) for meter_id in set(meter_ids.values())]
+    found = {m["meter_id"]: m for m in db.batch_get(meters_table.NAME, keys)}
     return {name: found.get(meter_ids.get(name)) for name in site_names}
 
 
@@ -232,8 +214,8 @@ def find(project_id, meter_id=None, name=None):
         return meter
     if not isinstance(name, str) or not name:
         raise BadRequest("give the meter's name or id")
-    for kind in ("NAME", "SITE"):
-        alias = db.get(TABLE, _alias_key(project_id, kind, name))
+    for alias_key in (meters_table.display_name_key(project_id, name), meters_table.site_name_key(project_id, name)):
+        alias = db.get(meters_table.NAME, alias_key)
         if alias:
             meter = _get(project_id, alias["meter_id"])
             if meter:
@@ -243,7 +225,8 @@ def find(project_id, meter_id=None, name=None):
 
 def all_meters(project_id):
     """Every meter of the project, by id (one query, whatever the history)."""
-    return list(db.query(TABLE, "pk = :p AND begins_with(sk, :m)", {":p": _pk(project_id), ":m": "METER#"}))
+    return list(db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :m)",
+                         {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
 
 
 def point(project_id, meter_id=None, name=None):
@@ -276,14 +259,15 @@ def _rename(project_id, meter, new_name):
         return meter
     try:
         db.transact({
-            "new_name": ("put", TABLE, {"item": {**_alias_key(project_id, "NAME", new_name),
-                                                 "meter_id": meter["meter_id"]},
-                                        "condition": "attribute_not_exists(pk)"}),
-            "old_name": ("delete", TABLE, {"key": _alias_key(project_id, "NAME", meter["name"]),
-                                           "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
-            "meter": ("update", TABLE, {"key": meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
-                                        "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]},
-                                        "condition": "#n = :old"}),
+            "new_name": ("put", meters_table.NAME, {
+                "item": {**meters_table.display_name_key(project_id, new_name), "meter_id": meter["meter_id"]},
+                "condition": "attribute_not_exists(pk)"}),
+            "old_name": ("delete", meters_table.NAME, {
+                "key": meters_table.display_name_key(project_id, meter["name"]),
+                "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
+            "meter": ("update", meters_table.NAME, {
+                "key": meters_table.meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
+                "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]}, "condition": "#n = :old"}),
         })
     except db.ConditionFailed as failure:
         if "new_name" in failure.failed:

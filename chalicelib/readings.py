@@ -12,9 +12,8 @@ import struct
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from chalicelib import clock, db, meters
+from chalicelib import clock, db, meters, readings_table
 
-TABLE = "ReadingsTable"
 MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item far below 400 KB
 FUTURE_TOLERANCE = 600      # seconds a reading may be ahead of the cloud's clock
 _ENTRY = struct.Struct("<Id")  # a packed reading: seconds into the UTC day (uint32), value (float64)
@@ -37,7 +36,7 @@ def day_item(series, day, by_slot):
     packing them loses nothing: Decimal(repr(x)) gives back exactly the Decimal ingest compares.
     """
     packed = b"".join(_ENTRY.pack(slot, float(value)) for slot, value in sorted(by_slot.items()))
-    return {"meter": series, "day": day, "n": len(by_slot), "v": packed}
+    return {**readings_table.day_key(series, day), "n": len(by_slot), "v": packed}
 
 
 def day_readings(item):
@@ -49,7 +48,7 @@ def day_readings(item):
 def stored_days(keys):
     """{(series, day): {seconds into the day: Decimal}, or None where there is no item} of day items by key."""
     found = {key: None for key in keys}
-    for item in db.batch_get(TABLE, [{"meter": s, "day": d} for s, d in keys]):
+    for item in db.batch_get(readings_table.NAME, [readings_table.day_key(s, d) for s, d in keys]):
         found[(item["meter"], item["day"])] = {slot: Decimal(repr(value)) for slot, value in day_readings(item)}
     return found
 
@@ -60,9 +59,9 @@ def write_day(series, day, stored, entries):
     reloads and retries."""
     item = day_item(series, day, {**(stored or {}), **entries})
     if stored is None:
-        db.put(TABLE, item, condition="attribute_not_exists(meter)")
+        db.put(readings_table.NAME, item, condition="attribute_not_exists(meter)")
     else:
-        db.put(TABLE, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
+        db.put(readings_table.NAME, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
 
 
 def latest(project_id, prefix):
@@ -80,9 +79,9 @@ def latest(project_id, prefix):
 
 def series(project_id, meter_id, start, end):
     """(epoch, value) of one meter's readings with start <= epoch < end, in time order, read lazily."""
-    key = meters.series_key(project_id, meter_id)
+    key = readings_table.series_key(project_id, meter_id)
     first, last = day_slot(start)[0], day_slot(max(start, end - 1))[0]
-    items = db.query(TABLE, "meter = :m AND #d BETWEEN :a AND :b", {":m": key, ":a": first, ":b": last},
+    items = db.query(readings_table.NAME, "meter = :m AND #d BETWEEN :a AND :b", {":m": key, ":a": first, ":b": last},
                      names={"#d": "day"}, page_size=32)
     for item in items:
         midnight = _day_epoch(item["day"])
@@ -94,8 +93,8 @@ def series(project_id, meter_id, start, end):
 
 def before(project_id, meter_id, epoch):
     """(epoch, value) of the meter's last reading before epoch, or None: the left neighbour across any gap."""
-    key = meters.series_key(project_id, meter_id)
-    items = db.query(TABLE, "meter = :m AND #d <= :d", {":m": key, ":d": day_slot(epoch)[0]},
+    key = readings_table.series_key(project_id, meter_id)
+    items = db.query(readings_table.NAME, "meter = :m AND #d <= :d", {":m": key, ":d": day_slot(epoch)[0]},
                      names={"#d": "day"}, forward=False, page_size=2)
     for item in items:   # only the first item (epoch's own day) can hold readings at or after epoch
         midnight = _day_epoch(item["day"])
@@ -107,9 +106,9 @@ def before(project_id, meter_id, epoch):
 
 def after(project_id, meter_id, epoch):
     """(epoch, value) of the meter's first reading after epoch, or None: the right neighbour across any gap."""
-    key = meters.series_key(project_id, meter_id)
-    items = db.query(TABLE, "meter = :m AND #d BETWEEN :d AND :z", {":m": key, ":d": day_slot(epoch)[0], ":z": "9999-12-31"},
-                     names={"#d": "day"}, page_size=2)
+    key = readings_table.series_key(project_id, meter_id)
+    items = db.query(readings_table.NAME, "meter = :m AND #d BETWEEN :d AND :z",
+                     {":m": key, ":d": day_slot(epoch)[0], ":z": "9999-12-31"}, names={"#d": "day"}, page_size=2)
     for item in items:
         midnight = _day_epoch(item["day"])
         for slot, value in day_readings(item):
@@ -141,8 +140,8 @@ def around_many(project_id, meter_ids, start, end, margin_days=0):
     found = {meter_id: [] for meter_id in meter_ids}
     left, right = {}, {}
     if margin_days or len(days) <= AROUND_BATCH_DAYS:
-        keys = {meters.series_key(project_id, m): m for m in meter_ids}
-        for item in db.batch_get(TABLE, [{"meter": k, "day": d} for k in keys for d in days]):
+        keys = {readings_table.series_key(project_id, m): m for m in meter_ids}
+        for item in db.batch_get(readings_table.NAME, [readings_table.day_key(k, d) for k in keys for d in days]):
             midnight, meter_id = _day_epoch(item["day"]), keys[item["meter"]]
             for slot, value in day_readings(item):
                 epoch = midnight + slot
@@ -178,10 +177,10 @@ def counts(project_id, meter_ids, start, end):
     """
     first = _day_epoch(day_slot(start)[0])
     days = [day_slot(moment)[0] for moment in range(first, max(start, end - 1) + 1, 86400)]
-    by_series = {meters.series_key(project_id, meter_id): meter_id for meter_id in meter_ids}
+    by_series = {readings_table.series_key(project_id, meter_id): meter_id for meter_id in meter_ids}
     found = {meter_id: 0 for meter_id in meter_ids}
-    keys = [{"meter": series, "day": day} for series in by_series for day in days]
-    for item in db.batch_get(TABLE, keys, consistent=False):
+    keys = [readings_table.day_key(series, day) for series in by_series for day in days]
+    for item in db.batch_get(readings_table.NAME, keys, consistent=False):
         midnight = _day_epoch(item["day"])
         found[by_series[item["meter"]]] += sum(1 for slot, _v in day_readings(item) if start <= midnight + slot < end)
     return found

@@ -25,11 +25,10 @@ import struct
 from datetime import date, timedelta
 from decimal import Decimal
 
-from chalicelib import db, readings
+from chalicelib import db, readings, readings_table
 from chalicelib.days import each, local_day, midnight
 from chalicelib.errors import Conflict
 
-TABLE = "ReadingsTable"     # the readings table, in partitions of its own (ROLLUP#…)
 SLOT = 900                  # seconds in a demand interval
 DAYS_PER_ITEM = 31
 ATTEMPTS = 8
@@ -93,10 +92,6 @@ class Curve:
                 peak = current - previous
             previous = current
         return energy, count, peak
-
-
-def _key(project_id, meter_id, month):
-    return {"meter": f"ROLLUP#{project_id}#{meter_id}", "day": month}
 
 
 def _month(day):
@@ -165,9 +160,9 @@ def refresh_many(project_id, zone, times_by_meter):
             days |= _touching(cluster[0], cluster[-1], zone)
         plans[meter_id] = (clusters, days)
     stored = {meter_id: {} for meter_id in plans}
-    keys = [_key(project_id, meter_id, month) for meter_id, (_c, days) in plans.items()
+    keys = [readings_table.rollup_key(project_id, meter_id, month) for meter_id, (_c, days) in plans.items()
             for month in sorted({_month(day) for day in days})]
-    for item in db.batch_get(TABLE, keys):          # the versions first, then the readings
+    for item in db.batch_get(readings_table.NAME, keys):   # the versions first, then the readings
         version, (meter_id, month, zone_name, records) = item["r"], _unpack(item["v"])
         stored[meter_id][month] = (version, meter_id, month, zone_name, records)
     windows = {}
@@ -224,7 +219,8 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
         stored = prefetched[0]
     else:
         stored = {}
-        for item in db.batch_get(TABLE, [_key(project_id, meter_id, month) for month in by_month]):
+        keys = [readings_table.rollup_key(project_id, meter_id, month) for month in by_month]
+        for item in db.batch_get(readings_table.NAME, keys):
             stored[item["day"]] = (item["r"], *_unpack(item["v"]))
     for month, (_r, _m, _month_, zone_name, _records) in stored.items():
         if zone_name != zone.key:   # another zone's days: this month is recomputed whole
@@ -258,11 +254,12 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
         packed = _pack(meter_id, month, zone.key, records)
         if packed == old:
             continue   # nothing changed (a retried batch): no write
-        new = {**_key(project_id, meter_id, month), "v": packed, "r": 1 if version is None else version + 1}
+        new = {**readings_table.rollup_key(project_id, meter_id, month), "v": packed,
+               "r": 1 if version is None else version + 1}
         if version is None:
-            db.put(TABLE, new, condition="attribute_not_exists(meter)")
+            db.put(readings_table.NAME, new, condition="attribute_not_exists(meter)")
         else:
-            db.put(TABLE, new, condition="#r = :r", names={"#r": "r"}, expression_values={":r": version})
+            db.put(readings_table.NAME, new, condition="#r = :r", names={"#r": "r"}, expression_values={":r": version})
 
 
 # ---- reading ----------------------------------------------------------------------------------------
@@ -274,9 +271,9 @@ def day_summaries(project_id, meter_ids, first, last, zone):
     were kept for another zone maps to None: the caller computes it from the raw readings.
     """
     months = sorted({_month(day) for day in each(first, last)})
-    keys = [_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
+    keys = [readings_table.rollup_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
     result = {meter_id: {} for meter_id in meter_ids}
-    for item in db.batch_get(TABLE, keys, consistent=False, projection="v"):   # one attribute: cheapest to read
+    for item in db.batch_get(readings_table.NAME, keys, consistent=False, projection="v"):   # one attribute: cheapest
         meter_id, month, zone_name, records = _unpack(item["v"])
         if result.get(meter_id) is None:
             continue

@@ -17,10 +17,9 @@ every request.
 """
 from dataclasses import dataclass
 
-from chalicelib import accounts, apikeys, clock, db, validation
+from chalicelib import accounts_table, apikeys, clock, db, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
 
-TABLE = "AccountsTable"
 SCOPES = ("ingest", "read")
 MAX_KEYS = 100          # per project: GET /keys reads one item per key
 LABEL_MAX = 64
@@ -38,7 +37,7 @@ class ScopedKey:
 
 
 def _listed(project_id):
-    return list(accounts.project_items(project_id, "SCOPEDKEY", consistent=True))
+    return list(accounts_table.project_items(project_id, accounts_table.SCOPED_KEY, consistent=True))
 
 
 def _local(epoch, zone):
@@ -58,16 +57,17 @@ def create(project_id, label, scope, zone, created_by=None):
         raise Conflict(f"the project has {MAX_KEYS} scoped keys already: delete unused ones with DELETE /keys")
     key = apikeys.new_key()
     digest = apikeys.digest(key)
-    key_id = accounts.next_id("scoped_key")
+    key_id = accounts_table.next_id("scoped_key")
     now = int(clock.now())
     db.transact({
-        "lookup": ("put", TABLE, {"item": {**accounts.scoped_key_lookup_key(digest), "project_id": project_id, "key_id": key_id,
-                                           "scope": scope, "label": label},
-                                  "condition": "attribute_not_exists(pk)"}),
-        "listing": ("put", TABLE, {"item": {**accounts.scoped_key_listing_key(project_id, key_id), "key_id": key_id, "label": label,
-                                            "scope": scope, "created": now, "digest": digest,
-                                            "created_by": created_by},
-                                   "condition": "attribute_not_exists(pk)"}),
+        "lookup": ("put", accounts_table.NAME, {
+            "item": {**accounts_table.scoped_key_lookup_key(digest), "project_id": project_id, "key_id": key_id,
+                     "scope": scope, "label": label},
+            "condition": "attribute_not_exists(pk)"}),
+        "listing": ("put", accounts_table.NAME, {
+            "item": {**accounts_table.scoped_key_listing_key(project_id, key_id), "key_id": key_id, "label": label,
+                     "scope": scope, "created": now, "digest": digest, "created_by": created_by},
+            "condition": "attribute_not_exists(pk)"}),
     })
     return {"id": key_id, "label": label, "scope": scope, "created": _local(now, zone), "key": key}
 
@@ -76,9 +76,9 @@ def listing(project_id, zone):
     """GET /keys: the project's keys by id, never their secrets (last_used from their lookup items, read
     together: one BatchGetItem per 100 keys)."""
     listed = list(_listed(project_id))
-    lookups = [accounts.scoped_key_lookup_key(item["digest"]) for item in listed]
+    lookups = [accounts_table.scoped_key_lookup_key(item["digest"]) for item in listed]
     last_used = {found["pk"]: found.get("last_used")
-                 for found in db.batch_get(TABLE, lookups, projection="pk, last_used")}
+                 for found in db.batch_get(accounts_table.NAME, lookups, projection="pk, last_used")}
     return [{"id": item["key_id"], "label": item["label"], "scope": item["scope"],
              "created": _local(item["created"], zone), "last_used": _local(last_used.get(lookup["pk"]), zone)}
             for item, lookup in zip(listed, lookups)]
@@ -89,14 +89,14 @@ def delete(project_id, key_id):
     key_id = validation.integer("id", key_id, 1, 10 ** 15) if key_id is not None else None
     if key_id is None:
         raise BadRequest("id is required: the key's id as GET /keys shows it")
-    item = db.get(TABLE, accounts.scoped_key_listing_key(project_id, key_id))
+    item = db.get(accounts_table.NAME, accounts_table.scoped_key_listing_key(project_id, key_id))
     if not item:
         raise NotFound(f"no key {key_id} in this project")
     try:
         db.transact({
-            "listing": ("delete", TABLE, {"key": accounts.scoped_key_listing_key(project_id, key_id),
-                                          "condition": "attribute_exists(pk)"}),
-            "lookup": ("delete", TABLE, {"key": accounts.scoped_key_lookup_key(item["digest"])}),
+            "listing": ("delete", accounts_table.NAME, {
+                "key": accounts_table.scoped_key_listing_key(project_id, key_id), "condition": "attribute_exists(pk)"}),
+            "lookup": ("delete", accounts_table.NAME, {"key": accounts_table.scoped_key_lookup_key(item["digest"])}),
         })
     except db.ConditionFailed:
         raise NotFound(f"no key {key_id} in this project") from None
@@ -108,15 +108,15 @@ def find(key):
     if not apikeys.looks_like_key(key):
         return None
     digest = apikeys.digest(key)
-    item = db.get(TABLE, accounts.scoped_key_lookup_key(digest))
+    item = db.get(accounts_table.NAME, accounts_table.scoped_key_lookup_key(digest))
     if not item:
         return None
     now = int(clock.now())
     if now - item.get("last_used", 0) >= TOUCH_EVERY:
         try:
-            db.update(TABLE, accounts.scoped_key_lookup_key(digest), "SET last_used = :now", expression_values={
-                ":now": now, ":before": now - TOUCH_EVERY},
-                condition="attribute_exists(pk) AND (attribute_not_exists(last_used) OR last_used <= :before)")
+            db.update(accounts_table.NAME, accounts_table.scoped_key_lookup_key(digest), "SET last_used = :now",
+                      expression_values={":now": now, ":before": now - TOUCH_EVERY},
+                      condition="attribute_exists(pk) AND (attribute_not_exists(last_used) OR last_used <= :before)")
         except db.ConditionFailed:
             pass  # deleted meanwhile, or another request touched it
     return ScopedKey(item["project_id"], item["key_id"], item["scope"], item["label"])

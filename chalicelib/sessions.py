@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from typing import NamedTuple
 
-from chalicelib import clock, db
+from chalicelib import clock, db, sessions_table
 
 IDLE_SECONDS = 3600
 ABSOLUTE_SECONDS = 12 * 3600
@@ -35,7 +35,7 @@ def create(project_id, user_id, opened_with=None):
     """
     token = secrets.token_urlsafe(32)
     now = int(clock.now())
-    db.put("SessionsTable", {
+    db.put(sessions_table.NAME, {
         "token_digest": _digest(token), "user_id": user_id, "project_id": project_id,
         "created_at": now, "last_seen": now, "expires_at": now + IDLE_SECONDS, "opened_with": opened_with,
     })
@@ -47,23 +47,23 @@ def resolve(token):
     if not token or len(token) > 128:
         return None
     digest = _digest(token)
-    item = db.get("SessionsTable", {"token_digest": digest})
+    item = db.get(sessions_table.NAME, sessions_table.session_key(digest))
     if not item:
         return None
     now = int(clock.now())
     if now - item["last_seen"] >= IDLE_SECONDS or now - item["created_at"] >= ABSOLUTE_SECONDS:
-        db.delete("SessionsTable", {"token_digest": digest})
+        db.delete(sessions_table.NAME, sessions_table.session_key(digest))
         return None
     if now - item["last_seen"] >= TOUCH_EVERY:
         expires = min(now + IDLE_SECONDS, item["created_at"] + ABSOLUTE_SECONDS)
-        db.update("SessionsTable", {"token_digest": digest}, "SET last_seen = :now, expires_at = :exp",
+        db.update(sessions_table.NAME, sessions_table.session_key(digest), "SET last_seen = :now, expires_at = :exp",
                   expression_values={":now": now, ":exp": expires})
     return Live(item["project_id"], item["user_id"], digest, item.get("opened_with"))
 
 
 def end(digest):
     """End one session (logout)."""
-    db.delete("SessionsTable", {"token_digest": digest})
+    db.delete(sessions_table.NAME, sessions_table.session_key(digest))
 
 
 def end_token(token):
@@ -79,11 +79,11 @@ def end_all(user_id, keep_digest=None, opened_with=None):
     consistent, so a session created a moment ago may be missed: authentication checks the account
     and key of every session too (chalicelib/auth.py).
     """
-    for item in db.query("SessionsTable", "user_id = :u", {":u": user_id}, index="by_user"):
+    for item in db.query(sessions_table.NAME, "user_id = :u", {":u": user_id}, index="by_user"):
         if item["token_digest"] == keep_digest:
             continue
         if opened_with is not None:  # the index holds keys only
-            item = db.get("SessionsTable", {"token_digest": item["token_digest"]})
+            item = db.get(sessions_table.NAME, sessions_table.session_key(item["token_digest"]))
             if not item or item.get("opened_with") != opened_with:
                 continue
-        db.delete("SessionsTable", {"token_digest": item["token_digest"]})
+        db.delete(sessions_table.NAME, sessions_table.session_key(item["token_digest"]))

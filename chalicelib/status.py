@@ -12,10 +12,9 @@ in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) agains
 """
 import re
 
-from chalicelib import accounts, clock, db, ingest, meters, readings, validation
+from chalicelib import accounts, accounts_table, clock, db, ingest, meters, readings, validation
 from chalicelib.errors import BadRequest
 
-TABLE = "AccountsTable"
 GRACE = 5 * 60
 DAY = 86400
 MAX_FAILING = 1000
@@ -65,8 +64,8 @@ def report(caller, params):
         who, agent = f"key:{caller.key_id}", caller.label
     else:
         who, agent = f"user:{caller.user_id}", accounts.account(caller.project_id, caller.user_id)["username"]
-    db.put(TABLE, {**accounts.agent_key(caller.project_id, who), **item, "agent": agent, "last_contact": int(now),
-                   "clock_offset": offset})
+    db.put(accounts_table.NAME, {**accounts_table.agent_key(caller.project_id, who), **item, "agent": agent,
+                                 "last_contact": int(now), "clock_offset": offset})
     return {"clock_offset": offset}
 
 
@@ -90,7 +89,7 @@ def overview(project_id):
     zone = accounts.project_zone(project_id)
     now = clock.now()
     agents = []
-    for item in accounts.project_items(project_id, "AGENT"):
+    for item in accounts_table.project_items(project_id, accounts_table.AGENT):
         agents.append({"agent": item["agent"], "last_contact": clock.local(item["last_contact"], zone),
                        "version": item.get("version"), "backlog": item.get("backlog"),
                        "dead_letters": item.get("dead_letters"), "failing_meters": item.get("failing_meters", []),

@@ -10,7 +10,7 @@ key: chalicelib/auth.py), which is never throttled (160 random bits can't be gue
 The item is {pk: "THROTTLE#<login key>", sk: "THROTTLE"} of AccountsTable; this module owns its
 shape: attempts (the tickets taken), window_start, expires_at (TTL).
 """
-from chalicelib import accounts, clock, db
+from chalicelib import accounts_table, clock, db
 from chalicelib.errors import TooManyRequests
 
 LIMIT = 10
@@ -24,15 +24,15 @@ def take_ticket(username):
     of concurrent requests wins; the others add to it), so parallel attempts never share a ticket.
     """
     now = int(clock.now())
-    key = accounts.throttle_key(username)
+    key = accounts_table.throttle_key(username)
     cutoff = now - WINDOW
     for _attempt in range(5):
         try:
-            item = db.update("AccountsTable", key, "ADD attempts :one", expression_values={
+            item = db.update(accounts_table.NAME, key, "ADD attempts :one", expression_values={
                 ":one": 1, ":cutoff": cutoff}, condition="window_start > :cutoff", return_values="ALL_NEW")
         except db.ConditionFailed:
             try:
-                db.put("AccountsTable", {**key, "attempts": 1, "window_start": now, "expires_at": now + WINDOW},
+                db.put(accounts_table.NAME, {**key, "attempts": 1, "window_start": now, "expires_at": now + WINDOW},
                        condition="attribute_not_exists(pk) OR window_start <= :cutoff",
                        expression_values={":cutoff": cutoff})
                 return
@@ -48,4 +48,4 @@ def take_ticket(username):
 
 def clear(username):
     """End the name's window: a right password, or the account's key, proves its owner."""
-    db.delete("AccountsTable", accounts.throttle_key(username))
+    db.delete(accounts_table.NAME, accounts_table.throttle_key(username))

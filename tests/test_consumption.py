@@ -381,14 +381,14 @@ def test_a_retried_batch_writes_no_rollup(toronto):
 
 def test_rebuild_computes_the_rollups_of_history_stored_before_them(toronto):
     """A meter whose readings were stored before rollups existed: rebuild gives what ingest would have."""
-    from chalicelib import db, meters, rollups
+    from chalicelib import db, meters, readings_table, rollups
 
     push(toronto, "meter1", [(at(date(2026, 1, 30)) + 3600 * h, 2.0 * h) for h in range(0, 24 * 5, 5)])
     expected = get(toronto, start="2026-01-29", end="2026-02-05")
     project = toronto.view["project"]
     meter = meters.find(project, name="meter1")
     for month in ("2026-01", "2026-02"):
-        db.delete(rollups.TABLE, rollups._key(project, meter["meter_id"], month))
+        db.delete(readings_table.NAME, readings_table.rollup_key(project, meter["meter_id"], month))
     assert {r["value"] for r in get(toronto, start="2026-01-29", end="2026-02-05")} == {None}
     rollups.rebuild(project, TORONTO, meter["meter_id"])
     assert get(toronto, start="2026-01-29", end="2026-02-05") == expected

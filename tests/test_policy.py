@@ -316,7 +316,7 @@ def test_the_walk_finds_the_calls_of_each_kind():
     """The walk itself: it must see transactions, the index, the bucket and the key."""
     needs = code_needs(template()["Resources"])
     assert ("dynamodb:Query", ("index", "SessionsTable", "by_user")) in needs
-    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # accounts.next_id
+    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # accounts_table.next_id
     assert ("dynamodb:DeleteItem", ("table", "MetersTable")) in needs            # a transaction's item
     assert ("dynamodb:BatchGetItem", ("table", "ReadingsTable")) in needs
     assert {a for a, r in needs if r == ("objects", "FilesBucket")} == {"s3:PutObject", "s3:AbortMultipartUpload",
@@ -549,14 +549,14 @@ def _big_export_job(client, key, project_id, ok):
     import boto3
 
     from app import export_worker
-    from chalicelib import db, exports, meters, readings
+    from chalicelib import db, exports, meters, readings, readings_table
     from tools import local_worker
 
     meter = meters.find(project_id, name="m1")
-    series = meters.series_key(project_id, meter["meter_id"])
+    series = readings_table.series_key(project_id, meter["meter_id"])
     first = datetime(2025, 1, 1)
     for day in range(60):                      # 60 days of 30 s readings: 172,800 rows, ~7 MB of csv
-        db.put(readings.TABLE, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
+        db.put(readings_table.NAME, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
                                                  {s: 1000.0 + s / 86400 for s in range(0, 86400, 30)}))
     saved = exports.SYNC_MAX_ROWS, exports.SLICE_ROWS
     exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = 0, 200_000
