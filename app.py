@@ -5,8 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import (accounts, auth, charts, consumption, export_jobs, exports, ingest, meters, readings,
-                        scoped_keys, status)
+from chalicelib import accounts, auth, charts, consumption, export_jobs, exports, ingest, meters, scoped_keys, status
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
@@ -96,7 +95,7 @@ def rename_point(call):
 
 @api.route("/data", "GET", scopes=("read",))
 def latest_readings(call):
-    return readings.latest(call.project_id, "latest")
+    return meters.latest(call.project_id, meters.LATEST)
 
 
 @api.route("/data", "POST", scopes=("ingest",))
@@ -106,7 +105,7 @@ def push_readings(call):
 
 @api.route("/interval", "GET", scopes=("read",))
 def latest_intervals(call):
-    return readings.latest(call.project_id, "interval")
+    return meters.latest(call.project_id, meters.INTERVAL)
 
 
 # ---- /file, /graphics -------------------------------------------------------------------------

@@ -109,11 +109,12 @@ def _combine(day_summaries):
     return energy, count, peak
 
 
-def coverage(count, seconds, save_every):
-    """Readings present / readings expected (seconds / SaveEvery), at most 1, three decimals."""
+def coverage(count, seconds, step):
+    """Readings present / readings expected (seconds / step, the seconds between readings), at most 1,
+    three decimals."""
     if count == 0 or seconds <= 0:
         return 0.0
-    return float(round(min(Fraction(1), Fraction(count * save_every * 60, seconds)), 3))
+    return float(round(min(Fraction(1), Fraction(count * step, seconds)), 3))
 
 
 def rows(project_id, chosen, zone, first, last, period):
@@ -126,10 +127,9 @@ def rows(project_id, chosen, zone, first, last, period):
     for index, (start, end) in enumerate(spans):
         for meter in chosen:
             energy, count, peak = table[meter["meter_id"]][index]
-            save_every = meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
             yield {"MeterParam": meter["name"], "PeriodStart": stamps[index][0], "PeriodEnd": stamps[index][1],
                    "value": None if energy is None else energy / 10 ** 6,
-                   "Coverage": coverage(count, end - start, save_every),
+                   "Coverage": coverage(count, end - start, meters.step(meter)),
                    "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
 
 

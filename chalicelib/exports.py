@@ -28,7 +28,7 @@ def rows(project_id, chosen, zone, start, end):
 
 def _rows_per_second(chosen):
     """Readings the chosen meters take per second together, from their SaveEvery."""
-    return sum(1 / (60 * m.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)) for m in chosen)
+    return sum(1 / meters.step(m) for m in chosen)
 
 
 def estimate_rows(chosen, begin, finish):

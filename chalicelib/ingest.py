@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from chalicelib import accounts, clock, db, meters, meters_table, readings, readings_table, rollups, validation
+from chalicelib import accounts, clock, db, meters, readings, readings_table, rollups, validation
 from chalicelib.errors import BadRequest, PayloadTooLarge
 
 MAX_BATCH = 1000
@@ -173,7 +173,7 @@ def _needed_days(batch):
     """The day items holding each reading and its neighbours one SaveEvery away."""
     needed = set()
     for meter, epoch, _value_ in batch.parsed.values():
-        step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
+        step = meters.step(meter)
         series = readings_table.series_key(batch.project_id, meter["meter_id"])
         for moment in (epoch - step, epoch, epoch + step):
             needed.add((series, readings.day_slot(moment)[0]))
@@ -253,28 +253,17 @@ def _update_latest(batch):
     for meter_id, entries in by_meter.items():
         meter = entries[0][0]
         series = readings_table.series_key(batch.project_id, meter_id)
-        step = 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY)
+        step = meters.step(meter)
         latest = max(epoch for _m, epoch in entries)
-        if _ahead(meter, "latest", latest):
-            _advance(batch.project_id, meter_id, "latest", latest, _stored_value(batch, series, latest))
+        meters.advance(batch.project_id, meter, meters.LATEST, latest, _stored_value(batch, series, latest))
         best = None
         for _m, epoch in entries:
             for end in (epoch, epoch + step):
                 used = interval_value(_stored_value(batch, series, end - step), _stored_value(batch, series, end))
                 if used is not None and (best is None or end > best[0]):
                     best = (end, used)
-        if best and _ahead(meter, "interval", best[0]):
-            _advance(batch.project_id, meter_id, "interval", *best)
-
-
-def _ahead(meter, prefix, epoch):
-    """True unless the meter, as read at the start of this request, already has one at epoch or later.
-
-    Skips the conditional write that would fail anyway (a failed one still costs a WCU): a retried
-    batch of duplicates, or a backfill, writes nothing to the meter.
-    """
-    known = meter.get(f"{prefix}_time")
-    return known is None or known < epoch
+        if best:
+            meters.advance(batch.project_id, meter, meters.INTERVAL, *best)
 
 
 def interval_value(before, after):
@@ -283,12 +272,3 @@ def interval_value(before, after):
         return None
     return after - before
 
-
-def _advance(project_id, meter_id, prefix, epoch, value):
-    try:
-        db.update(meters_table.NAME, meters_table.meter_key(project_id, meter_id),
-                  f"SET {prefix}_time = :t, {prefix}_value = :v",
-                  expression_values={":t": epoch, ":v": value},
-                  condition=f"attribute_exists(pk) AND (attribute_not_exists({prefix}_time) OR {prefix}_time < :t)")
-    except db.ConditionFailed:
-        pass  # a newer one is already recorded

@@ -6,8 +6,12 @@ the meter's integer id, written in the same transaction as the meter, so names s
 
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
+
+The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
+attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
+/data and GET /interval (latest) read one query per project whatever the history.
 """
-from chalicelib import accounts_table, db, meters_table, validation
+from chalicelib import accounts, accounts_table, clock, db, meters_table, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
@@ -25,6 +29,9 @@ MAX_DEPTH = 20              # levels of parents above a meter: keeps the cycle c
 # Meters a project may have: every request that reads all of them (GET /data, /point, /file) stays
 # bounded, and the project's MetersTable partition under DynamoDB's per-partition limits (docs/scale.md).
 MAX_METERS = 10_000
+# What the meter item keeps of its readings (advance, last): the latest reading, and the energy of the
+# latest interval of SaveEvery minutes whose two ends are known.
+LATEST, INTERVAL = "latest", "interval"
 
 
 def view(meter, parent_name=None):
@@ -274,3 +281,48 @@ def _rename(project_id, meter, new_name):
             raise Conflict(f"another meter is already named {new_name!r}") from None
         raise Conflict("the meter was renamed by another request at the same time: try again") from None
     return {**meter, "name": new_name}
+
+
+# ---- the latest reading and interval ------------------------------------------------------------
+
+def step(meter):
+    """Seconds between the meter's readings (its SaveEvery minutes)."""
+    return 60 * meter.get("SaveEvery", DEFAULT_SAVE_EVERY)
+
+
+def last(meter, which):
+    """(epoch, value) of the meter item's latest reading (LATEST) or latest interval (INTERVAL), or None."""
+    epoch = meter.get(f"{which}_time")
+    return None if epoch is None else (epoch, meter[f"{which}_value"])
+
+
+def advance(project_id, meter, which, epoch, value):
+    """Make (epoch, value) the meter's LATEST reading or INTERVAL unless it has one as late already.
+
+    meter is the item as read at the start of the request: when it already knows one at epoch or
+    later, nothing is written (a failed conditional write would still cost a WCU: a retried batch of
+    duplicates, or a backfill, writes nothing to the meter). The write is conditional too, so
+    concurrent requests never move it back.
+    """
+    known = last(meter, which)
+    if known is not None and known[0] >= epoch:
+        return
+    try:
+        db.update(meters_table.NAME, meters_table.meter_key(project_id, meter["meter_id"]),
+                  f"SET {which}_time = :t, {which}_value = :v",
+                  expression_values={":t": epoch, ":v": value},
+                  condition=f"attribute_exists(pk) AND (attribute_not_exists({which}_time) OR {which}_time < :t)")
+    except db.ConditionFailed:
+        pass  # a newer one is already recorded
+
+
+def latest(project_id, which):
+    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one."""
+    zone = accounts.project_zone(project_id)
+    rows = []
+    for meter in all_meters(project_id):
+        known = last(meter, which)
+        if known is not None:
+            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known[0], zone),
+                         "value": float(known[1])})
+    return rows

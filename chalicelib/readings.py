@@ -12,7 +12,7 @@ import struct
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from chalicelib import clock, db, meters, readings_table
+from chalicelib import clock, db, readings_table
 
 MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item far below 400 KB
 FUTURE_TOLERANCE = 600      # seconds a reading may be ahead of the cloud's clock
@@ -62,19 +62,6 @@ def write_day(series, day, stored, entries):
         db.put(readings_table.NAME, item, condition="attribute_not_exists(meter)")
     else:
         db.put(readings_table.NAME, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
-
-
-def latest(project_id, prefix):
-    """GET /data (prefix 'latest') and GET /interval ('interval'): one row per meter that has one."""
-    from chalicelib import accounts
-
-    zone = accounts.project_zone(project_id)
-    rows = []
-    for meter in meters.all_meters(project_id):
-        if meter.get(f"{prefix}_time") is not None:
-            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(meter[f"{prefix}_time"], zone),
-                         "value": float(meter[f"{prefix}_value"])})
-    return rows
 
 
 def series(project_id, meter_id, start, end):

@@ -70,17 +70,17 @@ def report(caller, params):
 
 
 def _state(meter, now):
-    latest = meter.get("latest_time")
+    latest = meters.last(meter, meters.LATEST)
     if latest is None:
         return "never"
-    age = now - latest
-    if age <= 2 * 60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY) + GRACE:
+    age = now - latest[0]
+    if age <= 2 * meters.step(meter) + GRACE:
         return "ok"
     return "late" if age <= DAY else "silent"
 
 
 def _coverage(present, meter):
-    expected = DAY / (60 * meter.get("SaveEvery", meters.DEFAULT_SAVE_EVERY))
+    expected = DAY / meters.step(meter)
     return round(min(1.0, present / expected), 3)
 
 
@@ -96,11 +96,12 @@ def overview(project_id):
                        "clock_offset": float(item["clock_offset"])})
     agents.sort(key=lambda row: (row["agent"].casefold(), row["last_contact"]))
     every = list(meters.all_meters(project_id))
-    recent = [m["meter_id"] for m in every if m.get("latest_time") is not None and m["latest_time"] > now - DAY]
+    latest = {m["meter_id"]: meters.last(m, meters.LATEST) for m in every}
+    recent = [meter_id for meter_id, known in latest.items() if known is not None and known[0] > now - DAY]
     present = readings.counts(project_id, recent, int(now) - DAY + 1, int(now) + 1) if recent else {}
     rows = []
     for meter in every:
-        latest = meter.get("latest_time")
-        rows.append({"MeterParam": meter["name"], "LastReading": clock.local(latest, zone) if latest is not None else None,
+        known = latest[meter["meter_id"]]
+        rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known[0], zone) if known else None,
                      "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
     return {"agents": agents, "meters": rows}
