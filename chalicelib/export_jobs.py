@@ -18,7 +18,7 @@ media_type, created, expires_at (TTL), error.
 import json
 import secrets
 
-from chalicelib import accounts_table, aws, clock, config, db, downloads, formats
+from chalicelib import accounts_table, aws, clock, config, db, downloads, export_writers
 from chalicelib.errors import NotFound
 
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
@@ -129,7 +129,7 @@ def run(message, rows_of):
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
-    chunks = formats.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    chunks = export_writers.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
     size = _written(key, chunks)
     updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
                         "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
@@ -172,8 +172,8 @@ def _request(job):
 
 
 def _assemble(job_id, job):
-    """Join the parts into the file (formats.slice_chunks says how); mark the job done."""
-    frame = formats.FRAMES[_request(job)["type"]]
+    """Join the parts into the file (export_writers.slice_chunks says how); mark the job done."""
+    frame = export_writers.FRAMES[_request(job)["type"]]
     segments, seen_rows = [], False
     for number in range(job["parts"]):
         rows, size = job["part_info"][f"p{number}"]

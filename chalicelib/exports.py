@@ -1,7 +1,7 @@
 """GET /file: past readings of a range of local days as csv/json/xml/yaml, streamed from DynamoDB to S3.
 
 Rows are read lazily (day items page by page, meters merged by time) and written by the streaming
-writers of chalicelib/formats.py into a multipart upload, so memory does not grow with the rows.
+writers of chalicelib/export_writers.py into a multipart upload, so memory does not grow with the rows.
 Before reading anything the request estimates its rows (meters x days x readings a day by SaveEvery):
 up to SYNC_MAX_ROWS it writes the file itself (303 to it), beyond it becomes an export job
 (chalicelib/export_jobs.py: 202) written in time slices of about SLICE_ROWS rows by the workers.
@@ -10,7 +10,7 @@ consumption) adds its source there and is sliced the same way.
 """
 import heapq
 
-from chalicelib import accounts, clock, days, downloads, export_jobs, formats, meters, readings
+from chalicelib import accounts, clock, days, downloads, export_jobs, export_writers, meters, readings
 from chalicelib.errors import BadRequest
 
 SYNC_MAX_ROWS = 1_000_000   # ~6-8 s of writing (about 130-170k rows/s) plus reading: well under 28 s
@@ -69,7 +69,7 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
     """
     file_type = "csv" if file_type is None else file_type
     file_type = file_type.strip().lower() if isinstance(file_type, str) else file_type
-    if not isinstance(file_type, str) or file_type not in formats.EXPORT_FORMATS:
+    if not isinstance(file_type, str) or file_type not in export_writers.EXPORT_FORMATS:
         raise BadRequest("type must be one of csv, json, xml, yaml")
     if period is not None:
         from chalicelib import consumption
@@ -79,12 +79,12 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
     first, last, begin, finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone,
                                                 max_days=consumption.days_allowed(period) if period else days.MAX_DAYS)
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
-    media_type, extension = formats.EXPORT_FORMATS[file_type]
+    media_type, extension = export_writers.EXPORT_FORMATS[file_type]
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""
     filename = f"readings{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
     if period is not None:
         filename = f"consumption-{period}{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
-        chunks = formats.record_chunks(file_type, consumption.FIELDS,
+        chunks = export_writers.record_chunks(file_type, consumption.FIELDS,
                                        consumption.rows(project_id, chosen, zone, first, last, period))
         key = downloads.upload_stream(project_id, "exports", filename, media_type, chunks)
         return downloads.link(key, zone)
@@ -92,6 +92,6 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
         request = {"source": "readings", "type": file_type, "filename": filename, "media_type": media_type,
                    "zone": zone.key, "meters": [[m["meter_id"], m["name"]] for m in chosen]}
         return export_jobs.start(project_id, request, plan_slices(chosen, begin, finish))
-    chunks = formats.export_chunks(file_type, rows(project_id, chosen, zone, begin, finish))
+    chunks = export_writers.export_chunks(file_type, rows(project_id, chosen, zone, begin, finish))
     key = downloads.upload_stream(project_id, "exports", filename, media_type, chunks)
     return downloads.link(key, zone)

@@ -255,11 +255,11 @@ def test_an_error_is_rendered_in_the_asked_response_type(site):
 def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_account, monkeypatch):
     from moto.s3 import models as s3_models
 
-    from chalicelib import downloads, formats, ingest
+    from chalicelib import downloads, export_writers, ingest
 
     small = 64 * 1024            # parts of 64 KiB instead of 8 MiB, so 12 days of XML take several
-    real_chunks = formats.export_chunks
-    monkeypatch.setattr(formats, "export_chunks", lambda fmt, rows: real_chunks(fmt, rows, chunk_bytes=small))
+    real_chunks = export_writers.export_chunks
+    monkeypatch.setattr(export_writers, "export_chunks", lambda fmt, rows: real_chunks(fmt, rows, chunk_bytes=small))
     monkeypatch.setattr(downloads, "PART_BYTES", small)
     monkeypatch.setattr(s3_models, "S3_UPLOAD_PART_MIN_SIZE", 1)
     account = make_account()

@@ -1,12 +1,10 @@
-"""Fast writers for the API's XML and YAML responses and the streamed ``/file`` exports: all the XML and YAML text
-the API writes comes from here.
+"""Fast writers of the streamed ``/file`` exports (csv, json, xml, yaml), in bounded memory, in time slices.
 
 The reference libraries are far too slow for an export of a meter-year (105,120 rows):
 ``dicttoxml`` and ``yaml.safe_dump`` take ~20 s each. This module writes the same bytes
-(XML: exactly what ``dicttoxml(obj, custom_root='Response', attr_type=True)`` writes; JSON:
-exactly ``json.dumps``) or an equivalent document (YAML, CSV) at csv-writer speed, and streams
-exports in bounded memory. It imports neither dicttoxml nor yaml at import (Lambda cold start):
-API responses' YAML (``yaml_document``, PyYAML's safe dump) imports yaml when first asked.
+(XML: exactly what ``dicttoxml`` writes for the row dicts, with chalicelib/documents.py's elements;
+JSON: exactly ``json.dumps``) or an equivalent document (YAML, CSV) at csv-writer speed, and streams
+exports in bounded memory. It imports neither dicttoxml nor yaml.
 """
 
 import datetime
@@ -16,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from numbers import Number
 
-__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "slice_chunks", "xml_document", "yaml_document"]
+from chalicelib.documents import XML_HEAD, XML_TAIL, xml_elements
+
+__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "record_chunks", "slice_chunks"]
 
 #: Export format -> (media type, file extension).
 EXPORT_FORMATS = {
@@ -26,173 +26,8 @@ EXPORT_FORMATS = {
     "yaml": ("application/yaml", "yaml"),
 }
 
-_XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?><Response>'
-_XML_TAIL = "</Response>"
 _BLOCK_ROWS = 1000  # rows formatted per step: bounds memory and how far ahead rows are read
 _CACHE_MAX = 2048  # entries per memo dict before it is cleared (bounds memory)
-
-# --------------------------------------------------------------------------------------------
-# XML: a faithful port of dicttoxml 1.7.16 (ids=False, attr_type=True, item_func -> 'item'),
-# minus its per-call logging and per-key XML parsing, which make it slow.
-
-# Characters XML 1.0 forbids: C0 controls but \t \n \r, lone surrogates, U+FFFE, U+FFFF.
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-# ASCII names that certainly parse as an element name (no ':' so namespaces don't matter).
-_SIMPLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
-_name_memo: dict = {}
-
-
-def _xml_text(s: str) -> str:
-    """Escape like dicttoxml's escape_xml, after replacing forbidden characters by U+FFFD."""
-    if _XML_FORBIDDEN.search(s):
-        s = _XML_FORBIDDEN.sub("\ufffd", s)
-    return (s.replace("&", "&amp;").replace('"', "&quot;").replace("'", "&apos;")
-            .replace("<", "&lt;").replace(">", "&gt;"))
-
-
-def _name_parses(key) -> bool:
-    """dicttoxml's key_is_valid_xml: does ``<key>foo</key>`` parse (minidom, namespaces on)?"""
-    if type(key) is str and _SIMPLE_NAME.match(key):
-        return True
-    from xml.dom.minidom import parseString  # rare path: imported only when needed
-
-    try:
-        parseString('<?xml version="1.0" encoding="UTF-8" ?><%s>foo</%s>' % (key, key))
-        return True
-    except Exception:
-        return False
-
-
-def _fix_name(key):
-    """dicttoxml's make_valid_xml_name: (element name, value of a name="" attribute or None)."""
-    if type(key) is str:
-        hit = _name_memo.get(key)
-        if hit is not None:
-            return hit
-        raw, key = key, _xml_text(key)
-    else:
-        raw = None
-    if _name_parses(key):
-        out = key, None
-    elif str(key).isdigit():
-        out = "n%s" % key, None
-    else:
-        try:
-            out = "n%s" % float(str(key)), None
-        except ValueError:
-            if _name_parses(key.replace(" ", "_")):
-                out = key.replace(" ", "_"), None
-            else:
-                out = "key", key
-    if raw is not None:
-        if len(_name_memo) >= _CACHE_MAX:
-            _name_memo.clear()
-        _name_memo[raw] = out
-    return out
-
-
-def _xml_type(val) -> str:
-    """dicttoxml's get_xml_type."""
-    name = type(val).__name__
-    if name == "NoneType":
-        return "null"
-    if name in ("bool", "str", "int", "float"):
-        return name
-    if isinstance(val, Number):
-        return "number"
-    if isinstance(val, dict):
-        return "dict"
-    if isinstance(val, Iterable):
-        return "list"
-    return name
-
-
-def _open_tag(key, name, typ) -> str:
-    if name is None:
-        return '<%s type="%s">' % (key, typ)
-    return '<%s name="%s" type="%s">' % (key, name, typ)
-
-
-def _leaf(key, name, val, kind) -> str:
-    """convert_kv / convert_bool / convert_none: they fix the (already fixed) name once more."""
-    key, name2 = _fix_name(key)
-    if name2 is not None:
-        name = name2
-    if kind == "bool":
-        text = str(val).lower()
-    elif kind == "none":
-        text = ""
-    else:
-        text = _xml_text(val) if type(val) is str else "%s" % (val,)
-    return "%s%s</%s>" % (_open_tag(key, name, _xml_type(val)), text, key)
-
-
-def _xml_dict(obj) -> str:
-    out = []
-    for key, val in obj.items():
-        key, name = _fix_name(key)
-        if type(val) is bool:
-            out.append(_leaf(key, name, val, "bool"))
-        elif isinstance(val, Number) or type(val) is str:
-            out.append(_leaf(key, name, val, "kv"))
-        elif hasattr(val, "isoformat"):
-            out.append(_leaf(key, name, val.isoformat(), "kv"))
-        elif isinstance(val, dict):
-            out.append("%s%s</%s>" % (_open_tag(key, name, "dict"), _xml_dict(val), key))
-        elif isinstance(val, Iterable):
-            out.append("%s%s</%s>" % (_open_tag(key, name, "list"), _xml_list(val), key))
-        elif val is None:
-            out.append(_leaf(key, name, val, "none"))
-        else:
-            raise TypeError("Unsupported data type: %s (%s)" % (val, type(val).__name__))
-    return "".join(out)
-
-
-def _xml_list(items) -> str:
-    out = []
-    for item in items:
-        if isinstance(item, Number) or type(item) is str:  # bool too: <item type="bool">True
-            out.append(_leaf("item", None, item, "kv"))
-        elif hasattr(item, "isoformat"):
-            out.append(_leaf("item", None, item.isoformat(), "kv"))
-        elif isinstance(item, dict):
-            out.append('<item type="dict">%s</item>' % _xml_dict(item))
-        elif isinstance(item, Iterable):
-            out.append('<item type="list">%s</item>' % _xml_list(item))
-        elif item is None:
-            out.append(_leaf("item", None, None, "none"))
-        else:
-            raise TypeError("Unsupported data type: %s (%s)" % (item, type(item).__name__))
-    return "".join(out)
-
-
-def _xml_body(obj) -> str:
-    """dicttoxml's convert() for the root's content."""
-    if type(obj) is bool:
-        return _leaf("item", None, obj, "bool")
-    if obj is None:
-        return _leaf("item", None, None, "none")
-    if isinstance(obj, Number) or type(obj) is str:
-        return _leaf("item", None, obj, "kv")
-    if hasattr(obj, "isoformat"):
-        return _leaf("item", None, obj.isoformat(), "kv")
-    if isinstance(obj, dict):
-        return _xml_dict(obj)
-    if isinstance(obj, Iterable):
-        return _xml_list(obj)
-    raise TypeError("Unsupported data type: %s (%s)" % (obj, type(obj).__name__))
-
-
-def xml_document(obj) -> str:
-    """The vendor's XML for a response object.
-
-    Byte-identical to ``dicttoxml(obj, custom_root='Response', attr_type=True).decode()`` when
-    every string holds only valid XML characters; forbidden ones (C0 controls but tab/LF/CR,
-    lone surrogates, U+FFFE/U+FFFF) become U+FFFD so a strict parser accepts the document.
-    (dicttoxml quirks are kept, e.g. a numeric-looking key of a nested dict such as '1e20'.)
-    """
-    return "%s%s%s" % (_XML_HEAD, _xml_body(obj), _XML_TAIL)
-
 
 # --------------------------------------------------------------------------------------------
 # Exports. Each writer turns blocks of rows into str pieces with one f-string per row; the
@@ -237,10 +72,10 @@ def _blocks(rows):
 
 def _xml_rows(rows):
     day, tod = _clock_memos()
-    names = _Memo(lambda n: _xml_dict({"MeterParam": n}))
+    names = _Memo(lambda n: xml_elements({"MeterParam": n}))
 
     def slow(n, t, v):
-        return '<item type="dict">%s%s</item>' % (names[n], _xml_dict(
+        return '<item type="dict">%s%s</item>' % (names[n], xml_elements(
             {"TimeStamping": "%sT%s" % (day[t.date()], tod[t.time()]), "value": v}))
 
     for block in _blocks(rows):
@@ -266,46 +101,6 @@ def _json_rows(rows):
             f'"value": {v!r}}}'
             if (type(v) is float and v - v == 0.0) or type(v) is int else ", " + slow(n, t, v)
             for n, t, v in block])
-
-
-# --------------------------------------------------------------------------------------------
-# YAML: every YAML text the API writes comes from here. Responses (yaml_document) are PyYAML's
-# safe dump; exports (below) write the equivalent document directly, at csv-writer speed.
-
-# Unicode line breaks (NEL, LS, PS) that a YAML reader folds when they stand raw inside quotes.
-_YAML_FOLDED = ("\x85", "\u2028", "\u2029")
-_dumper = None
-
-
-def _yaml_dumper():
-    """PyYAML's safe dumper, but strings holding a Unicode line break (NEL, LS, PS) are double-quoted.
-
-    safe_dump writes those characters raw inside quotes, where a YAML reader folds them: the
-    value read back would differ from the one stored.
-    """
-    global _dumper
-    if _dumper is None:
-        import yaml
-
-        class SafeDumper(yaml.SafeDumper):
-            pass
-
-        def represent_str(dumper, value):
-            style = '"' if any(c in value for c in _YAML_FOLDED) else None
-            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-        SafeDumper.add_representer(str, represent_str)
-        _dumper = SafeDumper
-    return _dumper
-
-
-def yaml_document(obj) -> str:
-    """A response object as YAML: ``yaml.safe_dump`` in the object's key order, Unicode kept, and any
-    string holding NEL, LS or PS double-quoted so ``yaml.safe_load`` gives back exactly obj.
-    PyYAML is imported on first use (Lambda cold start)."""
-    import yaml
-
-    return yaml.dump(obj, Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True)
 
 
 # YAML double-quoted scalars: escape '\', '"' and everything PyYAML's reader rejects or treats
@@ -408,7 +203,7 @@ class Frame:
 FRAMES = {
     "csv": Frame(_CSV_HEAD, 0, "", _CSV_HEAD),
     "json": Frame("[", 2, "]", "[]"),
-    "xml": Frame(_XML_HEAD, 0, _XML_TAIL, _XML_HEAD + _XML_TAIL),
+    "xml": Frame(XML_HEAD, 0, XML_TAIL, XML_HEAD + XML_TAIL),
     "yaml": Frame("", 0, "", "[]\n"),
 }
 
@@ -515,10 +310,10 @@ def _record_pieces(fmt, fields, records):
             sep = ", "
         yield "[]" if sep == "[" else "]"
     elif fmt == "xml":
-        yield _XML_HEAD
+        yield XML_HEAD
         for block in _blocks(records):
-            yield "".join(['<item type="dict">%s</item>' % _xml_dict({f: r[f] for f in fields}) for r in block])
-        yield _XML_TAIL
+            yield "".join(['<item type="dict">%s</item>' % xml_elements({f: r[f] for f in fields}) for r in block])
+        yield XML_TAIL
     else:
         empty = True
         for block in _blocks(records):
