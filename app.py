@@ -21,9 +21,9 @@ def get_session(call):
 
 @api.route("/session", "PUT", authenticated=False, secret=True)
 def log_in(call):
-    result, token = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
-    call.set_session_cookie(token)
-    return result
+    login = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
+    call.set_session_cookie(login.token)
+    return login.answer
 
 
 @api.route("/session", "DELETE")
@@ -54,10 +54,9 @@ def list_users(call):
 
 @api.route("/user", "PUT")
 def create_user(call):
-    account, _key = accounts.create_user(call.project_id, call.text("username", required=True),
-                                         call.text("password", required=True), call.text("email", required=True),
-                                         created_by=call.user_id)
-    return account
+    return accounts.create_user(call.project_id, call.text("username", required=True),
+                                call.text("password", required=True), call.text("email", required=True),
+                                created_by=call.user_id).account
 
 
 @api.route("/user", "POST")
@@ -127,7 +126,7 @@ def chart(call):
 
 @api.route("/file/job", "GET", scopes=("read",))
 def export_job(call):
-    return call.job_answer(*export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
+    return call.job_answer(export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
 
 
 @app.on_sqs_message(queue="intellimeter-export-jobs", batch_size=1, name="export_worker")

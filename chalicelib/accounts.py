@@ -4,9 +4,24 @@ Login names are unique case-insensitively across all projects, enforced by a LOG
 the same transaction as the account (never read-then-write), so concurrent creates can't both win.
 """
 from datetime import datetime
+from typing import NamedTuple
 
 from chalicelib import accounts_table, apikeys, clock, db, passwords, sessions, validation
 from chalicelib.errors import BadRequest, Conflict, NotFound
+
+
+class AccountRef(NamedTuple):
+    """Which account: what a login name or an account key finds."""
+
+    project_id: int
+    user_id: int
+
+
+class NewAccount(NamedTuple):
+    """A created account: its GET /session view and its API key (the only time the key is returned)."""
+
+    account: dict
+    key: str
 
 # ---- projects ---------------------------------------------------------------------------------
 
@@ -81,7 +96,7 @@ def _user(project_id, user_id):
 
 
 def create_user(project_id, username, password, email, created_by=None):
-    """A new account in the project, with its own API key; returns (account view, key).
+    """A new account in the project, with its own API key: its NewAccount (view, key).
 
     created_by (the account asking, when one does) makes the create safe to send again: the same
     request from the same account after a lost answer gets the account it created, not a 409.
@@ -112,9 +127,10 @@ def create_user(project_id, username, password, email, created_by=None):
     except db.ConditionFailed:
         earlier = created_by is not None and _same_creation(project_id, username, email, password, created_by)
         if earlier:   # this request sent again after its answer was lost: the account it created
-            return _account_view(earlier, project), apikeys.decrypt(earlier["key_ciphertext"], earlier["user_id"])
+            return NewAccount(_account_view(earlier, project),
+                              apikeys.decrypt(earlier["key_ciphertext"], earlier["user_id"]))
         raise Conflict(f"the username {username!r} is taken: choose another") from None
-    return _account_view(user, project), key
+    return NewAccount(_account_view(user, project), key)
 
 
 RETRY_WINDOW = 600   # seconds: a create sent again within this time may be the same request
@@ -202,11 +218,11 @@ def delete_account(project_id, user_id):
 
 
 def find_login(username):
-    """(project_id, user_id) of a login name, or None."""
+    """The AccountRef of a login name, or None."""
     if not isinstance(username, str) or not username or len(username) > validation.USERNAME_MAX * 4:
         return None
     item = db.get(accounts_table.NAME, accounts_table.login_name_key(username.strip()))
-    return (item["project_id"], item["user_id"]) if item else None
+    return AccountRef(item["project_id"], item["user_id"]) if item else None
 
 
 def check_password(project_id, user_id, password):
@@ -223,11 +239,11 @@ def check_password(project_id, user_id, password):
 # ---- API keys ---------------------------------------------------------------------------------
 
 def find_by_key(key):
-    """(project_id, user_id) owning an API key, or None."""
+    """The AccountRef owning an API key, or None."""
     if not apikeys.looks_like_key(key):
         return None
     item = db.get(accounts_table.NAME, accounts_table.api_key_key(apikeys.digest(key)))
-    return (item["project_id"], item["user_id"]) if item else None
+    return AccountRef(item["project_id"], item["user_id"]) if item else None
 
 
 def key_digest(key):

@@ -5,6 +5,7 @@ password is verified, and a key login, never throttled, ends a lock others put o
 current password asked by POST /user to change the password goes through the same tickets.
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from chalicelib import accounts, config, passwords, scoped_keys, sessions, throttle, validation
 from chalicelib.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -27,8 +28,15 @@ class Caller:
     label: str | None = None
 
 
+class Login(NamedTuple):
+    """A login: the answer of PUT /session ({"uuid": user id}) and the new session's token (for the cookie)."""
+
+    answer: dict
+    token: str
+
+
 def login(username=None, password=None, key=None):
-    """Log in by key, or by username and password; returns ({"uuid": id}, session token)."""
+    """Log in by key, or by username and password: the answer and the session token (a Login)."""
     if key is not None:
         if not isinstance(key, str):
             raise BadRequest("key must be text")
@@ -54,12 +62,12 @@ def login(username=None, password=None, key=None):
         found = accounts.find_login(username)
         if not found:
             passwords.burn_time(password)
-        if not found or not accounts.check_password(*found, password):
+        if not found or not accounts.check_password(found.project_id, found.user_id, password):
             raise Unauthorized(_LOGIN_FAILED)
         throttle.clear(username)
         project_id, user_id = found
         session_key = None
-    return {"uuid": user_id}, sessions.create(project_id, user_id, opened_with=session_key)
+    return Login({"uuid": user_id}, sessions.create(project_id, user_id, opened_with=session_key))
 
 
 def update_account(caller, username=None, password=None, email=None, current_password=None):
@@ -93,7 +101,7 @@ def authenticate(headers, cookies):
     if key is not None:
         found = accounts.find_by_key(key)
         if found:
-            return Caller(*found)
+            return Caller(found.project_id, found.user_id)
         scoped = scoped_keys.find(key)
         if scoped:
             return Caller(scoped.project_id, scope=scoped.scope, key_id=scoped.key_id, label=scoped.label)

@@ -8,6 +8,7 @@ answers are the same to the µkWh (tests/test_consumption.py checks it on random
 """
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import NamedTuple
 
 from chalicelib import accounts, days, meters, readings, rollups
 from chalicelib.errors import BadRequest
@@ -17,6 +18,13 @@ MAX_HOUR_DAYS = 31
 FIELDS = ("MeterParam", "PeriodStart", "PeriodEnd", "value", "Coverage", "PeakDemand")
 _GROUP = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
           "month": lambda d: (d.year, d.month), "year": lambda d: d.year}
+
+
+class Use(NamedTuple):
+    """Energy used in a period, for charts: the period's start (epoch seconds) and its kWh (None: unknown)."""
+
+    start: int
+    kwh: float | None
 
 
 def parse_period(period, default="day"):
@@ -63,7 +71,7 @@ def _groups(first, last, period):
 
 
 def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
-    """{meter id: [(energy µkWh or None, count, peak µkWh or None) per period]} for the chosen meters.
+    """{meter id: [rollups.Summary per period]} for the chosen meters.
     margin_days: passed to readings.around_many for the raw readings (hours)."""
     result = {}
     if period != "hour":
@@ -73,7 +81,7 @@ def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
             known = by_day.get(meter["meter_id"])
             if known is None:   # rollups kept for another zone: from the raw readings
                 continue
-            result[meter["meter_id"]] = [_combine(known.get(day, (None, 0, None)) for day in group) for group in groups]
+            result[meter["meter_id"]] = [_combine(known.get(day, rollups.NOTHING) for day in group) for group in groups]
     missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
     if missing:
         result.update(from_readings(project_id, missing, zone, first, last, period, margin_days))
@@ -98,7 +106,7 @@ def _summaries(curve, zone, first, last, period, spans):
 
 
 def _combine(day_summaries):
-    """A period's summary from its days': energies add (None when none is known), counts add, peaks max."""
+    """A period's Summary from its days': energies add (None when none is known), counts add, peaks max."""
     energy, count, peak = None, 0, None
     for day_energy, day_count, day_peak in day_summaries:
         if day_energy is not None:
@@ -106,7 +114,7 @@ def _combine(day_summaries):
         count += day_count
         if day_peak is not None and (peak is None or day_peak > peak):
             peak = day_peak
-    return energy, count, peak
+    return rollups.Summary(energy, count, peak)
 
 
 def coverage(count, seconds, step):
@@ -134,7 +142,7 @@ def rows(project_id, chosen, zone, first, last, period):
 
 
 def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
-    """Energy used per meter and period, for charts: {meter id: [(period start epoch, kWh or None)]}.
+    """Energy used per meter and period, for charts: {meter id: [Use per period]}.
 
     chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
     days.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
@@ -146,6 +154,6 @@ def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
     last = days.local_day(finish - 1, zone)
     spans = periods(first, last, zone, period)
     table = summaries(project_id, chosen, zone, first, last, period, margin_days)
-    return {meter_id: [(spans[i][0], None if energy is None else energy / 10 ** 6)
+    return {meter_id: [Use(spans[i][0], None if energy is None else energy / 10 ** 6)
                        for i, (energy, _count, _peak) in enumerate(values)]
             for meter_id, values in table.items()}

@@ -2,12 +2,22 @@
 project's zone as epochs (GET /file, /consumption and /graphics share these rules)."""
 import re
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from chalicelib.errors import BadRequest
 
 MAX_DAYS = 366                                              # days a request may span (unless told fewer)
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)   # readings are never before 1970
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class DayRange(NamedTuple):
+    """Whole local days first..last of a zone, and the instants they span: [start, end) in epoch seconds."""
+
+    first: date
+    last: date
+    start: int
+    end: int
 
 
 def parse_day(field, text):
@@ -25,13 +35,13 @@ def _bad_day(field, text):
 
 
 def day_range(start, end, zone, max_days=MAX_DAYS):
-    """(first day, last day, start epoch, end epoch) of local days start..end in either order, inclusive."""
+    """The DayRange of local days start..end in either order, inclusive."""
     first, last = sorted((start, end))
     if first < FIRST_DAY or last > LAST_DAY:  # outside, local midnights overflow datetime
         raise BadRequest(f"days must be from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
     if (last - first).days + 1 > max_days:
         raise BadRequest(f"the range is {(last - first).days + 1} days: at most {max_days} days per request")
-    return first, last, midnight(first, zone), midnight(last + timedelta(days=1), zone)
+    return DayRange(first, last, midnight(first, zone), midnight(last + timedelta(days=1), zone))
 
 
 def each(first, last):

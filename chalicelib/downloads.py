@@ -7,6 +7,7 @@ import logging
 import secrets
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,6 +20,14 @@ PART_BYTES = 8 * 1024 * 1024     # multipart parts (S3's minimum is 5 MiB, excep
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_COPY_BYTES = 5 * 1024 ** 3   # S3's largest part
 COPY_THREADS = 8                 # UploadPartCopy calls at once when joining an export job's parts
+
+
+class Segment(NamedTuple):
+    """A byte range of a stored object: what assemble copies into the object it writes."""
+
+    key: str
+    offset: int
+    length: int
 
 
 def safe_key_part(filename):
@@ -108,7 +117,7 @@ def read_range(key, offset, length):
 
 
 def assemble(key, media_type, filename, segments):
-    """Write one object from segments in order: bytes, or (object key, offset, length) ranges of stored objects.
+    """Write one object from segments in order: bytes, or Segment ranges of stored objects.
 
     A multipart upload: a range at least MIN_PART_BYTES long that starts a part is copied by S3
     itself (UploadPartCopy, nothing passes through here); short pieces are gathered into parts of

@@ -17,6 +17,7 @@ media_type, created, expires_at (TTL), error.
 """
 import json
 import secrets
+from typing import NamedTuple
 
 from chalicelib import accounts_table, aws, clock, config, db, downloads, export_writers
 from chalicelib.errors import NotFound
@@ -24,6 +25,14 @@ from chalicelib.errors import NotFound
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
 MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)
 DEADLINE_SECONDS = 30 * 60      # longer than MAX_RECEIVES visibility timeouts of the worker
+
+
+class JobState(NamedTuple):
+    """What GET /file/job answers: the HTTP status (202 running, 200 failed, 303 done) and its body (303's
+    is the file's link)."""
+
+    status: int
+    body: dict
 
 
 def _prefix(project_id, job_id):
@@ -68,7 +77,7 @@ def _progress(job):
 
 
 def status(project_id, job_id, zone):
-    """GET /file/job: (HTTP status, body); 303's body is the link. Another project's job is unknown."""
+    """GET /file/job: the job's JobState. Another project's job is unknown."""
     known = isinstance(job_id, str) and 0 < len(job_id) <= 64
     job = db.get(accounts_table.NAME, accounts_table.job_key(job_id)) if known else None
     if not job or job.get("project_id") != project_id or job.get("expires_at", 0) < clock.now():
@@ -78,10 +87,10 @@ def status(project_id, job_id, zone):
                              f"ask for fewer days or fewer meters")
                or db.get(accounts_table.NAME, accounts_table.job_key(job_id)))
     if job["status"] == "done":
-        return 303, downloads.link(job["file"], zone)
+        return JobState(303, downloads.link(job["file"], zone))
     if job["status"] == "failed":
-        return 200, {"id": job_id, "status": "failed", "error": job.get("error") or "the export failed"}
-    return 202, view(job_id, progress=_progress(job))
+        return JobState(200, {"id": job_id, "status": "failed", "error": job.get("error") or "the export failed"})
+    return JobState(202, view(job_id, progress=_progress(job)))
 
 
 def _fail(job_id, reason):
@@ -180,7 +189,7 @@ def _assemble(job_id, job):
         skip = frame.lead if rows and not seen_rows and number > 0 else 0
         seen_rows = seen_rows or rows > 0
         if size > skip:
-            segments.append((_part_key(job["project_id"], job_id, number), skip, size - skip))
+            segments.append(downloads.Segment(_part_key(job["project_id"], job_id, number), skip, size - skip))
     if not seen_rows:
         segments = [frame.empty.encode()]
     downloads.assemble(job["file"], job["media_type"], job["filename"], segments)

@@ -12,6 +12,7 @@ import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import NamedTuple
 
 from chalicelib import accounts, clock, db, meters, readings, readings_table, rollups, validation
 from chalicelib.errors import BadRequest, PayloadTooLarge
@@ -94,6 +95,14 @@ def _value(raw):
     return Decimal(repr(round(raw, DECIMALS)))
 
 
+class Parsed(NamedTuple):
+    """A reading that passed its checks: its meter (the item), instant (epoch seconds) and value as stored."""
+
+    meter: dict
+    epoch: int
+    value: Decimal
+
+
 class _Batch:
     """The state of one POST /data batch: parsed readings, their meters and the day items they touch."""
 
@@ -103,7 +112,7 @@ class _Batch:
         self.rejected = {}
         self.duplicates = set()
         self.accepted = set()
-        self.parsed = {}          # index → (meter, epoch, value)
+        self.parsed = {}          # index → Parsed
         self.days = {}            # (series, day) → {seconds into the day: Decimal}; None when no item
 
     def reject(self, index, code, message):
@@ -124,8 +133,8 @@ def ingest(project_id, sent):
         pending = _classify_and_write(batch, pending)
         if not pending:
             break
-        _load_days(batch, only={(readings_table.series_key(project_id, batch.parsed[i][0]["meter_id"]),
-                                 readings.day_slot(batch.parsed[i][1])[0]) for i in pending})
+        _load_days(batch, only={(readings_table.series_key(project_id, batch.parsed[i].meter["meter_id"]),
+                                 readings.day_slot(batch.parsed[i].epoch).day) for i in pending})
     for index in pending:
         batch.reject(index, "busy", "the meter's day was being written by other requests: send it again")
     _refresh_rollups(batch)
@@ -166,7 +175,7 @@ def _parse(batch, sent):
         if found.get(name) is None:
             batch.reject(index, "unknown_meter", f"unknown meter {name[:64]!r}: register it with PUT /point first")
         else:
-            batch.parsed[index] = (found[name], epoch, value)
+            batch.parsed[index] = Parsed(found[name], epoch, value)
 
 
 def _needed_days(batch):
@@ -176,7 +185,7 @@ def _needed_days(batch):
         step = meters.step(meter)
         series = readings_table.series_key(batch.project_id, meter["meter_id"])
         for moment in (epoch - step, epoch, epoch + step):
-            needed.add((series, readings.day_slot(moment)[0]))
+            needed.add((series, readings.day_slot(moment).day))
     return needed
 
 
@@ -248,17 +257,16 @@ def _update_latest(batch):
     """Move each meter's latest reading and latest interval forward (never back) from this batch."""
     by_meter = defaultdict(list)
     for index in batch.accepted | batch.duplicates:
-        meter, epoch, _v = batch.parsed[index]
-        by_meter[meter["meter_id"]].append((meter, epoch))
+        by_meter[batch.parsed[index].meter["meter_id"]].append(batch.parsed[index])
     for meter_id, entries in by_meter.items():
-        meter = entries[0][0]
+        meter = entries[0].meter
         series = readings_table.series_key(batch.project_id, meter_id)
         step = meters.step(meter)
-        latest = max(epoch for _m, epoch in entries)
+        latest = max(entry.epoch for entry in entries)
         meters.advance(batch.project_id, meter, meters.LATEST, latest, _stored_value(batch, series, latest))
         best = None
-        for _m, epoch in entries:
-            for end in (epoch, epoch + step):
+        for entry in entries:
+            for end in (entry.epoch, entry.epoch + step):
                 used = interval_value(_stored_value(batch, series, end - step), _stored_value(batch, series, end))
                 if used is not None and (best is None or end > best[0]):
                     best = (end, used)

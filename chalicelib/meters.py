@@ -12,6 +12,7 @@ attributes <which>_time and <which>_value), moved forward at ingest (advance), n
 /data and GET /interval (latest) read one query per project whatever the history.
 """
 from chalicelib import accounts, accounts_table, clock, db, meters_table, validation
+from chalicelib.readings import Reading
 from chalicelib.errors import BadRequest, Conflict, NotFound
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
@@ -291,9 +292,10 @@ def step(meter):
 
 
 def last(meter, which):
-    """(epoch, value) of the meter item's latest reading (LATEST) or latest interval (INTERVAL), or None."""
+    """The meter item's latest reading (LATEST), or its latest interval (INTERVAL: when it ended and the
+    energy used in it), or None."""
     epoch = meter.get(f"{which}_time")
-    return None if epoch is None else (epoch, meter[f"{which}_value"])
+    return None if epoch is None else Reading(epoch, meter[f"{which}_value"])
 
 
 def advance(project_id, meter, which, epoch, value):
@@ -305,7 +307,7 @@ def advance(project_id, meter, which, epoch, value):
     concurrent requests never move it back.
     """
     known = last(meter, which)
-    if known is not None and known[0] >= epoch:
+    if known is not None and known.epoch >= epoch:
         return
     try:
         db.update(meters_table.NAME, meters_table.meter_key(project_id, meter["meter_id"]),
@@ -323,6 +325,6 @@ def latest(project_id, which):
     for meter in all_meters(project_id):
         known = last(meter, which)
         if known is not None:
-            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known[0], zone),
-                         "value": float(known[1])})
+            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known.epoch, zone),
+                         "value": float(known.value)})
     return rows

@@ -24,6 +24,7 @@ import bisect
 import struct
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from chalicelib import db, readings, readings_table
 from chalicelib.days import each, local_day, midnight
@@ -36,6 +37,36 @@ CLUSTER_GAP = 2 * 86400     # readings of one batch further apart than this are 
 _HEAD = struct.Struct("<BI")              # a day's flags and count
 _RECORD = struct.Struct("<BIqq")          # a day: flags, count, energy, peak (8-byte integers)
 _HEADER = struct.Struct("<QHBBB")         # meter id, year, month, integer width, zone name length
+
+
+class Summary(NamedTuple):
+    """What a span of time (a local day, or any [start, end)) holds: the energy used (µkWh, None when
+    unknown), the readings counted, and the highest 15-minute energy (µkWh, None when none is known)."""
+
+    energy: int | None
+    counted: int
+    peak: int | None
+
+
+NOTHING = Summary(None, 0, None)   # a span with no reading and no known energy
+
+
+class _Packed(NamedTuple):
+    """A rollup item's v attribute, read: whose and which month it is, the zone whose local days it
+    keeps, and its days' Summary by day of the month (days with nothing left out)."""
+
+    meter_id: int
+    month: str
+    zone_name: str
+    days: dict
+
+
+class _Stored(NamedTuple):
+    """A rollup item as read before it is rewritten: its version (None: not stored yet), zone and days."""
+
+    version: int | None
+    zone_name: str | None
+    days: dict
 
 
 def micro(value):
@@ -79,11 +110,11 @@ class Curve:
         return self.cum[i] + (2 * used * (x - t0) + (t1 - t0)) // (2 * (t1 - t0))
 
     def summary(self, start, end):
-        """(energy µkWh or None, readings with start <= t < end, peak 15-minute energy µkWh or None)."""
+        """The Summary of [start, end): energy used, readings with start <= t < end, peak 15-minute energy."""
         times = self.times
         count = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
         if not times or max(start, times[0]) > min(end, times[-1]):
-            return None, count, None
+            return Summary(None, count, None)
         energy = self.at(min(end, times[-1])) - self.at(max(start, times[0]))
         peak, previous = None, self.at(start)
         for edge in range(start + SLOT, end + 1, SLOT):
@@ -91,7 +122,7 @@ class Curve:
             if previous is not None and current is not None and (peak is None or current - previous > peak):
                 peak = current - previous
             previous = current
-        return energy, count, peak
+        return Summary(energy, count, peak)
 
 
 def _month(day):
@@ -107,7 +138,7 @@ def _pack(meter_id, month, zone_name, records):
     name = zone_name.encode()
     parts = [_HEADER.pack(meter_id, int(month[:4]), int(month[5:7]), width, len(name)), name]
     for index in range(1, DAYS_PER_ITEM + 1):
-        energy, count, peak = records.get(index, (None, 0, None))
+        energy, count, peak = records.get(index, NOTHING)
         flags, energy, peak = (1 if energy is not None else 0), energy or 0, -1 if peak is None else peak
         if width == 8:
             parts.append(_RECORD.pack(flags, count, energy, peak))
@@ -118,8 +149,7 @@ def _pack(meter_id, month, zone_name, records):
 
 
 def _unpack(packed):
-    """(meter id, 'YYYY-MM', zone name, {day of month: (energy or None, count, peak or None)}) of a v
-    attribute (days with nothing left out)."""
+    """The _Packed content of a v attribute."""
     packed = bytes(getattr(packed, "value", packed))   # boto3 wraps binary values in Binary
     meter_id, year, month, width, length = _HEADER.unpack_from(packed)
     base = _HEADER.size + length
@@ -134,9 +164,9 @@ def _unpack(packed):
             middle = start + _HEAD.size + width
             records.append((flags, count, int.from_bytes(packed[start + _HEAD.size:middle], "little", signed=True),
                             int.from_bytes(packed[middle:start + size], "little", signed=True)))
-    days = {index: (energy if flags & 1 else None, count, None if peak < 0 else peak)
+    days = {index: Summary(energy if flags & 1 else None, count, None if peak < 0 else peak)
             for index, (flags, count, energy, peak) in enumerate(records, start=1) if flags or count or peak >= 0}
-    return meter_id, f"{year:04d}-{month:02d}", zone_name, days
+    return _Packed(meter_id, f"{year:04d}-{month:02d}", zone_name, days)
 
 
 # ---- maintenance at ingest -------------------------------------------------------------------------
@@ -163,8 +193,8 @@ def refresh_many(project_id, zone, times_by_meter):
     keys = [readings_table.rollup_key(project_id, meter_id, month) for meter_id, (_c, days) in plans.items()
             for month in sorted({_month(day) for day in days})]
     for item in db.batch_get(readings_table.NAME, keys):   # the versions first, then the readings
-        version, (meter_id, month, zone_name, records) = item["r"], _unpack(item["v"])
-        stored[meter_id][month] = (version, meter_id, month, zone_name, records)
+        packed = _unpack(item["v"])
+        stored[packed.meter_id][packed.month] = _Stored(item["r"], packed.zone_name, packed.days)
     windows = {}
     for meter_id, (_c, days) in plans.items():
         window = (midnight(min(days), zone), midnight(max(days) + timedelta(days=1), zone))
@@ -221,9 +251,10 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
         stored = {}
         keys = [readings_table.rollup_key(project_id, meter_id, month) for month in by_month]
         for item in db.batch_get(readings_table.NAME, keys):
-            stored[item["day"]] = (item["r"], *_unpack(item["v"]))
-    for month, (_r, _m, _month_, zone_name, _records) in stored.items():
-        if zone_name != zone.key:   # another zone's days: this month is recomputed whole
+            packed = _unpack(item["v"])
+            stored[item["day"]] = _Stored(item["r"], packed.zone_name, packed.days)
+    for month, known in stored.items():
+        if known.zone_name != zone.key:   # another zone's days: this month is recomputed whole
             first = date(int(month[:4]), int(month[5:7]), 1)
             by_month[month].update(d for d in each(first, first + timedelta(days=30)) if d.month == first.month)
     every = sorted(d for month_days in by_month.values() for d in month_days)
@@ -241,13 +272,13 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
     if not wider <= set(every):
         return wider - set(every)
     for month, month_days in sorted(by_month.items()):
-        version, _m, _month_, zone_name, records = stored.get(month, (None, None, None, None, {}))
+        version, zone_name, records = stored.get(month, _Stored(None, None, {}))
         old = _pack(meter_id, month, zone.key, records) if zone_name == zone.key else None
         if zone_name != zone.key:
             records = {}
         for day in month_days:
             summary = curve.summary(midnight(day, zone), midnight(day + timedelta(days=1), zone))
-            if summary == (None, 0, None):
+            if summary == NOTHING:
                 records.pop(day.day, None)
             else:
                 records[day.day] = summary
@@ -265,7 +296,7 @@ def _recompute(project_id, zone, meter_id, days, clusters=(), prefetched=None):
 # ---- reading ----------------------------------------------------------------------------------------
 
 def day_summaries(project_id, meter_ids, first, last, zone):
-    """{meter id: {local day: (energy, count, peak)}} for days first..last from the rollups.
+    """{meter id: {local day: Summary}} for days first..last from the rollups.
 
     One BatchGetItem key per meter and local month (at most 13 a meter-year). A meter whose items
     were kept for another zone maps to None: the caller computes it from the raw readings.
@@ -280,9 +311,9 @@ def day_summaries(project_id, meter_ids, first, last, zone):
         if zone_name != zone.key:
             result[meter_id] = None
             continue
-        year, month = int(month[:4]), int(month[5:7])
+        year, month_number = int(month[:4]), int(month[5:7])
         for index, record in records.items():
-            day = date(year, month, index)
+            day = date(year, month_number, index)
             if first <= day <= last:
                 result[meter_id][day] = record
     return result
@@ -296,9 +327,9 @@ def rebuild(project_id, zone, meter_id):
     """
     first = readings.after(project_id, meter_id, -1)
     last = readings.before(project_id, meter_id, 2 ** 37)
-    if first is None:
+    if first is None or last is None:
         return
-    day, end = local_day(first[0], zone) - timedelta(days=1), local_day(last[0], zone)
+    day, end = local_day(first.epoch, zone) - timedelta(days=1), local_day(last.epoch, zone)
     while day <= end:
         month_end = min(end, date(day.year + day.month // 12, day.month % 12 + 1, 1) - timedelta(days=1))
         for _attempt in range(ATTEMPTS):

@@ -73,7 +73,7 @@ def _state(meter, now):
     latest = meters.last(meter, meters.LATEST)
     if latest is None:
         return "never"
-    age = now - latest[0]
+    age = now - latest.epoch
     if age <= 2 * meters.step(meter) + GRACE:
         return "ok"
     return "late" if age <= DAY else "silent"
@@ -97,11 +97,11 @@ def overview(project_id):
     agents.sort(key=lambda row: (row["agent"].casefold(), row["last_contact"]))
     every = list(meters.all_meters(project_id))
     latest = {m["meter_id"]: meters.last(m, meters.LATEST) for m in every}
-    recent = [meter_id for meter_id, known in latest.items() if known is not None and known[0] > now - DAY]
+    recent = [meter_id for meter_id, known in latest.items() if known is not None and known.epoch > now - DAY]
     present = readings.counts(project_id, recent, int(now) - DAY + 1, int(now) + 1) if recent else {}
     rows = []
     for meter in every:
         known = latest[meter["meter_id"]]
-        rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known[0], zone) if known else None,
+        rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
                      "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
     return {"agents": agents, "meters": rows}

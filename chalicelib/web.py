@@ -76,12 +76,12 @@ class Call:
         self.headers["Location"] = f"/file/job?id={result['id']}"
         return result
 
-    def job_answer(self, status, body):
-        """An export job's state: 303 to its file when done, else the status with its body."""
-        if status == 303:
-            return self.redirect(body)
-        self.status = status
-        return body
+    def job_answer(self, job):
+        """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its body."""
+        if job.status == 303:
+            return self.redirect(job.body)
+        self.status = job.status
+        return job.body
 
     def set_session_cookie(self, token):
         """Set (or with token None, clear) the session cookie."""
