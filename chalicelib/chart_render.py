@@ -31,7 +31,7 @@ from chalicelib import clock
 __all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
            "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
 
-KINDS = ("pie", "bar", "line", "meter")
+KINDS = ("pie", "bar", "line", "meter")   # the drawings render_png makes (charts.CHART_TYPES: what the API asks for)
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
 MIN_WIDTH_PX, MIN_HEIGHT_PX = 400, 300   # smallest image every chart fits in legibly

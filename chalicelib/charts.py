@@ -19,7 +19,7 @@ from datetime import timedelta
 from chalicelib import accounts, clock, consumption, days, downloads, meters, readings, validation
 from chalicelib.errors import BadRequest
 
-KINDS = ("pie", "bar", "line")
+CHART_TYPES = ("pie", "bar", "line")   # the type parameter of GET /graphics (chart_render.KINDS: what it draws)
 MIN_WIDTH, MIN_HEIGHT, MAX_SIZE = 4, 3, 40     # hundreds of pixels; below 4×3 a chart is not legible
 DEFAULT_DAYS = 7
 HOURLY_DAYS = 7                                  # energy per hour up to 7 days, per day beyond
@@ -140,7 +140,7 @@ def chart(project_id, kind=None, meter_name=None, width=None, height=None, start
 
     kind = "pie" if kind is None else kind
     kind = kind.strip().lower() if isinstance(kind, str) else kind
-    if kind not in KINDS:
+    if kind not in CHART_TYPES:
         raise BadRequest("type must be pie, bar or line")
     width_px = int(round(_size("width", width, 16, MIN_WIDTH) * 100))
     height_px = int(round(_size("height", height, 9, MIN_HEIGHT) * 100))
