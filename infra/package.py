@@ -150,10 +150,18 @@ def check_zip(path, pins=None):
             cached = (folder + "/" if folder else "") + f"__pycache__/{base[:-3]}.{_cache_tag()}.pyc"
             if cached not in pycache:
                 problems.append(f"{name} has no bytecode for the runtime ({cached})")
-    app_files = ["app.py"] + sorted(
-        f"chalicelib/{f}" for f in os.listdir(os.path.join(ROOT, "chalicelib")) if f.endswith(".py"))
-    problems += [f"{f} of the app is not in the package" for f in app_files if f not in names]
+    problems += [f"{f} of the app is not in the package" for f in app_files() if f not in names]
     return unzipped, problems
+
+
+def app_files():
+    """The app's modules as paths in the zip: app.py and every module of chalicelib/, its subpackages included."""
+    found = ["app.py"]
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "chalicelib")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        relative = os.path.relpath(folder, ROOT).replace(os.sep, "/")
+        found += [f"{relative}/{f}" for f in sorted(files) if f.endswith(".py")]
+    return found
 
 
 def _cache_tag():

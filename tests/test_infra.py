@@ -128,8 +128,9 @@ def test_provision_creates_the_export_queue_with_its_dead_letters(aws, template)
 def test_tables_keep_their_data_and_ttl_attributes_are_the_codes(template):
     tables = of_type(template, "AWS::DynamoDB::Table")
     assert set(tables) == {"AccountsTable", "SessionsTable", "MetersTable", "ReadingsTable"}
-    source = "".join(open(os.path.join(ROOT, "chalicelib", f), encoding="utf-8").read()
-                     for f in os.listdir(os.path.join(ROOT, "chalicelib")) if f.endswith(".py"))
+    source = "".join(open(os.path.join(folder, f), encoding="utf-8").read()
+                     for folder, _dirs, files in os.walk(os.path.join(ROOT, "chalicelib")) for f in files
+                     if f.endswith(".py"))
     for logical_id, resource in tables.items():
         props = resource["Properties"]
         assert resource.get("DeletionPolicy") == resource.get("UpdateReplacePolicy") == "Retain", logical_id

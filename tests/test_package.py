@@ -50,9 +50,9 @@ def test_the_package_holds_the_app_and_every_pinned_requirement_for_the_runtime(
     assert problems == []
     with zipfile.ZipFile(summary["zip"]) as archive:
         names = set(archive.namelist())
-    for name in os.listdir(os.path.join(ROOT, "chalicelib")):
-        if os.path.isfile(os.path.join(ROOT, "chalicelib", name)) and not name.endswith(".pyc"):
-            assert f"chalicelib/{name}" in names, f"chalicelib/{name} is not shipped"
+    for name in _chalicelib_files():
+        if not name.endswith(".pyc"):
+            assert name in names, f"{name} is not shipped"
     assert not {n for n in names if n.startswith(("tests/", "tools/", "edge_agent/", ".venv/", "build/"))}
 
 
@@ -215,6 +215,15 @@ def _zip(path, files):
     return str(path)
 
 
+def _chalicelib_files():
+    """Every file of chalicelib/ and its subpackages (but bytecode caches), as paths in the zip."""
+    found = []
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "chalicelib")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found += [os.path.relpath(os.path.join(folder, f), ROOT).replace(os.sep, "/") for f in files]
+    return found
+
+
 def _pyc(name):
     folder, _, base = name.rpartition("/")
     return (folder + "/" if folder else "") + f"__pycache__/{base[:-3]}.cpython-312.pyc"
@@ -222,8 +231,7 @@ def _pyc(name):
 
 def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
     app_files = {"app.py": ""}
-    app_files.update({f"chalicelib/{f}": "" for f in os.listdir(os.path.join(ROOT, "chalicelib"))
-                      if f.endswith(".py")})
+    app_files.update({name: "" for name in _chalicelib_files() if name.endswith(".py")})
     good = {**app_files, "numpy-2.5.5.dist-info/METADATA": "", "pyyaml-6.0.4.dist-info/METADATA": "",
             "numpy-2.5.5.dist-info/WHEEL": "Tag: cp312-cp312-manylinux_2_27_x86_64\n",
             "numpy/core/_x.cpython-312-x86_64-linux-gnu.so": ""}

@@ -164,13 +164,17 @@ def test_policy_has_no_wildcard_action_and_no_star_resource(stage):
 # ---- the code, walked -------------------------------------------------------------------------
 
 def _modules():
-    """{module name: (path, AST)} of chalicelib and app.py."""
+    """{module name: (path, AST)} of chalicelib (its subpackages included) and app.py; a package's
+    __init__ by its path."""
     found = {}
-    for name in sorted(os.listdir(CHALICELIB)):
-        if name.endswith(".py"):
-            path = os.path.join(CHALICELIB, name)
+    for folder, dirs, files in sorted(os.walk(CHALICELIB)):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, CHALICELIB)[:-3] if name == "__init__.py" else name[:-3]
+            assert key not in found, f"two modules of chalicelib are named {key}: the walk tells them apart by name"
             with open(path, encoding="utf-8") as handle:
-                found[name[:-3]] = (path, ast.parse(handle.read(), path))
+                found[key] = (path, ast.parse(handle.read(), path))
     with open(os.path.join(ROOT, "app.py"), encoding="utf-8") as handle:
         found["app"] = (os.path.join(ROOT, "app.py"), ast.parse(handle.read(), "app.py"))
     return found
