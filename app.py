@@ -9,7 +9,7 @@ from chalicelib import accounts, auth, charts, consumption, export_jobs, exports
 from chalicelib.web import Api
 
 app = Chalice(app_name="intellimeter-api")
-api = Api(app)
+api = Api(app, auth.authenticate)
 
 
 # ---- /session ---------------------------------------------------------------------------------

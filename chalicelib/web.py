@@ -1,9 +1,10 @@
 """The HTTP glue between Chalice and the logic: parameters, authentication, rendering, errors, access log.
 
-app.py declares each route with Api.route; this module turns requests into Call objects, answers
-ApiError as {"error": …} with its status, renders results in the asked responseType, answers 405
-for methods a path doesn't have, and writes one JSON access-log line per request (no credentials,
-no query string).
+app.py declares each route with Api.route and hands the Api the function that authenticates a request
+(chalicelib/auth.py's authenticate: this module knows no credential). It turns requests into Call
+objects, answers ApiError as {"error": …} with its status, renders results in the asked responseType,
+answers 405 for methods a path doesn't have, and writes one JSON access-log line per request (no
+credentials, no query string).
 """
 import json
 import logging
@@ -13,7 +14,7 @@ from http.cookies import CookieError, SimpleCookie
 
 from chalice import Response
 
-from chalicelib import auth, aws, config, rendering
+from chalicelib import aws, config, rendering
 from chalicelib.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
                                UnsupportedMediaType)
 
@@ -159,10 +160,15 @@ class Route:
 
 
 class Api:
-    """Route table of the API: path → method → Route."""
+    """Route table of the API: path → method → Route.
 
-    def __init__(self, app):
+    authenticate(headers, cookies) gives the caller of a request (an object with project_id, user_id,
+    scope and key_id), or raises Unauthorized.
+    """
+
+    def __init__(self, app, authenticate):
         self.app = app
+        self.authenticate = authenticate
         self.routes = {}
         self._install_catch_all()
 
@@ -209,7 +215,7 @@ class Api:
             params = _merged_params(request)
             fmt = rendering.response_type(params.get("responseType"))
             cookies = _cookies(request)
-            caller = auth.authenticate(request.headers, cookies) if route.authenticated else None
+            caller = self.authenticate(request.headers, cookies) if route.authenticated else None
             call = Call(request, params, caller, cookies)
             if caller is not None and caller.scope is not None and caller.scope not in route.scopes:
                 raise Forbidden(f"this key's scope ({caller.scope}) may not call {request.method} {path}: "
