@@ -5,8 +5,10 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import accounts, auth, charts, consumption, export_jobs, exports, ingest, meters, scoped_keys, status
-from chalicelib.web import Api
+from chalicelib.identity import accounts, auth, scoped_keys
+from chalicelib.metering import consumption, ingest, meters, status
+from chalicelib.outputs import charts, export_jobs, exports
+from chalicelib.platform.web import Api
 
 app = Chalice(app_name="intellimeter-api")
 api = Api(app, auth.authenticate)
@@ -176,7 +178,7 @@ def fleet_status(call):
 
 @api.route("/openapi.yaml", "GET", authenticated=False)
 def openapi_document(call):
-    from chalicelib import openapi
+    from chalicelib.apidocs import openapi
 
     return openapi.response()
 
@@ -185,20 +187,20 @@ def openapi_document(call):
 
 @api.route("/docs", "GET", authenticated=False)
 def documentation_page(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.page()
 
 
 @api.route("/docs/ui.js", "GET", authenticated=False)
 def documentation_script(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.asset("ui.js")
 
 
 @api.route("/docs/ui.css", "GET", authenticated=False)
 def documentation_stylesheet(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.asset("ui.css")

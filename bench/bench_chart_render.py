@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chalicelib import chart_render as cr  # noqa: E402
+from chalicelib.outputs import chart_render as cr  # noqa: E402
 
 YEAR_POINTS = 365 * 24 * 12  # 105,120 five-minute readings
 TZ = "America/Toronto"

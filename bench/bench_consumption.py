@@ -62,7 +62,9 @@ def daily(seed, start, end):
 
 
 def write_days(project_id, meter_id, days):
-    from chalicelib import db, readings, readings_table
+    from chalicelib.metering import readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     series = readings_table.series_key(project_id, meter_id)
     for day, by_slot in days.items():
@@ -71,7 +73,9 @@ def write_days(project_id, meter_id, days):
 
 def write_days_batched(project_id, meter_id, days):
     """write_days by BatchWriteItem, 25 day items a call (the setup of many meters)."""
-    from chalicelib import aws, db, readings, readings_table
+    from chalicelib.metering import readings
+    from chalicelib.platform import aws, db
+    from chalicelib.tables import readings_table
 
     client, table, series = aws.dynamodb(), db.table(readings_table.NAME), readings_table.series_key(project_id, meter_id)
     items = [{"PutRequest": {"Item": db.to_ddb(readings.day_item(series, day, by_slot))}}
@@ -90,7 +94,7 @@ class WriteCost:
         self.calls = Counter()
 
     def hook(self, params, event_name, **_kwargs):
-        from chalicelib import db
+        from chalicelib.platform import db
 
         operation = event_name.rsplit(".", 1)[-1]
         if operation == "PutItem":
@@ -104,13 +108,13 @@ class WriteCost:
             self.calls["UpdateItem meter"] += 1
 
     def __enter__(self):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         aws.dynamodb().meta.events.register("before-parameter-build.dynamodb.*", self.hook)
         return self
 
     def __exit__(self, *_exc):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         aws.dynamodb().meta.events.unregister("before-parameter-build.dynamodb.*", self.hook)
 
@@ -129,7 +133,7 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import consumption, meters, rollups
+    from chalicelib.metering import consumption, meters, rollups
 
     failed = False
     with stack(), Client(app, stage_name="local") as client:
@@ -229,7 +233,7 @@ def _values(rows, name):
 
 def _ingest_cost(mode, run, args):
     """Calls, write units and median wall time of POST /data requests (rollups refreshed or not)."""
-    from chalicelib import ingest, meters
+    from chalicelib.metering import ingest, meters
 
     project_id, _key = new_project(f"ingest-{mode}-{run}", "America/Toronto")
     names = [f"live{i}" for i in range(args.meters_live if run == "live" else 1)]

@@ -49,7 +49,10 @@ def aws_env(port):
 
 def seed(meters_count, days):
     """A project with meters_count meters and `days` days of 5-minute readings each (one item a day)."""
-    from chalicelib import accounts, db, meters, readings, readings_table
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters, readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     project = accounts.create_project("bench-jobs", "UTC")["project_id"]
     # meters first: moto copies the tables for each transaction (registration)
@@ -71,7 +74,7 @@ def child(argv):
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in ("EXPORT_QUEUE_URL",)})
     os.environ["EXPORT_QUEUE_URL"] = argv[-1]
     import app  # noqa: F401  (the function's imports, as at a cold start)
-    from chalicelib import downloads, exports
+    from chalicelib.outputs import downloads, exports
 
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -108,7 +111,7 @@ def child(argv):
 
 
 def digest(downloads, key):
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
 
     body = aws.s3().get_object(Bucket=config.resource_name("FilesBucket"), Key=key)["Body"]
     sha, size = hashlib.sha256(), 0
@@ -146,7 +149,8 @@ def main():
             except OSError:
                 time.sleep(0.1)
         os.environ.update(env)
-        from chalicelib import aws, export_jobs, exports
+        from chalicelib.outputs import export_jobs, exports
+        from chalicelib.platform import aws
         from tools import provision
 
         aws.reset_clients()
@@ -178,7 +182,7 @@ def main():
                     parts.append(step)
             job = _job(export_jobs, job_id)
             assert job["status"] == "done", job
-            from chalicelib import downloads
+            from chalicelib.outputs import downloads
 
             sha, size = digest(downloads, job["file"])
             same = sha == sync["sha"] and size == sync["bytes"]
@@ -199,7 +203,8 @@ def main():
 
 
 def _job(export_jobs, job_id):
-    from chalicelib import accounts_table, db
+    from chalicelib.platform import db
+    from chalicelib.tables import accounts_table
 
     return db.get(accounts_table.NAME, {"pk": f"JOB#{job_id}", "sk": "JOB"})
 

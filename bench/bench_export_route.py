@@ -124,7 +124,9 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import aws, config, downloads, readings
+    from chalicelib.metering import readings
+    from chalicelib.outputs import downloads
+    from chalicelib.platform import aws, config
 
     with stack(), Client(app, stage_name="local") as client:
         started = time.perf_counter()

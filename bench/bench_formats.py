@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chalicelib.export_writers import export_chunks  # noqa: E402
+from chalicelib.outputs.export_writers import export_chunks  # noqa: E402
 
 # ref/ours must reach this: XML 30x dicttoxml, YAML 10x safe_dump, JSON/CSV ours <= 1.5x ref.
 TARGETS = {"xml": 30.0, "yaml": 10.0, "json": 1 / 1.5, "csv": 1 / 1.5}

@@ -25,7 +25,9 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import aws, chart_render, config, meters, readings
+    from chalicelib.metering import meters, readings
+    from chalicelib.outputs import chart_render
+    from chalicelib.platform import aws, config
 
     with stack(), Client(app, stage_name="local") as client:
         started = time.perf_counter()

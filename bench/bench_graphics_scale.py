@@ -48,7 +48,11 @@ def _baseline_charts():
     text = source("chalicelib/charts.py").replace("from chalicelib import chart_render",
                                                   "import baseline_chart_render as chart_render")
     text = text.replace("exports.day_range(", "days.day_range(").replace("exports.parse_day(", "days.parse_day(")
-    text = text.replace("from chalicelib import accounts,", "from chalicelib import days, accounts,")  # moved there
+    text = text.replace(  # the baseline's modules, where they are now (days.day_range was exports' then)
+        "from chalicelib import accounts, clock, downloads, exports, meters, readings, validation",
+        "from chalicelib.identity import accounts\nfrom chalicelib.metering import days, meters, readings\n"
+        "from chalicelib.outputs import downloads\nfrom chalicelib.platform import clock, validation")
+    text = text.replace("from chalicelib.errors import", "from chalicelib.platform.errors import")
     spec = importlib.util.spec_from_loader("baseline_charts", loader=None)
     module = importlib.util.module_from_spec(spec)
     exec(compile(text, "baseline_charts", "exec"), module.__dict__)
@@ -62,7 +66,10 @@ def _project(name, meter_count, parent_every=0):
     same items in batches (moto copies every table on each transaction, so registering 1,233 meters
     one by one takes minutes and gigabytes), checked against the first one's.
     """
-    from chalicelib import accounts, accounts_table, aws, db, meters, meters_table
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters
+    from chalicelib.platform import aws, db
+    from chalicelib.tables import accounts_table, meters_table
 
     project = accounts.create_project(name, "UTC")["project_id"]
     first = meters.register(project, {"MeterId": "suite-0000", "SaveEvery": 5})
@@ -94,7 +101,9 @@ def _history(project, chosen, first_day, days, parent_every=0):
     Written after every project and meter exists: moto copies every table on each transaction
     (registration uses them), which with a year of items would take minutes per meter.
     """
-    from chalicelib import aws, clock, db, readings, readings_table, rollups
+    from chalicelib.metering import readings, rollups
+    from chalicelib.platform import aws, clock, db
+    from chalicelib.tables import readings_table
 
     meter_count = len(chosen)
     client, table = aws.dynamodb(), db.table(readings_table.NAME)
@@ -123,7 +132,8 @@ def _history(project, chosen, first_day, days, parent_every=0):
 
 def _check(project, chosen, first_day, days):
     """The rollups written equal consumption's reference from the stored raw readings (a few meters)."""
-    from chalicelib import clock, consumption, meters
+    from chalicelib.metering import consumption, meters
+    from chalicelib.platform import clock
 
     zone = clock.zone("UTC")
     first = datetime.fromisoformat(first_day).date()
@@ -167,7 +177,7 @@ def main():
     parser.add_argument("--sample", type=int, default=10, help="meters of the baseline's year line chart")
     parser.add_argument("--cases", default="year,week", help="year, week or both (comma-separated)")
     args = parser.parse_args()
-    from chalicelib import charts
+    from chalicelib.outputs import charts
 
     old = _baseline_charts()
     print(f"python {platform.python_version()}, moto in-process, 5-minute readings, 1600x900 PNG; "

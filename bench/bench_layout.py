@@ -47,7 +47,7 @@ def stack():
     """In-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
     from moto import mock_aws
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
     from tools import provision
 
     with mock_aws():
@@ -59,7 +59,7 @@ def stack():
 
 def new_project(name, zone="UTC"):
     """(project id, API key) of a new project with one account."""
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     project = accounts.create_project(name, zone)
     _view, key = accounts.create_user(project["project_id"], f"{name}-user", "bench password 123", "b@example.com")
@@ -83,7 +83,9 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     goes through chalicelib.ingest.ingest and the item it wrote is checked against the one built
     here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
     """
-    from chalicelib import db, ingest, meters, readings, readings_table
+    from chalicelib.metering import ingest, meters, readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     meter = meters.find(project_id, name=meter_name)
     series = readings_table.series_key(project_id, meter["meter_id"])
@@ -106,7 +108,7 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
 
 
 def make_meter(project_id, name="meter1"):
-    from chalicelib import meters
+    from chalicelib.metering import meters
 
     return meters.register(project_id, {"MeterId": name, "SaveEvery": 5})
 
@@ -133,7 +135,7 @@ class DynamoCounter:
             self.items += 1
 
     def __enter__(self):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         events = aws.dynamodb().meta.events
         events.register("before-call.dynamodb.*", self.before)
@@ -141,7 +143,7 @@ class DynamoCounter:
         return self
 
     def __exit__(self, *_exc):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         events = aws.dynamodb().meta.events
         events.unregister("before-call.dynamodb.*", self.before)
@@ -223,7 +225,7 @@ def build_other_layouts(series_key, days):
     """The throwaway tables: one item per reading, and one item per day with a map of its readings."""
     from boto3.dynamodb.types import TypeSerializer
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     client = aws.dynamodb()
     for name, keys in ((PER_READING_TABLE, [("meter", "S", "HASH"), ("ts", "N", "RANGE")]),
@@ -251,7 +253,7 @@ def build_other_layouts(series_key, days):
 
 def read_per_reading(series_key, start, end):
     """(epoch, value) of a meter's readings from the one-item-per-reading table, paged by 1 MB."""
-    from chalicelib import aws, db
+    from chalicelib.platform import aws, db
 
     args = {"TableName": PER_READING_TABLE, "KeyConditionExpression": "meter = :m AND ts BETWEEN :a AND :b",
             "ExpressionAttributeValues": db.values({":m": series_key, ":a": start, ":b": end - 1})}
@@ -267,7 +269,7 @@ def read_per_reading(series_key, start, end):
 
 def read_map_days(series_key, first_day, last_day):
     """(epoch, value) of a meter's readings from day items holding a map, as the first build read them."""
-    from chalicelib import aws, db
+    from chalicelib.platform import aws, db
 
     args = {"TableName": MAP_TABLE, "Limit": 32, "KeyConditionExpression": "meter = :m AND #d BETWEEN :a AND :b",
             "ExpressionAttributeNames": {"#d": "day"},
@@ -286,7 +288,7 @@ def read_map_days(series_key, first_day, last_day):
 
 def capacity_figures(series_key):
     """Sizes and capacity units of the three layouts, by the documented rules."""
-    from chalicelib import readings
+    from chalicelib.metering import readings
 
     slots = [f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00" for i in range(PER_DAY)]   # the map's keys
     packed_day = item_size(readings.day_item(series_key, "2025-01-01", {i * STEP: value_at(i) for i in range(PER_DAY)}))
@@ -327,7 +329,8 @@ def main():
     parser.add_argument("--days", type=int, default=366)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from chalicelib import readings, readings_table
+    from chalicelib.metering import readings
+    from chalicelib.tables import readings_table
 
     with stack():
         project_id, _key = new_project("layout")

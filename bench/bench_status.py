@@ -32,7 +32,9 @@ def main():
     from moto import mock_aws
 
     with mock_aws():
-        from chalicelib import accounts, aws, clock, ingest, meters
+        from chalicelib.identity import accounts
+        from chalicelib.metering import ingest, meters
+        from chalicelib.platform import aws, clock
         from tools import provision
 
         aws.reset_clients()

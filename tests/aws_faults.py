@@ -49,7 +49,7 @@ _SERVER = {"dynamodb": ("InternalServerError", 500), "s3": ("InternalError", 500
 def app_clients():
     """Every boto3 client chalicelib.aws hands out. Each is made once and kept until reset_clients() (the
     aws fixture's start and end), so a hook registered on these during a test sees every call the app makes."""
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     return [aws.dynamodb(), aws.s3(), aws.kms(), aws.sqs()]
 

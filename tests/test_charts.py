@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib import chart_render, charts
+from chalicelib.outputs import chart_render, charts
 
 TORONTO = ZoneInfo("America/Toronto")
 UTC = ZoneInfo("UTC")
@@ -35,7 +35,7 @@ def test_hour_edges_follow_the_local_clock_on_dst_days():
 def test_a_charts_hours_are_the_consumption_hours_on_a_30_minute_dst_day():
     """Lord Howe moves its clocks 30 minutes: the 02:00 hour starts at 02:30, and every boundary is
     local :00 but that one. The chart buckets by GET /consumption's hours, or its values would not land."""
-    from chalicelib import consumption
+    from chalicelib.metering import consumption
 
     lord_howe = ZoneInfo("Australia/Lord_Howe")
     day = date(2026, 10, 4)

@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from chalicelib import accounts_table, db, export_jobs, exports, meters, readings, readings_table
+from chalicelib.metering import meters, readings
+from chalicelib.outputs import export_jobs, exports
+from chalicelib.platform import db
+from chalicelib.tables import accounts_table, readings_table
 from tests.aws_faults import app_clients
 from tools import local_worker
 

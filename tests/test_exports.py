@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 TORONTO = ZoneInfo("America/Toronto")
 # Local days 2026-01-10 and 2026-01-11 in Toronto (EST, UTC-5): 05:00Z on the 10th to 05:00Z on the 12th.
@@ -123,7 +123,7 @@ def test_every_format_holds_the_same_rows_with_its_media_type(site, file_type):
 
 
 def test_the_object_in_s3_has_media_type_and_download_name(site):
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
 
     answer = export(site, start="2026-01-10", end="2026-01-10", type="json", meter="m2")
     url = urllib.parse.urlsplit(json.loads(answer.body)["url"])
@@ -255,7 +255,8 @@ def test_an_error_is_rendered_in_the_asked_response_type(site):
 def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_account, monkeypatch):
     from moto.s3 import models as s3_models
 
-    from chalicelib import downloads, export_writers, ingest
+    from chalicelib.metering import ingest
+    from chalicelib.outputs import downloads, export_writers
 
     small = 64 * 1024            # parts of 64 KiB instead of 8 MiB, so 12 days of XML take several
     real_chunks = export_writers.export_chunks

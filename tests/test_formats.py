@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib import documents, export_writers  # noqa: E402
-from chalicelib.documents import xml_document  # noqa: E402
-from chalicelib.export_writers import EXPORT_FORMATS, export_chunks  # noqa: E402
+from chalicelib.outputs import export_writers  # noqa: E402
+from chalicelib.platform import documents  # noqa: E402
+from chalicelib.platform.documents import xml_document  # noqa: E402
+from chalicelib.outputs.export_writers import EXPORT_FORMATS, export_chunks  # noqa: E402
 
 logging.getLogger("dicttoxml").setLevel(logging.WARNING)
 
@@ -149,8 +150,8 @@ def test_xml_name_shortcut_agrees_with_dicttoxml():
 def test_xml_document_imports_nothing_heavy():
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from chalicelib.documents import xml_document\n"
-        "from chalicelib.export_writers import export_chunks\n"
+        "from chalicelib.platform.documents import xml_document\n"
+        "from chalicelib.outputs.export_writers import export_chunks\n"
         "import datetime as dt\n"
         "xml_document([{'MeterParam': 'm', 'value': 1.0}])\n"
         "rows = [('m', dt.datetime(2020, 1, 1), 1.0)]\n"

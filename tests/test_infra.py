@@ -11,7 +11,7 @@ import re
 import boto3
 import pytest
 
-from chalicelib.config import RESOURCE_ENV
+from chalicelib.platform.config import RESOURCE_ENV
 from tools import provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,7 +220,7 @@ def test_export_worker_queue_retries_and_alarms(template):
     """The worker is fed by the queue; a message is retried export_jobs.MAX_RECEIVES times before the dead
     letters, never while a worker may still run it; the dead letters, the queue's age and the worker's
     errors are alarmed on."""
-    from chalicelib import export_jobs
+    from chalicelib.outputs import export_jobs
 
     resources = template["Resources"]
     worker = resources["ExportWorker"]["Properties"]

@@ -129,7 +129,7 @@ def _dynamodb_calls():
     """Count DynamoDB operations by name while the block runs."""
     from collections import Counter
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     counts = Counter()
 
@@ -142,7 +142,7 @@ def _dynamodb_calls():
 
 
 def test_latest_routes_cost_the_same_with_a_day_or_a_month_of_history(make_account):
-    from chalicelib import ingest, meters
+    from chalicelib.metering import ingest, meters
 
     account = make_account()
     setup_site(account)

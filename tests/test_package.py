@@ -64,7 +64,7 @@ import json, os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp()
 import app
-from chalicelib import chart_render as cr
+from chalicelib.outputs import chart_render as cr
 t0 = 1793491200.0
 series = [cr.LineSeries("meter1", [t0 + 300 * i for i in range(2016)], [100 + 0.5 * i for i in range(2016)])]
 energy = [("meter1", 120.5), ("meter2", 80.25), ("été ☃", 33.0)]
@@ -123,7 +123,7 @@ def test_the_trim_rules_leave_out_only_what_never_runs():
                 "PIL/_avif.cpython-312-x86_64-linux-gnu.so", "pillow.libs/libavif-c6062d5f.so.16.4.2",
                 "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.map",
                 "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-es-bundle.js"]
-    kept = ["app.py", "chalicelib/openapi.yaml", "chalicelib/chart_render.py", "fontTools/__init__.py",
+    kept = ["app.py", "chalicelib/apidocs/openapi.yaml", "chalicelib/outputs/chart_render.py", "fontTools/__init__.py",
             "fontTools/agl.py", "fontTools/misc/textTools.py", "matplotlib/backends/backend_agg.py",
             "matplotlib/backends/_backend_agg.cpython-312-x86_64-linux-gnu.so", "matplotlib/backends/registry.py",
             "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf", "matplotlib/mpl-data/fonts/ttf/DejaVuSans-Bold.ttf",
@@ -242,9 +242,10 @@ def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
            "numpy-2.3.0.dist-info/WHEEL": "Tag: cp311-cp311-manylinux_2_17_x86_64\n",
            "numpy/core/_x.cpython-311-x86_64-linux-gnu.so": ""}
     del bad["app.py"]
-    bad.update({_pyc(name): "" for name in list(bad) if name.endswith(".py") and name != "chalicelib/web.py"})
+    bad.update({_pyc(name): "" for name in list(bad) if name.endswith(".py") and name != "chalicelib/platform/web.py"})
     problems = " ".join(package.check_zip(_zip(tmp_path / "bad.zip", bad), pins)[1])
-    assert "chalicelib/web.py has no bytecode for the runtime (chalicelib/__pycache__/web.cpython-312.pyc)" in problems
+    assert ("chalicelib/platform/web.py has no bytecode for the runtime "
+            "(chalicelib/platform/__pycache__/web.cpython-312.pyc)") in problems
     assert "pyyaml==6.0.4 is not in the package" in problems
     assert "numpy is 2.3.0 in the package, 2.5.5" in problems
     assert "cp311-cp311" in problems and "cpython-311" in problems

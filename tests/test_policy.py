@@ -217,7 +217,7 @@ def code_needs(resources):
     tables = {lid for lid, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
     buckets = [lid for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
     keys = [lid for lid, r in resources.items() if r["Type"] == "AWS::KMS::Key"]
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     queues = [lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV]
     assert len(buckets) == 1 and len(keys) == 1 and len(queues) == 1, \
@@ -252,7 +252,7 @@ def code_needs(resources):
         for node in ast.walk(tree):
             where = f"{rel}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "boto3":
-                assert module == "aws", f"{where}: create AWS clients in chalicelib/aws.py only"
+                assert module == "aws", f"{where}: create AWS clients in chalicelib/platform/aws.py only"
             if isinstance(node, ast.Tuple) and len(node.elts) == 3 and isinstance(node.elts[0], ast.Constant) \
                     and node.elts[0].value in TRANSACT_ACTIONS and isinstance(node.elts[2], ast.Dict):
                 # an operation of db.transact: (kind, table, {spec})
@@ -279,7 +279,7 @@ def code_needs(resources):
                 if not service:
                     continue
                 if service == "dynamodb":
-                    assert module == "db", f"{where}: DynamoDB calls go through chalicelib/db.py"
+                    assert module == "db", f"{where}: DynamoDB calls go through chalicelib/platform/db.py"
                     assert func.attr in DB_CLIENT_OPERATIONS, \
                         f"{where}: dynamodb.{func.attr} is new: map it in tests/test_policy.py"
                     continue
@@ -436,7 +436,7 @@ def moto_attributes(env):
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     kms = boto3.client("kms", region_name="us-east-1")
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     attributes = {}
     for logical_id, variable in RESOURCE_ENV.items():
@@ -469,7 +469,7 @@ def _send(client, method, path, body=None, headers=None):
 
 def run_flow(client, make_account):
     """Every route, and the paths behind them that call AWS differently; returns the (method, route)s answered."""
-    from chalicelib import downloads
+    from chalicelib.outputs import downloads
 
     password = "correct horse battery staple"
     account = make_account(username="flow-owner", password=password)
@@ -553,7 +553,10 @@ def _big_export_job(client, key, project_id, ok):
     import boto3
 
     from app import export_worker
-    from chalicelib import db, exports, meters, readings, readings_table
+    from chalicelib.metering import meters, readings
+    from chalicelib.outputs import exports
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
     from tools import local_worker
 
     meter = meters.find(project_id, name="m1")

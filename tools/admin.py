@@ -57,7 +57,7 @@ def stack_environment(stack, region):
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     cloudformation = boto3.client("cloudformation", region_name=region)
     names = {}
@@ -80,7 +80,7 @@ def configure(environ, local=False, stack=None, needed=NEEDED):
 
     Returns a short description of where the commands will act.
     """
-    from chalicelib.config import RESOURCE_ENV, region
+    from chalicelib.platform.config import RESOURCE_ENV, region
 
     if stack:
         environ.update(stack_environment(stack, region()))
@@ -132,7 +132,8 @@ def read_password(stdin=None):
 
 
 def _checked_password():
-    from chalicelib import passwords, validation
+    from chalicelib.identity import passwords
+    from chalicelib.platform import validation
 
     return validation.password(read_password(), passwords.MIN_LENGTH, passwords.MAX_LENGTH)
 
@@ -141,8 +142,9 @@ def _checked_password():
 
 def _checked_user(username, email):
     """The username and email as they will be stored; Conflict when the name is taken."""
-    from chalicelib import accounts, validation
-    from chalicelib.errors import Conflict
+    from chalicelib.identity import accounts
+    from chalicelib.platform import validation
+    from chalicelib.platform.errors import Conflict
 
     username = validation.name("username", username, validation.USERNAME_MAX)
     email = validation.email(email)
@@ -153,8 +155,9 @@ def _checked_user(username, email):
 
 def create_project(args):
     """A new project and its first user; everything is checked before anything is written."""
-    from chalicelib import accounts, clock, validation
-    from chalicelib.errors import ApiError, Conflict
+    from chalicelib.identity import accounts
+    from chalicelib.platform import clock, validation
+    from chalicelib.platform.errors import ApiError, Conflict
 
     name = validation.name("project name", args.name)
     try:
@@ -176,7 +179,8 @@ def create_project(args):
 
 def create_user(args):
     """A new user in an existing project (found by name, case-insensitively)."""
-    from chalicelib import accounts, validation
+    from chalicelib.identity import accounts
+    from chalicelib.platform import validation
 
     project = accounts.find_project(validation.name("project name", args.project))
     if not project:
@@ -188,7 +192,9 @@ def create_user(args):
 
 def rebuild_rollups(args):
     """Recompute the rollups of a project's meters (or one meter) from their raw readings."""
-    from chalicelib import accounts, clock, meters, rollups, validation
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters, rollups
+    from chalicelib.platform import clock, validation
 
     project = accounts.find_project(validation.name("project name", args.project))
     if not project:
@@ -241,8 +247,8 @@ def main(argv=None):
     except SystemExit as exit_:  # usage errors (printed by argparse) and --help
         return exit_.code
     try:
-        from chalicelib import aws, rendering
-        from chalicelib.errors import ApiError
+        from chalicelib.platform import aws, rendering
+        from chalicelib.platform.errors import ApiError
 
         configure(os.environ, local=args.local, stack=args.stack, needed=NEEDED_BY.get(args.command, NEEDED))
         aws.reset_clients()  # clients made before are bound to the old endpoint and credentials

@@ -9,7 +9,7 @@ import os
 import boto3
 import yaml
 
-from chalicelib.config import RESOURCE_ENV
+from chalicelib.platform.config import RESOURCE_ENV
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(PROJECT_DIR, "infra", "resources.yaml")

@@ -167,7 +167,8 @@ class Stack:
         """
         if PROJECT_DIR not in sys.path:
             sys.path.insert(0, PROJECT_DIR)
-        from chalicelib import accounts, aws, clock, scoped_keys
+        from chalicelib.identity import accounts, scoped_keys
+        from chalicelib.platform import aws, clock
         from tools import provision
 
         saved = dict(os.environ)
@@ -185,7 +186,7 @@ class Stack:
                 view, self.key = accounts.create_user(project["project_id"], DEMO["username"], DEMO["password"],
                                                       DEMO["email"])
             self.project_id = project["project_id"]
-            from chalicelib import meters
+            from chalicelib.metering import meters
 
             self.last_readings = {}       # a kept state's last reading of each demo meter: history resumes there
             for meter in DEMO_METERS:
@@ -281,7 +282,7 @@ class Stack:
     def _load_history(self, live_values):
         """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
         of them on a first run, or from a kept state's last reading to now (the time make run was off)."""
-        from chalicelib import clock
+        from chalicelib.platform import clock
 
         if not self.history_days:
             return

@@ -12,8 +12,11 @@ in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) agains
 """
 import re
 
-from chalicelib import accounts, accounts_table, clock, db, ingest, meters, readings, validation
-from chalicelib.errors import BadRequest
+from chalicelib.identity import accounts
+from chalicelib.metering import ingest, meters, readings
+from chalicelib.platform import clock, db, validation
+from chalicelib.tables import accounts_table
+from chalicelib.platform.errors import BadRequest
 
 GRACE = 5 * 60
 DAY = 86400

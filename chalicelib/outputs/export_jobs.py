@@ -19,8 +19,10 @@ import json
 import secrets
 from typing import NamedTuple
 
-from chalicelib import accounts_table, aws, clock, config, db, downloads, export_writers
-from chalicelib.errors import NotFound
+from chalicelib.outputs import downloads, export_writers
+from chalicelib.platform import aws, clock, config, db
+from chalicelib.tables import accounts_table
+from chalicelib.platform.errors import NotFound
 
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
 MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)

@@ -7,8 +7,9 @@ current password asked by POST /user to change the password goes through the sam
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from chalicelib import accounts, config, passwords, scoped_keys, sessions, throttle, validation
-from chalicelib.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from chalicelib.identity import accounts, passwords, scoped_keys, sessions, throttle
+from chalicelib.platform import config, validation
+from chalicelib.platform.errors import BadRequest, Forbidden, NotFound, Unauthorized
 
 _LOGIN_FAILED = "cannot log in: unknown username or wrong password"
 

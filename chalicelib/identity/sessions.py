@@ -7,7 +7,8 @@ import hashlib
 import secrets
 from typing import NamedTuple
 
-from chalicelib import clock, db, sessions_table
+from chalicelib.platform import clock, db
+from chalicelib.tables import sessions_table
 
 IDLE_SECONDS = 3600
 ABSOLUTE_SECONDS = 12 * 3600

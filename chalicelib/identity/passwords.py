@@ -3,7 +3,7 @@ import functools
 
 from argon2 import PasswordHasher, exceptions, profiles
 
-from chalicelib import config
+from chalicelib.platform import config
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024

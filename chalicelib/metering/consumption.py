@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import NamedTuple
 
-from chalicelib import accounts, days, meters, readings, rollups
-from chalicelib.errors import BadRequest
+from chalicelib.identity import accounts
+from chalicelib.metering import days, meters, readings, rollups
+from chalicelib.platform.errors import BadRequest
 
 PERIODS = ("hour", "day", "week", "month", "year")
 MAX_HOUR_DAYS = 31

@@ -6,8 +6,10 @@ the same transaction as the account (never read-then-write), so concurrent creat
 from datetime import datetime
 from typing import NamedTuple
 
-from chalicelib import accounts_table, apikeys, clock, db, passwords, sessions, validation
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.identity import apikeys, passwords, sessions
+from chalicelib.platform import clock, db, validation
+from chalicelib.tables import accounts_table
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 
 
 class AccountRef(NamedTuple):

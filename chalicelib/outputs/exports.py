@@ -10,8 +10,11 @@ consumption) adds its source there and is sliced the same way.
 """
 import heapq
 
-from chalicelib import accounts, clock, days, downloads, export_jobs, export_writers, meters, readings
-from chalicelib.errors import BadRequest
+from chalicelib.identity import accounts
+from chalicelib.metering import days, meters, readings
+from chalicelib.outputs import downloads, export_jobs, export_writers
+from chalicelib.platform import clock
+from chalicelib.platform.errors import BadRequest
 
 SYNC_MAX_ROWS = 1_000_000   # ~6-8 s of writing (about 130-170k rows/s) plus reading: well under 28 s
 SLICE_ROWS = 1_000_000      # rows a worker writes per part: under 20 s, over S3's 5 MiB part minimum
@@ -72,7 +75,7 @@ def export(project_id, start, end, file_type="csv", meter_name=None, period=None
     if not isinstance(file_type, str) or file_type not in export_writers.EXPORT_FORMATS:
         raise BadRequest("type must be one of csv, json, xml, yaml")
     if period is not None:
-        from chalicelib import consumption
+        from chalicelib.metering import consumption
 
         period = consumption.parse_period(period)
     zone = accounts.project_zone(project_id)

@@ -14,8 +14,11 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import NamedTuple
 
-from chalicelib import accounts, clock, db, meters, readings, readings_table, rollups, validation
-from chalicelib.errors import BadRequest, PayloadTooLarge
+from chalicelib.identity import accounts
+from chalicelib.metering import meters, readings, rollups
+from chalicelib.platform import clock, db, validation
+from chalicelib.tables import readings_table
+from chalicelib.platform.errors import BadRequest, PayloadTooLarge
 
 MAX_BATCH = 1000
 MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside DynamoDB's range

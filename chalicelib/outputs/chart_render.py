@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Sequence
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 __all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
            "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]

@@ -11,9 +11,11 @@ The meter item also keeps the meter's latest reading and latest interval (LATEST
 attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
 /data and GET /interval (latest) read one query per project whatever the history.
 """
-from chalicelib import accounts, accounts_table, clock, db, meters_table, validation
-from chalicelib.readings import Reading
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.identity import accounts
+from chalicelib.platform import clock, db, validation
+from chalicelib.tables import accounts_table, meters_table
+from chalicelib.metering.readings import Reading
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
 CONFIG_FIELDS = {

@@ -16,8 +16,11 @@ import math
 from collections import defaultdict
 from datetime import timedelta
 
-from chalicelib import accounts, clock, consumption, days, downloads, meters, readings, validation
-from chalicelib.errors import BadRequest
+from chalicelib.identity import accounts
+from chalicelib.metering import consumption, days, meters, readings
+from chalicelib.outputs import downloads
+from chalicelib.platform import clock, validation
+from chalicelib.platform.errors import BadRequest
 
 CHART_TYPES = ("pie", "bar", "line")   # the type parameter of GET /graphics (chart_render.KINDS: what it draws)
 MIN_WIDTH, MIN_HEIGHT, MAX_SIZE = 4, 3, 40     # hundreds of pixels; below 4×3 a chart is not legible
@@ -136,7 +139,7 @@ def counted_once(chosen, ids):
 
 def chart(project_id, kind=None, meter_name=None, width=None, height=None, start=None, end=None):
     """Render the chart asked for, store it, and return its download link ({"url", "expires"})."""
-    from chalicelib import chart_render
+    from chalicelib.outputs import chart_render
 
     kind = "pie" if kind is None else kind
     kind = kind.strip().lower() if isinstance(kind, str) else kind
@@ -184,7 +187,7 @@ def _one(pairs):
 
 def _register(project_id, meter, begin, finish, width_px):
     """The meter's register over the period, reduced to a min and max per pixel column as it is read."""
-    from chalicelib import chart_render
+    from chalicelib.outputs import chart_render
 
     reducer = chart_render.MinMaxReducer(begin, finish, width_px)
     for epoch, value in readings.series(project_id, meter["meter_id"], begin, finish):
@@ -197,7 +200,7 @@ def _use_lines(project_id, chosen, edges, bucket, zone):
     """UseSeries of the largest 11 meters by energy used and one of the others (each kWh once)."""
     import numpy as np
 
-    from chalicelib import chart_render
+    from chalicelib.outputs import chart_render
 
     rows = np.full((len(chosen), len(edges) - 1), np.nan)
     for i, (_meter, values) in enumerate(used(project_id, chosen, edges, bucket, zone)):

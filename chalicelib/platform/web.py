@@ -14,8 +14,8 @@ from http.cookies import CookieError, SimpleCookie
 
 from chalice import Response
 
-from chalicelib import aws, config, rendering
-from chalicelib.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
+from chalicelib.platform import aws, config, rendering
+from chalicelib.platform.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
                                UnsupportedMediaType)
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]

@@ -4,7 +4,7 @@ import math
 import re
 import unicodedata
 
-from chalicelib.errors import BadRequest
+from chalicelib.platform.errors import BadRequest
 
 USERNAME_MAX = 64
 EMAIL_MAX = 254

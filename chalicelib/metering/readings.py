@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import NamedTuple
 
-from chalicelib import clock, db, readings_table
+from chalicelib.platform import clock, db
+from chalicelib.tables import readings_table
 
 MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item far below 400 KB
 FUTURE_TOLERANCE = 600      # seconds a reading may be ahead of the cloud's clock

@@ -31,12 +31,12 @@ def _with_times(value, separator):
 def render(result, fmt):
     """(body text, media type) of a result in a format."""
     if fmt == "xml":
-        from chalicelib import documents
+        from chalicelib.platform import documents
 
         return documents.xml_document(_with_times(result, "T")), MEDIA_TYPES["xml"]
     prepared = _with_times(result, " ")
     if fmt == "yaml":
-        from chalicelib import documents
+        from chalicelib.platform import documents
 
         return documents.yaml_document(prepared), MEDIA_TYPES["yaml"]
     return json.dumps(prepared, ensure_ascii=False), MEDIA_TYPES["json"]

@@ -10,8 +10,9 @@ key: chalicelib/auth.py), which is never throttled (160 random bits can't be gue
 The item is {pk: "THROTTLE#<login key>", sk: "THROTTLE"} of AccountsTable; this module owns its
 shape: attempts (the tickets taken), window_start, expires_at (TTL).
 """
-from chalicelib import accounts_table, clock, db
-from chalicelib.errors import TooManyRequests
+from chalicelib.platform import clock, db
+from chalicelib.tables import accounts_table
+from chalicelib.platform.errors import TooManyRequests
 
 LIMIT = 10
 WINDOW = 15 * 60

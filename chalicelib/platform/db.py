@@ -9,7 +9,7 @@ from decimal import Decimal
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config
+from chalicelib.platform import aws, config
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()

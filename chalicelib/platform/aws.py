@@ -12,8 +12,8 @@ from botocore.exceptions import (ChecksumError, ClientError,
                                  ConnectionError as BotoConnectionError, HTTPClientError, IncompleteReadError)
 from botocore.parsers import ResponseParserError
 
-from chalicelib import config
-from chalicelib.errors import ServiceUnavailable
+from chalicelib.platform import config
+from chalicelib.platform.errors import ServiceUnavailable
 
 _RETRIES = {"max_attempts": 4, "mode": "standard"}
 # A call that hangs fails after these (botocore's default read timeout is 60 s, past the function's

@@ -18,7 +18,7 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
 """
-from chalicelib import db, validation
+from chalicelib.platform import db, validation
 
 NAME = "AccountsTable"
 

@@ -4,7 +4,7 @@ import re
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from chalicelib.errors import BadRequest
+from chalicelib.platform.errors import BadRequest
 
 MAX_DAYS = 366                                              # days a request may span (unless told fewer)
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)   # readings are never before 1970

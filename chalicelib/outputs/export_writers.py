@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from numbers import Number
 
-from chalicelib.documents import XML_HEAD, XML_TAIL, xml_elements
+from chalicelib.platform.documents import XML_HEAD, XML_TAIL, xml_elements
 
 __all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "record_chunks", "slice_chunks"]
 

@@ -7,7 +7,7 @@ import hashlib
 import re
 import secrets
 
-from chalicelib import aws, config
+from chalicelib.platform import aws, config
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{10}(-[0-9a-f]{10}){3}$")
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws, clock, config
+from chalicelib.platform import aws, clock, config
 
 log = logging.getLogger("intellimeter.downloads")
 

@@ -17,8 +17,10 @@ every request.
 """
 from dataclasses import dataclass
 
-from chalicelib import accounts_table, apikeys, clock, db, validation
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.identity import apikeys
+from chalicelib.platform import clock, db, validation
+from chalicelib.tables import accounts_table
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 
 SCOPES = ("ingest", "read")
 MAX_KEYS = 100          # per project: GET /keys reads one item per key

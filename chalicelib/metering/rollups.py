@@ -26,9 +26,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from chalicelib import db, readings, readings_table
-from chalicelib.days import each, local_day, midnight
-from chalicelib.errors import Conflict
+from chalicelib.metering import readings
+from chalicelib.platform import db
+from chalicelib.tables import readings_table
+from chalicelib.metering.days import each, local_day, midnight
+from chalicelib.platform.errors import Conflict
 
 SLOT = 900                  # seconds in a demand interval
 DAYS_PER_ITEM = 31
