@@ -1,6 +1,6 @@
 """The Intellimeter API's routes: each parses its arguments, calls one function of chalicelib, returns the result.
 
-Rendering (responseType), authentication, errors and the access log are chalicelib/web.py's.
+Rendering (responseType), authentication, errors and the access log are chalicelib/platform/web.py's.
 The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice

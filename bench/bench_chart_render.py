@@ -1,4 +1,4 @@
-"""Benchmark of chalicelib.chart_render: what min/max reduction saves on a year
+"""Benchmark of chalicelib.outputs.chart_render: what min/max reduction saves on a year
 of 5-minute readings, and what pie and bar charts of 30 meters cost.
 
 Run: .venv/bin/python bench/bench_chart_render.py [--repeat 3] [--width 1600 --height 900]

@@ -3,7 +3,7 @@ to POST /data.
 
 In-process moto (the stack of bench_layout). A project in America/Toronto with --meters meters:
   - --raw-meters of them get a year (2025) of 5-minute readings written as ingest lays them out (day
-    items, chalicelib.readings.day_item) and their rollups computed by chalicelib.rollups.rebuild
+    items, chalicelib.metering.readings.day_item) and their rollups computed by chalicelib.metering.rollups.rebuild
     (the code ingest runs); the others get one reading a day over the year (written by BatchWriteItem)
     and their rollups from rollups.rebuild too: the same 12-13 month items per meter the month query
     reads, at a fraction of the setup (300 meter-years of 5-minute day items would take most of an

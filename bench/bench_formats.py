@@ -1,4 +1,4 @@
-"""Benchmark chalicelib.export_writers.export_chunks against the reference writers.
+"""Benchmark chalicelib.outputs.export_writers.export_chunks against the reference writers.
 
 One meter over a year at 5-minute steps (105,120 rows) by default. Times each of our writers
 (median of --repeats runs) and each reference (the fast ones the same way, dicttoxml and

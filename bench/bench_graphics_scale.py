@@ -1,11 +1,11 @@
 """GET /graphics at building scale: line and pie for 300 meters over a year and 1,233 meters over 7 days.
 
 In-process moto (bench_layout.stack). 5-minute readings are written straight as the day items ingest
-writes (chalicelib.readings.day_item, BatchWriteItem), and each meter's consumption rollups are then
-computed by chalicelib.rollups.rebuild (the code ingest runs, over the whole history at once), so a
+writes (chalicelib.metering.readings.day_item, BatchWriteItem), and each meter's consumption rollups are then
+computed by chalicelib.metering.rollups.rebuild (the code ingest runs, over the whole history at once), so a
 300-meter year loads in minutes rather than hours; a sample of meters is checked against
 consumption.from_readings (computed from the stored readings). Each chart is made by
-chalicelib.charts.chart (what the route calls: read, reduce, draw, upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
+chalicelib.outputs.charts.chart (what the route calls: read, reduce, draw, upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
 (numpy's included; moto's own response building included too, which overstates). DynamoDB items
 read are counted per call.
 
@@ -37,7 +37,7 @@ WEEK = ("2025-12-25", "2025-12-31")
 
 
 def _baseline_charts():
-    """chalicelib.charts as it was at BASELINE, drawing with chart_render as it was."""
+    """chalicelib.outputs.charts as it was at BASELINE, drawing with chart_render as it was."""
     def source(path):
         return subprocess.run(["git", "show", f"{BASELINE}:{path}"], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout
@@ -62,7 +62,7 @@ def _baseline_charts():
 def _project(name, meter_count, parent_every=0):
     """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones.
 
-    The first meter is registered through chalicelib.meters.register; the others are written as the
+    The first meter is registered through chalicelib.metering.meters.register; the others are written as the
     same items in batches (moto copies every table on each transaction, so registering 1,233 meters
     one by one takes minutes and gigabytes), checked against the first one's.
     """

@@ -2,7 +2,7 @@
 
 `python -X importtime` of `import app` (what the runtime does before the first request) and of the
 baseline: `import app` followed by what a naive app would import at the top (numpy, matplotlib's
-Figure/Agg canvas/dates as chalicelib/chart_render.py uses them, PyYAML, dicttoxml). Runs alternate,
+Figure/Agg canvas/dates as chalicelib/outputs/chart_render.py uses them, PyYAML, dicttoxml). Runs alternate,
 the figure is the median of --repeats runs of the sum of the top-level imports of the statement
 (interpreter start-up excluded). Three settings:
   - checkout: the venv and the checkout, bytecode cached (a developer machine);

@@ -3,7 +3,7 @@ against day items holding a map of readings (the layout built first, replaced by
 
 A meter-year of 5-minute readings (105,120) is written in each layout into in-process moto and read
 back whole --repeats times; the figures are medians. The built layout is read through the code the
-routes use (chalicelib.readings.series); the others from throwaway tables: (meter, ts) → v paged by
+routes use (chalicelib.metering.readings.series); the others from throwaway tables: (meter, ts) → v paged by
 1 MB as DynamoDB pages it, and (meter, day) → r {"HHMMSS": value} read as the first build did.
 
 Also printed: item sizes and capacity units by DynamoDB's documented sizing rules (attribute names +
@@ -80,7 +80,7 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     """Write `days` days of 5-minute readings of a meter as ingest lays them out: one PutItem per day item.
 
     Ingest (1000 readings a call) takes ~80 s for a year under moto; this takes a few. The first day
-    goes through chalicelib.ingest.ingest and the item it wrote is checked against the one built
+    goes through chalicelib.metering.ingest.ingest and the item it wrote is checked against the one built
     here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
     """
     from chalicelib.metering import ingest, meters, readings

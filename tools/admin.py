@@ -11,7 +11,7 @@ account, as GET /session shows it, and its API key are printed as one JSON objec
 
     {"uuid": 1, "project": 1, "username": "…", "email": "…", "joined": "2026-11-25 19:30:00", "project_name": "…", "key": "…"}
 
-`rebuild-rollups` recomputes the consumption rollups (chalicelib/rollups.py) of a project's meters, or
+`rebuild-rollups` recomputes the consumption rollups (chalicelib/metering/rollups.py) of a project's meters, or
 of one, from their raw readings: for history stored before rollups existed. Until it has run, those
 days read as no data from the rollups. Ingest keeps rollups current afterwards, and it is safe to run
 while readings arrive (each month is written with an optimistic version). It prints each meter done on
@@ -24,7 +24,7 @@ Where it acts:
   `make run` at http://127.0.0.1:$AWS_PORT (5000 by default) with dummy credentials, and the local
   stage's resource names from .chalice/config.json;
 - otherwise: the usual AWS environment, ACCOUNTS_TABLE and API_KEYS_KMS_KEY naming the resources (as
-  in the API's own environment, chalicelib/config.py).
+  in the API's own environment, chalicelib/platform/config.py).
 
 Exit status: 0 done; 1 refused (a name taken, no such project) or AWS failed; 2 bad arguments.
 """

@@ -1,6 +1,6 @@
 """GET /openapi.yaml: the API's OpenAPI 3.1 document, served as written.
 
-The document lives in chalicelib/openapi.yaml so that `chalice package` ships it with the function
+The document lives in chalicelib/apidocs/openapi.yaml so that `chalice package` ships it with the function
 (it packages app.py and chalicelib/ only); docs/openapi.yaml is a symbolic link to it, not a copy.
 """
 import os

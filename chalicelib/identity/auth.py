@@ -1,6 +1,6 @@
 """Who is calling: logging in (password or key) and authenticating each request.
 
-Password guesses go through the login throttle (chalicelib/throttle.py): a ticket is taken before a
+Password guesses go through the login throttle (chalicelib/identity/throttle.py): a ticket is taken before a
 password is verified, and a key login, never throttled, ends a lock others put on the name. The
 current password asked by POST /user to change the password goes through the same tickets.
 """

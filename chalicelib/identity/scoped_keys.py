@@ -1,8 +1,8 @@
 """Scoped keys (/keys): a project's keys that may call only the routes of one scope, for site boxes and dashboards.
 
-An account key (chalicelib/accounts.py) can do everything its account can; a scoped key can only push
+An account key (chalicelib/identity/accounts.py) can do everything its account can; a scoped key can only push
 (`ingest`: PUT /point, POST /data, PUT /status) or only read (`read`: the GET routes of data, files,
-charts and status). Routes declare the scopes that may call them (chalicelib/web.py Api.route).
+charts and status). Routes declare the scopes that may call them (chalicelib/platform/web.py Api.route).
 
 Keys belong to the project, not to the account that made them (the site's agent keeps working when
 the integrator who commissioned it leaves). Each key is two items of AccountsTable, written and

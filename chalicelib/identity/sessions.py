@@ -78,7 +78,7 @@ def end_all(user_id, keep_digest=None, opened_with=None):
 
     With opened_with, only the sessions opened with that key (a key rotation). The index is eventually
     consistent, so a session created a moment ago may be missed: authentication checks the account
-    and key of every session too (chalicelib/auth.py).
+    and key of every session too (chalicelib/identity/auth.py).
     """
     for item in db.query(sessions_table.NAME, "user_id = :u", {":u": user_id}, index="by_user"):
         if item["token_digest"] == keep_digest:

@@ -5,7 +5,7 @@ Each attempt takes a numbered ticket atomically *before* its password is verifie
 however many run in parallel. Because login names are unique across projects (a 409 on PUT/POST
 /user says a name is taken somewhere), anyone can find a name and spend its 10 tickets; the
 account's owner then ends that lock at once by logging in with the account key (PUT /session with
-key: chalicelib/auth.py), which is never throttled (160 random bits can't be guessed).
+key: chalicelib/identity/auth.py), which is never throttled (160 random bits can't be guessed).
 
 The item is {pk: "THROTTLE#<login key>", sk: "THROTTLE"} of AccountsTable; this module owns its
 shape: attempts (the tickets taken), window_start, expires_at (TTL).

@@ -3,9 +3,9 @@
 Step by step (docs/data-model.md): each reading is parsed and checked alone; site names are resolved
 to meters in one batched read; the day items holding the readings and their neighbours are read;
 each reading is classified against what is stored (new, duplicate, conflict) and the new ones are
-written a day item at a time (chalicelib/readings.py: conditional on the item's count, retried when
-another request wrote the day meanwhile); then the meters' consumption rollups (chalicelib/rollups.py)
-and their latest reading and interval move forward. Storage itself is chalicelib/readings.py's.
+written a day item at a time (chalicelib/metering/readings.py: conditional on the item's count, retried when
+another request wrote the day meanwhile); then the meters' consumption rollups (chalicelib/metering/rollups.py)
+and their latest reading and interval move forward. Storage itself is chalicelib/metering/readings.py's.
 """
 import math
 import re

@@ -4,8 +4,8 @@ Layout (docs/data-model.md has the measurements behind it): one item per meter p
 (meter "<project>#<meter id>", day "YYYY-MM-DD"), its readings packed in one binary attribute v
 (seconds into the day, value) in time order, and their count n, which is also the item's version
 for optimistic writes. A meter-year is 365 items instead of 105,120, and reading one costs a single
-attribute value per day instead of 288. Writing readings (POST /data) is chalicelib/ingest.py's;
-the latest reading and interval of each meter live on the meter item (chalicelib/meters.py).
+attribute value per day instead of 288. Writing readings (POST /data) is chalicelib/metering/ingest.py's;
+the latest reading and interval of each meter live on the meter item (chalicelib/metering/meters.py).
 """
 import calendar
 import struct

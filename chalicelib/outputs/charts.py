@@ -6,11 +6,11 @@ What each chart shows (docs/decisions.md, "Charts"):
 - pie and bar: the energy used in the period, each kWh counted once: a meter that feeds others
   (Parent) shows as its children plus "unmetered" (its energy less theirs, when positive).
 Every chart shows at most 12 series: the largest 11 and "others". Energy comes from one function,
-used(), over chalicelib/consumption.py (GET /consumption's definition): per day from the rollups
+used(), over chalicelib/metering/consumption.py (GET /consumption's definition): per day from the rollups
 kept at ingest (pie and bar always, the line beyond 7 days), so a year costs ~13 small items per
 meter whatever the readings; per hour from the raw day items of at most 7 days, a chunk of meters
 at a time. The meter chart's register is reduced to a min/max per pixel column while it is read.
-Drawing is chalicelib/chart_render.py's (matplotlib, imported only when a chart is drawn).
+Drawing is chalicelib/outputs/chart_render.py's (matplotlib, imported only when a chart is drawn).
 """
 import math
 from collections import defaultdict

@@ -1,6 +1,6 @@
 """Export jobs: a GET /file too big for one request, written by queue-fed workers in time slices, joined in S3.
 
-The request (chalicelib/exports.py) plans the slices and calls start(): the job's request goes to
+The request (chalicelib/outputs/exports.py) plans the slices and calls start(): the job's request goes to
 S3 (request.json: meters and their names as of the request, so every slice writes the same names),
 a job item to DynamoDB, one SQS message per slice. Each worker (the export_worker Lambda, or
 tools/local_worker.py locally, both through handle_event) writes its slice's rows, without the
@@ -111,7 +111,7 @@ def _fail(job_id, reason):
 def handle_event(event, rows_of):
     """The worker's entry (Lambda's SQS event, or the local worker's): run each message's step.
 
-    rows_of(project_id, request, zone, begin, end) gives a slice's rows (chalicelib/exports.py).
+    rows_of(project_id, request, zone, begin, end) gives a slice's rows (chalicelib/outputs/exports.py).
     An exception leaves the message to the queue, which delivers it again (up to MAX_RECEIVES);
     on its last delivery the job is failed with the reason instead.
     """

@@ -2,7 +2,7 @@
 
 The reference libraries are far too slow for an export of a meter-year (105,120 rows):
 ``dicttoxml`` and ``yaml.safe_dump`` take ~20 s each. This module writes the same bytes
-(XML: exactly what ``dicttoxml`` writes for the row dicts, with chalicelib/documents.py's elements;
+(XML: exactly what ``dicttoxml`` writes for the row dicts, with chalicelib/platform/documents.py's elements;
 JSON: exactly ``json.dumps``) or an equivalent document (YAML, CSV) at csv-writer speed, and streams
 exports in bounded memory. It imports neither dicttoxml nor yaml.
 """

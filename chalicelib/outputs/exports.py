@@ -1,10 +1,10 @@
 """GET /file: past readings of a range of local days as csv/json/xml/yaml, streamed from DynamoDB to S3.
 
 Rows are read lazily (day items page by page, meters merged by time) and written by the streaming
-writers of chalicelib/export_writers.py into a multipart upload, so memory does not grow with the rows.
+writers of chalicelib/outputs/export_writers.py into a multipart upload, so memory does not grow with the rows.
 Before reading anything the request estimates its rows (meters x days x readings a day by SaveEvery):
 up to SYNC_MAX_ROWS it writes the file itself (303 to it), beyond it becomes an export job
-(chalicelib/export_jobs.py: 202) written in time slices of about SLICE_ROWS rows by the workers.
+(chalicelib/outputs/export_jobs.py: 202) written in time slices of about SLICE_ROWS rows by the workers.
 A slice's rows come from ROW_SOURCES[request["source"]]: another kind of export (a period's
 consumption) adds its source there and is sliced the same way.
 """

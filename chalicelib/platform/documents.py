@@ -1,6 +1,6 @@
 """The API's answers as XML (the vendor's dicttoxml shape) and YAML documents: every XML and YAML text
-a route answers comes from here (chalicelib/rendering.py picks the format; the streamed /file exports
-are chalicelib/export_writers.py's, which write their XML with xml_elements).
+a route answers comes from here (chalicelib/platform/rendering.py picks the format; the streamed /file exports
+are chalicelib/outputs/export_writers.py's, which write their XML with xml_elements).
 
 dicttoxml is far too slow for big answers (it logs per call and parses every key as XML):
 xml_document writes exactly what ``dicttoxml(obj, custom_root='Response', attr_type=True)`` writes,
@@ -184,7 +184,7 @@ def xml_document(obj) -> str:
 
 # --------------------------------------------------------------------------------------------
 # YAML: PyYAML's safe dump (the exports write the equivalent document directly, at csv-writer
-# speed: chalicelib/export_writers.py).
+# speed: chalicelib/outputs/export_writers.py).
 
 # Unicode line breaks (NEL, LS, PS) that a YAML reader folds when they stand raw inside quotes.
 _YAML_FOLDED = ("\x85", "\u2028", "\u2029")

@@ -1,7 +1,7 @@
 """The HTTP glue between Chalice and the logic: parameters, authentication, rendering, errors, access log.
 
 app.py declares each route with Api.route and hands the Api the function that authenticates a request
-(chalicelib/auth.py's authenticate: this module knows no credential). It turns requests into Call
+(chalicelib/identity/auth.py's authenticate: this module knows no credential). It turns requests into Call
 objects, answers ApiError as {"error": …} with its status, renders results in the asked responseType,
 answers 405 for methods a path doesn't have, and writes one JSON access-log line per request (no
 credentials, no query string).
@@ -146,7 +146,7 @@ def _cookies(request):
 class Route:
     """How one path and method is served: its handler and who may call it.
 
-    scopes: the scoped keys' scopes (chalicelib/scoped_keys.py) that may call it; none declared, only
+    scopes: the scoped keys' scopes (chalicelib/identity/scoped_keys.py) that may call it; none declared, only
     an account (its key or a session). secret: the answer carries a credential, so it is never cached
     (Cache-Control: no-store), and a write is refused before it runs when the responseType is invalid
     (the vendor's "carry out, then 400" would lose the one copy of a new secret).

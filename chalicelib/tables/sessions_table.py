@@ -1,5 +1,5 @@
 """SessionsTable: its name and its key. One item per login session, keyed by the SHA-256 digest of the
-session's token (chalicelib/sessions.py owns the fields); the by_user index (user_id → token_digest,
+session's token (chalicelib/identity/sessions.py owns the fields); the by_user index (user_id → token_digest,
 keys only) finds an account's sessions to end them."""
 
 NAME = "SessionsTable"
