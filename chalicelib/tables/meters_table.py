@@ -8,35 +8,37 @@
 | meter count | `PROJECT#<project>` | `COUNT#meters` | meters (n) |
 """
 
+from chalicelib.platform.db import Item
+
 NAME = "MetersTable"
 METER = "METER"          # the sort key's prefix of meter items (all_meters queries it)
 _SITE = "SITE"
 
 
-def project_pk(project_id):
+def project_pk(project_id: int) -> str:
     """The partition of a project's meters."""
     return f"PROJECT#{project_id}"
 
 
-def meter_key(project_id, meter_id):
+def meter_key(project_id: int, meter_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": f"{METER}#{meter_id:010d}"}
 
 
-def site_name_key(project_id, site_name):
+def site_name_key(project_id: int, site_name: str) -> Item:
     """The item mapping a site name (MeterId, what the edge agent calls the meter) to the meter's id."""
     return {"pk": project_pk(project_id), "sk": f"{_SITE}#{site_name}"}
 
 
-def site_name_of(alias):
+def site_name_of(alias: Item) -> str:
     """The site name a site-name item maps (its sort key's tail)."""
     return alias["sk"].split("#", 1)[1]
 
 
-def display_name_key(project_id, name):
+def display_name_key(project_id: int, name: str) -> Item:
     """The item mapping a display name (what users see) to the meter's id."""
     return {"pk": project_pk(project_id), "sk": f"NAME#{name}"}
 
 
-def meter_count_key(project_id):
+def meter_count_key(project_id: int) -> Item:
     """The item counting the project's meters (meters.MAX_METERS)."""
     return {"pk": project_pk(project_id), "sk": "COUNT#meters"}
