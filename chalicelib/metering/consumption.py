@@ -6,7 +6,7 @@ month, whatever the history); hours from the raw readings of the (at most 31) da
 as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
 answers are the same to the µkWh (tests/test_consumption.py checks it on random histories).
 """
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -77,7 +77,7 @@ def _groups(first: date, last: date, period: str) -> list[list[date]]:
     return groups
 
 
-def summaries(project_id: int, chosen: list[Item], zone: ZoneInfo, first: date, last: date, period: str,
+def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date, period: str,
               margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
     """{meter id: [rollups.Summary per period]} for the chosen meters.
     margin_days: passed to readings.around_many for the raw readings (hours)."""
@@ -137,7 +137,7 @@ def coverage(count: int, seconds: int, step: int) -> float:
     return float(round(min(Fraction(1), Fraction(count * step, seconds)), 3))
 
 
-def rows(project_id: int, chosen: list[Item], zone: ZoneInfo, first: date, last: date,
+def rows(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date,
          period: str) -> Iterator[dict[str, Any]]:
     """Row dicts (FIELDS) of the chosen meters over local days first..last, in order of period then meter id."""
     spans = periods(first, last, zone, period)
@@ -154,7 +154,7 @@ def rows(project_id: int, chosen: list[Item], zone: ZoneInfo, first: date, last:
                    "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
 
 
-def used(project_id: int, chosen: list[Item], begin: int, finish: int, period: str, zone: ZoneInfo,
+def used(project_id: int, chosen: Sequence[Item], begin: int, finish: int, period: str, zone: ZoneInfo,
          margin_days: int = 0) -> dict[int, list[Use]]:
     """Energy used per meter and period, for charts: {meter id: [Use per period]}.
 
