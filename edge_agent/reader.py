@@ -90,7 +90,7 @@ class BusReader:
     def __init__(self, bus: Bus, client_factory=make_client):
         self.bus = bus
         self._factory = client_factory
-        self._client = None
+        self._client: ModbusTcpClient | ModbusSerialClient | None = None
         self._lock = threading.Lock()
         self.requests = 0  # Modbus requests sent on this bus; a read's share is its MeterValues.requests
         self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works

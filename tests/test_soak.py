@@ -177,7 +177,7 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
         # connection dropped before it got there.
         lossy = FaultProxy(api_url)
         lossy_rng = random.Random(SEED + 1)
-        lossy.policy = lambda method, path: (None if lossy_rng.random() > 0.08
+        lossy.policy = lambda method, path: (None if lossy_rng.random() > 0.08  # type: ignore[assignment]
                                              else lossy_rng.choice(["drop_after", "drop_before"]))
         names = _write_config(config_path, lossy.url, buffer, bus_ports)
         healthy = healthy_names = [n for n in names if n not in DEAD]

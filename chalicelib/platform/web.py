@@ -138,6 +138,16 @@ def _merged_params(request: Request) -> dict[str, Any]:
         raise PayloadTooLarge(f"the request body is too large: at most {MAX_BODY_BYTES} bytes")
     if not body.strip():
         return params
+    params.update(_body_params(request, body))
+    if request.method == "GET":  # GET takes query arguments: a body may add scalars, never lists or objects
+        for name, value in params.items():
+            if isinstance(value, (list, dict)):
+                raise BadRequest(f"{str(name)[:40]} must be text or a number, not a JSON {type(value).__name__}")
+    return params
+
+
+def _body_params(request: Request, body: bytes) -> dict[str, Any]:
+    """The parameters of a body: a form, or a JSON object (text/plain or no type: JSON too)."""
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in PARSED_TYPES:
         raise UnsupportedMediaType(f"a body of type {content_type[:60]} can't be read: send parameters as JSON "
@@ -151,22 +161,16 @@ def _merged_params(request: Request) -> dict[str, Any]:
             form = urllib.parse.parse_qs(text, keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
         except ValueError:
             raise BadRequest("the form body has too many fields") from None
-        params.update({k: v[-1] for k, v in form.items()})
-    elif content_type in ("application/json", "text/plain", ""):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-        except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser goes
-            raise BadRequest("the JSON body can't be read: a number too long or nesting too deep") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the JSON body must be an object of parameters")
-        params.update({k: v for k, v in data.items() if v is not None})  # null is as omitted: it overrides nothing
-    if request.method == "GET":  # GET takes query arguments: a body may add scalars, never lists or objects
-        for name, value in params.items():
-            if isinstance(value, (list, dict)):
-                raise BadRequest(f"{str(name)[:40]} must be text or a number, not a JSON {type(value).__name__}")
-    return params
+        return {k: v[-1] for k, v in form.items()}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser goes
+        raise BadRequest("the JSON body can't be read: a number too long or nesting too deep") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object of parameters")
+    return {k: v for k, v in data.items() if v is not None}  # null is as omitted: it overrides nothing
 
 
 def _cookies(request: Request) -> dict[str, str]:
@@ -246,13 +250,7 @@ class Api:
         query: Mapping[str, str] = request.query_params or {}
         fmt: str | None = rendering.response_type(query.get("responseType")) or "json"
         try:
-            if path is None:
-                raise NotFound("no such route: see GET /openapi.yaml (or /docs in a browser) for the API's routes")
-            if request.method not in self.routes[path]:
-                allowed = ", ".join(sorted(self.routes[path]))
-                raise MethodNotAllowed(f"{request.method} is not allowed on {path}: use {allowed}",
-                                       headers={"Allow": allowed})
-            route = self.routes[path][request.method]
+            route = self._route(path, request.method)
             params = _merged_params(request)
             fmt = rendering.response_type(params.get("responseType"))
             cookies = _cookies(request)
@@ -264,26 +262,9 @@ class Api:
             if fmt is None and route.secret and request.method != "GET":
                 raise BadRequest("responseType must be json, xml or yaml: nothing was done (the answer "
                                  "would carry a new secret that could not be shown)")
-            result = route.handler(call)
-            if fmt is None:
-                response = _error_response(BadRequest(
-                    "responseType must be json, xml or yaml (the request was carried out)"), "json")
-            elif isinstance(result, Response):
-                response = result
-            else:
-                body, media_type = rendering.render(result, fmt)
-                response = Response(body=body, status_code=call.status,
-                                    headers={"Content-Type": media_type, **call.headers})
-        except ApiError as error:
-            response = _error_response(error, fmt or "json")
+            response = _answer(route.handler(call), call, fmt)
         except Exception as error:  # never a stack trace to the client
-            unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
-            if unavailable is not None:
-                response = _error_response(unavailable, fmt or "json")
-            else:
-                access_log.exception("unhandled error on %s %s", request.method, path)
-                response = _error_response(ApiError("internal error: the request could not be completed"), "json",
-                                           status=500)
+            response = _failure(error, fmt, request, path)
         if call and call.cookies:
             response.headers["Set-Cookie"] = call.cookies[-1]
         declared = self.routes[path].get(request.method) if path is not None and path in self.routes else None
@@ -291,6 +272,40 @@ class Api:
             response.headers["Cache-Control"] = "no-store"
         _log(request, path, response.status_code, started, call)
         return response
+
+
+    def _route(self, path: str | None, method: str) -> Route:
+        """The Route serving a method of a path; 404 for a path no route declares, 405 for another method."""
+        if path is None:
+            raise NotFound("no such route: see GET /openapi.yaml (or /docs in a browser) for the API's routes")
+        if method not in self.routes[path]:
+            allowed = ", ".join(sorted(self.routes[path]))
+            raise MethodNotAllowed(f"{method} is not allowed on {path}: use {allowed}", headers={"Allow": allowed})
+        return self.routes[path][method]
+
+
+def _answer(result: Any, call: Call, fmt: str | None) -> Response:
+    """The Response of a route's result in the format asked for (a Response as it is); an invalid
+    responseType is a 400 even though the route ran (the vendor's behaviour)."""
+    if fmt is None:
+        return _error_response(BadRequest("responseType must be json, xml or yaml (the request was carried out)"),
+                               "json")
+    if isinstance(result, Response):
+        return result
+    body, media_type = rendering.render(result, fmt)
+    return Response(body=body, status_code=call.status, headers={"Content-Type": media_type, **call.headers})
+
+
+def _failure(error: Exception, fmt: str | None, request: Request, path: str | None) -> Response:
+    """The answer to an exception: an ApiError as itself, a transient AWS failure as 503 with Retry-After,
+    anything else a logged 500 without a stack trace."""
+    if isinstance(error, ApiError):
+        return _error_response(error, fmt or "json")
+    unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
+    if unavailable is not None:
+        return _error_response(unavailable, fmt or "json")
+    access_log.exception("unhandled error on %s %s", request.method, path)
+    return _error_response(ApiError("internal error: the request could not be completed"), "json", status=500)
 
 
 def _error_response(error: ApiError, fmt: str, status: int | None = None) -> Response:
