@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from chalicelib.identity import apikeys, passwords, sessions
 from chalicelib.platform import clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table
 
 
 class AccountRef(NamedTuple):

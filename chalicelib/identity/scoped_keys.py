@@ -22,8 +22,8 @@ from typing import Any
 from chalicelib.identity import apikeys
 from chalicelib.platform import clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table
 
 SCOPES = ("ingest", "read")
 MAX_KEYS = 100          # per project: GET /keys reads one item per key

@@ -11,8 +11,8 @@ The item is {pk: "THROTTLE#<login key>", sk: "THROTTLE"} of AccountsTable; this 
 shape: attempts (the tickets taken), window_start, expires_at (TTL).
 """
 from chalicelib.platform import clock, db
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import TooManyRequests
+from chalicelib.tables import accounts_table
 
 LIMIT = 10
 WINDOW = 15 * 60

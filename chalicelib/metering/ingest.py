@@ -20,8 +20,8 @@ from chalicelib.identity import accounts
 from chalicelib.metering import meters, readings, rollups
 from chalicelib.platform import clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.tables import readings_table
 from chalicelib.platform.errors import BadRequest, PayloadTooLarge
+from chalicelib.tables import readings_table
 
 MAX_BATCH = 1000
 MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside DynamoDB's range

@@ -17,11 +17,11 @@ from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
 from chalicelib.identity import accounts
+from chalicelib.metering.readings import Reading
 from chalicelib.platform import clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.tables import accounts_table, meters_table
-from chalicelib.metering.readings import Reading
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table, meters_table
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
 CONFIG_FIELDS = {

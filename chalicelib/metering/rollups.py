@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from chalicelib.metering import readings
+from chalicelib.metering.days import each, local_day, midnight
 from chalicelib.metering.readings import Point
 from chalicelib.platform import db
-from chalicelib.tables import readings_table
-from chalicelib.metering.days import each, local_day, midnight
 from chalicelib.platform.errors import Conflict
+from chalicelib.tables import readings_table
 
 SLOT = 900                  # seconds in a demand interval
 DAYS_PER_ITEM = 31

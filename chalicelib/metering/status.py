@@ -20,8 +20,8 @@ from chalicelib.identity.auth import Caller
 from chalicelib.metering import ingest, meters, readings
 from chalicelib.platform import clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import BadRequest
+from chalicelib.tables import accounts_table
 
 GRACE = 5 * 60
 DAY = 86400

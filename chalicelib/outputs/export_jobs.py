@@ -26,8 +26,8 @@ from chalicelib.outputs import downloads, export_writers
 from chalicelib.outputs.export_writers import Row
 from chalicelib.platform import aws, clock, config, db
 from chalicelib.platform.db import Item
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import NotFound
+from chalicelib.tables import accounts_table
 
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
 MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)
