@@ -1,16 +1,17 @@
 """The Intellimeter API's routes: each parses its arguments, calls one function of chalicelib, returns the result.
 
-Rendering (responseType), authentication, errors and the access log are chalicelib/web.py's.
+Rendering (responseType), authentication, errors and the access log are chalicelib/platform/web.py's.
 The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib import (accounts, auth, charts, consumption, export_jobs, exports, meters, readings, scoped_keys,
-                        status)
-from chalicelib.web import Api
+from chalicelib.identity import accounts, auth, scoped_keys
+from chalicelib.metering import consumption, ingest, meters, status
+from chalicelib.outputs import charts, export_jobs, exports
+from chalicelib.platform.web import Api
 
 app = Chalice(app_name="intellimeter-api")
-api = Api(app)
+api = Api(app, auth.authenticate)
 
 
 # ---- /session ---------------------------------------------------------------------------------
@@ -22,9 +23,9 @@ def get_session(call):
 
 @api.route("/session", "PUT", authenticated=False, secret=True)
 def log_in(call):
-    result, token = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
-    call.set_session_cookie(token)
-    return result
+    login = auth.login(username=call.get("username"), password=call.get("password"), key=call.get("key"))
+    call.set_session_cookie(login.token)
+    return login.answer
 
 
 @api.route("/session", "DELETE")
@@ -55,10 +56,9 @@ def list_users(call):
 
 @api.route("/user", "PUT")
 def create_user(call):
-    account, _key = accounts.create_user(call.project_id, call.text("username", required=True),
-                                         call.text("password", required=True), call.text("email", required=True),
-                                         created_by=call.user_id)
-    return account
+    return accounts.create_user(call.project_id, call.text("username", required=True),
+                                call.text("password", required=True), call.text("email", required=True),
+                                created_by=call.user_id).account
 
 
 @api.route("/user", "POST")
@@ -96,17 +96,17 @@ def rename_point(call):
 
 @api.route("/data", "GET", scopes=("read",))
 def latest_readings(call):
-    return readings.latest(call.project_id, "latest")
+    return meters.latest(call.project_id, meters.LATEST)
 
 
 @api.route("/data", "POST", scopes=("ingest",))
 def push_readings(call):
-    return readings.ingest(call.project_id, call.get("readings"))
+    return ingest.ingest(call.project_id, call.get("readings"))
 
 
 @api.route("/interval", "GET", scopes=("read",))
 def latest_intervals(call):
-    return readings.latest(call.project_id, "interval")
+    return meters.latest(call.project_id, meters.INTERVAL)
 
 
 # ---- /file, /graphics -------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def chart(call):
 
 @api.route("/file/job", "GET", scopes=("read",))
 def export_job(call):
-    return call.job_answer(*export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
+    return call.job_answer(export_jobs.status(call.project_id, call.get("id"), accounts.project_zone(call.project_id)))
 
 
 @app.on_sqs_message(queue="intellimeter-export-jobs", batch_size=1, name="export_worker")
@@ -178,7 +178,7 @@ def fleet_status(call):
 
 @api.route("/openapi.yaml", "GET", authenticated=False)
 def openapi_document(call):
-    from chalicelib import openapi
+    from chalicelib.apidocs import openapi
 
     return openapi.response()
 
@@ -187,20 +187,20 @@ def openapi_document(call):
 
 @api.route("/docs", "GET", authenticated=False)
 def documentation_page(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.page()
 
 
 @api.route("/docs/ui.js", "GET", authenticated=False)
 def documentation_script(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.asset("ui.js")
 
 
 @api.route("/docs/ui.css", "GET", authenticated=False)
 def documentation_stylesheet(call):
-    from chalicelib import docs_page
+    from chalicelib.apidocs import docs_page
 
     return docs_page.asset("ui.css")

@@ -69,7 +69,7 @@ def local_stack():
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     from moto import mock_aws
 
-    from chalicelib import aws as aws_clients
+    from chalicelib.platform import aws as aws_clients
     from tools import provision
     from tools.local_api import make_server
 
@@ -96,7 +96,7 @@ def local_stack():
 
 def new_project_key(name):
     """The account key of a new project's first user (each drain writes into a project of its own)."""
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     project = accounts.create_project(name, "UTC")
     _, key = accounts.create_user(project["project_id"], name, "correct horse battery staple", f"{name}@example.com")
@@ -122,7 +122,7 @@ def main():
     if a.only != "fake":
         from bench_ingest_scale import Units
 
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         url, key, stop = local_stack()
         try:

@@ -1,4 +1,4 @@
-"""Benchmark of chalicelib.chart_render: what min/max reduction saves on a year
+"""Benchmark of chalicelib.outputs.chart_render: what min/max reduction saves on a year
 of 5-minute readings, and what pie and bar charts of 30 meters cost.
 
 Run: .venv/bin/python bench/bench_chart_render.py [--repeat 3] [--width 1600 --height 900]
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chalicelib import chart_render as cr  # noqa: E402
+from chalicelib.outputs import chart_render as cr  # noqa: E402
 
 YEAR_POINTS = 365 * 24 * 12  # 105,120 five-minute readings
 TZ = "America/Toronto"
@@ -43,7 +43,7 @@ def meter_year(seed=1):
 def without_reduction():
     """render_png drawing every point: reduce_minmax replaced by the identity while inside."""
     reduce = cr.reduce_minmax
-    cr.reduce_minmax = lambda times, values, columns: (times, values)
+    cr.reduce_minmax = lambda times, values, columns: (list(times), list(values))
     try:
         yield
     finally:

@@ -3,7 +3,7 @@ to POST /data.
 
 In-process moto (the stack of bench_layout). A project in America/Toronto with --meters meters:
   - --raw-meters of them get a year (2025) of 5-minute readings written as ingest lays them out (day
-    items, chalicelib.readings.day_item) and their rollups computed by chalicelib.rollups.rebuild
+    items, chalicelib.metering.readings.day_item) and their rollups computed by chalicelib.metering.rollups.rebuild
     (the code ingest runs); the others get one reading a day over the year (written by BatchWriteItem)
     and their rollups from rollups.rebuild too: the same 12-13 month items per meter the month query
     reads, at a fraction of the setup (300 meter-years of 5-minute day items would take most of an
@@ -43,7 +43,8 @@ STEP = 300
 def history(seed, start, end):
     """{UTC day: {seconds into the day: value}} of 5-minute readings from start to end (epochs)."""
     rng = random.Random(seed)
-    value, days = rng.uniform(1e5, 9e5), {}
+    value = rng.uniform(1e5, 9e5)
+    days: dict[str, dict[int, float]] = {}
     for epoch in range(start - start % STEP, end + 1, STEP):
         value += rng.uniform(0.0, 2.0) if rng.random() > 0.0005 else -value * 0.9   # a rare reset
         day = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
@@ -54,7 +55,8 @@ def history(seed, start, end):
 def daily(seed, start, end):
     """{UTC day: {seconds into the day: value}} of one reading a day (at noon UTC) from start to end."""
     rng = random.Random(seed)
-    value, days = rng.uniform(1e5, 9e5), {}
+    value = rng.uniform(1e5, 9e5)
+    days: dict[str, dict[int, float]] = {}
     for midnight in range(start - start % 86400, end + 1, 86400):
         value += rng.uniform(0.0, 576.0)
         days[datetime.fromtimestamp(midnight, timezone.utc).strftime("%Y-%m-%d")] = {43200: round(value, 6)}
@@ -62,22 +64,26 @@ def daily(seed, start, end):
 
 
 def write_days(project_id, meter_id, days):
-    from chalicelib import db, meters, readings
+    from chalicelib.metering import readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
-    series = meters.series_key(project_id, meter_id)
+    series = readings_table.series_key(project_id, meter_id)
     for day, by_slot in days.items():
-        db.put(readings.TABLE, readings.day_item(series, day, by_slot))
+        db.put(readings_table.NAME, readings.day_item(series, day, by_slot))
 
 
 def write_days_batched(project_id, meter_id, days):
     """write_days by BatchWriteItem, 25 day items a call (the setup of many meters)."""
-    from chalicelib import aws, db, meters, readings
+    from chalicelib.metering import readings
+    from chalicelib.platform import aws, db
+    from chalicelib.tables import readings_table
 
-    client, table, series = aws.dynamodb(), db.table(readings.TABLE), meters.series_key(project_id, meter_id)
+    client, table, series = aws.dynamodb(), db.table(readings_table.NAME), readings_table.series_key(project_id, meter_id)
     items = [{"PutRequest": {"Item": db.to_ddb(readings.day_item(series, day, by_slot))}}
              for day, by_slot in days.items()]
     for at in range(0, len(items), 25):
-        request = {table: items[at:at + 25]}
+        request: dict | None = {table: items[at:at + 25]}
         while request:
             request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
 
@@ -86,11 +92,11 @@ class WriteCost:
     """PutItem/UpdateItem calls and their write units by item size, while the block runs."""
 
     def __init__(self):
-        self.units = Counter()
-        self.calls = Counter()
+        self.units: Counter = Counter()
+        self.calls: Counter = Counter()
 
     def hook(self, params, event_name, **_kwargs):
-        from chalicelib import db
+        from chalicelib.platform import db
 
         operation = event_name.rsplit(".", 1)[-1]
         if operation == "PutItem":
@@ -104,13 +110,13 @@ class WriteCost:
             self.calls["UpdateItem meter"] += 1
 
     def __enter__(self):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         aws.dynamodb().meta.events.register("before-parameter-build.dynamodb.*", self.hook)
         return self
 
     def __exit__(self, *_exc):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         aws.dynamodb().meta.events.unregister("before-parameter-build.dynamodb.*", self.hook)
 
@@ -129,7 +135,7 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import consumption, meters, readings, rollups
+    from chalicelib.metering import consumption, meters, rollups
 
     failed = False
     with stack(), Client(app, stage_name="local") as client:
@@ -215,7 +221,7 @@ def main():
                            ("backfill: 1,000 readings of 1 meter into an outage", "backfill")):
             results = {}
             for mode in ("with", "without"):
-                results[mode] = _ingest_cost(mode, run, args, readings)
+                results[mode] = _ingest_cost(mode, run, args)
             w, wo = results["with"], results["without"]
             print(f"| {label} | {w['calls']} | {w['units']} | {w['ms']:.0f} | {wo['calls']} | {wo['units']} "
                   f"| {wo['ms']:.0f} | {w['total'] - wo['total']:+d} ({w['total']} vs {wo['total']}) "
@@ -227,17 +233,17 @@ def _values(rows, name):
     return [r["value"] for r in rows if r["MeterParam"] == name]
 
 
-def _ingest_cost(mode, run, args, readings):
+def _ingest_cost(mode, run, args):
     """Calls, write units and median wall time of POST /data requests (rollups refreshed or not)."""
-    from chalicelib import meters
+    from chalicelib.metering import ingest, meters
 
     project_id, _key = new_project(f"ingest-{mode}-{run}", "America/Toronto")
     names = [f"live{i}" for i in range(args.meters_live if run == "live" else 1)]
     for name in names:
         meters.register(project_id, {"MeterId": name, "SaveEvery": 5})
-    original = readings._refresh_rollups
+    original = ingest._refresh_rollups
     if mode == "without":
-        readings._refresh_rollups = lambda batch: None
+        ingest._refresh_rollups = lambda batch: None
     try:
         now = int(time.time()) // STEP * STEP
 
@@ -248,18 +254,18 @@ def _ingest_cost(mode, run, args, readings):
         if run == "live":
             base = now - (576 + args.repeats * 3) * STEP     # the requests end now: live readings
             for chunk in range(0, 576, 50):      # two days of history first (each meter)
-                readings.ingest(project_id, batch(range(base + chunk * STEP, base + min(chunk + 50, 576) * STEP, STEP)))
+                ingest.ingest(project_id, batch(range(base + chunk * STEP, base + min(chunk + 50, 576) * STEP, STEP)))
             requests = [batch([base + (576 + i) * STEP]) for i in range(args.repeats * 3)]
         else:
             base = now - 86400 * 10
-            readings.ingest(project_id, batch(range(base, base + 288 * STEP, STEP)))                 # a day before
-            readings.ingest(project_id, batch(range(base + 1288 * STEP, base + 1576 * STEP, STEP)))  # a day after
+            ingest.ingest(project_id, batch(range(base, base + 288 * STEP, STEP)))                 # a day before
+            ingest.ingest(project_id, batch(range(base + 1288 * STEP, base + 1576 * STEP, STEP)))  # a day after
             requests = [batch(range(base + 288 * STEP, base + 1288 * STEP, STEP))]                   # the outage
         times, costs = [], []
         for request in requests:
             with WriteCost() as cost, DynamoCounter() as counter:
                 started = time.perf_counter()
-                receipt = readings.ingest(project_id, request)
+                receipt = ingest.ingest(project_id, request)
                 times.append(time.perf_counter() - started)
             assert receipt["accepted"] == len(request), receipt
             costs.append((cost, counter))
@@ -269,7 +275,7 @@ def _ingest_cost(mode, run, args, readings):
                 "units": f"{units.get('day', 0)} / {units.get('rollup', 0)} / {units.get('meter', 0)}",
                 "total": sum(units.values())}
     finally:
-        readings._refresh_rollups = original
+        ingest._refresh_rollups = original
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 from datetime import date, timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,17 +50,20 @@ def aws_env(port):
 
 def seed(meters_count, days):
     """A project with meters_count meters and `days` days of 5-minute readings each (one item a day)."""
-    from chalicelib import accounts, db, meters, readings
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters, readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     project = accounts.create_project("bench-jobs", "UTC")["project_id"]
     # meters first: moto copies the tables for each transaction (registration)
     made = [meters.register(project, {"MeterId": f"suite-{i:03d}", "SaveEvery": 5}) for i in range(meters_count)]
     for i, meter in enumerate(made):
-        series = meters.series_key(project, meter["id"])
+        series = readings_table.series_key(project, meter["id"])
         for d in range(days):
             day = START + timedelta(days=d)
             base = 10_000.0 + i * 100 + d * 28.8
-            db.put(readings.TABLE, readings.day_item(series, day.isoformat(), {
+            db.put(readings_table.NAME, readings.day_item(series, day.isoformat(), {
                 s: round(base + s / 3000, 3) for s in range(0, 86400, STEP)}))
     return project
 
@@ -71,12 +75,12 @@ def child(argv):
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in ("EXPORT_QUEUE_URL",)})
     os.environ["EXPORT_QUEUE_URL"] = argv[-1]
     import app  # noqa: F401  (the function's imports, as at a cold start)
-    from chalicelib import downloads, exports
+    from chalicelib.outputs import downloads, exports
 
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
-    out = {}
+    out: dict[str, Any] = {}
     if argv[0] in ("sync", "start"):
         project, fmt, days = int(argv[1]), argv[2], int(argv[3])
         # sync: no budget (the whole sample in one process); start: a job whatever the sample's size
@@ -108,7 +112,7 @@ def child(argv):
 
 
 def digest(downloads, key):
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
 
     body = aws.s3().get_object(Bucket=config.resource_name("FilesBucket"), Key=key)["Body"]
     sha, size = hashlib.sha256(), 0
@@ -146,7 +150,8 @@ def main():
             except OSError:
                 time.sleep(0.1)
         os.environ.update(env)
-        from chalicelib import aws, export_jobs, exports
+        from chalicelib.outputs import export_jobs, exports
+        from chalicelib.platform import aws
         from tools import provision
 
         aws.reset_clients()
@@ -166,7 +171,8 @@ def main():
             sync = run(env, "sync", str(project), fmt, str(args.days), queue)
             start = run(env, "start", str(project), fmt, str(args.days), queue)
             job_id = start["job"]
-            parts, assembly = [], None
+            parts: list[dict] = []
+            assembly: Any = None
             while True:
                 step = run(env, "worker", queue)
                 if not step["handled"]:
@@ -178,7 +184,7 @@ def main():
                     parts.append(step)
             job = _job(export_jobs, job_id)
             assert job["status"] == "done", job
-            from chalicelib import downloads
+            from chalicelib.outputs import downloads
 
             sha, size = digest(downloads, job["file"])
             same = sha == sync["sha"] and size == sync["bytes"]
@@ -198,10 +204,11 @@ def main():
         server.wait()
 
 
-def _job(export_jobs, job_id):
-    from chalicelib import db
+def _job(export_jobs, job_id) -> Any:
+    from chalicelib.platform import db
+    from chalicelib.tables import accounts_table
 
-    return db.get(export_jobs.TABLE, {"pk": f"JOB#{job_id}", "sk": "JOB"})
+    return db.get(accounts_table.NAME, {"pk": f"JOB#{job_id}", "sk": "JOB"})
 
 
 if __name__ == "__main__":

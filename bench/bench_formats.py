@@ -1,4 +1,4 @@
-"""Benchmark chalicelib.formats.export_chunks against the reference writers.
+"""Benchmark chalicelib.outputs.export_writers.export_chunks against the reference writers.
 
 One meter over a year at 5-minute steps (105,120 rows) by default. Times each of our writers
 (median of --repeats runs) and each reference (the fast ones the same way, dicttoxml and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chalicelib.formats import export_chunks  # noqa: E402
+from chalicelib.outputs.export_writers import export_chunks  # noqa: E402
 
 # ref/ours must reach this: XML 30x dicttoxml, YAML 10x safe_dump, JSON/CSV ours <= 1.5x ref.
 TARGETS = {"xml": 30.0, "yaml": 10.0, "json": 1 / 1.5, "csv": 1 / 1.5}

@@ -1,7 +1,7 @@
 """GET /graphics?type=line of one meter-year (105,120 readings) through the route, against in-process moto.
 
 Wall time of the whole request (median of --repeats), split into the time inside moto and the
-client's, with the time of the DynamoDB read alone (chalicelib.readings.series of the same range)
+client's, with the time of the DynamoDB read alone (chalicelib.metering.readings.series of the same range)
 and of drawing alone (chart_render.render_png of those points) for scale; a week (the default
 period) for comparison. The PNG is fetched and its size checked.
 Usage: .venv/bin/python bench/bench_graphics_route.py [--repeats 3]
@@ -25,7 +25,9 @@ def main():
     from chalice.test import Client
 
     from app import app
-    from chalicelib import aws, chart_render, config, meters, readings
+    from chalicelib.metering import meters, readings
+    from chalicelib.outputs import chart_render
+    from chalicelib.platform import aws, config
 
     with stack(), Client(app, stage_name="local") as client:
         started = time.perf_counter()

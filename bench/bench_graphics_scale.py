@@ -1,11 +1,11 @@
 """GET /graphics at building scale: line and pie for 300 meters over a year and 1,233 meters over 7 days.
 
 In-process moto (bench_layout.stack). 5-minute readings are written straight as the day items ingest
-writes (chalicelib.readings.day_item, BatchWriteItem), and each meter's consumption rollups are then
-computed by chalicelib.rollups.rebuild (the code ingest runs, over the whole history at once), so a
+writes (chalicelib.metering.readings.day_item, BatchWriteItem), and each meter's consumption rollups are then
+computed by chalicelib.metering.rollups.rebuild (the code ingest runs, over the whole history at once), so a
 300-meter year loads in minutes rather than hours; a sample of meters is checked against
 consumption.from_readings (computed from the stored readings). Each chart is made by
-chalicelib.charts.chart (what the route calls: read, reduce, draw, upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
+chalicelib.outputs.charts.chart (what the route calls: read, reduce, draw, upload to S3) and timed; then made again under tracemalloc for its peak of Python allocations
 (numpy's included; moto's own response building included too, which overstates). DynamoDB items
 read are counted per call.
 
@@ -18,7 +18,6 @@ the hourly chart its right-hand neighbours without a Query per meter).
 Usage: .venv/bin/python bench/bench_graphics_scale.py [--year-meters 300] [--week-meters 1233]
 """
 import argparse
-import importlib.util
 import platform
 import subprocess
 import sys
@@ -37,7 +36,7 @@ WEEK = ("2025-12-25", "2025-12-31")
 
 
 def _baseline_charts():
-    """chalicelib.charts as it was at BASELINE, drawing with chart_render as it was."""
+    """chalicelib.outputs.charts as it was at BASELINE, drawing with chart_render as it was."""
     def source(path):
         return subprocess.run(["git", "show", f"{BASELINE}:{path}"], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout
@@ -48,29 +47,35 @@ def _baseline_charts():
     text = source("chalicelib/charts.py").replace("from chalicelib import chart_render",
                                                   "import baseline_chart_render as chart_render")
     text = text.replace("exports.day_range(", "days.day_range(").replace("exports.parse_day(", "days.parse_day(")
-    text = text.replace("from chalicelib import accounts,", "from chalicelib import days, accounts,")  # moved there
-    spec = importlib.util.spec_from_loader("baseline_charts", loader=None)
-    module = importlib.util.module_from_spec(spec)
+    text = text.replace(  # the baseline's modules, where they are now (days.day_range was exports' then)
+        "from chalicelib import accounts, clock, downloads, exports, meters, readings, validation",
+        "from chalicelib.identity import accounts\nfrom chalicelib.metering import days, meters, readings\n"
+        "from chalicelib.outputs import downloads\nfrom chalicelib.platform import clock, validation")
+    text = text.replace("from chalicelib.errors import", "from chalicelib.platform.errors import")
+    module = types.ModuleType("baseline_charts")
     exec(compile(text, "baseline_charts", "exec"), module.__dict__)
     return module
 
 
-def _project(name, meter_count, parent_every=0):
+def _project(name: str, meter_count: int, parent_every: int = 0) -> tuple[int, list[dict]]:
     """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones.
 
-    The first meter is registered through chalicelib.meters.register; the others are written as the
+    The first meter is registered through chalicelib.metering.meters.register; the others are written as the
     same items in batches (moto copies every table on each transaction, so registering 1,233 meters
     one by one takes minutes and gigabytes), checked against the first one's.
     """
-    from chalicelib import accounts, aws, db, meters
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters
+    from chalicelib.platform import aws, db
+    from chalicelib.tables import accounts_table, meters_table
 
     project = accounts.create_project(name, "UTC")["project_id"]
     first = meters.register(project, {"MeterId": "suite-0000", "SaveEvery": 5})
-    stored = {item["sk"].split("#")[0]: item for item in db.query(meters.TABLE, "pk = :p", {":p": f"PROJECT#{project}"})}
+    stored = {item["sk"].split("#")[0]: item for item in db.query(meters_table.NAME, "pk = :p", {":p": f"PROJECT#{project}"})}
     chosen, batch = [first], []
-    client, table = aws.dynamodb(), db.table(meters.TABLE)
+    client, table = aws.dynamodb(), db.table(meters_table.NAME)
     for i in range(1, meter_count):
-        meter_id, site = accounts.next_id("meter"), f"suite-{i:04d}"
+        meter_id, site = accounts_table.next_id("meter"), f"suite-{i:04d}"
         items = [{**stored["SITE"], "sk": f"SITE#{site}", "meter_id": meter_id},
                  {**stored["NAME"], "sk": f"NAME#{site}", "meter_id": meter_id},
                  {**stored["METER"], "sk": f"METER#{meter_id:010d}", "meter_id": meter_id, "site_name": site,
@@ -82,7 +87,7 @@ def _project(name, meter_count, parent_every=0):
             batch = []
     if batch:
         _write(client, table, batch)
-    assert meters.point(project, name=chosen[-1]["MeterId"])["id"] == chosen[-1]["id"]
+    assert meters.view(meters.find(project, name=chosen[-1]["MeterId"]))["id"] == chosen[-1]["id"]
     for child in chosen[1:parent_every + 1]:
         meters.change(project, meter_id=child["id"], parent=first["MeterId"])
     return project, chosen
@@ -94,14 +99,16 @@ def _history(project, chosen, first_day, days, parent_every=0):
     Written after every project and meter exists: moto copies every table on each transaction
     (registration uses them), which with a year of items would take minutes per meter.
     """
-    from chalicelib import aws, clock, db, meters, readings, rollups
+    from chalicelib.metering import readings, rollups
+    from chalicelib.platform import aws, clock, db
+    from chalicelib.tables import readings_table
 
     meter_count = len(chosen)
-    client, table = aws.dynamodb(), db.table(readings.TABLE)
+    client, table = aws.dynamodb(), db.table(readings_table.NAME)
     start = int(datetime.fromisoformat(first_day).replace(tzinfo=timezone.utc).timestamp())
     batch = []
     for index, meter in enumerate(chosen):
-        series = meters.series_key(project, meter["id"])
+        series = readings_table.series_key(project, meter["id"])
         rate = 0.05 + 0.4 * index / max(1, meter_count)         # kWh per 5 minutes: meters differ
         if index == 0 and parent_every:
             rate = 0.5 * parent_every
@@ -123,13 +130,14 @@ def _history(project, chosen, first_day, days, parent_every=0):
 
 def _check(project, chosen, first_day, days):
     """The rollups written equal consumption's reference from the stored raw readings (a few meters)."""
-    from chalicelib import clock, consumption, meters
+    from chalicelib.metering import consumption, meters
+    from chalicelib.platform import clock
 
     zone = clock.zone("UTC")
     first = datetime.fromisoformat(first_day).date()
     last = first + timedelta(days=days - 1)
     sample = list({m["id"]: m for m in (chosen[0], chosen[len(chosen) // 2], chosen[-1])}.values())   # distinct
-    items = [meters.point(project, name=m["MeterId"]) for m in sample]
+    items = [meters.view(meters.find(project, name=m["MeterId"])) for m in sample]
     rows = consumption.summaries(project, [{"meter_id": m["id"]} for m in items], zone, first, last, "day")
     for meter in items:
         raw = consumption.from_readings(project, [meter["id"]], zone, first, last, "day")
@@ -137,7 +145,7 @@ def _check(project, chosen, first_day, days):
 
 
 def _write(client, table, batch):
-    request = {table: batch}
+    request: dict | None = {table: batch}
     while request:
         request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
 
@@ -167,7 +175,7 @@ def main():
     parser.add_argument("--sample", type=int, default=10, help="meters of the baseline's year line chart")
     parser.add_argument("--cases", default="year,week", help="year, week or both (comma-separated)")
     args = parser.parse_args()
-    from chalicelib import charts
+    from chalicelib.outputs import charts
 
     old = _baseline_charts()
     print(f"python {platform.python_version()}, moto in-process, 5-minute readings, 1600x900 PNG; "
@@ -195,7 +203,8 @@ def main():
             project = setups[label]
             for kind in ("line", "pie"):
                 for name, module in (("new", charts), ("baseline", old)):
-                    on, count = project, meters_
+                    on: int | None = project
+                    count = meters_
                     if name == "baseline" and label == "year":
                         on, count = sample, args.sample     # the baseline's line holds every point: ~4 GB
                     seconds, client, items, peak = _measure(lambda: module.chart(on, kind=kind, start=first, end=last))

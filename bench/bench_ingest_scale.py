@@ -71,7 +71,7 @@ class Units:
                 self.rcu += sum(max(1, math.ceil(typed_size(i) / 4096)) for i in items)
 
     def attach(self):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         events = aws.dynamodb().meta.events
         events.register("before-parameter-build.dynamodb.*", self.before)
@@ -94,19 +94,21 @@ def stamp(epoch):
 
 def seed_day(project_id, names, upto, step):
     """Readings of the UTC day of DAY0 before `upto`, written as ingest lays them out (one item per meter)."""
-    from chalicelib import db, meters, readings
+    from chalicelib.metering import meters, readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     for name in names:
         meter = meters.find(project_id, name=name)
-        series = meters.series_key(project_id, meter["meter_id"])
+        series = readings_table.series_key(project_id, meter["meter_id"])
         slots = {s: 1000.0 + s / 3600 for s in range(0, upto - DAY0, step)}
         if slots:
-            db.put(readings.TABLE, readings.day_item(series, "2026-03-02", slots))
+            db.put(readings_table.NAME, readings.day_item(series, "2026-03-02", slots))
 
 
 def live(client, project_id, key, names, minutes, at):
     """`minutes` pushes of one reading per meter at minute `at` of the day onward: (times, units)."""
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     seed_day(project_id, names, DAY0 + at * 60, 60)
     units = Units().attach()
@@ -130,7 +132,7 @@ def catch_up(client, project_id, key, names, order, batches):
     time-major: the batches from 12:00 of the outage's first day, the day items already holding the
     morning (so they are of a day's average size); meter-major: the first batches (each is one meter's
     next 3.5 days, every batch alike)."""
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     week = range(0, 7 * 86400, 300)
     if order == "time":
@@ -153,7 +155,7 @@ def catch_up(client, project_id, key, names, order, batches):
 
 
 def project_with_meters(label, count, save_every):
-    from chalicelib import meters
+    from chalicelib.metering import meters
 
     project_id, key = new_project(label)
     names = [f"suite-{i:03d}" for i in range(count)]

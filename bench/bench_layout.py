@@ -3,7 +3,7 @@ against day items holding a map of readings (the layout built first, replaced by
 
 A meter-year of 5-minute readings (105,120) is written in each layout into in-process moto and read
 back whole --repeats times; the figures are medians. The built layout is read through the code the
-routes use (chalicelib.readings.series); the others from throwaway tables: (meter, ts) → v paged by
+routes use (chalicelib.metering.readings.series); the others from throwaway tables: (meter, ts) → v paged by
 1 MB as DynamoDB pages it, and (meter, day) → r {"HHMMSS": value} read as the first build did.
 
 Also printed: item sizes and capacity units by DynamoDB's documented sizing rules (attribute names +
@@ -26,6 +26,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,7 +48,7 @@ def stack():
     """In-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
     from moto import mock_aws
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
     from tools import provision
 
     with mock_aws():
@@ -59,7 +60,7 @@ def stack():
 
 def new_project(name, zone="UTC"):
     """(project id, API key) of a new project with one account."""
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     project = accounts.create_project(name, zone)
     _view, key = accounts.create_user(project["project_id"], f"{name}-user", "bench password 123", "b@example.com")
@@ -80,14 +81,16 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
     """Write `days` days of 5-minute readings of a meter as ingest lays them out: one PutItem per day item.
 
     Ingest (1000 readings a call) takes ~80 s for a year under moto; this takes a few. The first day
-    goes through chalicelib.readings.ingest and the item it wrote is checked against the one built
+    goes through chalicelib.metering.ingest.ingest and the item it wrote is checked against the one built
     here, and the last day goes through ingest too, so the meter's latest reading and interval are set.
     """
-    from chalicelib import db, meters, readings
+    from chalicelib.metering import ingest, meters, readings
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     meter = meters.find(project_id, name=meter_name)
-    series = meters.series_key(project_id, meter["meter_id"])
-    readings.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
+    series = readings_table.series_key(project_id, meter["meter_id"])
+    ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(PER_DAY)])
 
     def day_item(d):
         first = d * PER_DAY
@@ -95,18 +98,18 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
         return readings.day_item(series, day, {(start + i * STEP) % 86400: value_at(i)
                                                for i in range(first, first + PER_DAY)})
 
-    written = db.to_ddb(db.get(readings.TABLE, {"meter": series, "day": day_item(0)["day"]}))
+    written = db.to_ddb(db.get(readings_table.NAME, {"meter": series, "day": day_item(0)["day"]}) or {})
     assert written == db.to_ddb(day_item(0)), "the bench's day item differs from what ingest writes"
     for d in range(1, days - 1):
-        db.put(readings.TABLE, day_item(d))
+        db.put(readings_table.NAME, day_item(d))
     if days > 1:
         last = (days - 1) * PER_DAY
-        readings.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
+        ingest.ingest(project_id, [reading(meter_name, i, start) for i in range(last, last + PER_DAY)])
     return meter
 
 
 def make_meter(project_id, name="meter1"):
-    from chalicelib import meters
+    from chalicelib.metering import meters
 
     return meters.register(project_id, {"MeterId": name, "SaveEvery": 5})
 
@@ -117,7 +120,7 @@ class DynamoCounter:
     def __init__(self):
         from collections import Counter
 
-        self.calls = Counter()
+        self.calls: Counter = Counter()
         self.items = 0
 
     def before(self, event_name, **_kwargs):
@@ -133,7 +136,7 @@ class DynamoCounter:
             self.items += 1
 
     def __enter__(self):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         events = aws.dynamodb().meta.events
         events.register("before-call.dynamodb.*", self.before)
@@ -141,7 +144,7 @@ class DynamoCounter:
         return self
 
     def __exit__(self, *_exc):
-        from chalicelib import aws
+        from chalicelib.platform import aws
 
         events = aws.dynamodb().meta.events
         events.unregister("before-call.dynamodb.*", self.before)
@@ -161,7 +164,8 @@ class MotoTimer:
     def __enter__(self):
         from moto.core import botocore_stubber
 
-        self._cls = botocore_stubber.BotocoreStubber
+        stubber_class: Any = botocore_stubber.BotocoreStubber   # its method is wrapped while the block runs
+        self._cls = stubber_class
         self._original = original = self._cls.process_request
         timer = self
 
@@ -223,7 +227,7 @@ def build_other_layouts(series_key, days):
     """The throwaway tables: one item per reading, and one item per day with a map of its readings."""
     from boto3.dynamodb.types import TypeSerializer
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     client = aws.dynamodb()
     for name, keys in ((PER_READING_TABLE, [("meter", "S", "HASH"), ("ts", "N", "RANGE")]),
@@ -251,7 +255,7 @@ def build_other_layouts(series_key, days):
 
 def read_per_reading(series_key, start, end):
     """(epoch, value) of a meter's readings from the one-item-per-reading table, paged by 1 MB."""
-    from chalicelib import aws, db
+    from chalicelib.platform import aws, db
 
     args = {"TableName": PER_READING_TABLE, "KeyConditionExpression": "meter = :m AND ts BETWEEN :a AND :b",
             "ExpressionAttributeValues": db.values({":m": series_key, ":a": start, ":b": end - 1})}
@@ -267,7 +271,7 @@ def read_per_reading(series_key, start, end):
 
 def read_map_days(series_key, first_day, last_day):
     """(epoch, value) of a meter's readings from day items holding a map, as the first build read them."""
-    from chalicelib import aws, db
+    from chalicelib.platform import aws, db
 
     args = {"TableName": MAP_TABLE, "Limit": 32, "KeyConditionExpression": "meter = :m AND #d BETWEEN :a AND :b",
             "ExpressionAttributeNames": {"#d": "day"},
@@ -286,7 +290,7 @@ def read_map_days(series_key, first_day, last_day):
 
 def capacity_figures(series_key):
     """Sizes and capacity units of the three layouts, by the documented rules."""
-    from chalicelib import readings
+    from chalicelib.metering import readings
 
     slots = [f"{(i * STEP) // 3600:02d}{(i * STEP) % 3600 // 60:02d}00" for i in range(PER_DAY)]   # the map's keys
     packed_day = item_size(readings.day_item(series_key, "2025-01-01", {i * STEP: value_at(i) for i in range(PER_DAY)}))
@@ -327,14 +331,15 @@ def main():
     parser.add_argument("--days", type=int, default=366)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from chalicelib import meters, readings
+    from chalicelib.metering import readings
+    from chalicelib.tables import readings_table
 
     with stack():
         project_id, _key = new_project("layout")
         make_meter(project_id)
         started = time.perf_counter()
         meter = fill_days(project_id, "meter1", args.days)
-        series_key = meters.series_key(project_id, meter["meter_id"])
+        series_key = readings_table.series_key(project_id, meter["meter_id"])
         build_other_layouts(series_key, args.days)
         print(f"python {platform.python_version()}, moto in-process, {args.days} days x {PER_DAY} readings "
               f"= {args.days * PER_DAY:,} readings of one meter (setup {time.perf_counter() - started:.0f} s), "

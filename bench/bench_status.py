@@ -32,7 +32,9 @@ def main():
     from moto import mock_aws
 
     with mock_aws():
-        from chalicelib import accounts, aws, clock, meters, readings
+        from chalicelib.identity import accounts
+        from chalicelib.metering import ingest, meters
+        from chalicelib.platform import aws, clock
         from tools import provision
 
         aws.reset_clients()
@@ -44,9 +46,9 @@ def main():
             meters.register(project["project_id"], {"MeterId": f"m{m}", "SaveEvery": 5})
             batch = [{"MeterId": f"m{m}", "TimeStamping": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 300 * i)), "value": 10000.0 - i}
                      for i in range(288)]
-            assert not readings.ingest(project["project_id"], batch)["rejected"]
+            assert not ingest.ingest(project["project_id"], batch)["rejected"]
 
-        calls = {}
+        calls: dict[str, int] = {}
 
         def count(event_name, **_kwargs):
             operation = event_name.split(".")[-1]

@@ -73,14 +73,14 @@ def _run(cfg, args) -> int:
     return agent.run()
 
 
-def _read(cfg, args) -> int:
+def _read(cfg, args) -> int:  # noqa: C901  # the read command: read the buses in parallel, print a table or JSON (edge branch: split after it lands)
     from .reader import BusReader, MeterReadError
 
     meters = [cfg.meter(args.meter)] if args.meter else cfg.meters
     readers = {name: BusReader(bus) for name, bus in cfg.buses.items()}
 
     def read_bus(ms):
-        out = []
+        out: list[tuple] = []
         for m in ms:
             t0 = time.monotonic()
             try:

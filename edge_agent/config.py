@@ -233,7 +233,7 @@ def load_config(path: str | Path) -> Config:
 
 # -- check: every problem of a document, nothing built -----------------------------------------------
 
-def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:
+def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:  # noqa: C901  # one check per field of the config, in the document's order: a list, not a flow
     """Every problem of a config document, each naming the file, the place and the field (none: ``build``
     may run), and the register maps its meters name (loaded to check them; ``build`` takes them)."""
     if not isinstance(data, dict):

@@ -20,7 +20,7 @@ def aws():
     """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
     from moto import mock_aws
 
-    from chalicelib import aws as aws_clients
+    from chalicelib.platform import aws as aws_clients
     from tools import provision
 
     with mock_aws():
@@ -45,7 +45,7 @@ def serialized_aws(aws):
     so the races between our calls still run for real."""
     import threading
 
-    from chalicelib import aws as aws_clients
+    from chalicelib.platform import aws as aws_clients
 
     lock = threading.Lock()
 
@@ -123,7 +123,7 @@ class Account:
 @pytest.fixture
 def make_account(client):
     """Factory: a new project (or a user in a given project) and its first account."""
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     counter = {"n": 0}
 
@@ -151,7 +151,7 @@ class LiveApi:
         """(UTC datetime, value) of every reading the cloud stored for a meter (by site or display name)."""
         from datetime import datetime, timezone
 
-        from chalicelib import meters, readings
+        from chalicelib.metering import meters, readings
 
         meter = meters.find(self.project_id, name=meter_name)
         return [(datetime.fromtimestamp(t, timezone.utc), v)

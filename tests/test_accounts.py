@@ -62,7 +62,7 @@ def usernames(account):
 # ---- /session ---------------------------------------------------------------------------------
 
 def test_get_session_is_the_logged_in_account_with_joined_in_the_project_time_zone(client, make_account):
-    from chalicelib import clock
+    from chalicelib.platform import clock
 
     before = clock.utcnow().replace(microsecond=0)
     account = make_account(project_name="myProject", username="test", timezone="Asia/Kathmandu")
@@ -498,8 +498,8 @@ def test_a_rename_frees_the_old_name(client, make_account):
 
 
 def test_two_concurrent_creates_of_one_name_give_one_account_and_one_conflict(aws, serialized_aws):
-    from chalicelib import accounts
-    from chalicelib.errors import Conflict
+    from chalicelib.identity import accounts
+    from chalicelib.platform.errors import Conflict
 
     projects = [accounts.create_project(f"race{i}")["project_id"] for i in range(2)]
     for attempt in range(3):

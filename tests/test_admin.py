@@ -77,7 +77,7 @@ def test_create_project_prints_the_account_and_a_key_that_works(run, client):
 
 
 def test_the_project_gets_its_time_zone(run, client):
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     status, out, _ = run(create_project_argv(timezone="America/Toronto"))
 
@@ -96,7 +96,7 @@ def test_the_password_is_the_first_line_of_stdin_without_its_line_break(run, cli
 
 
 def test_the_password_is_never_taken_from_the_command_line(run, client):
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     for argv in (create_project_argv() + ["--password", PASSWORD], create_project_argv() + [PASSWORD],
                  ["--password", PASSWORD] + create_project_argv()):
@@ -110,7 +110,7 @@ def test_the_password_is_never_taken_from_the_command_line(run, client):
 
 
 def test_at_a_terminal_the_password_is_typed_twice_without_echo(run, client):
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     typed = iter(["typed at the prompt", "typed at the prompt"])
     status, out, _ = run(create_project_argv(), stdin=Terminal(), prompt=lambda prompt="": next(typed))
@@ -135,7 +135,7 @@ BAD_ARGUMENTS = [
 
 
 def test_bad_arguments_are_one_line_on_stderr_exit_2_and_create_nothing(run):
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     for argv, stdin, message in BAD_ARGUMENTS:
         code, out, err = run(argv, stdin=stdin)
@@ -147,7 +147,7 @@ def test_bad_arguments_are_one_line_on_stderr_exit_2_and_create_nothing(run):
 
 
 def test_a_taken_username_or_project_name_is_exit_1_and_creates_nothing(run, client, make_account):
-    from chalicelib import accounts
+    from chalicelib.identity import accounts
 
     make_account(project_name="Existing", username="acme-admin")
 
@@ -192,7 +192,7 @@ def test_rebuild_rollups_restores_the_consumption_of_history_stored_without_them
     afterwards /consumption gives what ingest would have kept. An unknown meter is exit 1."""
     import boto3
 
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     _, out, _ = run(create_project_argv(timezone="America/Toronto"))
     headers = {"X-API-Key": json.loads(out)["key"], **JSON}
@@ -244,7 +244,7 @@ def test_aws_port_means_the_local_stack_with_dummy_credentials_and_local_names()
 
 
 def test_local_flag_without_aws_port_uses_port_5000_and_an_explicit_endpoint_wins():
-    environ = {}
+    environ: dict = {}
     admin.configure(environ, local=True)
     assert environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
 
@@ -281,7 +281,7 @@ def test_make_admin_against_the_local_stack(monkeypatch, capsys):
     from moto.server import ThreadedMotoServer
 
     from app import app
-    from chalicelib import aws
+    from chalicelib.platform import aws
     from tools import provision
     from tools.ports import free_port
 
@@ -315,7 +315,8 @@ def test_make_admin_against_the_local_stack(monkeypatch, capsys):
 def test_stack_option_acts_on_the_resources_of_a_cloudformation_stack(aws, monkeypatch, capsys):
     import boto3
 
-    from chalicelib import accounts, config
+    from chalicelib.identity import accounts
+    from chalicelib.platform import config
     from tools import provision
 
     # The template's tables and key, deployed as a stack (moto names them after the stack).

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chalicelib import accounts, auth, passwords, readings
-from chalicelib.errors import TooManyRequests, Unauthorized
+from chalicelib.identity import accounts, auth, passwords
+from chalicelib.metering import ingest
+from chalicelib.platform.errors import TooManyRequests, Unauthorized
 
 PASSWORD = "correct horse battery staple"
 JSON = {"Content-Type": "application/json"}
@@ -152,7 +153,7 @@ def test_post_key_ends_the_sessions_opened_with_the_old_key(client, make_account
 
 def test_a_session_opened_with_the_old_key_dies_even_if_the_clean_up_misses_it(client, make_account, monkeypatch):
     """The clean-up query reads an eventually consistent index: authentication itself refuses the session."""
-    from chalicelib import sessions
+    from chalicelib.identity import sessions
 
     account = make_account()
     by_old_key = cookie_of(log_in(client, {"key": account.key}))
@@ -223,7 +224,7 @@ def test_malformed_offsets_and_non_ascii_digits_in_times_are_rejected(client, ma
     import zoneinfo
 
     with pytest.raises(ValueError, match="malformed"):
-        readings.parse_time(text, zoneinfo.ZoneInfo("UTC"))
+        ingest.parse_time(text, zoneinfo.ZoneInfo("UTC"))
     account = make_account()
     account.request("PUT", "/point", {"MeterId": "m1"})
     receipt = account.request("POST", "/data", {"readings": [{"MeterId": "m1", "TimeStamping": text, "value": 1}]})

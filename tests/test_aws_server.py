@@ -5,7 +5,8 @@ import stat
 
 from moto import mock_aws
 
-from chalicelib import accounts, aws
+from chalicelib.identity import accounts
+from chalicelib.platform import aws
 from tools import aws_server, provision
 
 

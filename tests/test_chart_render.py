@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib import chart_render as cr  # noqa: E402
+from chalicelib.outputs import chart_render as cr  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TORONTO = "America/Toronto"
@@ -342,7 +342,7 @@ def reference_reduce(times, values, columns):
     """Brute-force reading of the contract: per equal time bucket, the first
     minimum and the last maximum, in time order."""
     span = times[-1] - times[0]
-    buckets = {}
+    buckets: dict = {}
     for i, t in enumerate(times):
         b = min(int((t - times[0]) * (columns / span)), columns - 1) if span > 0 else 0
         buckets.setdefault(b, []).append(i)
@@ -352,8 +352,8 @@ def reference_reduce(times, values, columns):
         hi = max(values[i] for i in idx)
         keep.add(next(i for i in idx if values[i] == lo))
         keep.add([i for i in idx if values[i] == hi][-1])
-    keep = sorted(keep)
-    return [times[i] for i in keep], [values[i] for i in keep]
+    kept = sorted(keep)
+    return [times[i] for i in kept], [values[i] for i in kept]
 
 
 @pytest.mark.parametrize("n,columns", [(1000, 7), (10_000, 450), (5001, 2500), (999, 1)])
@@ -446,7 +446,7 @@ def run_python(code, **env):
 def test_import_does_not_load_matplotlib_or_numpy():
     out = run_python("""
         import sys
-        import chalicelib.chart_render
+        import chalicelib.outputs.chart_render
         heavy = sorted(m for m in sys.modules
                        if m.split(".")[0] in ("matplotlib", "numpy", "PIL"))
         print(heavy)
@@ -459,7 +459,7 @@ def test_unwritable_mplconfigdir_is_replaced_and_pyplot_never_loaded(tmp_path):
     not_a_dir.write_text("x")
     out = run_python("""
         import os, sys, tempfile
-        from chalicelib.chart_render import render_png, LineSeries
+        from chalicelib.outputs.chart_render import render_png, LineSeries
         for kind in ("pie", "bar", "line"):
             png = render_png(kind, width_px=300, height_px=200, title="t", tz_name="UTC",
                              energy=[("a", 1.0)], series=[LineSeries("a", [0.0, 60.0], [1.0, 2.0])])

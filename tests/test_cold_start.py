@@ -19,7 +19,7 @@ PROBE = r"""
 import json, sys
 import app
 report = {"after_import": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}
-from chalicelib import aws
+from chalicelib.platform import aws
 report["clients"] = aws._client.cache_info().currsize
 event = {"resource": "/session", "path": "/session", "httpMethod": "GET",
          "headers": {"accept": "application/json"}, "multiValueHeaders": {"accept": ["application/json"]},

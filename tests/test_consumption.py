@@ -60,7 +60,7 @@ def _hour_of(epoch, zone):
     return local.hour, local.utcoffset()
 
 
-def reference(points, zone, first, last, period, save_every=5, name="m"):
+def reference(points, zone, first, last, period, save_every=5, name="m"):  # noqa: C901  # the naive reference model, deliberately one linear reading of the definition
     """Rows of one meter, from its whole history (every reading, any order)."""
     points = sorted(points)
     regs = [(t, Fraction(Decimal(repr(v)))) for t, v in points]
@@ -96,7 +96,7 @@ def reference(points, zone, first, last, period, save_every=5, name="m"):
     else:
         key = {"day": lambda d: d, "week": lambda d: d.isocalendar()[:2], "month": lambda d: (d.year, d.month),
                "year": lambda d: d.year}[period]
-        groups = []
+        groups: list = []
         for day in days:
             if groups and key(groups[-1][-1]) == key(day):
                 groups[-1].append(day)
@@ -309,7 +309,7 @@ def deliver_out_of_order(account, meter, points, rng):
     (7, "Australia/Lord_Howe", date(2026, 10, 2)),   # +10:30 -> +11:00 on 2026-10-04: a 30-minute change
 ])
 def test_rollups_equal_the_raw_readings_over_random_histories(make_account, seed, zone, first):
-    from chalicelib import consumption, meters
+    from chalicelib.metering import consumption, meters
 
     rng = random.Random(seed)
     tz = ZoneInfo(zone)
@@ -340,11 +340,12 @@ def test_a_backfill_into_a_long_gap_updates_every_day_it_spans(toronto):
 def test_a_refresh_racing_another_rereads_and_both_readings_count(toronto):
     """A second request's readings land between this refresh's reads and its write: the conditional write
     fails, the refresh reads again, and the rollups end up as the raw readings say."""
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     day = date(2026, 4, 2)
     push(toronto, "meter1", [(at(day, 0), 0.0), (at(day, 1), 10.0)])
-    client, fired = aws.dynamodb(), []
+    client = aws.dynamodb()
+    fired: list = []
 
     def interleave(params, **_kwargs):
         item = params.get("Item", {})
@@ -363,7 +364,7 @@ def test_a_refresh_racing_another_rereads_and_both_readings_count(toronto):
 
 
 def test_a_retried_batch_writes_no_rollup(toronto):
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
     day = date(2026, 4, 20)
     points = [(at(day, 0, 5 * i), float(i)) for i in range(12)]
@@ -381,21 +382,23 @@ def test_a_retried_batch_writes_no_rollup(toronto):
 
 def test_rebuild_computes_the_rollups_of_history_stored_before_them(toronto):
     """A meter whose readings were stored before rollups existed: rebuild gives what ingest would have."""
-    from chalicelib import db, meters, rollups
+    from chalicelib.metering import meters, rollups
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
 
     push(toronto, "meter1", [(at(date(2026, 1, 30)) + 3600 * h, 2.0 * h) for h in range(0, 24 * 5, 5)])
     expected = get(toronto, start="2026-01-29", end="2026-02-05")
     project = toronto.view["project"]
     meter = meters.find(project, name="meter1")
     for month in ("2026-01", "2026-02"):
-        db.delete(rollups.TABLE, rollups._key(project, meter["meter_id"], month))
+        db.delete(readings_table.NAME, readings_table.rollup_key(project, meter["meter_id"], month))
     assert {r["value"] for r in get(toronto, start="2026-01-29", end="2026-02-05")} == {None}
     rollups.rebuild(project, TORONTO, meter["meter_id"])
     assert get(toronto, start="2026-01-29", end="2026-02-05") == expected
 
 
 def test_used_gives_the_charts_the_same_energy_per_period(toronto):
-    from chalicelib import consumption, days, meters
+    from chalicelib.metering import consumption, days, meters
 
     day = date(2026, 11, 1)
     push(toronto, "meter1", [(at(day) + 600 * i, 1.5 * i) for i in range(0, 200)])
@@ -427,7 +430,7 @@ def test_one_request_with_several_meters_refreshes_each_of_them(toronto):
 
 def test_registers_become_exact_micro_kwh():
     """The float fast path of rollups.micro gives the stored decimal exactly (the µkWh identity rests on it)."""
-    from chalicelib.rollups import micro
+    from chalicelib.metering.rollups import micro
 
     rng = random.Random(7)
     values = [0.0, 0.000001, 28540.24, 4294967.295, 999999999.999999, 123456789.123456, -12.5, 1e12 + 0.5, 9.99e14]

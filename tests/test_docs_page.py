@@ -17,7 +17,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 
 
 def _operations():
-    with open(os.path.join(ROOT, "chalicelib", "openapi.yaml"), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, "chalicelib", "apidocs", "openapi.yaml"), encoding="utf-8") as handle:
         document = yaml.safe_load(handle)
     return {(method.upper(), path) for path, item in document["paths"].items() for method in item
             if method in HTTP_METHODS}

@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from chalicelib import db, export_jobs, exports, meters, readings
+from chalicelib.metering import meters, readings
+from chalicelib.outputs import export_jobs, exports
+from chalicelib.platform import db
+from chalicelib.tables import accounts_table, readings_table
 from tests.aws_faults import app_clients
 from tools import local_worker
 
@@ -19,11 +22,11 @@ def seed(project_id, names, days, every=300, first_day=0, value=lambda i, t: 100
     """Day items of readings for meters (registered here), every `every` seconds, written directly."""
     made = [meters.register(project_id, {"MeterId": n}) for n in names]
     for i, meter in enumerate(made):
-        series = meters.series_key(project_id, meter["id"])
+        series = readings_table.series_key(project_id, meter["id"])
         for d in range(first_day, days):
             midnight = int(START) + d * DAY
             day = datetime.fromtimestamp(midnight, timezone.utc).strftime("%Y-%m-%d")
-            db.put(readings.TABLE, readings.day_item(series, day, {
+            db.put(readings_table.NAME, readings.day_item(series, day, {
                 s: round(value(i, midnight + s - START), 3) for s in range(0, DAY, every)}))
     return made
 
@@ -74,7 +77,7 @@ def test_a_job_writes_the_synchronous_file_byte_for_byte(aws, make_account, monk
     monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
     monkeypatch.setattr(exports, "SLICE_ROWS", 300)       # slices of 8 hours: 12, the first 3 without rows
     assert follow_job(aws, account, get_file(account, query)) == expected
-    job = db.get(export_jobs.TABLE, {"pk": f"JOB#{get_file(account, query).json_body['id']}", "sk": "JOB"})
+    job = db.get(accounts_table.NAME, {"pk": f"JOB#{get_file(account, query).json_body['id']}", "sk": "JOB"})
     assert job["parts"] == 12
 
 
@@ -128,7 +131,7 @@ def test_a_worker_that_dies_is_retried_without_losing_or_duplicating_a_part(aws,
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     started = get_file(account, query)
-    deaths = []
+    deaths: list = []
 
     def dies_after_writing_part(params, **_):
         if "ADD done" in params.get("UpdateExpression", "") and not deaths:   # the part is in S3, the job item not told yet
@@ -139,7 +142,7 @@ def test_a_worker_that_dies_is_retried_without_losing_or_duplicating_a_part(aws,
     dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", dies_after_writing_part)
     handled, failed = local_worker.drain(sqs, aws["EXPORT_QUEUE_URL"], export_worker)
     assert failed == 1 and deaths
-    job = db.get(export_jobs.TABLE, {"pk": f"JOB#{started.json_body['id']}", "sk": "JOB"})
+    job = db.get(accounts_table.NAME, {"pk": f"JOB#{started.json_body['id']}", "sk": "JOB"})
     assert sorted(job["done"]) == list(range(job["parts"]))
     done = account.request("GET", started.headers["Location"])
     assert done.status_code == 303

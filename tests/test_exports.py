@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 TORONTO = ZoneInfo("America/Toronto")
 # Local days 2026-01-10 and 2026-01-11 in Toronto (EST, UTC-5): 05:00Z on the 10th to 05:00Z on the 12th.
@@ -123,7 +123,7 @@ def test_every_format_holds_the_same_rows_with_its_media_type(site, file_type):
 
 
 def test_the_object_in_s3_has_media_type_and_download_name(site):
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
 
     answer = export(site, start="2026-01-10", end="2026-01-10", type="json", meter="m2")
     url = urllib.parse.urlsplit(json.loads(answer.body)["url"])
@@ -255,11 +255,12 @@ def test_an_error_is_rendered_in_the_asked_response_type(site):
 def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_account, monkeypatch):
     from moto.s3 import models as s3_models
 
-    from chalicelib import downloads, formats, readings
+    from chalicelib.metering import ingest
+    from chalicelib.outputs import downloads, export_writers
 
     small = 64 * 1024            # parts of 64 KiB instead of 8 MiB, so 12 days of XML take several
-    real_chunks = formats.export_chunks
-    monkeypatch.setattr(formats, "export_chunks", lambda fmt, rows: real_chunks(fmt, rows, chunk_bytes=small))
+    real_chunks = export_writers.export_chunks
+    monkeypatch.setattr(export_writers, "export_chunks", lambda fmt, rows: real_chunks(fmt, rows, chunk_bytes=small))
     monkeypatch.setattr(downloads, "PART_BYTES", small)
     monkeypatch.setattr(s3_models, "S3_UPLOAD_PART_MIN_SIZE", 1)
     account = make_account()
@@ -268,7 +269,7 @@ def test_an_export_larger_than_a_part_is_uploaded_in_parts_and_whole(make_accoun
     values = [(start + i * 300, round(i * 0.125, 3)) for i in range(12 * 288)]
     project_id = account.view["project"]
     for chunk in range(0, len(values), 1000):
-        readings.ingest(project_id, [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
+        ingest.ingest(project_id, [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
                                      for t, v in values[chunk:chunk + 1000]])
     content, headers = download(export(account, start="2026-03-01", end="2026-03-12", type="xml"))
     assert len(content) > 4 * small

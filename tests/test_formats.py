@@ -1,4 +1,4 @@
-"""chalicelib.formats against the reference libraries (dicttoxml, json, yaml, csv)."""
+"""chalicelib.documents and chalicelib.export_writers against the reference libraries (dicttoxml, json, yaml, csv)."""
 
 import csv
 import datetime as dt
@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib import formats  # noqa: E402
-from chalicelib.formats import EXPORT_FORMATS, export_chunks, xml_document  # noqa: E402
+from chalicelib.outputs import export_writers  # noqa: E402
+from chalicelib.platform import documents  # noqa: E402
+from chalicelib.platform.documents import xml_document  # noqa: E402
+from chalicelib.outputs.export_writers import EXPORT_FORMATS, export_chunks  # noqa: E402
 
 logging.getLogger("dicttoxml").setLevel(logging.WARNING)
 
@@ -142,13 +144,14 @@ def test_xml_name_shortcut_agrees_with_dicttoxml():
     names = ["xml", "xmlns", "XMLfoo", "a.b", "_a", "a-", "A1", "a:b", ":a", "-a", ".a", "1a",
              "é", "a ", "a b", "\ufffd", "n²", "n1e+20", "key", "item", "Z" * 200, "a\tb"]
     for name in names:
-        assert formats._name_parses(name) == key_is_valid_xml(name), name
+        assert documents._name_parses(name) == key_is_valid_xml(name), name
 
 
 def test_xml_document_imports_nothing_heavy():
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from chalicelib.formats import xml_document, export_chunks\n"
+        "from chalicelib.platform.documents import xml_document\n"
+        "from chalicelib.outputs.export_writers import export_chunks\n"
         "import datetime as dt\n"
         "xml_document([{'MeterParam': 'm', 'value': 1.0}])\n"
         "rows = [('m', dt.datetime(2020, 1, 1), 1.0)]\n"
@@ -188,6 +191,7 @@ def make_rows(n=400, seed=7, ints=False):
         t += dt.timedelta(minutes=5)
         ts = t.replace(microsecond=rng.choice([0, 0, 0, 123456]))
         r = rng.random()
+        v: float
         if ints and r < 0.2:
             v = rng.choice([0, 5, -2, 10**20])
         elif r < 0.4:
@@ -356,13 +360,13 @@ def test_rows_are_consumed_lazily(fmt):
     # rows that 3 chunks can hold, plus one block read ahead: not the whole (endless) input
     overhead = len(export(fmt, []))
     shortest = min(len(export(fmt, [row(i)])) - overhead for i in range(10))
-    assert taken <= 3 * size // shortest + 1 + formats._BLOCK_ROWS
+    assert taken <= 3 * size // shortest + 1 + export_writers._BLOCK_ROWS
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_one_row_block_boundaries(fmt):
     # exactly one block, one block plus one row: the joins between blocks stay right
-    for n in (formats._BLOCK_ROWS - 1, formats._BLOCK_ROWS, formats._BLOCK_ROWS + 1):
+    for n in (export_writers._BLOCK_ROWS - 1, export_writers._BLOCK_ROWS, export_writers._BLOCK_ROWS + 1):
         rows = make_rows(n, seed=n)
         out = export(fmt, iter(rows))
         if fmt == "json":

@@ -59,18 +59,18 @@ class Stack:
 
     # -- credentials of A, fresh for each example --
     def key(self):
-        from chalicelib import accounts
+        from chalicelib.identity import accounts
 
         return accounts.current_key(self.a["project_id"], self.a["user_id"])["key"]
 
     def session(self, user_id=None):
-        from chalicelib import sessions
+        from chalicelib.identity import sessions
 
         return sessions.create(self.a["project_id"], user_id or self.a["user_id"])
 
     def throwaway(self):
         """(user id, key) of a new account of A (for DELETE /user)."""
-        from chalicelib import accounts
+        from chalicelib.identity import accounts
 
         self.throwaways += 1
         view, key = accounts.create_user(self.a["project_id"], f"throwaway{self.throwaways}", PASSWORD,
@@ -80,7 +80,8 @@ class Stack:
     # -- project B as stored --
     def snapshot_b(self):
         """Everything of project B: project, accounts (with key digests, hashes), meters, readings, sessions."""
-        from chalicelib import db, meters, readings
+        from chalicelib.metering import meters, readings
+        from chalicelib.platform import db
 
         pid = self.b["project_id"]
         accounts_items = sorted(db.query("AccountsTable", "pk = :p", {":p": f"PROJECT#{pid}"}),
@@ -97,7 +98,7 @@ def _seed_readings(project_id, meter_name, days, start_value, step_minutes=60):
     """Hourly readings of a meter over the last `days` days, and on the document's example days."""
     from datetime import datetime, timedelta, timezone
 
-    from chalicelib import readings
+    from chalicelib.metering import ingest
 
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     times = [now - timedelta(minutes=step_minutes * i) for i in range(days * 24 * 60 // step_minutes)]
@@ -107,12 +108,13 @@ def _seed_readings(project_id, meter_name, days, start_value, step_minutes=60):
     batch = [{"MeterId": meter_name, "TimeStamping": t.isoformat(), "value": start_value + 1.25 * i}
              for i, t in enumerate(times)]
     for i in range(0, len(batch), 1000):
-        receipt = readings.ingest(project_id, batch[i:i + 1000])
+        receipt = ingest.ingest(project_id, batch[i:i + 1000])
         assert not receipt["rejected"], receipt
 
 
 def _seed(stack):
-    from chalicelib import accounts, meters
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters
 
     # B first: its ids are 1, 2, … the values a fuzzer tries first.
     project_b = accounts.create_project(f"{B_MARK}-project", "America/New_York")
@@ -121,7 +123,9 @@ def _seed(stack):
     only_b = meters.register(project_b["project_id"], {"MeterId": f"{B_MARK}-meter", "ModbusId": 8})
     _seed_readings(project_b["project_id"], "meter1", 3, 900000.5)
     _seed_readings(project_b["project_id"], f"{B_MARK}-meter", 3, 700000.5)
-    from chalicelib import auth, clock, scoped_keys, status
+    from chalicelib.identity import auth, scoped_keys
+    from chalicelib.metering import status
+    from chalicelib.platform import clock
 
     scoped_b = scoped_keys.create(project_b["project_id"], f"{B_MARK}-agent", "ingest", clock.zone("UTC"))
     status.report(auth.Caller(project_b["project_id"], scope="ingest", key_id=scoped_b["id"], label=f"{B_MARK}-agent"),
@@ -146,7 +150,7 @@ def stack():
     """The live API over moto, seeded with projects A and B; B's state is checked at the end of the module."""
     from moto import mock_aws
 
-    from chalicelib import aws as aws_clients
+    from chalicelib.platform import aws as aws_clients
     from tools import provision
     from tools.local_api import make_server
 
@@ -559,7 +563,8 @@ def test_no_object_of_another_project_over_every_operation(stack, mode):
     identifier echoed and the ids of the caller's own objects). Every answer of every operation is also
     checked for B's data, and project B is compared as stored before and after (the last test).
     """
-    from chalicelib import accounts, meters, sessions
+    from chalicelib.identity import accounts, sessions
+    from chalicelib.metering import meters
 
     with open(DOC_PATH, encoding="utf-8") as handle:
         document = yaml.safe_load(handle)

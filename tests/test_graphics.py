@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from chalicelib import aws, config
+from chalicelib.platform import aws, config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DAYS = {"start": "2026-01-10", "end": "2026-01-11"}

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from chalicelib import aws as aws_clients, config, downloads
+from chalicelib.outputs import downloads
+from chalicelib.platform import aws as aws_clients, config
 from tests.aws_faults import AwsFaults
 from tests.test_aws_faults import World, assert_consistent
 

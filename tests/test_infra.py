@@ -11,7 +11,7 @@ import re
 import boto3
 import pytest
 
-from chalicelib.config import RESOURCE_ENV
+from chalicelib.platform.config import RESOURCE_ENV
 from tools import provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,8 +128,9 @@ def test_provision_creates_the_export_queue_with_its_dead_letters(aws, template)
 def test_tables_keep_their_data_and_ttl_attributes_are_the_codes(template):
     tables = of_type(template, "AWS::DynamoDB::Table")
     assert set(tables) == {"AccountsTable", "SessionsTable", "MetersTable", "ReadingsTable"}
-    source = "".join(open(os.path.join(ROOT, "chalicelib", f), encoding="utf-8").read()
-                     for f in os.listdir(os.path.join(ROOT, "chalicelib")) if f.endswith(".py"))
+    source = "".join(open(os.path.join(folder, f), encoding="utf-8").read()
+                     for folder, _dirs, files in os.walk(os.path.join(ROOT, "chalicelib")) for f in files
+                     if f.endswith(".py"))
     for logical_id, resource in tables.items():
         props = resource["Properties"]
         assert resource.get("DeletionPolicy") == resource.get("UpdateReplacePolicy") == "Retain", logical_id
@@ -219,7 +220,7 @@ def test_export_worker_queue_retries_and_alarms(template):
     """The worker is fed by the queue; a message is retried export_jobs.MAX_RECEIVES times before the dead
     letters, never while a worker may still run it; the dead letters, the queue's age and the worker's
     errors are alarmed on."""
-    from chalicelib import export_jobs
+    from chalicelib.outputs import export_jobs
 
     resources = template["Resources"]
     worker = resources["ExportWorker"]["Properties"]

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 T0 = int(datetime(2026, 1, 10, tzinfo=timezone.utc).timestamp())   # a Saturday, long past
 STEP = 300
@@ -54,7 +54,7 @@ def shown(epoch):
 
 def stored(account, meter="m1"):
     """(epoch, value) of everything stored for a meter, straight from the readings table."""
-    from chalicelib import meters, readings
+    from chalicelib.metering import meters, readings
 
     project_id = account.view["project"]
     found = meters.find(project_id, name=meter)
@@ -312,9 +312,9 @@ def _writes_during(action):
     """DynamoDB write calls (by operation) made while action runs."""
     from collections import Counter
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
-    writes = Counter()
+    writes: Counter = Counter()
 
     def count(event_name, **_kwargs):
         operation = event_name.rsplit(".", 1)[-1]
@@ -344,10 +344,10 @@ def test_a_retried_batch_writes_nothing_and_a_backfill_only_its_readings(site):
 def test_a_concurrent_write_of_the_same_day_loses_nothing_and_keeps_the_first_value(site):
     """Another request writes the day between this one's read and its write: the write is refused by
     its condition, the day is read again, and each reading is classified against what is now stored."""
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
 
     push(site, [reading(T0, 100.0)])
-    raced = []
+    raced: list = []
 
     def mark_day_reads(params, context, **_):
         context["reads_days"] = config.resource_name("ReadingsTable") in params.get("RequestItems", {})

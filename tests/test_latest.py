@@ -129,9 +129,9 @@ def _dynamodb_calls():
     """Count DynamoDB operations by name while the block runs."""
     from collections import Counter
 
-    from chalicelib import aws
+    from chalicelib.platform import aws
 
-    counts = Counter()
+    counts: Counter = Counter()
 
     def count(event_name, **_kwargs):
         counts[event_name.rsplit(".", 1)[-1]] += 1
@@ -142,7 +142,7 @@ def _dynamodb_calls():
 
 
 def test_latest_routes_cost_the_same_with_a_day_or_a_month_of_history(make_account):
-    from chalicelib import meters, readings
+    from chalicelib.metering import ingest, meters
 
     account = make_account()
     setup_site(account)
@@ -152,7 +152,7 @@ def test_latest_routes_cost_the_same_with_a_day_or_a_month_of_history(make_accou
         for meter in meters.all_meters(project_id):
             for start in range(0, days * 288, 1000):     # 5-minute readings, newest last
                 chunk = range(start, min(start + 1000, days * 288))
-                readings.ingest(project_id, [{"MeterId": meter["site_name"], "TimeStamping": iso(T0 - 86400 * 60 + i * 300),
+                ingest.ingest(project_id, [{"MeterId": meter["site_name"], "TimeStamping": iso(T0 - 86400 * 60 + i * 300),
                                               "value": i * 0.5} for i in chunk])
         counts, stop = _dynamodb_calls()
         try:

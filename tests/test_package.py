@@ -50,9 +50,9 @@ def test_the_package_holds_the_app_and_every_pinned_requirement_for_the_runtime(
     assert problems == []
     with zipfile.ZipFile(summary["zip"]) as archive:
         names = set(archive.namelist())
-    for name in os.listdir(os.path.join(ROOT, "chalicelib")):
-        if os.path.isfile(os.path.join(ROOT, "chalicelib", name)) and not name.endswith(".pyc"):
-            assert f"chalicelib/{name}" in names, f"chalicelib/{name} is not shipped"
+    for name in _chalicelib_files():
+        if not name.endswith(".pyc"):
+            assert name in names, f"{name} is not shipped"
     assert not {n for n in names if n.startswith(("tests/", "tools/", "edge_agent/", ".venv/", "build/"))}
 
 
@@ -64,7 +64,7 @@ import json, os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp()
 import app
-from chalicelib import chart_render as cr
+from chalicelib.outputs import chart_render as cr
 t0 = 1793491200.0
 series = [cr.LineSeries("meter1", [t0 + 300 * i for i in range(2016)], [100 + 0.5 * i for i in range(2016)])]
 energy = [("meter1", 120.5), ("meter2", 80.25), ("été ☃", 33.0)]
@@ -123,7 +123,7 @@ def test_the_trim_rules_leave_out_only_what_never_runs():
                 "PIL/_avif.cpython-312-x86_64-linux-gnu.so", "pillow.libs/libavif-c6062d5f.so.16.4.2",
                 "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-bundle.js.map",
                 "swagger_ui_bundle/vendor/swagger-ui-5.31.0/swagger-ui-es-bundle.js"]
-    kept = ["app.py", "chalicelib/openapi.yaml", "chalicelib/chart_render.py", "fontTools/__init__.py",
+    kept = ["app.py", "chalicelib/apidocs/openapi.yaml", "chalicelib/outputs/chart_render.py", "fontTools/__init__.py",
             "fontTools/agl.py", "fontTools/misc/textTools.py", "matplotlib/backends/backend_agg.py",
             "matplotlib/backends/_backend_agg.cpython-312-x86_64-linux-gnu.so", "matplotlib/backends/registry.py",
             "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf", "matplotlib/mpl-data/fonts/ttf/DejaVuSans-Bold.ttf",
@@ -215,6 +215,15 @@ def _zip(path, files):
     return str(path)
 
 
+def _chalicelib_files():
+    """Every file of chalicelib/ and its subpackages (but bytecode caches), as paths in the zip."""
+    found = []
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "chalicelib")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found += [os.path.relpath(os.path.join(folder, f), ROOT).replace(os.sep, "/") for f in files]
+    return found
+
+
 def _pyc(name):
     folder, _, base = name.rpartition("/")
     return (folder + "/" if folder else "") + f"__pycache__/{base[:-3]}.cpython-312.pyc"
@@ -222,8 +231,7 @@ def _pyc(name):
 
 def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
     app_files = {"app.py": ""}
-    app_files.update({f"chalicelib/{f}": "" for f in os.listdir(os.path.join(ROOT, "chalicelib"))
-                      if f.endswith(".py")})
+    app_files.update({name: "" for name in _chalicelib_files() if name.endswith(".py")})
     good = {**app_files, "numpy-2.5.5.dist-info/METADATA": "", "pyyaml-6.0.4.dist-info/METADATA": "",
             "numpy-2.5.5.dist-info/WHEEL": "Tag: cp312-cp312-manylinux_2_27_x86_64\n",
             "numpy/core/_x.cpython-312-x86_64-linux-gnu.so": ""}
@@ -234,9 +242,10 @@ def test_check_zip_flags_missing_or_wrong_dependencies_and_platforms(tmp_path):
            "numpy-2.3.0.dist-info/WHEEL": "Tag: cp311-cp311-manylinux_2_17_x86_64\n",
            "numpy/core/_x.cpython-311-x86_64-linux-gnu.so": ""}
     del bad["app.py"]
-    bad.update({_pyc(name): "" for name in list(bad) if name.endswith(".py") and name != "chalicelib/web.py"})
+    bad.update({_pyc(name): "" for name in list(bad) if name.endswith(".py") and name != "chalicelib/platform/web.py"})
     problems = " ".join(package.check_zip(_zip(tmp_path / "bad.zip", bad), pins)[1])
-    assert "chalicelib/web.py has no bytecode for the runtime (chalicelib/__pycache__/web.cpython-312.pyc)" in problems
+    assert ("chalicelib/platform/web.py has no bytecode for the runtime "
+            "(chalicelib/platform/__pycache__/web.cpython-312.pyc)") in problems
     assert "pyyaml==6.0.4 is not in the package" in problems
     assert "numpy is 2.3.0 in the package, 2.5.5" in problems
     assert "cp311-cp311" in problems and "cpython-311" in problems

@@ -164,13 +164,17 @@ def test_policy_has_no_wildcard_action_and_no_star_resource(stage):
 # ---- the code, walked -------------------------------------------------------------------------
 
 def _modules():
-    """{module name: (path, AST)} of chalicelib and app.py."""
+    """{module name: (path, AST)} of chalicelib (its subpackages included) and app.py; a package's
+    __init__ by its path."""
     found = {}
-    for name in sorted(os.listdir(CHALICELIB)):
-        if name.endswith(".py"):
-            path = os.path.join(CHALICELIB, name)
+    for folder, dirs, files in sorted(os.walk(CHALICELIB)):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, CHALICELIB)[:-3] if name == "__init__.py" else name[:-3]
+            assert key not in found, f"two modules of chalicelib are named {key}: the walk tells them apart by name"
             with open(path, encoding="utf-8") as handle:
-                found[name[:-3]] = (path, ast.parse(handle.read(), path))
+                found[key] = (path, ast.parse(handle.read(), path))
     with open(os.path.join(ROOT, "app.py"), encoding="utf-8") as handle:
         found["app"] = (os.path.join(ROOT, "app.py"), ast.parse(handle.read(), "app.py"))
     return found
@@ -206,19 +210,19 @@ def _iam_action(service, operation):
     return f"{service}:{operation}"
 
 
-def code_needs(resources):
+def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind of AWS call the code makes
     """{(IAM action, logical resource)} of the AWS calls in chalicelib's source; AssertionError on what can't be read."""
     modules = _modules()
     constants = {name: _constants(tree) for name, (_path, tree) in modules.items()}
     tables = {lid for lid, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
     buckets = [lid for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
     keys = [lid for lid, r in resources.items() if r["Type"] == "AWS::KMS::Key"]
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     queues = [lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV]
     assert len(buckets) == 1 and len(keys) == 1 and len(queues) == 1, \
         "one bucket, one KMS key, one queue the code names: extend the walk to tell them apart"
-    needs = set()
+    needs: set[tuple] = set()
 
     db_tree = modules["db"][1]
     table_functions = {f.name for f in db_tree.body if isinstance(f, ast.FunctionDef)
@@ -248,7 +252,7 @@ def code_needs(resources):
         for node in ast.walk(tree):
             where = f"{rel}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "boto3":
-                assert module == "aws", f"{where}: create AWS clients in chalicelib/aws.py only"
+                assert module == "aws", f"{where}: create AWS clients in chalicelib/platform/aws.py only"
             if isinstance(node, ast.Tuple) and len(node.elts) == 3 and isinstance(node.elts[0], ast.Constant) \
                     and node.elts[0].value in TRANSACT_ACTIONS and isinstance(node.elts[2], ast.Dict):
                 # an operation of db.transact: (kind, table, {spec})
@@ -275,7 +279,7 @@ def code_needs(resources):
                 if not service:
                     continue
                 if service == "dynamodb":
-                    assert module == "db", f"{where}: DynamoDB calls go through chalicelib/db.py"
+                    assert module == "db", f"{where}: DynamoDB calls go through chalicelib/platform/db.py"
                     assert func.attr in DB_CLIENT_OPERATIONS, \
                         f"{where}: dynamodb.{func.attr} is new: map it in tests/test_policy.py"
                     continue
@@ -316,7 +320,7 @@ def test_the_walk_finds_the_calls_of_each_kind():
     """The walk itself: it must see transactions, the index, the bucket and the key."""
     needs = code_needs(template()["Resources"])
     assert ("dynamodb:Query", ("index", "SessionsTable", "by_user")) in needs
-    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # accounts.next_id
+    assert ("dynamodb:UpdateItem", ("table", "AccountsTable")) in needs          # accounts_table.next_id
     assert ("dynamodb:DeleteItem", ("table", "MetersTable")) in needs            # a transaction's item
     assert ("dynamodb:BatchGetItem", ("table", "ReadingsTable")) in needs
     assert {a for a, r in needs if r == ("objects", "FilesBucket")} == {"s3:PutObject", "s3:AbortMultipartUpload",
@@ -432,7 +436,7 @@ def moto_attributes(env):
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     kms = boto3.client("kms", region_name="us-east-1")
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     attributes = {}
     for logical_id, variable in RESOURCE_ENV.items():
@@ -465,7 +469,7 @@ def _send(client, method, path, body=None, headers=None):
 
 def run_flow(client, make_account):
     """Every route, and the paths behind them that call AWS differently; returns the (method, route)s answered."""
-    from chalicelib import downloads
+    from chalicelib.outputs import downloads
 
     password = "correct horse battery staple"
     account = make_account(username="flow-owner", password=password)
@@ -549,14 +553,17 @@ def _big_export_job(client, key, project_id, ok):
     import boto3
 
     from app import export_worker
-    from chalicelib import db, exports, meters, readings
+    from chalicelib.metering import meters, readings
+    from chalicelib.outputs import exports
+    from chalicelib.platform import db
+    from chalicelib.tables import readings_table
     from tools import local_worker
 
     meter = meters.find(project_id, name="m1")
-    series = meters.series_key(project_id, meter["meter_id"])
+    series = readings_table.series_key(project_id, meter["meter_id"])
     first = datetime(2025, 1, 1)
     for day in range(60):                      # 60 days of 30 s readings: 172,800 rows, ~7 MB of csv
-        db.put(readings.TABLE, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
+        db.put(readings_table.NAME, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
                                                  {s: 1000.0 + s / 86400 for s in range(0, 86400, 30)}))
     saved = exports.SYNC_MAX_ROWS, exports.SLICE_ROWS
     exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = 0, 200_000

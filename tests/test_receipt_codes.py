@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chalicelib import aws as aws_clients, clock, readings
+from chalicelib.metering import readings
+from chalicelib.platform import aws as aws_clients, clock
 from tests.aws_faults import AwsFaults
 
 T0 = int(datetime(2026, 1, 10, tzinfo=timezone.utc).timestamp())

@@ -15,7 +15,7 @@ import dicttoxml
 import pytest
 import yaml
 
-from chalicelib import rendering
+from chalicelib.platform import rendering
 
 PASSWORD = "correct horse battery staple"
 JSON = {"Content-Type": "application/json"}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 PASSWORD = "correct horse battery staple"
 JSON = {"Content-Type": "application/json"}

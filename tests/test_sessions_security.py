@@ -35,9 +35,9 @@ def cookie_header(response):
 
 def items(logical_id):
     """Every item of a table, as plain dicts (scanning is fine in tests)."""
-    from chalicelib import aws, config, db
+    from chalicelib.platform import aws, config, db
 
-    found = []
+    found: list = []
     for page in aws.dynamodb().get_paginator("scan").paginate(TableName=config.resource_name(logical_id)):
         found.extend(db.from_ddb(item) for item in page["Items"])
     return found
@@ -167,7 +167,7 @@ def test_deployed_stages_use_a_secure_host_prefixed_cookie(aws, make_account):
 
 @pytest.mark.usefixtures("fast_hashing")
 def test_secure_cookies_follow_the_setting(client, make_account, monkeypatch):
-    from chalicelib import config
+    from chalicelib.platform import config
 
     make_account(username="gus")
     monkeypatch.setattr(config, "secure_cookies", lambda: True)
@@ -329,7 +329,7 @@ def test_passwords_are_never_truncated_or_trimmed(client, make_account):
 
 def test_a_hash_with_weaker_parameters_is_upgraded_at_login(client, make_account, monkeypatch):
 
-    from chalicelib import passwords
+    from chalicelib.identity import passwords
 
     strong = passwords.parameters()
     monkeypatch.setenv("PASSWORD_HASHING", "CHEAPEST")
@@ -418,7 +418,7 @@ def test_every_stage_hashes_passwords_at_or_above_owasps_floor():
     import json
     import pathlib
 
-    from chalicelib import passwords
+    from chalicelib.identity import passwords
 
     chalice_config = json.loads((pathlib.Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
     for stage, settings in chalice_config["stages"].items():

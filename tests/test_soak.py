@@ -57,7 +57,7 @@ def _aws_env(endpoint, state_dir):
 @contextlib.contextmanager
 def _pointed_at(endpoint, state_dir):
     """This process's AWS clients at an endpoint (the moto server itself, past the proxy) for a while."""
-    from chalicelib import aws
+    from chalicelib.platform import aws
     from tools import provision
 
     saved = dict(os.environ)
@@ -162,7 +162,7 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
                    _aws_env(moto_url, site.dir))
         wait_for(lambda: port_in_use(moto_port), "the moto server")
         with _pointed_at(moto_url, site.dir):
-            from chalicelib import accounts
+            from chalicelib.identity import accounts
             from tools import provision
 
             provision.provision_local()
@@ -177,7 +177,7 @@ def test_soak_every_healthy_reading_arrives_exactly_once_through_aws_faults_and_
         # connection dropped before it got there.
         lossy = FaultProxy(api_url)
         lossy_rng = random.Random(SEED + 1)
-        lossy.policy = lambda method, path: (None if lossy_rng.random() > 0.08
+        lossy.policy = lambda method, path: (None if lossy_rng.random() > 0.08  # type: ignore[assignment]
                                              else lossy_rng.choice(["drop_after", "drop_before"]))
         names = _write_config(config_path, lossy.url, buffer, bus_ports)
         healthy = healthy_names = [n for n in names if n not in DEAD]
@@ -315,7 +315,7 @@ def _status(config_path, env):
 def _cloud_readings(project_id, names):
     """{(site name, UTC ISO time): value} of everything stored, read straight from DynamoDB; and any
     (meter, slot) a day item holds twice."""
-    from chalicelib import meters, readings
+    from chalicelib.metering import meters, readings
 
     stored, doubled = {}, []
     for name in names:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chalicelib import clock
+from chalicelib.platform import clock
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 

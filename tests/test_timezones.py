@@ -21,7 +21,7 @@ def iso(epoch):
 
 
 def utc(*args):
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp())
+    return int(datetime(*args).replace(tzinfo=timezone.utc).timestamp())
 
 
 def site(make_account, zone, meters=("m1",)):
@@ -81,10 +81,10 @@ def test_a_range_across_both_changes_keeps_every_reading(make_account):
     # Every hour from local 2026-03-07 to 2026-11-02 (a range across both changes).
     begin, end = utc(2026, 3, 7, 5), utc(2026, 11, 3, 5)
     sent = [(t, (t - begin) // 3600) for t in range(begin, end, 3600)]
-    from chalicelib import readings
+    from chalicelib.metering import ingest
 
     for start in range(0, len(sent), 1000):
-        readings.ingest(account.view["project"], [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
+        ingest.ingest(account.view["project"], [{"MeterId": "m1", "TimeStamping": iso(t), "value": v}
                                                   for t, v in sent[start:start + 1000]])
     rows = export_csv(account, "2026-11-02", "2026-03-07")
     assert [v for _n, _t, v in rows] == [float(v) for _t, v in sent]
@@ -108,7 +108,7 @@ def test_readings_without_an_offset_are_local_time_of_the_project(make_account):
         {"MeterId": "m1", "TimeStamping": "2026-02-01 12:00:00", "value": 2.0},    # EST: 17:00Z
         {"MeterId": "m1", "TimeStamping": "2026-02-01T12:05:00+00:00", "value": 3.0}]})
     assert json.loads(answer.body)["accepted"] == 3
-    from chalicelib import meters, readings
+    from chalicelib.metering import meters, readings
 
     project_id = account.view["project"]
     meter = meters.find(project_id, name="m1")

@@ -11,7 +11,7 @@ account, as GET /session shows it, and its API key are printed as one JSON objec
 
     {"uuid": 1, "project": 1, "username": "…", "email": "…", "joined": "2026-11-25 19:30:00", "project_name": "…", "key": "…"}
 
-`rebuild-rollups` recomputes the consumption rollups (chalicelib/rollups.py) of a project's meters, or
+`rebuild-rollups` recomputes the consumption rollups (chalicelib/metering/rollups.py) of a project's meters, or
 of one, from their raw readings: for history stored before rollups existed. Until it has run, those
 days read as no data from the rollups. Ingest keeps rollups current afterwards, and it is safe to run
 while readings arrive (each month is written with an optimistic version). It prints each meter done on
@@ -24,7 +24,7 @@ Where it acts:
   `make run` at http://127.0.0.1:$AWS_PORT (5000 by default) with dummy credentials, and the local
   stage's resource names from .chalice/config.json;
 - otherwise: the usual AWS environment, ACCOUNTS_TABLE and API_KEYS_KMS_KEY naming the resources (as
-  in the API's own environment, chalicelib/config.py).
+  in the API's own environment, chalicelib/platform/config.py).
 
 Exit status: 0 done; 1 refused (a name taken, no such project) or AWS failed; 2 bad arguments.
 """
@@ -57,7 +57,7 @@ def stack_environment(stack, region):
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from chalicelib.config import RESOURCE_ENV
+    from chalicelib.platform.config import RESOURCE_ENV
 
     cloudformation = boto3.client("cloudformation", region_name=region)
     names = {}
@@ -80,7 +80,7 @@ def configure(environ, local=False, stack=None, needed=NEEDED):
 
     Returns a short description of where the commands will act.
     """
-    from chalicelib.config import RESOURCE_ENV, region
+    from chalicelib.platform.config import RESOURCE_ENV, region
 
     if stack:
         environ.update(stack_environment(stack, region()))
@@ -132,7 +132,8 @@ def read_password(stdin=None):
 
 
 def _checked_password():
-    from chalicelib import passwords, validation
+    from chalicelib.identity import passwords
+    from chalicelib.platform import validation
 
     return validation.password(read_password(), passwords.MIN_LENGTH, passwords.MAX_LENGTH)
 
@@ -141,8 +142,9 @@ def _checked_password():
 
 def _checked_user(username, email):
     """The username and email as they will be stored; Conflict when the name is taken."""
-    from chalicelib import accounts, validation
-    from chalicelib.errors import Conflict
+    from chalicelib.identity import accounts
+    from chalicelib.platform import validation
+    from chalicelib.platform.errors import Conflict
 
     username = validation.name("username", username, validation.USERNAME_MAX)
     email = validation.email(email)
@@ -153,8 +155,9 @@ def _checked_user(username, email):
 
 def create_project(args):
     """A new project and its first user; everything is checked before anything is written."""
-    from chalicelib import accounts, clock, validation
-    from chalicelib.errors import ApiError, Conflict
+    from chalicelib.identity import accounts
+    from chalicelib.platform import clock, validation
+    from chalicelib.platform.errors import ApiError, Conflict
 
     name = validation.name("project name", args.name)
     try:
@@ -176,7 +179,8 @@ def create_project(args):
 
 def create_user(args):
     """A new user in an existing project (found by name, case-insensitively)."""
-    from chalicelib import accounts, validation
+    from chalicelib.identity import accounts
+    from chalicelib.platform import validation
 
     project = accounts.find_project(validation.name("project name", args.project))
     if not project:
@@ -188,7 +192,9 @@ def create_user(args):
 
 def rebuild_rollups(args):
     """Recompute the rollups of a project's meters (or one meter) from their raw readings."""
-    from chalicelib import accounts, clock, meters, rollups, validation
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters, rollups
+    from chalicelib.platform import clock, validation
 
     project = accounts.find_project(validation.name("project name", args.project))
     if not project:
@@ -241,8 +247,8 @@ def main(argv=None):
     except SystemExit as exit_:  # usage errors (printed by argparse) and --help
         return exit_.code
     try:
-        from chalicelib import aws, rendering
-        from chalicelib.errors import ApiError
+        from chalicelib.platform import aws, rendering
+        from chalicelib.platform.errors import ApiError
 
         configure(os.environ, local=args.local, stack=args.stack, needed=NEEDED_BY.get(args.command, NEEDED))
         aws.reset_clients()  # clients made before are bound to the old endpoint and credentials

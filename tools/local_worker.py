@@ -55,7 +55,7 @@ def drain(sqs, queue_url, handler, visibility=0, max_messages=10_000):
 
 def main():
     from app import app, export_worker
-    from chalicelib import aws, config
+    from chalicelib.platform import aws, config
     from tools.provision import local_stage_environment
 
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in os.environ})

@@ -9,7 +9,7 @@ import os
 import boto3
 import yaml
 
-from chalicelib.config import RESOURCE_ENV
+from chalicelib.platform.config import RESOURCE_ENV
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(PROJECT_DIR, "infra", "resources.yaml")
@@ -129,7 +129,7 @@ def provision(prefix="intellimeter-local", region="us-east-1"):
     kms = boto3.client("kms", region_name=region)
     sqs = boto3.client("sqs", region_name=region)
     env = {}
-    queue_arns = {}
+    queue_arns: dict[str, str] = {}
     template = load_template()
     for logical_id, resource in template["Resources"].items():
         props = resource.get("Properties", {})

@@ -304,10 +304,11 @@ class MakerBus:
 
     async def _start(self, host, serial):
         devices = [m.device() for m in self.meters.values()]
+        server: ModbusSerialServer | ModbusTcpServer
         if serial:
             server = ModbusSerialServer(devices, ignore_missing_devices=True, **serial)
         else:
-            server = ModbusTcpServer(devices, address=(host, self.port), ignore_missing_devices=True)
+            server = ModbusTcpServer(devices, address=(host, int(self.port)), ignore_missing_devices=True)
         server.context = _Core(devices, self)
         await server.serve_forever(background=True)
         return server

@@ -304,7 +304,7 @@ def test_a_reading_the_database_refuses_fails_its_meter_alone(tmp_path):
              Take("b", "B", Reading("b", ts, 2.0), counter=(float("nan"), 0)),
              Take("c", "B", Reading("c", ts, float("inf")), counter=(3, 0)),
              Take("d", "B", Reading("d", ts, 4.0), counter=(4, 0))]
-    errors = []
+    errors: list = []
     assert ob.record_poll(takes, errors=errors) == ["stored", "failed", "failed", "stored"]
     assert errors[0] is None and "IntegrityError" in errors[1] and "not finite" in errors[2]
     assert [r[0] for r in ob.all_readings()] == ["a", "d"]

@@ -1,0 +1,173 @@
+"""GET /consumption (and /file?period=…): energy used per meter per hour, day, week, month or year of
+the project's local calendar, with Coverage and 15-minute PeakDemand.
+
+Days and longer periods come from the rollups (chalicelib/metering/rollups.py: one item per meter and local
+month, whatever the history); hours from the raw readings of the (at most 31) days asked, which are
+as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
+answers are the same to the µkWh (tests/test_consumption.py checks it on random histories).
+"""
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from chalicelib.identity import accounts
+from chalicelib.metering import days, meters, readings, rollups
+from chalicelib.platform.db import Item
+from chalicelib.platform.errors import BadRequest
+
+PERIODS = ("hour", "day", "week", "month", "year")
+MAX_HOUR_DAYS = 31
+FIELDS = ("MeterParam", "PeriodStart", "PeriodEnd", "value", "Coverage", "PeakDemand")
+_GROUP: dict[str, Callable[[date], Hashable]] = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
+          "month": lambda d: (d.year, d.month), "year": lambda d: d.year}
+
+
+class Use(NamedTuple):
+    """Energy used in a period, for charts: the period's start (epoch seconds) and its kWh (None: unknown)."""
+
+    start: int
+    kwh: float | None
+
+
+def parse_period(period: object, default: str = "day") -> str:
+    """The period asked for (case-insensitive), or BadRequest saying which ones exist."""
+    if period is None:
+        return default
+    if not isinstance(period, str) or period.strip().lower() not in PERIODS:
+        raise BadRequest(f"period must be one of {', '.join(PERIODS)}, not {str(period)[:40]!r}")
+    return period.strip().lower()
+
+
+def days_allowed(period: str) -> int:
+    """The most days a request of this period may span."""
+    return MAX_HOUR_DAYS if period == "hour" else days.MAX_DAYS
+
+
+def consumption(project_id: int, start: object, end: object, period: object = None,
+                meter_name: object = None) -> list[dict[str, Any]]:
+    """GET /consumption: one row per meter and period, in order of period then meter id."""
+    chosen_period = parse_period(period)
+    zone = accounts.project_zone(project_id)
+    first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end),
+                                                  zone, max_days=days_allowed(chosen_period))
+    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    return list(rows(project_id, chosen, zone, first, last, chosen_period))
+
+
+def periods(first: date, last: date, zone: ZoneInfo, period: str) -> list[tuple[int, int]]:
+    """[(start epoch, end epoch)] of the periods of local days first..last, cut to them."""
+    if period == "hour":
+        starts = days.hour_starts(first, last, zone)
+        return list(zip(starts, starts[1:]))
+    return [(days.midnight(group[0], zone), days.midnight(group[-1] + timedelta(days=1), zone))
+            for group in _groups(first, last, period)]
+
+
+def _groups(first: date, last: date, period: str) -> list[list[date]]:
+    """The local days first..last grouped by period (consecutive days with the same key)."""
+    key = _GROUP[period]
+    groups: list[list[date]] = []
+    for day in days.each(first, last):
+        if groups and key(groups[-1][-1]) == key(day):
+            groups[-1].append(day)
+        else:
+            groups.append([day])
+    return groups
+
+
+def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date, period: str,
+              margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
+    """{meter id: [rollups.Summary per period]} for the chosen meters.
+    margin_days: passed to readings.around_many for the raw readings (hours)."""
+    result: dict[int, list[rollups.Summary]] = {}
+    if period != "hour":
+        by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
+        groups = _groups(first, last, period)
+        for meter in chosen:
+            known = by_day.get(meter["meter_id"])
+            if known is None:   # rollups kept for another zone: from the raw readings
+                continue
+            result[meter["meter_id"]] = [_combine(known.get(day, rollups.NOTHING) for day in group) for group in groups]
+    missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
+    if missing:
+        result.update(from_readings(project_id, missing, zone, first, last, period, margin_days))
+    return result
+
+
+def from_readings(project_id: int, meter_ids: Collection[int], zone: ZoneInfo, first: date, last: date, period: str,
+                  margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
+    """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every
+    hour, and of days for a meter whose rollups were kept for another zone (the reference the rollups
+    must equal). margin_days: passed to readings.around_many."""
+    spans = periods(first, last, zone, period)
+    points = readings.around_many(project_id, meter_ids, spans[0][0], spans[-1][1], margin_days)
+    return {meter_id: _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
+            for meter_id in meter_ids}
+
+
+def _summaries(curve: rollups.Curve, zone: ZoneInfo, first: date, last: date, period: str,
+               spans: list[tuple[int, int]]) -> list[rollups.Summary]:
+    if period == "hour":
+        return [curve.summary(start, end) for start, end in spans]
+    return [_combine(curve.summary(days.midnight(day, zone), days.midnight(day + timedelta(days=1), zone))
+                     for day in group) for group in _groups(first, last, period)]
+
+
+def _combine(day_summaries: Iterable[rollups.Summary]) -> rollups.Summary:
+    """A period's Summary from its days': energies add (None when none is known), counts add, peaks max."""
+    energy: int | None = None
+    peak: int | None = None
+    count = 0
+    for day_energy, day_count, day_peak in day_summaries:
+        if day_energy is not None:
+            energy = day_energy if energy is None else energy + day_energy
+        count += day_count
+        if day_peak is not None and (peak is None or day_peak > peak):
+            peak = day_peak
+    return rollups.Summary(energy, count, peak)
+
+
+def coverage(count: int, seconds: int, step: int) -> float:
+    """Readings present / readings expected (seconds / step, the seconds between readings), at most 1,
+    three decimals."""
+    if count == 0 or seconds <= 0:
+        return 0.0
+    return float(round(min(Fraction(1), Fraction(count * step, seconds)), 3))
+
+
+def rows(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date,
+         period: str) -> Iterator[dict[str, Any]]:
+    """Row dicts (FIELDS) of the chosen meters over local days first..last, in order of period then meter id."""
+    spans = periods(first, last, zone, period)
+    chosen = sorted(chosen, key=lambda m: m["meter_id"])
+    table = summaries(project_id, chosen, zone, first, last, period)
+    stamps = [(datetime.fromtimestamp(s, zone).isoformat(), datetime.fromtimestamp(e, zone).isoformat())
+              for s, e in spans]
+    for index, (start, end) in enumerate(spans):
+        for meter in chosen:
+            energy, count, peak = table[meter["meter_id"]][index]
+            yield {"MeterParam": meter["name"], "PeriodStart": stamps[index][0], "PeriodEnd": stamps[index][1],
+                   "value": None if energy is None else energy / 10 ** 6,
+                   "Coverage": coverage(count, end - start, meters.step(meter)),
+                   "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
+
+
+def used(project_id: int, chosen: Sequence[Item], begin: int, finish: int, period: str, zone: ZoneInfo,
+         margin_days: int = 0) -> dict[int, list[Use]]:
+    """Energy used per meter and period, for charts: {meter id: [Use per period]}.
+
+    chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
+    days.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
+    'week', 'month' or 'year'. Days and longer read the rollups (≤ 13 items per meter-year); hours
+    read the raw day items of the range (margin_days: see readings.around_many). Same values as
+    GET /consumption.
+    """
+    first = days.local_day(begin, zone)
+    last = days.local_day(finish - 1, zone)
+    spans = periods(first, last, zone, period)
+    table = summaries(project_id, chosen, zone, first, last, period, margin_days)
+    return {meter_id: [Use(spans[i][0], None if energy is None else energy / 10 ** 6)
+                       for i, (energy, _count, _peak) in enumerate(values)]
+            for meter_id, values in table.items()}

@@ -1,0 +1,348 @@
+"""Metering points of a project: registration by the edge agent, lookup, listing, renaming, hierarchy.
+
+A meter has two names: its site name (MeterId, what the edge agent on site calls it; never changes)
+and its display name (what users see, changed by POST /point). SITE# and NAME# items map each to
+the meter's integer id, written in the same transaction as the meter, so names stay unique.
+
+A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
+the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
+
+The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
+attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
+/data and GET /interval (latest) read one query per project whatever the history.
+"""
+import enum
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Literal, NoReturn
+
+from chalicelib.identity import accounts
+from chalicelib.metering.readings import Reading
+from chalicelib.platform import clock, db, validation
+from chalicelib.platform.db import Item
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table, meters_table
+
+# Configuration fields of PUT /point: name → validator of the value as sent.
+CONFIG_FIELDS = {
+    "ModbusId": lambda v: validation.integer("ModbusId", v, 0, 255),
+    "Port": lambda v: validation.name("Port", v),
+    "NoPhases": lambda v: str(validation.integer("NoPhases", v, 1, 3)),
+    "MeterType": lambda v: validation.name("MeterType", v),
+    "ModbusMap": lambda v: validation.name("ModbusMap", v),
+    "SaveEvery": lambda v: validation.integer("SaveEvery", v, 1, 1440),
+    "startAddress": lambda v: validation.integer("startAddress", v, 0, 65535),
+}
+DEFAULT_SAVE_EVERY = 5
+MAX_DEPTH = 20              # levels of parents above a meter: keeps the cycle check one transaction
+# Meters a project may have: every request that reads all of them (GET /data, /point, /file) stays
+# bounded, and the project's MetersTable partition under DynamoDB's per-partition limits (docs/scale.md).
+MAX_METERS = 10_000
+# What the meter item keeps of its readings (advance, last): the latest reading, and the energy of the
+# latest interval of SaveEvery minutes whose two ends are known.
+LATEST, INTERVAL = "latest", "interval"
+
+
+def view(meter: Item, parent_name: str | None = None) -> dict[str, Any]:
+    """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
+    return {"id": meter["meter_id"], "MeterId": meter["name"],
+            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name}
+
+
+def _view(project_id: int, meter: Item) -> dict[str, Any]:
+    """view() of one meter, reading its parent's current name."""
+    parent = _get(project_id, meter["parent_id"]) if meter.get("parent_id") is not None else None
+    return view(meter, parent["name"] if parent else None)
+
+
+def views(meters: list[Item]) -> list[dict[str, Any]]:
+    """view() of every meter of a list holding their parents (a whole project's)."""
+    names = {m["meter_id"]: m["name"] for m in meters}
+    return [view(m, names.get(m.get("parent_id"))) for m in meters]
+
+
+def register(project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """PUT /point: create the meter of a site name, or update its configuration (and Parent); idempotent."""
+    site_name = validation.name("MeterId", fields.get("MeterId") if fields.get("MeterId") is not None
+                                else _missing("MeterId"))
+    config = {name: check(fields[name]) for name, check in CONFIG_FIELDS.items() if fields.get(name) is not None}
+    parent = _parent_arg(project_id, fields.get("Parent"))
+    meter = _register(project_id, site_name, config)
+    if parent is not _UNCHANGED:
+        meter = _set_parent(project_id, meter, parent)
+    return _view(project_id, meter)
+
+
+def _register(project_id: int, site_name: str, config: dict[str, Any]) -> Item:
+    """The meter item of site_name, created or with config applied."""
+    for _attempt in range(3):
+        existing = find_by_site_name(project_id, site_name)
+        if existing:
+            changed = {k: v for k, v in config.items() if existing.get(k) != v}
+            if not changed:
+                return existing
+            expression, names, values = db.set_fields(changed)
+            return db.update(meters_table.NAME, meters_table.meter_key(project_id, existing["meter_id"]), expression,
+                             names=names, expression_values=values, return_values="ALL_NEW")
+        meter_id = accounts_table.next_id("meter")
+        meter = {**meters_table.meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
+                 "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
+        try:
+            db.transact({
+                "site_name": ("put", meters_table.NAME, {
+                    "item": {**meters_table.site_name_key(project_id, site_name), "meter_id": meter_id},
+                    "condition": "attribute_not_exists(pk)"}),
+                "name": ("put", meters_table.NAME, {
+                    "item": {**meters_table.display_name_key(project_id, site_name), "meter_id": meter_id},
+                    "condition": "attribute_not_exists(pk)"}),
+                "meter": ("put", meters_table.NAME, {"item": meter}),
+                "count": ("update", meters_table.NAME, {
+                    "key": meters_table.meter_count_key(project_id), "expression": "ADD #n :one",
+                    "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
+                    "condition": "attribute_not_exists(#n) OR #n < :max"}),
+            })
+            return meter
+        except db.ConditionFailed as failure:
+            if "count" in failure.failed:
+                raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
+                               f"split the site into projects") from None
+            if "name" in failure.failed and "site_name" not in failure.failed:
+                raise Conflict(f"another meter is shown as {site_name!r}: rename it before registering "
+                               f"a site meter of that name") from None
+            # Someone registered the same site name at the same time: read it again.
+    raise Conflict(f"meter {site_name!r} is being registered by another request: try again")
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = "unchanged"   # no Parent argument: the meter keeps its parent
+
+
+_UNCHANGED = _Unchanged.UNCHANGED
+
+
+def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchanged.UNCHANGED]:
+    """The Parent argument as a parent meter, None (an empty value: clear it) or _UNCHANGED (absent).
+
+    A name unknown in this project (another project's meter included) is a 404, before anything is written.
+    """
+    if value is None:
+        return _UNCHANGED
+    if isinstance(value, str) and not value.strip():
+        return None
+    parent_name = validation.name("Parent", value)
+    try:
+        return find(project_id, name=parent_name)
+    except NotFound:
+        raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
+
+
+def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
+    """Make parent (a meter item, or None) the meter's parent; 400 when it would close a cycle.
+
+    One transaction writes parent_id and checks that every ancestor read on the way up still has the
+    parent it had, so two concurrent changes cannot build a cycle between them.
+    """
+    parent_id = None if parent is None else parent["meter_id"]
+    for _attempt in range(3):
+        if meter.get("parent_id") == parent_id:
+            return meter
+        checks = _ancestor_checks(project_id, meter, parent)
+        key = meters_table.meter_key(project_id, meter["meter_id"])
+        write: dict[str, Any] = ({"expression": "REMOVE parent_id"} if parent_id is None else
+                                 {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
+        same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
+        write["condition"] = same["condition"]
+        write["values"] = {**write.get("values", {}), **same.get("values", {})}
+        if not write["values"]:
+            del write["values"]
+        try:
+            db.transact({"meter": ("update", meters_table.NAME, {"key": key, **write}), **checks})
+        except db.ConditionFailed:
+            # The meter or one of its new ancestors changed parent meanwhile: read them again.
+            again = _get(project_id, meter["meter_id"])
+            if again is None:
+                raise NotFound("the meter was removed meanwhile") from None
+            meter = again
+            parent = _get(project_id, parent_id) if parent_id is not None else None
+            if parent_id is not None and parent is None:
+                raise NotFound("Parent: the parent meter was removed meanwhile") from None
+            continue
+        meter = {**meter}
+        meter.pop("parent_id", None)
+        if parent_id is not None:
+            meter["parent_id"] = parent_id
+        return meter
+    raise Conflict("the meters' hierarchy was being changed by other requests: try again")
+
+
+def _ancestor_checks(project_id: int, meter: Item,
+                     parent: Item | None) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Conditions that parent and each meter above it keep their parent; 400 if the meter is among them."""
+    checks: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    if parent is None:
+        return checks
+    ancestor: Item | None = parent
+    while ancestor is not None:
+        if ancestor["meter_id"] == meter["meter_id"]:
+            raise BadRequest(f"Parent: {parent['name']!r} is fed by {meter['name']!r} "
+                             f"(directly or through other meters): a meter cannot feed itself")
+        if len(checks) >= MAX_DEPTH:
+            raise BadRequest(f"Parent: at most {MAX_DEPTH} levels of meters above a meter")
+        above = ancestor.get("parent_id")
+        checks[f"ancestor {ancestor['meter_id']}"] = ("check", meters_table.NAME,
+                                                     {**_same_parent(project_id, ancestor["meter_id"], above)})
+        ancestor = _get(project_id, above) if above is not None else None
+    return checks
+
+
+def _same_parent(project_id: int, meter_id: int, parent_id: int | None) -> dict[str, Any]:
+    """A condition: the meter exists and its parent is still parent_id (None: it has none)."""
+    if parent_id is None:
+        return {"key": meters_table.meter_key(project_id, meter_id),
+                "condition": "attribute_exists(pk) AND attribute_not_exists(parent_id)"}
+    return {"key": meters_table.meter_key(project_id, meter_id), "condition": "parent_id = :was",
+            "values": {":was": parent_id}}
+
+
+def _missing(field: str) -> NoReturn:
+    raise BadRequest(f"{field} is required")
+
+
+def _get(project_id: int, meter_id: int) -> Item | None:
+    return db.get(meters_table.NAME, meters_table.meter_key(project_id, meter_id))
+
+
+def find_by_site_name(project_id: int, site_name: str) -> Item | None:
+    """The meter the edge agent calls site_name, or None."""
+    alias = db.get(meters_table.NAME, meters_table.site_name_key(project_id, site_name))
+    return _get(project_id, alias["meter_id"]) if alias else None
+
+
+def find_by_site_names(project_id: int, site_names: Iterable[str]) -> dict[str, Item | None]:
+    """{site name: meter or None} for many site names at once: two BatchGetItem calls per 100 names
+    (aliases, then meters) instead of two GetItem calls per name, so a 300-meter push costs 6 calls."""
+    names = list(dict.fromkeys(site_names))
+    aliases = db.batch_get(meters_table.NAME, [meters_table.site_name_key(project_id, name) for name in names])
+    meter_ids = {meters_table.site_name_of(alias): alias["meter_id"] for alias in aliases}
+    keys = [meters_table.meter_key(project_id, meter_id) for meter_id in set(meter_ids.values())]
+    found = {m["meter_id"]: m for m in db.batch_get(meters_table.NAME, keys)}
+    return {name: found.get(meter_ids.get(name)) for name in names}
+
+
+def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
+    """A meter by id (wins) or by display name (then site name); NotFound otherwise."""
+    if meter_id is not None:
+        meter_id = validation.integer("id", meter_id, 0)
+        meter = _get(project_id, meter_id)
+        if not meter:
+            raise NotFound(f"no meter with id {meter_id} in this project")
+        return meter
+    if not isinstance(name, str) or not name:
+        raise BadRequest("give the meter's name or id")
+    for alias_key in (meters_table.display_name_key(project_id, name), meters_table.site_name_key(project_id, name)):
+        alias = db.get(meters_table.NAME, alias_key)
+        if alias:
+            meter = _get(project_id, alias["meter_id"])
+            if meter:
+                return meter
+    raise NotFound(f"no meter named {name!r} in this project")
+
+
+def all_meters(project_id: int) -> list[Item]:
+    """Every meter of the project, by id (one query, whatever the history)."""
+    return list(db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :m)",
+                         {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
+
+
+def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """GET /point: one meter by id or name, or with neither the list of all."""
+    if meter_id is None and name is None:
+        return views(all_meters(project_id))
+    return _view(project_id, find(project_id, meter_id, name))
+
+
+def change(project_id: int, meter_id: object = None, name: object = None, new_name: object = None,
+           parent: object = None) -> dict[str, Any]:
+    """POST /point: rename a meter (new), set or clear its Parent, or both; returns the meter as GET shows it."""
+    meter = find(project_id, meter_id, name)
+    if new_name is None and parent is None:
+        raise BadRequest("give new (the meter's new name) or Parent (the meter feeding it; empty to clear)")
+    new_parent = _parent_arg(project_id, parent)
+    if new_name is not None:      # validate both before changing either
+        validation.name("new", new_name)
+        if new_parent not in (None, _UNCHANGED):
+            _ancestor_checks(project_id, meter, new_parent)
+        meter = _rename(project_id, meter, new_name)
+    if new_parent is not _UNCHANGED:
+        meter = _set_parent(project_id, meter, new_parent)
+    return _view(project_id, meter)
+
+
+def _rename(project_id: int, meter: Item, new_name: object) -> Item:
+    """Give a meter a new display name, unique in the project; the site name stays. Returns the meter."""
+    new_name = validation.name("new", new_name)
+    if new_name == meter["name"]:
+        return meter
+    try:
+        db.transact({
+            "new_name": ("put", meters_table.NAME, {
+                "item": {**meters_table.display_name_key(project_id, new_name), "meter_id": meter["meter_id"]},
+                "condition": "attribute_not_exists(pk)"}),
+            "old_name": ("delete", meters_table.NAME, {
+                "key": meters_table.display_name_key(project_id, meter["name"]),
+                "condition": "meter_id = :m", "values": {":m": meter["meter_id"]}}),
+            "meter": ("update", meters_table.NAME, {
+                "key": meters_table.meter_key(project_id, meter["meter_id"]), "expression": "SET #n = :n",
+                "names": {"#n": "name"}, "values": {":n": new_name, ":old": meter["name"]}, "condition": "#n = :old"}),
+        })
+    except db.ConditionFailed as failure:
+        if "new_name" in failure.failed:
+            raise Conflict(f"another meter is already named {new_name!r}") from None
+        raise Conflict("the meter was renamed by another request at the same time: try again") from None
+    return {**meter, "name": new_name}
+
+
+# ---- the latest reading and interval ------------------------------------------------------------
+
+def step(meter: Item) -> int:
+    """Seconds between the meter's readings (its SaveEvery minutes)."""
+    return 60 * meter.get("SaveEvery", DEFAULT_SAVE_EVERY)
+
+
+def last(meter: Item, which: str) -> Reading | None:
+    """The meter item's latest reading (LATEST), or its latest interval (INTERVAL: when it ended and the
+    energy used in it), or None."""
+    epoch = meter.get(f"{which}_time")
+    return None if epoch is None else Reading(epoch, meter[f"{which}_value"])
+
+
+def advance(project_id: int, meter: Item, which: str, epoch: int, value: Decimal | float | None) -> None:
+    """Make (epoch, value) the meter's LATEST reading or INTERVAL unless it has one as late already.
+
+    meter is the item as read at the start of the request: when it already knows one at epoch or
+    later, nothing is written (a failed conditional write would still cost a WCU: a retried batch of
+    duplicates, or a backfill, writes nothing to the meter). The write is conditional too, so
+    concurrent requests never move it back.
+    """
+    known = last(meter, which)
+    if known is not None and known.epoch >= epoch:
+        return
+    try:
+        db.update(meters_table.NAME, meters_table.meter_key(project_id, meter["meter_id"]),
+                  f"SET {which}_time = :t, {which}_value = :v",
+                  expression_values={":t": epoch, ":v": value},
+                  condition=f"attribute_exists(pk) AND (attribute_not_exists({which}_time) OR {which}_time < :t)")
+    except db.ConditionFailed:
+        pass  # a newer one is already recorded
+
+
+def latest(project_id: int, which: str) -> list[dict[str, Any]]:
+    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one."""
+    zone = accounts.project_zone(project_id)
+    rows = []
+    for meter in all_meters(project_id):
+        known = last(meter, which)
+        if known is not None:
+            rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known.epoch, zone),
+                         "value": float(known.value)})
+    return rows
