@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     log.setup(args.log_level.upper())
     try:
         cfg = load_config(args.config)
-        if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
+        if args.cmd in ("run", "check"):  # what `run` needs to start: `check` says the same, `run` exits 2 on it
             cfg.require_key()
+            problem = _outbox_not_writable(cfg.buffer)
+            if problem:
+                raise ConfigError(f"{cfg.path}: top level: field 'buffer': {problem}")
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
@@ -217,10 +220,6 @@ def _release_suspect(cfg, args) -> int:
 
 
 def _check(cfg, args) -> int:
-    problem = _outbox_not_writable(cfg.buffer)
-    if problem:
-        print(f"config error: {cfg.path}: top level: field 'buffer': {problem}", file=sys.stderr)
-        return EXIT_CONFIG
     for m in cfg.meters:
         plan = m.map.plan(m.startAddress)
         e = m.map.located(m.startAddress)[m.map.energy]
