@@ -157,6 +157,25 @@ def test_a_failed_start_check_stops_the_unit_instead_of_restarting_it(unit, tmp_
         assert r.stderr.startswith("config error: ") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
+@pytest.mark.parametrize("key_file", ["missing", "directory"])
+def test_the_start_check_fails_when_the_key_cannot_be_read(unit, tmp_path, key_file):
+    kf = tmp_path / "api.key"
+    if key_file == "directory":
+        kf.mkdir()
+    cfg = write_config(tmp_path, [meter("m1", 1, "USB0")], {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}},
+                       url="https://api.example.com", key=None, cloud_extra={"key_file": str(kf)})
+    env = {k: v for k, v in os.environ.items() if k != "INTELLIMETER_API_KEY"}
+    r = subprocess.run(_exec_start(unit, cfg), cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "field 'key_file'" in r.stderr and "cannot read" in r.stderr
+    kf.rmdir() if kf.is_dir() else None
+    kf.write_text(KEY + "\n")
+    kf.chmod(0o640)
+    r = subprocess.run(_exec_start(unit, cfg, "check"), cwd=str(ROOT), env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "OK, 1 meters" in r.stdout and KEY not in r.stdout + r.stderr
+
+
 def _check_as(uid: int, gid: int, groups: list[int], argv: list[str]) -> tuple[int, str]:
     """Run the check in a child with exactly these credentials (as systemd would set them)."""
     rfd, wfd = os.pipe()
