@@ -77,12 +77,18 @@ class Cloud:
         return self._call("PUT", "/point", point)
 
     def post_data(self, readings: list[Reading]) -> Answer:
-        return self._call("POST", "/data", {
-            "readings": [{"MeterId": r.meter, "TimeStamping": r.ts, "value": r.value} for r in readings]
-        })
+        """POST /data; a reading that starts a new register series carries ``"reset": true`` (no other does)."""
+        return self._call("POST", "/data", {"readings": [_reading(r) for r in readings]})
 
     def put_status(self, report: dict) -> Answer:
         return self._call("PUT", "/status", report)
+
+
+def _reading(r: Reading) -> dict:
+    out: dict = {"MeterId": r.meter, "TimeStamping": r.ts, "value": r.value}
+    if r.reset:
+        out["reset"] = True
+    return out
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS readings (
     status INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 delivered, 2 dead
     taken_at REAL NOT NULL,
     delivered_at REAL,
+    reset INTEGER NOT NULL DEFAULT 0,  -- 1: the first reading of a new register series (sent as "reset": true)
     PRIMARY KEY (meter, ts)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_pending ON readings (status, ts, meter);
@@ -70,18 +71,31 @@ CREATE TABLE IF NOT EXISTS registrations (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS suspect (       -- readings held back by the plausibility check
     meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL, reason TEXT NOT NULL, at REAL NOT NULL,
+    last_raw REAL, wraps INTEGER,  -- the rollover state had the reading been kept (applied on release)
     PRIMARY KEY (meter, ts)
 );
 """
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
+# Columns added since the first outboxes (table, column, declaration): added to an older outbox at open.
+MIGRATIONS = (
+    ("dead_letters", "code", "TEXT"),
+    ("readings", "reset", "INTEGER NOT NULL DEFAULT 0"),
+    ("suspect", "last_raw", "REAL"),
+    ("suspect", "wraps", "INTEGER"),
+)
 
 
 @dataclass(frozen=True)
 class Reading:
+    """One reading of a meter's cumulative register. ``reset``: it starts a new register series (a meter
+    replaced, or released as one after being held back): the cloud counts nothing from the meter's
+    previous reading to this one. Sent in POST /data as ``"reset": true``, and only then."""
+
     meter: str
     ts: str  # ISO 8601 UTC with Z
     value: float
+    reset: bool = False
 
 
 class Outbox:
@@ -113,12 +127,13 @@ class Outbox:
     def _migrate(self) -> None:
         """Bring an outbox written by an older agent up to this schema (columns added since)."""
         db = self._db()
-        cols = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
-        if "code" not in cols:
-            try:
-                db.execute("ALTER TABLE dead_letters ADD COLUMN code TEXT")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
+        for table, column, decl in MIGRATIONS:
+            cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in cols:
+                try:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     class _Tx:
         def __init__(self, db):
@@ -187,8 +202,10 @@ class Outbox:
         if not math.isfinite(float(t.reading.value)):
             raise sqlite3.IntegrityError(f"value {t.reading.value} is not finite")
         if t.suspect:
-            db.execute("INSERT OR IGNORE INTO suspect(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
-                       (t.reading.meter, t.reading.ts, float(t.reading.value), t.suspect[:500], now))
+            last_raw, wraps = t.counter if t.counter is not None else (None, None)
+            db.execute("INSERT OR IGNORE INTO suspect(meter, ts, value, reason, at, last_raw, wraps) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (t.reading.meter, t.reading.ts, float(t.reading.value), t.suspect[:500], now, last_raw, wraps))
             if t.bus:
                 _health(db, t.meter, t.bus, now, f"suspect reading held back: {t.suspect}")
             return "suspect"
@@ -197,17 +214,24 @@ class Outbox:
             _health(db, t.meter, t.bus, now, None)
         return outcome
 
-    def release_suspect(self, meter: str) -> int:
+    def release_suspect(self, meter: str, new_series: bool = True) -> int:
         """Send a meter's held-back readings after all; returns how many are now pending.
 
-        For an operator who judged them right (a meter replaced by one with a larger total, a
-        ``max_power_kw`` set too low): they become ordinary pending readings, and the meter's next
-        readings are judged against them. A reading the outbox bound drops stays held back."""
+        For an operator who judged them right. ``new_series`` (a meter replaced or reset): the first one
+        released is marked ``reset``, so the cloud starts a new register series there and counts nothing
+        across the step; otherwise (a ``max_power_kw`` set too low) the step is consumption. They become
+        ordinary pending readings, the meter's next readings are judged against them, and the rollover
+        state follows the last one. A reading the outbox bound drops stays held back."""
         now = self.clock.now()
         released = 0
         with self._tx() as db:
-            for ts, value in db.execute("SELECT ts, value FROM suspect WHERE meter=? ORDER BY ts", (meter,)).fetchall():
-                if self._add(db, Reading(meter, ts, value), None, now) != "dropped":
+            rows = db.execute("SELECT ts, value, last_raw, wraps FROM suspect WHERE meter=? ORDER BY ts",
+                              (meter,)).fetchall()
+            kept = db.execute("SELECT max(ts) FROM readings WHERE meter=?", (meter,)).fetchone()[0] or ""
+            for ts, value, last_raw, wraps in rows:
+                # the rollover state moves with a released reading only past every reading kept since
+                counter = (last_raw, wraps) if last_raw is not None and ts > kept else None
+                if self._add(db, Reading(meter, ts, value, reset=new_series and not released), counter, now) != "dropped":
                     db.execute("DELETE FROM suspect WHERE meter=? AND ts=?", (meter, ts))
                     released += 1
         return released
@@ -253,8 +277,8 @@ class Outbox:
             )
             return "dropped"
         db.execute(
-            "INSERT OR IGNORE INTO readings(meter, ts, value, status, taken_at) VALUES (?,?,?,0,?)",
-            (reading.meter, reading.ts, float(reading.value), now),
+            "INSERT OR IGNORE INTO readings(meter, ts, value, status, taken_at, reset) VALUES (?,?,?,0,?,?)",
+            (reading.meter, reading.ts, float(reading.value), now, int(reading.reset)),
         )
         with self._hint_lock:
             self._inserted_since += 1
@@ -285,10 +309,10 @@ class Outbox:
         oldest first, and a live poll (one reading per meter) is one batch either way.
         """
         rows = self._db().execute(
-            "SELECT meter, ts, value FROM readings WHERE status=0 ORDER BY substr(ts, 1, 10), meter, ts LIMIT ?",
+            "SELECT meter, ts, value, reset FROM readings WHERE status=0 ORDER BY substr(ts, 1, 10), meter, ts LIMIT ?",
             (limit,),
         ).fetchall()
-        return [Reading(*r) for r in rows]
+        return [Reading(m, ts, v, bool(reset)) for m, ts, v, reset in rows]
 
     def mark_delivered(self, readings: list[Reading]) -> None:
         now = self.clock.now()

@@ -152,6 +152,10 @@ class BusReader:
                   generation=gen.name, energy_address=gen.energy_address)
         return out
 
+    def forget_model(self, meter_id: str) -> None:
+        """Read the meter's identification code again at its next read (it may have been swapped)."""
+        self.identified.pop(meter_id, None)
+
     def _prepare(self, meter: Meter, regmap: RegisterMap) -> tuple:
         """(plans, registers each plan covers, located registers) of a meter, computed once."""
         key = (meter.MeterId, regmap.registers[regmap.energy].address)  # one entry per generation

@@ -19,6 +19,7 @@ boundary if it is still on time and logs how many boundaries it skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,8 @@ class PollResult:
     value: float | None = None
     error: str | None = None
     outcome: str = ""  # stored | exists | dropped | suspect | failed
+    model: str | None = None  # the model identified, for maps with an identification register
+    reset: bool = False  # the reading starts a new register series (the meter's model changed)
 
 
 class Poller:
@@ -57,6 +60,7 @@ class Poller:
         self.skip_until: dict[str, float] = {}
         self.on_stored = on_stored
         self.last_good: dict[str, tuple[str, float]] = {}  # MeterId -> (ts, value) last stored (plausibility)
+        self.models: dict[str, str] = json.loads(outbox.meta("models") or "{}")  # MeterId -> model last read
         self._plans_shown: dict[str, str] | None = None  # read plans last written for status (None: not yet)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.readers)), thread_name_prefix="bus")
 
@@ -92,6 +96,7 @@ class Poller:
                     self.last_good[m.MeterId] = (res.ts, res.value)
                 self._ok(m, res)
             results.append(res)
+        self._keep_models(results)
         dropped = [r for r in results if r.outcome == "dropped"]
         if dropped:
             st = self.outbox.status()
@@ -102,6 +107,20 @@ class Poller:
         if self.on_stored and any(r.outcome == "stored" for r in results):
             self.on_stored()
         return results
+
+    def _keep_models(self, results: list[PollResult]) -> None:
+        """Remember each meter's model across restarts (a swap while the agent was down is found too). A
+        changed model is remembered once its reading starting the new series is in the outbox: one the
+        bound dropped leaves the old model, so the next reading starts the series."""
+        changed = False
+        for r in results:
+            if r.model is None or r.outcome not in ("stored", "exists", "suspect"):
+                continue
+            if r.meter not in self.models or (r.reset and r.outcome != "suspect"):
+                changed |= self.models.get(r.meter) != r.model
+                self.models[r.meter] = r.model
+        if changed:
+            self.outbox.set_meta("models", json.dumps(self.models, sort_keys=True))
 
     def _show_read_plans(self) -> None:
         """Write the meters' stepped-down read plans for ``status`` when they change (and at the first poll)."""
@@ -127,8 +146,45 @@ class Poller:
         return (m, res), Take(m.MeterId, m.Port, None, error=res.error)
 
     def _unwrap(self, m: Meter, res: PollResult, vals, ts: str):
-        reg = (vals.map or m.map).registers[m.map.energy]
-        value, state, note = energy_kwh(reg, vals.energy_raw, self.outbox.counter(m.MeterId))
+        """The reading of ``vals`` at ``ts``, judged: kept, held back as suspect, or (the meter's model changed:
+        a swap) the first reading of a new register series."""
+        reader = self.readers[m.Port]
+        value, state, note = energy_kwh(self._energy_register(m, vals), vals.energy_raw, self.outbox.counter(m.MeterId))
+        why = self._judge(m, ts, value)
+        cached_model = vals.model
+        if why and cached_model is not None:  # the map identifies the meter: read its code again, it may be another
+            reader.forget_model(m.MeterId)
+            vals = reader.read(m)  # a failure (an unknown model code) fails this meter with its reason
+            value, state, note = energy_kwh(self._energy_register(m, vals), vals.energy_raw,
+                                            self.outbox.counter(m.MeterId))
+            why = self._judge(m, ts, value)
+        res.model = vals.model
+        known = self.models.get(m.MeterId, cached_model)
+        if vals.model is not None and known is not None and vals.model != known:
+            value, state, _ = energy_kwh(self._energy_register(m, vals), vals.energy_raw, None)
+            log.event(L, logging.WARNING, "meter_model_changed", meter=m.MeterId, bus=m.Port, ts=ts, old=known,
+                      new=vals.model, value=value, note="model changed: a new register series starts here (reset)")
+            res.value, res.reset = value, True
+            return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value, reset=True), counter=state)
+        if why:
+            log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
+                      raw=vals.energy_raw, reason=why, note="held back, not sent; see status")
+            res.value, res.error = value, why
+            return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), counter=state, suspect=why)
+        if note == "rollover":
+            log.event(L, logging.INFO, "register_rollover", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw, value=value)
+        elif note == "decrease":  # with nothing kept to compare it with (a first reading): passed on as read
+            log.event(L, logging.WARNING, "register_decreased", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw,
+                      value=value, note="no reading kept to judge it against: passed on as read")
+        res.value = value
+        return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), counter=state)
+
+    @staticmethod
+    def _energy_register(m: Meter, vals):
+        return (vals.map or m.map).registers[m.map.energy]
+
+    def _judge(self, m: Meter, ts: str, value: float) -> str | None:
+        """Why this reading cannot follow the meter's last one kept (plausibility), or None."""
         prev = self.last_good.get(m.MeterId)
         cached = prev is not None and prev[0] < ts
         if not cached:
@@ -136,18 +192,7 @@ class Poller:
         why = suspect_reason(prev, ts, value, m.power_bound_kw())
         if why and cached and (kept := self.outbox.last_reading(m.MeterId, ts)) != prev:
             why = suspect_reason(kept, ts, value, m.power_bound_kw())   # readings released since (release-suspect)
-        if why:
-            log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
-                      raw=vals.energy_raw, reason=why, note="held back, not sent; see status")
-            res.value, res.error = value, why
-            return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), suspect=why)
-        if note == "rollover":
-            log.event(L, logging.INFO, "register_rollover", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw, value=value)
-        elif note == "decrease":
-            log.event(L, logging.WARNING, "register_decreased", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw,
-                      value=value, note="passed on as read; the cloud treats it as a reset")
-        res.value = value
-        return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), counter=state)
+        return why
 
     def _ok(self, m: Meter, res: PollResult) -> None:
         if self.failures.get(m.MeterId):
