@@ -19,7 +19,10 @@ A poll is stored in one transaction, each meter's part of it in a savepoint: a
 reading the database refuses (whatever the reason) fails that meter alone, never
 the poll. A reading the plausibility check holds back is kept in ``suspect`` with
 its reason (not sent); ``status`` lists them. ``meta`` keeps the last boundary
-stamped (the clock check's evidence across restarts) and the clock's state.
+stamped (the clock check's evidence across restarts) and the clock's state. A reading
+taken while the box's time was known to be wrong is kept in ``held`` with the
+monotonic time it was taken at (and the boot, as that clock restarts with the box),
+until the true time is known and it is stamped, or dropped and counted.
 
 Each thread gets its own connection (sqlite3 connections are not shared).
 """
@@ -30,6 +33,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +73,11 @@ CREATE TABLE IF NOT EXISTS registrations (
     meter TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS held (          -- readings taken while the time was known wrong: not stamped yet
+    meter TEXT NOT NULL, boot TEXT NOT NULL, mono REAL NOT NULL,  -- taken at this monotonic time of that boot
+    value REAL NOT NULL, bus TEXT,
+    PRIMARY KEY (meter, boot, mono)
+);
 CREATE TABLE IF NOT EXISTS suspect (       -- readings held back by the plausibility check
     meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL, reason TEXT NOT NULL, at REAL NOT NULL,
     last_raw REAL, wraps INTEGER,  -- the rollover state had the reading been kept (applied on release)
@@ -163,16 +172,19 @@ class Outbox:
         Returns 'stored', 'exists' (already taken: ignored) or 'dropped' (bound)."""
         return self.record_poll([Take(reading.meter, "", reading, counter)])[0]
 
-    def record_poll(self, takes: list["Take"], errors: list | None = None, boundary: str | None = None) -> list[str]:
+    def record_poll(self, takes: list["Take"], errors: list | None = None, boundary: str | None = None,
+                    unheld: Sequence[tuple[str, str, float]] = ()) -> list[str]:
         """Store the outcome of a poll in ONE transaction (one fsync per poll, not per
         meter): readings, their counter states, and each meter's health.
 
         Outcomes: stored | exists | dropped | suspect | failed. Each take is stored in
         a savepoint: one the database refuses becomes 'failed' (its reason appended to
-        ``errors`` when given) and the others are stored all the same."""
+        ``errors`` when given) and the others are stored all the same. ``unheld``: held
+        readings (meter, boot, mono) these takes stamp, removed in the same transaction."""
         now = self.clock.now()
         out = []
         with self._tx() as db:
+            db.executemany("DELETE FROM held WHERE meter=? AND boot=? AND mono=?", list(unheld))
             for t in takes:
                 err = t.error
                 db.execute("SAVEPOINT take")
@@ -235,6 +247,41 @@ class Outbox:
                     db.execute("DELETE FROM suspect WHERE meter=? AND ts=?", (meter, ts))
                     released += 1
         return released
+
+    def hold(self, held: list["Held"], failed: Sequence["Take"] = ()) -> int:
+        """Keep readings taken while the time is known wrong (and the failures of that read), in one
+        transaction; the rollover state follows the meter. At the outbox bound a reading is not kept:
+        counted (``held_dropped``). Returns how many were kept."""
+        now = self.clock.now()
+        kept = 0
+        with self._tx() as db:
+            for t in failed:
+                _health(db, t.meter, t.bus, now, t.error or "error")
+            count = db.execute("SELECT count(*) FROM held").fetchone()[0]
+            for h in held:
+                if h.counter is not None:
+                    db.execute("INSERT INTO counters(meter, last_raw, wraps) VALUES (?,?,?) ON CONFLICT(meter) "
+                               "DO UPDATE SET last_raw=excluded.last_raw, wraps=excluded.wraps", (h.meter, *h.counter))
+                if count + kept >= self.max_pending:
+                    _count_meta(db, "held_dropped", 1)
+                    continue
+                db.execute("INSERT OR IGNORE INTO held(meter, boot, mono, value, bus) VALUES (?,?,?,?,?)",
+                           (h.meter, h.boot, h.mono, float(h.value), h.bus))
+                _health(db, h.meter, h.bus, now, None)
+                kept += 1
+        return kept
+
+    def held(self) -> list["Held"]:
+        """The readings held (not stamped yet), by meter and in the order they were taken."""
+        rows = self._db().execute("SELECT meter, boot, mono, value, bus FROM held ORDER BY meter, boot, mono").fetchall()
+        return [Held(m, boot, mono, value, bus or "") for m, boot, mono, value, bus in rows]
+
+    def drop_held(self, held: list["Held"], why: str) -> None:
+        """Forget held readings that cannot be stamped right (counted in ``held_dropped``; ``why`` is logged
+        by the caller)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM held WHERE meter=? AND boot=? AND mono=?", [(h.meter, h.boot, h.mono) for h in held])
+            _count_meta(db, "held_dropped", len(held))
 
     def last_reading(self, meter: str, before_ts: str) -> tuple[str, float] | None:
         """The meter's latest reading kept before ``before_ts`` (plausibility's reference)."""
@@ -399,6 +446,7 @@ class Outbox:
         ]
         clock = meta.get("clock")
         plans = meta.get("read_plans")
+        held = db.execute("SELECT count(*) FROM held").fetchone()[0]
         return {
             "pending": pending,
             "oldest_pending": oldest,
@@ -417,6 +465,8 @@ class Outbox:
             "suspect_list": suspects,
             "read_plans": json.loads(plans) if plans is not None else {},
             "last_boundary": meta.get("last_boundary"),
+            "held_readings": held,  # taken while the time was known wrong, not stamped yet
+            "held_dropped": int(meta.get("held_dropped") or 0),  # held readings that could not be stamped right
             "clock": json.loads(clock) if clock is not None else None,
         }
 
@@ -435,6 +485,24 @@ class Take:
     counter: tuple | None = None
     error: str | None = None
     suspect: str | None = None  # why the plausibility check holds this reading back
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reading taken while the time was known wrong: its value (unwrapped) and when, on the monotonic
+    clock of that boot; stamped once the true time is known."""
+
+    meter: str
+    boot: str
+    mono: float
+    value: float
+    bus: str = ""
+    counter: tuple | None = None  # the rollover state after it (stored with the counters, not with it)
+
+
+def _count_meta(db, key: str, n: int) -> None:
+    db.execute("INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=CAST(v AS INTEGER)+excluded.v",
+               (key, n))
 
 
 def _health(db, meter: str, bus: str, now: float, error: str | None) -> None:

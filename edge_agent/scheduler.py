@@ -11,10 +11,12 @@ stored on its own: a meter that fails (no answer, Modbus exception, a total that
 is not finite) or whose reading the plausibility check holds back never costs
 another meter its reading.
 
-The scheduler stamps only while the clock is believable (``clock.ClockCheck``),
-never stamps a boundary twice (it resumes after the last boundary stamped, kept in
-the outbox across restarts), and when the clock jumps forward it polls the current
-boundary if it is still on time and logs how many boundaries it skipped.
+The scheduler stamps with the time ``clock.ClockCheck`` decides from the evidence (the
+box's clock, or the cloud's time when the box's is off), holds readings unstamped while
+the time is known wrong and not known right, never stamps a boundary twice (it resumes
+after the last boundary stamped, kept in the outbox across restarts), and when the clock
+jumps forward it polls the current boundary if it is still on time and logs how many
+boundaries it skipped. A poll longer than the period is an overrun, logged as such.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import log
 from .clock import Clock, ClockCheck, from_iso, iso
 from .config import Config, Meter
 from .counters import energy_kwh
-from .outbox import Outbox, Reading, Take
+from .outbox import Held, Outbox, Reading, Take
 from .plausibility import suspect_reason
 from .reader import BusReader, MeterReadError
 from .regmap import PLAN_LEVELS
@@ -52,9 +55,12 @@ class PollResult:
 class Poller:
     """Takes the readings due at a boundary, in parallel across buses."""
 
-    def __init__(self, cfg: Config, outbox: Outbox, readers: dict[str, BusReader] | None = None, on_stored=None):
+    def __init__(self, cfg: Config, outbox: Outbox, readers: dict[str, BusReader] | None = None, on_stored=None,
+                 clock: Clock | None = None):
         self.cfg = cfg
         self.outbox = outbox
+        self.clock = clock or Clock()  # its monotonic clock times each bus's share of a poll
+        self.bus_time: dict[str, tuple[int, float]] = {}  # bus -> (meters read, seconds) in the last poll
         self.readers = readers or {name: BusReader(bus) for name, bus in cfg.buses.items()}
         self.failures: dict[str, int] = {}
         self.skip_until: dict[str, float] = {}
@@ -75,16 +81,34 @@ class Poller:
     def poll(self, boundary: float, meters: list[Meter] | None = None) -> list[PollResult]:
         """Read the meters (buses in parallel), then store every outcome in one transaction."""
         meters = self.due(boundary) if meters is None else meters
+        return self._store(self._read(meters, lambda m: self.take(m, boundary)), boundary)
+
+    def _read(self, meters: list[Meter], take) -> list:
+        """``take(meter)`` for each meter, buses in parallel, on a bus one after another (failing ones last)."""
         by_bus: dict[str, list[Meter]] = {}
         for m in meters:
             by_bus.setdefault(m.Port, []).append(m)
         futures = []
         for ms in by_bus.values():
             ms.sort(key=lambda m: self.failures.get(m.MeterId, 0) > 0)  # healthy first
-            futures.append(self._pool.submit(self._poll_bus, ms, boundary))
-        pairs = [p for f in futures for p in f.result()]
+            futures.append(self._pool.submit(self._read_bus, ms, take))
+        out = []
+        self.bus_time = {}
+        for bus, f in zip(by_bus, futures):
+            taken, seconds = f.result()
+            self.bus_time[bus] = (len(taken), seconds)
+            out += taken
+        return out
+
+    def _read_bus(self, meters: list[Meter], take) -> tuple[list, float]:
+        start = self.clock.monotonic()
+        taken = [take(m) for m in meters]
+        return taken, self.clock.monotonic() - start
+
+    def _store(self, pairs: list, boundary: float, unheld: Sequence[tuple[str, str, float]] = ()) -> list[PollResult]:
+        """Store the readings taken for a boundary in one transaction; health, backoff and logs follow."""
         errors: list = []
-        outcomes = self.outbox.record_poll([t for _, t in pairs], errors=errors, boundary=iso(boundary))
+        outcomes = self.outbox.record_poll([t for _, t in pairs], errors=errors, boundary=iso(boundary), unheld=unheld)
         results = []
         for ((m, res), _), outcome, err in zip(pairs, outcomes, errors):
             res.outcome = outcome
@@ -130,8 +154,57 @@ class Poller:
             self.outbox.set_read_plans(plans)
             self._plans_shown = plans
 
-    def _poll_bus(self, meters: list[Meter], boundary: float):
-        return [self.take(m, boundary) for m in meters]
+    def hold(self) -> int:
+        """Read every meter now and keep the readings with the monotonic time they were taken at, unstamped:
+        the time is known to be wrong (``ClockCheck``). Returns how many were kept."""
+        boot = self.clock.boot()
+
+        def take(m: Meter):
+            try:
+                vals = self.readers[m.Port].read(m)
+            except Exception as exc:  # noqa: BLE001 - this meter alone, as in a poll
+                return Take(m.MeterId, m.Port, None, error=str(exc))
+            mono = self.clock.monotonic()
+            value, state, _ = energy_kwh(self._energy_register(m, vals), vals.energy_raw, self.outbox.counter(m.MeterId))
+            return Held(m.MeterId, boot, mono, value, m.Port, state)
+
+        taken = self._read(self.cfg.meters, take)
+        return self.outbox.hold([h for h in taken if isinstance(h, Held)], [t for t in taken if isinstance(t, Take)])
+
+    def stamp_held(self, offset: float, now: float, after: float) -> tuple[int, int]:
+        """Stamp the held readings now that the true time is known (true = monotonic + ``offset``): each one
+        taken at most LATE_TOLERANCE after a boundary of its meter, later than ``after`` (the last boundary
+        stamped: never twice) and not after ``now``, gets that boundary (the first one taken for it); the
+        others are dropped and counted, as are readings of another boot (its monotonic clock is gone).
+        Stamped readings are judged and stored as a poll's are. Returns (stamped, dropped)."""
+        boot = self.clock.boot()
+        meters = {m.MeterId: m for m in self.cfg.meters}
+        by_boundary: dict[float, list] = {}
+        drop = []
+        for h in self.outbox.held():
+            m = meters.get(h.meter)
+            if m is None or h.boot != boot:
+                drop.append(h)
+                continue
+            period = m.SaveEvery * 60
+            t = h.mono + offset
+            b = float(int(t // period) * period)
+            slot = by_boundary.setdefault(b, [])
+            if t - b > LATE_TOLERANCE or b <= after or t > now or any(x.meter == h.meter for _, x in slot):
+                drop.append(h)
+                continue
+            slot.append((m, h))
+        stamped = 0
+        for b in sorted(by_boundary):
+            if not by_boundary[b]:
+                continue
+            pairs = [self._judged(m, PollResult(m.MeterId, m.Port, iso(b)), iso(b), h.value, None, "")
+                     for m, h in by_boundary[b]]
+            results = self._store(pairs, b, unheld=[(h.meter, h.boot, h.mono) for _, h in by_boundary[b]])
+            stamped += sum(r.outcome in ("stored", "exists", "suspect") for r in results)
+        if drop:
+            self.outbox.drop_held(drop, "")
+        return stamped, len(drop)
 
     def take(self, m: Meter, boundary: float) -> tuple[tuple[Meter, PollResult], Take]:
         """Read one meter and unwrap its total; the reading is stamped with the boundary."""
@@ -157,7 +230,6 @@ class Poller:
             vals = reader.read(m)  # a failure (an unknown model code) fails this meter with its reason
             value, state, note = energy_kwh(self._energy_register(m, vals), vals.energy_raw,
                                             self.outbox.counter(m.MeterId))
-            why = self._judge(m, ts, value)
         res.model = vals.model
         known = self.models.get(m.MeterId, cached_model)
         if vals.model is not None and known is not None and vals.model != known:
@@ -166,15 +238,20 @@ class Poller:
                       new=vals.model, value=value, note="model changed: a new register series starts here (reset)")
             res.value, res.reset = value, True
             return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value, reset=True), counter=state)
+        return self._judged(m, res, ts, value, state, note, vals.energy_raw)
+
+    def _judged(self, m: Meter, res: PollResult, ts: str, value: float, state, note: str, raw=None):
+        """The take of a reading: kept, or held back as suspect (plausibility)."""
+        why = self._judge(m, ts, value)
         if why:
             log.event(L, logging.WARNING, "reading_suspect", meter=m.MeterId, bus=m.Port, ts=ts, value=value,
-                      raw=vals.energy_raw, reason=why, note="held back, not sent; see status")
+                      raw=raw, reason=why, note="held back, not sent; see status")
             res.value, res.error = value, why
             return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), counter=state, suspect=why)
         if note == "rollover":
-            log.event(L, logging.INFO, "register_rollover", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw, value=value)
+            log.event(L, logging.INFO, "register_rollover", meter=m.MeterId, bus=m.Port, ts=ts, raw=raw, value=value)
         elif note == "decrease":  # with nothing kept to compare it with (a first reading): passed on as read
-            log.event(L, logging.WARNING, "register_decreased", meter=m.MeterId, bus=m.Port, ts=ts, raw=vals.energy_raw,
+            log.event(L, logging.WARNING, "register_decreased", meter=m.MeterId, bus=m.Port, ts=ts, raw=raw,
                       value=value, note="no reading kept to judge it against: passed on as read")
         res.value = value
         return (m, res), Take(m.MeterId, m.Port, Reading(m.MeterId, ts, value), counter=state)
@@ -225,6 +302,8 @@ def next_boundary(meters: list[Meter], now: float) -> float:
 
 LATE_TOLERANCE = 60.0  # a boundary read later than this after it is skipped (clock jumped forward, box stalled)
 MAX_WAIT = 30.0  # longest single wait: a clock jump is noticed within this
+HOLD_EVERY = LATE_TOLERANCE  # while the time is known wrong, every meter is read this often (monotonic clock)
+STEP_SLACK = 2.0  # a poll whose wall time and monotonic time differ by more saw the clock stepped
 
 
 def _multiples(lo: float, hi: float, p: int) -> int:
@@ -237,8 +316,13 @@ def _multiples(lo: float, hi: float, p: int) -> int:
 class Scheduler:
     """Sleeps until the next boundary and polls; runs until ``stop`` is set.
 
-    Stamps only while ``ClockCheck`` says the clock is believable; the state is
-    logged when it changes and kept in the outbox for ``status``."""
+    The time it stamps with comes from ``ClockCheck`` (the box's clock, or the cloud's time when the
+    box's is off by more than the bound). While the time is known to be wrong and the true time is
+    not known, it reads every meter each ``HOLD_EVERY`` seconds of the monotonic clock and holds the
+    readings unstamped; once the true time is known they are stamped (or dropped and counted). The
+    state is logged when it changes and kept in the outbox for ``status``. A poll that lasts past the
+    next boundary is an overrun (``poll_overrun``), never a clock jump: the next poll waits for its
+    own boundary, so every reading is taken at its boundary's poll."""
 
     def __init__(self, poller: Poller, clock: Clock, stop: threading.Event, check: ClockCheck | None = None):
         self.poller, self.clock, self.stop = poller, clock, stop
@@ -246,6 +330,7 @@ class Scheduler:
         self.last = 0.0  # last boundary polled: never polled twice, even across restarts
         self.state: str | None = None
         self.kernel = "unknown"
+        self._next_hold: float | None = None  # monotonic time of the next read while holding
 
     def run(self) -> None:
         outbox = self.poller.outbox
@@ -254,20 +339,28 @@ class Scheduler:
         kernel = self.check.kernel_state()
         if kernel == "unsynchronised":
             log.event(L, logging.WARNING, "clock_kernel_unsynchronised", kernel=kernel,
-                      note="warning only: readings are stamped unless the time is before the release date "
-                           "or behind readings already taken")
+                      note="warning only: the time is judged against the cloud's, the release date and the "
+                           "readings already stamped")
         self.kernel = kernel
         meters = self.poller.cfg.meters
+        held = outbox.status()["held_readings"] > 0
         cursor = None  # the next boundary is the first one after this time
         while not self.stop.is_set():
-            now = self.clock.now()
-            state, detail = self.check.verdict(now, self.last)
-            self._set_state(state, detail, now)
-            if state != "ok":
-                cursor = None
-                if self.clock.wait(self.stop, MAX_WAIT):
+            v = self.check.verdict(self.clock.now(), self.clock.monotonic(), self.last or None)
+            if self._set_state(v):
+                cursor = None  # a new time base: boundaries missed meanwhile are not "skipped"
+            if not v.stamps:
+                held = self._hold() or held
+                left = (self._next_hold or 0.0) - self.clock.monotonic()
+                if self.clock.wait(self.stop, min(MAX_WAIT, max(0.0, left))):
                     return
                 continue
+            if held and v.offset is not None:
+                self._stamp_held(v)
+                held = False
+                continue
+            now = v.now
+            assert now is not None
             if cursor is None:  # (re)start: boundaries missed while stopped or untrusted are not "skipped"
                 cursor = max(self.last, now)
             nb = next_boundary(meters, cursor)
@@ -280,10 +373,64 @@ class Scheduler:
                 cursor = now
                 continue
             cursor = self.last = target
+            began = self.clock.monotonic()
             try:
                 self.poller.poll(target)
             except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
                 log.event(L, logging.ERROR, "poll_failed", ts=iso(target), exc_info=True)
+            cursor = self._overrun(target, now, began) or cursor
+
+    def _overrun(self, target: float, now: float, began: float) -> float | None:
+        """After a poll that lasted past the next boundary: log ``poll_overrun`` (how long, and how many meters
+        the slowest bus can read in a period) and return the time the next poll's boundary must follow, so
+        the boundaries it overran are skipped, not read late. None when the poll ended in time, or when the
+        clock was stepped meanwhile (that is a clock jump, judged as such)."""
+        duration = self.clock.monotonic() - began
+        after = self.check.verdict(self.clock.now(), self.clock.monotonic(), self.last or None)
+        if after.now is None or after.state != self.state:
+            return None
+        meters = self.poller.cfg.meters
+        nb = next_boundary(meters, target)
+        elapsed = after.now - now
+        if after.now < nb or abs(elapsed - duration) > STEP_SLACK + 0.01 * duration:
+            return None
+        period = nb - target
+        bus, (count, seconds) = max(self.poller.bus_time.items(), key=lambda kv: kv[1][1], default=("", (0, 0.0)))
+        per_meter = seconds / count if count else 0.0
+        skipped = [_multiples(target + 1, after.now + 1, m.SaveEvery * 60) for m in meters]
+        log.event(L, logging.WARNING, "poll_overrun", ts=iso(target), duration=round(duration, 1), period=int(period),
+                  bus=bus, meters=count, seconds_per_meter=round(per_meter, 3),
+                  bus_can_carry=int(period // per_meter) if per_meter else None,
+                  skipped_boundaries=max(skipped), skipped_readings=sum(skipped),
+                  next=iso(next_boundary(meters, after.now)),
+                  hint="the bus cannot read its meters within the period: fewer meters per bus, a higher baud "
+                       "rate, or a longer SaveEvery")
+        return after.now
+
+    def _hold(self) -> bool:
+        """Read every meter and hold the readings, each HOLD_EVERY seconds; True when some were kept."""
+        mono = self.clock.monotonic()
+        if self._next_hold is not None and mono < self._next_hold:
+            return False
+        self._next_hold = mono + HOLD_EVERY
+        try:
+            return self.poller.hold() > 0
+        except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
+            log.event(L, logging.ERROR, "hold_failed", exc_info=True)
+            return False
+
+    def _stamp_held(self, v) -> None:
+        try:
+            stamped, dropped = self.poller.stamp_held(v.offset, v.now, self.last)
+        except Exception:  # noqa: BLE001 - they stay held; tried again after a restart
+            log.event(L, logging.ERROR, "held_readings_not_stamped", exc_info=True)
+            return
+        lb = self.poller.outbox.last_boundary()
+        self.last = max(self.last, from_iso(lb) if lb else 0.0)
+        log.event(L, logging.WARNING if dropped else logging.INFO, "held_readings_stamped", stamped=stamped,
+                  dropped=dropped, dropped_total=self.poller.outbox.status()["held_dropped"],
+                  note="readings taken while the time was wrong, stamped with the true time; dropped: not taken "
+                       "within a minute after a boundary of their meter, or of another boot")
 
     def _on_time(self, nb: float, now: float) -> float | None:
         """The boundary to poll now: ``nb`` if on time; after a forward jump the latest
@@ -301,17 +448,23 @@ class Scheduler:
                   polling=iso(target) if target is not None else "next boundary")
         return target
 
-    def _set_state(self, state: str, detail: str, now: float) -> None:
-        if state == self.state:
-            return
-        if state != "ok":
-            log.event(L, logging.ERROR, "clock_not_trusted", state=state, detail=detail,
-                      note="no reading is stamped until the clock is right")
+    def _set_state(self, v) -> bool:
+        """Log and keep a change of the clock's state; True when it changed."""
+        if v.state == self.state:
+            return False
+        now = v.now if v.now is not None else self.clock.now()
+        if v.state == "corrected":
+            log.event(L, logging.WARNING, "clock_corrected", detail=v.detail,
+                      note="the box's clock is not used to stamp readings until it agrees with the cloud's")
+        elif v.state != "ok":
+            log.event(L, logging.ERROR, "clock_not_trusted", state=v.state, detail=v.detail,
+                      note="no reading is stamped until the true time is known; readings are held meanwhile")
         elif self.state is not None:
             log.event(L, logging.INFO, "clock_trusted_again", now=iso(now))
-        self.state = state
+        self.state = v.state
         try:
-            self.poller.outbox.set_clock_state({"state": state, "detail": detail, "since": iso(now),
+            self.poller.outbox.set_clock_state({"state": v.state, "detail": v.detail, "since": iso(now),
                                                 "kernel": self.kernel})
         except Exception:  # noqa: BLE001 - a status note must not stop the scheduler
             log.event(L, logging.ERROR, "clock_state_not_saved", exc_info=True)
+        return True
