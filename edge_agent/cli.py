@@ -176,6 +176,8 @@ def _status(cfg, args) -> int:
     print(f"clock           {c.get('state', 'unknown')} since {c.get('since', '-')}"
           f" (kernel: {c.get('kernel', 'unknown')}){': ' + c['detail'] if c.get('detail') else ''}")
     print(f"last boundary   {st['last_boundary'] or '-'}")
+    print(f"held readings   {st['held_readings']}  (taken while the time was wrong or unconfirmed, not stamped yet;"
+          f" {st['held_dropped']} dropped)")
     return 0
 
 

@@ -15,15 +15,20 @@ timesyncd's clock file), so the box's clock is only one witness:
   was made) and the last boundary already stamped (kept in the outbox across restarts):
   the true time is past both, so a box clock behind them is wrong by at least that much,
   and stays so until the clock is stepped (the bound is kept against the monotonic clock);
-* **the kernel's sync state** (adjtimex ``STA_UNSYNC``): a warning only, as many healthy
-  boxes and CI machines report it although their time is right.
+* **the kernel's sync state** (adjtimex): ``synchronised`` (NTP has set the clock) confirms the
+  box's clock; ``STA_UNSYNC`` is a warning only, never a reason to think the clock wrong, as many
+  healthy boxes and CI machines report it although their time is right.
 
 The verdict: ``ok`` (the box's clock is within ``bound`` of the evidence: stamp with it),
 ``corrected`` (the cloud's time is known and the box is off by more than ``bound``: stamp
-with the cloud's time, the box's clock is not used), or a state that holds readings
-(``before_release``, ``behind_readings``, ``offset_stale``: the box is known to be wrong by
-more than ``bound`` and the true time is not known: readings are held with the monotonic
-clock and stamped once it is). The bound is 2 x the shortest SaveEvery.
+with the cloud's time, the box's clock is not used), ``unconfirmed`` (nothing says the box's
+clock is wrong, nothing has confirmed it yet: the cloud has not answered since the agent
+started and the kernel is not synchronised; readings are taken at the box's boundaries and
+held until the cloud's first answer stamps them, with the boundary they were taken for when the
+box was right), or a state that holds readings (``before_release``, ``behind_readings``,
+``offset_stale``: the box is known to be wrong by more than ``bound`` and the true time is
+not known: readings are taken each minute, held with the monotonic clock, and stamped once it
+is). The bound is 2 x the shortest SaveEvery.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import calendar
 import ctypes
 import ctypes.util
 import email.utils
+import math
 import sys
 import threading
 import time
@@ -154,15 +160,14 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # ok | corrected | before_release | behind_readings | offset_stale
-    now: float | None  # the time to stamp with (None: hold readings)
+    state: str  # ok | corrected | unconfirmed | before_release | behind_readings | offset_stale
+    now: float | None  # the time boundaries are taken from (None: unknown, readings held each minute)
     detail: str = ""
     offset: float | None = None  # true time minus the monotonic clock, when known (stamps held readings)
+    stamps: bool = True  # False: readings are taken and held, not stamped
 
-    @property
-    def stamps(self) -> bool:
-        return self.now is not None
 
+HOLDING = ("before_release", "behind_readings", "offset_stale")  # known wrong, true time unknown
 
 class ClockCheck:
     """Which time readings are stamped with, from all the evidence (see the module's docstring)."""
@@ -175,6 +180,7 @@ class ClockCheck:
         self.floor: float | None = None  # the true time is at least mono + floor (release date, readings stamped)
         self.floor_why = ""
         self.observed = 0  # how many cloud answers gave the time
+        self.silent = 0  # how many cloud answers had no Date: a cloud that never gives its time confirms nothing
         self._lock = threading.Lock()
 
     # -- evidence --------------------------------------------------------------------------
@@ -194,6 +200,9 @@ class ClockCheck:
         when = _http_date(header)
         if when is not None:
             self.observe(when, when + 1.0, mono_sent, mono_received, "date")
+        else:
+            with self._lock:
+                self.silent += 1
 
     # -- verdict ---------------------------------------------------------------------------
     def verdict(self, now: float, mono: float, last_stamped: float | None) -> Verdict:
@@ -215,14 +224,33 @@ class ClockCheck:
         if anchor is not None and abs(box - anchor.offset) - anchor.error_at(mono) > self.bound:
             return Verdict("offset_stale", None, (
                 f"system time {iso(now)} is {_ago(box - anchor.offset)} the cloud's, last heard too long ago to stamp "
-                f"with: readings are held until the cloud answers"))
+                f"with: readings are held until the cloud answers"), stamps=False)
         behind = (floor - box) if floor is not None else 0.0
         if floor is not None and behind > self.bound:
             what = ("this agent's release date" if floor_why == "before_release" else "the reading already stamped at")
             return Verdict(floor_why, None, (
                 f"system time {iso(now)} is at least {behind:.0f} s behind {what} {iso(mono + floor)} (no RTC, a "
-                f"restored time?): readings are held until the cloud gives the time"))
+                f"restored time?): readings are held until the cloud gives the time"), stamps=False)
+        if self.kernel_state() == "synchronised":
+            return Verdict("ok", now, offset=box)
+        if anchor is None and not self.silent:
+            return Verdict("unconfirmed", now, (
+                "the cloud has not given its time since the agent started and the kernel is not synchronised: "
+                "readings are taken at the boundaries and held until the cloud confirms the time"), stamps=False)
         return Verdict("ok", now)
+
+    def true_time(self, taken_wall: float, taken_mono: float, boot: str, held_as: str, v: Verdict, wall: float,
+                  mono: float, this_boot: str) -> float | None:
+        """When a held reading was taken, on the true time, as far as the evidence says now; None: not known
+        yet; NaN: never (its boot is over and the box's clock was known wrong then). ``held_as``: the
+        verdict's state when it was held."""
+        if boot != this_boot:  # its monotonic time means nothing in this boot
+            return taken_wall if held_as == "unconfirmed" else math.nan  # the box's clock was not known wrong then
+        if v.offset is not None:
+            return taken_mono + v.offset
+        if v.state == "ok" and abs((taken_wall - taken_mono) - (wall - mono)) <= 1.0:
+            return taken_wall  # the clock was not stepped since, and nothing says it is wrong
+        return None
 
 
 def _ago(off: float) -> str:

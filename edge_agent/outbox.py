@@ -73,8 +73,10 @@ CREATE TABLE IF NOT EXISTS registrations (
     meter TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
-CREATE TABLE IF NOT EXISTS held (          -- readings taken while the time was known wrong: not stamped yet
+CREATE TABLE IF NOT EXISTS held (          -- readings taken while the time was wrong or unconfirmed: not stamped yet
     meter TEXT NOT NULL, boot TEXT NOT NULL, mono REAL NOT NULL,  -- taken at this monotonic time of that boot
+    wall REAL NOT NULL,            -- and at this time of the box's clock
+    held_as TEXT NOT NULL,         -- the clock's state then (unconfirmed, behind_readings, ...)
     value REAL NOT NULL, bus TEXT,
     PRIMARY KEY (meter, boot, mono)
 );
@@ -265,16 +267,17 @@ class Outbox:
                 if count + kept >= self.max_pending:
                     _count_meta(db, "held_dropped", 1)
                     continue
-                db.execute("INSERT OR IGNORE INTO held(meter, boot, mono, value, bus) VALUES (?,?,?,?,?)",
-                           (h.meter, h.boot, h.mono, float(h.value), h.bus))
+                db.execute("INSERT OR IGNORE INTO held(meter, boot, mono, wall, held_as, value, bus) "
+                           "VALUES (?,?,?,?,?,?,?)", (h.meter, h.boot, h.mono, h.wall, h.held_as, float(h.value), h.bus))
                 _health(db, h.meter, h.bus, now, None)
                 kept += 1
         return kept
 
     def held(self) -> list["Held"]:
         """The readings held (not stamped yet), by meter and in the order they were taken."""
-        rows = self._db().execute("SELECT meter, boot, mono, value, bus FROM held ORDER BY meter, boot, mono").fetchall()
-        return [Held(m, boot, mono, value, bus or "") for m, boot, mono, value, bus in rows]
+        rows = self._db().execute("SELECT meter, boot, mono, wall, held_as, value, bus FROM held "
+                                  "ORDER BY meter, boot, mono").fetchall()
+        return [Held(m, boot, mono, wall, held_as, value, bus or "") for m, boot, mono, wall, held_as, value, bus in rows]
 
     def drop_held(self, held: list["Held"], why: str) -> None:
         """Forget held readings that cannot be stamped right (counted in ``held_dropped``; ``why`` is logged
@@ -489,12 +492,14 @@ class Take:
 
 @dataclass(frozen=True)
 class Held:
-    """A reading taken while the time was known wrong: its value (unwrapped) and when, on the monotonic
-    clock of that boot; stamped once the true time is known."""
+    """A reading taken while the time was wrong or not confirmed: its value (unwrapped) and when, on the
+    monotonic clock of that boot and on the box's clock; stamped once the true time is known."""
 
     meter: str
     boot: str
     mono: float
+    wall: float  # the box's clock when it was taken
+    held_as: str  # the clock's state then: unconfirmed (the box's clock not known wrong) or a holding state
     value: float
     bus: str = ""
     counter: tuple | None = None  # the rollover state after it (stored with the counters, not with it)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -154,9 +155,10 @@ class Poller:
             self.outbox.set_read_plans(plans)
             self._plans_shown = plans
 
-    def hold(self) -> int:
-        """Read every meter now and keep the readings with the monotonic time they were taken at, unstamped:
-        the time is known to be wrong (``ClockCheck``). Returns how many were kept."""
+    def hold(self, held_as: str, meters: list[Meter] | None = None) -> int:
+        """Read the meters (all of them when not told) and keep the readings unstamped, with the monotonic and
+        the box's time they were taken at: the time is wrong or not confirmed yet (``ClockCheck``, whose
+        state ``held_as`` names). Returns how many were kept."""
         boot = self.clock.boot()
 
         def take(m: Meter):
@@ -164,30 +166,31 @@ class Poller:
                 vals = self.readers[m.Port].read(m)
             except Exception as exc:  # noqa: BLE001 - this meter alone, as in a poll
                 return Take(m.MeterId, m.Port, None, error=str(exc))
-            mono = self.clock.monotonic()
+            mono, wall = self.clock.monotonic(), self.clock.now()
             value, state, _ = energy_kwh(self._energy_register(m, vals), vals.energy_raw, self.outbox.counter(m.MeterId))
-            return Held(m.MeterId, boot, mono, value, m.Port, state)
+            return Held(m.MeterId, boot, mono, wall, held_as, value, m.Port, state)
 
-        taken = self._read(self.cfg.meters, take)
+        taken = self._read(self.cfg.meters if meters is None else meters, take)
         return self.outbox.hold([h for h in taken if isinstance(h, Held)], [t for t in taken if isinstance(t, Take)])
 
-    def stamp_held(self, offset: float, now: float, after: float) -> tuple[int, int]:
-        """Stamp the held readings now that the true time is known (true = monotonic + ``offset``): each one
-        taken at most LATE_TOLERANCE after a boundary of its meter, later than ``after`` (the last boundary
-        stamped: never twice) and not after ``now``, gets that boundary (the first one taken for it); the
-        others are dropped and counted, as are readings of another boot (its monotonic clock is gone).
-        Stamped readings are judged and stored as a poll's are. Returns (stamped, dropped)."""
-        boot = self.clock.boot()
+    def stamp_held(self, true_time, now: float, after: float) -> tuple[int, int]:
+        """Stamp the held readings whose true time is known now (``true_time(held)``: the time, None while
+        not known, NaN when it never will be): each one taken at most LATE_TOLERANCE after a boundary of
+        its meter, later than ``after`` (the last boundary stamped: never twice) and not after ``now``, gets
+        that boundary (the first one taken for it); the others are dropped and counted. Stamped readings
+        are judged and stored as a poll's are. Returns (stamped, dropped)."""
         meters = {m.MeterId: m for m in self.cfg.meters}
         by_boundary: dict[float, list] = {}
         drop = []
         for h in self.outbox.held():
             m = meters.get(h.meter)
-            if m is None or h.boot != boot:
+            t = true_time(h) if m is not None else math.nan
+            if t is None:
+                continue
+            if m is None or math.isnan(t):
                 drop.append(h)
                 continue
             period = m.SaveEvery * 60
-            t = h.mono + offset
             b = float(int(t // period) * period)
             slot = by_boundary.setdefault(b, [])
             if t - b > LATE_TOLERANCE or b <= after or t > now or any(x.meter == h.meter for _, x in slot):
@@ -303,6 +306,7 @@ def next_boundary(meters: list[Meter], now: float) -> float:
 LATE_TOLERANCE = 60.0  # a boundary read later than this after it is skipped (clock jumped forward, box stalled)
 MAX_WAIT = 30.0  # longest single wait: a clock jump is noticed within this
 HOLD_EVERY = LATE_TOLERANCE  # while the time is known wrong, every meter is read this often (monotonic clock)
+HOLD_LOOK = 5.0  # while holding, the evidence is looked at this often (the cloud's answer ends the hold)
 STEP_SLACK = 2.0  # a poll whose wall time and monotonic time differ by more saw the clock stepped
 
 
@@ -345,37 +349,41 @@ class Scheduler:
         meters = self.poller.cfg.meters
         held = outbox.status()["held_readings"] > 0
         cursor = None  # the next boundary is the first one after this time
+        base: str | None = None  # the time boundaries are taken from: "box", "cloud", or None (unknown)
         while not self.stop.is_set():
             v = self.check.verdict(self.clock.now(), self.clock.monotonic(), self.last or None)
-            if self._set_state(v):
-                cursor = None  # a new time base: boundaries missed meanwhile are not "skipped"
-            if not v.stamps:
-                held = self._hold() or held
+            self._set_state(v)
+            b = None if v.now is None else "cloud" if v.state == "corrected" else "box"
+            if b != base:
+                cursor, base = None, b  # a new time base: boundaries missed meanwhile are not "skipped"
+            if v.now is None:  # known wrong, the true time unknown: read each minute, hold the readings
+                held = self._hold(v.state) or held
                 left = (self._next_hold or 0.0) - self.clock.monotonic()
-                if self.clock.wait(self.stop, min(MAX_WAIT, max(0.0, left))):
+                if self.clock.wait(self.stop, min(HOLD_LOOK, max(0.0, left))):
                     return
                 continue
-            if held and v.offset is not None:
-                self._stamp_held(v)
-                held = False
-                continue
+            if held and v.stamps:
+                held = self._stamp_held(v)
             now = v.now
-            assert now is not None
             if cursor is None:  # (re)start: boundaries missed while stopped or untrusted are not "skipped"
                 cursor = max(self.last, now)
             nb = next_boundary(meters, cursor)
-            if nb > now:
-                if self.clock.wait(self.stop, min(nb - now, MAX_WAIT)):
+            if nb > now:  # look again soon while unconfirmed: the cloud's first answer stamps what is held
+                if self.clock.wait(self.stop, min(nb - now, MAX_WAIT if v.stamps else HOLD_LOOK)):
                     return
                 continue  # look again: the clock may have jumped while we waited
             target = self._on_time(nb, now)
             if target is None:
                 cursor = now
                 continue
-            cursor = self.last = target
+            cursor = target
             began = self.clock.monotonic()
             try:
-                self.poller.poll(target)
+                if v.stamps:
+                    self.last = target
+                    self.poller.poll(target)
+                else:  # unconfirmed: taken for this boundary, stamped once the cloud confirms the time
+                    held = self.poller.hold(v.state, self.poller.due(target)) > 0 or held
             except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
                 log.event(L, logging.ERROR, "poll_failed", ts=iso(target), exc_info=True)
             cursor = self._overrun(target, now, began) or cursor
@@ -407,30 +415,37 @@ class Scheduler:
                        "rate, or a longer SaveEvery")
         return after.now
 
-    def _hold(self) -> bool:
+    def _hold(self, state: str) -> bool:
         """Read every meter and hold the readings, each HOLD_EVERY seconds; True when some were kept."""
         mono = self.clock.monotonic()
         if self._next_hold is not None and mono < self._next_hold:
             return False
         self._next_hold = mono + HOLD_EVERY
         try:
-            return self.poller.hold() > 0
+            return self.poller.hold(state) > 0
         except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
             log.event(L, logging.ERROR, "hold_failed", exc_info=True)
             return False
 
-    def _stamp_held(self, v) -> None:
+    def _stamp_held(self, v) -> bool:
+        """Stamp the held readings the evidence now dates; True while some stay held."""
+        wall, mono, boot = self.clock.now(), self.clock.monotonic(), self.clock.boot()
+        outbox = self.poller.outbox
         try:
-            stamped, dropped = self.poller.stamp_held(v.offset, v.now, self.last)
-        except Exception:  # noqa: BLE001 - they stay held; tried again after a restart
+            stamped, dropped = self.poller.stamp_held(
+                lambda h: self.check.true_time(h.wall, h.mono, h.boot, h.held_as, v, wall, mono, boot), v.now,
+                self.last)
+        except Exception:  # noqa: BLE001 - they stay held; tried again at the next look
             log.event(L, logging.ERROR, "held_readings_not_stamped", exc_info=True)
-            return
-        lb = self.poller.outbox.last_boundary()
+            return True
+        lb = outbox.last_boundary()
         self.last = max(self.last, from_iso(lb) if lb else 0.0)
-        log.event(L, logging.WARNING if dropped else logging.INFO, "held_readings_stamped", stamped=stamped,
-                  dropped=dropped, dropped_total=self.poller.outbox.status()["held_dropped"],
-                  note="readings taken while the time was wrong, stamped with the true time; dropped: not taken "
-                       "within a minute after a boundary of their meter, or of another boot")
+        if stamped or dropped:
+            log.event(L, logging.WARNING if dropped else logging.INFO, "held_readings_stamped", stamped=stamped,
+                      dropped=dropped, dropped_total=outbox.status()["held_dropped"],
+                      note="readings taken while the time was wrong or unconfirmed, stamped with the true time; "
+                           "dropped: not taken within a minute after a boundary of their meter")
+        return outbox.status()["held_readings"] > 0
 
     def _on_time(self, nb: float, now: float) -> float | None:
         """The boundary to poll now: ``nb`` if on time; after a forward jump the latest
@@ -456,6 +471,10 @@ class Scheduler:
         if v.state == "corrected":
             log.event(L, logging.WARNING, "clock_corrected", detail=v.detail,
                       note="the box's clock is not used to stamp readings until it agrees with the cloud's")
+        elif v.state == "unconfirmed":
+            log.event(L, logging.INFO, "clock_unconfirmed", detail=v.detail)
+        elif self.state == "unconfirmed" and v.state == "ok":
+            log.event(L, logging.INFO, "clock_confirmed", now=iso(now))
         elif v.state != "ok":
             log.event(L, logging.ERROR, "clock_not_trusted", state=v.state, detail=v.detail,
                       note="no reading is stamped until the true time is known; readings are held meanwhile")
