@@ -37,6 +37,7 @@ import calendar
 import ctypes
 import ctypes.util
 import email.utils
+import functools
 import math
 import sys
 import threading
@@ -126,12 +127,17 @@ def from_iso(ts: str) -> float:
 TIME_ERROR = 5  # adjtimex's return value while STA_UNSYNC is set
 
 
+@functools.cache
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)  # find_library runs ldconfig
+
+
 def kernel_sync_state() -> str:
     """'synchronised', 'unsynchronised' (TIME_ERROR / STA_UNSYNC) or 'unknown' (not Linux)."""
     if not sys.platform.startswith("linux"):
         return "unknown"
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
         rc = libc.adjtimex(buf)
     except (OSError, AttributeError):

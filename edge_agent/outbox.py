@@ -273,6 +273,9 @@ class Outbox:
                 kept += 1
         return kept
 
+    def held_count(self) -> int:
+        return self._db().execute("SELECT count(*) FROM held").fetchone()[0]
+
     def held(self) -> list["Held"]:
         """The readings held (not stamped yet), by meter and in the order they were taken."""
         rows = self._db().execute("SELECT meter, boot, mono, wall, held_as, value, bus FROM held "

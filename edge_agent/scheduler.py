@@ -335,6 +335,7 @@ class Scheduler:
         self.state: str | None = None
         self.kernel = "unknown"
         self._next_hold: float | None = None  # monotonic time of the next read while holding
+        self._tried: tuple | None = None  # the evidence held readings were last tried with
 
     def run(self) -> None:
         outbox = self.poller.outbox
@@ -347,7 +348,7 @@ class Scheduler:
                            "readings already stamped")
         self.kernel = kernel
         meters = self.poller.cfg.meters
-        held = outbox.status()["held_readings"] > 0
+        held = outbox.held_count() > 0
         cursor = None  # the next boundary is the first one after this time
         base: str | None = None  # the time boundaries are taken from: "box", "cloud", or None (unknown)
         while not self.stop.is_set():
@@ -357,13 +358,14 @@ class Scheduler:
             if b != base:
                 cursor, base = None, b  # a new time base: boundaries missed meanwhile are not "skipped"
             if v.now is None:  # known wrong, the true time unknown: read each minute, hold the readings
-                held = self._hold(v.state) or held
+                if self._hold(v.state):
+                    held, self._tried = True, None
                 left = (self._next_hold or 0.0) - self.clock.monotonic()
                 if self.clock.wait(self.stop, min(HOLD_LOOK, max(0.0, left))):
                     return
                 continue
-            if held and v.stamps:
-                held = self._stamp_held(v)
+            if held and v.stamps and (v.state, v.offset is None) != self._tried:
+                held = self._stamp_held(v)  # tried again when the evidence changes (or a new reading is held)
             now = v.now
             if cursor is None:  # (re)start: boundaries missed while stopped or untrusted are not "skipped"
                 cursor = max(self.last, now)
@@ -382,8 +384,8 @@ class Scheduler:
                 if v.stamps:
                     self.last = target
                     self.poller.poll(target)
-                else:  # unconfirmed: taken for this boundary, stamped once the cloud confirms the time
-                    held = self.poller.hold(v.state, self.poller.due(target)) > 0 or held
+                elif self.poller.hold(v.state, self.poller.due(target)):  # unconfirmed: stamped once the cloud
+                    held, self._tried = True, None                             # confirms the time
             except Exception:  # noqa: BLE001 - e.g. disk full: log, keep the agent alive
                 log.event(L, logging.ERROR, "poll_failed", ts=iso(target), exc_info=True)
             cursor = self._overrun(target, now, began) or cursor
@@ -438,14 +440,15 @@ class Scheduler:
         except Exception:  # noqa: BLE001 - they stay held; tried again at the next look
             log.event(L, logging.ERROR, "held_readings_not_stamped", exc_info=True)
             return True
+        self._tried = (v.state, v.offset is None)
         lb = outbox.last_boundary()
         self.last = max(self.last, from_iso(lb) if lb else 0.0)
         if stamped or dropped:
             log.event(L, logging.WARNING if dropped else logging.INFO, "held_readings_stamped", stamped=stamped,
-                      dropped=dropped, dropped_total=outbox.status()["held_dropped"],
+                      dropped=dropped, dropped_total=int(outbox.meta("held_dropped") or 0),
                       note="readings taken while the time was wrong or unconfirmed, stamped with the true time; "
                            "dropped: not taken within a minute after a boundary of their meter")
-        return outbox.status()["held_readings"] > 0
+        return outbox.held_count() > 0
 
     def _on_time(self, nb: float, now: float) -> float | None:
         """The boundary to poll now: ``nb`` if on time; after a forward jump the latest
