@@ -203,7 +203,7 @@ class ClockCheck:
     def observe_date(self, header: str | None, mono_sent: float, mono_received: float) -> None:
         """An HTTP ``Date`` header (whole seconds, when the answer was made) of an answer to a request sent and
         answered at these monotonic times."""
-        when = _http_date(header)
+        when = http_date(header)
         if when is not None:
             self.observe(when, when + 1.0, mono_sent, mono_received, "date")
         else:
@@ -263,7 +263,8 @@ def _ago(off: float) -> str:
     return f"{abs(off):.0f} s {'behind' if off < 0 else 'ahead of'}"
 
 
-def _http_date(value: str | None) -> float | None:
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (``Date``, ``Retry-After``) as epoch seconds; None when absent or unreadable."""
     if not value:
         return None
     try:

@@ -11,7 +11,6 @@ times the request was sent and answered.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .clock import http_date
 from .outbox import Reading
 
 
@@ -106,13 +106,8 @@ def _retry_after(value: str | None, now: float) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
+    when = http_date(value)
+    return None if when is None else max(0.0, when - now)
 
 
 def _safe_location(location: str | None, base: str) -> str:
