@@ -23,7 +23,7 @@ from .config import Bus, Meter
 from .regmap import PLAN_LEVELS, Register, RegisterMap, Request, decode_registers
 from .transport import Line, LineError, NoAnswer, Refused, Unavailable, Unsettled, open_line
 
-L = log.get("read")
+logger = log.get("read")
 
 
 class MeterReadError(Exception):
@@ -109,9 +109,13 @@ class BusReader:
         gen, model = found
         out = (m.for_generation(gen), f"{model} (code {code}, {gen.name})")
         self.identified[meter.MeterId] = out
-        log.event(L, logging.INFO, "meter_identified", meter=meter.MeterId, bus=meter.Port, code=code, model=model,
+        log.event(logger, logging.INFO, "meter_identified", meter=meter.MeterId, bus=meter.Port, code=code, model=model,
                   generation=gen.name, energy_address=gen.energy_address)
         return out
+
+    def forget_model(self, meter_id: str) -> None:
+        """Read the meter's identification code again at its next read (it may have been swapped)."""
+        self.identified.pop(meter_id, None)
 
     def _prepare(self, meter: Meter, regmap: RegisterMap) -> tuple:
         """(plans, registers each plan covers, located registers) of a meter, computed once."""
@@ -142,13 +146,13 @@ class BusReader:
                     raise
                 first_failure = first_failure or exc
                 if level != PLAN_LEVELS[-1]:
-                    log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
+                    log.event(logger, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
                               plan=level, error=str(exc), note="trying smaller reads")
                 continue
             if energy_only:
                 return words, level
             if start != level:
-                log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
+                log.event(logger, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
             return words, level

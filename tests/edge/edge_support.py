@@ -177,11 +177,13 @@ class FaultProxy:
         self.policy = lambda method, path: None
         self.counts: dict[str, int] = {}
         self.requests = 0
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path, body) of each request, as received
         proxy = self
 
         class H(QuietHandler):
             def _handle(self):
                 body = self.read_body()
+                proxy.bodies.append((self.command, self.path, body))  # the policy may look at it
                 fault = proxy.policy(self.command, self.path)
                 proxy.requests += 1
                 proxy.counts[fault or "ok"] = proxy.counts.get(fault or "ok", 0) + 1
