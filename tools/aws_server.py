@@ -5,6 +5,10 @@ port like `python -m moto.server`, after loading the state a previous run saved;
 every SAVE_EVERY seconds and when it stops (SIGTERM or SIGINT), so projects, users, keys, meters and
 readings survive a restart of `make run`. The state file holds the fake KMS's key material: it is
 written readable by its owner only, and `make run FRESH=1` deletes it.
+
+As S3 does, it answers a browser's cross-origin requests by the bucket's own CORS rules only (moto's
+server would otherwise allow every origin on every service). With `--port 0` it serves on a free
+port, and the line "moto serving on http://HOST:PORT" names it.
 """
 import argparse
 import copyreg
@@ -82,6 +86,7 @@ def main(argv=None):
     parser.add_argument("-p", "--port", type=int, default=5000)
     parser.add_argument("--state", required=True, help="the file the state is kept in")
     args = parser.parse_args(argv)
+    os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"    # read when moto's server module is imported, just below
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
     _picklable_private_keys()
@@ -92,7 +97,8 @@ def main(argv=None):
         signal.signal(signum, lambda *_: stopping.set())
     server = ThreadedMotoServer(args.host, args.port, verbose=False)
     server.start()
-    print(f"moto serving on http://{args.host}:{args.port}", flush=True)
+    host, port = server.get_host_and_port()
+    print(f"moto serving on http://{host}:{port}", flush=True)
     while not stopping.wait(SAVE_EVERY):
         try:
             save(args.state)
