@@ -9,7 +9,8 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | user account | `PROJECT#<project>` | `USER#<user, 10 digits>` | accounts |
 | login name (unique) | `LOGIN#<login key>` | `LOGIN` | accounts |
 | account key lookup | `KEY#<sha256 of the key>` | `KEY` | accounts |
-| login throttle | `THROTTLE#<login key>` | `THROTTLE` | throttle |
+| login throttle of a name | `THROTTLE#<login key>` | `THROTTLE` | throttle |
+| password throttle of an account | `USERTHROTTLE#<user>` | `THROTTLE` | throttle |
 | scoped key lookup | `SCOPEDKEY#<sha256 of the key>` | `SCOPEDKEY` | scoped_keys |
 | scoped key listing | `PROJECT#<project>` | `SCOPEDKEY#<key id, 10 digits>` | scoped_keys |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
@@ -62,6 +63,11 @@ def api_key_key(digest: str) -> Item:
 def throttle_key(username: str) -> Item:
     """The item counting password guesses of a login name (stripped like accounts.find_login: " alice" is "alice")."""
     return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
+
+
+def account_throttle_key(user_id: int) -> Item:
+    """The item counting the passwords verified against an account (by login or current_password)."""
+    return {"pk": f"USERTHROTTLE#{user_id}", "sk": "THROTTLE"}
 
 
 def scoped_key_lookup_key(digest: str) -> Item:
