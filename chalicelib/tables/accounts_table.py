@@ -85,6 +85,11 @@ def agent_key(project_id: int, who: str) -> Item:
     return {"pk": project_pk(project_id), "sk": f"{AGENT}#{who}"}
 
 
+def agent_of(item: Item) -> str:
+    """The `who` of an agent's report item (what agent_key was given)."""
+    return item["sk"][len(AGENT) + 1:]
+
+
 def job_key(job_id: str) -> Item:
     """The item of an export job."""
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
