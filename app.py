@@ -5,6 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
+from chalicelib.billing import tariffs
 from chalicelib.identity import accounts, auth, scoped_keys
 from chalicelib.metering import consumption, ingest, meters, status
 from chalicelib.outputs import charts, export_jobs, exports
@@ -89,7 +90,7 @@ def register_point(call):
 @api.route("/point", "POST")
 def rename_point(call):
     return meters.change(call.project_id, meter_id=call.get("id"), name=call.get("name"), new_name=call.get("new"),
-                         parent=call.get("Parent"))
+                         parent=call.get("Parent"), tariff=call.get("Tariff"))
 
 
 # ---- /data, /interval -------------------------------------------------------------------------
@@ -142,6 +143,23 @@ def export_worker(event):
 def energy_used(call):
     return consumption.consumption(call.project_id, call.get("start"), call.get("end"), call.get("period"),
                                    call.get("meter"))
+
+
+# ---- /tariffs (managed by an account only; read keys may list them) ----------------------------
+
+@api.route("/tariffs", "GET", scopes=("read",))
+def list_tariffs(call):
+    return tariffs.listing(call.project_id, call.get("id"))
+
+
+@api.route("/tariffs", "PUT")
+def save_tariff(call):
+    return tariffs.save(call.project_id, call.params)
+
+
+@api.route("/tariffs", "DELETE")
+def delete_tariff(call):
+    return tariffs.delete(call.project_id, call.get("id"))
 
 
 # ---- /keys: scoped keys (managed by an account only) ------------------------------------------
