@@ -5,7 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
-from chalicelib.billing import tariffs
+from chalicelib.billing import bills, tariffs
 from chalicelib.identity import accounts, auth, scoped_keys
 from chalicelib.metering import consumption, ingest, meters, status
 from chalicelib.outputs import charts, export_jobs, exports
@@ -145,7 +145,7 @@ def energy_used(call):
                                    call.get("meter"))
 
 
-# ---- /tariffs (managed by an account only; read keys may list them) ----------------------------
+# ---- /tariffs (managed by an account only; read keys may list them), /bill ----------------------
 
 @api.route("/tariffs", "GET", scopes=("read",))
 def list_tariffs(call):
@@ -160,6 +160,11 @@ def save_tariff(call):
 @api.route("/tariffs", "DELETE")
 def delete_tariff(call):
     return tariffs.delete(call.project_id, call.get("id"))
+
+
+@api.route("/bill", "GET", scopes=("read",))
+def monthly_bills(call):
+    return bills.bill(call.project_id, call.get("start"), call.get("end"), call.get("meter"), call.get("tariff"))
 
 
 # ---- /keys: scoped keys (managed by an account only) ------------------------------------------

@@ -89,6 +89,13 @@ def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
     return result
 
 
+def hourly(project_id, chosen, zone, first, last):
+    """(the epoch each local hour of local days first..last starts, {meter id: [Summary per hour]}) of the
+    chosen meters: the energy, readings and highest 15-minute energy of every local hour (DST days have
+    23 or 25), as GET /consumption?period=hour gives them. What bills are priced from (chalicelib/billing)."""
+    return days.hour_starts(first, last, zone)[:-1], summaries(project_id, chosen, zone, first, last, "hour")
+
+
 def from_readings(project_id, meter_ids, zone, first, last, period, margin_days=0):
     """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every
     hour, and of days for a meter whose rollups were kept for another zone (the reference the rollups
