@@ -115,7 +115,8 @@ def latest_intervals(call):
 @api.route("/file", "GET", scopes=("read",))
 def export_file(call):
     return call.file_answer(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                           call.get("type"), call.get("meter"), call.get("period")))
+                                           call.get("type"), call.get("meter"), call.get("period"),
+                                           call.get("bill"), call.get("tariff")))
 
 
 @api.route("/graphics", "GET", scopes=("read",))

@@ -140,7 +140,12 @@ def run(message, rows_of):
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
-    chunks = export_writers.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    first, last = number == 0, number == job["parts"] - 1
+    if request.get("fields"):   # records (a bill export): its columns and frame travel in the request
+        chunks = export_writers.record_slice_chunks(request["type"], request["fields"], counted, first, last,
+                                                    bom=request.get("bom", False))
+    else:
+        chunks = export_writers.slice_chunks(request["type"], counted, first, last)
     size = _written(key, chunks)
     updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
                         "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
@@ -184,7 +189,9 @@ def _request(job):
 
 def _assemble(job_id, job):
     """Join the parts into the file (export_writers.slice_chunks says how); mark the job done."""
-    frame = export_writers.FRAMES[_request(job)["type"]]
+    request = _request(job)
+    frame = (export_writers.record_frame(request["type"], request["fields"], request.get("bom", False))
+             if request.get("fields") else export_writers.FRAMES[request["type"]])
     segments, seen_rows = [], False
     for number in range(job["parts"]):
         rows, size = job["part_info"][f"p{number}"]
