@@ -123,7 +123,7 @@ def export_file(call):
 def chart(call):
     return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
                                       width=call.get("width"), height=call.get("height"),
-                                      start=call.get("start"), end=call.get("end")))
+                                      start=call.get("start"), end=call.get("end"), bill=call.get("bill")))
 
 
 # ---- export jobs: GET /file/job and the worker fed by the queue ---------------------------------
