@@ -72,7 +72,7 @@ class _Check:
 
     def number(self, field, value, minimum=None):
         """True when value is a finite JSON number (at least minimum)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             self.add(field, f"must be a number, not {_shown(value)}")
             return False
         if minimum is not None and value < minimum:
@@ -81,10 +81,17 @@ class _Check:
         return True
 
     def text(self, field, value, maximum=TEXT_MAX):
-        if not isinstance(value, str) or not value.strip() or len(value) > maximum:
+        if not isinstance(value, str) or not value.strip() or len(value) > maximum or not validation.encodable(value):
             self.add(field, f"must be text of 1 to {maximum} characters")
             return False
         return True
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:   # an integer past the float range: no rate or limit is that large
+        return False
 
 
 def _shown(value):
@@ -109,9 +116,13 @@ def check(body):
     label = body.get("label")
     if label is None:
         c.add("label", "required: a name unique in the project (a URDB record's label is its id)")
-    elif not isinstance(label, str) or not label.strip() or len(label.strip()) > validation.NAME_MAX \
-            or not validation.encodable(label):
+    elif not isinstance(label, str) or not validation.encodable(label):
         c.add("label", f"must be text of 1 to {validation.NAME_MAX} characters")
+    else:
+        try:
+            validation.name("label", label)
+        except BadRequest as error:
+            c.add("label", error.message.removeprefix("label "))
     currency = body.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip())):
         c.add("currency", f"must be an ISO 4217 code of three letters (USD, CAD, EUR), not {_shown(currency)}")
@@ -163,7 +174,8 @@ def _check_structure(c, body, structure, weekday, weekend, labels, unit):
     if labels and body.get(labels) is not None:
         names = body[labels]
         if not isinstance(names, list) or (periods is not None and len(names) > len(periods)) \
-                or not all(isinstance(n, str) and len(n) <= validation.NAME_MAX for n in names):
+                or not all(isinstance(n, str) and len(n) <= validation.NAME_MAX and validation.encodable(n)
+                           for n in names):
             c.add(labels, f"must be a list of at most one name per period of {structure} "
                           f"(text of at most {validation.NAME_MAX} characters)")
     if periods is None or weekend is None or len(c.problems) > before:
@@ -266,13 +278,19 @@ def _check_holidays(c, holidays):
 
 # ---- build: the stored tariff ------------------------------------------------------------------------
 
+def _printable(name):
+    """A field name as it can be stored and shown (lone surrogates, which UTF-8 can't carry, as U+FFFD)."""
+    return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in name[:TEXT_MAX])
+
+
 def ignored(body):
-    """The fields of a body that price nothing here, sorted (tier fields as '<structure>[p][t].<field>')."""
-    names = {k for k in body if k not in _KNOWN}
+    """The fields of a body that price nothing here, sorted (tier fields as '<structure>[][].<field>', a last
+    tier's max as '<structure>[p][t].max')."""
+    names = {_printable(k) for k in body if k not in _KNOWN}
     for structure, *_rest in _STRUCTURES:
         for p, tiers in enumerate(body.get(structure) or ()):
             for t, tier in enumerate(tiers):
-                names |= {f"{structure}[][].{k}" for k in tier if k not in _TIER_FIELDS}
+                names |= {_printable(f"{structure}[][].{k}") for k in tier if k not in _TIER_FIELDS}
                 if t == len(tiers) - 1 and tier.get("max") is not None:
                     names.add(f"{structure}[{p}][{t}].max")   # the last tier is unbounded (docs/billing.md)
     return sorted(names)
