@@ -10,14 +10,13 @@ the cent, as must every period and tier's kWh and charge (SAM's energy_w_sys_ec_
 charge_w_sys_ec_<month>_tp tables). SAM knows no holidays, DST or partial months: tests/test_bills.py
 checks those by arithmetic.
 """
-import json
 import math
-import os
 import random
-import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from tests.module_stack import module_stack
 
 Utilityrate5 = pytest.importorskip("PySAM.Utilityrate5", reason="nrel-pysam (requirements-dev.txt) is the reference")
 
@@ -106,57 +105,22 @@ SHAPES = _shapes()
 @pytest.fixture(scope="module")
 def billed():
     """{tariff name: {meter name: [12 GET /bill rows]}} over 2018, every meter priced with every tariff."""
-    from chalice.test import Client
-    from moto import mock_aws
-
-    from app import app
-    from chalicelib.identity import accounts
-    from chalicelib.platform import aws as aws_clients
-    from tools import provision
-
-    with mock_aws():
-        aws_clients.reset_clients()
-        stage_env = provision.provision_local()
-        saved = {k: os.environ.get(k) for k in stage_env}
-        os.environ.update(stage_env)
-        try:
-            with Client(app, stage_name="local") as client:
-                project = accounts.create_project("sam", "UTC")
-                _view, key = accounts.create_user(project["project_id"], "sam", "correct horse battery staple",
-                                                  "sam@example.com")
-                headers = {"X-API-Key": key, "Content-Type": "application/json"}
-
-                def call(method, path, body=None, status=200):
-                    answer = getattr(client.http, method)(path, headers=headers,
-                                                          body=None if body is None else json.dumps(body))
-                    assert answer.status_code == status, (path, answer.body[:500])
-                    return json.loads(answer.body)
-
-                ids = {name: call("put", "/tariffs", tariff)["id"] for name, tariff in TARIFFS.items()}
-                for name, kw in SHAPES.items():
-                    call("put", "/point", {"MeterId": name, "SaveEvery": 60})
-                    register, points = 5000.0, []
-                    for h in range(HOURS + 1):
-                        moment = YEAR_START + timedelta(hours=h)
-                        points.append({"MeterId": name, "TimeStamping": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                       "value": round(register, 6)})
-                        register += kw[h] if h < HOURS else 0.0
-                    for at in range(0, len(points), 1000):
-                        answer = call("post", "/data", {"readings": points[at:at + 1000]})
-                        assert answer["accepted"] == len(points[at:at + 1000]), answer
-                result = {}
-                for name, tariff_id in ids.items():
-                    query = urllib.parse.urlencode({"start": "2018-01-01", "end": "2018-12-31", "tariff": tariff_id})
-                    rows = call("get", f"/bill?{query}")
-                    result[name] = {meter: [r for r in rows if r["MeterParam"] == meter] for meter in SHAPES}
-                yield result
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            aws_clients.reset_clients()
+    with module_stack("sam", "UTC") as (_aws, account):
+        ids = {name: account.call("PUT", "/tariffs", body=tariff)["id"] for name, tariff in TARIFFS.items()}
+        for name, kw in SHAPES.items():
+            account.call("PUT", "/point", body={"MeterId": name, "SaveEvery": 60})
+            register, points = 5000.0, []
+            for h in range(HOURS + 1):
+                moment = YEAR_START + timedelta(hours=h)
+                points.append({"MeterId": name, "TimeStamping": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                               "value": round(register, 6)})
+                register += kw[h] if h < HOURS else 0.0
+            account.push(points)
+        result = {}
+        for name, tariff_id in ids.items():
+            rows = account.call("GET", "/bill", {"start": "2018-01-01", "end": "2018-12-31", "tariff": tariff_id})
+            result[name] = {meter: [r for r in rows if r["MeterParam"] == meter] for meter in SHAPES}
+        yield result
 
 
 # ---- SAM, given the same tariff and loads --------------------------------------------------------------
