@@ -339,3 +339,28 @@ def test_the_bill_chart_stacks_each_months_charges_by_period(site, tmp_path):
     finally:
         site.call("POST", "/point", body={"name": "m1", "Tariff": ""})
         site.call("POST", "/point", body={"name": "m2", "Tariff": ""})
+
+
+# ---- the demo's tariff (make run) ----------------------------------------------------------------------
+
+def test_the_demo_tariff_is_ontarios_rpp_tou_with_its_holidays(site):
+    from tools import demo_tariff
+
+    published_2017 = ["2017-01-02", "2017-02-20", "2017-04-14", "2017-05-22", "2017-07-03", "2017-08-07",
+                      "2017-09-04", "2017-10-09", "2017-12-25", "2017-12-26"]   # a utility's copy of the OEB's list
+    assert [d.isoformat() for d in demo_tariff.holidays(2017)] == published_2017
+    assert [d.isoformat() for d in demo_tariff.holidays(2021)][-2:] == ["2021-12-27", "2021-12-28"]
+    project = site.new_project("demo-like", "America/Toronto")
+    demo_tariff.ensure(project.project_id, date(2025, 11, 20))
+    demo_tariff.ensure(project.project_id, date(2025, 11, 20))      # a kept state: not stored twice
+    stored, = project.call("GET", "/tariffs")
+    assert stored["default"] and stored["currency"] == "CAD" and stored["ignored"] == []
+    assert "2025-12-26" in stored["holidays"] and "2026-12-28" in stored["holidays"]
+    row, = bill(site, start="2025-10-01", end="2025-10-31", meter="m1", tariff=tariff(site, demo_tariff.tariff([2025])))
+    expected = hours_by_slot(date(2025, 10, 1), date(2025, 10, 31), holidays=("2025-10-13",))   # Thanksgiving
+    kwh = Counter()
+    for (weekend, hour), count in expected.items():   # October is summer: on-peak 11-17, mid-peak 7-11 and 17-19
+        kwh["Off-peak" if weekend or hour < 7 or hour >= 19 else "On-peak" if 11 <= hour < 17 else "Mid-peak"] += count
+    names = ["Off-peak", "Mid-peak", "On-peak"]
+    assert {names[line["period"]]: line["kWh"] for line in row["Energy"]} == kwh
+    assert row["Total"] == pytest.approx(kwh["Off-peak"] * 0.098 + kwh["Mid-peak"] * 0.157 + kwh["On-peak"] * 0.203)
