@@ -53,7 +53,7 @@ def readings(name):
 
 def hours_by_slot(first, last, holidays=()):
     """{(weekend or holiday, local clock hour): local hours} of local days first..last, counted from UTC."""
-    counted = Counter()
+    counted: Counter = Counter()
     start = datetime(first.year, first.month, first.day, tzinfo=TORONTO)
     end = datetime(last.year, last.month, last.day, tzinfo=TORONTO) + timedelta(days=1)
     moment = start.astimezone(timezone.utc)
@@ -210,7 +210,7 @@ def test_bad_arguments_say_what_is_wrong(site, params, status, words):
 
 
 def test_past_what_one_answer_holds_a_413_names_the_file(site, monkeypatch):
-    monkeypatch.setattr(bills, "MAX_ROWS", 5)
+    monkeypatch.setattr(bills, "MAX_METER_MONTHS", 5)
     error = site.call("GET", "/bill", {"start": "2025-10-01", "end": "2025-11-30"}, status=413)["error"]
     assert "6 rows" in error and "GET /file?start=2025-10-01&end=2025-11-30&bill=1" in error
 
@@ -287,7 +287,7 @@ def test_past_the_inline_bound_the_file_is_a_job_and_the_same_bytes(site, monkey
     params = {"start": "2025-10-01", "end": "2025-11-30", "bill": "1", "type": file_type,
               "tariff": tariff(site, {**HOURLY, "label": f"job {file_type}"})}
     expected = _file(site, params)
-    monkeypatch.setattr(exports, "BILL_SYNC_MAX_ROWS", 0)
+    monkeypatch.setattr(bills, "MAX_METER_MONTHS", 0)
     monkeypatch.setattr(exports, "BILL_SLICE_METERS", 1)        # a part per meter: the last one without energy
     assert follow_job(site.aws, site, site.request("GET", "/file", params=params)) == expected
 
@@ -358,7 +358,7 @@ def test_the_demo_tariff_is_ontarios_rpp_tou_with_its_holidays(site):
     assert "2025-12-26" in stored["holidays"] and "2026-12-28" in stored["holidays"]
     row, = bill(site, start="2025-10-01", end="2025-10-31", meter="m1", tariff=tariff(site, demo_tariff.tariff([2025])))
     expected = hours_by_slot(date(2025, 10, 1), date(2025, 10, 31), holidays=("2025-10-13",))   # Thanksgiving
-    kwh = Counter()
+    kwh: Counter = Counter()
     for (weekend, hour), count in expected.items():   # October is summer: on-peak 11-17, mid-peak 7-11 and 17-19
         kwh["Off-peak" if weekend or hour < 7 or hour >= 19 else "On-peak" if 11 <= hour < 17 else "Mid-peak"] += count
     names = ["Off-peak", "Mid-peak", "On-peak"]

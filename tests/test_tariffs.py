@@ -184,7 +184,7 @@ def test_any_body_answers_a_4xx_or_200_never_a_500(make_account):
     """Random spoilings of a valid record (wrong types, nulls, huge and non-finite numbers, nesting) anywhere."""
     account = make_account()
     rng = random.Random(21)
-    junk = [None, -1, 0, 1.5, 1e308, float("inf"), float("nan"), "", "x", "kW", True, [], {}, [[]], [{}],
+    junk: list = [None, -1, 0, 1.5, 1e308, float("inf"), float("nan"), "", "x", "kW", True, [], {}, [[]], [{}],
             {"rate": 1}, [None], "2026-13-01", 10 ** 30, [[0] * 24] * 12, [[{"rate": 1}]], "\ud800"]
     statuses = set()
     for _round in range(150):

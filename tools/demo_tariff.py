@@ -14,6 +14,7 @@ Labour Day, Thanksgiving, Christmas Day, Boxing Day; one on a weekend moves to t
 This is the electricity (commodity) line of an RPP bill only: delivery, regulatory charges, the
 Ontario Electricity Rebate and HST are not in it.
 """
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 LABEL = "Ontario RPP Time-of-Use (OEB prices of 2025-11-01)"
@@ -48,7 +49,7 @@ def _easter(year):
     return date(year, month, day + 1)
 
 
-def holidays(year):
+def holidays(year: int) -> list[date]:
     """The weekdays priced off-peak as holidays in a year (a fixed-date holiday on a weekend moves to the
     next weekday not already a holiday: Christmas on a Saturday is Monday, Boxing Day then Tuesday)."""
     days = {_nth_monday(year, 2, 3), _easter(year) - timedelta(days=2),
@@ -61,7 +62,7 @@ def holidays(year):
     return sorted(days)
 
 
-def tariff(years):
+def tariff(years: Iterable[int]) -> dict:
     """The tariff body (PUT /tariffs) for holidays of these years, the project's default."""
     return {
         "label": LABEL, "currency": "CAD", "default": True,
@@ -75,7 +76,7 @@ def tariff(years):
     }
 
 
-def ensure(project_id, today):
+def ensure(project_id: int, today: date) -> None:
     """Store the demo tariff as the project's default unless it has one of that label (a kept state)."""
     from chalicelib.billing import tariffs
 

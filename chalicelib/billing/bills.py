@@ -24,7 +24,9 @@ from calendar import monthrange
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.billing import tariffs
 from chalicelib.identity import accounts
@@ -34,7 +36,11 @@ from chalicelib.platform.errors import PayloadTooLarge
 MICRO = 10 ** 6                 # µkWh per kWh
 CHUNK_METERS = 100              # meters priced together (their hours of one or more months held at once)
 HOURS_HELD = 100_000            # meter-hours read at once: a year of 11 meters, a month of 100
-MAX_ROWS = 1200                 # rows (meters x months) of one GET /bill answer: past it, /file?bill=1
+# Meter-months one request prices (each reads its meter's hours): GET /bill and /graphics?bill=1 answer 413
+# past it, GET /file?bill=1 becomes a job. Today's hours come from the raw day items (~31 a meter-month):
+# 300 meter-months took 30 s in moto (87% of it inside moto); the hourly rollups of issue 20 make it
+# a handful of items, when this can grow (docs/billing.md).
+MAX_METER_MONTHS = 600
 MAX_ANSWER_BYTES = 5_000_000    # under Lambda's 6 MB answer, in the largest format (XML)
 ROW_BYTES, LINE_BYTES = 900, 260   # the XML of a row without its lines, and of one line (bounds, measured)
 
@@ -61,7 +67,7 @@ class Rates(NamedTuple):
     energy_labels: list
 
 
-def exact(number):
+def exact(number: int | float) -> Fraction:
     """A JSON number as the exact decimal it was written as (0.1 is 1/10, not the float's binary value)."""
     return Fraction(number) if isinstance(number, int) else Fraction(Decimal(repr(number)))
 
@@ -71,7 +77,7 @@ def _tiers(periods):
              for t, tier in enumerate(tiers)] for tiers in periods or ()]
 
 
-def rates(tariff_id, tariff):
+def rates(tariff_id: int, tariff: dict) -> Rates:
     """The Rates of a stored tariff (tariffs.build's dict)."""
     def schedule(weekday, weekend):
         return None if tariff.get(weekday) is None else (tariff[weekday], tariff[weekend])
@@ -107,7 +113,7 @@ class Plan(NamedTuple):
     demand_present: list
 
 
-def schedule(r, slots):
+def schedule(r: Rates, slots: Sequence[Slot]) -> Plan:
     """The Plan of a tariff over the local hours (Slots) of one calendar month."""
     month = slots[0].day.month - 1
 
@@ -159,14 +165,16 @@ def _split(amount, tiers):
     return parts
 
 
-def price(r, plan, energies, peaks, share=Fraction(1)):
+def price(r: Rates, plan: Plan, energies: Sequence[int | None], peaks: Sequence[int | None],
+          share: Fraction = Fraction(1)) -> Charges | None:
     """The Charges of one meter-month, or None when no energy of it is known.
 
     energies, peaks: per local hour of the plan, the energy used and the highest 15-minute energy (µkWh,
     None where unknown); share: the part of the month billed (days billed / days in the month), which
     scales $/month charges, the minimum, demand charges and tier limits ($/day charges count plan.days).
     """
-    used, total = {}, 0
+    used: dict[int, int] = {}
+    total = 0
     known = False
     if plan.energy is not None:
         for period, energy in zip(plan.energy, energies):
@@ -190,7 +198,7 @@ def price(r, plan, energies, peaks, share=Fraction(1)):
                 energy_lines.append(EnergyLine(period, tier, kwh, rate, kwh * rate))
     demand_lines = []
     if plan.demand is not None:
-        highest = {}
+        highest: dict[int, int] = {}
         for period, peak in zip(plan.demand, peaks):
             if peak is not None and peak > highest.get(period, -1):
                 highest[period] = peak
@@ -219,7 +227,7 @@ def _demand(kind, period, tiers, peak, share):
 
 # ---- months, meters and rows -----------------------------------------------------------------------------
 
-def months(first, last):
+def months(first: date, last: date) -> list[tuple[date, date]]:
     """[(first day, last day)] of each calendar month overlapping local days first..last, cut to them."""
     spans, day = [], first
     while day <= last:
@@ -233,27 +241,24 @@ def _number(value):
     return None if value is None else float(value)
 
 
-def row(meter, start, end, tariff_id, r, charges, figures):
+def row(meter: dict, start: str, end: str, tariff_id: int | None, r: Rates | None, charges: Charges | None,
+        figures: tuple) -> dict:
     """The GET /bill row of one meter-month. figures: (kWh known or None, Coverage, Estimated)."""
     kwh, coverage, estimated = figures
-    nothing = charges is None
-    return {
-        "MeterParam": meter["name"], "PeriodStart": start, "PeriodEnd": end,
-        "Tariff": tariff_id, "Currency": None if r is None else r.currency,
-        "Energy": [] if nothing else [{"period": line.period, "tier": line.tier, "kWh": float(line.kwh),
-                                       "rate": float(line.rate), "amount": float(line.amount)}
-                                      for line in charges.energy],
-        "Demand": [] if nothing else [{"kind": line.kind, "period": line.period, "tier": line.tier,
-                                       "kW": _number(line.kw), "rate": float(line.rate),
-                                       "amount": _number(line.amount)} for line in charges.demand],
-        "Fixed": None if nothing else float(charges.fixed),
-        "Minimum": None if nothing else float(charges.minimum),
-        "Total": None if nothing else float(charges.total),
-        "kWh": kwh, "Coverage": coverage, "Estimated": estimated,
-    }
+    shown = {"MeterParam": meter["name"], "PeriodStart": start, "PeriodEnd": end, "Tariff": tariff_id,
+             "Currency": None if r is None else r.currency, "Energy": [], "Demand": [], "Fixed": None,
+             "Minimum": None, "Total": None, "kWh": kwh, "Coverage": coverage, "Estimated": estimated}
+    if charges is not None:
+        shown["Energy"] = [{"period": line.period, "tier": line.tier, "kWh": float(line.kwh), "rate": float(line.rate),
+                            "amount": float(line.amount)} for line in charges.energy]
+        shown["Demand"] = [{"kind": line.kind, "period": line.period, "tier": line.tier, "kW": _number(line.kw),
+                            "rate": float(line.rate), "amount": _number(line.amount)} for line in charges.demand]
+        shown.update(Fixed=float(charges.fixed), Minimum=float(charges.minimum), Total=float(charges.total))
+    return shown
 
 
-def meter_months(project_id, chosen, zone, first, last, tariff_of):
+def meter_months(project_id: int, chosen: list[dict], zone: ZoneInfo, first: date, last: date,
+                 tariff_of: dict) -> Iterator[tuple[dict, Fraction | None]]:
     """(row, exact Total or None) of the chosen meters over local days first..last, in meter order then month:
     the GET /bill rows, and each one's Total as an exact fraction (for rounding it to the cent).
 
@@ -268,7 +273,7 @@ def meter_months(project_id, chosen, zone, first, last, tariff_of):
     spans = months(first, last)
     for at in range(0, len(chosen), CHUNK_METERS):
         part = chosen[at:at + CHUNK_METERS]
-        table = {m["meter_id"]: [] for m in part}
+        table: dict[int, list] = {m["meter_id"]: [] for m in part}
         together = max(1, HOURS_HELD // (len(part) * 744))   # months whose hours are read in one go
         for group in range(0, len(spans), together):
             spanned = spans[group:group + together]
@@ -313,25 +318,26 @@ def _month_rows(part, zone, first, last, starts, hours, tariff_of, compiled):
                                   None if charges is None else charges.total)
 
 
-def lines_per_row(stored):
+def lines_per_row(stored: dict) -> int:
     """At most how many lines (energy and demand) a row priced with this stored tariff has."""
     return sum(len(tiers) for key in ("energyratestructure", "demandratestructure") for tiers in stored.get(key) or ()) \
         + max((len(tiers) for tiers in stored.get("flatdemandstructure") or ()), default=0)
 
 
-def check_bound(chosen, first, last, tariff_of):
+def check_bound(chosen: list[dict], first: date, last: date, tariff_of: dict) -> None:
     """413 before anything is read when the answer would be past what one answer holds."""
     rows = len(chosen) * len(months(first, last))
     lines = max((lines_per_row(pair[1]) for pair in tariff_of.values() if pair is not None), default=0)
     size = rows * (ROW_BYTES + LINE_BYTES * lines)
-    if rows > MAX_ROWS or size > MAX_ANSWER_BYTES:
+    if rows > MAX_METER_MONTHS or size > MAX_ANSWER_BYTES:
         raise PayloadTooLarge(
-            f"the bill has {rows} rows (meters x months), more than one answer holds (at most {MAX_ROWS} rows and "
-            f"{MAX_ANSWER_BYTES // 1_000_000} MB): GET /file?start={first.isoformat()}&end={last.isoformat()}&bill=1 "
-            f"writes the same rows to a file, or ask for fewer meters or months")
+            f"the bill has {rows} rows (meters x months), more than one answer holds (at most {MAX_METER_MONTHS} "
+            f"rows and {MAX_ANSWER_BYTES // 1_000_000} MB): GET /file?start={first.isoformat()}&end={last.isoformat()}"
+            f"&bill=1 writes the same rows to a file, or ask for fewer meters or months")
 
 
-def bill(project_id, start, end, meter_name=None, tariff_id=None):
+def bill(project_id: int, start: str | None, end: str | None, meter_name: str | None = None,
+         tariff_id: str | int | None = None) -> list[dict]:
     """GET /bill: one row per meter and local calendar month overlapping start..end, in meter order then month."""
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone)
@@ -347,10 +353,12 @@ LEAD = ("MeterParam", "PeriodStart", "PeriodEnd", "Tariff", "Currency")
 TAIL = ("Fixed", "Minimum", "Total", "kWh", "Coverage", "Estimated")
 
 
-def flat_fields(stored_tariffs):
+def flat_fields(stored_tariffs: Iterable[dict]) -> list[str]:
     """The columns of a flat bill file priced with these stored tariffs: each energy period and tier's kWh and
     amount, each demand period and tier's kW and amount (tou, then flat), then Fixed, Minimum, Total, kWh..."""
-    energy, tou, flat = set(), set(), set()
+    energy: set[tuple[int, int]] = set()
+    tou: set[tuple[int, int]] = set()
+    flat: set[tuple[int, int]] = set()
     for stored in stored_tariffs:
         for key, into in (("energyratestructure", energy), ("demandratestructure", tou), ("flatdemandstructure", flat)):
             for p, tiers in enumerate(stored.get(key) or ()):
@@ -364,12 +372,12 @@ def flat_fields(stored_tariffs):
     return fields + list(TAIL)
 
 
-def cents(total):
+def cents(total: Fraction | None) -> Decimal | None:
     """An exact Total (a Fraction, amounts are never negative) rounded to the cent, half up, for CSV."""
     return None if total is None else Decimal((total * 100 + Fraction(1, 2)).__floor__()).scaleb(-2)
 
 
-def flat(bill_row, fields, total=None, csv=False):
+def flat(bill_row: dict, fields: list[str], total: Fraction | None = None, csv: bool = False) -> dict:
     """A GET /bill row as one flat record of fields (missing lines empty); csv: Total is the exact total
     rounded to the cent."""
     record = dict.fromkeys(fields)

@@ -99,7 +99,7 @@ def _shown(value):
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def record(body):
+def record(body: dict) -> dict:
     """The rate record of a body: the body itself, or the one record of URDB's {"items": [record]}."""
     items = body.get("items")
     if isinstance(items, list) and len(items) == 1 and isinstance(items[0], dict):
@@ -110,7 +110,7 @@ def record(body):
     return body
 
 
-def check(body):
+def check(body: dict) -> list[str]:
     """Every problem of a tariff body (a rate record), each naming its field; none: build() may run."""
     c = _Check()
     label = body.get("label")
@@ -283,7 +283,7 @@ def _printable(name):
     return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in name[:TEXT_MAX])
 
 
-def ignored(body):
+def ignored(body: dict) -> list[str]:
     """The fields of a body that price nothing here, sorted (tier fields as '<structure>[][].<field>', a last
     tier's max as '<structure>[p][t].max')."""
     names = {_printable(k) for k in body if k not in _KNOWN}
@@ -296,7 +296,7 @@ def ignored(body):
     return sorted(names)
 
 
-def build(body):
+def build(body: dict) -> dict:
     """The stored tariff of a checked body: its priced fields in FIELDS order, then ignored (no id, no default)."""
     tariff = {"label": validation.name("label", body["label"]),
               "currency": (body.get("currency") or "USD").strip().upper()}
@@ -336,7 +336,7 @@ def _body_of(item):
     return json.loads(item["body"])
 
 
-def view(item, default_id):
+def view(item: dict, default_id: int | None) -> dict:
     """A tariff as /tariffs shows it: id, label, currency, default, its URDB fields, holidays, ignored."""
     body = _body_of(item)
     shown = {"id": item["tariff_id"], "label": body["label"], "currency": body["currency"],
@@ -364,9 +364,10 @@ def _parse_id(value, field="id"):
     return validation.integer(field, value, 1, 2 ** 53)
 
 
-def listing(project_id, tariff_id=None):
-    """GET /tariffs: every tariff of the project by id, or (id) one of them."""
-    found, default_id = _items(project_id)
+def listing(project_id: int, tariff_id: str | int | None = None) -> dict | list[dict]:
+    """GET /tariffs: every tariff of the project by id, or (id) one of them (read consistently: a tariff just
+    stored is listed)."""
+    found, default_id = _items(project_id, consistent=True)
     if tariff_id is not None:
         tariff_id = _parse_id(tariff_id)
         if tariff_id not in found:
@@ -375,7 +376,7 @@ def listing(project_id, tariff_id=None):
     return [view(found[i], default_id) for i in sorted(found)]
 
 
-def save(project_id, params):
+def save(project_id: int, params: dict) -> dict:
     """PUT /tariffs: store a new tariff, or (with id) replace one; answers it as GET shows it."""
     body = record({k: v for k, v in params.items() if k != "responseType"})
     replacing = _parse_id(body["id"]) if body.get("id") is not None else None
@@ -463,7 +464,7 @@ def _replace(project_id, tariff_id, tariff, text, default, now):
     return item
 
 
-def delete(project_id, tariff_id):
+def delete(project_id: int, tariff_id: str | int | None) -> dict:
     """DELETE /tariffs: remove a tariff no meter names and that is not the project's default."""
     tariff_id = _parse_id(tariff_id)
     item = db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id))
@@ -494,7 +495,7 @@ def delete(project_id, tariff_id):
     return {}
 
 
-def for_meters(project_id, chosen, tariff_id=None):
+def for_meters(project_id: int, chosen: list[dict], tariff_id: str | int | None = None) -> dict:
     """{meter id: (tariff id, stored tariff) or None} of the chosen meters: the tariff each names, else the
     project's default; with tariff_id, that one for all (to compare). 404 when tariff_id is unknown."""
     found, default_id = _items(project_id)

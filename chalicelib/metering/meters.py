@@ -162,12 +162,16 @@ def _set_parent(project_id, meter, parent):
             if parent_id is not None and parent is None:
                 raise NotFound("Parent: the parent meter was removed meanwhile") from None
             continue
-        meter = {**meter}
-        meter.pop("parent_id", None)
-        if parent_id is not None:
-            meter["parent_id"] = parent_id
-        return meter
+        return _with(meter, "parent_id", parent_id)
     raise Conflict("the meters' hierarchy was being changed by other requests: try again")
+
+
+def _with(meter, field, value):
+    """A copy of a meter item with field set to value, or without it (None), as just written."""
+    changed = {k: v for k, v in meter.items() if k != field}
+    if value is not None:
+        changed[field] = value
+    return changed
 
 
 def _ancestor_checks(project_id, meter, parent):
@@ -319,11 +323,7 @@ def _set_tariff(project_id, meter, tariff_id):
             if meter is None:
                 raise NotFound("the meter was removed meanwhile") from None
             continue
-        meter = {**meter}
-        meter.pop("tariff_id", None)
-        if tariff_id is not None:
-            meter["tariff_id"] = tariff_id
-        return meter
+        return _with(meter, "tariff_id", tariff_id)
     raise Conflict("the meter's tariff was being changed by other requests: try again")
 
 

@@ -213,10 +213,14 @@ def _bill_bars(months, stacks, currency, width_px, height_px, title, subtitle, s
     ax.set_axisbelow(True)
     ax.tick_params(labelsize=style.tick)
     ax.set_xlim(-0.6, len(months) - 0.4)
+    # Month labels on two lines ("Nov" over "2026"), every k-th one when even those would overlap (the
+    # plot shares a landscape image with the legend beside it).
     font_px = style.px(style.tick)
-    slot_px = width_px * 0.8 / len(months)
-    every = max(1, math.ceil(font_px * 0.62 * max(map(len, months)) / (slot_px * 0.9)))
-    ax.set_xticks(x[::every], list(months)[::every])
+    labels = [str(month).replace(" ", "\n", 1) for month in months]
+    slot_px = width_px * (0.85 if style.portrait else 0.5) / len(months)
+    widest = max(len(part) for label in labels for part in label.split("\n"))
+    every = max(1, math.ceil(font_px * 0.62 * widest / (slot_px * 0.9)))
+    ax.set_xticks(x[::every], labels[::every])
     for tick in ax.xaxis.get_major_ticks():
         _literal(tick.label1, tick.label2)
     if slot_px >= font_px * 0.62 * 7:

@@ -14,6 +14,7 @@ Drawing is chalicelib/outputs/chart_render.py's (matplotlib, imported only when 
 """
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from chalicelib.identity import accounts
@@ -227,7 +228,6 @@ def _use_lines(project_id, chosen, edges, bucket, zone):
 # ---- bills: charges per month, stacked by time-of-use period (GET /graphics?bill=1) -------------------
 
 BILL_MONTHS = 12                     # months shown by default: this one and the 11 before
-BILL_CHART_MAX_METER_MONTHS = 600    # meter-months one chart prices (as GET /file?bill=1 inline)
 
 
 def _bill_period(start, end, zone):
@@ -244,7 +244,7 @@ def _feeding_none(every):
     return [m for m in every if m["meter_id"] not in parents]
 
 
-def period_names(stored_tariffs):
+def period_names(stored_tariffs: Iterable[dict]) -> dict[int, str]:
     """{energy period: its name}: the tariffs' energytoulabels where every tariff that has the period agrees."""
     seen: dict = {}
     for stored in stored_tariffs:
@@ -255,7 +255,8 @@ def period_names(stored_tariffs):
             for period, names in seen.items()}
 
 
-def bill_stacks(bill_rows, spans, names):
+def bill_stacks(bill_rows: list[dict], spans: list[tuple[date, date]],
+                names: dict[int, str]) -> tuple[list[str], list[tuple[str, list[float]]], str]:
     """(month labels, [(part, amount per month)], currency) of GET /bill rows summed by month: energy per
     period (names: period_names), TOU demand, flat demand, fixed, minimum; 400 for several currencies."""
     index = {first.strftime("%Y-%m"): i for i, (first, _last) in enumerate(spans)}
@@ -283,7 +284,8 @@ def bill_stacks(bill_rows, spans, names):
     return [first.strftime("%b %Y") for first, _last in spans], stacks, currencies.pop() if currencies else ""
 
 
-def bill_chart(project_id, meter_name, width_px, height_px, start, end):
+def bill_chart(project_id: int, meter_name: str | None, width_px: int, height_px: int, start: str | None,
+               end: str | None) -> dict:
     """GET /graphics?bill=1: a meter's charges per month (or the sum of the meters that feed no other),
     stacked by time-of-use period, from GET /bill's rows; stored, its download link returned."""
     from chalicelib.billing import bills, tariffs
@@ -296,8 +298,8 @@ def bill_chart(project_id, meter_name, width_px, height_px, start, end):
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else \
         _feeding_none(meters.all_meters(project_id))
     spans = bills.months(first, last)
-    if len(chosen) * len(spans) > BILL_CHART_MAX_METER_MONTHS:
-        raise PayloadTooLarge(f"a chart prices at most {BILL_CHART_MAX_METER_MONTHS} meter-months, and this one "
+    if len(chosen) * len(spans) > bills.MAX_METER_MONTHS:
+        raise PayloadTooLarge(f"a chart prices at most {bills.MAX_METER_MONTHS} meter-months, and this one "
                               f"has {len(chosen) * len(spans)} ({len(chosen)} meters x {len(spans)} months): chart "
                               f"one meter (meter=) or fewer months, or get the bills as a file "
                               f"(GET /file?start={first.isoformat()}&end={last.isoformat()}&bill=1)")

@@ -11,6 +11,7 @@ are a source whose slices are ranges of meters (every month of each), their colu
 the request.
 """
 import heapq
+from collections.abc import Iterator
 
 from chalicelib.identity import accounts
 from chalicelib.metering import days, meters, readings
@@ -59,8 +60,7 @@ def reading_rows(project_id, request, zone, start, end):
 
 # ---- bills: GET /bill's rows, flat (chalicelib/billing/bills.py) ---------------------------------------
 
-BILL_SYNC_MAX_ROWS = 600    # meter-months one request prices (hours read from the day items: ~20 ms each in moto)
-BILL_SLICE_METERS = 100     # meters per part of a bill job (all months of each)
+BILL_SLICE_METERS = 100     # meters per part of a bill job (all months of each); jobs past bills.MAX_METER_MONTHS
 
 
 def _bill_tariffs(meters_of_request, stored):
@@ -76,7 +76,7 @@ def _bill_records(project_id, chosen, zone, first, last, tariff_of, fields, file
         yield bills.flat(bill_row, fields, total, csv=file_type == "csv")
 
 
-def bill_rows(project_id, request, zone, start, end):
+def bill_rows(project_id: int, request: dict, zone, start: int, end: int) -> Iterator[dict]:
     """The rows source of a bill export: meters start..end (indices) of the request, every month, priced with
     the tariffs the request kept (so every part prices alike)."""
     from datetime import date
@@ -88,10 +88,11 @@ def bill_rows(project_id, request, zone, start, end):
                          request["fields"], request["type"])
 
 
-def bill_export(project_id, start, end, file_type, meter_name=None, tariff_id=None):
+def bill_export(project_id: int, start: str | None, end: str | None, file_type: str, meter_name: str | None = None,
+                tariff_id: str | int | None = None) -> dict:
     """GET /file?bill=1: GET /bill's rows, one flat line per meter and month (bills.flat_fields' columns), CSV
-    with a byte order mark and Total to the cent; past BILL_SYNC_MAX_ROWS rows, a job of BILL_SLICE_METERS
-    meters a part."""
+    with a byte order mark and Total to the cent; past bills.MAX_METER_MONTHS rows (what one request prices),
+    a job of BILL_SLICE_METERS meters a part."""
     from chalicelib.billing import bills, tariffs
 
     zone = accounts.project_zone(project_id)
@@ -105,7 +106,7 @@ def bill_export(project_id, start, end, file_type, meter_name=None, tariff_id=No
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""
     filename = f"bills{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
     bom = file_type == "csv"
-    if len(chosen) * len(bills.months(first, last)) > BILL_SYNC_MAX_ROWS:
+    if len(chosen) * len(bills.months(first, last)) > bills.MAX_METER_MONTHS:
         request = {"source": "bill", "type": file_type, "filename": filename, "media_type": media_type,
                    "zone": zone.key, "first": first.isoformat(), "last": last.isoformat(), "fields": fields,
                    "bom": bom, "tariffs": stored,
