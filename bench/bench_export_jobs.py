@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 from datetime import date, timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ def child(argv):
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
-    out = {}
+    out: dict[str, Any] = {}
     if argv[0] in ("sync", "start"):
         project, fmt, days = int(argv[1]), argv[2], int(argv[3])
         # sync: no budget (the whole sample in one process); start: a job whatever the sample's size
@@ -170,7 +171,8 @@ def main():
             sync = run(env, "sync", str(project), fmt, str(args.days), queue)
             start = run(env, "start", str(project), fmt, str(args.days), queue)
             job_id = start["job"]
-            parts, assembly = [], None
+            parts: list[dict] = []
+            assembly: Any = None
             while True:
                 step = run(env, "worker", queue)
                 if not step["handled"]:
@@ -202,7 +204,7 @@ def main():
         server.wait()
 
 
-def _job(export_jobs, job_id):
+def _job(export_jobs, job_id) -> Any:
     from chalicelib.platform import db
     from chalicelib.tables import accounts_table
 

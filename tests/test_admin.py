@@ -244,7 +244,7 @@ def test_aws_port_means_the_local_stack_with_dummy_credentials_and_local_names()
 
 
 def test_local_flag_without_aws_port_uses_port_5000_and_an_explicit_endpoint_wins():
-    environ = {}
+    environ: dict = {}
     admin.configure(environ, local=True)
     assert environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
 

@@ -28,7 +28,7 @@ def stack(tmp_path_factory):
     ports = [free_port() for _ in range(5)]
     started = Stack(api_port=ports[0], aws_port=ports[1], modbus_ports=ports[2:], state_dir=str(state), quiet=True)
     started.start()
-    started.started_at = time.time()
+    started.started_at = time.time()  # type: ignore[attr-defined]  # the test's own note
     yield started
     started.stop()
 

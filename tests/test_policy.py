@@ -210,7 +210,7 @@ def _iam_action(service, operation):
     return f"{service}:{operation}"
 
 
-def code_needs(resources):
+def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind of AWS call the code makes
     """{(IAM action, logical resource)} of the AWS calls in chalicelib's source; AssertionError on what can't be read."""
     modules = _modules()
     constants = {name: _constants(tree) for name, (_path, tree) in modules.items()}
@@ -222,7 +222,7 @@ def code_needs(resources):
     queues = [lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV]
     assert len(buckets) == 1 and len(keys) == 1 and len(queues) == 1, \
         "one bucket, one KMS key, one queue the code names: extend the walk to tell them apart"
-    needs = set()
+    needs: set[tuple] = set()
 
     db_tree = modules["db"][1]
     table_functions = {f.name for f in db_tree.body if isinstance(f, ast.FunctionDef)

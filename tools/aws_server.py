@@ -52,7 +52,7 @@ def save(path):
     from moto.backends import get_backend
 
     _picklable_locks()
-    state = {name: dict(get_backend(name)) for name in SERVICES}
+    state = {name: dict(get_backend(name)) for name in SERVICES}  # type: ignore[call-overload]  # moto: a Literal per name
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     temporary = f"{path}.tmp"
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:

@@ -80,6 +80,7 @@ def ensure(project_id: int, today: date) -> None:
     """Store the demo tariff as the project's default unless it has one of that label (a kept state)."""
     from chalicelib.billing import tariffs
 
-    if any(t["label"] == LABEL for t in tariffs.listing(project_id)):
+    stored = tariffs.listing(project_id)
+    if isinstance(stored, list) and any(t["label"] == LABEL for t in stored):
         return
     tariffs.save(project_id, tariff(range(today.year - 1, today.year + 2)))

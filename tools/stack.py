@@ -27,7 +27,7 @@ DEMO_AGENT_LABEL = "demo site agent"
 DEMO = {"project": "demo", "timezone": "America/Toronto", "username": "demo",
         "password": "demo-password-2026", "email": "demo@example.com"}
 # The demo site: three meters of different shipped map types, each on its own simulated TCP bus.
-DEMO_METERS = [
+DEMO_METERS: list[dict] = [
     {"MeterId": "main-incomer", "ModbusId": 1, "NoPhases": "3", "MeterType": "I-45/MFX/636",
      "ModbusMap": "Priority.ici", "startAddress": 1100},
     {"MeterId": "hvac", "ModbusId": 1, "NoPhases": "3", "MeterType": "SDM630", "ModbusMap": "Eastron.SDM630",
@@ -222,7 +222,7 @@ class Stack:
     def _write_agent_config(self):
         import yaml
 
-        config = {
+        config: dict = {
             "cloud": {"url": self.api_url},
             "buffer": os.path.join(self.state_dir, "agent", "outbox.sqlite"),
             "buses": {f"LAN{i + 1}": {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout": 1}
@@ -283,7 +283,7 @@ class Stack:
             if answer.status_code != 200:
                 raise RuntimeError(f"could not set {name}'s parent: {answer.status_code} {answer.text[:300]}")
 
-    def _load_history(self, live_values):
+    def _load_history(self, live_values):  # noqa: C901  # first run or resumed state, per meter (stack branch: split after it lands)
         """Readings one SaveEvery apart through POST /data, ending below each live register: history_days
         of them on a first run, or from a kept state's last reading to now (the time make run was off)."""
         from chalicelib.platform import clock

@@ -72,14 +72,14 @@ def exact(number: int | float) -> Fraction:
     return Fraction(number) if isinstance(number, int) else Fraction(Decimal(repr(number)))
 
 
-def _tiers(periods):
+def _tiers(periods: list | None) -> list[list[tuple[Fraction | None, Fraction]]]:
     return [[(None if t == len(tiers) - 1 else exact(tier["max"]), exact(tier.get("rate", 0)) + exact(tier.get("adj", 0)))
              for t, tier in enumerate(tiers)] for tiers in periods or ()]
 
 
 def rates(tariff_id: int, tariff: dict) -> Rates:
     """The Rates of a stored tariff (tariffs.build's dict)."""
-    def schedule(weekday, weekend):
+    def schedule(weekday: str, weekend: str) -> tuple | None:
         return None if tariff.get(weekday) is None else (tariff[weekday], tariff[weekend])
 
     return Rates(tariff_id, tariff["currency"],
@@ -117,7 +117,7 @@ def schedule(r: Rates, slots: Sequence[Slot]) -> Plan:
     """The Plan of a tariff over the local hours (Slots) of one calendar month."""
     month = slots[0].day.month - 1
 
-    def periods(table):
+    def periods(table: tuple | None) -> list[int] | None:
         if table is None:
             return None
         weekday, weekend = table[0][month], table[1][month]
@@ -154,7 +154,7 @@ class Charges(NamedTuple):
     total: Fraction
 
 
-def _split(amount, tiers):
+def _split(amount: Fraction, tiers: list[tuple[Fraction | None, Fraction]]) -> list[tuple[Fraction, Fraction]]:
     """How much of amount (kWh or kW) falls in each tier: [(part, rate)] (limits already scaled)."""
     parts, below = [], Fraction(0)
     for limit, rate in tiers:
@@ -173,41 +173,10 @@ def price(r: Rates, plan: Plan, energies: Sequence[int | None], peaks: Sequence[
     None where unknown); share: the part of the month billed (days billed / days in the month), which
     scales $/month charges, the minimum, demand charges and tier limits ($/day charges count plan.days).
     """
-    used: dict[int, int] = {}
-    total = 0
-    known = False
-    if plan.energy is not None:
-        for period, energy in zip(plan.energy, energies):
-            if energy is not None:
-                used[period] = used.get(period, 0) + energy
-                known = True
-        total = sum(used.values())
-    else:
-        known = any(e is not None for e in energies)
-    if not known:
+    if all(e is None for e in energies):
         return None
-    energy_lines = []
-    if plan.energy_present:
-        limits = [(None if limit is None else limit * share * MICRO, rate)
-                  for limit, rate in r.energy[plan.energy_present[0]]]
-        in_tier = [part for part, _rate in _split(Fraction(total), limits)]
-        for period in plan.energy_present:
-            mine = Fraction(used.get(period, 0), total) if total else Fraction(0)
-            for tier, (_limit, rate) in enumerate(r.energy[period]):
-                kwh = in_tier[tier] * mine / MICRO
-                energy_lines.append(EnergyLine(period, tier, kwh, rate, kwh * rate))
-    demand_lines = []
-    if plan.demand is not None:
-        highest: dict[int, int] = {}
-        for period, peak in zip(plan.demand, peaks):
-            if peak is not None and peak > highest.get(period, -1):
-                highest[period] = peak
-        for period in plan.demand_present:
-            demand_lines += _demand("tou", period, r.demand[period], highest.get(period), share)
-    if r.flat_months is not None:
-        known_peaks = [p for p in peaks if p is not None]
-        index = r.flat_months[plan.month]
-        demand_lines += _demand("flat", index, r.flat[index], max(known_peaks) if known_peaks else None, share)
+    energy_lines = _energy_lines(r, plan, energies, share)
+    demand_lines = _demand_lines(r, plan, peaks, share)
     fixed = r.fixed * (plan.days if r.fixed_per_day else share)
     subtotal = sum((line.amount for line in energy_lines), Fraction(0)) + fixed \
         + sum((line.amount for line in demand_lines if line.amount is not None), Fraction(0))
@@ -216,7 +185,46 @@ def price(r: Rates, plan: Plan, energies: Sequence[int | None], peaks: Sequence[
     return Charges(energy_lines, demand_lines, fixed, minimum, subtotal + minimum)
 
 
-def _demand(kind, period, tiers, peak, share):
+def _energy_lines(r: Rates, plan: Plan, energies: Sequence[int | None], share: Fraction) -> list[EnergyLine]:
+    """The EnergyLines of a month: its kWh fill the tiers (limits scaled by share), each tier's kWh shared
+    among the periods present in proportion to each period's kWh (NREL SAM's rule)."""
+    if plan.energy is None or not plan.energy_present:
+        return []
+    used: dict[int, int] = {}
+    for period, energy in zip(plan.energy, energies):
+        if energy is not None:
+            used[period] = used.get(period, 0) + energy
+    total = sum(used.values())
+    limits = [(None if limit is None else limit * share * MICRO, rate) for limit, rate in r.energy[plan.energy_present[0]]]
+    in_tier = [part for part, _rate in _split(Fraction(total), limits)]
+    lines = []
+    for period in plan.energy_present:
+        mine = Fraction(used.get(period, 0), total) if total else Fraction(0)
+        for tier, (_limit, rate) in enumerate(r.energy[period]):
+            kwh = in_tier[tier] * mine / MICRO
+            lines.append(EnergyLine(period, tier, kwh, rate, kwh * rate))
+    return lines
+
+
+def _demand_lines(r: Rates, plan: Plan, peaks: Sequence[int | None], share: Fraction) -> list[DemandLine]:
+    """The DemandLines of a month: each TOU demand period present, then the month's flat demand."""
+    lines = []
+    if plan.demand is not None:
+        highest: dict[int, int] = {}
+        for period, peak in zip(plan.demand, peaks):
+            if peak is not None and peak > highest.get(period, -1):
+                highest[period] = peak
+        for period in plan.demand_present:
+            lines += _demand("tou", period, r.demand[period], highest.get(period), share)
+    if r.flat_months is not None:
+        known_peaks = [p for p in peaks if p is not None]
+        index = r.flat_months[plan.month]
+        lines += _demand("flat", index, r.flat[index], max(known_peaks) if known_peaks else None, share)
+    return lines
+
+
+def _demand(kind: str, period: int, tiers: list[tuple[Fraction | None, Fraction]], peak: int | None,
+            share: Fraction) -> list[DemandLine]:
     """The DemandLines of one period's tiers for its highest 15-minute energy (µkWh, None: unknown)."""
     if peak is None:
         return [DemandLine(kind, period, tier, None, rate, None) for tier, (_limit, rate) in enumerate(tiers)]
@@ -237,7 +245,7 @@ def months(first: date, last: date) -> list[tuple[date, date]]:
     return spans
 
 
-def _number(value):
+def _number(value: Fraction | None) -> float | None:
     return None if value is None else float(value)
 
 
@@ -289,7 +297,8 @@ def meter_months(project_id: int, chosen: list[dict], zone: ZoneInfo, first: dat
             yield from table[meter["meter_id"]]
 
 
-def _month_rows(part, zone, first, last, starts, hours, tariff_of, compiled):
+def _month_rows(part: list[dict], zone: ZoneInfo, first: date, last: date, starts: list[int],
+                hours: dict[int, list], tariff_of: dict, compiled: dict[int, Rates]) -> Iterator[tuple[int, tuple]]:
     """(meter id, (row, exact Total or None)) of each meter of part for local days first..last of one month,
     from the hours (consumption.hourly) of those days: their starts, and each meter's Summaries."""
     begin, finish = days.midnight(first, zone), days.midnight(last + timedelta(days=1), zone)
@@ -313,9 +322,9 @@ def _month_rows(part, zone, first, last, starts, hours, tariff_of, compiled):
         counted = sum(f.counted for f in figures)
         step = meters.step(meter)
         estimated = None if kwh is None else counted * step < finish - begin
-        figures = (kwh, consumption.coverage(counted, finish - begin, step), estimated)
-        yield meter["meter_id"], (row(meter, stamps[0], stamps[1], None if pair is None else pair[0], r, charges, figures),
-                                  None if charges is None else charges.total)
+        shown = row(meter, stamps[0], stamps[1], None if pair is None else pair[0], r, charges,
+                    (kwh, consumption.coverage(counted, finish - begin, step), estimated))
+        yield meter["meter_id"], (shown, None if charges is None else charges.total)
 
 
 def lines_per_row(stored: dict) -> int:
@@ -336,8 +345,8 @@ def check_bound(chosen: list[dict], first: date, last: date, tariff_of: dict) ->
             f"&bill=1 writes the same rows to a file, or ask for fewer meters or months")
 
 
-def bill(project_id: int, start: str | None, end: str | None, meter_name: str | None = None,
-         tariff_id: str | int | None = None) -> list[dict]:
+def bill(project_id: int, start: object, end: object, meter_name: object = None,
+         tariff_id: object = None) -> list[dict]:
     """GET /bill: one row per meter and local calendar month overlapping start..end, in meter order then month."""
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone)

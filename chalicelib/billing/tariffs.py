@@ -24,10 +24,13 @@ by chalicelib/metering/meters.py (meters.tariff_unused): a tariff in use cannot 
 import json
 import math
 import re
+from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 from chalicelib.metering import meters
 from chalicelib.platform import clock, db, validation
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
 
@@ -64,13 +67,13 @@ _STRUCTURES = (("energyratestructure", "energyweekdayschedule", "energyweekendsc
 class _Check:
     """The problems of one body so far, each 'field: what is wrong'."""
 
-    def __init__(self):
-        self.problems = []
+    def __init__(self) -> None:
+        self.problems: list[str] = []
 
-    def add(self, field, message):
+    def add(self, field: str, message: str) -> None:
         self.problems.append(f"{field}: {message}")
 
-    def number(self, field, value, minimum=None):
+    def number(self, field: str, value: object, minimum: float | None = None) -> bool:
         """True when value is a finite JSON number (at least minimum)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             self.add(field, f"must be a number, not {_shown(value)}")
@@ -80,21 +83,21 @@ class _Check:
             return False
         return True
 
-    def text(self, field, value, maximum=TEXT_MAX):
+    def text(self, field: str, value: object, maximum: int = TEXT_MAX) -> bool:
         if not isinstance(value, str) or not value.strip() or len(value) > maximum or not validation.encodable(value):
             self.add(field, f"must be text of 1 to {maximum} characters")
             return False
         return True
 
 
-def _finite(number):
+def _finite(number: float) -> bool:
     try:
         return math.isfinite(number)
     except OverflowError:   # an integer past the float range: no rate or limit is that large
         return False
 
 
-def _shown(value):
+def _shown(value: object) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict, str, bool, int, float)) or value is None else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -113,29 +116,10 @@ def record(body: dict) -> dict:
 def check(body: dict) -> list[str]:
     """Every problem of a tariff body (a rate record), each naming its field; none: build() may run."""
     c = _Check()
-    label = body.get("label")
-    if label is None:
-        c.add("label", "required: a name unique in the project (a URDB record's label is its id)")
-    elif not isinstance(label, str) or not validation.encodable(label):
-        c.add("label", f"must be text of 1 to {validation.NAME_MAX} characters")
-    else:
-        try:
-            validation.name("label", label)
-        except BadRequest as error:
-            c.add("label", error.message.removeprefix("label "))
-    currency = body.get("currency")
-    if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip())):
-        c.add("currency", f"must be an ISO 4217 code of three letters (USD, CAD, EUR), not {_shown(currency)}")
-    if body.get("default") is not None and not isinstance(body.get("default"), bool):
-        c.add("default", "must be true or false")
-    for field in TEXT_FIELDS:
-        if body.get(field) is not None:
-            c.text(field, body[field])
-    for field in KW_UNIT_FIELDS:
-        if body.get(field) is not None and body[field] != "kW":
-            c.add(field, f"only kW demand is billed here (from the energy readings), not {_shown(body[field])}")
+    _check_label(c, body.get("label"))
+    _check_descriptive(c, body)
     for structure, weekday, weekend, labels, unit in _STRUCTURES:
-        _check_structure(c, body, structure, weekday, weekend, labels, unit)
+        _check_structure(c, body, structure, (weekday, weekend), labels, unit)
     for amount, units in (("fixedchargefirstmeter", "fixedchargeunits"), ("mincharge", "minchargeunits")):
         if body.get(amount) is not None:
             c.number(amount, body[amount], 0)
@@ -149,10 +133,39 @@ def check(body: dict) -> list[str]:
     return c.problems
 
 
-def _check_structure(c, body, structure, weekday, weekend, labels, unit):
-    """A rate structure, its schedules (or flatdemandmonths) and labels; SAM's rule of shared tiers."""
+def _check_label(c: _Check, label: object) -> None:
+    if label is None:
+        c.add("label", "required: a name unique in the project (a URDB record's label is its id)")
+    elif not isinstance(label, str) or not validation.encodable(label):
+        c.add("label", f"must be text of 1 to {validation.NAME_MAX} characters")
+    else:
+        try:
+            validation.name("label", label)
+        except BadRequest as error:
+            c.add("label", error.message.removeprefix("label "))
+
+
+def _check_descriptive(c: _Check, body: dict[str, Any]) -> None:
+    """currency, default, the descriptive texts and the demand units."""
+    currency = body.get("currency")
+    if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip())):
+        c.add("currency", f"must be an ISO 4217 code of three letters (USD, CAD, EUR), not {_shown(currency)}")
+    if body.get("default") is not None and not isinstance(body.get("default"), bool):
+        c.add("default", "must be true or false")
+    for field in TEXT_FIELDS:
+        if body.get(field) is not None:
+            c.text(field, body[field])
+    for field in KW_UNIT_FIELDS:
+        if body.get(field) is not None and body[field] != "kW":
+            c.add(field, f"only kW demand is billed here (from the energy readings), not {_shown(body[field])}")
+
+
+def _check_structure(c: _Check, body: dict[str, Any], structure: str, schedule_fields: tuple[str, str | None],
+                     labels: str | None, unit: str) -> None:
+    """A rate structure, its schedules (weekday and weekend, or flatdemandmonths) and labels; SAM's rule of
+    shared tiers."""
     rates = body.get(structure)
-    schedules = [s for s in (weekday, weekend) if s is not None]
+    schedules = [s for s in schedule_fields if s is not None]
     if rates is None:
         for name in schedules + ([labels] if labels else []):
             if body.get(name) is not None:
@@ -161,92 +174,97 @@ def _check_structure(c, body, structure, weekday, weekend, labels, unit):
     before = len(c.problems)
     periods = _check_periods(c, structure, rates, unit)
     for name in schedules:
-        months = body.get(name)
-        if months is None:
-            c.add(name, f"required with {structure}")
-        elif name == "flatdemandmonths":
-            _check_indices(c, name, months, 12, periods)
-        elif not isinstance(months, list) or len(months) != 12:
-            c.add(name, "must be 12 lists (January to December) of 24 period indices (local hours 0 to 23)")
-        else:
-            for m, hours in enumerate(months):
-                _check_indices(c, f"{name}[{m}]", hours, 24, periods)
+        _check_schedule(c, name, body.get(name), structure, periods)
     if labels and body.get(labels) is not None:
-        names = body[labels]
-        if not isinstance(names, list) or (periods is not None and len(names) > len(periods)) \
-                or not all(isinstance(n, str) and len(n) <= validation.NAME_MAX and validation.encodable(n)
-                           for n in names):
-            c.add(labels, f"must be a list of at most one name per period of {structure} "
-                          f"(text of at most {validation.NAME_MAX} characters)")
-    if periods is None or weekend is None or len(c.problems) > before:
-        return
-    for m in range(12):   # NREL SAM refuses a month whose periods have different tiers: so do we
-        used = sorted(set(body[weekday][m]) | set(body[weekend][m]))
-        shapes = {p: _limits(periods[p]) for p in used}
-        first = used[0]
+        _check_labels(c, labels, body[labels], structure, periods)
+    if periods is not None and len(schedules) == 2 and len(c.problems) == before:
+        _check_shared_tiers(c, structure, periods, [body[name] for name in schedules], unit)
+
+
+def _check_schedule(c: _Check, name: str, months: object, structure: str, periods: list | None) -> None:
+    if months is None:
+        c.add(name, f"required with {structure}")
+    elif name == "flatdemandmonths":
+        _check_indices(c, name, months, 12, periods)
+    elif not isinstance(months, list) or len(months) != 12:
+        c.add(name, "must be 12 lists (January to December) of 24 period indices (local hours 0 to 23)")
+    else:
+        for m, hours in enumerate(months):
+            _check_indices(c, f"{name}[{m}]", hours, 24, periods)
+
+
+def _check_labels(c: _Check, field: str, names: object, structure: str, periods: list | None) -> None:
+    if not isinstance(names, list) or (periods is not None and len(names) > len(periods)) \
+            or not all(isinstance(n, str) and len(n) <= validation.NAME_MAX and validation.encodable(n)
+                       for n in names):
+        c.add(field, f"must be a list of at most one name per period of {structure} "
+                     f"(text of at most {validation.NAME_MAX} characters)")
+
+
+def _check_shared_tiers(c: _Check, structure: str, periods: list, schedules: list, unit: str) -> None:
+    """NREL SAM refuses a month whose periods have different tier limits: so do we (tier limits count the
+    month's kWh or kW across its periods)."""
+    for m in range(12):
+        used = sorted(set(schedules[0][m]) | set(schedules[1][m]))
+        first = _limits(periods[used[0]])
         for p in used[1:]:
-            if shapes[p] != shapes[first]:
-                c.add(structure, f"periods {first} and {p} are both used in {MONTHS[m]} with different tiers "
-                                 f"(limits {list(shapes[first])} and {list(shapes[p])} {unit}): tier limits count "
+            if _limits(periods[p]) != first:
+                c.add(structure, f"periods {used[0]} and {p} are both used in {MONTHS[m]} with different tiers "
+                                 f"(limits {list(first)} and {list(_limits(periods[p]))} {unit}): tier limits count "
                                  f"the month's {unit} across its periods, so the periods of a month share them "
                                  f"(as in NREL SAM)")
                 return
 
 
-def _limits(tiers):
+def _limits(tiers: list[dict[str, Any]]) -> tuple:
     """A period's tier limits but the last (the last tier is unbounded)."""
     return tuple(tier.get("max") for tier in tiers[:-1])
 
 
-def _check_periods(c, structure, rates, unit):
+def _check_periods(c: _Check, structure: str, rates: object, unit: str) -> list | None:
     """The periods (lists of tier dicts) when the structure's shape is right, else None."""
     if not isinstance(rates, list) or not 1 <= len(rates) <= MAX_PERIODS:
         c.add(structure, f"must be a list of 1 to {MAX_PERIODS} periods, each a list of tiers")
         return None
-    ok = True
+    before = len(c.problems)
     for p, tiers in enumerate(rates):
         where = f"{structure}[{p}]"
         if not isinstance(tiers, list) or not 1 <= len(tiers) <= MAX_TIERS:
             c.add(where, f"must be a list of 1 to {MAX_TIERS} tiers, each {{\"rate\": …, \"max\": …}}")
-            ok = False
             continue
-        previous = 0
+        previous: float = 0
         for t, tier in enumerate(tiers):
-            here = f"{where}[{t}]"
-            if not isinstance(tier, dict):
-                c.add(here, "must be an object: {\"rate\": $ per " + unit + ", \"adj\": …, \"max\": " + unit + "}")
-                ok = False
-                continue
-            rate, adj = tier.get("rate"), tier.get("adj")
-            if rate is None and adj is None:
-                c.add(f"{here}.rate", "required")
-                ok = False
-            if rate is not None and not c.number(f"{here}.rate", rate, 0):
-                ok = False
-            if adj is not None and not c.number(f"{here}.adj", adj):
-                ok = False
-            elif adj is not None and isinstance(rate or 0, (int, float)) and (rate or 0) + adj < 0:
-                c.add(f"{here}.adj", f"makes the rate negative ({rate or 0} + {adj})")
-                ok = False
-            if tier.get("unit") is not None and tier["unit"] != unit:
-                c.add(f"{here}.unit", f"only {unit} tiers (a month's {unit}) are priced here, not {_shown(tier['unit'])}")
-                ok = False
-            limit = tier.get("max")
-            if limit is not None and t < len(tiers) - 1:
-                if not c.number(f"{here}.max", limit):
-                    ok = False
-                elif limit <= previous:
-                    c.add(f"{here}.max", f"tiers must increase: {limit!r} is not above the tier before ({previous!r})")
-                    ok = False
-                else:
-                    previous = limit
-            elif limit is None and t < len(tiers) - 1:
-                c.add(f"{here}.max", "required on every tier but the last")
-                ok = False
-    return rates if ok else None
+            previous = _check_tier(c, f"{where}[{t}]", tier, unit, previous, last=t == len(tiers) - 1)
+    return rates if len(c.problems) == before else None
 
 
-def _check_indices(c, field, values, count, periods):
+def _check_tier(c: _Check, here: str, tier: object, unit: str, previous: float, last: bool) -> float:
+    """One tier's rate, adjustment, unit and limit (above previous, the tier before's); the limit to compare
+    the next tier's with."""
+    if not isinstance(tier, dict):
+        c.add(here, "must be an object: {\"rate\": $ per " + unit + ", \"adj\": …, \"max\": " + unit + "}")
+        return previous
+    rate, adj = tier.get("rate"), tier.get("adj")
+    if rate is None and adj is None:
+        c.add(f"{here}.rate", "required")
+    rate_ok = rate is None or c.number(f"{here}.rate", rate, 0)
+    if adj is not None and c.number(f"{here}.adj", adj) and rate_ok and (rate or 0) + adj < 0:
+        c.add(f"{here}.adj", f"makes the rate negative ({rate or 0} + {adj})")
+    if tier.get("unit") is not None and tier["unit"] != unit:
+        c.add(f"{here}.unit", f"only {unit} tiers (a month's {unit}) are priced here, not {_shown(tier['unit'])}")
+    limit = tier.get("max")
+    if last:
+        return previous     # the last tier is unbounded: a max there is ignored
+    if limit is None:
+        c.add(f"{here}.max", "required on every tier but the last")
+    elif c.number(f"{here}.max", limit):
+        if limit > previous:
+            return limit
+        c.add(f"{here}.max", f"tiers must increase: {limit!r} is not above the tier before ({previous!r})")
+    return previous
+
+
+def _check_indices(c: _Check, field: str, values: object, count: int, periods: list | None) -> None:
     if not isinstance(values, list) or len(values) != count:
         c.add(field, f"must be a list of {count} period indices")
         return
@@ -260,7 +278,7 @@ def _check_indices(c, field, values, count, periods):
             return
 
 
-def _check_holidays(c, holidays):
+def _check_holidays(c: _Check, holidays: object) -> None:
     if holidays is None:
         return
     if not isinstance(holidays, list) or len(holidays) > MAX_HOLIDAYS:
@@ -278,7 +296,7 @@ def _check_holidays(c, holidays):
 
 # ---- build: the stored tariff ------------------------------------------------------------------------
 
-def _printable(name):
+def _printable(name: str) -> str:
     """A field name as it can be stored and shown (lone surrogates, which UTF-8 can't carry, as U+FFFD)."""
     return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in name[:TEXT_MAX])
 
@@ -304,15 +322,11 @@ def build(body: dict) -> dict:
         if body.get(field) is not None:
             tariff[field] = body[field].strip()
     for structure, weekday, weekend, labels, _unit in _STRUCTURES:
-        if body.get(structure) is None:
-            continue
-        tariff[structure] = [[_tier(tier, last=t == len(tiers) - 1) for t, tier in enumerate(tiers)]
-                             for tiers in body[structure]]
-        for name in (weekday, weekend):
-            if name is not None:
-                tariff[name] = body[name]
-        if labels and body.get(labels) is not None:
-            tariff[labels] = body[labels]
+        if body.get(structure) is not None:
+            tariff[structure] = [[_tier(tier, last=t == len(tiers) - 1) for t, tier in enumerate(tiers)]
+                                 for tiers in body[structure]]
+            tariff.update((name, body[name]) for name in (weekday, weekend, labels)
+                          if name is not None and body.get(name) is not None)
     for amount, units in (("fixedchargefirstmeter", "fixedchargeunits"), ("mincharge", "minchargeunits")):
         if body.get(amount) is not None:
             tariff[amount] = body[amount]
@@ -323,7 +337,7 @@ def build(body: dict) -> dict:
     return tariff
 
 
-def _tier(tier, last):
+def _tier(tier: dict[str, Any], last: bool) -> dict[str, Any]:
     kept = {k: tier[k] for k in ("rate", "adj", "max") if tier.get(k) is not None}
     if last:
         kept.pop("max", None)
@@ -332,7 +346,7 @@ def _tier(tier, last):
 
 # ---- storage and /tariffs ----------------------------------------------------------------------------
 
-def _body_of(item):
+def _body_of(item: Item) -> dict[str, Any]:
     return json.loads(item["body"])
 
 
@@ -346,7 +360,7 @@ def view(item: dict, default_id: int | None) -> dict:
     return shown
 
 
-def _items(project_id, consistent=False):
+def _items(project_id: int, consistent: bool = False) -> tuple[dict[int, Item], int | None]:
     """(tariff items by id, the default tariff's id or None): one query of the project's tariff items."""
     found, default_id = {}, None
     for item in db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :t)",
@@ -358,13 +372,13 @@ def _items(project_id, consistent=False):
     return found, default_id
 
 
-def _parse_id(value, field="id"):
+def _parse_id(value: object, field: str = "id") -> int:
     if value is None or value == "":
         raise BadRequest(f"{field} is required: a tariff's id (GET /tariffs lists them)")
     return validation.integer(field, value, 1, 2 ** 53)
 
 
-def listing(project_id: int, tariff_id: str | int | None = None) -> dict | list[dict]:
+def listing(project_id: int, tariff_id: object = None) -> dict[str, Any] | list[dict[str, Any]]:
     """GET /tariffs: every tariff of the project by id, or (id) one of them (read consistently: a tariff just
     stored is listed)."""
     found, default_id = _items(project_id, consistent=True)
@@ -398,12 +412,12 @@ def save(project_id: int, params: dict) -> dict:
     return view(item, current["tariff_id"] if current else None)
 
 
-def _label_taken(label):
+def _label_taken(label: str) -> Conflict:
     return Conflict(f"another tariff of the project is labelled {label!r}: labels are unique (PUT it with its id "
                     f"to replace it)")
 
 
-def _create(project_id, tariff, text, default, now):
+def _create(project_id: int, tariff: dict[str, Any], text: str, default: object, now: int) -> Item:
     tariff_id = accounts_table.next_id("tariff")
     item = {**meters_table.tariff_key(project_id, tariff_id), "tariff_id": tariff_id, "label": tariff["label"],
             "body": text, "created": now, "updated": now}
@@ -431,7 +445,8 @@ def _create(project_id, tariff, text, default, now):
     return item
 
 
-def _replace(project_id, tariff_id, tariff, text, default, now):
+def _replace(project_id: int, tariff_id: int, tariff: dict[str, Any], text: str, default: object,
+             now: int) -> Item:
     old = db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id))
     if old is None:
         raise NotFound(f"no tariff with id {tariff_id} in this project (PUT without id to add one)")
@@ -464,7 +479,7 @@ def _replace(project_id, tariff_id, tariff, text, default, now):
     return item
 
 
-def delete(project_id: int, tariff_id: str | int | None) -> dict:
+def delete(project_id: int, tariff_id: object) -> dict[str, Any]:
     """DELETE /tariffs: remove a tariff no meter names and that is not the project's default."""
     tariff_id = _parse_id(tariff_id)
     item = db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id))
@@ -495,7 +510,7 @@ def delete(project_id: int, tariff_id: str | int | None) -> dict:
     return {}
 
 
-def for_meters(project_id: int, chosen: list[dict], tariff_id: str | int | None = None) -> dict:
+def for_meters(project_id: int, chosen: Sequence[Item], tariff_id: object = None) -> dict[int, Any]:
     """{meter id: (tariff id, stored tariff) or None} of the chosen meters: the tariff each names, else the
     project's default; with tariff_id, that one for all (to compare). 404 when tariff_id is unknown."""
     found, default_id = _items(project_id)
@@ -506,5 +521,8 @@ def for_meters(project_id: int, chosen: list[dict], tariff_id: str | int | None 
         one = (tariff_id, _body_of(found[tariff_id]))
         return {m["meter_id"]: one for m in chosen}
     bodies = {i: (i, _body_of(item)) for i, item in found.items()}
-    return {m["meter_id"]: bodies.get(m.get("tariff_id") if m.get("tariff_id") is not None else default_id)
-            for m in chosen}
+    result = {}
+    for meter in chosen:
+        named = meter.get("tariff_id", default_id)
+        result[meter["meter_id"]] = bodies.get(named) if named is not None else None
+    return result
