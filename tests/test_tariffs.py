@@ -326,7 +326,7 @@ def test_a_project_has_at_most_max_tariffs(make_account, monkeypatch):
     put(account, simple("c"))
 
 
-def test_bad_ids_are_400_before_any_storage_call(make_account):
+def test_bad_ids_are_400_saying_what_is_wrong(make_account):
     account = make_account()
     for value in ("", "x", "0", "-3", "1e3", "99999999999999999999"):
         answer = account.request("GET", f"/tariffs?id={value}")
