@@ -199,6 +199,10 @@ class Stack:
                 if old["label"] == DEMO_AGENT_LABEL:
                     scoped_keys.delete(self.project_id, old["id"])
             self.ingest_key = scoped_keys.create(self.project_id, DEMO_AGENT_LABEL, "ingest", zone)["key"]
+            # Its default tariff (GET /bill answers from the first minute): Ontario's RPP Time-of-Use prices.
+            from tools import demo_tariff
+
+            demo_tariff.ensure(self.project_id, clock.utcnow().astimezone(zone).date())
         finally:
             os.environ.clear()
             os.environ.update(saved)
