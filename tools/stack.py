@@ -76,7 +76,7 @@ class Stack:
         self.aws_url = f"http://127.0.0.1:{aws_port}"
         self.agent_config = os.path.join(self.state_dir, "agent.yaml")
         self.pid_file = os.path.join(self.state_dir, "stack.pid")
-        self.aws_state = os.path.join(self.state_dir, "aws-state.pickle")
+        self.aws_state = os.path.join(self.state_dir, "aws-state")      # tools/aws_state.py
         self.resumed = False
         self.last_readings = {}
 
@@ -151,7 +151,9 @@ class Stack:
         return self
 
     def _start_aws(self):
-        self.resumed = os.path.exists(self.aws_state)
+        from tools.aws_state import Store
+
+        self.resumed = Store(self.aws_state).exists()
         self._say(f"starting the embedded AWS (moto server) on {self.aws_url}, "
                   + (f"with the state of the last run ({os.path.relpath(self.state_dir, PROJECT_DIR)}/)"
                      if self.resumed else "new state"))
