@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 from tools import processes
+from tools.ports import bindable
 from tools.local_worker import WORKERS
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,6 +250,11 @@ class Stack:
     def _start_meters(self):
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
                   + ", ".join(map(str, self.modbus_ports)))
+        # Their ports are fixed in the agent's configuration: one held by another program would answer
+        # the readiness probe below in their place.
+        taken = [p for p in self.modbus_ports if not bindable(p)]
+        if taken:
+            raise RuntimeError(f"the meters' port(s) {', '.join(map(str, taken))} already in use")
         self._spawn("meters", "edge_agent", ["simulate", "-c", self.agent_config], self._agent_env(),
                     ports=self.modbus_ports)
         wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
