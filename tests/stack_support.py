@@ -75,7 +75,7 @@ class Site:
             if BANNER_END in banner:
                 return process, banner
             rest = process.communicate(timeout=120)[0] if process.poll() is None else process.stdout.read()
-            if "already in use" not in banner + rest:
+            if "in use" not in banner + rest:        # "port(s) … already in use", "Address already in use"
                 raise AssertionError(f"make run did not start:\n{banner}{rest}")
             self._move()
         raise AssertionError("make run found its ports taken at every attempt")
