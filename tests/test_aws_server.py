@@ -219,6 +219,8 @@ def test_a_stopped_server_starts_again_with_every_write_the_product_makes(tmp_pa
         {"PutRequest": {"Item": {"meter": {"S": "batch#2"}, "day": {"S": "2025-01-01"}, "n": {"N": "0"}}}}]})
     aws.dynamodb().batch_write_item(RequestItems={table: [
         {"DeleteRequest": {"Key": {"meter": {"S": "batch#2"}, "day": {"S": "2025-01-01"}}}}]})
+    arn = aws.dynamodb().describe_table(TableName=table)["Table"]["TableArn"]     # a table named by its ARN
+    aws.dynamodb().put_item(TableName=arn, Item={"meter": {"S": "arn#1"}, "day": {"S": "2025-01-01"}, "n": {"N": "0"}})
     bucket = config.resource_name("FilesBucket")
     s3 = aws.s3()
     s3.put_object(Bucket=bucket, Key="a/one.csv", Body=b"one")

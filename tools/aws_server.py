@@ -143,19 +143,26 @@ def changes(environ):
     return [("touch", ())]              # SQS, KMS: the skeleton
 
 
+def _table(name):
+    """A table's name, given as its name or its ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)."""
+    if isinstance(name, str) and name.startswith("arn:") and ":table/" in name:
+        return name.split(":table/", 1)[1].split("/", 1)[0]
+    return name
+
+
 def _dynamodb_changes(action, request):
     if action in ("PutItem", "UpdateItem", "DeleteItem"):
-        return [("touch_item", (request.get("TableName"), request.get("Item") or request.get("Key")))]
+        return [("touch_item", (_table(request.get("TableName")), request.get("Item") or request.get("Key")))]
     if action == "BatchWriteItem":
-        return [("touch_item", (table, (write.get("PutRequest") or {}).get("Item")
+        return [("touch_item", (_table(table), (write.get("PutRequest") or {}).get("Item")
                                 or (write.get("DeleteRequest") or {}).get("Key")))
                 for table, writes in (request.get("RequestItems") or {}).items() for write in writes]
     if action == "TransactWriteItems":
-        return [("touch_item", (operation[kind].get("TableName"), operation[kind].get("Item")
+        return [("touch_item", (_table(operation[kind].get("TableName")), operation[kind].get("Item")
                                 or operation[kind].get("Key")))
                 for operation in request.get("TransactItems") or [] for kind in ("Put", "Update", "Delete")
                 if kind in operation]
-    return [("touch_table", (request.get("TableName") or ALL,))]
+    return [("touch_table", (_table(request.get("TableName")) or ALL,))]
 
 
 class Recorder:
