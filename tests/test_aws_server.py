@@ -103,6 +103,28 @@ def test_a_save_writes_what_changed_only(tmp_path, environ):
         assert len(meters.all_meters(project)) == 20
 
 
+def test_a_table_dropped_and_made_again_is_saved_as_the_new_one(tmp_path, environ):
+    directory = str(tmp_path / "aws-state")
+    with mock_aws():
+        aws.reset_clients()
+        client = boto3.client("dynamodb")
+        schema = {"KeySchema": [{"AttributeName": "k", "KeyType": "HASH"}],
+                  "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"}],
+                  "BillingMode": "PAY_PER_REQUEST"}
+        client.create_table(TableName="t", **schema)
+        client.put_item(TableName="t", Item={"k": {"S": "old"}})
+        store = Store(directory)
+        store.save()
+        client.delete_table(TableName="t")
+        client.create_table(TableName="t", **schema)
+        client.put_item(TableName="t", Item={"k": {"S": "new"}})
+        store.touch()               # no note of the items: the new table is a new container, written whole
+        store.save()
+    with mock_aws():
+        assert Store(directory).load()
+        assert [i["k"]["S"] for i in boto3.client("dynamodb").scan(TableName="t")["Items"]] == ["new"]
+
+
 def test_files_a_cut_short_save_left_are_ignored_and_removed(tmp_path, environ):
     directory = str(tmp_path / "aws-state")
     with mock_aws():
