@@ -7,7 +7,9 @@ meters and --days days of 5-minute readings each, written as ingest lays them ou
 as the day items readings.day_item builds, one PutItem each, checked equal to what ingest wrote), and
 saved by tools/aws_state.py into .local/stack-PORT/aws-state/ on ports of its own. Then `make run`
 starts over it as a user starts it (its own session, DEMO_HISTORY_DAYS=1), and once its banner is
-out, SIGTERM goes to make; --repeats times. Printed: the stop `make run` reports ("stopped in X s"),
+out, SIGTERM goes to make; --repeats times each: when a periodic save of the moto server has just
+passed (idle), and right after one POST /data with a reading for every meter (every partition of the
+building changed: the most a stop can have to write). Printed: the stop `make run` reports ("stopped in X s"),
 the time from SIGTERM to make's exit, the moto server's own stop line (files and MB it wrote), and
 its load time at start. Baseline, measured in this run on the same state: the one pickle of every
 backend that tools/aws_server.py wrote at each stop before (pickle.dumps of the backends + write).
@@ -27,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -57,8 +61,10 @@ def build(state_dir, meters_count, days):
     return project, key, baseline, len(data) / 1e6
 
 
-def run_and_stop(env):
-    """make run in its own session until its banner, then SIGTERM to make: (reported s, wall s, aws line)."""
+def run_and_stop(env, before_stop=None):
+    """make run in its own session until its banner, then SIGTERM to make: (reported s, wall s, banner).
+
+    before_stop: called just before the SIGTERM (after a periodic save of the moto server has passed)."""
     process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     lines = []
@@ -69,6 +75,8 @@ def run_and_stop(env):
     else:
         raise RuntimeError("make run ended before its banner:\n" + "".join(lines[-30:]))
     time.sleep(6)                                       # one of the moto server's periodic saves passes
+    if before_stop:
+        before_stop()
     sent = time.perf_counter()
     process.send_signal(signal.SIGTERM)
     rest = process.communicate(timeout=300)[0]
@@ -102,7 +110,7 @@ def main():
     base = free_port(5)
     state = ROOT / ".local" / f"stack-{base}"
     started = time.perf_counter()
-    project, _key, baseline, size = build(str(state / "aws-state"), args.meters, args.days)
+    _project, key, baseline, size = build(str(state / "aws-state"), args.meters, args.days)
     stored = sum(f.stat().st_size for f in (state / "aws-state").iterdir()) / 1e6
     print(f"state: {args.meters} meters x {args.days} days of 5-minute readings "
           f"({args.meters * args.days:,} day items), built in {time.perf_counter() - started:.0f} s; "
@@ -111,22 +119,43 @@ def main():
     env = {**os.environ, "API_PORT": str(base), "AWS_PORT": str(base + 1), "MODBUS_PORT": str(base + 2),
            "DEMO_HISTORY_DAYS": "1"}
     env.pop("FRESH", None)
-    reported, walls = [], []
+    pushes = iter(range(1, 10 ** 6))
+
+    def push_every_meter():
+        """One reading more for every meter of the building in one POST /data: every partition of its
+        readings changed since the last save, the most a stop can have to write."""
+        from bench_layout import PER_DAY, YEAR_START, reading
+
+        step = args.days * PER_DAY + next(pushes)
+        answer = requests.post(f"http://127.0.0.1:{base}/data", headers={"Authorization": f"Bearer {key}"},
+                               json={"readings": [reading(f"suite-{i:03d}", step, YEAR_START)
+                                                  for i in range(args.meters)]}, timeout=300)
+        accepted = answer.json().get("accepted") if answer.status_code == 200 else None
+        if accepted != args.meters:
+            raise RuntimeError(f"the push was not stored: {answer.status_code} {answer.text[:300]}")
+
+    results = {}
     try:
-        for attempt in range(args.repeats):
-            stop, wall, banner = run_and_stop(env)
-            reported.append(stop)
-            walls.append(wall)
-            aws_stop = aws_log_lines(str(state), r"^stopped:")[-1]
-            loaded = aws_log_lines(str(state), r"^state restored")[-1]
-            print(f"run {attempt + 1}: make run reported 'stopped in {stop:.1f} s'; SIGTERM to make's exit "
-                  f"{wall:.2f} s; moto: {aws_stop!r}; at start: {loaded!r}")
+        for scenario, before_stop in (("idle (a periodic save passed)", None),
+                                      (f"right after a push to all {args.meters} meters", push_every_meter)):
+            reported, walls = [], []
+            for attempt in range(args.repeats):
+                stop, wall, _banner = run_and_stop(env, before_stop)
+                reported.append(stop)
+                walls.append(wall)
+                aws_stop = aws_log_lines(str(state), r"^stopped:")[-1]
+                loaded = aws_log_lines(str(state), r"^state restored")[-1]
+                print(f"{scenario}, run {attempt + 1}: make run reported 'stopped in {stop:.1f} s'; SIGTERM to "
+                      f"make's exit {wall:.2f} s; moto: {aws_stop!r}; at start: {loaded!r}")
+            results[scenario] = (statistics.median(reported), statistics.median(walls))
     finally:
         if not args.keep:
             shutil.rmtree(state, ignore_errors=True)
-    print(f"\nstop, median of {args.repeats}: {statistics.median(reported):.1f} s reported, "
-          f"{statistics.median(walls):.2f} s SIGTERM to exit; the one-file save alone: {baseline:.2f} s "
-          f"({baseline / statistics.median(walls):.1f}x the whole stop now)")
+    print(f"\nstop, medians of {args.repeats} ({args.meters} meters x {args.days} days, {stored:.0f} MB):")
+    print("| moment of the stop | make run reports | SIGTERM to make's exit | the one-file save alone (before) |")
+    print("|---|---:|---:|---:|")
+    for scenario, (reported_s, wall_s) in results.items():
+        print(f"| {scenario} | {reported_s:.1f} s | {wall_s:.2f} s | {baseline:.2f} s |")
     return 0
 
 
