@@ -8,8 +8,8 @@ as the day items readings.day_item builds, one PutItem each, checked equal to wh
 saved by tools/aws_state.py into .local/stack-PORT/aws-state/ on ports of its own. Then `make run`
 starts over it as a user starts it (its own session, DEMO_HISTORY_DAYS=1), and once its banner is
 out, SIGTERM goes to make; --repeats times each: when a periodic save of the moto server has just
-passed (idle), and right after one POST /data with a reading for every meter (every partition of the
-building changed: the most a stop can have to write). Printed: the stop `make run` reports ("stopped in X s"),
+passed (idle), and right after a day item more for every meter, written to the embedded AWS (every
+partition of the building changed: the most a stop can have to write). Printed: the stop `make run` reports ("stopped in X s"),
 the time from SIGTERM to make's exit, the moto server's own stop line (files and MB it wrote), and
 its load time at start. Baseline, measured in this run on the same state: the one pickle of every
 backend that tools/aws_server.py wrote at each stop before (pickle.dumps of the backends + write).
@@ -30,23 +30,24 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def build(state_dir, meters_count, days):
-    """The building's state saved in state_dir (tools/aws_state.py's layout); (project id, key, baseline s, MB)."""
+    """The building's state saved in state_dir (tools/aws_state.py's layout); (project id, key, its meters'
+    partition keys, baseline s, MB)."""
     from bench_layout import fill_days, make_meter, new_project, stack
 
+    from chalicelib import meters
     from tools.aws_state import SERVICES, Store
 
     with stack():
         project, key = new_project("building")
+        series = []
         for i in range(meters_count):
             make_meter(project, f"suite-{i:03d}")
-            fill_days(project, f"suite-{i:03d}", days)
+            series.append(meters.series_key(project, fill_days(project, f"suite-{i:03d}", days)["meter_id"]))
         from moto.backends import get_backend
 
         Store(state_dir)                                   # registers the picklers moto's state needs
@@ -58,7 +59,7 @@ def build(state_dir, meters_count, days):
         baseline = time.perf_counter() - started
         os.remove(os.path.join(os.path.dirname(state_dir), "baseline.pickle"))
         Store(state_dir).save()
-    return project, key, baseline, len(data) / 1e6
+    return project, key, series, baseline, len(data) / 1e6
 
 
 def run_and_stop(env, before_stop=None):
@@ -68,18 +69,23 @@ def run_and_stop(env, before_stop=None):
     process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "Stop everything with Ctrl-C" in line:
-            break
-    else:
-        raise RuntimeError("make run ended before its banner:\n" + "".join(lines[-30:]))
-    time.sleep(6)                                       # one of the moto server's periodic saves passes
-    if before_stop:
-        before_stop()
-    sent = time.perf_counter()
-    process.send_signal(signal.SIGTERM)
-    rest = process.communicate(timeout=300)[0]
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Stop everything with Ctrl-C" in line:
+                break
+        else:
+            raise RuntimeError("make run ended before its banner:\n" + "".join(lines[-30:]))
+        time.sleep(6)                                       # one of the moto server's periodic saves passes
+        if before_stop:
+            before_stop()
+        sent = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=300)[0]
+    finally:
+        if process.poll() is None:                          # a failure above: stop it as Ctrl-C would
+            os.killpg(process.pid, signal.SIGINT)
+            process.communicate(timeout=300)
     wall = time.perf_counter() - sent
     reported = re.search(r"stopped in ([0-9.]+) s", rest)
     if not reported:
@@ -102,7 +108,7 @@ def main():
     parser.add_argument("--state", help="with --build-only: the aws-state directory to write")
     args = parser.parse_args()
     if args.build_only:
-        project, key, _baseline, _size = build(os.path.abspath(args.state), args.meters, args.days)
+        project, key, _series, _baseline, _size = build(os.path.abspath(args.state), args.meters, args.days)
         print(json.dumps({"project": project, "key": key}))
         return 0
     from tools.ports import free_port
@@ -110,7 +116,7 @@ def main():
     base = free_port(5)
     state = ROOT / ".local" / f"stack-{base}"
     started = time.perf_counter()
-    _project, key, baseline, size = build(str(state / "aws-state"), args.meters, args.days)
+    _project, _key, series, baseline, size = build(str(state / "aws-state"), args.meters, args.days)
     stored = sum(f.stat().st_size for f in (state / "aws-state").iterdir()) / 1e6
     print(f"state: {args.meters} meters x {args.days} days of 5-minute readings "
           f"({args.meters * args.days:,} day items), built in {time.perf_counter() - started:.0f} s; "
@@ -119,25 +125,28 @@ def main():
     env = {**os.environ, "API_PORT": str(base), "AWS_PORT": str(base + 1), "MODBUS_PORT": str(base + 2),
            "DEMO_HISTORY_DAYS": "1"}
     env.pop("FRESH", None)
-    pushes = iter(range(1, 10 ** 6))
+    days_after = iter(range(args.days, 10 ** 6))
 
-    def push_every_meter():
-        """One reading more for every meter of the building in one POST /data: every partition of its
-        readings changed since the last save, the most a stop can have to write."""
-        from bench_layout import PER_DAY, YEAR_START, reading
+    def write_every_meter():
+        """A day item more for every meter of the building, written straight to the embedded AWS (POST /data of
+        300 meters takes minutes there, issue 20): every partition of its readings changed since the last
+        save, the most a stop can have to write."""
+        from bench_layout import YEAR_START
 
-        step = args.days * PER_DAY + next(pushes)
-        answer = requests.post(f"http://127.0.0.1:{base}/data", headers={"Authorization": f"Bearer {key}"},
-                               json={"readings": [reading(f"suite-{i:03d}", step, YEAR_START)
-                                                  for i in range(args.meters)]}, timeout=300)
-        accepted = answer.json().get("accepted") if answer.status_code == 200 else None
-        if accepted != args.meters:
-            raise RuntimeError(f"the push was not stored: {answer.status_code} {answer.text[:300]}")
+        from chalicelib import aws, db, readings
+        from tools.provision import local_stage_environment
+
+        os.environ.update({**local_stage_environment(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{base + 1}",
+                           "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"})
+        aws.reset_clients()
+        day = time.strftime("%Y-%m-%d", time.gmtime(YEAR_START + next(days_after) * 86400))
+        for key in series:
+            db.put(readings.TABLE, readings.day_item(key, day, {0: 1e6}))
 
     results = {}
     try:
         for scenario, before_stop in (("idle (a periodic save passed)", None),
-                                      (f"right after a push to all {args.meters} meters", push_every_meter)):
+                                      (f"right after a write to all {args.meters} meters", write_every_meter)):
             reported, walls = [], []
             for attempt in range(args.repeats):
                 stop, wall, _banner = run_and_stop(env, before_stop)
