@@ -32,6 +32,14 @@ def site():
     made.close()
 
 
+def _log_tail(site, name, lines=15):
+    try:
+        with open(os.path.join(site.state_dir, "logs", f"{name}.log")) as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError as error:
+        return str(error)
+
+
 def _assert_nothing_left(record, ports):
     left, held = wait_gone(record, ports)
     assert not left, f"processes of the stack still running: {left}"
@@ -68,7 +76,7 @@ def test_an_orphaned_stack_is_named_and_make_stop_ends_it(site):
     process.communicate(timeout=60)
     wait_for(lambda: not any(alive(pid, started) for pid, started in recorded(record)
                              if pid not in (agent, record.stack_pid)), "the other children to end", timeout=120)
-    assert alive(agent)
+    assert alive(agent), _log_tail(site, "agent")
     again = site.make("run")
     assert again.returncode != 0
     assert "ended without stopping its processes" in again.stderr and f"agent (pid {agent})" in again.stderr
