@@ -223,6 +223,7 @@ def test_each_error_answer_shows_its_own_message_as_the_api_gives_it(client, mak
     import re
 
     from chalicelib.identity import accounts
+    from chalicelib.metering import meters
     from chalicelib.platform import aws, db
     from chalicelib.tables import accounts_table
     from tests.aws_faults import AwsFaults
@@ -244,6 +245,11 @@ def test_each_error_answer_shows_its_own_message_as_the_api_gives_it(client, mak
         "UnsupportedMediaType": client.http.put("/point", headers={**account.headers, "Content-Type": "text/xml"},
                                                 body=b"<a/>"),
     }
+    answers["TariffNotFound"] = account.request("GET", "/tariffs?id=7")
+    answers["MeterOrTariffNotFound"] = account.request("GET", "/bill?start=2026-11-01&end=2026-11-30&tariff=7")
+    for n in range(50):                                   # 50 meters x 13 months: past the 600 rows of a bill
+        meters.register(account.view["project"], {"MeterId": f"m{n}"})
+    answers["AnswerTooLarge"] = account.request("GET", "/bill?start=2025-12-31&end=2026-12-31")
     for _ in range(10):
         client.http.put("/session", headers=JSON_TYPE, body=b'{"username": "examples", "password": "wrong!!!"}')
     answers["TooManyRequests"] = client.http.put("/session", headers=JSON_TYPE,
@@ -255,7 +261,11 @@ def test_each_error_answer_shows_its_own_message_as_the_api_gives_it(client, mak
     assert accounts.find_by_key(account.key) is not None       # the key's item is there, its account gone
 
     examples = {name: _error_example(document, name) for name in answers}
-    assert len(set(examples.values())) == len(examples), "two error answers show the same example"
+    errors = {name: response for name, response in document["components"]["responses"].items()
+              if response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "").endswith(
+                  "/Error")}
+    every = [_error_example(document, name) for name in errors]       # each error response has its own
+    assert len(set(every)) == len(every), "two error answers show the same example"
     for name, answer in answers.items():
         given = json.loads(answer.body).get("error", answer.body.decode())
         assert re.sub(r"\d+", "N", given) == re.sub(r"\d+", "N", examples[name]), (name, given, examples[name])
