@@ -274,8 +274,10 @@ def test_try_it_out_calls_the_api_the_page_came_from_and_downloads_a_file(served
     files.locator(".opblock-summary").first.click()
     files.locator("button.try-out__btn").click()
     # Optional filters stay empty: a pre-filled example meter would narrow (or 404) the answer.
-    assert files.locator('tr[data-param-name="meter"] input').input_value() == ""
-    assert files.locator('tr[data-param-name="period"] input').input_value() == ""
+    for optional in ("meter", "period", "bill", "tariff"):
+        row = files.locator(f'tr[data-param-name="{optional}"] input')
+        assert row.count() == 0 or row.input_value() == "", optional
+    assert files.locator('tr[data-param-name="meter"] input').count() == 1
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
     files.locator('tr[data-param-name="start"] input').fill(yesterday)
     files.locator('tr[data-param-name="end"] input').fill(yesterday)
