@@ -138,8 +138,8 @@ def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchan
     parent_name = validation.name("Parent", value)
     try:
         return find(project_id, name=parent_name)
-    except NotFound:
-        raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
+    except NotFound as missing:
+        raise NotFound(f"Parent: {missing.message}") from None
 
 
 def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
@@ -255,7 +255,19 @@ def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
             meter = _get(project_id, alias["meter_id"])
             if meter:
                 return meter
-    raise NotFound(f"no meter named {name!r} in this project")
+    raise NotFound(f"no meter named {name!r} in this project{_suggestion(project_id, name)}")
+
+
+def _suggestion(project_id: int, name: str) -> str:
+    """': did you mean 'hvac'?' when a meter's name (as shown, else on site) differs from name in case only
+    (names are case-sensitive: 'HVAC' and 'hvac' may be two meters); '' otherwise. Costs the meter
+    listing, on a miss only."""
+    wanted = name.casefold()
+    for meter in all_meters(project_id):
+        for known in (meter["name"], meter["site_name"]):
+            if known.casefold() == wanted:
+                return f": did you mean {known!r}? (names are case-sensitive)"
+    return ""
 
 
 def all_meters(project_id: int) -> list[Item]:
