@@ -191,6 +191,8 @@ CONTRACT_SCOPES = {
     ("GET", "/data"): ("read",), ("GET", "/interval"): ("read",), ("GET", "/point"): ("read",),
     ("GET", "/file"): ("read",), ("GET", "/file/job"): ("read",), ("GET", "/graphics"): ("read",),
     ("GET", "/consumption"): ("read",), ("GET", "/status"): ("read",),
+    # Third round: "read keys may GET" tariffs; a bill is the same rows /file?bill=1 writes for them.
+    ("GET", "/tariffs"): ("read",), ("GET", "/bill"): ("read",),
 }
 
 
