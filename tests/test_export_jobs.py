@@ -187,14 +187,16 @@ def test_a_job_not_done_by_its_deadline_is_failed(aws, make_account, monkeypatch
     assert account.request("GET", started.headers["Location"]).json_body["status"] == "failed"
 
 
-def test_another_projects_job_and_unknown_ids_are_404(aws, make_account, monkeypatch):
+def test_another_projects_job_and_unknown_ids_are_404_and_a_missing_id_400(aws, make_account, monkeypatch):
     owner, other = make_account(), make_account()
     seed(owner.view["project"], ["m1"], days=1)
     monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
     started = get_file(owner, {"start": "2026-03-01", "end": "2026-03-01"})
     assert other.request("GET", started.headers["Location"]).status_code == 404
     assert owner.request("GET", "/file/job?id=nope").status_code == 404
-    assert owner.request("GET", "/file/job").status_code == 404
+    missing = owner.request("GET", "/file/job")
+    assert missing.status_code == 400 and "id is required" in missing.json_body["error"]
+    assert owner.request("GET", "/file/job?id=" + "f" * 65).status_code == 400     # longer than any id: not looked up
     drain(aws)
     assert other.request("GET", started.headers["Location"]).status_code == 404
     assert owner.request("GET", started.headers["Location"]).status_code == 303

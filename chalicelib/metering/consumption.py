@@ -52,7 +52,7 @@ def consumption(project_id: int, start: object, end: object, period: object = No
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end),
                                                   zone, max_days=days_allowed(chosen_period))
-    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    chosen = [meters.find(project_id, name=meter_name, field="meter")] if meter_name is not None else meters.all_meters(project_id)
     return list(rows(project_id, chosen, zone, first, last, chosen_period))
 
 

@@ -229,16 +229,20 @@ def find_by_site_names(project_id: int, site_names: Iterable[str]) -> dict[str, 
     return {name: found.get(meter_ids.get(name)) for name in names}
 
 
-def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
-    """A meter by id (wins) or by display name (then site name); NotFound otherwise."""
+def find(project_id: int, meter_id: object = None, name: object = None, field: str = "name") -> Item:
+    """A meter by id (wins) or by display name (then site name); NotFound otherwise.
+
+    field: the parameter that named it (meter on /file, /consumption, /graphics), for a 400 on a bad name.
+    """
     if meter_id is not None:
         meter_id = validation.integer("id", meter_id, 0)
         meter = _get(project_id, meter_id)
         if not meter:
             raise NotFound(f"no meter with id {meter_id} in this project")
         return meter
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise BadRequest("give the meter's name or id")
+    name = validation.name(field, name)
     for alias_key in (meters_table.display_name_key(project_id, name), meters_table.site_name_key(project_id, name)):
         alias = db.get(meters_table.NAME, alias_key)
         if alias:

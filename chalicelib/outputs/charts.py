@@ -178,7 +178,7 @@ def chart(project_id: int, kind: object = None, meter_name: object = None, width
     common: _Common = {"width_px": width_px, "height_px": height_px, "tz_name": zone.key, "bucket": bucket,
                        "period": (clock.local(begin, zone), clock.local(finish, zone))}
     if meter_name is not None:
-        meter = meters.find(project_id, name=meter_name)
+        meter = meters.find(project_id, name=meter_name, field="meter")
         kind = "line"
         use = chart_render.UseSeries(meter["name"], edges, _one(used(project_id, [meter], edges, bucket, zone)))
         png = chart_render.render_png("meter", title=f"{meter['name']}: register and energy used",

@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.outputs import downloads, export_writers
 from chalicelib.outputs.export_writers import Row
-from chalicelib.platform import aws, clock, config, db
+from chalicelib.platform import aws, clock, config, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.platform.errors import NotFound
+from chalicelib.platform.errors import BadRequest, NotFound
 from chalicelib.tables import accounts_table
 
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
@@ -90,8 +90,9 @@ def _progress(job: Item) -> float:
 def status(project_id: int, job_id: object, zone: tzinfo) -> JobState:
     """GET /file/job: the job's JobState. Another project's job is unknown."""
     unknown = NotFound("no export job with this id in this project (jobs are kept a day)")
-    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
-        raise unknown
+    if job_id is None or job_id == "":
+        raise BadRequest("id is required: the job's id, as in the Location GET /file answered with its 202")
+    job_id = validation.name("id", job_id)
     job = db.get(accounts_table.NAME, accounts_table.job_key(job_id))
     if not job or job.get("project_id") != project_id or job.get("expires_at", 0) < clock.now():
         raise unknown

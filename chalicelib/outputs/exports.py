@@ -85,7 +85,7 @@ def export(project_id: int, start: object, end: object, file_type: object = "csv
     zone = accounts.project_zone(project_id)
     first, last, begin, finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone,
                                                 max_days=consumption.days_allowed(per) if per else days.MAX_DAYS)
-    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    chosen = [meters.find(project_id, name=meter_name, field="meter")] if meter_name is not None else meters.all_meters(project_id)
     media_type, extension = export_writers.EXPORT_FORMATS[fmt]
     label = f"-{chosen[0]['name']}" if meter_name is not None else ""
     filename = f"readings{label}-{first.isoformat()}-to-{last.isoformat()}.{extension}"
