@@ -12,6 +12,7 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | login throttle | `THROTTLE#<login key>` | `THROTTLE` | throttle |
 | scoped key lookup | `SCOPEDKEY#<sha256 of the key>` | `SCOPEDKEY` | scoped_keys |
 | scoped key listing | `PROJECT#<project>` | `SCOPEDKEY#<key id, 10 digits>` | scoped_keys |
+| scoped key count | `PROJECT#<project>` | `COUNT#scopedkeys` | scoped_keys (n) |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
@@ -72,6 +73,11 @@ def scoped_key_lookup_key(digest: str) -> Item:
 def scoped_key_listing_key(project_id: int, key_id: int) -> Item:
     """The item that lists a scoped key in its project."""
     return {"pk": project_pk(project_id), "sk": f"{SCOPED_KEY}#{key_id:010d}"}
+
+
+def scoped_key_count_key(project_id: int) -> Item:
+    """The item counting the project's scoped keys (scoped_keys.MAX_KEYS), changed in each key's transaction."""
+    return {"pk": project_pk(project_id), "sk": "COUNT#scopedkeys"}
 
 
 def agent_key(project_id: int, who: str) -> Item:
