@@ -79,43 +79,16 @@ def _longest_quote(body: str, value: str) -> int:
 def site():
     """One stack for the module (a fresh moto per case would be most of its time): a project with a meter
     m1, its account, a factory of more accounts in it, and the DynamoDB double on the app's client."""
-    from chalice.test import Client
-    from moto import mock_aws
-
-    from app import app
-    from chalicelib.identity import accounts
     from chalicelib.metering import meters
     from chalicelib.platform import aws as aws_clients
-    from tests.conftest import PASSWORD, Account
-    from tools import provision
+    from tests.module_aws import module_stack
 
-    saved = {k: os.environ.get(k) for k in ("PASSWORD_HASHING",)}
-    os.environ["PASSWORD_HASHING"] = "CHEAPEST"
-    with mock_aws():
-        aws_clients.reset_clients()
-        stage_env = provision.provision_local()
-        saved.update({k: os.environ.get(k) for k in stage_env})
-        os.environ.update(stage_env)
-        try:
-            with Client(app, stage_name="local") as client:
-                project_id = accounts.create_project("sizes", "UTC")["project_id"]
-                made = iter(range(10 ** 6))
-
-                def make_account():
-                    n = next(made)
-                    view, key = accounts.create_user(project_id, f"user{n}", PASSWORD, f"user{n}@example.com")
-                    return Account(client, view, key, PASSWORD)
-
-                account = make_account()
-                meters.register(project_id, {"MeterId": "m1"})
-                yield account, DynamoDbKeyLimits(aws_clients.dynamodb(), stage_tables(stage_env)), make_account
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            aws_clients.reset_clients()
+    with module_stack() as stack:
+        account = stack.account()
+        project_id = account.view["project"]
+        meters.register(project_id, {"MeterId": "m1"})
+        yield (account, DynamoDbKeyLimits(aws_clients.dynamodb(), stage_tables(stack.env)),
+               lambda: stack.account(project_id))
 
 
 @pytest.mark.parametrize("method, path, params, name, kind", list(_cases()))

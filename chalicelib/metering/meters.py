@@ -18,7 +18,7 @@ from typing import Any, Literal, NoReturn
 
 from chalicelib.identity import accounts
 from chalicelib.metering.readings import Reading
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
@@ -285,10 +285,11 @@ def all_meters(project_id: int) -> list[Item]:
                          {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
 
 
-def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | list[dict[str, Any]]:
-    """GET /point: one meter by id or name, or with neither the list of all."""
+def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | answers.Bounded:
+    """GET /point: one meter by id or name, or with neither the list of all (checked against the answer's
+    bounds before it is rendered)."""
     if meter_id is None and name is None:
-        return views(all_meters(project_id))
+        return answers.listing(views(all_meters(project_id)), "ask for one meter: GET /point?name=… (or ?id=…)")
     return _view(project_id, find(project_id, meter_id, name))
 
 
@@ -367,8 +368,9 @@ def advance(project_id: int, meter: Item, which: str, epoch: int, value: Decimal
         pass  # a newer one is already recorded
 
 
-def latest(project_id: int, which: str) -> list[dict[str, Any]]:
-    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one."""
+def latest(project_id: int, which: str) -> answers.Bounded:
+    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one (checked against the
+    answer's bounds before it is rendered)."""
     zone = accounts.project_zone(project_id)
     rows = []
     for meter in all_meters(project_id):
@@ -376,4 +378,4 @@ def latest(project_id: int, which: str) -> list[dict[str, Any]]:
         if known is not None:
             rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known.epoch, zone),
                          "value": float(known.value)})
-    return rows
+    return answers.listing(rows, "get the readings as a file: GET /file?start=YYYY-MM-DD&end=YYYY-MM-DD&type={type}")

@@ -18,7 +18,7 @@ from typing import Any
 from chalicelib.identity import accounts
 from chalicelib.identity.auth import Caller
 from chalicelib.metering import ingest, meters, readings
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
 from chalicelib.tables import accounts_table
@@ -92,8 +92,9 @@ def _coverage(present: int, meter: Item) -> float:
     return round(min(1.0, present / expected), 3)
 
 
-def overview(project_id: int) -> dict[str, list[dict[str, Any]]]:
-    """GET /status: every agent's last report, by agent name, and every meter's state, by meter id."""
+def overview(project_id: int) -> answers.Bounded:
+    """GET /status: every agent's last report, by agent name, and every meter's state, by meter id (checked
+    against the answer's bounds before it is rendered)."""
     zone = accounts.project_zone(project_id)
     now = clock.now()
     agents = []
@@ -112,4 +113,5 @@ def overview(project_id: int) -> dict[str, list[dict[str, Any]]]:
         known = latest[meter["meter_id"]]
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
                      "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
-    return {"agents": agents, "meters": rows}
+    return answers.listing(agents + rows, "ask for one meter's readings instead: GET /point?name=…, GET /file",
+                           whole={"agents": agents, "meters": rows})

@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from chalicelib.outputs import downloads, export_writers
-from chalicelib.outputs.export_writers import Row
 from chalicelib.platform import aws, clock, config, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, NotFound
@@ -35,15 +34,17 @@ DEADLINE_SECONDS = 30 * 60      # longer than MAX_RECEIVES visibility timeouts o
 
 
 class JobState(NamedTuple):
-    """What GET /file/job answers: the HTTP status (202 running, 200 failed, 303 done) and its body (303's
-    is the file's link)."""
+    """What GET /file (once it starts a job) and GET /file/job answer: the HTTP status (202 running, 200
+    failed, 303 done), its body (303's is the file's link) and, while running, when to ask again (seconds)."""
 
     status: int
     body: dict
+    retry_after: int | None = None
 
 
-# A slice's rows: rows_of(project_id, job request, zone, begin, end) (exports.slice_rows).
-RowsOf = Callable[[int, dict[str, Any], ZoneInfo, int, int], Iterable[Row]]
+# A slice's rows: rows_of(project_id, job request, zone, begin, end) (exports.slice_rows): readings' Rows, or
+# records (dicts of the request's fields) when the request has fields.
+RowsOf = Callable[[int, dict[str, Any], ZoneInfo, int, int], Iterable[Any]]
 
 
 def _prefix(project_id: int, job_id: str) -> str:
@@ -59,8 +60,8 @@ def view(job_id: str, status: str = "running", progress: float = 0.0) -> dict[st
     return {"id": job_id, "status": status, "progress": round(progress, 3)}
 
 
-def start(project_id: int, request: dict[str, Any], slices: list[list[int]]) -> dict[str, Any]:
-    """Start a job writing request (exports.job_request's dict) in slices [(begin, end) epochs]; its 202 body."""
+def start(project_id: int, request: dict[str, Any], slices: list[list[int]]) -> JobState:
+    """Start a job writing request (exports.export's dict) in slices [(begin, end)]; its 202 JobState."""
     job_id = secrets.token_hex(16)
     request_key = f"{_prefix(project_id, job_id)}/request.json"
     body = json.dumps({**request, "slices": slices}).encode()
@@ -80,7 +81,15 @@ def start(project_id: int, request: dict[str, Any], slices: list[list[int]]) -> 
         answer = client.send_message_batch(QueueUrl=queue, Entries=entries)
         if answer.get("Failed"):
             raise RuntimeError(f"the queue refused {len(answer['Failed'])} messages of job {job_id}")
-    return view(job_id)
+    return JobState(202, view(job_id), retry_after(len(slices)))
+
+
+SLICE_SECONDS = 10              # about what a worker takes for a slice (docs/benchmarks.md: ~5.5 s of CPU)
+
+
+def retry_after(parts_left: int) -> int:
+    """Seconds until a job with parts_left parts to write is worth asking about again: 2 to 30."""
+    return max(2, min(30, SLICE_SECONDS * parts_left))
 
 
 def _progress(job: Item) -> float:
@@ -106,7 +115,7 @@ def status(project_id: int, job_id: object, zone: tzinfo) -> JobState:
         return JobState(303, downloads.link(job["file"], zone))
     if job["status"] == "failed":
         return JobState(200, {"id": job_id, "status": "failed", "error": job.get("error") or "the export failed"})
-    return JobState(202, view(job_id, progress=_progress(job)))
+    return JobState(202, view(job_id, progress=_progress(job)), retry_after(job["parts"] - len(job.get("done") or ())))
 
 
 def _fail(job_id: str, reason: str) -> Item | None:
@@ -155,7 +164,12 @@ def run(message: dict[str, Any], rows_of: RowsOf) -> None:
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
-    chunks = export_writers.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    first, last = number == 0, number == job["parts"] - 1
+    if request.get("fields"):   # records (consumption, bills): their columns and frame travel in the request
+        chunks = export_writers.record_slice_chunks(request["type"], request["fields"], counted, first, last,
+                                                    bom=request.get("bom", False))
+    else:
+        chunks = export_writers.slice_chunks(request["type"], counted, first, last)
     size = _written(key, chunks)
     updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
                         "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
@@ -183,11 +197,11 @@ def _written(key: str, chunks: Iterable[bytes]) -> int:
 class _Counter:
     """Rows passed through, counted."""
 
-    def __init__(self, rows: Iterable[Row]) -> None:
+    def __init__(self, rows: Iterable[Any]) -> None:
         self.rows = iter(rows)
         self.count = 0
 
-    def __iter__(self) -> Iterator[Row]:
+    def __iter__(self) -> Iterator[Any]:
         for row in self.rows:
             self.count += 1
             yield row
@@ -199,7 +213,9 @@ def _request(job: Item) -> dict[str, Any]:
 
 def _assemble(job_id: str, job: Item) -> None:
     """Join the parts into the file (export_writers.slice_chunks says how); mark the job done."""
-    frame = export_writers.FRAMES[_request(job)["type"]]
+    request = _request(job)
+    frame = (export_writers.record_frame(request["type"], request["fields"], request.get("bom", False))
+             if request.get("fields") else export_writers.FRAMES[request["type"]])
     segments: list[downloads.Segment | bytes] = []
     seen_rows = False
     for number in range(job["parts"]):
