@@ -15,6 +15,7 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | scoped key count | `PROJECT#<project>` | `COUNT#scopedkeys` | scoped_keys (n) |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
+| a project's running export jobs | `PROJECT#<project>` | `JOBS` | export_jobs (running, version) |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -88,6 +89,11 @@ def agent_key(project_id: int, who: str) -> Item:
 def job_key(job_id: str) -> Item:
     """The item of an export job."""
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
+
+
+def project_jobs_key(project_id: int) -> Item:
+    """The item holding a project's running export jobs (export_jobs.MAX_RUNNING)."""
+    return {"pk": project_pk(project_id), "sk": "JOBS"}
 
 
 def next_id(kind: str) -> int:
