@@ -1,8 +1,6 @@
-"""No answer over the bound (issue 20 item 3): GET /consumption estimates its answer before reading any
-reading and answers 413 naming the bound and the /file form; every list, and every answer at all, is
-measured as Lambda counts it (the proxy answer's JSON) and is a 413 past the bound.
-
-One stack for the module: a 300-meter building with a month of 5-minute readings (tests/building.py).
+"""No answer over the bound (issue 20 item 3): what the estimate lets through is within the bound as Lambda
+counts it (the proxy answer's JSON), and every list is a 413 past it. The building-scale case is
+tests/test_answer_bounds_building.py.
 """
 import json
 import urllib.parse
@@ -26,14 +24,6 @@ def stack():
 
     with module_stack() as made:
         yield made
-
-
-@pytest.fixture(scope="module")
-def building(stack):
-    """The account of a 300-meter building with the month of March 2026 of 5-minute readings."""
-    account = stack.account()
-    build(account.view["project"], 300, MARCH, 31)
-    return account
 
 
 class TableCalls:
@@ -70,38 +60,6 @@ def error_of(answer, fmt):
     return (yaml.safe_load(body) if fmt == "yaml" else json.loads(body))["error"]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_the_hourly_month_of_300_meters_is_a_413_before_any_reading_is_read(stack, building, fmt):
-    calls = TableCalls()
-    try:
-        answer = building.request("GET", "/consumption?" + urllib.parse.urlencode(
-            {"start": "2026-03-01", "end": "2026-03-31", "period": "hour", "responseType": fmt}))
-    finally:
-        calls.close()
-    assert answer.status_code == 413
-    assert payload(answer) < 2000
-    error = error_of(answer, fmt)
-    assert "223,200 rows" in error and "at most 5 MB" in error and "Lambda answers at most 6 MB" in error
-    assert f"GET /file?start=2026-03-01&end=2026-03-31&period=hour&type={fmt}" in error
-    assert stack.env["READINGS_TABLE"] not in calls.by_table, calls.by_table
-
-
-def test_the_413s_file_form_is_a_job_not_an_answer(building):
-    """The form the 413 names writes the same rows to a file: for 223,200 hourly rows, an export job."""
-    answer = building.request("GET", "/consumption?start=2026-03-01&end=2026-03-31&period=hour")
-    form = answer.json_body["error"].split("GET ", 1)[1].split()[0].rstrip(":,.")
-    started = building.request("GET", form)
-    assert started.status_code == 202, started.body
-    assert started.headers["Location"] == f"/file/job?id={started.json_body['id']}"
-    assert int(started.headers["Retry-After"]) >= 1
-
-
-def test_a_month_of_days_of_300_meters_fits(building):
-    rows = building.call("GET", "/consumption", {"start": "2026-03-01", "end": "2026-03-31", "period": "day"})
-    assert len(rows) == 300 * 31
-    assert rows[0]["MeterParam"] == "suite-000" and rows[0]["value"] == pytest.approx(106.56, abs=0.01)
-
-
 NAME = 'a "quoted" <b>&amp; café ' + "x" * 39        # 64 characters, escaped in every format
 
 
@@ -127,9 +85,10 @@ def test_an_answer_the_estimate_lets_through_is_within_the_bound(stack, monkeypa
     assert over.status_code == 413 if 24 * 2 * (days + 1) > limit else over.status_code == 200
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("path", ["/point", "/data", "/interval", "/user", "/status", "/keys"])
-def test_every_list_is_413_past_the_bound_and_answers_within_it(stack, monkeypatch, path, fmt):
+@pytest.fixture(scope="module")
+def listed(stack):
+    """A project with something in every list: 12 meters with a latest reading and interval, 4 accounts,
+    3 scoped keys, an agent's report."""
     account = stack.account()
     project = account.view["project"]
     made = build(project, 12, MARCH, 1, every=3600)
@@ -138,11 +97,18 @@ def test_every_list_is_413_past_the_bound_and_answers_within_it(stack, monkeypat
     for n in range(3):
         stack.account(project)
         account.call("PUT", "/keys", body={"label": f"box {n}", "scope": "ingest"})
+    account.call("PUT", "/status", body={"time": stamp(MARCH + DAY), "failing_meters": ["suite-001"]})
+    return account
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("path", ["/point", "/data", "/interval", "/user", "/status", "/keys"])
+def test_every_list_is_413_past_the_bound_and_answers_within_it(listed, monkeypatch, path, fmt):
     query = "?" + urllib.parse.urlencode({"responseType": fmt})
-    whole = account.request("GET", path + query)
+    whole = listed.request("GET", path + query)
     assert whole.status_code == 200
     monkeypatch.setattr(answers, "ANSWER_MAX_BYTES", payload(whole) // 2)
-    refused = account.request("GET", path + query)
+    refused = listed.request("GET", path + query)
     assert refused.status_code == 413, refused.body[:200]
     assert "at most" in error_of(refused, fmt)
     assert payload(refused) < 1000

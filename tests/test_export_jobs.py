@@ -105,6 +105,7 @@ def test_big_parts_are_copied_by_s3_and_small_ones_gathered(aws, make_account, m
     expected = download(get_file(account, query).json_body["url"])
     monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
     monkeypatch.setattr(exports, "SLICE_ROWS", 45_000)    # a slice of ~6.7 MB (copied) and one of ~1.9 MB
+    monkeypatch.setattr(export_jobs, "ASSEMBLE_HERE_BYTES", 0)   # joined by a message of its own, as a big job
     recorder.calls.clear()
     assert follow_job(aws, account, get_file(account, query)) == expected
     operations = [c["operation"] for c in recorder.calls]

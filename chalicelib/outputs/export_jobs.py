@@ -9,12 +9,12 @@ keyed by the slice number (a retried message rewrites the same object, so a part
 lost), then queues slice number + WINDOW. So a job never has more than WINDOW slices in the queue, a
 project never more than MAX_RUNNING x WINDOW, and another project's slices wait behind at most those of
 each busy project, never behind a whole burst: fair shares without a queue per project. The worker that
-records the last part queues an "assemble" message; the assembler joins the parts in S3 (UploadPartCopy)
-inside the format's frame, so the file is byte for byte the synchronous export. A job whose message
-fails MAX_RECEIVES times is failed with a reason; so is a job past DEADLINE_SECONDS, by the next worker
-that gets one of its messages (and by GET /file/job), whether or not anyone asks about it. A job that
-ends gives its place back; a place is also free once its job's deadline has passed. Jobs and their
-files are kept a day.
+records the last part joins the parts (up to ASSEMBLE_HERE_BYTES), or queues an "assemble" message for
+a bigger job; the parts are joined in S3 (UploadPartCopy) inside the format's frame, so the file is byte
+for byte the synchronous export. A job whose message fails MAX_RECEIVES times is failed with a reason;
+so is a job past DEADLINE_SECONDS, by the next worker that gets one of its messages (and by GET
+/file/job), whether or not anyone asks about it. A job that ends gives its place back; a place is also
+free once its job's deadline has passed. Jobs and their files are kept a day.
 
 The job item lives in AccountsTable under pk "JOB#<id>", sk "JOB"; this module owns its shape:
 project_id, status (running|done|failed), parts, done (number set of finished parts), part_info
@@ -41,6 +41,7 @@ DEADLINE_SECONDS = 30 * 60      # longer than MAX_RECEIVES visibility timeouts o
 MAX_RUNNING = 3                 # export jobs a project may have running at once (429 beyond)
 WINDOW = 8                      # slices of a job in the queue at once: a project's share of the workers
 BUSY_RETRY_AFTER = 30           # seconds a 429 asks to wait: about a job of a few slices
+ASSEMBLE_HERE_BYTES = 64 << 20  # a job's parts up to this size are joined by the worker that writes the last
 
 
 class JobState(NamedTuple):
@@ -243,8 +244,11 @@ def run(message: dict[str, Any], rows_of: RowsOf) -> None:
     if number + WINDOW < updated["parts"]:
         _send(message["job"], [number + WINDOW])   # the job's next slice takes this one's place in the queue
     if len(updated.get("done") or ()) == updated["parts"]:
-        aws.sqs().send_message(QueueUrl=config.resource_name("ExportQueue"),
-                               MessageBody=json.dumps({"job": message["job"], "assemble": True}))
+        if sum(size for _rows, size in updated["part_info"].values()) <= ASSEMBLE_HERE_BYTES:
+            _assemble(message["job"], updated)  # a small file: joined now, not behind the queue's other shares
+        else:
+            aws.sqs().send_message(QueueUrl=config.resource_name("ExportQueue"),
+                                   MessageBody=json.dumps({"job": message["job"], "assemble": True}))
 
 
 def _written(key: str, chunks: Iterable[bytes]) -> int:
