@@ -268,7 +268,7 @@ def _written(key: str, chunks: Iterable[bytes]) -> int:
 class _Counter:
     """Rows passed through, counted."""
 
-    def __init__(self, rows: Iterable[Any]) -> None:
+    def __init__(self, rows: Iterable[Any]) -> None:   # readings' Rows, or records (consumption, bills)
         self.rows = iter(rows)
         self.count = 0
 

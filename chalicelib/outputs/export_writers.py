@@ -17,8 +17,8 @@ from typing import Any
 
 from chalicelib.platform.documents import XML_HEAD, XML_TAIL, xml_elements
 
-__all__ = ["EXPORT_FORMATS", "FRAMES", "Row", "export_chunks", "record_chunks", "record_frame", "record_slice_chunks",
-           "slice_chunks"]
+__all__ = ["EXPORT_FORMATS", "FRAMES", "Row", "export_chunks", "record_chunks", "record_frame",
+           "record_slice_chunks", "slice_chunks"]
 
 Row = tuple[str, datetime.datetime, float]   # a readings export's row: (MeterParam, local time, value)
 
@@ -347,6 +347,6 @@ def record_slice_chunks(fmt: str, fields: Iterable[str], records: Iterable[Mappi
     record_frame(fmt, fields, bom): byte for byte what record_chunks writes for all the records."""
     if fmt not in _ROWS:
         raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_ROWS)))
-    fields = tuple(fields)
-    return _chunked(_framed(record_frame(fmt, fields, bom), _record_texts(fmt, fields, records), first, last),
+    names = tuple(fields)
+    return _chunked(_framed(record_frame(fmt, names, bom), _record_texts(fmt, names, records), first, last),
                     chunk_bytes)
