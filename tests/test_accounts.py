@@ -524,5 +524,5 @@ def test_two_concurrent_creates_of_one_name_give_one_account_and_one_conflict(aw
             thread.join()
 
         assert sorted(outcomes) == ["conflict", "created"]
-        listed = [u["username"] for p in projects for u in accounts.list_users(p)]
+        listed = [u["username"] for p in projects for u in accounts.list_users(p).build()]
         assert len([name for name in listed if name.lower() == f"racer{attempt}"]) == 1

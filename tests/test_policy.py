@@ -578,14 +578,17 @@ def _big_export_job(client, key, project_id, ok):
     for day in range(60):                      # 60 days of 30 s readings: 172,800 rows, ~7 MB of csv
         db.put(readings_table.NAME, readings.day_item(series, (first + timedelta(days=day)).strftime("%Y-%m-%d"),
                                                  {s: 1000.0 + s / 86400 for s in range(0, 86400, 30)}))
-    saved = exports.SYNC_MAX_ROWS, exports.SLICE_ROWS
-    exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = 0, 200_000
+    from chalicelib.outputs import export_jobs
+
+    saved = exports.SYNC_MAX_ROWS, exports.SLICE_ROWS, export_jobs.ASSEMBLE_HERE_BYTES
+    # one slice of it all (~7 MB: S3 copies it into the file), joined by a message of its own (SendMessage)
+    exports.SYNC_MAX_ROWS, exports.SLICE_ROWS, export_jobs.ASSEMBLE_HERE_BYTES = 0, 10 ** 9, 0
     try:
         job = ok(_send(client, "GET", "/file?start=2025-01-01&end=2025-03-01&type=csv", headers=key), 202)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        handled, failed = local_worker.drain(sqs, os.environ["EXPORT_QUEUE_URL"], export_worker)
     finally:
-        exports.SYNC_MAX_ROWS, exports.SLICE_ROWS = saved
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    handled, failed = local_worker.drain(sqs, os.environ["EXPORT_QUEUE_URL"], export_worker)
+        exports.SYNC_MAX_ROWS, exports.SLICE_ROWS, export_jobs.ASSEMBLE_HERE_BYTES = saved
     assert handled >= 2 and not failed
     return job
 
