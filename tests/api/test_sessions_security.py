@@ -420,7 +420,7 @@ def test_every_stage_hashes_passwords_at_or_above_owasps_floor():
 
     from chalicelib.identity import passwords
 
-    chalice_config = json.loads((pathlib.Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
+    chalice_config = json.loads((pathlib.Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
     for stage, settings in chalice_config["stages"].items():
         environment = {**chalice_config.get("environment_variables", {}), **settings.get("environment_variables", {})}
         chosen = passwords.PROFILES[environment.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")]

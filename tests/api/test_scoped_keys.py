@@ -52,7 +52,7 @@ def valid_request(method, path):
 
 
 def test_put_keys_shows_the_secret_once_and_stores_only_its_digest(client, make_account):
-    from tests.test_sessions_security import stored_text
+    from tests.api.test_sessions_security import stored_text
 
     account = make_account()
     made = make_key(account, "ingest")

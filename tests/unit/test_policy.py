@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHALICELIB = os.path.join(ROOT, "chalicelib")
 
 # What the function's runtime needs besides the code's calls: writing to its own log group.

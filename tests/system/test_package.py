@@ -18,7 +18,7 @@ from chalice.config import Config
 
 from tools import provision
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("infra_package", os.path.join(ROOT, "infra", "package.py"))
 assert _spec is not None and _spec.loader is not None
 package = importlib.util.module_from_spec(_spec)

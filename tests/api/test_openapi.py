@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC_PATH = os.path.join(ROOT, "chalicelib", "apidocs", "openapi.yaml")
 MEDIA_TYPES = {"application/json", "application/xml", "application/yaml"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

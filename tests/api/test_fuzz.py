@@ -35,7 +35,7 @@ import pytest
 import requests
 import yaml
 
-DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml")
+DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "openapi.yaml")
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 STAGE = "local"
 PASSWORD = "correct horse battery staple"     # A's `test` account: the document's login example
