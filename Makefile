@@ -22,8 +22,8 @@ $(STAMP): requirements.txt requirements-dev.txt edge_agent/requirements.txt
 
 venv: $(STAMP)
 
-# tests/test_docs_page.py drives Debian's chromium (CI is root on a fresh Debian machine).
-CHROMIUM_INSTALL = command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for tests/test_docs_page.py"; \
+# tests/system/test_docs_page.py drives Debian's chromium (CI is root on a fresh Debian machine).
+CHROMIUM_INSTALL = command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for tests/system/test_docs_page.py"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # The gate (pyproject.toml): ruff, then mypy, over the whole tree. `$(VENV)/bin/ruff check --fix .` fixes most of ruff's findings.
@@ -86,8 +86,8 @@ deploy: package
 check: $(STAMP)
 	for stage in $(DEPLOY_STAGES); do $(PY) infra/package.py --stage $$stage --out build/$$stage || exit 1; done
 
-# The schemathesis run of tests/test_fuzz.py with more examples per operation than `make test` gives it
+# The schemathesis run of tests/api/test_fuzz.py with more examples per operation than `make test` gives it
 # (FUZZ_EXAMPLES=6 there); e.g. `make fuzz FUZZ_EXAMPLES=500` for a longer one.
 .PHONY: fuzz
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest -q tests/test_fuzz.py
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest -q tests/api/test_fuzz.py

@@ -295,7 +295,7 @@ def make_schema():
         },
         # The coverage phase also sends methods a path doesn't have: those the app routes (answered 405
         # by chalicelib/web.py). HEAD and OPTIONS never reach the app (the gateway answers them), and
-        # TRACE is tested on its own (tests/test_front_door.py), so they are not the app's to fuzz.
+        # TRACE is tested on its own (tests/api/test_front_door.py), so they are not the app's to fuzz.
         "phases": {"examples": {"enabled": True},
                    "coverage": {"enabled": True, "unexpected-methods": ["get", "put", "post", "delete", "patch"]},
                    "fuzzing": {"enabled": True}, "stateful": {"enabled": False}},
