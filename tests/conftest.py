@@ -1,4 +1,8 @@
-"""Shared fixtures: in-process moto with the template's resources, the Chalice test client, projects."""
+"""Shared fixtures: in-process moto with the template's resources, the Chalice test client, projects.
+
+Passwords are hashed with Argon2id's cheapest parameters unless a test is marked
+``@pytest.mark.production_hashing`` (hashing is its subject).
+"""
 import json
 import os
 from urllib.parse import urlencode
@@ -13,6 +17,13 @@ os.environ.pop("AWS_PROFILE", None)
 
 STAGE = "local"
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(request, monkeypatch):
+    """Argon2id with small costs unless the test is about hashing (``production_hashing``)."""
+    if request.node.get_closest_marker("production_hashing") is None:
+        monkeypatch.setenv("PASSWORD_HASHING", "CHEAPEST")
 
 
 @pytest.fixture
@@ -76,7 +87,8 @@ def time_travel(time_machine):
 
 @pytest.fixture
 def fast_hashing(monkeypatch):
-    """Argon2id with small costs, for tests about something other than hashing (it stays Argon2id)."""
+    """Argon2id with small costs, for tests about something other than hashing (it stays Argon2id).
+    Every test has them now unless marked ``production_hashing``; this fixture says so explicitly."""
     monkeypatch.setenv("PASSWORD_HASHING", "CHEAPEST")
 
 

@@ -280,6 +280,7 @@ def test_a_new_key_replaces_the_old_one_at_once(client, make_account):
 
 # ---- passwords --------------------------------------------------------------------------------
 
+@pytest.mark.production_hashing
 def test_passwords_are_stored_as_argon2id_with_at_least_owasps_parameters(client, make_account):
     account = make_account(username="ned")
 
@@ -290,6 +291,7 @@ def test_passwords_are_stored_as_argon2id_with_at_least_owasps_parameters(client
     assert parameters["m"] >= 19456 and parameters["t"] >= 2 and parameters["p"] >= 1
 
 
+@pytest.mark.production_hashing
 def test_passwords_of_8_to_1024_characters_work(client, make_account):
     account = make_account(username="ola")
     for length in (8, 256, 1024):
@@ -303,6 +305,7 @@ def test_passwords_of_8_to_1024_characters_work(client, make_account):
             assert log_in(client, f"pat{length}", password).json_body == {"uuid": created.json_body["uuid"]}
 
 
+@pytest.mark.production_hashing
 def test_a_password_under_8_characters_is_refused(client, make_account):
     account = make_account(username="quin")
 
@@ -313,6 +316,7 @@ def test_a_password_under_8_characters_is_refused(client, make_account):
     assert [u["username"] for u in account.request("GET", "/user").json_body] == ["quin"]
 
 
+@pytest.mark.production_hashing
 def test_passwords_are_never_truncated_or_trimmed(client, make_account):
     account = make_account(username="sue")
     long_password = "".join(chr(ord("a") + i % 26) for i in range(400))
@@ -327,6 +331,7 @@ def test_passwords_are_never_truncated_or_trimmed(client, make_account):
     assert log_in(client, "sue", " spaces around ").status_code == 200
 
 
+@pytest.mark.production_hashing
 def test_a_hash_with_weaker_parameters_is_upgraded_at_login(client, make_account, monkeypatch):
 
     from chalicelib.identity import passwords
