@@ -13,6 +13,8 @@ from chalicelib.platform import aws as aws_clients, config
 from tests.aws_faults import AwsFaults
 from tests.api.test_aws_faults import World, assert_consistent
 
+pytestmark = pytest.mark.fresh_aws  # the project "faulty", and assert_consistent checks every item of every store
+
 NEW_PASSWORD = "another horse battery staple"
 
 

@@ -61,6 +61,7 @@ def argon2_parameters(encoded):
 # ---- session tokens ---------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # counts every session, reads every stored item
 def test_the_session_token_has_at_least_256_random_bits_and_only_its_hash_is_stored(client, make_account):
     make_account(username="ann")
 
@@ -181,6 +182,7 @@ def test_secure_cookies_follow_the_setting(client, make_account, monkeypatch):
 # ---- ending sessions --------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # counts every session
 def test_logout_ends_the_session_on_the_server(client, make_account):
     make_account(username="hal")
     cookie = cookie_header(log_in(client, "hal", PASSWORD))
@@ -225,6 +227,7 @@ def test_a_password_change_by_key_ends_every_session_and_other_changes_end_none(
 
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # lists every session
 def test_deleting_an_account_ends_all_its_sessions_and_its_key(client, make_account):
     account = make_account(username="lou")
     colleague = make_account(username="max", project_id=account.view["project"])
@@ -246,6 +249,7 @@ def test_deleting_an_account_ends_all_its_sessions_and_its_key(client, make_acco
 # ---- API keys ---------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # reads every stored item
 def test_api_keys_are_160_random_bits_never_stored_in_clear(client, make_account):
     accounts = [make_account() for _ in range(2)]
     keys = [a.key for a in accounts]
@@ -281,6 +285,7 @@ def test_a_new_key_replaces_the_old_one_at_once(client, make_account):
 # ---- passwords --------------------------------------------------------------------------------
 
 @pytest.mark.production_hashing
+@pytest.mark.fresh_aws  # reads every stored item
 def test_passwords_are_stored_as_argon2id_with_at_least_owasps_parameters(client, make_account):
     account = make_account(username="ned")
 
