@@ -40,12 +40,13 @@ if TYPE_CHECKING:   # matplotlib and numpy are imported when a chart is drawn on
     from matplotlib.text import Text
     from matplotlib.ticker import Formatter
 
-__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
-           "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
+__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "render_bill_png", "reduce_minmax", "KINDS",
+           "NO_READINGS", "NO_ENERGY", "NO_CHARGES", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
 
 KINDS = ("pie", "bar", "line", "meter")   # the drawings render_png makes (charts.CHART_TYPES: what the API asks for)
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
+NO_CHARGES = "No bill for this period (no tariff, or no energy known)"
 MIN_WIDTH_PX, MIN_HEIGHT_PX = 400, 300   # smallest image every chart fits in legibly
 
 _DPI = 100
@@ -176,6 +177,77 @@ def reduce_minmax(times: Sequence[float], values: Sequence[float], columns: int)
     ends = np.r_[starts[1:], order.size] - 1
     idx = np.unique(np.concatenate((order[starts], order[ends])))  # sorted = time order
     return t[idx].tolist(), v[idx].tolist()
+
+
+def render_bill_png(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                    stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                    period: tuple[datetime, datetime] | None = None) -> bytes:
+    """A bar chart of charges per month (GET /graphics?bill=1): one bar per month (``months``, its label),
+    stacked by ``stacks`` (name, amount per month; drawn bottom-up in order), in ``currency``, with each
+    month's total above its bar. No charge at all gives the centred NO_CHARGES message."""
+    width_px, height_px = _check_size(width_px, height_px)
+    _ensure_mplconfigdir()
+    tz = clock.zone(tz_name)
+    for squeeze in range(_SQUEEZES):
+        style = _Style(width_px, height_px, squeeze)
+        fig = _bill_bars(months, stacks, currency, width_px, height_px, title,
+                         _period_text(period, tz, tz_name, short=squeeze >= 2), style)
+        fig.canvas.draw()
+        if not overflow(fig):
+            break
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
+    return buf.getvalue()
+
+
+def _bill_bars(months: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]], currency: str, width_px: int,
+               height_px: int, title: str, subtitle: str, style: _Style) -> Figure:
+    """Charges per month stacked by part (energy per TOU period, demand, fixed, minimum); totals on top."""
+    stacks = [(str(name), [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values])
+              for name, values in stacks]
+    stacks = [(name, values) for name, values in stacks if any(v > 0 for v in values)]
+    if not stacks or not months:
+        return _message(width_px, height_px, title, subtitle, NO_CHARGES, style)
+    totals = [sum(values[i] for _name, values in stacks) for i in range(len(months))]
+    fig = _new_figure(width_px, height_px)
+    _header(fig, title, subtitle, style)
+    ax = fig.add_subplot()
+    x = list(range(len(months)))
+    bottom = [0.0] * len(months)
+    handles: list[Any] = []
+    for (_name, values), color in zip(stacks, _palette(len(stacks))):
+        handles.append(ax.bar(x, values, bottom=bottom, color=color, width=0.7, zorder=2,
+                              edgecolor="white", linewidth=max(0.3, 0.5 * style.scale)))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.grid(axis="y", color="0.88", zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=style.tick)
+    ax.set_xlim(-0.6, len(months) - 0.4)
+    # Month labels on two lines ("Nov" over "2026"), every k-th one when even those would overlap (the
+    # plot shares a landscape image with the legend beside it).
+    font_px = style.px(style.tick)
+    labels = [str(month).replace(" ", "\n", 1) for month in months]
+    slot_px = width_px * (0.85 if style.portrait else 0.5) / len(months)
+    widest = max(len(part) for label in labels for part in label.split("\n"))
+    every = max(1, math.ceil(font_px * 0.62 * widest / (slot_px * 0.9)))
+    ax.set_xticks(x[::every], labels[::every])
+    for tick in ax.xaxis.get_major_ticks():
+        _literal(tick.label1, tick.label2)
+    if slot_px >= font_px * 0.62 * 7:
+        for i, total in enumerate(totals):
+            _literal(ax.annotate(f"{total:,.2f}", (i, total), xytext=(0, 2), textcoords="offset points",
+                                 ha="center", va="bottom", fontsize=style.tick))
+    _literal(ax.set_xlabel("Month", fontsize=style.label),
+             ax.set_ylabel(f"Charges ({currency})", fontsize=style.label))
+    ax.margins(y=0.12)
+    labels = _names([name for name, _values in stacks], style, width_px)
+    labels = [f"{label}: {sum(values):,.2f}" for label, (_name, values) in zip(labels, stacks)]
+    _legend(fig, list(reversed(handles)), list(reversed(labels)), style,
+            f"{currency}, total {sum(totals):,.2f}")
+    return fig
 
 
 # --------------------------------------------------------------------------- internals
