@@ -1,4 +1,4 @@
-"""GET /bill, /file?bill=1 and /graphics?bill=1: what NREL SAM cannot check (tests/test_bills_sam.py does the
+"""GET /bill, /file?bill=1 and /graphics?bill=1: what NREL SAM cannot check (tests/api/test_bills_sam.py does the
 rest), by the contract's arithmetic written out here.
 
 A Toronto project with 15-minute readings of constant power (so every local hour's energy is known
