@@ -27,6 +27,13 @@ PASSWORD = "correct horse battery staple"
 _NAMES = itertools.count(1)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The slow tests first, the others in their order: under pytest-xdist (`make test`, files handed out
+    in this order) the long files start at once instead of one running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _cheap_password_hashing(request, monkeypatch):
     """Argon2id with small costs unless the test is about hashing (``production_hashing``)."""
