@@ -4,7 +4,7 @@ the project's local calendar, with Coverage and 15-minute PeakDemand.
 Days and longer periods come from the rollups (chalicelib/metering/rollups.py: one item per meter and local
 month, whatever the history); hours from the raw readings of the (at most 31) days asked, which are
 as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
-answers are the same to the µkWh (tests/test_consumption.py checks it on random histories).
+answers are the same to the µkWh (tests/api/test_consumption.py checks it on random histories).
 """
 import urllib.parse
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence

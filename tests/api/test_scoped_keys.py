@@ -51,8 +51,9 @@ def valid_request(method, path):
                             ("GET", "/graphics"): "?width=4&height=3"}.get((method, path), "")
 
 
+@pytest.mark.fresh_aws  # reads every stored item
 def test_put_keys_shows_the_secret_once_and_stores_only_its_digest(client, make_account):
-    from tests.test_sessions_security import stored_text
+    from tests.api.test_sessions_security import stored_text
 
     account = make_account()
     made = make_key(account, "ingest")

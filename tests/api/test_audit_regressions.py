@@ -176,7 +176,7 @@ def test_delete_session_with_a_key_header_and_a_cookie_ends_the_session(client, 
 @pytest.mark.parametrize("credential", ["key", "session opened by key", "session opened by password 10 minutes ago"])
 def test_a_new_password_needs_the_current_one(client, make_account, time_travel, credential):
     """Only a session opened by password in the last 10 minutes changes it without current_password
-    (tests/test_password_change.py)."""
+    (tests/api/test_password_change.py)."""
     name = f"changer-{len(credential)}"
     account = make_account(username=name)
     if credential == "key":

@@ -26,7 +26,7 @@ import yaml
 
 from tests.loopback_http import LoopbackServer, QuietHandler, forward
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that let Chromium run here as root without a display, a GPU or the network.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,6 +56,7 @@ def test_the_page_and_its_assets_are_served_without_credentials(client):
     assert b".swagger-ui" in style.body
 
 
+@pytest.mark.browser
 def test_chromium_shows_every_operation_of_the_document(live_api, tmp_path):
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium)")
@@ -257,6 +258,7 @@ def _sent(browser, url):
             if method == "GET" and sent.split("?")[0] == url]
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("where", ["api", "staged"])
 def test_try_it_out_calls_the_api_the_page_came_from_and_downloads_a_file(served, browser, tmp_path, where):
     base = getattr(served, where)
@@ -310,6 +312,7 @@ async function call(path, init) {
 </script></body></html>"""
 
 
+@pytest.mark.browser
 def test_a_page_of_another_origin_calls_the_api_with_the_key_never_with_the_cookie(served, browser):
     """A portal of another origin reads the API's answers with the key in a header; the session cookie the
     browser holds for the API's host (cookies ignore ports) neither authenticates nor rotates the key."""

@@ -14,6 +14,8 @@ import pytest
 
 from tools import admin
 
+pytestmark = pytest.mark.fresh_aws  # each test makes the project "acme" and its admin
+
 PASSWORD = "an admin's long password"
 JSON = {"Content-Type": "application/json"}
 SESSION_FIELDS = {"uuid", "project", "username", "email", "joined", "project_name", "timezone"}

@@ -118,7 +118,7 @@ def test_a_meter_name_that_differs_in_case_only_gets_a_suggestion(make_account):
     assert parent.status_code == 404 and parent.json_body["error"].startswith("Parent: no meter named 'KITCHEN'")
 
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("document", ["README.md", "docs/API.md"])

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEAVY = ["matplotlib", "numpy", "yaml", "dicttoxml", "PIL", "contourpy", "kiwisolver", "fontTools"]
 
 PROBE = r"""

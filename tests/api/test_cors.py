@@ -4,7 +4,7 @@ Every answer, errors included, carries `Access-Control-Allow-Origin: *`; an OPTI
 path's methods and the headers credentials travel in; any other OPTIONS, HEAD and methods no route has
 (QUERY, TRACE, …) are the API's 405 with its error body, in process as on the local HTTP server. A
 request from another origin is never authenticated by the session cookie, nor given one. The same in a
-real browser: tests/test_docs_page.py.
+real browser: tests/system/test_docs_page.py.
 """
 import http.client
 import json

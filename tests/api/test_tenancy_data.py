@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
+pytestmark = pytest.mark.fresh_aws  # each test makes the projects "Site A" and "Site B"
+
 T0 = int(datetime(2026, 1, 10, 12, tzinfo=timezone.utc).timestamp())
 DAYS = {"start": "2026-01-10", "end": "2026-01-10"}
 

@@ -7,7 +7,7 @@ interpolated in between), so the highest 15-minute demand equals SAM's hourly de
 given to SAM converted from its URDB fields (SAM's periods and tiers are 1-based, URDB's 0-based), and
 every month's energy, TOU demand, flat demand, fixed, minimum and total charges must equal SAM's to
 the cent, as must every period and tier's kWh and charge (SAM's energy_w_sys_ec_<month>_tp and
-charge_w_sys_ec_<month>_tp tables). SAM knows no holidays, DST or partial months: tests/test_bills.py
+charge_w_sys_ec_<month>_tp tables). SAM knows no holidays, DST or partial months: tests/api/test_bills.py
 checks those by arithmetic.
 """
 import math

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dicttoxml import dicttoxml, key_is_valid_xml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -61,6 +61,7 @@ def argon2_parameters(encoded):
 # ---- session tokens ---------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # counts every session, reads every stored item
 def test_the_session_token_has_at_least_256_random_bits_and_only_its_hash_is_stored(client, make_account):
     make_account(username="ann")
 
@@ -181,6 +182,7 @@ def test_secure_cookies_follow_the_setting(client, make_account, monkeypatch):
 # ---- ending sessions --------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # counts every session
 def test_logout_ends_the_session_on_the_server(client, make_account):
     make_account(username="hal")
     cookie = cookie_header(log_in(client, "hal", PASSWORD))
@@ -225,6 +227,7 @@ def test_a_password_change_by_key_ends_every_session_and_other_changes_end_none(
 
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # lists every session
 def test_deleting_an_account_ends_all_its_sessions_and_its_key(client, make_account):
     account = make_account(username="lou")
     colleague = make_account(username="max", project_id=account.view["project"])
@@ -246,6 +249,7 @@ def test_deleting_an_account_ends_all_its_sessions_and_its_key(client, make_acco
 # ---- API keys ---------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fast_hashing")
+@pytest.mark.fresh_aws  # reads every stored item
 def test_api_keys_are_160_random_bits_never_stored_in_clear(client, make_account):
     accounts = [make_account() for _ in range(2)]
     keys = [a.key for a in accounts]
@@ -280,6 +284,8 @@ def test_a_new_key_replaces_the_old_one_at_once(client, make_account):
 
 # ---- passwords --------------------------------------------------------------------------------
 
+@pytest.mark.production_hashing
+@pytest.mark.fresh_aws  # reads every stored item
 def test_passwords_are_stored_as_argon2id_with_at_least_owasps_parameters(client, make_account):
     account = make_account(username="ned")
 
@@ -290,6 +296,7 @@ def test_passwords_are_stored_as_argon2id_with_at_least_owasps_parameters(client
     assert parameters["m"] >= 19456 and parameters["t"] >= 2 and parameters["p"] >= 1
 
 
+@pytest.mark.production_hashing
 def test_passwords_of_8_to_1024_characters_work(client, make_account):
     account = make_account(username="ola")
     for length in (8, 256, 1024):
@@ -303,6 +310,7 @@ def test_passwords_of_8_to_1024_characters_work(client, make_account):
             assert log_in(client, f"pat{length}", password).json_body == {"uuid": created.json_body["uuid"]}
 
 
+@pytest.mark.production_hashing
 def test_a_password_under_8_characters_is_refused(client, make_account):
     account = make_account(username="quin")
 
@@ -313,6 +321,7 @@ def test_a_password_under_8_characters_is_refused(client, make_account):
     assert [u["username"] for u in account.request("GET", "/user").json_body] == ["quin"]
 
 
+@pytest.mark.production_hashing
 def test_passwords_are_never_truncated_or_trimmed(client, make_account):
     account = make_account(username="sue")
     long_password = "".join(chr(ord("a") + i % 26) for i in range(400))
@@ -327,6 +336,7 @@ def test_passwords_are_never_truncated_or_trimmed(client, make_account):
     assert log_in(client, "sue", " spaces around ").status_code == 200
 
 
+@pytest.mark.production_hashing
 def test_a_hash_with_weaker_parameters_is_upgraded_at_login(client, make_account, monkeypatch):
 
     from chalicelib.identity import passwords
@@ -420,7 +430,7 @@ def test_every_stage_hashes_passwords_at_or_above_owasps_floor():
 
     from chalicelib.identity import passwords
 
-    chalice_config = json.loads((pathlib.Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
+    chalice_config = json.loads((pathlib.Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
     for stage, settings in chalice_config["stages"].items():
         environment = {**chalice_config.get("environment_variables", {}), **settings.get("environment_variables", {})}
         chosen = passwords.PROFILES[environment.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")]

@@ -13,7 +13,7 @@ JSON = {"Content-Type": "application/json"}
 FORMATS = ("json", "xml", "yaml")
 
 
-pytestmark = pytest.mark.usefixtures("fast_hashing")  # small Argon2 costs: hashing is tested in test_sessions_security
+pytestmark = [pytest.mark.usefixtures("fast_hashing"), pytest.mark.fresh_aws]  # "Alpha" and "Bravo" each time  # small Argon2 costs: hashing is tested in test_sessions_security
 
 
 @pytest.fixture

@@ -74,6 +74,7 @@ def test_width_and_height_are_hundreds_of_pixels_decimals_allowed(site):
         assert png_size(fetch_png(chart(site, type="line", width=width, height=height, **DAYS))) == size, width
 
 
+@pytest.mark.fresh_aws  # counts every file of the bucket
 def test_sizes_out_of_bounds_or_not_numbers_are_400_and_draw_nothing(site):
     bucket = config.resource_name("FilesBucket")
     wrong = []

@@ -11,7 +11,9 @@ import pytest
 from chalicelib.outputs import downloads
 from chalicelib.platform import aws as aws_clients, config
 from tests.aws_faults import AwsFaults
-from tests.test_aws_faults import World, assert_consistent
+from tests.api.test_aws_faults import World, assert_consistent
+
+pytestmark = pytest.mark.fresh_aws  # the project "faulty", and assert_consistent checks every item of every store
 
 NEW_PASSWORD = "another horse battery staple"
 

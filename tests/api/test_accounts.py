@@ -107,6 +107,7 @@ def test_put_session_logs_in_with_a_key(client, make_account):
     assert me.json_body == {"key": account.key}
 
 
+@pytest.mark.fresh_aws  # the same user "dave" for each source
 @pytest.mark.parametrize("source", ["query", "form", "json"])
 def test_put_session_takes_its_parameters_from_query_form_or_json(client, make_account, source):
     account = make_account(username="dave")

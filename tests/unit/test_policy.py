@@ -1,7 +1,7 @@
 """The Lambda role's policy: least privilege, and enough for every AWS call the code makes.
 
 Each deployed stage's policy is the file .chalice/config.json names (iam_policy_file, autogen_policy
-off): chalice package puts it in the function's role (tests/test_package.py checks the packaged
+off): chalice package puts it in the function's role (tests/system/test_package.py checks the packaged
 template), and its resources are CloudFormation references to resources of infra/resources.yaml.
   - static: no wildcard action, no "*" resource, every resource a reference to the template;
   - recorded: a flow through every route (and a multipart upload, completed and aborted) against
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHALICELIB = os.path.join(ROOT, "chalicelib")
 
 # What the function's runtime needs besides the code's calls: writing to its own log group.
@@ -202,10 +202,10 @@ def _operation_names(service):
 
 def _iam_action(service, operation):
     if service == "s3":
-        assert operation in S3_ACTIONS, f"map S3 {operation} to its IAM action in tests/test_policy.py"
+        assert operation in S3_ACTIONS, f"map S3 {operation} to its IAM action in tests/unit/test_policy.py"
         return S3_ACTIONS[operation]
     if service == "sqs":
-        assert operation in SQS_ACTIONS, f"map SQS {operation} to its IAM action in tests/test_policy.py"
+        assert operation in SQS_ACTIONS, f"map SQS {operation} to its IAM action in tests/unit/test_policy.py"
         return SQS_ACTIONS[operation]
     return f"{service}:{operation}"
 
@@ -281,7 +281,7 @@ def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind o
                 if service == "dynamodb":
                     assert module == "db", f"{where}: DynamoDB calls go through chalicelib/platform/db.py"
                     assert func.attr in DB_CLIENT_OPERATIONS, \
-                        f"{where}: dynamodb.{func.attr} is new: map it in tests/test_policy.py"
+                        f"{where}: dynamodb.{func.attr} is new: map it in tests/unit/test_policy.py"
                     continue
                 operations = _operation_names(service)
                 if func.attr == "generate_presigned_url":
@@ -379,7 +379,7 @@ def iam_requests(call, account, region="us-east-1"):
                     for item in params["TransactItems"] for kind, spec in item.items()]
         if operation == "BatchGetItem":
             return [("dynamodb:BatchGetItem", table_arn(name)) for name in params["RequestItems"]]
-        assert "TableName" in params, f"map DynamoDB {operation} to its resources in tests/test_policy.py"
+        assert "TableName" in params, f"map DynamoDB {operation} to its resources in tests/unit/test_policy.py"
         return [(f"dynamodb:{operation}", table_arn(params["TableName"], params.get("IndexName")))]
     if service == "s3":
         wanted = [(_iam_action("s3", operation), f"arn:aws:s3:::{params['Bucket']}/{params['Key']}")]
@@ -613,7 +613,7 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
         access_log.removeHandler(handler)
 
     every_route = {(method, path) for path, methods in api.routes.items() for method in methods}
-    assert every_route - answered == set(), "add these routes to run_flow in tests/test_policy.py"
+    assert every_route - answered == set(), "add these routes to run_flow in tests/unit/test_policy.py"
     assert recorder.calls, "no AWS call was recorded"
     services = {(c["service"], c["operation"]) for c in recorder.calls}
     for expected in [("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem"), ("s3", "UploadPart"),

@@ -34,7 +34,7 @@ import pytest
 import requests
 import yaml
 
-DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml")
+DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "openapi.yaml")
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 STAGE = "local"
 PASSWORD = "correct horse battery staple"     # A's `test` account: the document's login example
@@ -293,7 +293,7 @@ def make_schema():
         },
         # The coverage phase also sends methods a path doesn't have: the app answers every one 405
         # (chalicelib/platform/web.py), OPTIONS outside a preflight, TRACE and QUERY included, on the
-        # local server as on AWS. HEAD, which schemathesis doesn't send, is tests/test_cors.py's.
+        # local server as on AWS. HEAD, which schemathesis doesn't send, is tests/api/test_cors.py's.
         "phases": {"examples": {"enabled": True},
                    "coverage": {"enabled": True, "unexpected-methods": ["get", "put", "post", "delete", "patch",
                                                                         "options", "trace", "query"]},

@@ -1,4 +1,4 @@
-"""Regressions of what fuzzing the API against docs/openapi.yaml found (tests/test_fuzz.py), one test each."""
+"""Regressions of what fuzzing the API against docs/openapi.yaml found (tests/api/test_fuzz.py), one test each."""
 import json
 
 

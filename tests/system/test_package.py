@@ -18,7 +18,7 @@ from chalice.config import Config
 
 from tools import provision
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("infra_package", os.path.join(ROOT, "infra", "package.py"))
 assert _spec is not None and _spec.loader is not None
 package = importlib.util.module_from_spec(_spec)
@@ -181,7 +181,7 @@ def test_the_functions_role_has_exactly_the_stages_policy_file(packaged, functio
 def test_the_export_worker_is_packaged_fed_by_the_queue(packaged):
     """chalice's function of app.export_worker is the template's ExportWorker: its handler, fed by the
     template's queue (not the placeholder name in app.py), with the stage's policy (which grants the
-    queue's calls, tests/test_policy.py) and settings."""
+    queue's calls, tests/unit/test_policy.py) and settings."""
     _stage, _summary, template = packaged
     resources = template["Resources"]
     functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}

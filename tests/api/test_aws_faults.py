@@ -20,6 +20,8 @@ from chalicelib.platform import aws, config, validation
 from chalicelib.metering.days import local_day
 from tests.aws_faults import AwsFaults
 
+pytestmark = pytest.mark.fresh_aws  # the project "faulty", and assert_consistent checks every item of every store
+
 SEEDS = (1, 2, 3)
 RATE = 0.3
 ROUNDS = 4            # requests per route and method per seed

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC_PATH = os.path.join(ROOT, "chalicelib", "apidocs", "openapi.yaml")
 MEDIA_TYPES = {"application/json", "application/xml", "application/yaml"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -193,7 +193,7 @@ def test_methods_the_document_does_not_list_answer_405_with_the_documented_ones(
 
 def test_the_documents_server_is_the_one_that_served_it(document):
     """A relative server: Swagger UI resolves it against the document's URL, so /docs calls the API it
-    came from on any host, port or stage prefix (tests/test_docs_page.py does it in Chromium)."""
+    came from on any host, port or stage prefix (tests/system/test_docs_page.py does it in Chromium)."""
     assert [server["url"] for server in document["servers"]] == ["."]
 
 

@@ -14,7 +14,7 @@ import pytest
 from chalicelib.platform.config import RESOURCE_ENV
 from tools import provision
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 API_GATEWAY_TIMEOUT = 29
 
 

@@ -1,4 +1,4 @@
-"""GET /bill, /file?bill=1 and /graphics?bill=1: what NREL SAM cannot check (tests/test_bills_sam.py does the
+"""GET /bill, /file?bill=1 and /graphics?bill=1: what NREL SAM cannot check (tests/api/test_bills_sam.py does the
 rest), by the contract's arithmetic written out here.
 
 A Toronto project with 15-minute readings of constant power (so every local hour's energy is known
@@ -22,7 +22,7 @@ import yaml
 from chalicelib.billing import bills
 from chalicelib.outputs import charts, exports
 from tests.module_stack import module_stack
-from tests.test_export_jobs import download
+from tests.api.test_export_jobs import download
 
 TORONTO = ZoneInfo("America/Toronto")
 RANGES = ((datetime(2025, 3, 1, tzinfo=TORONTO), datetime(2025, 4, 1, tzinfo=TORONTO)),
@@ -221,7 +221,7 @@ def test_xml_and_yaml_carry_the_same_rows(site):
     rows = bill(site, **params)
     as_yaml = site.request("GET", "/bill", params={**params, "responseType": "yaml"})
     assert yaml.safe_load(as_yaml.body) == rows
-    from tests.test_fuzz import xml_to_data
+    from tests.api.test_fuzz import xml_to_data
 
     as_xml = site.request("GET", "/bill", params={**params, "responseType": "xml"})
     assert as_xml.headers["Content-Type"] == "application/xml"
@@ -275,14 +275,14 @@ def test_the_file_holds_the_same_rows_flat_csv_with_a_bom_and_total_to_the_cent(
     as_xml = _file(site, {**params, "bill": "1", "type": "xml"})
     as_yaml = yaml.safe_load(_file(site, {**params, "bill": "1", "type": "yaml"}))
     assert as_yaml == as_json
-    from tests.test_fuzz import xml_to_data
+    from tests.api.test_fuzz import xml_to_data
 
     assert xml_to_data(as_xml, ("GET", "/file"), 200) == as_json
 
 
 @pytest.mark.parametrize("file_type", ["csv", "json", "xml", "yaml"])
 def test_past_the_inline_bound_the_file_is_a_job_and_the_same_bytes(site, monkeypatch, file_type):
-    from tests.test_export_jobs import follow_job
+    from tests.api.test_export_jobs import follow_job
 
     params = {"start": "2025-10-01", "end": "2025-11-30", "bill": "1", "type": file_type,
               "tariff": tariff(site, {**HOURLY, "label": f"job {file_type}"})}
