@@ -11,8 +11,8 @@ from chalicelib.outputs import exports
 from chalicelib.platform import db
 from chalicelib.tables import accounts_table
 from tests.building import build
-from tests.test_answer_bounds import TableCalls
-from tests.test_export_jobs import download, follow_job
+from tests.api.test_answer_bounds import TableCalls
+from tests.api.test_export_jobs import download, follow_job
 
 DAY = 86400
 MARCH = int(datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp())

@@ -15,7 +15,7 @@ import yaml
 
 from tests.dynamodb_limits import DynamoDbKeyLimits, stage_tables
 
-DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "openapi.yaml")
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "openapi.yaml")
 OVERSIZED = {
     "ascii": "x" * 2000,                        # 2,000 bytes: over a sort key's 1,024
     "wide": "\U0001f50c" * 300,                 # 300 characters of 4 UTF-8 bytes: 1,200 bytes

@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 
 from tests.building import build
-from tests.test_answer_bounds import FORMATS, MARCH, TableCalls, error_of, payload
+from tests.api.test_answer_bounds import FORMATS, MARCH, TableCalls, error_of, payload
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """No answer over the bound (issue 20 item 3): what the estimate lets through is within the bound as Lambda
 counts it (the proxy answer's JSON), and every list is a 413 past it. The building-scale case is
-tests/test_answer_bounds_building.py.
+tests/api/test_answer_bounds_building.py.
 """
 import json
 import urllib.parse

@@ -16,7 +16,7 @@ import requests
 from chalicelib.outputs import export_jobs, exports
 from chalicelib.platform import db
 from chalicelib.tables import accounts_table
-from tests.test_export_jobs import seed
+from tests.api.test_export_jobs import seed
 from tools import local_worker
 
 SLICE_TIME = 30          # seconds of the clock each message's work stands for
