@@ -1,4 +1,4 @@
-"""chalicelib.documents and chalicelib.export_writers against the reference libraries (dicttoxml, json, yaml, csv)."""
+"""chalicelib.platform.documents and chalicelib.outputs.export_writers against the reference libraries (dicttoxml, json, yaml, csv)."""
 
 import csv
 import datetime as dt
