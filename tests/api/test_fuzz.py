@@ -129,8 +129,14 @@ def _seed(stack):
     scoped_b = scoped_keys.create(project_b["project_id"], f"{B_MARK}-agent", "ingest", clock.zone("UTC"))
     status.report(auth.Caller(project_b["project_id"], scope="ingest", key_id=scoped_b["id"], label=f"{B_MARK}-agent"),
                   {"version": f"{B_MARK}-1", "backlog": 3, "failing_meters": [f"{B_MARK}-meter"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))})
+    from chalicelib.billing import tariffs
+
+    tariff_b = tariffs.save(project_b["project_id"], {"label": f"{B_MARK}-tariff", "default": True,
+                                                      "energyratestructure": [[{"rate": 0.1}]],
+                                                      "energyweekdayschedule": [[0] * 24] * 12,
+                                                      "energyweekendschedule": [[0] * 24] * 12})
     stack.b.update(project_id=project_b["project_id"], user_id=view_b["uuid"], key=key_b,
-                   scoped_key=scoped_b["key"], scoped_key_id=scoped_b["id"],
+                   scoped_key=scoped_b["key"], scoped_key_id=scoped_b["id"], tariff_ids=[tariff_b["id"]],
                    username=view_b["username"], email=view_b["email"],
                    meter_ids=[shared_b["id"], only_b["id"]], only_meter=only_b["MeterId"])
 
@@ -482,7 +488,12 @@ def _identifiers(stack, operation_key):
         table[("body", "username")] = [b["username"]]
     if operation_key == ("DELETE", "/keys"):   # a key id of B's, not a meter id
         table[("query", "id")] = [b["scoped_key_id"]]
-    nothing = {"id": _NOTHING_ID, "username": "no-such-user"}
+    # Tariff ids are another sequence than meter ids: B's tariff where an operation names a tariff (a meter
+    # id of B's could be one of A's own tariffs, which A may of course use).
+    if operation_key[1] == "/tariffs":
+        table[("query", "id")] = table[("body", "id")] = [*b["tariff_ids"]]
+    table[("query", "tariff")] = table[("body", "Tariff")] = [*b["tariff_ids"]]
+    nothing = {"id": _NOTHING_ID, "tariff": _NOTHING_ID, "Tariff": _NOTHING_ID, "username": "no-such-user"}
     return table, nothing
 
 
@@ -517,8 +528,9 @@ def _with_identifier(where, name, value, query, body):
     return query, body
 
 
-def _normalized(response, value):
-    """The answer with the identifier given replaced by <X> and ids dropped, to compare B's with nothing's."""
+def _normalized(response, *values):
+    """The answer with the identifiers given replaced by <X> and ids dropped, to compare B's with nothing's
+    (both answers get both replaced: a small id such as 1 also appears in a message's fixed text)."""
     try:
         data = response.json()
     except ValueError:
@@ -531,7 +543,9 @@ def _normalized(response, value):
             return [norm(v) for v in node]
         if isinstance(node, str):  # a download link: its random key part and signature differ each time
             node = re.sub(r"/[0-9a-f]{32}/", "/<random>/", node.split("?X-Amz-")[0])
-            return node.replace(repr(str(value)), "<X>").replace(str(value), "<X>")
+            for value in values:
+                node = node.replace(repr(str(value)), "<X>").replace(str(value), "<X>")
+            return node
         return node
 
     return response.status_code, norm(data)
@@ -610,7 +624,7 @@ def test_no_object_of_another_project_over_every_operation(stack, mode):
                 absent = nothing.get(name, _NOTHING_NAME)
                 theirs = send(method, path, operation, *_with_identifier(where, name, value, query, body))
                 none = send(method, path, operation, *_with_identifier(where, name, absent, query, body))
-                assert _normalized(theirs, value) == _normalized(none, absent), (
+                assert _normalized(theirs, value, absent) == _normalized(none, absent, value), (
                     f"{method} {path} with project B's {name}={value!r} answers otherwise than with one "
                     f"that exists nowhere:\n{theirs.status_code} {theirs.text[:300]}\n"
                     f"{none.status_code} {none.text[:300]}")
