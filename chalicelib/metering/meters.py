@@ -12,7 +12,7 @@ attributes <which>_time and <which>_value), moved forward at ingest (advance), n
 /data and GET /interval (latest) read one query per project whatever the history.
 """
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
@@ -252,6 +252,24 @@ def all_meters(project_id: int) -> list[Item]:
     """Every meter of the project, by id (one query, whatever the history)."""
     return list(db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :m)",
                          {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
+
+
+def named(candidates: Sequence[Item], names: Iterable[str]) -> list[Item]:
+    """The meters of candidates (all_meters' list) with these names (each by display name, else site
+    name, as find), each once, in the order first named; NotFound naming the names no meter has."""
+    by_name = {m["site_name"]: m for m in candidates} | {m["name"]: m for m in candidates}
+    found: dict[int, Item] = {}
+    unknown: list[str] = []
+    for name in names:
+        meter = by_name.get(name)
+        if meter is None:
+            unknown.append(name)
+        else:
+            found.setdefault(meter["meter_id"], meter)
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise NotFound(f"no meter named {listed} in this project")
+    return list(found.values())
 
 
 def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | list[dict[str, Any]]:
