@@ -9,7 +9,6 @@ key. The end-to-end test starts the same Stack on its own ports.
 """
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -37,6 +36,9 @@ DEMO_METERS: list[dict] = [
 ]
 # The main incomer feeds the other two meters (Parent on /point): charts show its share as theirs + unmetered.
 DEMO_PARENTS = {"hvac": "main-incomer", "lighting": "main-incomer"}
+# Each meter's load (kW): the simulated meters draw it live (simulate --load) and the history loaded
+# before them is made of it, so the charts run on across "now" (the main incomer above its sub-meters).
+DEMO_LOADS = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}
 HISTORY_DAYS = 30
 SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
 HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
@@ -236,8 +238,8 @@ class Stack:
     def _start_meters(self):
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
                   + ", ".join(map(str, self.modbus_ports)))
-        self._spawn("meters", [sys.executable, "-m", "edge_agent", "simulate", "-c", self.agent_config],
-                    self._agent_env())
+        self._spawn("meters", [sys.executable, "-m", "edge_agent", "simulate", "-c", self.agent_config,
+                               *demo_load_args()], self._agent_env())
         wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
                  "the simulated meters")
 
@@ -298,7 +300,8 @@ class Stack:
             room = ceiling - last[1] if last else live_values[name] * 0.9   # a register never goes below zero
             if not times or room <= 0:      # nothing missed, or the simulated register was reset: a reset it is
                 continue
-            steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
+            load = demo_loads()[name]
+            steps = [load.kw(t, rng) * HISTORY_STEP / 3600 for t in times]
             total = sum(steps)
             if total > room:                                    # a history longer than the register allows is scaled
                 steps = [step * room / total for step in steps]
@@ -396,14 +399,19 @@ class Stack:
         ])
 
 
-def _demo_load_kw(name, epoch, rng):
-    """A plausible load in kW: a base, a daytime hump on weekdays, and noise."""
-    local = datetime.fromtimestamp(epoch, timezone.utc) - timedelta(hours=5)
-    hour = local.hour + local.minute / 60
-    daytime = max(0.0, math.sin((hour - 6) / 14 * math.pi)) if 6 <= hour <= 20 else 0.0
-    weekday = 1.0 if local.weekday() < 5 else 0.4
-    base, peak = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}.get(name, (5, 20))
-    return max(0.0, base + peak * daytime * weekday + rng.gauss(0, base * 0.05))
+def demo_load_args():
+    """The simulate command's arguments that give each demo meter its load (DEMO_LOADS)."""
+    args = ["--timezone", DEMO["timezone"]]
+    for name, (base, peak) in DEMO_LOADS.items():
+        args += ["--load", f"{name}={base}:{peak}"]
+    return args
+
+
+def demo_loads():
+    """{meter: edge_agent.simulator.LoadProfile} of the demo meters: what the history is made of."""
+    from edge_agent.simulator import LoadProfile
+
+    return {name: LoadProfile(base, peak, DEMO["timezone"]) for name, (base, peak) in DEMO_LOADS.items()}
 
 
 def demo_key(api_url):
