@@ -81,6 +81,7 @@ class Stack:
         self.aws_state = os.path.join(self.state_dir, "aws-state.pickle")
         self.resumed = False
         self.last_readings = {}
+        self.read_at = time.time()   # when the live registers were read (_read_meters)
 
     # ---- environment ---------------------------------------------------------------------------
 
@@ -244,7 +245,9 @@ class Stack:
                  "the simulated meters")
 
     def _read_meters(self):
-        """Each simulated meter's register now (the history must end below it)."""
+        """Each simulated meter's register now (the history must end below it); read_at: the time
+        just before it was read (the history's last reading is stamped no later)."""
+        self.read_at = time.time()
         answer = subprocess.run([sys.executable, "-m", "edge_agent", "read", "-c", self.agent_config, "--json"],
                                 cwd=PROJECT_DIR, env=self._agent_env(), capture_output=True, text=True, timeout=60)
         values = {}
@@ -288,7 +291,8 @@ class Stack:
 
         if not self.history_days:
             return
-        end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
+        # The last boundary before the live registers were read: the agent (started after) reads the next.
+        end = int(self.read_at) // HISTORY_STEP * HISTORY_STEP
         rng = random.Random(2026)
         plans = []
         for meter in DEMO_METERS:
