@@ -246,8 +246,11 @@ def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_na
     title = "" if title is None else str(title)
     series = list(series)
     fig: Figure | None = None
+    long_titles = True   # False once the axis titles alone did not fit: tries with them are skipped
     for level, squeeze in _attempts(detail_level(width_px, height_px)):
         style = _Style(width_px, height_px, squeeze, DETAILS[level])
+        if not long_titles and style.detail.labels and not style.short:
+            continue
         subtitle = _period_text(period, tz, tz_label, short=style.short)
         if kind in ("line", "meter"):
             fig = _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
@@ -260,8 +263,11 @@ def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_na
         with warnings.catch_warnings():   # a layout that cannot fit says so: overflow() sees it too
             warnings.filterwarnings("ignore", "constrained_layout not applied")
             fig.canvas.draw()
-        if not overflow(fig):
+        parts = overflow(fig)
+        if not parts:
             break
+        titles = [title for ax in fig.axes for title in (ax.xaxis.label, ax.yaxis.label)]
+        long_titles = long_titles and not all(any(part is title for title in titles) for part in parts)
     assert fig is not None   # _attempts is never empty
     return fig
 
