@@ -173,26 +173,35 @@ def test_delete_session_with_a_key_header_and_a_cookie_ends_the_session(client, 
     assert account.request("GET", "/session").status_code == 200      # the key is not a session: it stays
 
 
-@pytest.mark.parametrize("credential", ["key", "session"])
-def test_a_new_password_needs_the_current_one(client, make_account, credential):
-    account = make_account(username=f"changer-{credential}")
-    headers = account.headers if credential == "key" else cookie_of(
-        log_in(client, {"username": f"changer-{credential}", "password": PASSWORD}))
+@pytest.mark.parametrize("credential", ["key", "session opened by key", "session opened by password 10 minutes ago"])
+def test_a_new_password_needs_the_current_one(client, make_account, time_travel, credential):
+    """Only a session opened by password in the last 10 minutes changes it without current_password
+    (tests/test_password_change.py)."""
+    name = f"changer-{len(credential)}"
+    account = make_account(username=name)
+    if credential == "key":
+        headers = account.headers
+    elif credential == "session opened by key":
+        headers = cookie_of(log_in(client, {"key": account.key}))
+    else:
+        headers = cookie_of(log_in(client, {"username": name, "password": PASSWORD}))
+        time_travel.shift(auth.FRESH_LOGIN)
 
     without = send(client, "POST", "/user", headers, {"password": "taken over password"})
     wrong = send(client, "POST", "/user", headers, {"password": "taken over password", "current_password": "guess"})
     assert without.status_code == wrong.status_code == 403
     assert "current_password" in without.json_body["error"]
-    assert log_in(client, {"username": f"changer-{credential}", "password": "taken over password"}).status_code == 401
+    assert log_in(client, {"username": name, "password": "taken over password"}).status_code == 401
     right = send(client, "POST", "/user", headers, {"password": "my new password", "current_password": PASSWORD})
     assert right.status_code == 200
-    assert log_in(client, {"username": f"changer-{credential}", "password": "my new password"}).status_code == 200
+    assert log_in(client, {"username": name, "password": "my new password"}).status_code == 200
 
 
 def test_guessing_the_current_password_through_post_user_is_throttled(client, make_account):
+    """Each password verified takes a ticket: a wrong current_password and a wrong new one are two."""
     account = make_account(username="guarded")
-    for n in range(10):
-        assert account.request("POST", "/user", {"password": "new password!", "current_password": f"g{n}"}
+    for n in range(5):
+        assert account.request("POST", "/user", {"password": f"new password {n}!", "current_password": f"g{n}"}
                                ).status_code == 403
     answer = account.request("POST", "/user", {"password": "new password!", "current_password": PASSWORD})
     assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0

@@ -731,3 +731,25 @@ def test_estimated_energy_is_hatched_in_pie_and_bar_only_for_the_meter_that_has_
     plain = cr.figure(kind, **{**args, "estimated": []})
     assert not [p for p in plain.axes[0].patches if p.get_hatch()]
     assert not any(cr.ESTIMATED_NOTE in t.get_text() for t in plain.texts)
+
+
+def bill_args(w, h):
+    months = ["Mar 2025", "Apr 2025", "May 2025", "Jun 2025", "Jul 2025", "Aug 2025"]
+    stacks = [("Energy: Off-peak", [40.0, 38, 35, 30, 45, 47]), ("Energy: On-peak", [20.0, 18, 25, 40, 50, 44]),
+              ("Fixed", [25.0] * 6)]
+    return dict(width_px=w, height_px=h, title="A building: charges per month", tz_name=TORONTO, months=months,
+                stacks=stacks, currency="CAD", period=WEEK)
+
+
+def test_the_bill_chart_follows_the_same_size_rules():
+    """Billing's chart (drawn by its own function) drops text by the one rule every chart follows."""
+    for w, h in [(1600, 900), (450, 250), (250, 150), (150, 100), (100, 100), (4000, 100)]:
+        assert png_size(cr.render_bill_png(**bill_args(w, h))) == (w, h)
+        fig = cr.bill_figure(**bill_args(w, h))
+        shows = what_shows(fig)
+        assert cr.overflow(fig) == [], (w, h)
+        if w < 300 or h < 200:
+            assert not (shows["header"] or shows["legend"]), (w, h)
+    assert what_shows(cr.bill_figure(**bill_args(450, 250))) == {"header": True, "legend": True, "labels": True,
+                                                                 "ticks": True}
+    assert seen_texts(cr.bill_figure(**bill_args(100, 100))) == []

@@ -366,6 +366,7 @@ def test_a_group_of_one_meter_is_its_own_chart_and_unknown_names_are_404(buildin
     get_group(building, ["a", "a"], type="pie", **DAYS)
     assert drawn[-1][0] == "meter"
     assert "'nope'" in get_group(building, ["a", "nope"], status=404, **DAYS)["error"]
+    assert "'B' (did you mean 'b'?)" in get_group(building, ["a", "B"], status=404, **DAYS)["error"]
     answer = get_group(building, ["a,b"], status=404, **DAYS)
     assert "no meter named 'a,b'" in answer["error"] and "several meter= arguments" in answer["error"]
     assert "at most 1000" in get_group(building, ["a"] * 1001, status=400, **DAYS)["error"]

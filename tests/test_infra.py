@@ -169,6 +169,61 @@ def test_bucket_is_private_encrypted_tls_only_and_expires_generated_files_after_
     assert {"Fn::Sub": "${%s.Arn}/*" % bucket_id} in resources
 
 
+def test_the_bucket_lets_a_page_of_any_origin_get_a_file(aws, template):
+    """A browser following the 303 of /file or /graphics from a page of another origin may read the file
+    (the presigned link authorizes it; no cookie is involved); nothing else is allowed across origins.
+    The local stack has the same rule (tools/provision.py)."""
+    (bucket_id, bucket), = of_type(template, "AWS::S3::Bucket").items()
+    (rule,) = bucket["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD"] and rule["AllowedOrigins"] == ["*"]
+    assert "Content-Disposition" in rule["ExposedHeaders"]       # the file's name, for a script
+    s3 = boto3.client("s3", region_name="us-east-1")
+    (made,) = s3.get_bucket_cors(Bucket=aws[RESOURCE_ENV[bucket_id]])["CORSRules"]
+    assert made == {"AllowedMethods": rule["AllowedMethods"], "AllowedOrigins": rule["AllowedOrigins"],
+                    "AllowedHeaders": rule["AllowedHeaders"], "ExposeHeaders": rule["ExposedHeaders"],
+                    "MaxAgeSeconds": rule["MaxAge"]}
+
+
+def test_a_kept_bucket_gets_the_templates_settings_again(aws, template):
+    """make run keeps its state across runs: provisioning again puts the template's settings on the bucket
+    made by an earlier run (here one made without CORS)."""
+    (bucket_id, _bucket), = of_type(template, "AWS::S3::Bucket").items()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.delete_bucket_cors(Bucket=aws[RESOURCE_ENV[bucket_id]])
+    provision.provision_local()
+    assert s3.get_bucket_cors(Bucket=aws[RESOURCE_ENV[bucket_id]])["CORSRules"][0]["AllowedOrigins"] == ["*"]
+
+
+def test_api_gateways_own_answers_carry_cors_and_the_error_body(template):
+    """What API Gateway answers itself (throttled, body over 10 MB, a function failing or timing out, a
+    method it routes nowhere) reaches a browser page too, as {"error": …}."""
+    api = template["Resources"]["RestAPI"]
+    assert api["Type"] == "AWS::Serverless::Api"      # completes the API chalice package generates
+    responses = api["Properties"]["GatewayResponses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX", "MISSING_AUTHENTICATION_TOKEN"):
+        assert responses[kind]["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"] == "'*'", kind
+        body = responses[kind]["ResponseTemplates"]["application/json"]
+        assert body.startswith('{"error": '), kind
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "405"
+
+
+def test_api_gateway_routes_every_method_of_every_path_to_the_function():
+    """The app answers preflights, HEAD and OPTIONS itself (405 outside a preflight): chalice's API
+    definition sends all seven methods API Gateway knows to the function, none to a mock integration
+    (what chalice's CORSConfig would generate for OPTIONS, answering every OPTIONS 200)."""
+    from chalice.deploy.swagger import CFNSwaggerGenerator
+
+    from app import app
+    from chalicelib.platform import web
+
+    swagger = CFNSwaggerGenerator().generate_swagger(app)
+    assert set(web.METHODS) == {"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+    for path, operations in swagger["paths"].items():
+        assert set(operations) == {m.lower() for m in web.METHODS}, path
+        for method, operation in operations.items():
+            assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy", (path, method)
+
+
 def test_api_keys_key_rotates_and_is_kept(template):
     (key,) = of_type(template, "AWS::KMS::Key").values()
     assert key["Properties"]["EnableKeyRotation"] is True

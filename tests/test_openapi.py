@@ -3,6 +3,7 @@
 A route added to app.py without documenting it (or documented without being routed, or with another
 authentication) fails test_document_and_app_have_the_same_routes.
 """
+import json
 import os
 
 import jsonschema
@@ -13,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_PATH = os.path.join(ROOT, "chalicelib", "apidocs", "openapi.yaml")
 MEDIA_TYPES = {"application/json", "application/xml", "application/yaml"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+JSON_TYPE = {"Content-Type": "application/json"}
 REFERENCE_MEDIA_TYPES = {"/openapi.yaml": "application/yaml", "/docs": "text/html",
                          "/docs/ui.js": "application/javascript", "/docs/ui.css": "text/css"}
 
@@ -137,7 +139,7 @@ def test_every_operation_documents_its_answers(document):
             assert headers["Location"]["required"] is True, label
         if method != "GET" and "requestBody" in operation:
             assert {"application/json", "application/x-www-form-urlencoded"} <= set(
-                operation["requestBody"]["content"]) or path == "/data", label
+                operation["requestBody"]["content"]) or path in ("/data", "/tariffs"), label   # lists: JSON only
 
 
 def test_the_examples_follow_their_schemas(document):  # noqa: C901  # walks every kind of example the document has
@@ -185,3 +187,85 @@ def test_methods_the_document_does_not_list_answer_405_with_the_documented_ones(
             assert answer.status_code == 405, (method, path, answer.body)
             assert _headers(answer)["allow"] == ", ".join(documented), (method, path)
             assert _headers(answer)["content-type"] == "application/json"
+
+
+# ---- what /docs shows and calls -----------------------------------------------------------------
+
+def test_the_documents_server_is_the_one_that_served_it(document):
+    """A relative server: Swagger UI resolves it against the document's URL, so /docs calls the API it
+    came from on any host, port or stage prefix (tests/test_docs_page.py does it in Chromium)."""
+    assert [server["url"] for server in document["servers"]] == ["."]
+
+
+FILTERS = {"meter", "period", "bill", "tariff"}   # narrow or change an answer; GET /point's id and name choose one meter
+
+
+def test_optional_filters_and_selectors_are_never_pre_filled(document):
+    """Swagger UI puts a parameter's example into "Try it out": an example meter would 404 or narrow the
+    answer of someone else's project. Examples go in the description instead."""
+    for path, method, operation in _operations(document):
+        for parameter in map(lambda p: _resolve(document, p), operation.get("parameters", [])):
+            chooses = parameter["name"] in FILTERS or (path, method) == ("/point", "GET")
+            if chooses and not parameter.get("required") and parameter["name"] != "responseType":
+                schema = _resolve(document, parameter["schema"])
+                assert "example" not in parameter and "examples" not in parameter, (method, path, parameter["name"])
+                assert "example" not in schema and "default" not in schema, (method, path, parameter["name"])
+
+
+def _error_example(document, name):
+    return _resolve(document, {"$ref": f"#/components/responses/{name}"})["content"]["application/json"][
+        "example"]["error"]
+
+
+def test_each_error_answer_shows_its_own_message_as_the_api_gives_it(client, make_account, document, fast_hashing):
+    """The example of each error response is the message the API answers for it (numbers aside), so the
+    page never shows a responseType error as the example of a 401 or a 404."""
+    import re
+
+    from chalicelib.identity import accounts
+    from chalicelib.metering import meters
+    from chalicelib.platform import aws, db
+    from chalicelib.tables import accounts_table
+    from tests.aws_faults import AwsFaults
+
+    account = make_account(username="examples")
+    reader = account.call("PUT", "/keys", {"label": "dashboard", "scope": "read"})["key"]
+    big = b"{" + b" " * (2 * 1024 * 1024 + 1) + b"}"
+    answers = {
+        "BadRequest": account.request("GET", "/session?responseType=html"),
+        "Unauthorized": client.http.get("/session"),
+        "Forbidden": client.http.put("/point", headers={"X-API-Key": reader}),
+        "KeyNotFound": account.request("DELETE", "/keys?id=3"),
+        "MeterNotFound": account.request("GET", "/point?name=meter1"),
+        "JobNotFound": account.request("GET", "/file/job?id=nope"),
+        "Conflict": [account.request("PUT", "/user", {"username": "alice", "password": "a long password",
+                                                       "email": "alice@example.com"}),
+                     account.request("POST", "/user", {"username": "alice"})][-1],
+        "PayloadTooLarge": client.http.put("/point", headers={**account.headers, **JSON_TYPE}, body=big),
+        "UnsupportedMediaType": client.http.put("/point", headers={**account.headers, "Content-Type": "text/xml"},
+                                                body=b"<a/>"),
+    }
+    answers["TariffNotFound"] = account.request("GET", "/tariffs?id=7")
+    answers["MeterOrTariffNotFound"] = account.request("GET", "/bill?start=2026-11-01&end=2026-11-30&tariff=7")
+    for n in range(50):                                   # 50 meters x 13 months: past the 600 rows of a bill
+        meters.register(account.view["project"], {"MeterId": f"m{n}"})
+    answers["AnswerTooLarge"] = account.request("GET", "/bill?start=2025-12-31&end=2026-12-31")
+    for _ in range(10):
+        client.http.put("/session", headers=JSON_TYPE, body=b'{"username": "examples", "password": "wrong!!!"}')
+    answers["TooManyRequests"] = client.http.put("/session", headers=JSON_TYPE,
+                                                 body=b'{"username": "examples", "password": "wrong!!!"}')
+    AwsFaults.planned([aws.dynamodb()], {("GetItem", 1): "throttle"})
+    answers["ServiceUnavailable"] = account.request("GET", "/session")
+    db.delete(accounts_table.NAME, accounts_table.user_key(account.view["project"], account.view["uuid"]))
+    answers["AccountGone"] = account.request("GET", "/session")
+    assert accounts.find_by_key(account.key) is not None       # the key's item is there, its account gone
+
+    examples = {name: _error_example(document, name) for name in answers}
+    errors = {name: response for name, response in document["components"]["responses"].items()
+              if response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "").endswith(
+                  "/Error")}
+    every = [_error_example(document, name) for name in errors]       # each error response has its own
+    assert len(set(every)) == len(every), "two error answers show the same example"
+    for name, answer in answers.items():
+        given = json.loads(answer.body).get("error", answer.body.decode())
+        assert re.sub(r"\d+", "N", given) == re.sub(r"\d+", "N", examples[name]), (name, given, examples[name])

@@ -521,6 +521,19 @@ def run_flow(client, make_account):
     ok(_send(client, "GET", f"/graphics?type=line&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", f"/graphics?type=pie&start={day}&end={day}&width=4&height=3", headers=key), 303)
     ok(_send(client, "GET", "/openapi.yaml"), 200)
+    # /tariffs and /bill: a tariff stored (transaction), named by a meter (transaction with a check), listed,
+    # priced, in a file and a chart, released and deleted (transaction with checks).
+    tariff = ok(_send(client, "PUT", "/tariffs", {"label": "flow", "fixedchargefirstmeter": 10, "default": True},
+                      headers=key)).json_body
+    ok(_send(client, "POST", "/point", {"name": "m1", "Tariff": tariff["id"]}, headers=key))
+    ok(_send(client, "GET", "/tariffs", headers=key))
+    ok(_send(client, "GET", f"/bill?start={day}&end={day}", headers=key))
+    ok(_send(client, "GET", f"/file?start={day}&end={day}&bill=1", headers=key), 303)
+    ok(_send(client, "GET", f"/graphics?bill=1&start={day}&end={day}&width=4&height=3", headers=key), 303)
+    ok(_send(client, "POST", "/point", {"name": "m1", "Tariff": ""}, headers=key))
+    ok(_send(client, "PUT", "/tariffs", {"id": tariff["id"], "label": "flow", "fixedchargefirstmeter": 10,
+                                         "default": False}, headers=key))
+    ok(_send(client, "DELETE", f"/tariffs?id={tariff['id']}", headers=key))
     # An export too big for a request: a job (queue), its workers (parts, assembly by UploadPartCopy).
     job = _big_export_job(client, key, project_id, ok)
     ok(_send(client, "GET", job.headers["Location"], headers=key), 303)

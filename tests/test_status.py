@@ -86,11 +86,33 @@ def test_every_meter_has_its_state_and_24_hour_coverage(client, make_account, ti
     assert {m["MeterParam"]: m["State"] for m in account.request("GET", "/status").json_body["meters"]}["ok"] == "late"
 
 
-def test_a_read_key_sees_the_status_and_cannot_report(client, make_account):
-    account = make_account()
+def test_a_read_key_sees_the_status_and_the_projects_time_zone_and_cannot_report(client, make_account):
+    """A dashboard holding a read key learns the zone its times are shown in (GET /session is the account's)."""
+    account = make_account(timezone="Europe/Paris")
     read = make_key(account, "read", "dashboard")
-    assert by_key(account, read, "GET", "/status").status_code == 200
+    seen = by_key(account, read, "GET", "/status")
+    assert seen.status_code == 200 and seen.json_body["timezone"] == "Europe/Paris"
+    assert by_key(account, read, "GET", "/session").status_code == 403
     assert by_key(account, read, "PUT", "/status", {"time": iso(clock.now())}).status_code == 403
+
+
+def test_each_agent_shows_its_key_id_and_whether_its_key_was_deleted(client, make_account):
+    """Two agents, two keys: each shown with its key's id (GET /keys'); once a key is deleted its agent is
+    shown as deleted (it can report no more), the other not; the account's own report shows its uuid."""
+    account = make_account(username="keeper")
+    old, new = make_key(account, "ingest", "box"), make_key(account, "ingest", "box")   # a box re-keyed
+    ids = sorted(k["id"] for k in account.request("GET", "/keys").json_body)
+    by_key(account, old, "PUT", "/status", {"time": iso(clock.now())})
+    by_key(account, new, "PUT", "/status", {"time": iso(clock.now())})
+    account.request("PUT", "/status", {"time": iso(clock.now())})
+    assert account.request("DELETE", f"/keys?id={ids[0]}").status_code == 200
+
+    agents = account.request("GET", "/status").json_body["agents"]
+
+    shown = sorted((a["agent"], a["key_id"], a["uuid"], a["deleted"]) for a in agents)
+    assert shown == [("box", ids[0], None, True), ("box", ids[1], None, False),
+                     ("keeper", None, account.view["uuid"], False)]
+    assert by_key(account, old, "PUT", "/status", {"time": iso(clock.now())}).status_code == 401
 
 
 @pytest.mark.parametrize("body", [
@@ -112,4 +134,4 @@ def test_status_is_per_project(client, make_account):
     b.request("PUT", "/point", {"MeterId": "b-meter"})
     b.request("PUT", "/status", {"time": iso(clock.now()), "version": "b-version"})
 
-    assert a.request("GET", "/status").json_body == {"agents": [], "meters": []}
+    assert a.request("GET", "/status").json_body == {"timezone": "UTC", "agents": [], "meters": []}

@@ -168,6 +168,11 @@ def list_users(project_id: int) -> list[dict[str, Any]]:
     return [_public_view(item, zone) for item in items]
 
 
+def user_ids(project_id: int) -> set[int]:
+    """The ids of the project's accounts."""
+    return {item["user_id"] for item in accounts_table.project_items(project_id, accounts_table.USER)}
+
+
 def update_account(project_id: int, user_id: int, session_digest: str | None = None, username: str | None = None,
                    password: str | None = None, email: str | None = None) -> dict[str, Any]:
     """Change any of username, password, email; a password change ends the account's other sessions."""

@@ -90,6 +90,11 @@ def listing(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
             for item, lookup in zip(listed, lookups)]
 
 
+def key_ids(project_id: int) -> set[int]:
+    """The ids of the project's keys (those not deleted)."""
+    return {item["key_id"] for item in _listed(project_id)}
+
+
 def delete(project_id: int, key_id: object) -> dict:
     """DELETE /keys: the key stops working at once (both items go in one transaction)."""
     key_id = validation.integer("id", key_id, 1, 10 ** 15) if key_id is not None else None

@@ -96,6 +96,14 @@ def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: da
     return result
 
 
+def hourly(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date,
+           last: date) -> tuple[list[int], dict[int, list[rollups.Summary]]]:
+    """(the epoch each local hour of local days first..last starts, {meter id: [Summary per hour]}) of the
+    chosen meters: the energy, readings and highest 15-minute energy of every local hour (DST days have
+    23 or 25), as GET /consumption?period=hour gives them. What bills are priced from (chalicelib/billing)."""
+    return days.hour_starts(first, last, zone)[:-1], summaries(project_id, chosen, zone, first, last, "hour")
+
+
 def from_readings(project_id: int, meter_ids: Collection[int], zone: ZoneInfo, first: date, last: date, period: str,
                   margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
     """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every

@@ -7,6 +7,11 @@ the meter's integer id, written in the same transaction as the meter, so names s
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 
+A meter may name its tariff (`Tariff`: a tariff's id, chalicelib/billing/tariffs.py), kept as tariff_id;
+without one it is billed with the project's default tariff. The meters naming each tariff are counted
+(TARIFFUSES# items, n) in the same transaction that sets tariff_id, so tariffs.delete can refuse (409),
+atomically, to delete a tariff a meter names (tariff_unused).
+
 The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
 attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
 /data and GET /interval (latest) read one query per project whatever the history.
@@ -46,7 +51,8 @@ LATEST, INTERVAL = "latest", "interval"
 def view(meter: Item, parent_name: str | None = None) -> dict[str, Any]:
     """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
     return {"id": meter["meter_id"], "MeterId": meter["name"],
-            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name}
+            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name,
+            "Tariff": meter.get("tariff_id")}
 
 
 def _view(project_id: int, meter: Item) -> dict[str, Any]:
@@ -132,8 +138,8 @@ def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchan
     parent_name = validation.name("Parent", value)
     try:
         return find(project_id, name=parent_name)
-    except NotFound:
-        raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
+    except NotFound as missing:
+        raise NotFound(f"Parent: {missing.message}") from None
 
 
 def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
@@ -167,12 +173,16 @@ def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
             if parent_id is not None and parent is None:
                 raise NotFound("Parent: the parent meter was removed meanwhile") from None
             continue
-        meter = {**meter}
-        meter.pop("parent_id", None)
-        if parent_id is not None:
-            meter["parent_id"] = parent_id
-        return meter
+        return _with(meter, "parent_id", parent_id)
     raise Conflict("the meters' hierarchy was being changed by other requests: try again")
+
+
+def _with(meter: Item, field: str, value: object) -> Item:
+    """A copy of a meter item with field set to value, or without it (None), as just written."""
+    changed = {k: v for k, v in meter.items() if k != field}
+    if value is not None:
+        changed[field] = value
+    return changed
 
 
 def _ancestor_checks(project_id: int, meter: Item,
@@ -245,7 +255,25 @@ def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
             meter = _get(project_id, alias["meter_id"])
             if meter:
                 return meter
-    raise NotFound(f"no meter named {name!r} in this project")
+    raise NotFound(f"no meter named {name!r} in this project{_suggestion(project_id, name)}")
+
+
+def _suggestion(project_id: int, name: str) -> str:
+    """': did you mean 'hvac'?' when a meter's name (as shown, else on site) differs from name in case only
+    (names are case-sensitive: 'HVAC' and 'hvac' may be two meters); '' otherwise. Costs the meter
+    listing, on a miss only."""
+    known = _same_but_case(all_meters(project_id), name)
+    return f": did you mean {known!r}? (names are case-sensitive)" if known else ""
+
+
+def _same_but_case(candidates: Iterable[Item], name: str) -> str | None:
+    """The name (as shown, else on site) of a meter of candidates that differs from name in case only."""
+    wanted = name.casefold()
+    for meter in candidates:
+        for known in (meter["name"], meter["site_name"]):
+            if known.casefold() == wanted:
+                return str(known)
+    return None
 
 
 def all_meters(project_id: int) -> list[Item]:
@@ -256,7 +284,8 @@ def all_meters(project_id: int) -> list[Item]:
 
 def named(candidates: Sequence[Item], names: Iterable[str]) -> list[Item]:
     """The meters of candidates (all_meters' list) with these names (each by display name, else site
-    name, as find), each once, in the order first named; NotFound naming the names no meter has."""
+    name, as find), each once, in the order first named; NotFound naming the names no meter has (with
+    find's "did you mean" for a name that differs in case only)."""
     by_name = {m["site_name"]: m for m in candidates} | {m["name"]: m for m in candidates}
     found: dict[int, Item] = {}
     unknown: list[str] = []
@@ -267,8 +296,11 @@ def named(candidates: Sequence[Item], names: Iterable[str]) -> list[Item]:
         else:
             found.setdefault(meter["meter_id"], meter)
     if unknown:
-        listed = ", ".join(repr(name) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise NotFound(f"no meter named {listed} in this project")
+        hints = [(name, _same_but_case(candidates, name)) for name in unknown[:5]]
+        listed = ", ".join(repr(name) + (f" (did you mean {known!r}?)" if known else "") for name, known in hints)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise NotFound(f"no meter named {listed}{more} in this project"
+                       + (" (names are case-sensitive)" if any(known for _name, known in hints) else ""))
     return list(found.values())
 
 
@@ -280,20 +312,83 @@ def point(project_id: int, meter_id: object = None, name: object = None) -> dict
 
 
 def change(project_id: int, meter_id: object = None, name: object = None, new_name: object = None,
-           parent: object = None) -> dict[str, Any]:
-    """POST /point: rename a meter (new), set or clear its Parent, or both; returns the meter as GET shows it."""
+           parent: object = None, tariff: object = None) -> dict[str, Any]:
+    """POST /point: rename a meter (new), set or clear its Parent, set or clear its Tariff, any of them;
+    returns the meter as GET shows it."""
     meter = find(project_id, meter_id, name)
-    if new_name is None and parent is None:
-        raise BadRequest("give new (the meter's new name) or Parent (the meter feeding it; empty to clear)")
+    if new_name is None and parent is None and tariff is None:
+        raise BadRequest("give new (the meter's new name), Parent (the meter feeding it; empty to clear) or "
+                         "Tariff (a tariff's id; empty to use the project's default)")
     new_parent = _parent_arg(project_id, parent)
-    if new_name is not None:      # validate both before changing either
+    new_tariff = _tariff_arg(project_id, tariff)
+    if new_name is not None:      # validate them all before changing any
         validation.name("new", new_name)
         if new_parent not in (None, _UNCHANGED):
             _ancestor_checks(project_id, meter, new_parent)
         meter = _rename(project_id, meter, new_name)
     if new_parent is not _UNCHANGED:
         meter = _set_parent(project_id, meter, new_parent)
+    if new_tariff is not _UNCHANGED:
+        meter = _set_tariff(project_id, meter, new_tariff)
     return _view(project_id, meter)
+
+
+def _tariff_arg(project_id: int, value: object) -> int | None | Literal[_Unchanged.UNCHANGED]:
+    """The Tariff argument as a tariff id, None (an empty value: the default) or _UNCHANGED (absent); 404 for
+    an id that is no tariff of this project, before anything is written."""
+    if value is None:
+        return _UNCHANGED
+    if isinstance(value, str) and not value.strip():
+        return None
+    tariff_id = validation.integer("Tariff", value, 1, 2 ** 53)
+    if db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id)) is None:
+        raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (GET /tariffs lists them)")
+    return tariff_id
+
+
+def _set_tariff(project_id: int, meter: Item, tariff_id: int | None) -> Item:
+    """Make tariff_id (None: none, the default) the meter's tariff, moving the counts of meters naming each."""
+    for _attempt in range(3):
+        old = meter.get("tariff_id")
+        if old == tariff_id:
+            return meter
+        key = meters_table.meter_key(project_id, meter["meter_id"])
+        values = {":old": old} if old is not None else {}
+        condition = "attribute_exists(pk) AND " + ("tariff_id = :old" if old is not None
+                                                   else "attribute_not_exists(tariff_id)")
+        operations = {"meter": ("update", meters_table.NAME, {
+            "key": key, "condition": condition,
+            **({"expression": "REMOVE tariff_id", **({"values": values} if values else {})} if tariff_id is None else
+               {"expression": "SET tariff_id = :new", "values": {**values, ":new": tariff_id}})})}
+        if tariff_id is not None:
+            operations["tariff"] = ("check", meters_table.NAME, {
+                "key": meters_table.tariff_key(project_id, tariff_id), "condition": "attribute_exists(pk)"})
+            operations["uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, tariff_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1}})
+        if old is not None:
+            operations["old uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, old), "expression": "ADD #n :minus",
+                "names": {"#n": "n"}, "values": {":minus": -1}})
+        try:
+            db.transact(operations)
+        except db.ConditionFailed as failure:
+            if "tariff" in failure.failed:
+                raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (deleted meanwhile)") from None
+            again = _get(project_id, meter["meter_id"])   # its tariff was changed meanwhile: read it again
+            if again is None:
+                raise NotFound("the meter was removed meanwhile") from None
+            meter = again
+            continue
+        return _with(meter, "tariff_id", tariff_id)
+    raise Conflict("the meter's tariff was being changed by other requests: try again")
+
+
+def tariff_unused(project_id: int, tariff_id: int) -> tuple[str, str, dict[str, Any]]:
+    """A transaction check (db.transact) that no meter names the tariff (chalicelib/billing/tariffs.py's delete)."""
+    return ("check", meters_table.NAME, {"key": meters_table.tariff_uses_key(project_id, tariff_id),
+                                         "condition": "attribute_not_exists(#n) OR #n = :zero",
+                                         "names": {"#n": "n"}, "values": {":zero": 0}})
 
 
 def _rename(project_id: int, meter: Item, new_name: object) -> Item:

@@ -51,12 +51,13 @@ if TYPE_CHECKING:   # matplotlib and numpy are imported when a chart is drawn on
     from matplotlib.ticker import Formatter
 
 __all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "Detail", "DETAILS", "detail_level", "figure", "render_png",
-           "reduce_minmax", "KINDS", "NO_READINGS", "NO_ENERGY", "NO_DATA", "MEASURED", "ESTIMATED", "PARTIAL",
-           "ESTIMATED_NOTE", "PARTIAL_NOTE"]
+           "render_bill_png", "bill_figure", "reduce_minmax", "KINDS", "NO_READINGS", "NO_ENERGY", "NO_CHARGES", "NO_DATA",
+           "MEASURED", "ESTIMATED", "PARTIAL", "ESTIMATED_NOTE", "PARTIAL_NOTE"]
 
 KINDS = ("pie", "bar", "line", "meter")   # the drawings render_png makes (charts.CHART_TYPES: what the API asks for)
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
+NO_CHARGES = "No bill for this period (no tariff, or no energy known)"
 NO_DATA = "No data"                       # the no-data message of a sparkline
 
 # How a period's energy is known (UseSeries.quality): in full, interpolated across a gap in the
@@ -171,13 +172,7 @@ def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name:
     fig = figure(kind, width_px=width_px, height_px=height_px, title=title, tz_name=tz_name, energy=energy,
                  estimated=estimated, series=series, use=use, period=period, bucket=bucket,
                  legend_title=legend_title)
-    import numpy as np
-    from PIL import Image
-
-    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
-    return buf.getvalue()
+    return _png(fig)
 
 
 def reduce_minmax(times: Sequence[float], values: Sequence[float], columns: int) -> tuple[list[float], list[float]]:
@@ -234,10 +229,8 @@ def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_na
     holds (its texts, legends, artists) without decoding pixels.
 
     Built at the detail level of its size (detail_level), tighter each time it does not fit (smaller
-    type, shorter names), then at the next level down.
+    type, shorter names), then at the next level down (_fitted).
     """
-    import warnings
-
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
     width_px, height_px = _check_size(width_px, height_px)
@@ -245,20 +238,106 @@ def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_na
     tz, tz_label = clock.zone(tz_name), tz_name
     title = "" if title is None else str(title)
     series = list(series)
+
+    def draw(style: _Style) -> Figure:
+        subtitle = _period_text(period, tz, tz_label, short=style.short)
+        if kind in ("line", "meter"):
+            return _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style, bucket)
+        if kind == "pie":
+            return _pie(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
+        return _bar(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
+
+    return _fitted(width_px, height_px, draw)
+
+
+def render_bill_png(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                    stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                    period: tuple[datetime, datetime] | None = None) -> bytes:
+    """A bar chart of charges per month (GET /graphics?bill=1): one bar per month (``months``, its label),
+    stacked by ``stacks`` (name, amount per month; drawn bottom-up in order), in ``currency``, with each
+    month's total above its bar. No charge at all gives the centred NO_CHARGES message. Any size from
+    1×1 px draws: small ones drop text as DETAILS says, as every chart does (_fitted)."""
+    return _png(bill_figure(width_px=width_px, height_px=height_px, title=title, tz_name=tz_name, months=months,
+                            stacks=stacks, currency=currency, period=period))
+
+
+def bill_figure(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                period: tuple[datetime, datetime] | None = None) -> Figure:
+    """The drawn Figure render_bill_png encodes (same arguments), as figure() is render_png's."""
+    width_px, height_px = _check_size(width_px, height_px)
+    _ensure_mplconfigdir()
+    tz = clock.zone(tz_name)
+    return _fitted(width_px, height_px, lambda style: _bill_bars(
+        months, stacks, currency, width_px, height_px, title, _period_text(period, tz, tz_name, short=style.short),
+        style))
+
+
+def _bill_bars(months: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]], currency: str, width_px: int,
+               height_px: int, title: str, subtitle: str, style: _Style) -> Figure:
+    """Charges per month stacked by part (energy per TOU period, demand, fixed, minimum); totals on top."""
+    stacks = [(str(name), [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values])
+              for name, values in stacks]
+    stacks = [(name, values) for name, values in stacks if any(v > 0 for v in values)]
+    if not stacks or not months:
+        return _message(width_px, height_px, title, subtitle, NO_CHARGES, style)
+    totals = [sum(values[i] for _name, values in stacks) for i in range(len(months))]
+    fig = _new_figure(width_px, height_px)
+    _header(fig, title, subtitle, style)
+    ax = fig.add_subplot()
+    x = list(range(len(months)))
+    bottom = [0.0] * len(months)
+    handles: list[Any] = []
+    for (_name, values), color in zip(stacks, _palette(len(stacks))):
+        handles.append(ax.bar(x, values, bottom=bottom, color=color, width=0.7, zorder=2,
+                              edgecolor="white", linewidth=max(0.3, 0.5 * style.scale)))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.grid(axis="y", color="0.88", zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=style.tick)
+    ax.set_xlim(-0.6, len(months) - 0.4)
+    # Month labels on two lines ("Nov" over "2026"), every k-th one when even those would overlap (the
+    # plot shares a landscape image with the legend beside it).
+    font_px = style.px(style.tick)
+    labels = [str(month).replace(" ", "\n", 1) for month in months]
+    slot_px = width_px * (0.85 if style.portrait else 0.5) / len(months)
+    widest = max(len(part) for label in labels for part in label.split("\n"))
+    every = max(1, math.ceil(font_px * 0.62 * widest / (slot_px * 0.9)))
+    ax.set_xticks(x[::every], labels[::every])
+    for tick in ax.xaxis.get_major_ticks():
+        _literal(tick.label1, tick.label2)
+    if slot_px >= font_px * 0.62 * 7:
+        for i, total in enumerate(totals):
+            _literal(ax.annotate(f"{total:,.2f}", (i, total), xytext=(0, 2), textcoords="offset points",
+                                 ha="center", va="bottom", fontsize=style.tick))
+    _literal(ax.set_xlabel("Month", fontsize=style.label),
+             ax.set_ylabel(f"Charges ({currency})", fontsize=style.label))
+    ax.margins(y=0.12)
+    labels = _names([name for name, _values in stacks], style, width_px)
+    labels = [f"{label}: {sum(values):,.2f}" for label, (_name, values) in zip(labels, stacks)]
+    _legend(fig, list(reversed(handles)), list(reversed(labels)), style,
+            f"{currency}, total {sum(totals):,.2f}")
+    return fig
+
+
+# --------------------------------------------------------------------------- internals
+
+def _fitted(width_px: int, height_px: int, draw: Callable[[_Style], Figure]) -> Figure:
+    """The drawn Figure of draw(style) that fits: the one loop every kind of chart goes through.
+
+    From the size's detail level (DETAILS), each try a tighter style, then the levels below; what a
+    level leaves out is removed from whatever draw() drew (_drop), before the figure is laid out and
+    drawn. A chart whose axis titles alone do not fit goes straight to the short ones.
+    """
+    import warnings
+
     fig: Figure | None = None
     long_titles = True   # False once the axis titles alone did not fit: tries with them are skipped
     for level, squeeze in _attempts(detail_level(width_px, height_px)):
         style = _Style(width_px, height_px, squeeze, DETAILS[level])
         if not long_titles and style.detail.labels and not style.short:
             continue
-        subtitle = _period_text(period, tz, tz_label, short=style.short)
-        if kind in ("line", "meter"):
-            fig = _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
-                        period, style, bucket)
-        elif kind == "pie":
-            fig = _pie(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
-        else:
-            fig = _bar(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
+        fig = draw(style)
         _drop(fig, style.detail)
         with warnings.catch_warnings():   # a layout that cannot fit says so: overflow() sees it too
             warnings.filterwarnings("ignore", "constrained_layout not applied")
@@ -270,6 +349,16 @@ def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_na
         long_titles = long_titles and not all(any(part is title for title in titles) for part in parts)
     assert fig is not None   # _attempts is never empty
     return fig
+
+
+def _png(fig: Figure) -> bytes:
+    """The PNG of a drawn figure: the pixels it was drawn to (to check it fits), not drawn again."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
+    return buf.getvalue()
 
 
 def _attempts(level: int) -> list[tuple[int, int]]:

@@ -255,13 +255,14 @@ class _Request(NamedTuple):
 
 
 def chart(project_id: int, kind: object = None, meter_name: object = None, width: object = None,
-          height: object = None, start: object = None, end: object = None) -> dict[str, Any]:
+          height: object = None, start: object = None, end: object = None, bill: object = None) -> dict[str, Any]:
     """Render the chart asked for, store it, and return its download link ({"url", "expires"}).
 
     meter_name: a name, or a list of them (meter=a&meter=b): one meter draws its own chart whatever
-    the type, several draw the type's chart of that group."""
+    the type, several draw the type's chart of that group (and bill=1 their bills)."""
     from chalicelib.outputs import chart_render
 
+    kind_given = kind is not None
     asked = "pie" if kind is None else kind
     asked = asked.strip().lower() if isinstance(asked, str) else asked
     if not isinstance(asked, str) or asked not in CHART_TYPES:
@@ -270,6 +271,8 @@ def chart(project_id: int, kind: object = None, meter_name: object = None, width
     width_px = int(round(_size("width", width, 16) * 100))
     height_px = int(round(_size("height", height, 9) * 100))
     names = _group(meter_name)
+    if _bill_asked(bill, kind if kind_given else None):
+        return bill_chart(project_id, names, width_px, height_px, start, end)
     project = accounts.get_project(project_id)
     zone = clock.zone(project.get("timezone", "UTC"))
     first, last, begin, finish = _period(start, end, zone)
@@ -364,3 +367,105 @@ def _use_lines(project_id: int, chosen: Sequence[Item], family: Sequence[Item], 
               for meter, use in used(project_id, chosen, asked.edges, asked.bucket, asked.zone, asked.now)}
     return [chart_render.UseSeries(share.label, asked.edges, share.values.tolist(), share.quality.tolist())
             for share in largest(shares(chosen, energy, family))]
+
+
+# ---- bills: charges per month, stacked by time-of-use period (GET /graphics?bill=1) -------------------
+
+BILL_MONTHS = 12                     # months shown by default: this one and the 11 before
+
+
+def _bill_asked(bill: object, kind: str | None) -> bool:
+    """True when bill=1 asks for the bill chart (a bar chart: 400 for another type)."""
+    if not validation.flag("bill", bill):
+        return False
+    if kind not in (None, "bar"):
+        raise BadRequest("bill=1 draws bars (type=bar): charges per month stacked by time-of-use period")
+    return True
+
+
+def _bill_period(start: object, end: object, zone: ZoneInfo) -> days.DayRange:
+    if start is None and end is None:
+        today = clock.utcnow().astimezone(zone).date()
+        back = today.year * 12 + today.month - BILL_MONTHS
+        return days.day_range(date(back // 12, back % 12 + 1, 1), today, zone)
+    return _period(start, end, zone)
+
+
+def _feeding_none(every: list[Item]) -> list[Item]:
+    """The meters that feed no other (no meter names them as Parent): summing their bills counts each kWh once."""
+    parents = {m.get("parent_id") for m in every}
+    return [m for m in every if m["meter_id"] not in parents]
+
+
+def period_names(stored_tariffs: Iterable[dict]) -> dict[int, str]:
+    """{energy period: its name}: the tariffs' energytoulabels where every tariff that has the period agrees."""
+    seen: dict[int, set[str | None]] = {}
+    for stored in stored_tariffs:
+        labels = stored.get("energytoulabels") or []
+        for period in range(len(stored.get("energyratestructure") or ())):
+            seen.setdefault(period, set()).add(labels[period] if period < len(labels) and labels[period] else None)
+    return {period: f"Energy: {names.pop()}" if len(names) == 1 and None not in names else f"Energy: period {period}"
+            for period, names in seen.items()}
+
+
+def bill_stacks(bill_rows: list[dict], spans: list[tuple[date, date]],
+                names: dict[int, str]) -> tuple[list[str], list[tuple[str, list[float]]], str]:
+    """(month labels, [(part, amount per month)], currency) of GET /bill rows summed by month: energy per
+    period (names: period_names), TOU demand, flat demand, fixed, minimum; 400 for several currencies."""
+    index = {first.strftime("%Y-%m"): i for i, (first, _last) in enumerate(spans)}
+    parts: dict[tuple[str, int], list[float]] = {}
+    currencies: set[str] = set()
+    for bill_row in bill_rows:
+        if bill_row["Total"] is None:
+            continue
+        currencies.add(bill_row["Currency"])
+        month = index[bill_row["PeriodStart"][:7]]
+        for line in bill_row["Energy"]:
+            parts.setdefault(("energy", line["period"]), [0.0] * len(spans))[month] += line["amount"]
+        for line in bill_row["Demand"]:
+            if line["amount"] is not None:
+                parts.setdefault((line["kind"], 0), [0.0] * len(spans))[month] += line["amount"]
+        for key, field in (("fixed", "Fixed"), ("minimum", "Minimum")):
+            parts.setdefault((key, 0), [0.0] * len(spans))[month] += bill_row[field]
+    if len(currencies) > 1:
+        raise BadRequest(f"these meters are billed in {len(currencies)} currencies ({', '.join(sorted(currencies))}): "
+                         f"chart one meter (meter=) or meters of one currency")
+    others = {"tou": "Demand (time of use)", "flat": "Demand (flat)", "fixed": "Fixed", "minimum": "Minimum"}
+    order = {"energy": 0, "tou": 1, "flat": 2, "fixed": 3, "minimum": 4}
+    stacks = [(names.get(key[1], f"Energy: period {key[1]}") if key[0] == "energy" else others[key[0]], values)
+              for key, values in sorted(parts.items(), key=lambda item: (order[item[0][0]], item[0][1]))]
+    return [first.strftime("%b %Y") for first, _last in spans], stacks, currencies.pop() if currencies else ""
+
+
+def bill_chart(project_id: int, meter_names: Sequence[str] | None, width_px: int, height_px: int, start: object,
+               end: object) -> dict[str, Any]:
+    """GET /graphics?bill=1: a meter's charges per month (or the sum of those of the project's meters, or
+    of a chosen group's, that feed no other among them), stacked by time-of-use period, from GET /bill's
+    rows; stored, its download link returned. meter_names: as _chosen takes them."""
+    from chalicelib.billing import bills, tariffs
+    from chalicelib.outputs import chart_render
+    from chalicelib.platform.errors import PayloadTooLarge
+
+    project = accounts.get_project(project_id)
+    zone = clock.zone(project.get("timezone", "UTC"))
+    first, last, begin, finish = _bill_period(start, end, zone)
+    asked, _family = _chosen(project_id, meter_names)
+    chosen = asked if len(asked) == 1 and meter_names is not None else _feeding_none(asked)
+    spans = bills.months(first, last)
+    if len(chosen) * len(spans) > bills.MAX_METER_MONTHS:
+        raise PayloadTooLarge(f"a chart prices at most {bills.MAX_METER_MONTHS} meter-months, and this one "
+                              f"has {len(chosen) * len(spans)} ({len(chosen)} meters x {len(spans)} months): chart "
+                              f"one meter (meter=) or fewer months, or get the bills as a file "
+                              f"(GET /file?start={first.isoformat()}&end={last.isoformat()}&bill=1)")
+    tariff_of = tariffs.for_meters(project_id, chosen)
+    rows = [bill_row for bill_row, _total in bills.meter_months(project_id, chosen, zone, first, last, tariff_of)]
+    names = period_names(pair[1] for pair in tariff_of.values() if pair is not None)
+    months, stacks, currency = bill_stacks(rows, spans, names)
+    who = asked[0]["name"] if len(asked) == 1 and meter_names is not None else \
+        _label(project["name"], asked if meter_names is not None else None)
+    png = chart_render.render_bill_png(width_px=width_px, height_px=height_px, title=f"{who}: charges per month",
+                                       tz_name=zone.key, months=months, stacks=stacks, currency=currency,
+                                       period=(clock.local(begin, zone), clock.local(finish, zone)))
+    key = downloads.upload_stream(project_id, "charts", f"bill-{first.isoformat()}-to-{last.isoformat()}.png",
+                                  "image/png", [png])
+    return downloads.link(key, zone)

@@ -154,7 +154,12 @@ def run(message: dict[str, Any], rows_of: RowsOf) -> None:
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
-    chunks = export_writers.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    first, last = number == 0, number == job["parts"] - 1
+    if request.get("fields"):   # records (a bill export): its columns and frame travel in the request
+        chunks = export_writers.record_slice_chunks(request["type"], request["fields"], counted, first, last,
+                                                    bom=request.get("bom", False))
+    else:
+        chunks = export_writers.slice_chunks(request["type"], counted, first, last)
     size = _written(key, chunks)
     updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
                         "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
@@ -182,11 +187,11 @@ def _written(key: str, chunks: Iterable[bytes]) -> int:
 class _Counter:
     """Rows passed through, counted."""
 
-    def __init__(self, rows: Iterable[Row]) -> None:
+    def __init__(self, rows: Iterable[Any]) -> None:   # readings' Rows, or a bill's records
         self.rows = iter(rows)
         self.count = 0
 
-    def __iter__(self) -> Iterator[Row]:
+    def __iter__(self) -> Iterator[Any]:
         for row in self.rows:
             self.count += 1
             yield row
@@ -198,7 +203,9 @@ def _request(job: Item) -> dict[str, Any]:
 
 def _assemble(job_id: str, job: Item) -> None:
     """Join the parts into the file (export_writers.slice_chunks says how); mark the job done."""
-    frame = export_writers.FRAMES[_request(job)["type"]]
+    request = _request(job)
+    frame = (export_writers.record_frame(request["type"], request["fields"], request.get("bom", False))
+             if request.get("fields") else export_writers.FRAMES[request["type"]])
     segments: list[downloads.Segment | bytes] = []
     seen_rows = False
     for number in range(job["parts"]):

@@ -117,3 +117,15 @@ def number(field: str, value: object, minimum: float | None = None, maximum: flo
         raise BadRequest(f"{field} must be a finite number")
     _check_bounds(field, value, minimum, maximum)
     return value
+
+
+def flag(field: str, value: object) -> bool | None:
+    """A yes/no parameter: 1 or true, 0 or false (case-insensitive; a JSON boolean too); None when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else str(value) if value in (0, 1) else None
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise BadRequest(f"{field} must be 1 (or true) or 0 (or false)")
