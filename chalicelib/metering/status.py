@@ -18,7 +18,7 @@ from typing import Any
 from chalicelib.identity import accounts, scoped_keys
 from chalicelib.identity.auth import Caller
 from chalicelib.metering import ingest, meters, readings
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
 from chalicelib.tables import accounts_table
@@ -114,9 +114,9 @@ def _agents(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
     return agents
 
 
-def overview(project_id: int) -> dict[str, Any]:
+def overview(project_id: int) -> answers.Bounded:
     """GET /status: the project's time zone, every agent's last report, by agent name, and every meter's
-    state, by meter id."""
+    state, by meter id (checked against the answer's bounds before it is rendered)."""
     project = accounts.get_project(project_id)
     time_zone = project.get("timezone", "UTC")
     zone = clock.zone(time_zone)
@@ -131,4 +131,5 @@ def overview(project_id: int) -> dict[str, Any]:
         known = latest[meter["meter_id"]]
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
                      "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
-    return {"timezone": time_zone, "agents": agents, "meters": rows}
+    return answers.listing(agents + rows, "ask for one meter's readings instead: GET /point?name=…, GET /file",
+                           whole={"timezone": time_zone, "agents": agents, "meters": rows})

@@ -74,14 +74,7 @@ def _group(meter_name: object) -> list[str] | None:
     values = list(meter_name) if isinstance(meter_name, (list, tuple)) else [meter_name]
     if len(values) > MAX_GROUP:
         raise BadRequest(f"meter: at most {MAX_GROUP} names in one chart, not {len(values)}")
-    names = []
-    for name in values:
-        if not isinstance(name, str) or not name:
-            raise BadRequest("meter must be a meter's name (repeat meter= for several)")
-        if len(name) > validation.NAME_MAX:
-            raise BadRequest(f"meter: no meter name is longer than {validation.NAME_MAX} characters")
-        names.append(name)
-    return names
+    return [validation.name("meter", name) for name in values]   # as find checks one, before any lookup
 
 
 # ---- energy used per bucket ----------------------------------------------------------------------
@@ -311,7 +304,7 @@ def _chosen(project_id: int, names: Sequence[str] | None) -> tuple[list[Item], l
         everything = meters.all_meters(project_id)
         return meters.named(everything, names), everything
     try:
-        one = [meters.find(project_id, name=names[0])]
+        one = [meters.find(project_id, name=names[0], field="meter")]
     except NotFound as missing:
         if "," not in names[0]:
             raise

@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib.platform import aws, config, rendering
+from chalicelib.platform import answers, aws, config, rendering
 from chalicelib.platform.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound,
                                         PayloadTooLarge, UnsupportedMediaType)
 
@@ -75,6 +75,9 @@ class JobAnswer(Protocol):
 
     @property
     def body(self) -> dict: ...
+
+    @property
+    def retry_after(self) -> int | None: ...
 
 
 class Call:
@@ -132,19 +135,21 @@ class Call:
         self.headers["Location"] = link["url"]
         return link
 
-    def file_answer(self, result: dict[str, Any]) -> dict[str, Any]:
+    def file_answer(self, result: dict[str, Any] | JobAnswer) -> dict[str, Any]:
         """303 to a finished file's link, or 202 Accepted with the Location of the job writing it."""
-        if "url" in result:
+        if isinstance(result, dict):
             return self.redirect(result)
-        self.status = 202
-        self.headers["Location"] = f"/file/job?id={result['id']}"
-        return result
+        self.headers["Location"] = f"/file/job?id={result.body['id']}"
+        return self.job_answer(result)
 
     def job_answer(self, job: JobAnswer) -> dict:
-        """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its body."""
+        """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its
+        body, and Retry-After while it runs."""
         if job.status == 303:
             return self.redirect(job.body)
         self.status = job.status
+        if job.retry_after is not None:
+            self.headers["Retry-After"] = str(job.retry_after)
         return job.body
 
     def set_session_cookie(self, token: str | None) -> None:
@@ -324,7 +329,7 @@ class Api:
             if fmt is None and route.secret and request.method != "GET":
                 raise BadRequest("responseType must be json, xml or yaml: nothing was done (the answer "
                                  "would carry a new secret that could not be shown)")
-            response = _answer(route.handler(call), call, fmt)
+            response = _answer(route.handler(call), call, fmt, path)
         except Exception as error:  # never a stack trace to the client
             response = _failure(error, fmt, request, path)
         if call and call.cookies and not cross_origin:
@@ -351,15 +356,20 @@ class Api:
         return self.routes[path][method]
 
 
-def _answer(result: Any, call: Call, fmt: str | None) -> Response:
+def _answer(result: Any, call: Call, fmt: str | None, path: str | None) -> Response:
     """The Response of a route's result in the format asked for (a Response as it is); an invalid
-    responseType is a 400 even though the route ran (the vendor's behaviour)."""
+    responseType is a 400 even though the route ran (the vendor's behaviour: a read checked before it is
+    built, answers.Bounded, has nothing to carry out and is not built).
+
+    Every answer fits the function (chalicelib/platform/answers.py): a Bounded result is checked before it
+    is built, and every rendered answer is measured as Lambda counts it; past the bound, 413."""
     if fmt is None:
         return _error_response(BadRequest("responseType must be json, xml or yaml (the request was carried out)"),
                                "json")
     if isinstance(result, Response):
         return result
-    body, media_type = rendering.render(result, fmt)
+    body, media_type = rendering.render(answers.settle(result, fmt), fmt)
+    answers.fits(answers.payload_bytes(body), path)
     return Response(body=body, status_code=call.status, headers={"Content-Type": media_type, **call.headers})
 
 

@@ -13,8 +13,10 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | password throttle of an account | `USERTHROTTLE#<user>` | `THROTTLE` | throttle |
 | scoped key lookup | `SCOPEDKEY#<sha256 of the key>` | `SCOPEDKEY` | scoped_keys |
 | scoped key listing | `PROJECT#<project>` | `SCOPEDKEY#<key id, 10 digits>` | scoped_keys |
+| scoped key count | `PROJECT#<project>` | `COUNT#scopedkeys` | scoped_keys (n) |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
+| a project's running export jobs | `PROJECT#<project>` | `JOBS` | export_jobs (running, version) |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -80,6 +82,11 @@ def scoped_key_listing_key(project_id: int, key_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": f"{SCOPED_KEY}#{key_id:010d}"}
 
 
+def scoped_key_count_key(project_id: int) -> Item:
+    """The item counting the project's scoped keys (scoped_keys.MAX_KEYS), changed in each key's transaction."""
+    return {"pk": project_pk(project_id), "sk": "COUNT#scopedkeys"}
+
+
 def agent_key(project_id: int, who: str) -> Item:
     """The item holding an agent's last report."""
     return {"pk": project_pk(project_id), "sk": f"{AGENT}#{who}"}
@@ -93,6 +100,11 @@ def agent_of(item: Item) -> str:
 def job_key(job_id: str) -> Item:
     """The item of an export job."""
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
+
+
+def project_jobs_key(project_id: int) -> Item:
+    """The item holding a project's running export jobs (export_jobs.MAX_RUNNING)."""
+    return {"pk": project_pk(project_id), "sk": "JOBS"}
 
 
 def next_id(kind: str) -> int:
