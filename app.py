@@ -121,7 +121,7 @@ def export_file(call):
 
 @api.route("/graphics", "GET", scopes=("read",))
 def chart(call):
-    return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
+    return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.values("meter") or None,
                                       width=call.get("width"), height=call.get("height"),
                                       start=call.get("start"), end=call.get("end"), bill=call.get("bill")))
 

@@ -12,7 +12,6 @@ key. The end-to-end test starts the same Stack on ports of its own (port 0: the 
 """
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -21,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import requests
@@ -45,6 +44,9 @@ DEMO_METERS: list[dict] = [
 ]
 # The main incomer feeds the other two meters (Parent on /point): charts show its share as theirs + unmetered.
 DEMO_PARENTS = {"hvac": "main-incomer", "lighting": "main-incomer"}
+# Each meter's load (kW): the simulated meters draw it live (simulate --load) and the history loaded
+# before them is made of it, so the charts run on across "now" (the main incomer above its sub-meters).
+DEMO_LOADS = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}
 HISTORY_DAYS = 30
 SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
 HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
@@ -89,6 +91,7 @@ class Stack:
         self.aws_state = os.path.join(self.state_dir, "aws-state")
         self.resumed = False
         self.last_readings = {}
+        self.read_at = time.time()   # when the live registers were read (_read_meters)
         self.stop_seconds = None
 
     @property
@@ -261,13 +264,15 @@ class Stack:
         taken = [p for p in self.modbus_ports if not bindable(p)]
         if taken:
             raise RuntimeError(f"the meters' port(s) {', '.join(map(str, taken))} already in use")
-        self._spawn("meters", "edge_agent", ["simulate", "-c", self.agent_config], self._agent_env(),
+        self._spawn("meters", "edge_agent", ["simulate", "-c", self.agent_config, *demo_load_args()], self._agent_env(),
                     ports=self.modbus_ports)
         wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
                  "the simulated meters")
 
     def _read_meters(self):
-        """Each simulated meter's register now (the history must end below it)."""
+        """Each simulated meter's register now (the history must end below it); read_at: the time
+        just before it was read (the history's last reading is stamped no later)."""
+        self.read_at = time.time()
         answer = subprocess.run([sys.executable, "-m", "edge_agent", "read", "-c", self.agent_config, "--json"],
                                 cwd=PROJECT_DIR, env=self._agent_env(), capture_output=True, text=True, timeout=60)
         values = {}
@@ -311,7 +316,8 @@ class Stack:
 
         if not self.history_days:
             return
-        end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
+        # The last boundary before the live registers were read: the agent (started after) reads the next.
+        end = int(self.read_at) // HISTORY_STEP * HISTORY_STEP
         rng = random.Random(2026)
         plans = []
         for meter in DEMO_METERS:
@@ -323,7 +329,8 @@ class Stack:
             room = ceiling - last[1] if last else live_values[name] * 0.9   # a register never goes below zero
             if not times or room <= 0:      # nothing missed, or the simulated register was reset: a reset it is
                 continue
-            steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
+            load = demo_loads()[name]
+            steps = [load.kw(t, rng) * HISTORY_STEP / 3600 for t in times]
             total = sum(steps)
             if total > room:                                    # a history longer than the register allows is scaled
                 steps = [step * room / total for step in steps]
@@ -405,14 +412,19 @@ class Stack:
         ])
 
 
-def _demo_load_kw(name, epoch, rng):
-    """A plausible load in kW: a base, a daytime hump on weekdays, and noise."""
-    local = datetime.fromtimestamp(epoch, timezone.utc) - timedelta(hours=5)
-    hour = local.hour + local.minute / 60
-    daytime = max(0.0, math.sin((hour - 6) / 14 * math.pi)) if 6 <= hour <= 20 else 0.0
-    weekday = 1.0 if local.weekday() < 5 else 0.4
-    base, peak = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}.get(name, (5, 20))
-    return max(0.0, base + peak * daytime * weekday + rng.gauss(0, base * 0.05))
+def demo_load_args():
+    """The simulate command's arguments that give each demo meter its load (DEMO_LOADS)."""
+    args = ["--timezone", DEMO["timezone"]]
+    for name, (base, peak) in DEMO_LOADS.items():
+        args += ["--load", f"{name}={base}:{peak}"]
+    return args
+
+
+def demo_loads():
+    """{meter: edge_agent.simulator.LoadProfile} of the demo meters: what the history is made of."""
+    from edge_agent.simulator import LoadProfile
+
+    return {name: LoadProfile(base, peak, DEMO["timezone"]) for name, (base, peak) in DEMO_LOADS.items()}
 
 
 def demo_key(api_url):

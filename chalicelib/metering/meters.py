@@ -17,7 +17,7 @@ attributes <which>_time and <which>_value), moved forward at ingest (advance), n
 /data and GET /interval (latest) read one query per project whatever the history.
 """
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
@@ -297,18 +297,46 @@ def _suggestion(project_id: int, name: str) -> str:
     """': did you mean 'hvac'?' when a meter's name (as shown, else on site) differs from name in case only
     (names are case-sensitive: 'HVAC' and 'hvac' may be two meters); '' otherwise. Costs the meter
     listing, on a miss only."""
+    known = _same_but_case(all_meters(project_id), name)
+    return f": did you mean {known!r}? (names are case-sensitive)" if known else ""
+
+
+def _same_but_case(candidates: Iterable[Item], name: str) -> str | None:
+    """The name (as shown, else on site) of a meter of candidates that differs from name in case only."""
     wanted = name.casefold()
-    for meter in all_meters(project_id):
+    for meter in candidates:
         for known in (meter["name"], meter["site_name"]):
             if known.casefold() == wanted:
-                return f": did you mean {known!r}? (names are case-sensitive)"
-    return ""
+                return str(known)
+    return None
 
 
 def all_meters(project_id: int) -> list[Item]:
     """Every meter of the project, by id (one query, whatever the history)."""
     return list(db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :m)",
                          {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
+
+
+def named(candidates: Sequence[Item], names: Iterable[str]) -> list[Item]:
+    """The meters of candidates (all_meters' list) with these names (each by display name, else site
+    name, as find), each once, in the order first named; NotFound naming the names no meter has (with
+    find's "did you mean" for a name that differs in case only)."""
+    by_name = {m["site_name"]: m for m in candidates} | {m["name"]: m for m in candidates}
+    found: dict[int, Item] = {}
+    unknown: list[str] = []
+    for name in names:
+        meter = by_name.get(name)
+        if meter is None:
+            unknown.append(name)
+        else:
+            found.setdefault(meter["meter_id"], meter)
+    if unknown:
+        hints = [(name, _same_but_case(candidates, name)) for name in unknown[:5]]
+        listed = ", ".join(repr(name) + (f" (did you mean {known!r}?)" if known else "") for name, known in hints)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise NotFound(f"no meter named {listed}{more} in this project"
+                       + (" (names are case-sensitive)" if any(known for _name, known in hints) else ""))
+    return list(found.values())
 
 
 def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | answers.Bounded:

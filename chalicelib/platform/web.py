@@ -110,6 +110,14 @@ class Call:
         """A parameter as sent (str from query/form, any JSON type from a JSON body)."""
         return self.params.get(name, default)
 
+    def values(self, name: str) -> list[Any]:
+        """Every value of a parameter: each of a query argument sent more than once (meter=a&meter=b),
+        else the one value as get() gives it, else []."""
+        query = self.request.query_params
+        if query is not None and name in query and name in self.params and self.params[name] == query[name]:
+            return list(query.getlist(name))
+        return [] if self.params.get(name) is None else [self.params[name]]
+
     def text(self, name: str, required: bool = False) -> str | None:
         """A text parameter; None when absent (400 when required)."""
         value = self.params.get(name)

@@ -64,7 +64,7 @@ def build(kind, w=1600, h=900, **kw):
         kw.setdefault("series", SERIES)
     else:
         kw.setdefault("energy", ENERGY)
-    fig = cr._build_figure(kind, width_px=w, height_px=h, **kw)
+    fig = cr.figure(kind, width_px=w, height_px=h, **kw)
     fig.canvas.draw()
     return fig
 
@@ -472,3 +472,284 @@ def test_unwritable_mplconfigdir_is_replaced_and_pyplot_never_loaded(tmp_path):
     assert Path(config_dir).is_dir() and os.access(config_dir, os.W_OK)
     assert Path(config_dir).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
     assert pyplot_loaded == "False"
+
+
+# ----------------------------------------------------------------------------- small sizes
+
+def case(kind):
+    """Twelve long-named meters (pie, bar, line of energy used) or one meter's register and use."""
+    names = [f"Suite {i:02d} — north wing" for i in range(11)] + ["9 others"]
+    edges = [T0.timestamp() + 3600 * h for h in range(169)]
+    if kind in ("pie", "bar"):
+        return {"energy": [(name, 400.0 - 30 * i) for i, name in enumerate(names)]}
+    uses = [cr.UseSeries(name, edges, [(12 - i) * (1.5 + math.sin(h / 4)) for h in range(168)])
+            for i, name in enumerate(names)]
+    if kind == "line":
+        return {"series": uses}
+    return {"series": [cr.LineSeries("m", edges, [1e5 + 3 * h for h in range(169)])], "use": uses[0]}
+
+
+def chart_args(kind, w, h):
+    return dict(width_px=w, height_px=h, title="A building with a long name: energy used per hour",
+                tz_name=TORONTO, period=WEEK, **case(kind))
+
+
+def seen_texts(fig):
+    """The texts a person sees: figure texts, legends, axis titles, values written on plots, and the
+    tick labels of ticks inside the axes' limits (Text artists, visible and not empty)."""
+    out = [*fig.texts]
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+        if legend is not None:
+            out += [legend.get_title(), *legend.get_texts()]
+    for ax in fig.axes:
+        out += [ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        for axis, (low, high) in ((ax.xaxis, sorted(ax.get_xlim())), (ax.yaxis, sorted(ax.get_ylim()))):
+            out += [tick.label1 for tick in axis.get_major_ticks() if low <= tick.get_loc() <= high]
+    return [t for t in out if t.get_visible() and t.get_text()]
+
+
+def what_shows(fig):
+    """Which kinds of text a chart shows: header (title, period, note), legend, axis titles, ticks."""
+    texts = seen_texts(fig)
+    axis_titles = {id(a.xaxis.label) for a in fig.axes} | {id(a.yaxis.label) for a in fig.axes}
+    return {"header": any(t in fig.texts for t in texts),
+            "legend": any(legend is not None for legend in [*fig.legends, *(a.get_legend() for a in fig.axes)]),
+            "labels": any(id(t) in axis_titles for t in texts),
+            "ticks": any(t not in fig.texts and id(t) not in axis_titles for t in texts
+                         if not any(t in (lg.get_texts() + [lg.get_title()]) for lg in fig.legends))}
+
+
+@pytest.mark.parametrize("hundreds", range(1, 41))
+def test_every_width_and_height_from_1_to_40_hundreds_is_a_png_of_that_size(hundreds):
+    """Each of 1..40 as a width and (paired with 41 - it) as a height, the kinds in turn."""
+    kind = cr.KINDS[hundreds % len(cr.KINDS)]
+    w, h = 100 * hundreds, 100 * (41 - hundreds)
+    assert png_size(cr.render_png(kind, **chart_args(kind, w, h))) == (w, h)
+
+
+@pytest.mark.parametrize("kind", cr.KINDS)
+def test_decimal_sizes_of_the_guide(kind):
+    for w, h in [(150, 100), (450, 250), (250, 450), (150, 150)]:
+        assert png_size(cr.render_png(kind, **chart_args(kind, w, h))) == (w, h)
+
+
+SMALL = [(w, h) for w in (100, 150, 200, 250, 300, 400) for h in (100, 150, 200, 300)]
+
+
+@pytest.mark.parametrize("kind", cr.KINDS)
+def test_small_charts_drop_the_title_and_legend_first_then_axis_titles_then_ticks(kind):
+    shown = {}
+    for w, h in SMALL:
+        fig = cr.figure(kind, **chart_args(kind, w, h))
+        shows = shown[w, h] = what_shows(fig)
+        if not shows["ticks"]:
+            assert not shows["labels"], (w, h)
+        if not shows["labels"] and kind != "pie":     # a pie has no axis titles
+            assert not (shows["header"] or shows["legend"]), (w, h)
+        if w < 300 or h < 200:
+            assert not (shows["header"] or shows["legend"]), (w, h)
+        assert cr.overflow(fig) == [], (w, h)
+    assert shown[400, 300] == {"header": True, "legend": kind != "meter", "labels": kind != "pie", "ticks": True}
+    assert shown[100, 100] == {"header": False, "legend": False, "labels": False, "ticks": False}   # a sparkline
+    assert shown[250, 150]["ticks"]
+    if kind != "pie":   # a size between: axis titles without the title and legend
+        assert any(shows["labels"] and not shows["header"] for shows in shown.values())
+
+
+@pytest.mark.parametrize("kind", cr.KINDS)
+def test_no_two_texts_overlap_at_any_size(kind):
+    """Never an unreadable mess: whatever a chart keeps, its texts do not run into each other."""
+    for w, h in [*SMALL, (450, 250), (1600, 900), (4000, 300), (400, 4000)]:
+        fig = cr.figure(kind, **chart_args(kind, w, h))
+        texts, renderer = seen_texts(fig), fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's
+        for i, a in enumerate(texts):
+            for b in texts[i + 1:]:
+                assert not overlapping(a, b, renderer), (w, h, a.get_text(), b.get_text())
+
+
+def overlapping(a, b, renderer):
+    """Whether two drawn texts run into each other: their boxes overlap by more than 2 px, or, turned
+    alike (a bar chart's names), lie closer across their direction than their type is high."""
+    box_a, box_b = a.get_window_extent(renderer), b.get_window_extent(renderer)
+    if min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0) <= 2 or min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0) <= 2:
+        return False
+    angle = a.get_rotation()
+    if angle and angle == b.get_rotation():
+        (xa, ya), (xb, yb) = (t.get_transform().transform(t.get_position()) for t in (a, b))
+        across = abs(math.cos(math.radians(angle)) * (yb - ya) - math.sin(math.radians(angle)) * (xb - xa))
+        return across < 0.9 * a.get_fontsize() * 100 / 72
+    return True
+
+
+@pytest.mark.parametrize("kind", cr.KINDS)
+def test_a_sparkline_still_draws_the_data(kind):
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(cr.render_png(kind, **chart_args(kind, 100, 100))), format="png")[..., :3]
+    coloured = (img.max(axis=2) - img.min(axis=2)) > 0.2          # not white, grey or black
+    assert coloured.mean() > 0.05
+
+
+def test_a_no_data_sparkline_says_no_data():
+    fig = cr.figure("line", width_px=100, height_px=100, title="t", tz_name=TORONTO, series=[], period=WEEK)
+    assert [t.get_text() for t in seen_texts(fig)] == [cr.NO_DATA]
+
+
+# ----------------------------------------------------------------------------- estimated and partial periods
+
+M, E, P = cr.MEASURED, cr.ESTIMATED, cr.PARTIAL
+HOURS = [T0.timestamp() + 3600 * h for h in range(49)]
+GAP, LAST = range(20, 24), 47                    # hours estimated across a gap; the partial last hour
+
+
+def hourly_use(quality=True):
+    values = [10.0 + 5 * math.sin(h / 3) for h in range(48)]
+    marks = [E if h in GAP else P if h == LAST else M for h in range(48)] if quality else []
+    return cr.UseSeries("hvac", HOURS, values, marks)
+
+
+def meter_args(quality=True, **kw):
+    register = cr.LineSeries("hvac", HOURS, [1000.0 + 10 * h for h in range(49)])
+    return dict(width_px=1600, height_px=900, title="hvac", tz_name=TORONTO, series=[register],
+                use=hourly_use(quality), period=(T0, T0 + timedelta(days=2)), **kw)
+
+
+def pixels(png):
+    import matplotlib.image as mpimg
+
+    return (mpimg.imread(io.BytesIO(png), format="png")[..., :3] * 255).round()
+
+
+def columns_of(png, fig, ax, colour):
+    """The pixel columns (x) of the plot ax where the PNG shows this colour (to 3 levels of 255)."""
+    import numpy as np
+
+    img = pixels(png)
+    box = ax.get_window_extent()
+    rows = slice(int(fig.bbox.height - box.y1) + 2, int(fig.bbox.height - box.y0) - 2)  # image rows run down
+    inside = img[rows, int(box.x0) + 2:int(box.x1) - 2]
+    hit = (np.abs(inside - np.asarray(colour) * 255) <= 3).all(axis=2).any(axis=0)
+    return set((np.flatnonzero(hit) + int(box.x0) + 2).tolist())
+
+
+def light_pixels(png, fig, patch):
+    """Pixels of the PNG in the patch's fill colour: inside its box, and elsewhere."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    img = pixels(png)
+    hit = (np.abs(img - np.asarray(to_rgb(patch.get_facecolor())) * 255) <= 3).all(axis=2)
+    box = patch.get_window_extent()
+    rows = slice(int(fig.bbox.height - box.y1), int(math.ceil(fig.bbox.height - box.y0)))
+    inside = int(hit[rows, int(box.x0):int(math.ceil(box.x1))].sum())
+    return inside, int(hit.sum()) - inside
+
+
+def hour_columns(ax, hours):
+    """The pixel columns inside the given hours (one pixel in from their edges)."""
+    import matplotlib.dates as mdates
+
+    out = set()
+    for h in hours:
+        x0, x1 = (ax.transData.transform((mdates.date2num(datetime.fromtimestamp(t, timezone.utc)), 0))[0]
+                  for t in (HOURS[h], HOURS[h + 1]))
+        out |= set(range(math.ceil(x0) - 1, math.floor(x1) + 2))
+    return out
+
+
+def test_estimated_hours_are_hatched_and_lighter_exactly_where_the_gap_is():
+    """One meter's chart: the lighter fill of estimated hours shows in the gap's columns only, the
+    lighter fill of the partial hour in its column only; a note says what each means."""
+    from matplotlib.colors import to_rgb
+
+    args = meter_args()
+    png, fig = cr.render_png("meter", **args), cr.figure("meter", **args)
+    use_ax = fig.axes[1]
+    steps = {tuple(to_rgb(p.get_facecolor())): p for p in use_ax.patches}
+    hatched = [colour for colour, patch in steps.items() if patch.get_hatch()]
+    assert len(steps) == 3 and len(hatched) == 1            # measured, estimated (hatched), partial
+    measured = next(c for c, p in steps.items() if not p.get_hatch() and min(c) < 0.2)   # the full colour
+    partial = next(c for c in steps if c not in (measured, hatched[0]))
+    gap_columns = columns_of(png, fig, use_ax, hatched[0])
+    assert gap_columns and gap_columns <= hour_columns(use_ax, GAP)
+    last_columns = columns_of(png, fig, use_ax, partial)
+    assert last_columns and last_columns <= hour_columns(use_ax, [LAST])
+    assert columns_of(png, fig, use_ax, measured) & hour_columns(use_ax, [5, 30])
+    notes = [t.get_text() for t in fig.texts if cr.ESTIMATED_NOTE in t.get_text()]
+    assert notes and cr.PARTIAL_NOTE in notes[0]
+
+
+def test_all_measured_hours_draw_no_lighter_fill_and_no_note():
+    args = meter_args(quality=False)
+    fig = cr.figure("meter", **args)
+    assert len(fig.axes[1].patches) == 1 and not fig.axes[1].patches[0].get_hatch()
+    assert not any(cr.ESTIMATED_NOTE in t.get_text() for t in fig.texts)
+
+
+def test_line_chart_draws_each_kind_of_period_in_its_own_line_style():
+    """Measured hours solid, estimated dashed, partial dotted; no riser joins two kinds (today's
+    partial day is never drawn as a drop of the solid line)."""
+    import numpy as np
+
+    other = cr.UseSeries("lighting", HOURS, [3.0] * 48)
+    fig = cr.figure("line", width_px=1600, height_px=900, title="t", tz_name=TORONTO, series=[hourly_use(), other],
+                    period=(T0, T0 + timedelta(days=2)))
+    by_style = {}
+    for line in fig.axes[0].get_lines():
+        if line.get_color() == fig.axes[0].get_lines()[0].get_color():   # hvac's
+            x, y = np.asarray(line.get_xdata())[::2], np.asarray(line.get_ydata())[::2]   # each step's start
+            edges = [mdates_num(t) for t in HOURS]
+            by_style[line.get_linestyle()] = {edges.index(xv) for xv, yv in zip(x, y) if np.isfinite(yv)}
+    assert by_style["-"] == set(range(48)) - set(GAP) - {LAST}
+    assert by_style["--"] == set(GAP)
+    assert by_style[":"] == {LAST}
+    notes = " ".join(t.get_text() for t in fig.texts)
+    assert "Dashed: " + cr.ESTIMATED_NOTE in notes and "Dotted: " + cr.PARTIAL_NOTE in notes
+
+
+def mdates_num(epoch):
+    import matplotlib.dates as mdates
+
+    return mdates.date2num(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+@pytest.mark.parametrize("kind", ["pie", "bar"])
+def test_estimated_energy_is_hatched_in_pie_and_bar_only_for_the_meter_that_has_it(kind):
+
+    energy = [("main (unmetered)", 500.0), ("hvac", 300.0), ("lighting", 100.0)]
+    args: dict = dict(width_px=1600, height_px=900, title="t", tz_name=TORONTO, energy=energy, estimated=[0.0, 60.0, 0.0])
+    fig, png = cr.figure(kind, **args), cr.render_png(kind, **args)
+    ax = fig.axes[0]
+    hatched: list = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == (1 if kind == "pie" else 3)   # bar: one stacked part per bar (zero high but hvac's)
+    part = max(hatched, key=lambda p: p.get_window_extent().width * p.get_window_extent().height)
+    inside, outside = light_pixels(png, fig, part)
+    assert inside > 500 and outside < inside / 20      # outside: where anti-aliased edges blend to it
+    if kind == "bar":
+        assert part.get_height() == pytest.approx(60.0) and part.get_y() == pytest.approx(240.0)
+    assert any("60.0 kWh (6.7%) " + cr.ESTIMATED_NOTE in t.get_text() for t in fig.texts)
+    plain = cr.figure(kind, **{**args, "estimated": []})
+    assert not [p for p in plain.axes[0].patches if p.get_hatch()]
+    assert not any(cr.ESTIMATED_NOTE in t.get_text() for t in plain.texts)
+
+
+def bill_args(w, h):
+    months = ["Mar 2025", "Apr 2025", "May 2025", "Jun 2025", "Jul 2025", "Aug 2025"]
+    stacks = [("Energy: Off-peak", [40.0, 38, 35, 30, 45, 47]), ("Energy: On-peak", [20.0, 18, 25, 40, 50, 44]),
+              ("Fixed", [25.0] * 6)]
+    return dict(width_px=w, height_px=h, title="A building: charges per month", tz_name=TORONTO, months=months,
+                stacks=stacks, currency="CAD", period=WEEK)
+
+
+def test_the_bill_chart_follows_the_same_size_rules():
+    """Billing's chart (drawn by its own function) drops text by the one rule every chart follows."""
+    for w, h in [(1600, 900), (450, 250), (250, 150), (150, 100), (100, 100), (4000, 100)]:
+        assert png_size(cr.render_bill_png(**bill_args(w, h))) == (w, h)
+        fig = cr.bill_figure(**bill_args(w, h))
+        shows = what_shows(fig)
+        assert cr.overflow(fig) == [], (w, h)
+        if w < 300 or h < 200:
+            assert not (shows["header"] or shows["legend"]), (w, h)
+    assert what_shows(cr.bill_figure(**bill_args(450, 250))) == {"header": True, "legend": True, "labels": True,
+                                                                 "ticks": True}
+    assert seen_texts(cr.bill_figure(**bill_args(100, 100))) == []
