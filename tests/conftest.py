@@ -28,6 +28,15 @@ _NAMES = itertools.count(1)
 
 
 @pytest.hookimpl(trylast=True)
+
+def restore_environ(saved: dict) -> None:
+    """Put back the environment variables a fixture changed ({name: value before, None when unset})."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
 def pytest_collection_modifyitems(items):
     """The slow tests first, the others in their order: under pytest-xdist (`make test`, files handed out
     in this order) the long files start at once instead of one running alone at the end."""
@@ -141,11 +150,7 @@ def aws(request, moto_world):
             aws_clients.reset_clients()
             moto_world.clients = None
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
         moto_world.mock.stop(remove_data=False)
 
 

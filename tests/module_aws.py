@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from tests.conftest import PASSWORD, STAGE, Account
+from tests.conftest import PASSWORD, STAGE, Account, restore_environ
 
 
 class ModuleStack(NamedTuple):
@@ -46,9 +46,5 @@ def module_stack() -> Iterator[ModuleStack]:
 
                 yield ModuleStack(stage_env, client, account)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_environ(saved)
             aws_clients.reset_clients()

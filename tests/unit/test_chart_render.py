@@ -46,25 +46,21 @@ ENERGY = [("meter1", 120.5), ("meter2", 80.25), ("meter3", 33.0)]
 SERIES = [week_series("meter1"), week_series("meter2", base=5000.0)]
 
 
-def render(kind, w=1600, h=900, **kw):
+def _defaults(kind, kw):
+    """The chart's arguments with the test data where a test gives none."""
     kw.setdefault("title", "Energy")
     kw.setdefault("tz_name", TORONTO)
-    if kind == "line":
-        kw.setdefault("series", SERIES)
-    else:
-        kw.setdefault("energy", ENERGY)
-    return cr.render_png(kind, width_px=w, height_px=h, **kw)
+    kw.setdefault(*(("series", SERIES) if kind == "line" else ("energy", ENERGY)))
+    return kw
+
+
+def render(kind, w=1600, h=900, **kw):
+    return cr.render_png(kind, width_px=w, height_px=h, **_defaults(kind, kw))
 
 
 def build(kind, w=1600, h=900, **kw):
     """The Figure render_png would save, drawn (so tick labels exist)."""
-    kw.setdefault("title", "Energy")
-    kw.setdefault("tz_name", TORONTO)
-    if kind == "line":
-        kw.setdefault("series", SERIES)
-    else:
-        kw.setdefault("energy", ENERGY)
-    fig = cr.figure(kind, width_px=w, height_px=h, **kw)
+    fig = cr.figure(kind, width_px=w, height_px=h, **_defaults(kind, kw))
     fig.canvas.draw()
     return fig
 
