@@ -27,8 +27,6 @@ PASSWORD = "correct horse battery staple"
 _NAMES = itertools.count(1)
 
 
-@pytest.hookimpl(trylast=True)
-
 def restore_environ(saved: dict) -> None:
     """Put back the environment variables a fixture changed ({name: value before, None when unset})."""
     for k, v in saved.items():
@@ -37,6 +35,8 @@ def restore_environ(saved: dict) -> None:
         else:
             os.environ[k] = v
 
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """The slow tests first, the others in their order: under pytest-xdist (`make test`, files handed out
     in this order) the long files start at once instead of one running alone at the end."""
