@@ -72,14 +72,21 @@ def report(caller, params):
     return {"clock_offset": offset}
 
 
-def _state(meter, now):
+def ok_until(meter) -> float | None:
+    """The instant the meter stops being ok if no reading comes: its latest reading + 2 × SaveEvery + GRACE
+    (None: it never sent one)."""
     latest = meters.last(meter, meters.LATEST)
-    if latest is None:
+    return None if latest is None else latest.epoch + 2 * meters.step(meter) + GRACE
+
+
+def state(meter, now: float) -> str:
+    """The meter's State at an instant: ok, late, silent or never (GET /status's, and meter_silent alerts')."""
+    until = ok_until(meter)
+    if until is None:
         return "never"
-    age = now - latest.epoch
-    if age <= 2 * meters.step(meter) + GRACE:
+    if now <= until:
         return "ok"
-    return "late" if age <= DAY else "silent"
+    return "late" if now - meters.last(meter, meters.LATEST).epoch <= DAY else "silent"
 
 
 def _coverage(present, meter):
@@ -106,5 +113,5 @@ def overview(project_id):
     for meter in every:
         known = latest[meter["meter_id"]]
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
-                     "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
+                     "State": state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
     return {"agents": agents, "meters": rows}

@@ -14,6 +14,9 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | scoped key listing | `PROJECT#<project>` | `SCOPEDKEY#<key id, 10 digits>` | scoped_keys |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
+| alert rule (and its state) | `PROJECT#<project>` | `ALERT#<rule id, 10 digits>` | alerts.rules (definition), alerts.evaluator (state), alerts.delivery (last_error) |
+| projects with alert rules (the evaluator's index; the rule count) | `ALERTING` | `PROJECT#<project, 10 digits>` | alerts.rules (n) |
+| alert event (history, 90 days) | `ALERTLOG#<project>` | `<epoch, 10 digits>#<event id>` | alerts.events |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -26,6 +29,9 @@ NAME = "AccountsTable"
 USER = "USER"
 SCOPED_KEY = "SCOPEDKEY"
 AGENT = "AGENT"
+ALERT = "ALERT"
+# The evaluator's index of the projects that have alert rules: one partition, paged in project order.
+ALERTING = "ALERTING"
 
 
 def project_pk(project_id):
@@ -81,6 +87,36 @@ def job_key(job_id):
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
 
 
+def alert_key(project_id, alert_id):
+    """The item of an alert rule (its definition and its evaluation state)."""
+    return {"pk": project_pk(project_id), "sk": f"{ALERT}#{alert_id:010d}"}
+
+
+def alerting_key(project_id):
+    """The project's entry in the evaluator's index; its n counts the project's rules (at most alerts.MAX_RULES)."""
+    return {"pk": ALERTING, "sk": f"PROJECT#{project_id:010d}"}
+
+
+def alerting_project(item):
+    """The project id of an index entry."""
+    return int(item["sk"].split("#", 1)[1])
+
+
+def alert_log_pk(project_id):
+    """The partition of a project's alert events, in time order."""
+    return f"ALERTLOG#{project_id}"
+
+
+def alert_event_key(project_id, epoch, event_id):
+    """The item of an alert event: sorted by the instant it happened (epoch seconds), then its id."""
+    return {"pk": alert_log_pk(project_id), "sk": f"{int(epoch):010d}#{event_id}"}
+
+
+def alert_log_range(epoch):
+    """The sort-key bound of the events at or after an instant (BETWEEN two of these)."""
+    return f"{int(epoch):010d}"
+
+
 def next_id(kind):
     """A new integer id of a kind (user, project, meter, scoped_key): an atomic counter, never reused."""
     answer = db.update(NAME, {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
@@ -89,6 +125,6 @@ def next_id(kind):
 
 
 def project_items(project_id, kind, consistent=False):
-    """The project's items of a kind (USER, SCOPED_KEY, AGENT), in key order."""
+    """The project's items of a kind (USER, SCOPED_KEY, AGENT, ALERT), in key order."""
     return db.query(NAME, "pk = :p AND begins_with(sk, :k)", {":p": project_pk(project_id), ":k": kind + "#"},
                     consistent=consistent)

@@ -1,0 +1,311 @@
+"""The evaluation of alert rules, every minute: each rule's condition, for each meter or agent it watches.
+
+Fan-out, so a run's work is bounded whatever the number of projects: schedule() (the @app.schedule
+function, each minute) pages through the index of projects that have rules (AccountsTable's ALERTING
+partition, one small item per project) and queues one message per BATCH projects on the evaluation
+queue; its worker (handle_event) evaluates them, BATCH projects × rules.MAX_RULES rules at most. A
+message older than STALE_SECONDS is dropped: the next minute's has been queued.
+
+A project costs one Query for its rules, one for its meters when a rule watches meters, one for its
+agents when a rule watches agents, the rollups of the meters that usage rules watch (through
+consumption.summaries, once per period kind), and its zone (one GetItem) only when usage is read or an
+event is written. Nothing is written while nothing changes.
+
+What fires when (per watched meter or agent, a "subject"):
+  - meter_silent: the meter's State (chalicelib/metering/status.py) is late or silent; clears when it is
+    ok again. A meter that never sent a reading is no subject (it never was ok).
+  - agent_silent: no PUT /status from the agent for `minutes`; clears at its next report.
+  - usage_above: the current local period (hour or day) so far, or the last complete one, used more
+    than `kWh`; clears once a whole period used no more (so over-use across periods is one alert).
+A subject fires once when its condition starts (`firing`) and once when it ends (`resolved`), never in
+between: the rule's `firing` map (subject → the instant its condition began) is its state, written
+under an optimistic `version` in one transaction with the events (their history items). Of two runs
+that overlap, one commits; the other's events are never written nor sent. The events are then queued
+for delivery (chalicelib/alerts/delivery.py); their keys wait in the rule's `unsent` set until they
+are, so the events of a run that dies in between are queued by a later run (REDRIVE_SECONDS after),
+never lost. At most MAX_EVENTS_PER_RULE transitions of a rule are taken per run (one transaction);
+the rest follow a minute later.
+"""
+import json
+import logging
+from datetime import timedelta
+from typing import NamedTuple
+
+from chalicelib.alerts import delivery, events, rules
+from chalicelib.identity import accounts
+from chalicelib.metering import consumption, days, meters, status
+from chalicelib.platform import aws, clock, config, db
+from chalicelib.tables import accounts_table
+
+BATCH = 50                   # projects per evaluation message (one worker's share)
+INDEX_PAGE = 1000            # index entries per Query
+STALE_SECONDS = 120          # an evaluation message older than this is dropped (a newer one is queued)
+REDRIVE_SECONDS = 300        # events left unsent this long are queued again (the evaluator's timeout is 60 s)
+MAX_EVENTS_PER_RULE = 90     # transitions a rule takes per run: its state item and the events, one transaction
+METERS_KINDS = ("meter_silent", "usage_above")
+log = logging.getLogger("intellimeter.alerts")
+
+
+class Observation(NamedTuple):
+    """A subject as a run sees it: whether its condition holds, since when (it began, or it ended), the
+    event's value, and its names."""
+
+    alerting: bool
+    since: float
+    value: float | None
+    meter: str | None
+    agent: str | None
+
+
+# ---- the schedule: fan-out ------------------------------------------------------------------------
+
+def schedule(now: float | None = None) -> int:
+    """Queue the projects that have rules for evaluation, BATCH per message; the number queued."""
+    now = clock.now() if now is None else now
+    queue = config.resource_name("AlertEvaluationQueue")
+    batches: list[list[int]] = [[]]
+    queued = 0
+    for entry in db.query(accounts_table.NAME, "pk = :p", {":p": accounts_table.ALERTING}, names={"#n": "n"},
+                          projection="sk, #n", page_size=INDEX_PAGE):
+        if entry.get("n", 0) <= 0:
+            _forget(entry)
+            continue
+        if len(batches[-1]) == BATCH:
+            batches.append([])
+        batches[-1].append(accounts_table.alerting_project(entry))
+        queued += 1
+        if len(batches) == 11:                 # ten full messages: one SendMessageBatch
+            _send(queue, batches[:10], now)
+            batches = batches[10:]
+    _send(queue, [batch for batch in batches if batch], now)
+    return queued
+
+
+def _send(queue, batches, now):
+    if not batches:
+        return
+    answer = aws.sqs().send_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(n), "MessageBody": json.dumps({"projects": batch, "at": int(now)})} for n, batch in enumerate(batches)])
+    if answer.get("Failed"):
+        raise RuntimeError(f"the evaluation queue refused {len(answer['Failed'])} messages")
+
+
+def _forget(entry):
+    """Drop the index entry of a project left with no rules (a creation meanwhile re-adds it)."""
+    try:
+        db.delete(accounts_table.NAME, accounts_table.alerting_key(accounts_table.alerting_project(entry)),
+                  condition="#n <= :zero", names={"#n": "n"}, expression_values={":zero": 0})
+    except db.ConditionFailed:
+        pass
+
+
+# ---- the worker: evaluation of a batch of projects ---------------------------------------------
+
+def handle_event(records) -> int:
+    """The evaluation queue's worker: evaluate each message's projects; the events written. A project
+    that fails (a failing AWS call, or a bug) is logged and left to the next minute's run; the others go on."""
+    written = 0
+    for record in records:
+        message = json.loads(record.body)
+        if clock.now() - message.get("at", 0) > STALE_SECONDS:
+            log.warning("alert evaluation of %d projects dropped: queued %d s ago (a newer run covers them)",
+                        len(message.get("projects", [])), clock.now() - message.get("at", 0))
+            continue
+        written += evaluate_projects(message.get("projects", []))
+    return written
+
+
+def evaluate_projects(project_ids) -> int:
+    """Evaluate each project now; the events written."""
+    written = 0
+    for project_id in project_ids:
+        try:
+            written += evaluate_project(int(project_id), clock.now())
+        except Exception as error:   # noqa: BLE001 - one project's failure must not stop the others'
+            if aws.is_transient(error):
+                log.warning("alert evaluation of project %s failed (%s): the next run retries", project_id,
+                            type(error).__name__)
+            else:
+                log.exception("alert evaluation of project %s failed", project_id)
+    return written
+
+
+class _Project:
+    """What one evaluation of a project reads, each thing once and only when a rule needs it."""
+
+    def __init__(self, project_id, now, wanted):
+        self.project_id, self.now = project_id, now
+        self.meters = meters.all_meters(project_id) if wanted & set(METERS_KINDS) else []
+        self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
+            if "agent_silent" in wanted else []
+        self._zone = None
+        self._usage: dict = {}
+
+    @property
+    def zone(self):
+        if self._zone is None:
+            self._zone = accounts.project_zone(self.project_id)
+        return self._zone
+
+    def chosen(self, rule):
+        meter_id = rule.get("meter_id")
+        return self.meters if meter_id is None else [m for m in self.meters if m["meter_id"] == meter_id]
+
+    def usage(self, period, every_rule):
+        """{meter id: (previous period (start, kWh), current period (start, kWh))} of the meters the
+        period's usage rules watch (one consumption.summaries call per period)."""
+        if period not in self._usage:
+            chosen = {m["meter_id"]: m for rule in every_rule if rule["kind"] == "usage_above"
+                      and rule["period"] == period for m in self.chosen(rule)}
+            self._usage[period] = _usage(self.project_id, list(chosen.values()), self.zone, self.now, period)
+        return self._usage[period]
+
+
+def _usage(project_id, chosen, zone, now, period):
+    if not chosen:
+        return {}
+    today = days.local_day(now, zone)
+    first = days.local_day(now - 3600, zone) if period == "hour" else today - timedelta(days=1)
+    spans = consumption.periods(first, today, zone, period)
+    current = next(i for i, (start, end) in enumerate(spans) if start <= now < end)
+    table = consumption.summaries(project_id, chosen, zone, first, today, period)
+
+    def kwh(summary):
+        return None if summary.energy is None else summary.energy / 10 ** 6
+
+    return {meter_id: ((spans[current - 1][0], kwh(found[current - 1])), (spans[current][0], kwh(found[current])))
+            for meter_id, found in table.items()}
+
+
+def _observe(rule, project, every_rule):
+    """{subject: Observation} of a rule now."""
+    now, seen = project.now, {}
+    if rule["kind"] == "meter_silent":
+        for meter in project.chosen(rule):
+            until = status.ok_until(meter)
+            if until is None:
+                continue                       # State never: it never was ok
+            latest = meters.last(meter, meters.LATEST).epoch
+            alerting = status.state(meter, now) != "ok"
+            seen[f"m{meter['meter_id']}"] = Observation(alerting, until if alerting else latest,
+                                                        round((now - latest) / 60, 1), meter["name"], None)
+    elif rule["kind"] == "agent_silent":
+        limit = 60 * rule["minutes"]
+        for agent in project.agents:
+            contact = agent["last_contact"]
+            alerting = now - contact > limit
+            seen["a" + agent["sk"].split("#", 1)[1]] = Observation(
+                alerting, contact + limit if alerting else contact, round((now - contact) / 60, 1), None,
+                agent["agent"])
+    else:
+        usage = project.usage(rule["period"], every_rule)
+        limit = rule["kWh"]
+        for meter in project.chosen(rule):
+            if meter["meter_id"] not in usage:
+                continue
+            (before, used_before), (start, used) = usage[meter["meter_id"]]
+            over_before = used_before is not None and used_before > limit
+            over = used is not None and used > limit
+            if over_before or over:
+                seen[f"m{meter['meter_id']}"] = Observation(True, before if over_before else start,
+                                                            used if over else used_before, meter["name"], None)
+            else:
+                seen[f"m{meter['meter_id']}"] = Observation(False, before, used_before, meter["name"], None)
+    return seen
+
+
+def evaluate_project(project_id: int, now: float) -> int:
+    """Evaluate every rule of a project at `now`; the events written (and queued for delivery)."""
+    every_rule = rules.rules_of(project_id)
+    if not every_rule:
+        return 0
+    project = _Project(project_id, now, {rule["kind"] for rule in every_rule})
+    written = 0
+    for rule in every_rule:
+        if rule.get("unsent") and rule.get("unsent_at", 0) <= now - REDRIVE_SECONDS:
+            _redrive(project_id, rule, now)
+        written += _evaluate_rule(rule, project, every_rule)
+    return written
+
+
+def _evaluate_rule(rule, project, every_rule):
+    seen = _observe(rule, project, every_rule)
+    old = rule.get("firing") or {}
+    new = {subject: since for subject, since in old.items() if subject in seen}   # vanished subjects drop out
+    transitions = []
+    for subject, observation in seen.items():
+        if observation.alerting != (subject in old):
+            transitions.append((subject, observation))
+    transitions = transitions[:MAX_EVENTS_PER_RULE]
+    if not transitions and new == old:
+        return 0
+    bodies = []
+    for subject, observation in transitions:
+        state = "firing" if observation.alerting else "resolved"
+        if observation.alerting:
+            new[subject] = int(observation.since)
+        else:
+            new.pop(subject, None)
+        bodies.append(events.body(events.new_id(), rule["alert_id"], rule["kind"], state, observation.meter,
+                                  observation.agent, observation.since, observation.value, project.project_id,
+                                  project.zone))
+    if not _commit(project.project_id, rule, new, bodies, project.now):
+        return 0
+    keys = [events.key(project.project_id, project.now, b["id"])["sk"] for b in bodies]
+    for b in bodies:
+        log.info("alert %s %s: %s %s (event %s)", b["alert"], b["state"], b["kind"], b["meter"] or b["agent"], b["id"])
+    if keys:
+        try:
+            _queue(project.project_id, rule["alert_id"], keys)
+        except Exception as error:   # noqa: BLE001 - committed and kept in unsent: a later run queues them
+            log.warning("alert %s: %d events not queued (%s): queued again in %d s", rule["alert_id"], len(keys),
+                        type(error).__name__, REDRIVE_SECONDS)
+    return len(bodies)
+
+
+def _commit(project_id, rule, firing, bodies, now):
+    """Write the rule's new state and its events in one transaction, if no other run did first."""
+    names = {"#f": "firing", "#v": "version"}
+    values = {":f": firing, ":v": rule.get("version", 0), ":next": rule.get("version", 0) + 1}
+    expression = "SET #f = :f, #v = :next"
+    if any(b["state"] == "firing" for b in bodies):
+        expression += ", last_fired = :now"
+        values[":now"] = int(now)
+    if bodies:
+        expression += ", unsent_at = :now ADD unsent :keys"
+        values[":now"] = int(now)
+        values[":keys"] = {events.key(project_id, now, b["id"])["sk"] for b in bodies}
+    operations = {"rule": ("update", accounts_table.NAME, {
+        "key": accounts_table.alert_key(project_id, rule["alert_id"]), "expression": expression, "names": names,
+        "values": values, "condition": "#v = :v"})}
+    for n, b in enumerate(bodies):
+        operations[f"event {n}"] = ("put", accounts_table.NAME, {"item": events.item(project_id, now, b)})
+    try:
+        db.transact(operations)
+    except db.ConditionFailed:
+        return False                 # another run committed first (or the rule was deleted): its events stand
+    return True
+
+
+def _queue(project_id, alert_id, keys):
+    """Queue events for delivery, then take them out of the rule's unsent set."""
+    delivery.enqueue(project_id, alert_id, keys)
+    try:
+        db.update(accounts_table.NAME, accounts_table.alert_key(project_id, alert_id), "DELETE unsent :keys",
+                  expression_values={":keys": set(keys)}, condition="attribute_exists(pk)")
+    except db.ConditionFailed:
+        pass                         # the rule was deleted meanwhile
+
+
+def _redrive(project_id, rule, now):
+    """Queue the events a run committed but did not queue (it died in between), claiming them first so two
+    runs never both do."""
+    try:
+        db.update(accounts_table.NAME, accounts_table.alert_key(project_id, rule["alert_id"]),
+                  "SET unsent_at = :now", expression_values={":now": int(now), ":was": rule["unsent_at"]},
+                  condition="unsent_at = :was")
+    except db.ConditionFailed:
+        return
+    log.warning("alert %s: %d events committed earlier were not queued: queued now", rule["alert_id"],
+                len(rule["unsent"]))
+    _queue(project_id, rule["alert_id"], sorted(rule["unsent"]))

@@ -1,0 +1,212 @@
+"""Alert rules (PUT, GET and DELETE /alerts): what to watch and whom to tell.
+
+Kinds (KINDS): `meter_silent` (a meter's State leaves ok, as GET /status judges it), `agent_silent` (an
+agent sent no PUT /status for `minutes`), `usage_above` (a meter used more than `kWh` in a local `period`,
+hour or day). `meter` narrows meter_silent and usage_above to one meter (by its name; kept by id, so a
+rename keeps the rule); without it every meter of the project is watched, each on its own. One target:
+`email` (an address, subscribed to the project's SNS topic: chalicelib/alerts/mail.py) or `webhook`
+(chalicelib/alerts/webhooks.py says which URLs), whose signing secret PUT answers once.
+
+A rule is one item of AccountsTable, {pk: "PROJECT#<project>", sk: "ALERT#<id>"}. Its definition is this
+module's: alert_id, kind, meter_id, minutes, kWh, period, target ("email" | "webhook"), email, topic_arn,
+webhook, secret (KMS ciphertext: chalicelib/alerts/sealing.py), created, created_by. Its evaluation state
+is chalicelib/alerts/evaluator.py's (version, firing, last_fired, unsent, unsent_at), its deliveries'
+outcome chalicelib/alerts/delivery.py's (last_error, last_delivered).
+
+The project's entry in the evaluator's index ({pk: "ALERTING", sk: "PROJECT#<project>"}) counts its rules
+in n: created in the rule's transaction under n < MAX_RULES, so parallel creations never pass the bound.
+"""
+from typing import NamedTuple
+
+from chalicelib.alerts import mail, sealing, webhooks
+from chalicelib.metering import meters
+from chalicelib.platform import clock, db, validation
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table, meters_table
+
+KINDS = ("meter_silent", "agent_silent", "usage_above")
+PERIODS = ("hour", "day")
+TARGETS = ("email", "webhook")
+MAX_RULES = 50
+MINUTES_MIN, MINUTES_MAX = 2, 7 * 24 * 60   # agents report every minute: 2 is the shortest silence that means one
+KWH_MAX = 10 ** 9
+# The fields of a rule; each kind takes some of them (the others are a 400 naming them).
+FIELDS = ("kind", "meter", "minutes", "kWh", "period", "email", "webhook")
+TAKES = {"meter_silent": {"meter"}, "agent_silent": {"minutes"}, "usage_above": {"meter", "kWh", "period"}}
+NEEDS = {"meter_silent": set(), "agent_silent": {"minutes"}, "usage_above": {"kWh", "period"}}
+
+
+class Draft(NamedTuple):
+    """A rule as PUT /alerts asked for it, every field checked."""
+
+    kind: str
+    meter: str | None
+    minutes: int | None
+    kwh: float | None
+    period: str | None
+    target: str
+    address: str
+
+
+def _choice(field, value, allowed):
+    if not isinstance(value, str) or value.strip().lower() not in allowed:
+        raise BadRequest(f"{field} must be one of {', '.join(allowed)}")
+    return value.strip().lower()
+
+
+def check(params: dict) -> Draft:
+    """Every problem of a PUT /alerts at once (a 400 listing each, by field), or the Draft."""
+    problems = []
+
+    def field(name, check_value):
+        value = params.get(name)
+        if value is None:
+            return None
+        try:
+            return check_value(value)
+        except BadRequest as error:
+            problems.append(error.message)
+            return None
+
+    for sent in params:
+        known = next((name for name in FIELDS if name.lower() == str(sent).lower()), None)
+        if known is not None and known != sent and known not in params:
+            problems.append(f"{str(sent)[:40]} is not a field: the field is {known}")
+    kind = field("kind", lambda v: _choice("kind", v, KINDS))
+    if params.get("kind") is None:
+        problems.append(f"kind is required: one of {', '.join(KINDS)}")
+    values = {
+        "meter": field("meter", lambda v: validation.name("meter", v)),
+        "minutes": field("minutes", lambda v: validation.integer("minutes", v, MINUTES_MIN, MINUTES_MAX)),
+        "kWh": field("kWh", lambda v: _positive("kWh", v)),
+        "period": field("period", lambda v: _choice("period", v, PERIODS)),
+    }
+    if kind is not None:
+        for name in FIELDS[1:5]:
+            if params.get(name) is not None and name not in TAKES[kind]:
+                problems.append(f"{name}: {kind} rules take no {name}")
+            elif params.get(name) is None and name in NEEDS[kind]:
+                problems.append(f"{name} is required for a {kind} rule" + (
+                    f" ({MINUTES_MIN} to {MINUTES_MAX} minutes without PUT /status)" if name == "minutes" else
+                    " (kWh in the period)" if name == "kWh" else f" ({' or '.join(PERIODS)})"))
+    email = field("email", validation.email)
+    webhook = field("webhook", webhooks.check_url)
+    given = [name for name in TARGETS if params.get(name) is not None]
+    if not given:
+        problems.append("a target is required: email (an address) or webhook (an https URL)")
+    elif len(given) > 1:
+        problems.append("one target per rule: email or webhook, not both (make two rules)")
+    if problems:
+        raise BadRequest("; ".join(problems))
+    target = given[0]
+    address = (email or "").lower() if target == "email" else webhook
+    return Draft(kind, values["meter"], values["minutes"], values["kWh"], values["period"], target, address or "")
+
+
+def _positive(field, value):
+    number = validation.number(field, value, 0, KWH_MAX)
+    if number <= 0:
+        raise BadRequest(f"{field} must be more than 0")
+    return number
+
+
+def _count(project_id):
+    entry = db.get(accounts_table.NAME, accounts_table.alerting_key(project_id))
+    return entry.get("n", 0) if entry else 0
+
+
+def create(project_id: int, params: dict, zone, created_by: int | None = None) -> dict:
+    """PUT /alerts: a new rule; the answer is the rule as GET shows it, with its webhook's secret (shown
+    this once; null for e-mail)."""
+    draft = check(params)
+    meter = None
+    if draft.meter is not None:
+        try:
+            meter = meters.find(project_id, name=draft.meter)
+        except NotFound:
+            raise NotFound(f"meter: no meter named {draft.meter!r} in this project") from None
+    if _count(project_id) >= MAX_RULES:        # before subscribing an address or encrypting a secret
+        raise _full()
+    alert_id = accounts_table.next_id("alert")
+    now = int(clock.now())
+    item = {**accounts_table.alert_key(project_id, alert_id), "alert_id": alert_id, "kind": draft.kind,
+            "meter_id": meter["meter_id"] if meter else None, "minutes": draft.minutes, "kWh": draft.kwh,
+            "period": draft.period, "target": draft.target, "created": now, "created_by": created_by,
+            "version": 0, "firing": {}}
+    secret = None
+    if draft.target == "webhook":
+        secret = sealing.new_secret()
+        item.update(webhook=draft.address, secret=sealing.seal(secret, project_id, alert_id))
+    else:
+        item.update(email=draft.address, topic_arn=mail.subscribe(project_id, draft.address))
+    try:
+        db.transact({
+            "rule": ("put", accounts_table.NAME, {"item": item, "condition": "attribute_not_exists(pk)"}),
+            "count": ("update", accounts_table.NAME, {
+                "key": accounts_table.alerting_key(project_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_RULES},
+                "condition": "attribute_not_exists(#n) OR #n < :max"}),
+        })
+    except db.ConditionFailed:
+        raise _full() from None
+    return {**view(item, meter["name"] if meter else None, zone), "secret": secret}
+
+
+def _full():
+    return Conflict(f"the project has {MAX_RULES} alert rules, the most it can have: delete one with DELETE /alerts")
+
+
+def view(rule: dict, meter_name: str | None, zone, full: bool = True) -> dict:
+    """A rule as GET /alerts shows it. full: the caller is an account (a read key sees the webhook's host
+    only and no address: both can be credentials or personal)."""
+    firing = rule.get("firing") or {}
+    webhook, email = rule.get("webhook"), rule.get("email")
+    if not full:
+        webhook = webhooks.shown(webhook) if webhook else None
+        email = None if email is None else "…@" + email.rsplit("@", 1)[-1]
+    last_error = rule.get("last_error")
+    return {"id": rule["alert_id"], "kind": rule["kind"], "meter": meter_name, "minutes": rule.get("minutes"),
+            "kWh": rule.get("kWh"), "period": rule.get("period"), "email": email, "webhook": webhook,
+            "state": "firing" if firing else "resolved", "firing": len(firing),
+            "last_fired": _local(rule.get("last_fired"), zone), "last_error": None if not last_error else {
+                **last_error, "at": _local(last_error.get("at"), zone)},
+            "created": _local(rule.get("created"), zone)}
+
+
+def _local(epoch, zone):
+    return None if epoch is None else clock.local(epoch, zone)
+
+
+def rules_of(project_id: int, consistent: bool = False) -> list:
+    """Every rule of the project (one query), by id."""
+    return list(accounts_table.project_items(project_id, accounts_table.ALERT, consistent=consistent))
+
+
+def listing(project_id: int, zone, full: bool = True) -> list:
+    """GET /alerts: the project's rules by id, each with its state (firing while any meter or agent it
+    watches is in alert, else resolved) and last_fired."""
+    rules = rules_of(project_id, consistent=True)
+    wanted = {rule["meter_id"] for rule in rules if rule.get("meter_id") is not None}
+    names = {}
+    if wanted:
+        names = {m["meter_id"]: m["name"] for m in db.batch_get(
+            meters_table.NAME, [meters_table.meter_key(project_id, meter_id) for meter_id in wanted])}
+    return [view(rule, names.get(rule.get("meter_id")), zone, full) for rule in rules]
+
+
+def delete(project_id: int, alert_id) -> dict:
+    """DELETE /alerts?id=: the rule stops at once (its pending deliveries are dropped); its history stays."""
+    if alert_id is None:
+        raise BadRequest("id is required: the rule's id as GET /alerts shows it")
+    alert_id = validation.integer("id", alert_id, 1, 10 ** 15)
+    try:
+        db.transact({
+            "rule": ("delete", accounts_table.NAME, {"key": accounts_table.alert_key(project_id, alert_id),
+                                                     "condition": "attribute_exists(pk)"}),
+            "count": ("update", accounts_table.NAME, {
+                "key": accounts_table.alerting_key(project_id), "expression": "ADD #n :minus",
+                "names": {"#n": "n"}, "values": {":minus": -1}, "condition": "attribute_exists(#n)"}),
+        })
+    except db.ConditionFailed:
+        raise NotFound(f"no alert rule {alert_id} in this project") from None
+    return {}
