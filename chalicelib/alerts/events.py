@@ -59,7 +59,7 @@ def history(project_id: int, start, end, zone) -> list:
     for event in db.query(accounts_table.NAME, "pk = :p AND sk BETWEEN :a AND :b",
                           {":p": accounts_table.alert_log_pk(project_id),
                            ":a": accounts_table.alert_log_range(span.start),
-                           ":b": accounts_table.alert_log_range(span.end - 1) + "~"},
+                           ":b": accounts_table.alert_log_range(span.end)},
                           names={"#b": "body"}, projection="#b, expires_at", page_size=1000):
         if event.get("expires_at", now + 1) <= now:
             continue                       # expired: DynamoDB's TTL removes it within a day or two

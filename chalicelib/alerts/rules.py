@@ -86,7 +86,7 @@ def check(params: dict) -> Draft:
             if params.get(name) is not None and name not in TAKES[kind]:
                 problems.append(f"{name}: {kind} rules take no {name}")
             elif params.get(name) is None and name in NEEDS[kind]:
-                problems.append(f"{name} is required for a {kind} rule" + (
+                problems.append(f"{name} is required for {kind} rules" + (
                     f" ({MINUTES_MIN} to {MINUTES_MAX} minutes without PUT /status)" if name == "minutes" else
                     " (kWh in the period)" if name == "kWh" else f" ({' or '.join(PERIODS)})"))
     email = field("email", validation.email)

@@ -16,7 +16,7 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
 | alert rule (and its state) | `PROJECT#<project>` | `ALERT#<rule id, 10 digits>` | alerts.rules (definition), alerts.evaluator (state), alerts.delivery (last_error) |
 | projects with alert rules (the evaluator's index; the rule count) | `ALERTING` | `PROJECT#<project, 10 digits>` | alerts.rules (n) |
-| alert event (history, 90 days) | `ALERTLOG#<project>` | `<epoch, 10 digits>#<event id>` | alerts.events |
+| alert event (history, 90 days) | `ALERTLOG#<project>` | `<epoch ms, 13 digits>#<event id>` | alerts.events |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -108,13 +108,13 @@ def alert_log_pk(project_id):
 
 
 def alert_event_key(project_id, epoch, event_id):
-    """The item of an alert event: sorted by the instant it happened (epoch seconds), then its id."""
-    return {"pk": alert_log_pk(project_id), "sk": f"{int(epoch):010d}#{event_id}"}
+    """The item of an alert event: sorted by the instant it happened (epoch milliseconds), then its id."""
+    return {"pk": alert_log_pk(project_id), "sk": f"{alert_log_range(epoch)}#{event_id}"}
 
 
 def alert_log_range(epoch):
     """The sort-key bound of the events at or after an instant (BETWEEN two of these)."""
-    return f"{int(epoch):010d}"
+    return f"{int(epoch * 1000):013d}"
 
 
 def next_id(kind):
