@@ -45,7 +45,8 @@ def meters_of(account, *names, save_every=1):
 
 
 def evaluate(account):
-    return evaluator.evaluate_project(account.view["project"], clock.now())
+    """One run over the account's project, as the evaluation worker runs it; the events written."""
+    return evaluator.evaluate_projects([account.view["project"]])
 
 
 def history(account, days_back=2):
@@ -55,6 +56,31 @@ def history(account, days_back=2):
 
 def rule_item(account, alert_id):
     return db.get(accounts_table.NAME, accounts_table.alert_key(account.view["project"], alert_id))
+
+
+class _Failures(list):
+    expected = False
+
+
+@pytest.fixture(autouse=True)
+def evaluation_failures():
+    """The evaluator logs a failing project and goes on (the next minute retries it): here any such failure
+    fails the test, but in the tests that inject AWS faults (they set evaluation_failures.expected)."""
+    import logging
+
+    failures = _Failures()
+
+    class Failures(logging.Handler):
+        def emit(self, record):
+            if "alert evaluation of projects" in record.getMessage():
+                failures.append(record.getMessage())
+
+    handler = Failures(level=logging.WARNING)
+    logging.getLogger("intellimeter.alerts").addHandler(handler)
+    yield failures
+    logging.getLogger("intellimeter.alerts").removeHandler(handler)
+    if not failures.expected:
+        assert failures == []
 
 
 @pytest.fixture
@@ -243,7 +269,7 @@ def test_at_most_50_rules_a_project_even_when_created_in_parallel(live_api, seri
     listed = requests.get(live_api.url + "/alerts", headers=headers, timeout=60).json()
     assert len(listed) == rules.MAX_RULES
     entry = db.get(accounts_table.NAME, accounts_table.alerting_key(live_api.project_id))
-    assert entry["n"] == rules.MAX_RULES
+    assert entry["alert_ids"] == {rule["id"] for rule in listed}
     requests.delete(live_api.url + f"/alerts?id={listed[0]['id']}", headers=headers, timeout=60).raise_for_status()
     assert requests.put(live_api.url + "/alerts", json={"kind": "meter_silent", **W}, headers=headers,
                         timeout=60).status_code == 200
@@ -431,7 +457,8 @@ def test_the_schedule_queues_each_project_with_rules_once_in_batches(aws, make_a
             bodies.append(json.loads(message["Body"]))
             sqs().delete_message(QueueUrl=os.environ["ALERT_EVALUATION_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"])
     assert sorted(len(b["projects"]) for b in bodies) == [2, 4, 4]
-    assert sorted(p for b in bodies for p in b["projects"]) == projects
+    assert sorted(p for b in bodies for p, _ids in b["projects"]) == projects
+    assert all(len(ids) == 1 for b in bodies for _p, ids in b["projects"])     # with the ids of their rules
     assert db.get(accounts_table.NAME, accounts_table.alerting_key(emptied)) is None     # forgotten
 
 
@@ -476,7 +503,8 @@ def test_events_committed_but_not_queued_are_queued_by_a_later_run_and_sent_once
     assert len(receiver.posts) == 1 and len(history(account)) == 1
 
 
-def test_evaluation_under_random_aws_faults_loses_and_repeats_no_event(client, make_account, time_travel, receiver):
+def test_evaluation_under_random_aws_faults_loses_and_repeats_no_event(client, make_account, time_travel, receiver,
+                                                                      evaluation_failures):
     """Meters go silent and come back while a third of the evaluator's AWS calls fail (throttled, 5xx,
     timeouts, answers lost after the call was carried out, transactions cancelled): once the faults stop,
     each meter's history is firing, resolved, firing, … with no event lost or repeated, and each event is
@@ -489,6 +517,7 @@ def test_evaluation_under_random_aws_faults_loses_and_repeats_no_event(client, m
     made = account.call("PUT", "/alerts", body={"kind": "meter_silent", "webhook": receiver.to("/ok")})
     receiver.secrets["/ok"] = made["secret"]
     plan = {"m1": range(0, 40, 1), "m2": [*range(0, 12), *range(25, 40)], "m3": [*range(0, 5), *range(20, 28)]}
+    evaluation_failures.expected = True
     faults = AwsFaults(app_clients(), rate=0.2, seed=22, kinds=("throttle", "server_error", "timeout", "lost_answer",
                                                                "cancelled"))
     faults.enabled = False
@@ -540,7 +569,7 @@ def test_failing_aws_calls_answer_503_with_retry_after_and_leave_no_rule_half_ma
     assert int(answer.headers["Retry-After"]) >= 1
     listed = account.call("GET", "/alerts")
     entry = db.get(accounts_table.NAME, accounts_table.alerting_key(account.view["project"]))
-    assert len(listed) == (entry or {}).get("n", 0)       # a rule is whole (with its count) or not there
+    assert {r["id"] for r in listed} == set((entry or {}).get("alert_ids", ()))   # whole (with its index entry) or not there
     assert all(r["email"] or r["webhook"] for r in listed)
     assert account.call("PUT", "/alerts", body={"kind": "meter_silent", **body})     # the same request again
 
@@ -559,7 +588,7 @@ def test_failing_aws_calls_on_delete_and_list_answer_503_and_keep_the_count(clie
     assert answer.status_code == 503 and answer.headers["Retry-After"]
     listed = account.call("GET", "/alerts")
     entry = db.get(accounts_table.NAME, accounts_table.alerting_key(account.view["project"]))
-    assert len(listed) == entry["n"]
+    assert {r["id"] for r in listed} == set((entry or {}).get("alert_ids", ()))
 
 
 # ---- delivery ------------------------------------------------------------------------------------------
@@ -593,6 +622,33 @@ def test_a_webhook_is_json_signed_as_stripe_checks_its_webhooks(client, make_acc
         stripe.WebhookSignature.verify_header(post["raw"], post["header"], sealing.new_secret(), tolerance=300)
     assert account.call("GET", "/alerts")[0]["last_error"] is None
     assert "last_delivered" in rule_item(account, made["id"])
+
+
+def test_the_documented_recipe_verifies_a_delivery_and_refuses_a_changed_or_old_one(client, make_account, time_travel,
+                                                                                    receiver):
+    """docs/alerts.md's ten lines of Python, run as written, on a webhook as it was received."""
+    import re
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "alerts.md"),
+              encoding="utf-8") as handle:
+        (recipe,) = re.findall(r"```python\n(.*?)```", handle.read(), re.S)
+    assert len(recipe.strip().splitlines()) <= 12
+    scope: dict = {}
+    exec(compile(recipe, "docs/alerts.md", "exec"), scope)   # noqa: S102 - the documentation's own code
+    verify = scope["verify"]
+    account = make_account()
+    made = _silent(account, {"webhook": receiver.to("/ok")}, time_travel)
+    evaluate(account)
+    drain_deliveries()
+    (post,) = receiver.posts
+    assert verify(post["raw"], post["header"], made["secret"]) == post["body"]
+    with pytest.raises(ValueError, match="does not match"):
+        verify(post["raw"].replace(b'"firing"', b'"resolved"'), post["header"], made["secret"])
+    with pytest.raises(ValueError, match="does not match"):
+        verify(post["raw"], post["header"], sealing.new_secret())
+    time_travel.shift(600)
+    with pytest.raises(ValueError, match="too long ago"):
+        verify(post["raw"], post["header"], made["secret"])
 
 
 def test_a_failing_receiver_is_retried_with_backoff_for_an_hour_then_dead_lettered(client, make_account, time_travel,

@@ -2,14 +2,14 @@
 
 Fan-out, so a run's work is bounded whatever the number of projects: schedule() (the @app.schedule
 function, each minute) pages through the index of projects that have rules (AccountsTable's ALERTING
-partition, one small item per project) and queues one message per BATCH projects on the evaluation
-queue; its worker (handle_event) evaluates them, BATCH projects × rules.MAX_RULES rules at most. A
-message older than STALE_SECONDS is dropped: the next minute's has been queued.
+partition: one small item per project, listing its rules' ids) and queues one message per BATCH projects
+on the evaluation queue; its worker (handle_event) evaluates them, BATCH projects × rules.MAX_RULES rules
+at most. A message older than STALE_SECONDS is dropped: the next minute's has been queued.
 
-A project costs one Query for its rules, one for its meters when a rule watches meters, one for its
-agents when a rule watches agents, the rollups of the meters that usage rules watch (through
-consumption.summaries, once per period kind), and its zone (one GetItem) only when usage is read or an
-event is written. Nothing is written while nothing changes.
+A message's rules are read by key (one BatchGetItem per 100 rules, whatever the projects), and the
+projects' zones likewise; then each project costs one Query for its meters when a rule watches meters,
+one for its agents when a rule watches agents, and the rollups of the meters usage rules watch (through
+consumption.summaries, once per period kind). Nothing is written while nothing changes.
 
 What fires when (per watched meter or agent, a "subject"):
   - meter_silent: the meter's State (chalicelib/metering/status.py) is late or silent; clears when it is
@@ -60,19 +60,21 @@ class Observation(NamedTuple):
 # ---- the schedule: fan-out ------------------------------------------------------------------------
 
 def schedule(now: float | None = None) -> int:
-    """Queue the projects that have rules for evaluation, BATCH per message; the number queued."""
+    """Queue the projects that have rules (with their rules' ids) for evaluation, BATCH per message; the
+    number of projects queued."""
     now = clock.now() if now is None else now
     queue = config.resource_name("AlertEvaluationQueue")
-    batches: list[list[int]] = [[]]
+    batches: list[list] = [[]]
     queued = 0
-    for entry in db.query(accounts_table.NAME, "pk = :p", {":p": accounts_table.ALERTING}, names={"#n": "n"},
-                          projection="sk, #n", page_size=INDEX_PAGE):
-        if entry.get("n", 0) <= 0:
-            _forget(entry)
+    for entry in db.query(accounts_table.NAME, "pk = :p", {":p": accounts_table.ALERTING},
+                          projection="sk, alert_ids", page_size=INDEX_PAGE):
+        project_id = accounts_table.alerting_project(entry)
+        if not entry.get("alert_ids"):
+            _forget(project_id)
             continue
         if len(batches[-1]) == BATCH:
             batches.append([])
-        batches[-1].append(accounts_table.alerting_project(entry))
+        batches[-1].append([project_id, sorted(int(alert_id) for alert_id in entry["alert_ids"])])
         queued += 1
         if len(batches) == 11:                 # ten full messages: one SendMessageBatch
             _send(queue, batches[:10], now)
@@ -90,11 +92,10 @@ def _send(queue, batches, now):
         raise RuntimeError(f"the evaluation queue refused {len(answer['Failed'])} messages")
 
 
-def _forget(entry):
-    """Drop the index entry of a project left with no rules (a creation meanwhile re-adds it)."""
+def _forget(project_id):
+    """Drop the index entry of a project left with no rules (a creation meanwhile keeps it)."""
     try:
-        db.delete(accounts_table.NAME, accounts_table.alerting_key(accounts_table.alerting_project(entry)),
-                  condition="#n <= :zero", names={"#n": "n"}, expression_values={":zero": 0})
+        db.delete(accounts_table.NAME, accounts_table.alerting_key(project_id), condition="attribute_not_exists(alert_ids)")
     except db.ConditionFailed:
         pass
 
@@ -107,45 +108,63 @@ def handle_event(records) -> int:
     written = 0
     for record in records:
         message = json.loads(record.body)
+        projects = {int(project_id): ids for project_id, ids in message.get("projects", [])}
         if clock.now() - message.get("at", 0) > STALE_SECONDS:
             log.warning("alert evaluation of %d projects dropped: queued %d s ago (a newer run covers them)",
-                        len(message.get("projects", [])), clock.now() - message.get("at", 0))
+                        len(projects), clock.now() - message.get("at", 0))
             continue
-        written += evaluate_projects(message.get("projects", []))
+        written += evaluate_batch(projects)
     return written
 
 
 def evaluate_projects(project_ids) -> int:
-    """Evaluate each project now; the events written."""
+    """Evaluate projects now, their rules as the index lists them; the events written."""
+    try:
+        listed = {project_id: rules.rule_ids(project_id, consistent=False) for project_id in project_ids}
+    except Exception as error:   # noqa: BLE001 - as evaluate_batch: the next run's
+        _failed(sorted(project_ids), error)
+        return 0
+    return evaluate_batch(listed)
+
+
+def evaluate_batch(projects: dict) -> int:
+    """Evaluate {project id: rule ids} now: the rules in one BatchGetItem per 100, the projects' zones in one
+    per 100, then each project's meters, agents and usage; the events written. A project whose evaluation
+    fails is logged and left to the next run."""
+    try:
+        every_rule = rules.rules_by_id(projects)
+        zones = accounts.project_zones(projects)
+    except Exception as error:   # noqa: BLE001 - the whole batch is the next run's
+        _failed(sorted(projects), error)
+        return 0
     written = 0
-    for project_id in project_ids:
+    for project_id, its_rules in every_rule.items():
+        if not its_rules or project_id not in zones:
+            continue
         try:
-            written += evaluate_project(int(project_id), clock.now())
+            written += evaluate_project(project_id, clock.now(), its_rules, zones[project_id])
         except Exception as error:   # noqa: BLE001 - one project's failure must not stop the others'
-            if aws.is_transient(error):
-                log.warning("alert evaluation of project %s failed (%s): the next run retries", project_id,
-                            type(error).__name__)
-            else:
-                log.exception("alert evaluation of project %s failed", project_id)
+            _failed([project_id], error)
     return written
+
+
+def _failed(project_ids, error):
+    if aws.is_transient(error):
+        log.warning("alert evaluation of projects %s failed (%s): the next run retries", project_ids,
+                    type(error).__name__)
+    else:
+        log.exception("alert evaluation of projects %s failed", project_ids)
 
 
 class _Project:
     """What one evaluation of a project reads, each thing once and only when a rule needs it."""
 
-    def __init__(self, project_id, now, wanted):
-        self.project_id, self.now = project_id, now
+    def __init__(self, project_id, now, wanted, zone):
+        self.project_id, self.now, self.zone = project_id, now, zone
         self.meters = meters.all_meters(project_id) if wanted & set(METERS_KINDS) else []
         self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
             if "agent_silent" in wanted else []
-        self._zone = None
         self._usage: dict = {}
-
-    @property
-    def zone(self):
-        if self._zone is None:
-            self._zone = accounts.project_zone(self.project_id)
-        return self._zone
 
     def chosen(self, rule):
         meter_id = rule.get("meter_id")
@@ -214,12 +233,9 @@ def _observe(rule, project, every_rule):
     return seen
 
 
-def evaluate_project(project_id: int, now: float) -> int:
-    """Evaluate every rule of a project at `now`; the events written (and queued for delivery)."""
-    every_rule = rules.rules_of(project_id)
-    if not every_rule:
-        return 0
-    project = _Project(project_id, now, {rule["kind"] for rule in every_rule})
+def evaluate_project(project_id: int, now: float, every_rule: list, zone) -> int:
+    """Evaluate the rules of a project (as read) at `now`; the events written (and queued for delivery)."""
+    project = _Project(project_id, now, {rule["kind"] for rule in every_rule}, zone)
     written = 0
     for rule in every_rule:
         if rule.get("unsent") and rule.get("unsent_at", 0) <= now - REDRIVE_SECONDS:

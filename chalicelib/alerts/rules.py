@@ -8,13 +8,15 @@ rename keeps the rule); without it every meter of the project is watched, each o
 (chalicelib/alerts/webhooks.py says which URLs), whose signing secret PUT answers once.
 
 A rule is one item of AccountsTable, {pk: "PROJECT#<project>", sk: "ALERT#<id>"}. Its definition is this
-module's: alert_id, kind, meter_id, minutes, kWh, period, target ("email" | "webhook"), email, topic_arn,
+module's: alert_id, project_id, kind, meter_id, minutes, kWh, period, target ("email" | "webhook"), email, topic_arn,
 webhook, secret (KMS ciphertext: chalicelib/alerts/sealing.py), created, created_by. Its evaluation state
 is chalicelib/alerts/evaluator.py's (version, firing, last_fired, unsent, unsent_at), its deliveries'
 outcome chalicelib/alerts/delivery.py's (last_error, last_delivered).
 
-The project's entry in the evaluator's index ({pk: "ALERTING", sk: "PROJECT#<project>"}) counts its rules
-in n: created in the rule's transaction under n < MAX_RULES, so parallel creations never pass the bound.
+The project's entry in the evaluator's index ({pk: "ALERTING", sk: "PROJECT#<project>"}) holds the ids of
+its rules (alert_ids, a number set), added and removed in the rule's own transaction, under
+size(alert_ids) < MAX_RULES: parallel creations never pass the bound, and the evaluator reads the rules of
+many projects by key (BatchGetItem) from the index alone.
 """
 from typing import NamedTuple
 
@@ -34,6 +36,10 @@ KWH_MAX = 10 ** 9
 FIELDS = ("kind", "meter", "minutes", "kWh", "period", "email", "webhook")
 TAKES = {"meter_silent": {"meter"}, "agent_silent": {"minutes"}, "usage_above": {"meter", "kWh", "period"}}
 NEEDS = {"meter_silent": set(), "agent_silent": {"minutes"}, "usage_above": {"kWh", "period"}}
+
+
+# What the evaluator reads of a rule (never its target, address or secret).
+EVALUATED = "alert_id, project_id, kind, meter_id, minutes, kWh, period, firing, version, unsent, unsent_at"
 
 
 class Draft(NamedTuple):
@@ -110,9 +116,10 @@ def _positive(field, value):
     return number
 
 
-def _count(project_id):
-    entry = db.get(accounts_table.NAME, accounts_table.alerting_key(project_id))
-    return entry.get("n", 0) if entry else 0
+def rule_ids(project_id: int, consistent: bool = True) -> set:
+    """The ids of the project's rules, as the evaluator's index lists them."""
+    entry = db.get(accounts_table.NAME, accounts_table.alerting_key(project_id), consistent=consistent)
+    return {int(alert_id) for alert_id in entry.get("alert_ids") or ()} if entry else set()
 
 
 def create(project_id: int, params: dict, zone, created_by: int | None = None) -> dict:
@@ -125,31 +132,33 @@ def create(project_id: int, params: dict, zone, created_by: int | None = None) -
             meter = meters.find(project_id, name=draft.meter)
         except NotFound:
             raise NotFound(f"meter: no meter named {draft.meter!r} in this project") from None
-    if _count(project_id) >= MAX_RULES:        # before subscribing an address or encrypting a secret
+    if len(rule_ids(project_id)) >= MAX_RULES:        # before subscribing an address or encrypting a secret
         raise _full()
-    alert_id = accounts_table.next_id("alert")
-    now = int(clock.now())
-    item = {**accounts_table.alert_key(project_id, alert_id), "alert_id": alert_id, "kind": draft.kind,
-            "meter_id": meter["meter_id"] if meter else None, "minutes": draft.minutes, "kWh": draft.kwh,
-            "period": draft.period, "target": draft.target, "created": now, "created_by": created_by,
-            "version": 0, "firing": {}}
-    secret = None
-    if draft.target == "webhook":
-        secret = sealing.new_secret()
-        item.update(webhook=draft.address, secret=sealing.seal(secret, project_id, alert_id))
-    else:
-        item.update(email=draft.address, topic_arn=mail.subscribe(project_id, draft.address))
+    item, secret = build(project_id, accounts_table.next_id("alert"), draft, meter, created_by)
     try:
         db.transact({
             "rule": ("put", accounts_table.NAME, {"item": item, "condition": "attribute_not_exists(pk)"}),
-            "count": ("update", accounts_table.NAME, {
-                "key": accounts_table.alerting_key(project_id), "expression": "ADD #n :one",
-                "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_RULES},
-                "condition": "attribute_not_exists(#n) OR #n < :max"}),
+            "index": ("update", accounts_table.NAME, {
+                "key": accounts_table.alerting_key(project_id), "expression": "ADD alert_ids :id",
+                "values": {":id": {item["alert_id"]}, ":max": MAX_RULES},
+                "condition": "attribute_not_exists(alert_ids) OR size(alert_ids) < :max"}),
         })
     except db.ConditionFailed:
         raise _full() from None
     return {**view(item, meter["name"] if meter else None, zone), "secret": secret}
+
+
+def build(project_id: int, alert_id: int, draft: Draft, meter: dict | None, created_by: int | None = None):
+    """(the item of a new rule, its webhook's secret or None): the secret made and encrypted, or the address
+    subscribed to the project's topic. Not stored: create() writes it with the index entry."""
+    item = {**accounts_table.alert_key(project_id, alert_id), "alert_id": alert_id, "project_id": project_id,
+            "kind": draft.kind, "meter_id": meter["meter_id"] if meter else None, "minutes": draft.minutes,
+            "kWh": draft.kwh, "period": draft.period, "target": draft.target, "created": int(clock.now()),
+            "created_by": created_by, "version": 0, "firing": {}}
+    if draft.target == "webhook":
+        secret = sealing.new_secret()
+        return {**item, "webhook": draft.address, "secret": sealing.seal(secret, project_id, alert_id)}, secret
+    return {**item, "email": draft.address, "topic_arn": mail.subscribe(project_id, draft.address)}, None
 
 
 def _full():
@@ -182,6 +191,17 @@ def rules_of(project_id: int, consistent: bool = False) -> list:
     return list(accounts_table.project_items(project_id, accounts_table.ALERT, consistent=consistent))
 
 
+def rules_by_id(projects: dict) -> dict:
+    """{project id: its rules, by id} of {project id: rule ids}: one BatchGetItem per 100 rules, whatever the
+    number of projects (the evaluator's read; a rule deleted meanwhile is simply not found)."""
+    keys = [accounts_table.alert_key(project_id, int(alert_id)) for project_id, ids in projects.items()
+            for alert_id in ids]
+    found: dict = {project_id: [] for project_id in projects}
+    for rule in db.batch_get(accounts_table.NAME, keys, consistent=False, projection=EVALUATED):
+        found[rule["project_id"]].append(rule)
+    return {project_id: sorted(listed, key=lambda rule: rule["alert_id"]) for project_id, listed in found.items()}
+
+
 def listing(project_id: int, zone, full: bool = True) -> list:
     """GET /alerts: the project's rules by id, each with its state (firing while any meter or agent it
     watches is in alert, else resolved) and last_fired."""
@@ -203,9 +223,9 @@ def delete(project_id: int, alert_id) -> dict:
         db.transact({
             "rule": ("delete", accounts_table.NAME, {"key": accounts_table.alert_key(project_id, alert_id),
                                                      "condition": "attribute_exists(pk)"}),
-            "count": ("update", accounts_table.NAME, {
-                "key": accounts_table.alerting_key(project_id), "expression": "ADD #n :minus",
-                "names": {"#n": "n"}, "values": {":minus": -1}, "condition": "attribute_exists(#n)"}),
+            "index": ("update", accounts_table.NAME, {
+                "key": accounts_table.alerting_key(project_id), "expression": "DELETE alert_ids :id",
+                "values": {":id": {alert_id}, ":one": alert_id}, "condition": "contains(alert_ids, :one)"}),
         })
     except db.ConditionFailed:
         raise NotFound(f"no alert rule {alert_id} in this project") from None

@@ -15,7 +15,7 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
 | alert rule (and its state) | `PROJECT#<project>` | `ALERT#<rule id, 10 digits>` | alerts.rules (definition), alerts.evaluator (state), alerts.delivery (last_error) |
-| projects with alert rules (the evaluator's index; the rule count) | `ALERTING` | `PROJECT#<project, 10 digits>` | alerts.rules (n) |
+| projects with alert rules (the evaluator's index) | `ALERTING` | `PROJECT#<project, 10 digits>` | alerts.rules (alert_ids) |
 | alert event (history, 90 days) | `ALERTLOG#<project>` | `<epoch ms, 13 digits>#<event id>` | alerts.events |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
@@ -93,7 +93,7 @@ def alert_key(project_id, alert_id):
 
 
 def alerting_key(project_id):
-    """The project's entry in the evaluator's index; its n counts the project's rules (at most alerts.MAX_RULES)."""
+    """The project's entry in the evaluator's index: the ids of its rules (at most alerts.MAX_RULES)."""
     return {"pk": ALERTING, "sk": f"PROJECT#{project_id:010d}"}
 
 
