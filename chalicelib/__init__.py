@@ -6,6 +6,7 @@
     identity/   projects and accounts, login and sessions, account and scoped keys, passwords, throttle
     metering/   meters, readings storage, POST /data ingest, consumption rollups and periods, status
     outputs/    what the API hands out as files: exports and export jobs, charts, S3 downloads
+    alerts/     alert rules, their evaluation each minute, their history, signed webhooks and e-mails
     apidocs/    the OpenAPI document and the interactive /docs page
 
 Each room imports only rooms listed above it, never one below (so platform/ imports no other room).
