@@ -591,6 +591,18 @@ def test_failing_aws_calls_on_delete_and_list_answer_503_and_keep_the_count(clie
     assert {r["id"] for r in listed} == set((entry or {}).get("alert_ids", ()))
 
 
+def test_a_topic_that_cannot_be_deleted_leaves_the_rule_deleted(client, make_account):
+    from tests.aws_faults import AwsFaults, app_clients
+
+    account = make_account()
+    made = account.call("PUT", "/alerts", body={"kind": "meter_silent", "email": "ops@example.com"})
+    faults = AwsFaults.planned(app_clients(), {("DeleteTopic", n): "throttle" for n in range(1, 10)})
+    assert account.call("DELETE", "/alerts", {"id": made["id"]}) == {}
+    faults.enabled = False
+    assert account.call("GET", "/alerts") == []
+    assert account.call("PUT", "/alerts", body={"kind": "meter_silent", "email": "ops@example.com"})   # reuses it
+
+
 # ---- delivery ------------------------------------------------------------------------------------------
 
 def _silent(account, target, time_travel):
@@ -746,11 +758,11 @@ def test_a_deleted_rules_queued_deliveries_are_dropped(client, make_account, tim
     assert len(history(account)) == 1                 # its history stays
 
 
-def test_email_alerts_go_through_the_projects_topic_to_their_own_address_only(client, make_account, time_travel,
-                                                                              caplog):
-    """Each address is subscribed to the project's topic with a filter on its own address; here an SQS
-    queue stands in for each mailbox, subscribed with the same filter the product gave the address (moto's
-    SNS applies it): each receives its own rule's e-mail only."""
+def test_email_alerts_reach_their_own_address_only_through_its_topic(client, make_account, time_travel, caplog):
+    """Each address of a project has a topic of its own with the address its only subscriber (SNS e-mails
+    it a link to confirm). Here an SQS queue subscribed beside each address stands in for its mailbox
+    (moto's SNS delivers to it): each receives its own rule's e-mail only. Deleting the last rule to an
+    address deletes its topic, and the subscription with it."""
     import logging
 
     caplog.set_level(logging.INFO)
@@ -758,32 +770,36 @@ def test_email_alerts_go_through_the_projects_topic_to_their_own_address_only(cl
     meters_of(account, "hvac", "lighting")
     push(account, "hvac", 1)
     push(account, "lighting", 1)
-    account.call("PUT", "/alerts", body={"kind": "meter_silent", "meter": "hvac", "email": "day@example.com"})
-    account.call("PUT", "/alerts", body={"kind": "agent_silent", "minutes": 5, "email": "night@example.com"})
-    account.call("PUT", "/alerts", body={"kind": "meter_silent", "meter": "lighting", "email": "day@example.com"})
+    first = account.call("PUT", "/alerts", body={"kind": "meter_silent", "meter": "hvac", "email": "day@example.com"})
+    night = account.call("PUT", "/alerts", body={"kind": "meter_silent", "meter": "lighting", "email": "Night@example.com"})
+    second = account.call("PUT", "/alerts", body={"kind": "agent_silent", "minutes": 5, "email": "day@example.com"})
     sns = boto3.client("sns", region_name="us-east-1")
-    (topic,) = [t["TopicArn"] for t in sns.list_topics()["Topics"]]
-    assert topic.endswith(f":intellimeter-local-alerts-{account.view['project']}")
-    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-    assert sorted(s["Endpoint"] for s in subscriptions) == ["day@example.com", "night@example.com"]   # one each
+    topics = sorted(t["TopicArn"] for t in sns.list_topics()["Topics"])
+    assert len(topics) == 2 and all(f":intellimeter-local-alerts-{account.view['project']}-" in t for t in topics)
+    assert not any("example" in t for t in topics)                          # a topic's name never shows the address
     mailboxes = {}
-    for subscription in subscriptions:
-        policy = sns.get_subscription_attributes(SubscriptionArn=subscription["SubscriptionArn"])["Attributes"]["FilterPolicy"]
-        assert json.loads(policy) == {"to": [subscription["Endpoint"]]}
+    for topic in topics:
+        (subscription,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]   # one, however many rules
+        assert subscription["Protocol"] == "email"
         url = sqs().create_queue(QueueName="mailbox-" + subscription["Endpoint"].split("@")[0])["QueueUrl"]
         arn = sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"FilterPolicy": policy,
-                                                                                "RawMessageDelivery": "true"})
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         mailboxes[subscription["Endpoint"]] = url
+    assert sorted(mailboxes) == ["day@example.com", "night@example.com"]
     time_travel.shift(10 * 60)
     push(account, "lighting", 2)
-    assert evaluate(account) == 1                     # hvac is silent (no agent has reported: nothing to watch)
+    assert evaluate(account) == 1                     # hvac is silent (no agent ever reported: none to watch)
     assert drain_deliveries() == 1
     day = sqs().receive_message(QueueUrl=mailboxes["day@example.com"], MaxNumberOfMessages=10).get("Messages", [])
-    night = sqs().receive_message(QueueUrl=mailboxes["night@example.com"], MaxNumberOfMessages=10).get("Messages", [])
-    assert len(day) == 1 and night == []
+    nights = sqs().receive_message(QueueUrl=mailboxes["night@example.com"], MaxNumberOfMessages=10).get("Messages", [])
+    assert len(day) == 1 and nights == []
     assert "Meter hvac is not reporting" in day[0]["Body"]
     assert any("alert e-mail published" in r.getMessage() and "hvac" in r.getMessage() for r in caplog.records)
+    account.call("DELETE", "/alerts", {"id": first["id"]})         # day@ still has a rule: its topic stays
+    assert len(sns.list_topics()["Topics"]) == 2
+    account.call("DELETE", "/alerts", {"id": second["id"]})
+    account.call("DELETE", "/alerts", {"id": night["id"]})
+    assert sns.list_topics()["Topics"] == []
 
 
 # ---- history ---------------------------------------------------------------------------------------------

@@ -607,8 +607,8 @@ def _alerts_flow(client, key, ok, day):
     try:
         failing = ok(_send(client, "PUT", "/alerts", {"kind": "meter_silent", "meter": "m1",
                                                       "webhook": receiver.url + "/fail"}, headers=key)).json_body
-        ok(_send(client, "PUT", "/alerts", {"kind": "meter_silent", "meter": "m1", "email": "ops@example.com"},
-                 headers=key))
+        mailed = ok(_send(client, "PUT", "/alerts", {"kind": "meter_silent", "meter": "m1",
+                                                     "email": "ops@example.com"}, headers=key)).json_body
         ok(_send(client, "PUT", "/alerts", {"kind": "agent_silent", "minutes": 5, "webhook": receiver.url + "/ok"},
                  headers=key))
         usage = ok(_send(client, "PUT", "/alerts", {"kind": "usage_above", "period": "hour", "kWh": 1,
@@ -626,6 +626,7 @@ def _alerts_flow(client, key, ok, day):
         assert delivery.deliver({"project": failed["project"], "alert": failed["alert"], "attempt": delivery.ATTEMPTS,
                                  "event": next(_event_keys(failed))}, "flow") == "dead"
         ok(_send(client, "DELETE", f"/alerts?id={usage['id']}", headers=key))
+        ok(_send(client, "DELETE", f"/alerts?id={mailed['id']}", headers=key))        # its address's topic too
     finally:
         receiver.close()
 
@@ -692,7 +693,8 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
     assert every_route - answered == set(), "add these routes to run_flow in tests/test_policy.py"
     assert recorder.calls, "no AWS call was recorded"
     services = {(c["service"], c["operation"]) for c in recorder.calls}
-    for expected in [("sns", "CreateTopic"), ("sns", "Subscribe"), ("sns", "Publish"), ("kms", "Encrypt"),
+    for expected in [("sns", "CreateTopic"), ("sns", "Subscribe"), ("sns", "Publish"), ("sns", "DeleteTopic"),
+                     ("kms", "Encrypt"),
                      ("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem"), ("s3", "UploadPart"),
                      ("s3", "UploadPartCopy"), ("sqs", "SendMessageBatch"), ("sqs", "SendMessage"),
                      ("s3", "AbortMultipartUpload"), ("s3", "GetObject"), ("kms", "Decrypt")]:
@@ -741,8 +743,9 @@ def test_the_checker_denies_what_the_policy_does_not_grant(aws):
     assert not allowed(policy, attributes, "s3:PutObject", "arn:aws:s3:::another-bucket/projects/a.csv")
     assert not allowed(policy, attributes, "s3:DeleteObject", attributes["FilesBucket.Arn"] + "/projects/a.csv")
     assert not allowed(policy, attributes, "kms:Decrypt", f"arn:aws:kms:us-east-1:{account}:key/another")
-    topic = f"arn:aws:sns:us-east-1:{account}:intellimeter-local-alerts-7"           # a project's alert topic
+    topic = f"arn:aws:sns:us-east-1:{account}:intellimeter-local-alerts-7-4f2a"      # an address's alert topic
     assert allowed(policy, attributes, "sns:Publish", topic)
     assert not allowed(policy, attributes, "sns:Publish", f"arn:aws:sns:us-east-1:{account}:intellimeter-local-alarms")
-    assert not allowed(policy, attributes, "sns:DeleteTopic", topic)
+    assert allowed(policy, attributes, "sns:DeleteTopic", topic)
+    assert not allowed(policy, attributes, "sns:Unsubscribe", topic)
     assert not allowed(policy, attributes, "sqs:SendMessage", f"arn:aws:sqs:us-east-1:{account}:another-queue")

@@ -125,7 +125,8 @@ def _mail(rule, body):
                       f"Alert rule {body['alert']} of project {body['project']} ({body['kind']}), event {body['id']}.",
                       "", json.dumps(body, indent=2)])
     try:
-        mail.send(rule["topic_arn"], rule["email"], subject, text, body["id"])
+        mail.send(rule["topic_arn"], subject, text, body["id"])
     except Exception as error:   # noqa: BLE001 - retried like a receiver's failure
-        return webhooks.Outcome(False, None, f"SNS did not take the e-mail ({type(error).__name__})")
+        code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
+        return webhooks.Outcome(False, None, f"SNS did not take the e-mail ({code})")
     return webhooks.Outcome(True, None, None)

@@ -1,16 +1,15 @@
-"""Alert e-mails through SNS: one topic per project, each address subscribed to it once.
+"""Alert e-mails through SNS: each address of a project gets a topic of its own, and is its only subscriber.
 
-The topic is `<ALERT_TOPIC_PREFIX>-<project id>` (the prefix is the stack's, so the function's policy
-can grant these topics and no other). An address is subscribed with the filter policy {"to": [address]},
-and each e-mail is published with the message attribute to=<its address>: the topic's other
-subscribers (the project's other addresses) never receive it. SNS asks the address to confirm (its own
-e-mail with a link) before delivering anything; rules to one address share its subscription.
+The topic is `<ALERT_TOPIC_PREFIX>-<project id>-<digest of the address>` (the prefix is the stack's, so the
+function's policy grants these topics and no other). SNS e-mails the address a link to confirm before it
+delivers anything; rules of a project to one address share its topic (one confirmation). When the last
+rule of the project naming the address is deleted, so is the topic, and with it the subscription.
 
-Deleting a rule does not unsubscribe its address (SNS's Unsubscribe cannot be limited to our topics in
-IAM): nothing is published to an address no rule names, so it receives nothing more, and a new rule to
-it needs no new confirmation.
+Why not one topic per project with a filter policy per address: SNS allows 200 filter policies per
+account and region, and its Unsubscribe cannot be limited to our topics in IAM; a topic per address
+needs neither (100,000 topics per account), and keeps each address's e-mails apart by construction.
 """
-import json
+import hashlib
 import logging
 
 from chalicelib.platform import aws, config
@@ -19,18 +18,23 @@ SUBJECT_MAX = 99
 log = logging.getLogger("intellimeter.alerts")
 
 
-def topic_name(project_id: int) -> str:
-    """The name of a project's alert topic."""
-    return f"{config.alert_topic_prefix()}-{project_id}"
+def topic_name(project_id: int, address: str) -> str:
+    """The name of the topic of a project's address (its digest: the name never shows the address)."""
+    return f"{config.alert_topic_prefix()}-{project_id}-{hashlib.sha256(address.encode('utf-8')).hexdigest()[:24]}"
 
 
 def subscribe(project_id: int, address: str) -> str:
-    """Subscribe an address to the project's topic (created if need be); the topic's ARN. Idempotent."""
+    """The address's topic (created if need be) with the address subscribed; its ARN. Idempotent: SNS
+    returns the existing topic and subscription (and asks again for a confirmation still pending)."""
     client = aws.sns()
-    topic = client.create_topic(Name=topic_name(project_id))["TopicArn"]
-    client.subscribe(TopicArn=topic, Protocol="email", Endpoint=address, ReturnSubscriptionArn=True,
-                     Attributes={"FilterPolicy": json.dumps({"to": [address]})})
+    topic = client.create_topic(Name=topic_name(project_id, address))["TopicArn"]
+    client.subscribe(TopicArn=topic, Protocol="email", Endpoint=address, ReturnSubscriptionArn=True)
     return topic
+
+
+def forget(topic_arn: str) -> None:
+    """Delete an address's topic (its subscription goes with it): no rule names the address any more."""
+    aws.sns().delete_topic(TopicArn=topic_arn)
 
 
 def _subject(text: str) -> str:
@@ -39,11 +43,10 @@ def _subject(text: str) -> str:
     return plain[:SUBJECT_MAX] or "Intellimeter alert"
 
 
-def send(topic_arn: str, address: str, subject: str, text: str, event_id: str) -> str:
-    """Publish one e-mail to one address of the topic; SNS's message id. The log says what was sent
-    (locally, the moto SNS delivers nothing: the log is where the e-mail is seen)."""
+def send(topic_arn: str, subject: str, text: str, event_id: str) -> str:
+    """Publish one e-mail to the address's topic; SNS's message id. The log says what was sent (locally,
+    the embedded SNS e-mails nothing: the log is where the e-mail is seen)."""
     subject = _subject(subject)
-    message_id = aws.sns().publish(TopicArn=topic_arn, Subject=subject, Message=text, MessageAttributes={
-        "to": {"DataType": "String", "StringValue": address}})["MessageId"]
+    message_id = aws.sns().publish(TopicArn=topic_arn, Subject=subject, Message=text)["MessageId"]
     log.info("alert e-mail published: event %s, subject %r, SNS message %s\n%s", event_id, subject, message_id, text)
     return message_id

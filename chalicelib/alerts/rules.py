@@ -4,7 +4,7 @@ Kinds (KINDS): `meter_silent` (a meter's State leaves ok, as GET /status judges 
 agent sent no PUT /status for `minutes`), `usage_above` (a meter used more than `kWh` in a local `period`,
 hour or day). `meter` narrows meter_silent and usage_above to one meter (by its name; kept by id, so a
 rename keeps the rule); without it every meter of the project is watched, each on its own. One target:
-`email` (an address, subscribed to the project's SNS topic: chalicelib/alerts/mail.py) or `webhook`
+`email` (an address, subscribed to an SNS topic of its own: chalicelib/alerts/mail.py) or `webhook`
 (chalicelib/alerts/webhooks.py says which URLs), whose signing secret PUT answers once.
 
 A rule is one item of AccountsTable, {pk: "PROJECT#<project>", sk: "ALERT#<id>"}. Its definition is this
@@ -18,6 +18,7 @@ its rules (alert_ids, a number set), added and removed in the rule's own transac
 size(alert_ids) < MAX_RULES: parallel creations never pass the bound, and the evaluator reads the rules of
 many projects by key (BatchGetItem) from the index alone.
 """
+import logging
 from typing import NamedTuple
 
 from chalicelib.alerts import mail, sealing, webhooks
@@ -38,6 +39,7 @@ TAKES = {"meter_silent": {"meter"}, "agent_silent": {"minutes"}, "usage_above": 
 NEEDS = {"meter_silent": set(), "agent_silent": {"minutes"}, "usage_above": {"kWh", "period"}}
 
 
+log = logging.getLogger("intellimeter.alerts")
 # What the evaluator reads of a rule (never its target, address or secret).
 EVALUATED = "alert_id, project_id, kind, meter_id, minutes, kWh, period, firing, version, unsent, unsent_at"
 
@@ -215,10 +217,14 @@ def listing(project_id: int, zone, full: bool = True) -> list:
 
 
 def delete(project_id: int, alert_id) -> dict:
-    """DELETE /alerts?id=: the rule stops at once (its pending deliveries are dropped); its history stays."""
+    """DELETE /alerts?id=: the rule stops at once (its pending deliveries are dropped); its history stays. The
+    last rule of the project to an address takes the address's topic (and subscription) with it."""
     if alert_id is None:
         raise BadRequest("id is required: the rule's id as GET /alerts shows it")
     alert_id = validation.integer("id", alert_id, 1, 10 ** 15)
+    rule = db.get(accounts_table.NAME, accounts_table.alert_key(project_id, alert_id))
+    if rule is None:
+        raise NotFound(f"no alert rule {alert_id} in this project")
     try:
         db.transact({
             "rule": ("delete", accounts_table.NAME, {"key": accounts_table.alert_key(project_id, alert_id),
@@ -229,4 +235,10 @@ def delete(project_id: int, alert_id) -> dict:
         })
     except db.ConditionFailed:
         raise NotFound(f"no alert rule {alert_id} in this project") from None
+    if rule.get("email") and not any(other.get("email") == rule["email"] for other in rules_of(project_id, True)):
+        try:
+            mail.forget(rule["topic_arn"])
+        except Exception as error:   # noqa: BLE001 - the rule is gone; the topic only lingers, unused
+            log.warning("alert %s deleted; its address's topic was not (%s): nothing is sent to it", alert_id,
+                        type(error).__name__)
     return {}
