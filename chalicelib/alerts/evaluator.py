@@ -4,7 +4,9 @@ Fan-out, so a run's work is bounded whatever the number of projects: schedule() 
 function, each minute) pages through the index of projects that have rules (AccountsTable's ALERTING
 partition: one small item per project, listing its rules' ids) and queues one message per BATCH projects
 on the evaluation queue; its worker (handle_event) evaluates them, BATCH projects × rules.MAX_RULES rules
-at most. A message older than STALE_SECONDS is dropped: the next minute's has been queued.
+at most. While the last round is not all taken by the workers (messages still waiting in the queue), the
+schedule queues no new one: under more projects than the workers can take in a minute, rounds grow
+longer, every project's turn still comes, and nothing piles up.
 
 A message's rules are read by key (one BatchGetItem per 100 rules, whatever the projects), and the
 projects' zones likewise; then each project costs one Query for its meters when a rule watches meters,
@@ -39,7 +41,6 @@ from chalicelib.tables import accounts_table
 
 BATCH = 50                   # projects per evaluation message (one worker's share)
 INDEX_PAGE = 1000            # index entries per Query
-STALE_SECONDS = 120          # an evaluation message older than this is dropped (a newer one is queued)
 REDRIVE_SECONDS = 300        # events left unsent this long are queued again (the evaluator's timeout is 60 s)
 MAX_EVENTS_PER_RULE = 90     # transitions a rule takes per run: its state item and the events, one transaction
 METERS_KINDS = ("meter_silent", "usage_above")
@@ -64,6 +65,11 @@ def schedule(now: float | None = None) -> int:
     number of projects queued."""
     now = clock.now() if now is None else now
     queue = config.resource_name("AlertEvaluationQueue")
+    waiting = int(aws.sqs().get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])
+                  ["Attributes"]["ApproximateNumberOfMessages"])
+    if waiting:
+        log.warning("alert schedule: %d messages of the last round still wait for a worker: no new round", waiting)
+        return 0
     batches: list[list] = [[]]
     queued = 0
     for entry in db.query(accounts_table.NAME, "pk = :p", {":p": accounts_table.ALERTING},
@@ -108,12 +114,7 @@ def handle_event(records) -> int:
     written = 0
     for record in records:
         message = json.loads(record.body)
-        projects = {int(project_id): ids for project_id, ids in message.get("projects", [])}
-        if clock.now() - message.get("at", 0) > STALE_SECONDS:
-            log.warning("alert evaluation of %d projects dropped: queued %d s ago (a newer run covers them)",
-                        len(projects), clock.now() - message.get("at", 0))
-            continue
-        written += evaluate_batch(projects)
+        written += evaluate_batch({int(project_id): ids for project_id, ids in message.get("projects", [])})
     return written
 
 
