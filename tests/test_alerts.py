@@ -593,6 +593,24 @@ def test_failing_aws_calls_on_delete_and_list_answer_503_and_keep_the_count(clie
     assert {r["id"] for r in listed} == set((entry or {}).get("alert_ids", ()))
 
 
+@pytest.mark.parametrize("code, status", [("InvalidParameter", 400), ("TopicLimitExceeded", 409)])
+def test_an_address_or_a_quota_sns_refuses_is_a_4xx_and_no_rule(client, make_account, code, status):
+    def refuse(**_kwargs):
+        from botocore.awsrequest import AWSResponse
+
+        return AWSResponse("https://sns.invalid/", 400, {}, None), {
+            "Error": {"Code": code, "Message": "refused"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    account = make_account()
+    aws_clients.sns().meta.events.register_first("before-call.sns.CreateTopic", refuse)
+    try:
+        answer = account.request("PUT", "/alerts", {"kind": "meter_silent", "email": "ops@example.com"})
+    finally:
+        aws_clients.sns().meta.events.unregister("before-call.sns.CreateTopic", refuse)
+    assert answer.status_code == status, answer.body
+    assert account.call("GET", "/alerts") == []
+
+
 def test_a_topic_that_cannot_be_deleted_leaves_the_rule_deleted(client, make_account):
     from tests.aws_faults import AwsFaults, app_clients
 

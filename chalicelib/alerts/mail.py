@@ -12,7 +12,10 @@ needs neither (100,000 topics per account), and keeps each address's e-mails apa
 import hashlib
 import logging
 
+from botocore.exceptions import ClientError
+
 from chalicelib.platform import aws, config
+from chalicelib.platform.errors import BadRequest, Conflict
 
 SUBJECT_MAX = 99
 log = logging.getLogger("intellimeter.alerts")
@@ -25,10 +28,20 @@ def topic_name(project_id: int, address: str) -> str:
 
 def subscribe(project_id: int, address: str) -> str:
     """The address's topic (created if need be) with the address subscribed; its ARN. Idempotent: SNS
-    returns the existing topic and subscription (and asks again for a confirmation still pending)."""
+    returns the existing topic and subscription (and asks again for a confirmation still pending). An
+    address SNS refuses is a 400 naming email; SNS's quotas reached, a 409."""
     client = aws.sns()
-    topic = client.create_topic(Name=topic_name(project_id, address))["TopicArn"]
-    client.subscribe(TopicArn=topic, Protocol="email", Endpoint=address, ReturnSubscriptionArn=True)
+    try:
+        topic = client.create_topic(Name=topic_name(project_id, address))["TopicArn"]
+        client.subscribe(TopicArn=topic, Protocol="email", Endpoint=address, ReturnSubscriptionArn=True)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("InvalidParameter", "InvalidParameterValue"):
+            raise BadRequest("email: SNS does not take this address: give another") from None
+        if code in ("TopicLimitExceeded", "SubscriptionLimitExceeded"):
+            raise Conflict("e-mail alerts are at the cloud account's limit of SNS topics or subscriptions: "
+                           "use a webhook, or ask the operator to raise the quota") from None
+        raise
     return topic
 
 
