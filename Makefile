@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 API_PORT ?= 8000
 AWS_PORT ?= 5000
 
-.PHONY: run key test lint admin venv clean bench
+.PHONY: run stop key test lint admin venv clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt edge_agent/requirements.txt
 	@echo "== Installing what the project needs into $(VENV) (first run, or a requirements file changed):"
@@ -36,9 +36,15 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 # make run [FRESH=1]: the state of earlier runs (.local/stack-PORT/) is kept unless FRESH=1.
-# Stop it with Ctrl-C, or SIGTERM (kill -TERM <pid of make or of the stack>).
+# Stop it with Ctrl-C, SIGTERM (kill -TERM <pid of make or of the stack>), or closing its terminal;
+# it prints how long the stop took. Its processes end with it however it ends.
 run: $(STAMP)
 	API_PORT=$(API_PORT) AWS_PORT=$(AWS_PORT) FRESH=$(FRESH) exec $(PY) -m tools.stack run
+
+# make stop [API_PORT=…]: end the make run of this checkout on that port from another terminal, or the
+# processes one left running (the pids it recorded in .local/stack-PORT/stack.json, nothing else).
+stop: $(STAMP)
+	@API_PORT=$(API_PORT) $(PY) -m tools.stack stop
 
 # The demo account's API key, from the running stack: export KEY=$$(make -s key)
 key: $(STAMP)

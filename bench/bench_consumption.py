@@ -43,7 +43,8 @@ STEP = 300
 def history(seed, start, end):
     """{UTC day: {seconds into the day: value}} of 5-minute readings from start to end (epochs)."""
     rng = random.Random(seed)
-    value, days = rng.uniform(1e5, 9e5), {}
+    value = rng.uniform(1e5, 9e5)
+    days: dict[str, dict[int, float]] = {}
     for epoch in range(start - start % STEP, end + 1, STEP):
         value += rng.uniform(0.0, 2.0) if rng.random() > 0.0005 else -value * 0.9   # a rare reset
         day = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
@@ -54,7 +55,8 @@ def history(seed, start, end):
 def daily(seed, start, end):
     """{UTC day: {seconds into the day: value}} of one reading a day (at noon UTC) from start to end."""
     rng = random.Random(seed)
-    value, days = rng.uniform(1e5, 9e5), {}
+    value = rng.uniform(1e5, 9e5)
+    days: dict[str, dict[int, float]] = {}
     for midnight in range(start - start % 86400, end + 1, 86400):
         value += rng.uniform(0.0, 576.0)
         days[datetime.fromtimestamp(midnight, timezone.utc).strftime("%Y-%m-%d")] = {43200: round(value, 6)}
@@ -81,7 +83,7 @@ def write_days_batched(project_id, meter_id, days):
     items = [{"PutRequest": {"Item": db.to_ddb(readings.day_item(series, day, by_slot))}}
              for day, by_slot in days.items()]
     for at in range(0, len(items), 25):
-        request = {table: items[at:at + 25]}
+        request: dict | None = {table: items[at:at + 25]}
         while request:
             request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
 
@@ -90,8 +92,8 @@ class WriteCost:
     """PutItem/UpdateItem calls and their write units by item size, while the block runs."""
 
     def __init__(self):
-        self.units = Counter()
-        self.calls = Counter()
+        self.units: Counter = Counter()
+        self.calls: Counter = Counter()
 
     def hook(self, params, event_name, **_kwargs):
         from chalicelib.platform import db

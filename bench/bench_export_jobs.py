@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 from datetime import date, timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ def child(argv):
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
-    out = {}
+    out: dict[str, Any] = {}
     if argv[0] in ("sync", "start"):
         project, fmt, days = int(argv[1]), argv[2], int(argv[3])
         # sync: no budget (the whole sample in one process); start: a job whatever the sample's size
@@ -129,6 +130,27 @@ def run(env, *args):
     return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
+def start_moto(attempts=3):
+    """A moto server process on a port outside the ephemeral range (tools/ports.py), on another one if a
+    server of another session took it first (moto's server then exits); (process, its AWS environment)."""
+    for _attempt in range(attempts):
+        port = free_port()
+        env = aws_env(port)
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(300):
+            if server.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return server, env
+            except OSError:
+                time.sleep(0.1)
+        server.kill()
+        server.wait()
+    raise RuntimeError("the moto server did not start")
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2:])
@@ -137,17 +159,8 @@ def main():
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--formats", default="csv,json,xml,yaml")
     args = parser.parse_args()
-    port = free_port()
-    env = aws_env(port)
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server, env = start_moto()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         os.environ.update(env)
         from chalicelib.outputs import export_jobs, exports
         from chalicelib.platform import aws
@@ -170,7 +183,8 @@ def main():
             sync = run(env, "sync", str(project), fmt, str(args.days), queue)
             start = run(env, "start", str(project), fmt, str(args.days), queue)
             job_id = start["job"]
-            parts, assembly = [], None
+            parts: list[dict] = []
+            assembly: Any = None
             while True:
                 step = run(env, "worker", queue)
                 if not step["handled"]:
@@ -202,7 +216,7 @@ def main():
         server.wait()
 
 
-def _job(export_jobs, job_id):
+def _job(export_jobs, job_id) -> Any:
     from chalicelib.platform import db
     from chalicelib.tables import accounts_table
 

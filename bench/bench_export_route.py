@@ -21,6 +21,7 @@ import time
 import tracemalloc
 import urllib.parse
 from datetime import date
+from typing import Any
 
 from bench_layout import YEAR_START, DynamoCounter, MotoTimer, fill_days, make_meter, new_project, stack
 
@@ -55,7 +56,8 @@ class ClientMemory:
     def __enter__(self):
         from moto.core import botocore_stubber
 
-        self._cls = botocore_stubber.BotocoreStubber
+        stubber_class: Any = botocore_stubber.BotocoreStubber   # its method is wrapped while the block runs
+        self._cls = stubber_class
         self._original = original = self._cls.process_request
         meter = self
 
@@ -186,9 +188,9 @@ def main():
             rows = rows_in(fmt, body)
             assert rows == 105120, f"{fmt}: {rows} rows"
             sizes[fmt] = len(body)
-            peaks = {}
-            for label, days in ranges.items():
-                sent = with_sink(lambda: peaks.__setitem__(label, whole_peak(lambda: export(fmt, days))))
+            peaks: dict[str, float] = {}
+            for label, span in ranges.items():
+                sent = with_sink(lambda: peaks.__setitem__(label, whole_peak(lambda: export(fmt, span))))
             assert sent == len(body)
             wall = statistics.median(times)
             print(f"| {fmt} | {rows:,} | {len(body) / 1e6:.1f} | {wall:.1f} | {statistics.median(clients):.1f} "

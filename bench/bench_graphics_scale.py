@@ -18,7 +18,6 @@ the hourly chart its right-hand neighbours without a Query per meter).
 Usage: .venv/bin/python bench/bench_graphics_scale.py [--year-meters 300] [--week-meters 1233]
 """
 import argparse
-import importlib.util
 import platform
 import subprocess
 import sys
@@ -53,13 +52,12 @@ def _baseline_charts():
         "from chalicelib.identity import accounts\nfrom chalicelib.metering import days, meters, readings\n"
         "from chalicelib.outputs import downloads\nfrom chalicelib.platform import clock, validation")
     text = text.replace("from chalicelib.errors import", "from chalicelib.platform.errors import")
-    spec = importlib.util.spec_from_loader("baseline_charts", loader=None)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType("baseline_charts")
     exec(compile(text, "baseline_charts", "exec"), module.__dict__)
     return module
 
 
-def _project(name, meter_count, parent_every=0):
+def _project(name: str, meter_count: int, parent_every: int = 0) -> tuple[int, list[dict]]:
     """(project id, its meters): meter_count meters; meter 0 feeds the next parent_every ones.
 
     The first meter is registered through chalicelib.metering.meters.register; the others are written as the
@@ -89,7 +87,7 @@ def _project(name, meter_count, parent_every=0):
             batch = []
     if batch:
         _write(client, table, batch)
-    assert meters.point(project, name=chosen[-1]["MeterId"])["id"] == chosen[-1]["id"]
+    assert meters.view(meters.find(project, name=chosen[-1]["MeterId"]))["id"] == chosen[-1]["id"]
     for child in chosen[1:parent_every + 1]:
         meters.change(project, meter_id=child["id"], parent=first["MeterId"])
     return project, chosen
@@ -139,7 +137,7 @@ def _check(project, chosen, first_day, days):
     first = datetime.fromisoformat(first_day).date()
     last = first + timedelta(days=days - 1)
     sample = list({m["id"]: m for m in (chosen[0], chosen[len(chosen) // 2], chosen[-1])}.values())   # distinct
-    items = [meters.point(project, name=m["MeterId"]) for m in sample]
+    items = [meters.view(meters.find(project, name=m["MeterId"])) for m in sample]
     rows = consumption.summaries(project, [{"meter_id": m["id"]} for m in items], zone, first, last, "day")
     for meter in items:
         raw = consumption.from_readings(project, [meter["id"]], zone, first, last, "day")
@@ -147,7 +145,7 @@ def _check(project, chosen, first_day, days):
 
 
 def _write(client, table, batch):
-    request = {table: batch}
+    request: dict | None = {table: batch}
     while request:
         request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
 
@@ -205,7 +203,8 @@ def main():
             project = setups[label]
             for kind in ("line", "pie"):
                 for name, module in (("new", charts), ("baseline", old)):
-                    on, count = project, meters_
+                    on: int | None = project
+                    count = meters_
                     if name == "baseline" and label == "year":
                         on, count = sample, args.sample     # the baseline's line holds every point: ~4 GB
                     seconds, client, items, peak = _measure(lambda: module.chart(on, kind=kind, start=first, end=last))

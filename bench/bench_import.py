@@ -35,7 +35,7 @@ LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)\s*$")
 
 def top_level(stderr):
     """{module: cumulative µs} of the top-level imports in -X importtime output."""
-    found = {}
+    found: dict[str, int] = {}
     for line in stderr.splitlines():
         match = LINE.match(line)
         if match and not match.group(3):
@@ -61,7 +61,7 @@ def run(code, path, no_bytecode):
 def measure(path, repeats, no_bytecode):
     """{'lazy'|'eager': (median ms, median wall s, heavy modules seen)}."""
     startup, _ = run("pass", path, no_bytecode)
-    results = {"lazy": ([], []), "eager": ([], [])}
+    results: dict[str, tuple[list, list]] = {"lazy": ([], []), "eager": ([], [])}
     for _ in range(repeats):
         for name, code in (("lazy", LAZY), ("eager", EAGER)):
             imports, wall = run(code, path, no_bytecode)

@@ -26,6 +26,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,7 +98,7 @@ def fill_days(project_id, meter_name, days, start=YEAR_START):
         return readings.day_item(series, day, {(start + i * STEP) % 86400: value_at(i)
                                                for i in range(first, first + PER_DAY)})
 
-    written = db.to_ddb(db.get(readings_table.NAME, {"meter": series, "day": day_item(0)["day"]}))
+    written = db.to_ddb(db.get(readings_table.NAME, {"meter": series, "day": day_item(0)["day"]}) or {})
     assert written == db.to_ddb(day_item(0)), "the bench's day item differs from what ingest writes"
     for d in range(1, days - 1):
         db.put(readings_table.NAME, day_item(d))
@@ -119,7 +120,7 @@ class DynamoCounter:
     def __init__(self):
         from collections import Counter
 
-        self.calls = Counter()
+        self.calls: Counter = Counter()
         self.items = 0
 
     def before(self, event_name, **_kwargs):
@@ -163,7 +164,8 @@ class MotoTimer:
     def __enter__(self):
         from moto.core import botocore_stubber
 
-        self._cls = botocore_stubber.BotocoreStubber
+        stubber_class: Any = botocore_stubber.BotocoreStubber   # its method is wrapped while the block runs
+        self._cls = stubber_class
         self._original = original = self._cls.process_request
         timer = self
 

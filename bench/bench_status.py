@@ -48,7 +48,7 @@ def main():
                      for i in range(288)]
             assert not ingest.ingest(project["project_id"], batch)["rejected"]
 
-        calls = {}
+        calls: dict[str, int] = {}
 
         def count(event_name, **_kwargs):
             operation = event_name.split(".")[-1]

@@ -41,8 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
-    h = cmd("release-suspect", "send a meter's readings held back as suspect after all (you judged them right)")
+    h = cmd("release-suspect", "send a meter's readings held back as suspect after all (you judged them right): "
+                               "the first starts a new register series in the cloud (a meter replaced or reset)")
     h.add_argument("--meter", required=True, help="the MeterId whose suspect readings to send")
+    h.add_argument("--same-series", action="store_true",
+                   help="the meter was NOT replaced or reset (a max_power_kw set too low): count the step as consumption")
     cmd("check", "validate the config, the maps and that the API key can be read; print the read plan")
     return p
 
@@ -52,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     log.setup(args.log_level.upper())
     try:
         cfg = load_config(args.config)
-        if args.cmd in ("run", "check"):  # check guards the unit's start (ExecStartPre): the key must be readable
+        if args.cmd in ("run", "check"):  # what `run` needs to start: `check` says the same, `run` exits 2 on it
             cfg.require_key()
+            problem = _outbox_not_writable(cfg.buffer)
+            if problem:
+                raise ConfigError(f"{cfg.path}: top level: field 'buffer': {problem}")
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
@@ -73,14 +79,14 @@ def _run(cfg, args) -> int:
     return agent.run()
 
 
-def _read(cfg, args) -> int:
+def _read(cfg, args) -> int:  # noqa: C901  # the read command: read the buses in parallel, print a table or JSON (edge branch: split after it lands)
     from .reader import BusReader, MeterReadError
 
     meters = [cfg.meter(args.meter)] if args.meter else cfg.meters
     readers = {name: BusReader(bus) for name, bus in cfg.buses.items()}
 
     def read_bus(ms):
-        out = []
+        out: list[tuple] = []
         for m in ms:
             t0 = time.monotonic()
             try:
@@ -159,10 +165,6 @@ def _status(cfg, args) -> int:
     print(f"failing meters  {len(st['failing_meters'])}")
     for f in st["failing_meters"]:
         print(f"  {f['MeterId']} on {f['bus']}: {f['failures']} failures since {f['since']}: {f['last_error']}")
-    plans = st.get("read_plans") or {}
-    if plans:
-        print("read plans      " + ", ".join(f"{m} {p}" for m, p in sorted(plans.items()))
-              + "  (stepped down from one merged read until the agent restarts)")
     print(f"suspect readings {st['suspect_readings']}  (held back, not sent)")
     for d in st["suspect_list"][:10]:
         print(f"  {d['MeterId']} {d['TimeStamping']} {d['value']}: {d['reason']}")
@@ -170,6 +172,8 @@ def _status(cfg, args) -> int:
     print(f"clock           {c.get('state', 'unknown')} since {c.get('since', '-')}"
           f" (kernel: {c.get('kernel', 'unknown')}){': ' + c['detail'] if c.get('detail') else ''}")
     print(f"last boundary   {st['last_boundary'] or '-'}")
+    print(f"held readings   {st['held_readings']}  (taken while the time was wrong or unconfirmed, not stamped yet;"
+          f" {st['held_dropped']} dropped)")
     return 0
 
 
@@ -208,25 +212,32 @@ def _requeue(cfg, args) -> int:
 def _release_suspect(cfg, args) -> int:
     from .outbox import Outbox
 
-    n = Outbox(cfg.buffer, cfg.max_pending).release_suspect(args.meter)
+    n = Outbox(cfg.buffer, cfg.max_pending).release_suspect(args.meter, new_series=not args.same_series)
     if not n:
         print(f"no suspect readings of {args.meter} held back", file=sys.stderr)
         return 1
-    print(f"{n} suspect readings of {args.meter} released: sent with the next delivery")
+    how = ("the step to the first counts as consumption" if args.same_series else
+           "the first starts a new register series in the cloud: nothing is counted across the step")
+    print(f"{n} suspect readings of {args.meter} released: sent with the next delivery; {how}")
     return 0
 
 
 def _check(cfg, args) -> int:
-    problem = _outbox_not_writable(cfg.buffer)
-    if problem:
-        print(f"config error: {cfg.path}: top level: field 'buffer': {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+    from .transport import bus_budget
+
     for m in cfg.meters:
         plan = m.map.plan(m.startAddress)
         e = m.map.located(m.startAddress)[m.map.energy]
         print(f"{m.MeterId}: bus {m.Port} id {m.ModbusId} map {m.ModbusMap}: energy at wire address {e.address} "
-              f"({e.type}, {e.word_order} word order, x{e.scale}); {len(plan)} request(s): "
-              + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
+              f"({e.type}, {e.word_order} word order, x{e.scale}); run reads fc{m.map.function}@{e.address}+{e.size}"
+              + (" (after the model code, once)" if m.map.identify else "") + "; "
+              f"read: {len(plan)} request(s): " + ", ".join(f"fc{r.function}@{r.address}+{r.count}" for r in plan))
+    for name, bus in cfg.buses.items():
+        sizes = [m.map.registers[m.map.energy].size for m in cfg.meters if m.Port == name]
+        busy, silent = bus_budget(bus, sizes)
+        if busy:
+            print(f"bus {name}: {len(sizes)} meter{'' if len(sizes) == 1 else 's'} at {bus.baudrate} baud: a poll takes about {busy:.1f} s on the line "
+                  f"(with turnaround_ms {bus.turnaround_ms:g}); each meter that does not answer adds {silent:.1f} s")
     print(f"{cfg.path}: OK, {len(cfg.meters)} meters on {len(cfg.buses)} buses")
     return 0
 

@@ -11,11 +11,15 @@ is held in a ``Secret`` whose repr never shows it, so dumping the config cannot 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import json
 import math
 import os
+import re
+import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,9 @@ from .regmap import MapError, RegisterMap, load_map
 KEY_ENV = "INTELLIMETER_API_KEY"
 MAX_BATCH = 1000  # readings per POST /data the cloud takes at most
 POINT_FIELDS = ("MeterId", "ModbusId", "Port", "NoPhases", "MeterType", "ModbusMap", "SaveEvery", "startAddress")
+# The API key's documented form (the cloud makes no other): four groups of ten lowercase hex digits.
+KEY_FORM = re.compile(r"[0-9a-f]{10}(?:-[0-9a-f]{10}){3}")
+NAME_MAX = 64  # the cloud refuses a longer MeterId; it trims and composes (NFC) names before comparing them
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "parity": Setting(str, "N", choices=("N", "E", "O")),
         "stopbits": Setting(int, 1, 1),
         "bytesize": Setting(int, 8, 5),
-        "timeout": Setting(float, 0.5, 0.01),
+        "timeout": Setting(float, 0.5, 0.01),  # the least a request waits (s); more where the line needs it
         "retries": Setting(int, 1, 0),
+        "turnaround_ms": Setting(float, 100.0, 0),  # the slowest meter's time from a request to its answer
     },
     "tcp": {
         "port": Setting(int, 502, 1),
@@ -103,6 +111,7 @@ class Bus:
     parity: str = ""
     stopbits: int = 0
     bytesize: int = 0
+    turnaround_ms: float = 0.0
     host: str = ""  # tcp
     port: int = 0
 
@@ -199,26 +208,78 @@ def _loopback(host: str) -> bool:
 
 
 def _read_key(cloud: dict, path: str) -> tuple[Secret | None, str | None]:
-    """The API key (cloud.key, else cloud.key_file, else the environment), or why its file cannot be read."""
+    """The API key (cloud.key, else cloud.key_file, else the environment), or why it cannot be used.
+
+    Only ``run`` and ``check`` need the key, so a problem is kept for ``require_key`` rather than raised.
+    The key file must hold the key alone on one line, in the documented form, and no user of the box
+    but its owner and group may read it (mode 0640, root:intellimeter). No message shows the key."""
     if cloud.get("key"):
-        return Secret(str(cloud["key"]).strip()), None
+        return _key_in_form(str(cloud["key"]).strip(), f"{path}: cloud: field 'key'")
     if cloud.get("key_file"):
         kf = Path(str(cloud["key_file"]))
         if not kf.is_absolute():
             kf = Path(path).parent / kf
+        where = f"{path}: cloud: field 'key_file'"
         try:
-            return Secret(kf.read_text().strip()), None
-        except OSError as exc:  # only `run` needs the key: it fails then; read/status/check work
-            return None, f"{path}: cloud: field 'key_file': cannot read {kf}: {exc.strerror}"
+            raw = kf.read_bytes()
+            mode = kf.stat().st_mode
+        except OSError as exc:  # only `run` needs the key: it fails then; read/status work
+            return None, f"{where}: cannot read {kf}: {exc.strerror}"
+        if mode & stat.S_IROTH:
+            return None, (f"{where}: {kf} may be read by every user of the box (mode {stat.S_IMODE(mode):04o}): "
+                          f"chmod 0640, owner root, group intellimeter")
+        if raw.startswith(b"\xef\xbb\xbf"):
+            return None, f"{where}: {kf} starts with a byte-order mark (an editor's UTF-8 BOM): save it as plain text"
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None, f"{where}: {kf} holds characters that are not ASCII: the key is hex digits and '-'"
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:
+            return None, f"{where}: {kf} holds {len(lines)} lines: it must hold the key alone, on one line"
+        return _key_in_form(text.strip(), f"{where}: {kf}")
     env = os.environ.get(KEY_ENV, "").strip()
-    return (Secret(env) if env else None), None
+    return _key_in_form(env, f"{path}: cloud: the {KEY_ENV} environment variable") if env else (None, None)
+
+
+def _key_in_form(key: str, where: str) -> tuple[Secret | None, str | None]:
+    if KEY_FORM.fullmatch(key):
+        return Secret(key), None
+    return None, (f"{where}: not an API key: the key is four groups of ten lowercase hex digits separated by '-' "
+                  f"(xxxxxxxxxx-xxxxxxxxxx-xxxxxxxxxx-xxxxxxxxxx, as PUT /keys shows it)")
+
+
+class LeadingZero(int):
+    """An integer written with a leading zero (``010``): YAML 1.1 reads it as octal (8), which is
+    never what a site engineer meant; ``check`` names it with the text as written."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str):
+        out = super().__new__(cls, value)
+        out.text = text
+        return out
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, keeping the text of integers written with a leading zero."""
+
+    def construct_yaml_int(self, node):
+        value = super().construct_yaml_int(node)
+        text = str(node.value)
+        if re.fullmatch(r"[-+]?0[0-7_]+", text) and value != 0:
+            return LeadingZero(value, text)
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def load_config(path: str | Path) -> Config:
     """Read agent.yaml, check it whole, then build the Config; ConfigError names every problem."""
     path = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -231,16 +292,18 @@ def load_config(path: str | Path) -> Config:
 
 # -- check: every problem of a document, nothing built -----------------------------------------------
 
-def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:
+def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:  # noqa: C901  # one check per field of the config, in the document's order: a list, not a flow
     """Every problem of a config document, each naming the file, the place and the field (none: ``build``
     may run), and the register maps its meters name (loaded to check them; ``build`` takes them)."""
     if not isinstance(data, dict):
         return [f"{path}: the config must be a mapping"], {}
     c = _Check(path)
+    c.keys(data, "top level", TOP_KEYS)
     cloud = data.get("cloud")
     if not isinstance(cloud, dict):
         c.add("cloud", "cloud", "missing (needs url and key)")
     else:
+        c.keys(cloud, "cloud", CLOUD_KEYS + tuple(SETTINGS["cloud"]))
         if c.text(cloud, "cloud", "url", required=True):
             problem = url_problem(str(cloud["url"]))
             if problem:
@@ -260,24 +323,91 @@ def check(data: Any, path: str) -> tuple[list[str], dict[str, RegisterMap]]:
         bus_names = [str(n) for n in buses]
         for name, bus in buses.items():
             _check_bus(c, str(name), bus)
+        _check_shared_devices(c, buses)
     meters = data.get("meters")
     if not isinstance(meters, list) or not meters:
         c.add("top level", "meters", "missing or empty")
     else:
-        seen: dict[str, int] = {}
         for i, m in enumerate(meters):
             _check_meter(c, i, m, bus_names, maps_dir)
-            if isinstance(m, dict) and c.valid_text(m, "MeterId"):
-                name = str(m["MeterId"])
-                if name in seen:
-                    c.add(f"meter {name!r} (meters[{i}])", "MeterId", f"duplicate: also meters[{seen[name]}]")
-                seen.setdefault(name, i)
+        _check_names(c, meters)
+        _check_unit_ids(c, meters)
     agent = data.get("agent") or {}
     if not isinstance(agent, dict):
         c.problems.append(f"{path}: agent: must be a mapping")
     else:
+        c.keys(agent, "agent", tuple(SETTINGS["agent"]))
         c.settings(agent, "agent", "agent")
     return c.problems, c.maps
+
+
+TOP_KEYS = ("cloud", "buffer", "maps_dir", "agent", "buses", "meters")
+CLOUD_KEYS = ("url", "key", "key_file")
+METER_KEYS = POINT_FIELDS + ("max_power_kw",)
+
+
+def _where(i: int, d: Any) -> str:
+    name = d.get("MeterId") if isinstance(d, dict) else None
+    return f"meter {name!r} (meters[{i}])" if name else f"meters[{i}]"
+
+
+def _check_names(c: "_Check", meters: list) -> None:
+    """MeterIds as the cloud sees them: it trims them and composes accents (NFC) before comparing, and
+    refuses more than 64 characters or control characters. Two names it would take for one meter, or one
+    it refuses, are found here rather than as readings of two meters merged (or refused) in the cloud."""
+    seen: dict[str, tuple[int, str]] = {}
+    for i, m in enumerate(meters):
+        if not isinstance(m, dict) or not c.valid_text(m, "MeterId") or isinstance(m["MeterId"], LeadingZero):
+            continue
+        raw = str(m["MeterId"])
+        name = unicodedata.normalize("NFC", raw.strip())
+        if not name:
+            c.add(_where(i, m), "MeterId", "blank")
+            continue
+        if len(name) > NAME_MAX:
+            c.add(_where(i, m), "MeterId", f"{len(name)} characters: the cloud refuses names over {NAME_MAX}")
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
+            c.add(_where(i, m), "MeterId", "holds a control or invisible character: the cloud refuses it")
+        if name in seen:
+            j, other = seen[name]
+            why = "duplicate" if other == raw else (
+                f"the cloud takes {ascii(raw)} and {ascii(other)} for one meter (it trims spaces and composes "
+                f"accents, NFC)")
+            c.add(_where(i, m), "MeterId", f"{why}: also meters[{j}]")
+            continue
+        seen[name] = (i, raw)
+
+
+def _check_unit_ids(c: "_Check", meters: list) -> None:
+    """Every meter of a bus answers its own ModbusId: two with one id answer each other's requests."""
+    seen: dict[tuple[str, int], int] = {}
+    for i, m in enumerate(meters):
+        if not isinstance(m, dict) or not c.valid_text(m, "Port"):
+            continue
+        uid = m.get("ModbusId")
+        if not isinstance(uid, int) or isinstance(uid, (bool, LeadingZero)):
+            continue
+        key = (str(m["Port"]), uid)
+        if key in seen:
+            j = seen[key]
+            c.add(_where(i, m), "ModbusId", f"{uid} is also the ModbusId of {_where(j, meters[j])} on bus {key[0]!r}: "
+                                            f"every meter of a bus needs its own")
+            continue
+        seen[key] = i
+
+
+def _check_shared_devices(c: "_Check", buses: dict) -> None:
+    """Two serial buses on one port would send two masters' requests down one line."""
+    seen: dict[str, str] = {}
+    for name, d in buses.items():
+        if not isinstance(d, dict) or d.get("type") != "serial" or not c.valid_text(d, "device"):
+            continue
+        dev = os.path.realpath(str(d["device"]))  # /dev/serial/by-id/... and /dev/ttyUSB0 may be one port
+        if dev in seen:
+            c.add(f"bus {str(name)!r}", "device", f"{d['device']} is the port of bus {seen[dev]!r} too: one port is "
+                                                  f"one bus (put its meters on bus {seen[dev]!r})")
+            continue
+        seen[dev] = str(name)
 
 
 class _Check:
@@ -297,12 +427,27 @@ class _Check:
         v = d.get(fld)
         return v is not None and v != "" and not isinstance(v, bool) and isinstance(v, (str, int))
 
+    def keys(self, d: dict, where: str, known: tuple[str, ...]) -> None:
+        """Name each key this place does not have (a misspelled optional key would be ignored silently)."""
+        lower = {k.lower(): k for k in known}
+        for key in d:
+            k = str(key)
+            if k in known:
+                continue
+            close = difflib.get_close_matches(k.lower(), list(lower), n=1, cutoff=0.75)
+            self.add(where, k, f"unknown key: did you mean {lower[close[0]]!r}?" if close else
+                     f"unknown key (the keys here: {', '.join(known)})")
+
     def text(self, d: dict, where: str, fld: str, required: bool = False, choices: tuple[str, ...] = ()) -> bool:
         """Check a string field (a number is taken as its text); True when it is given and valid."""
         v = d.get(fld)
         if v is None or v == "":
             if required:
                 self.add(where, fld, "missing")
+            return False
+        if isinstance(v, LeadingZero):
+            self.add(where, fld, f"written {v.text}, which YAML reads as the number {int(v)} (octal): "
+                                 f"quote it ('{v.text}') if that is the text you meant")
             return False
         if not self.valid_text(d, fld):
             self.add(where, fld, f"expected a string, got {v!r}")
@@ -319,6 +464,15 @@ class _Check:
         if v is None:
             if required:
                 self.add(where, fld, "missing")
+            return False
+        if isinstance(v, LeadingZero):
+            decimal = v.text.lstrip("+-0_") or "0"
+            self.add(where, fld, f"written {v.text}: YAML reads a number with a leading 0 as octal, {int(v)}; write "
+                                 + (decimal if decimal == str(int(v)) else f"{decimal} (or {int(v)} if octal was meant)"))
+            return False
+        if isinstance(v, str) and re.fullmatch(r"[-+]?0[0-9_]+", v):
+            self.add(where, fld, f"written {v}: YAML reads a number with a leading 0 as text (not octal, it has "
+                                 f"an 8 or 9); write {v.lstrip('+-0_') or '0'}")
             return False
         ok = isinstance(v, int) if kind is int else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok:
@@ -355,7 +509,9 @@ def _check_bus(c: _Check, name: str, d: Any) -> None:
     if not c.text(d, where, "type", required=True, choices=BUS_TYPES):
         return
     btype = str(d["type"])
-    c.text(d, where, "device" if btype == "serial" else "host", required=True)
+    line = "device" if btype == "serial" else "host"
+    c.keys(d, where, ("type", line) + tuple(SETTINGS[btype]))
+    c.text(d, where, line, required=True)
     c.settings(d, where, btype)
 
 
@@ -363,8 +519,8 @@ def _check_meter(c: _Check, i: int, d: Any, bus_names: list[str] | None, maps_di
     if not isinstance(d, dict):
         c.problems.append(f"{c.path}: meters[{i}]: must be a mapping")
         return
-    name = d.get("MeterId")
-    where = f"meter {name!r} (meters[{i}])" if name else f"meters[{i}]"
+    where = _where(i, d)
+    c.keys(d, where, METER_KEYS)
     c.text(d, where, "MeterId", required=True)
     if c.number(d, where, "ModbusId", int, lo=1, required=True) and d["ModbusId"] > 247:
         c.add(where, "ModbusId", f"must be 1..247, got {d['ModbusId']}")

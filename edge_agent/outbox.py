@@ -19,7 +19,10 @@ A poll is stored in one transaction, each meter's part of it in a savepoint: a
 reading the database refuses (whatever the reason) fails that meter alone, never
 the poll. A reading the plausibility check holds back is kept in ``suspect`` with
 its reason (not sent); ``status`` lists them. ``meta`` keeps the last boundary
-stamped (the clock check's evidence across restarts) and the clock's state.
+stamped (the clock check's evidence across restarts) and the clock's state. A reading
+taken while the box's time was known to be wrong is kept in ``held`` with the
+monotonic time it was taken at (and the boot, as that clock restarts with the box),
+until the true time is known and it is stamped, or dropped and counted.
 
 Each thread gets its own connection (sqlite3 connections are not shared).
 """
@@ -30,6 +33,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,7 @@ CREATE TABLE IF NOT EXISTS readings (
     status INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 delivered, 2 dead
     taken_at REAL NOT NULL,
     delivered_at REAL,
+    reset INTEGER NOT NULL DEFAULT 0,  -- 1: the first reading of a new register series (sent as "reset": true)
     PRIMARY KEY (meter, ts)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_pending ON readings (status, ts, meter);
@@ -68,20 +73,40 @@ CREATE TABLE IF NOT EXISTS registrations (
     meter TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS held (          -- readings taken while the time was wrong or unconfirmed: not stamped yet
+    meter TEXT NOT NULL, boot TEXT NOT NULL, mono REAL NOT NULL,  -- taken at this monotonic time of that boot
+    wall REAL NOT NULL,            -- and at this time of the box's clock
+    held_as TEXT NOT NULL,         -- the clock's state then (unconfirmed, behind_readings, ...)
+    value REAL NOT NULL, bus TEXT,
+    PRIMARY KEY (meter, boot, mono)
+);
 CREATE TABLE IF NOT EXISTS suspect (       -- readings held back by the plausibility check
     meter TEXT NOT NULL, ts TEXT NOT NULL, value REAL, reason TEXT NOT NULL, at REAL NOT NULL,
+    last_raw REAL, wraps INTEGER,  -- the rollover state had the reading been kept (applied on release)
     PRIMARY KEY (meter, ts)
 );
 """
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
+# Columns added since the first outboxes (table, column, declaration): added to an older outbox at open.
+MIGRATIONS = (
+    ("dead_letters", "code", "TEXT"),
+    ("readings", "reset", "INTEGER NOT NULL DEFAULT 0"),
+    ("suspect", "last_raw", "REAL"),
+    ("suspect", "wraps", "INTEGER"),
+)
 
 
 @dataclass(frozen=True)
 class Reading:
+    """One reading of a meter's cumulative register. ``reset``: it starts a new register series (a meter
+    replaced, or released as one after being held back): the cloud counts nothing from the meter's
+    previous reading to this one. Sent in POST /data as ``"reset": true``, and only then."""
+
     meter: str
     ts: str  # ISO 8601 UTC with Z
     value: float
+    reset: bool = False
 
 
 class Outbox:
@@ -113,12 +138,13 @@ class Outbox:
     def _migrate(self) -> None:
         """Bring an outbox written by an older agent up to this schema (columns added since)."""
         db = self._db()
-        cols = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
-        if "code" not in cols:
-            try:
-                db.execute("ALTER TABLE dead_letters ADD COLUMN code TEXT")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
+        for table, column, decl in MIGRATIONS:
+            cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in cols:
+                try:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     class _Tx:
         def __init__(self, db):
@@ -148,16 +174,19 @@ class Outbox:
         Returns 'stored', 'exists' (already taken: ignored) or 'dropped' (bound)."""
         return self.record_poll([Take(reading.meter, "", reading, counter)])[0]
 
-    def record_poll(self, takes: list["Take"], errors: list | None = None, boundary: str | None = None) -> list[str]:
+    def record_poll(self, takes: list["Take"], errors: list | None = None, boundary: str | None = None,
+                    unheld: Sequence[tuple[str, str, float]] = ()) -> list[str]:
         """Store the outcome of a poll in ONE transaction (one fsync per poll, not per
         meter): readings, their counter states, and each meter's health.
 
         Outcomes: stored | exists | dropped | suspect | failed. Each take is stored in
         a savepoint: one the database refuses becomes 'failed' (its reason appended to
-        ``errors`` when given) and the others are stored all the same."""
+        ``errors`` when given) and the others are stored all the same. ``unheld``: held
+        readings (meter, boot, mono) these takes stamp, removed in the same transaction."""
         now = self.clock.now()
         out = []
         with self._tx() as db:
+            db.executemany("DELETE FROM held WHERE meter=? AND boot=? AND mono=?", list(unheld))
             for t in takes:
                 err = t.error
                 db.execute("SAVEPOINT take")
@@ -187,8 +216,10 @@ class Outbox:
         if not math.isfinite(float(t.reading.value)):
             raise sqlite3.IntegrityError(f"value {t.reading.value} is not finite")
         if t.suspect:
-            db.execute("INSERT OR IGNORE INTO suspect(meter, ts, value, reason, at) VALUES (?,?,?,?,?)",
-                       (t.reading.meter, t.reading.ts, float(t.reading.value), t.suspect[:500], now))
+            last_raw, wraps = t.counter if t.counter is not None else (None, None)
+            db.execute("INSERT OR IGNORE INTO suspect(meter, ts, value, reason, at, last_raw, wraps) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (t.reading.meter, t.reading.ts, float(t.reading.value), t.suspect[:500], now, last_raw, wraps))
             if t.bus:
                 _health(db, t.meter, t.bus, now, f"suspect reading held back: {t.suspect}")
             return "suspect"
@@ -197,20 +228,66 @@ class Outbox:
             _health(db, t.meter, t.bus, now, None)
         return outcome
 
-    def release_suspect(self, meter: str) -> int:
+    def release_suspect(self, meter: str, new_series: bool = True) -> int:
         """Send a meter's held-back readings after all; returns how many are now pending.
 
-        For an operator who judged them right (a meter replaced by one with a larger total, a
-        ``max_power_kw`` set too low): they become ordinary pending readings, and the meter's next
-        readings are judged against them. A reading the outbox bound drops stays held back."""
+        For an operator who judged them right. ``new_series`` (a meter replaced or reset): the first one
+        released is marked ``reset``, so the cloud starts a new register series there and counts nothing
+        across the step; otherwise (a ``max_power_kw`` set too low) the step is consumption. They become
+        ordinary pending readings, the meter's next readings are judged against them, and the rollover
+        state follows the last one. A reading the outbox bound drops stays held back."""
         now = self.clock.now()
         released = 0
         with self._tx() as db:
-            for ts, value in db.execute("SELECT ts, value FROM suspect WHERE meter=? ORDER BY ts", (meter,)).fetchall():
-                if self._add(db, Reading(meter, ts, value), None, now) != "dropped":
+            rows = db.execute("SELECT ts, value, last_raw, wraps FROM suspect WHERE meter=? ORDER BY ts",
+                              (meter,)).fetchall()
+            kept = db.execute("SELECT max(ts) FROM readings WHERE meter=?", (meter,)).fetchone()[0] or ""
+            for ts, value, last_raw, wraps in rows:
+                # the rollover state moves with a released reading only past every reading kept since
+                counter = (last_raw, wraps) if last_raw is not None and ts > kept else None
+                if self._add(db, Reading(meter, ts, value, reset=new_series and not released), counter, now) != "dropped":
                     db.execute("DELETE FROM suspect WHERE meter=? AND ts=?", (meter, ts))
                     released += 1
         return released
+
+    def hold(self, held: list["Held"], failed: Sequence["Take"] = ()) -> int:
+        """Keep readings taken while the time is known wrong (and the failures of that read), in one
+        transaction; the rollover state follows the meter. At the outbox bound a reading is not kept:
+        counted (``held_dropped``). Returns how many were kept."""
+        now = self.clock.now()
+        kept = 0
+        with self._tx() as db:
+            for t in failed:
+                _health(db, t.meter, t.bus, now, t.error or "error")
+            count = db.execute("SELECT count(*) FROM held").fetchone()[0]
+            for h in held:
+                if h.counter is not None:
+                    db.execute("INSERT INTO counters(meter, last_raw, wraps) VALUES (?,?,?) ON CONFLICT(meter) "
+                               "DO UPDATE SET last_raw=excluded.last_raw, wraps=excluded.wraps", (h.meter, *h.counter))
+                if count + kept >= self.max_pending:
+                    _count_meta(db, "held_dropped", 1)
+                    continue
+                db.execute("INSERT OR IGNORE INTO held(meter, boot, mono, wall, held_as, value, bus) "
+                           "VALUES (?,?,?,?,?,?,?)", (h.meter, h.boot, h.mono, h.wall, h.held_as, float(h.value), h.bus))
+                _health(db, h.meter, h.bus, now, None)
+                kept += 1
+        return kept
+
+    def held_count(self) -> int:
+        return self._db().execute("SELECT count(*) FROM held").fetchone()[0]
+
+    def held(self) -> list["Held"]:
+        """The readings held (not stamped yet), by meter and in the order they were taken."""
+        rows = self._db().execute("SELECT meter, boot, mono, wall, held_as, value, bus FROM held "
+                                  "ORDER BY meter, boot, mono").fetchall()
+        return [Held(m, boot, mono, wall, held_as, value, bus or "") for m, boot, mono, wall, held_as, value, bus in rows]
+
+    def drop_held(self, held: list["Held"], why: str) -> None:
+        """Forget held readings that cannot be stamped right (counted in ``held_dropped``; ``why`` is logged
+        by the caller)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM held WHERE meter=? AND boot=? AND mono=?", [(h.meter, h.boot, h.mono) for h in held])
+            _count_meta(db, "held_dropped", len(held))
 
     def last_reading(self, meter: str, before_ts: str) -> tuple[str, float] | None:
         """The meter's latest reading kept before ``before_ts`` (plausibility's reference)."""
@@ -222,12 +299,6 @@ class Outbox:
     def last_boundary(self) -> str | None:
         """The latest boundary a poll stamped (kept across restarts)."""
         return self.meta("last_boundary")
-
-    def set_read_plans(self, plans: dict[str, str]) -> None:
-        """The read plans the running poller uses where it had to step down from one merged read
-        ({MeterId: 'runs' | 'energy'}); shown by ``status``. Kept in memory by the reader, so a restart
-        tries the merged read again and this is rewritten at the first poll."""
-        self.set_meta("read_plans", json.dumps(plans, sort_keys=True))
 
     def set_clock_state(self, state: dict) -> None:
         """What the scheduler last concluded about the system clock (shown by ``status``)."""
@@ -253,8 +324,8 @@ class Outbox:
             )
             return "dropped"
         db.execute(
-            "INSERT OR IGNORE INTO readings(meter, ts, value, status, taken_at) VALUES (?,?,?,0,?)",
-            (reading.meter, reading.ts, float(reading.value), now),
+            "INSERT OR IGNORE INTO readings(meter, ts, value, status, taken_at, reset) VALUES (?,?,?,0,?,?)",
+            (reading.meter, reading.ts, float(reading.value), now, int(reading.reset)),
         )
         with self._hint_lock:
             self._inserted_since += 1
@@ -285,10 +356,10 @@ class Outbox:
         oldest first, and a live poll (one reading per meter) is one batch either way.
         """
         rows = self._db().execute(
-            "SELECT meter, ts, value FROM readings WHERE status=0 ORDER BY substr(ts, 1, 10), meter, ts LIMIT ?",
+            "SELECT meter, ts, value, reset FROM readings WHERE status=0 ORDER BY substr(ts, 1, 10), meter, ts LIMIT ?",
             (limit,),
         ).fetchall()
-        return [Reading(*r) for r in rows]
+        return [Reading(m, ts, v, bool(reset)) for m, ts, v, reset in rows]
 
     def mark_delivered(self, readings: list[Reading]) -> None:
         now = self.clock.now()
@@ -374,7 +445,7 @@ class Outbox:
             for m, t, v, r in db.execute("SELECT meter, ts, value, reason FROM suspect ORDER BY ts DESC, meter LIMIT 50")
         ]
         clock = meta.get("clock")
-        plans = meta.get("read_plans")
+        held = db.execute("SELECT count(*) FROM held").fetchone()[0]
         return {
             "pending": pending,
             "oldest_pending": oldest,
@@ -391,8 +462,9 @@ class Outbox:
             "max_pending": self.max_pending,
             "suspect_readings": n_suspect,
             "suspect_list": suspects,
-            "read_plans": json.loads(plans) if plans is not None else {},
             "last_boundary": meta.get("last_boundary"),
+            "held_readings": held,  # taken while the time was known wrong, not stamped yet
+            "held_dropped": int(meta.get("held_dropped") or 0),  # held readings that could not be stamped right
             "clock": json.loads(clock) if clock is not None else None,
         }
 
@@ -411,6 +483,26 @@ class Take:
     counter: tuple | None = None
     error: str | None = None
     suspect: str | None = None  # why the plausibility check holds this reading back
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reading taken while the time was wrong or not confirmed: its value (unwrapped) and when, on the
+    monotonic clock of that boot and on the box's clock; stamped once the true time is known."""
+
+    meter: str
+    boot: str
+    mono: float
+    wall: float  # the box's clock when it was taken
+    held_as: str  # the clock's state then: unconfirmed (the box's clock not known wrong) or a holding state
+    value: float
+    bus: str = ""
+    counter: tuple | None = None  # the rollover state after it (stored with the counters, not with it)
+
+
+def _count_meta(db, key: str, n: int) -> None:
+    db.execute("INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=CAST(v AS INTEGER)+excluded.v",
+               (key, n))
 
 
 def _health(db, meter: str, bus: str, now: float, error: str | None) -> None:

@@ -9,8 +9,14 @@ A reading is suspect when, against the meter's previous reading kept in the outb
   whatever the time between: a map reading the wrong register (an older EM24's power
   factors at 0x0034 read as 6,494,716.7 kWh) or a misdecoded word order.
 
-A decrease is not judged here: the counter module passes it on as a reset. The first
-reading of a meter has nothing to compare with and is accepted.
+* its total went down (not a rollover: the counter module unwraps those first): a meter reset or
+  replaced, or a wrong read. Passed on, a wrong low value would book the next true reading's
+  step back up as consumption (or hold the true readings back as a jump); held back, the meter
+  is accepted again as soon as it reads right. A meter that really was replaced or reset is
+  recognised by its model code where its map has one (the poller then starts a new series), or
+  released by the operator (``release-suspect``), which starts a new series in the cloud.
+
+The first reading of a meter has nothing to compare with and is accepted.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ def suspect_reason(prev: tuple[str, float] | None, ts: str, value: float, max_po
         return None
     prev_ts, prev_value = prev
     step = value - prev_value
-    if step <= 0:
+    if step < 0:
+        return (f"total went down from {prev_value:g} kWh ({prev_ts}) to {value:g} kWh: a meter reset or replaced, "
+                f"or a wrong read")
+    if step == 0:
         return None
     if value >= MAGNITUDE_FACTOR * max(prev_value, MAGNITUDE_FLOOR_KWH):
         return f"total jumped from {prev_value:g} kWh ({prev_ts}) to {value:g} kWh: by orders of magnitude"

@@ -1,12 +1,14 @@
 """Reading meters over Modbus: one BusReader per bus, one request at a time on it.
 
-A BusReader owns the bus's pymodbus client (serial RTU or TCP) and a lock, reads a
-meter's registers in the fewest requests its map allows (``RegisterMap.plan``) and
-decodes them. Failures raise ``MeterReadError``; the caller decides what a failure
-means for that meter. A read answered with a Modbus exception steps down to smaller
-reads (one per contiguous run, then the energy register alone); a total that is
-not finite (an Eastron's NaN ``7FC0 0000`` while it starts up) fails the meter. Timeouts and retries come from the bus config: short on
-serial buses, so a dead meter costs only its own few hundred milliseconds.
+A BusReader owns the bus's line (``transport``: serial RTU or TCP, where each answer is
+matched to its request) and a lock, and decodes a meter's registers. ``run`` reads only
+what it delivers: the energy register (``energy_only``; and the model code on maps that
+identify). ``read`` shows the map's other values too, in the fewest requests the map
+allows (``RegisterMap.plan``); a read answered with a Modbus exception, or not answered
+at all, steps down to smaller reads (one per contiguous run, then the energy register
+alone). A total that is not finite (an Eastron's NaN ``7FC0 0000`` while it starts up)
+fails the meter. Failures raise ``MeterReadError`` with the line's reason; the caller
+decides what a failure means for that meter.
 """
 
 from __future__ import annotations
@@ -16,27 +18,17 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
-from pymodbus.exceptions import ModbusException
-
 from . import log
 from .config import Bus, Meter
 from .regmap import PLAN_LEVELS, Register, RegisterMap, Request, decode_registers
+from .transport import Line, LineError, NoAnswer, Refused, Unavailable, Unsettled, open_line
 
-L = log.get("read")
+logger = log.get("read")
 
 
 class MeterReadError(Exception):
     """A meter did not answer, answered with a Modbus exception, or gave a value
     that cannot be a reading (not finite, undecodable, unknown model)."""
-
-
-class _ExceptionAnswer(MeterReadError):
-    """The meter answered one request with a Modbus exception (01, 02, 03, 04, ...)."""
-
-    def __init__(self, msg: str, code):
-        super().__init__(msg)
-        self.code = code
 
 
 # Exceptions that say "not this request" (illegal function, address, value; device failure on a
@@ -63,70 +55,39 @@ class MeterValues:
     map: RegisterMap | None = None
 
 
-def make_client(bus: Bus):
-    """The pymodbus sync client for a bus."""
-    if bus.type == "serial":
-        return ModbusSerialClient(
-            bus.device, baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits,
-            bytesize=bus.bytesize, timeout=bus.timeout, retries=bus.retries,
-            reconnect_delay=0, name=f"bus-{bus.name}",
-        )
-    return ModbusTcpClient(
-        bus.host, port=bus.port, timeout=bus.timeout, retries=bus.retries,
-        reconnect_delay=0, name=f"bus-{bus.name}",
-    )
-
-
 class BusReader:
     """Serialises all requests of one bus and turns a meter's map into reads.
 
-    Per meter it remembers, in memory only (a restart or config reload starts over; the
-    poller writes the stepped-down plans to the outbox for ``status``):
-    the read plan that answered last (merged -> one request per contiguous run ->
-    the energy register alone, stepping down when a read is answered with a Modbus
-    exception), and the model identified from the map's identification register.
+    Per meter it remembers, in memory only (a restart or config reload starts over):
+    the read plan that answered last for ``read`` (merged -> one request per contiguous
+    run -> the energy register alone, stepping down when a read is answered with a
+    Modbus exception or not answered), and the model identified from the map's
+    identification register.
     """
 
-    def __init__(self, bus: Bus, client_factory=make_client):
+    def __init__(self, bus: Bus, line_factory=open_line):
         self.bus = bus
-        self._factory = client_factory
-        self._client = None
+        self._factory = line_factory
+        self._line: Line | None = None
         self._lock = threading.Lock()
         self.requests = 0  # Modbus requests sent on this bus; a read's share is its MeterValues.requests
         self.plan_level: dict[str, str] = {}  # MeterId -> plan level that works
         self.identified: dict[str, tuple[RegisterMap, str]] = {}  # MeterId -> (generation's map, model)
         self._prepared: dict[tuple, tuple] = {}  # (MeterId, energy address) -> (plans, names per plan, located)
 
-    def _connected(self):
-        if self._client is None:
-            self._client = self._factory(self.bus)
-        if not self._client.connected and not self._client.connect():
-            where = self.bus.device or f"{self.bus.host}:{self.bus.port}"
-            raise MeterReadError(f"cannot open bus {self.bus.name} ({where})")
-        return self._client
+    @property
+    def line(self) -> Line:
+        """The bus's line (its ``counts`` say what it saw: late answers, garbled bytes, other masters)."""
+        if self._line is None:
+            self._line = self._factory(self.bus)
+        return self._line
 
-    def _request(self, client, req: Request, meter: Meter) -> list[int]:
-        fn = client.read_holding_registers if req.function == 3 else client.read_input_registers
+    def _request(self, line: Line, req: Request, meter: Meter) -> list[int]:
+        """The words of one request; a LineError says why there are none."""
         self.requests += 1
-        try:
-            rr = fn(req.address, count=req.count, device_id=meter.ModbusId)
-        except ModbusException as exc:
-            if self.bus.type == "tcp":
-                self._drop()
-            raise MeterReadError(f"no answer reading {req.count} registers at {req.address}: {_short(exc)}") from None
-        except OSError as exc:
-            self._drop()
-            raise MeterReadError(f"bus error: {exc}") from None
-        if rr.isError():
-            code = getattr(rr, "exception_code", "?")
-            raise _ExceptionAnswer(f"modbus exception {code} reading {req.count} registers at {req.address} "
-                                   f"(function {req.function})", code)
-        regs = list(getattr(rr, "registers", None) or [])
-        if len(regs) < req.count:
-            raise MeterReadError(f"short answer: {len(regs)} of {req.count} registers at {req.address}")
-        return regs[: req.count]
+        return line.read(meter.ModbusId, req.function, req.address, req.count)
 
-    def _identify(self, client, meter: Meter) -> tuple[RegisterMap, str | None]:
+    def _identify(self, line: Line, meter: Meter) -> tuple[RegisterMap, str | None]:
         """The map of this meter's generation (and its model) for maps that identify."""
         m = meter.map
         if m.identify is None:
@@ -136,8 +97,8 @@ class BusReader:
         req = m.identify_request(meter.startAddress)
         assert req is not None  # the map identifies (m.identify is set)
         try:
-            words = self._request(client, req, meter)
-        except _ExceptionAnswer as exc:
+            words = self._request(line, req, meter)
+        except Refused as exc:
             raise MeterReadError(f"cannot read the model code at {req.address:#06x}: {exc}") from None
         code = Register("id", req.address, m.identify.type).decode_raw(words)
         found = m.identify.generation(int(code))
@@ -148,9 +109,13 @@ class BusReader:
         gen, model = found
         out = (m.for_generation(gen), f"{model} (code {code}, {gen.name})")
         self.identified[meter.MeterId] = out
-        log.event(L, logging.INFO, "meter_identified", meter=meter.MeterId, bus=meter.Port, code=code, model=model,
+        log.event(logger, logging.INFO, "meter_identified", meter=meter.MeterId, bus=meter.Port, code=code, model=model,
                   generation=gen.name, energy_address=gen.energy_address)
         return out
+
+    def forget_model(self, meter_id: str) -> None:
+        """Read the meter's identification code again at its next read (it may have been swapped)."""
+        self.identified.pop(meter_id, None)
 
     def _prepare(self, meter: Meter, regmap: RegisterMap) -> tuple:
         """(plans, registers each plan covers, located registers) of a meter, computed once."""
@@ -161,10 +126,12 @@ class BusReader:
             self._prepared[key] = (plans, names, regmap.located(meter.startAddress))
         return self._prepared[key]
 
-    def _read_words(self, client, meter: Meter, plans: dict[str, list[Request]]) -> tuple[dict[int, int], str]:
-        """Words of the first plan level that answers: ({address: word}, level)."""
-        start = self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
-        tried, failed = None, None
+    def _read_words(self, line: Line, meter: Meter, plans: dict[str, list[Request]],
+                    energy_only: bool) -> tuple[dict[int, int], str]:
+        """Words of the first plan level that answers: ({address: word}, level). ``energy_only``
+        reads the energy level alone and leaves the remembered plan as it is."""
+        start = PLAN_LEVELS[-1] if energy_only else self.plan_level.get(meter.MeterId, PLAN_LEVELS[0])
+        tried, first_failure = None, None
         for level in PLAN_LEVELS[PLAN_LEVELS.index(start):]:
             if plans[level] == tried:
                 continue  # the same requests as the level that just failed
@@ -172,36 +139,46 @@ class BusReader:
             words: dict[int, int] = {}
             try:
                 for req in plans[level]:
-                    for i, w in enumerate(self._request(client, req, meter)):
+                    for i, w in enumerate(self._request(line, req, meter)):
                         words[req.address + i] = w
-            except _ExceptionAnswer as exc:
-                if exc.code not in FALLBACK_CODES:
+            except (Refused, NoAnswer, Unsettled) as exc:
+                if isinstance(exc, Refused) and exc.code not in FALLBACK_CODES:
                     raise
-                failed = exc
+                first_failure = first_failure or exc
                 if level != PLAN_LEVELS[-1]:
-                    log.event(L, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
+                    log.event(logger, logging.WARNING, "read_plan_fallback", meter=meter.MeterId, bus=meter.Port,
                               plan=level, error=str(exc), note="trying smaller reads")
                 continue
+            if energy_only:
+                return words, level
             if start != level:
-                log.event(L, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
+                log.event(logger, logging.WARNING, "read_plan_kept", meter=meter.MeterId, bus=meter.Port, plan=level,
                           requests=len(plans[level]), note="remembered until the agent restarts")
             self.plan_level[meter.MeterId] = level
             return words, level
-        assert failed is not None  # every plan level was tried, the last one failed
-        raise failed
+        assert first_failure is not None  # every plan level was tried and failed
+        raise first_failure
 
-    def read(self, meter: Meter) -> MeterValues:
-        """Read and decode one meter; any failure raises MeterReadError naming it."""
+    def read(self, meter: Meter, energy_only: bool = False) -> MeterValues:
+        """Read and decode one meter: the map's registers (``read``), or with ``energy_only`` the
+        energy register alone (``run``: what is delivered); a failure raises MeterReadError naming it."""
         with self._lock:
             try:
-                client = self._connected()
+                line = self.line
+                line.open()
                 before = self.requests
-                regmap, model = self._identify(client, meter)
+                regmap, model = self._identify(line, meter)
                 plans, names, regs = self._prepare(meter, regmap)
-                words, level = self._read_words(client, meter, plans)
+                words, level = self._read_words(line, meter, plans, energy_only)
                 sent = self.requests - before
-            except MeterReadError:
+            except Unavailable as exc:  # at the first request, or reconnecting to a gateway
+                where = self.bus.device or f"{self.bus.host}:{self.bus.port}"
+                raise MeterReadError(f"cannot open bus {self.bus.name} ({where}): {exc}") from None
+            except LineError as exc:
                 self.identified.pop(meter.MeterId, None)  # a swapped meter is identified again
+                raise MeterReadError(str(exc)) from None
+            except MeterReadError:
+                self.identified.pop(meter.MeterId, None)
                 raise
         try:
             raw = decode_registers(regs, words, names[level])
@@ -219,19 +196,7 @@ class BusReader:
         scaled = {k: v * regs[k].scale for k, v in raw.items()}
         return MeterValues(raw, scaled, energy_raw, sent, plan=level, model=model, not_finite=bad, map=regmap)
 
-    def _drop(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001 - closing a broken client must not raise
-                pass
-            self._client = None
-
     def close(self) -> None:
         with self._lock:
-            self._drop()
-
-
-def _short(exc: Exception) -> str:
-    s = str(exc).replace("Modbus Error: ", "")
-    return s[:200]
+            if self._line is not None:
+                self._line.close()

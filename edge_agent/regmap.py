@@ -238,7 +238,7 @@ def parse_map(data: Any, source: str) -> RegisterMap:
     return build_map(data, source)
 
 
-def check_map(data: Any, source: str) -> list[str]:
+def check_map(data: Any, source: str) -> list[str]:  # noqa: C901  # one check per key of a map, in the document's order: a list, not a flow
     """Every problem of a map document, each naming the file and the key (none: ``build_map`` may run)."""
     if not isinstance(data, dict):
         return [f"{source}: a map must be a mapping"]
@@ -302,7 +302,7 @@ def _register_problems(what: str, spec: Any, notation: str | None, max_regs: int
     return out
 
 
-def _identify_problems(spec: Any, notation: str | None, source: str) -> list[str]:
+def _identify_problems(spec: Any, notation: str | None, source: str) -> list[str]:  # noqa: C901  # one check per field of a map's identify block, in order
     if spec is None:
         return []
     what = f"{source}: identify"

@@ -5,8 +5,9 @@ The report is ``{"version", "backlog", "dead_letters", "failing_meters": [names]
 minus the agent's): the last one is kept in the outbox's ``meta`` (``status --json``
 shows it under ``clock_offset`` and ``cloud_report``) and a WARNING is logged when
 the site clock is off by more than ``CLOCK_WARN_S`` beyond the request's own round
-trip. This module only warns and reports; what stops stamping readings belongs to
-the site-clock checks. A cloud without the route (404/405) is tolerated: logged
+trip, and the offset is given to the clock check (``ClockCheck.observe``) as evidence of
+the true time. This module only warns and reports; which time readings are stamped with
+belongs to the clock check. A cloud without the route (404/405) is tolerated: logged
 once at INFO, then asked again quietly each interval.
 """
 
@@ -23,7 +24,7 @@ from .clock import Clock, iso
 from .cloud import Cloud, CloudUnreachable
 from .outbox import Outbox
 
-L = log.get("report")
+logger = log.get("report")
 
 CLOCK_WARN_S = 30.0  # site clock vs cloud clock, beyond the round trip: warn
 INTERVAL_S = 60.0  # a report each minute
@@ -36,12 +37,13 @@ class StatusReporter:
 
     def __init__(self, outbox: Outbox, cloud: Cloud, clock: Clock | None = None, *, version: str = __version__,
                  interval: float = INTERVAL_S, min_gap: float = MIN_GAP_S, warn_after: float = CLOCK_WARN_S,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, clock_check=None):
         self.outbox, self.cloud = outbox, cloud
         self.clock = clock or Clock()
         self.version = version
         self.interval, self.min_gap, self.warn_after = interval, min_gap, warn_after
         self.monotonic = monotonic
+        self.clock_check = clock_check  # told the cloud's time (ClockCheck.observe)
         self.poked = threading.Event()
         self.reports = 0
         self._state: str | None = None  # last outcome, to log changes only
@@ -74,6 +76,8 @@ class StatusReporter:
         if 200 <= s < 300 and isinstance(offset, (int, float)) and not isinstance(offset, bool) and math.isfinite(offset):
             # the report said whole seconds: take the fraction the cloud could not see off its answer
             offset = float(offset) - (t - math.floor(t))
+            if self.clock_check is not None:  # the cloud's clock read t + offset while the request was out
+                self.clock_check.observe(t + offset - 0.001, t + offset + 0.001, t0, t0 + rtt, "status")
             kept.update(state="ok", clock_offset=round(offset, 3), clock_offset_at=iso(t), round_trip=round(rtt, 3))
             kept["clock_warning"] = self._check_clock(offset, rtt)
             self._change("ok", logging.INFO)
@@ -95,19 +99,19 @@ class StatusReporter:
         if abs(offset) - rtt > self.warn_after:
             if self._warned_at is None or now - self._warned_at >= REPEAT_WARNING_S:
                 self._warned_at = now
-                log.event(L, logging.WARNING, "clock_offset_large", clock_offset=round(offset, 1),
+                log.event(logger, logging.WARNING, "clock_offset_large", clock_offset=round(offset, 1),
                           threshold=self.warn_after, round_trip=round(rtt, 3),
                           hint="the site clock differs from the cloud's: check time sync (timedatectl, NTP)")
             return True
         if self._warned_at is not None:
             self._warned_at = None
-            log.event(L, logging.INFO, "clock_offset_ok", clock_offset=round(offset, 1), threshold=self.warn_after)
+            log.event(logger, logging.INFO, "clock_offset_ok", clock_offset=round(offset, 1), threshold=self.warn_after)
         return False
 
     def _change(self, state: str, level: int, **kv) -> None:
         if state != self._state:
             self._state = state
-            log.event(L, level, "status_report", outcome=state, **kv)
+            log.event(logger, level, "status_report", outcome=state, **kv)
 
     def _keep(self, kept: dict) -> dict:
         self.outbox.set_meta("cloud_report", json.dumps(kept, sort_keys=True))
@@ -120,7 +124,7 @@ class StatusReporter:
             try:
                 self.report_once()
             except Exception:  # noqa: BLE001 - e.g. database locked: reporting must not stop
-                log.event(L, logging.WARNING, "status_report_failed", exc_info=True)
+                log.event(logger, logging.WARNING, "status_report_failed", exc_info=True)
             if self.clock.wait(stop, self.min_gap):
                 return
             end = self.clock.now() + max(0.0, self.interval - self.min_gap)

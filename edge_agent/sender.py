@@ -36,7 +36,7 @@ from .cloud import Cloud, CloudUnreachable
 from .config import MAX_BATCH, Meter, default
 from .outbox import Outbox
 
-L = log.get("send")
+logger = log.get("send")
 
 
 class Sender:
@@ -86,12 +86,12 @@ class Sender:
                 ans = self.cloud.put_point(m.point())
             except CloudUnreachable as exc:
                 d = self._backoff()
-                log.event(L, logging.WARNING, "register_unreachable", meter=name, error=str(exc), retry_in=round(d, 1))
+                log.event(logger, logging.WARNING, "register_unreachable", meter=name, error=str(exc), retry_in=round(d, 1))
                 return d
             self.stats["requests"] += 1
             if 200 <= ans.status < 300:
                 self.outbox.set_registered(name, m.fingerprint())
-                log.event(L, logging.INFO, "registered", meter=name, bus=m.Port)
+                log.event(logger, logging.INFO, "registered", meter=name, bus=m.Port)
                 self.to_register.pop(0)
                 self._ok()
                 continue
@@ -103,15 +103,15 @@ class Sender:
                 # refused key or URL, "not now", or not the API speaking (a proxy's page): try again later
                 d = self._backoff(ans.retry_after)
                 lvl = logging.WARNING if _transient(ans.status) else logging.ERROR
-                log.event(L, lvl, "register_failed", meter=name, status=ans.status, error=_err(ans), retry_in=round(d, 1))
+                log.event(logger, lvl, "register_failed", meter=name, status=ans.status, error=_err(ans), retry_in=round(d, 1))
                 return d
             # the cloud refuses this meter's fields: report, do not block the others
-            log.event(L, logging.ERROR, "register_rejected", meter=name, bus=m.Port, status=ans.status, error=_err(ans))
+            log.event(logger, logging.ERROR, "register_rejected", meter=name, bus=m.Port, status=ans.status, error=_err(ans))
             self.to_register.pop(0)
         return None
 
     # -- one step -------------------------------------------------------------------
-    def step(self) -> float:
+    def step(self) -> float:  # noqa: C901  # the delivery loop's one step: register, batch, send, read the answer, back off
         """Register what needs it, then send one batch. Returns seconds to wait."""
         wait = self._register()
         if wait is not None:
@@ -129,7 +129,7 @@ class Sender:
         except CloudUnreachable as exc:
             self.stats["errors"] += 1
             d = self._backoff()
-            log.event(L, logging.WARNING, "send_unreachable", batch=len(batch), oldest=batch[0].ts,
+            log.event(logger, logging.WARNING, "send_unreachable", batch=len(batch), oldest=batch[0].ts,
                       error=str(exc), failures=self.failures, retry_in=round(d, 1))
             return d
         self.stats["requests"] += 1
@@ -139,11 +139,11 @@ class Sender:
         self.stats["errors"] += 1
         if s == 413:
             self.batch_size = max(1, len(batch) // 2)
-            log.event(L, logging.WARNING, "batch_too_large", batch=len(batch), next_batch=self.batch_size)
+            log.event(logger, logging.WARNING, "batch_too_large", batch=len(batch), next_batch=self.batch_size)
             return 0.0
         if _transient(s):
             d = self._backoff(ans.retry_after)
-            log.event(L, logging.WARNING, "send_retry", status=s, batch=len(batch), failures=self.failures,
+            log.event(logger, logging.WARNING, "send_retry", status=s, batch=len(batch), failures=self.failures,
                       retry_after=ans.retry_after, retry_in=round(d, 1))
             return d
         if ans.redirect:
@@ -154,19 +154,19 @@ class Sender:
             # a refusal of the key or the URL, or a 4xx that is not the API speaking (a proxy's page):
             # never a reason to give up readings
             d = self._backoff()
-            log.event(L, logging.ERROR, "send_refused", status=s, error=_err(ans),
+            log.event(logger, logging.ERROR, "send_refused", status=s, error=_err(ans),
                       hint="check cloud.url and the API key", retry_in=round(d, 1))
             return d
         # another 4xx from the API for the whole batch: narrow it down to the reading(s) at fault
         if len(batch) > 1:
             self.batch_size = max(1, len(batch) // 2)
-            log.event(L, logging.WARNING, "batch_refused_narrowing", status=s, batch=len(batch), error=_err(ans))
+            log.event(logger, logging.WARNING, "batch_refused_narrowing", status=s, batch=len(batch), error=_err(ans))
             return 0.0
         code = ans.body.get("code")
         self._dead(batch[0], f"HTTP {s}: {_err(ans)}", code if isinstance(code, str) and code else f"http_{s}")
         return 0.0
 
-    def _receipt(self, batch, ans) -> float:
+    def _receipt(self, batch, ans) -> float:  # noqa: C901  # one branch per receipt code of POST /data (docs/API.md)
         body: Any = ans.body if isinstance(ans.body, dict) else {}  # JSON: checked field by field below
         acc, dup, rej = body.get("accepted"), body.get("duplicates"), body.get("rejected", [])
         ok_shape = isinstance(acc, int) and isinstance(dup, int) and isinstance(rej, list)
@@ -182,7 +182,7 @@ class Sender:
         if not ok_shape or acc + dup + len(bad) != len(batch):
             self.stats["errors"] += 1
             d = self._backoff()
-            log.event(L, logging.ERROR, "receipt_invalid", status=ans.status, batch=len(batch), body=ans.text[:200], retry_in=round(d, 1))
+            log.event(logger, logging.ERROR, "receipt_invalid", status=ans.status, batch=len(batch), body=ans.text[:200], retry_in=round(d, 1))
             return d
         keep: set[int] = set()  # rejected but kept pending: sent again
         retry_meters: set[str] = set()  # meters the cloud does not know: register again, keep their readings
@@ -196,7 +196,7 @@ class Sender:
         for m in sorted(retry_meters):
             self.reregistered.add(m)
             self.to_register.append(m)
-            log.event(L, logging.WARNING, "meter_unknown_reregistering", meter=m, bus=self.meters[m].Port)
+            log.event(logger, logging.WARNING, "meter_unknown_reregistering", meter=m, bus=self.meters[m].Port)
         for i, (code, reason) in bad.items():
             if i not in keep:
                 self._dead(batch[i], reason, code)
@@ -210,12 +210,12 @@ class Sender:
         self.stats["busy"] += busy
         if self.batch_size < self.max_batch and not bad:
             self.batch_size = min(self.max_batch, self.batch_size * 2)
-        log.event(L, logging.INFO, "delivered", batch=len(batch), accepted=acc, duplicates=dup, rejected=len(bad),
+        log.event(logger, logging.INFO, "delivered", batch=len(batch), accepted=acc, duplicates=dup, rejected=len(bad),
                   kept_pending=len(keep) or None, first=batch[0].ts, last=batch[-1].ts)
         self.on_delivery()
         if busy:  # the cloud asks for these again later: back off, they stay first in line
             d = self._backoff()
-            log.event(L, logging.WARNING, "readings_busy_retry", busy=busy, retry_in=round(d, 1))
+            log.event(logger, logging.WARNING, "readings_busy_retry", busy=busy, retry_in=round(d, 1))
             return d
         self._ok()
         return 0.0
@@ -223,7 +223,7 @@ class Sender:
     def _dead(self, r, reason: str, code: str | None = None) -> None:
         self.outbox.dead_letter(r, reason, code)
         self.stats["dead"] += 1
-        log.event(L, logging.ERROR, "reading_rejected", meter=r.meter, ts=r.ts, value=r.value, code=code or "none",
+        log.event(logger, logging.ERROR, "reading_rejected", meter=r.meter, ts=r.ts, value=r.value, code=code or "none",
                   reason=reason, note="kept in dead_letters; see status")
 
     def run(self, stop: threading.Event) -> None:
@@ -231,7 +231,7 @@ class Sender:
             try:
                 d = self.step()
             except Exception:  # noqa: BLE001 - e.g. database locked: keep delivering
-                log.event(L, logging.ERROR, "send_step_failed", exc_info=True)
+                log.event(logger, logging.ERROR, "send_step_failed", exc_info=True)
                 d = self._backoff()
             if d > 0 and self._wait(stop, d):
                 return
@@ -258,7 +258,7 @@ def _transient(status: int) -> bool:
 
 
 def _redirect_refused(ans, call: str, retry_in: float) -> None:
-    log.event(L, logging.ERROR, "redirect_refused", call=call, status=ans.status, location=ans.location,
+    log.event(logger, logging.ERROR, "redirect_refused", call=call, status=ans.status, location=ans.location,
               hint="set cloud.url to the API's final https:// address; redirects are never followed",
               retry_in=round(retry_in, 1))
 

@@ -194,6 +194,7 @@ class SimServer:
 
     async def _start(self, tcp, serial):
         devices = [m.device() for m in self.meters.values()]
+        server: ModbusTcpServer | ModbusSerialServer
         if tcp:
             server = ModbusTcpServer(devices, address=tcp, ignore_missing_devices=True)
         else:

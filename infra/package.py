@@ -115,34 +115,59 @@ def policy_file(stage):
 def check_zip(path, pins=None):
     """(unzipped bytes, problems) of a deployment zip."""
     pins = pinned_requirements() if pins is None else pins
-    problems = []
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
-    names = [info.filename for info in infos]
+        names = [info.filename for info in infos]
+        wheels = {name: archive.read(name).decode("utf-8", "replace")
+                  for name in names if re.fullmatch(r"[^/]+\.dist-info/WHEEL", name)}
     unzipped = sum(info.file_size for info in infos)
+    problems = (_version_problems(names, pins) + _wheel_problems(wheels) + _extension_problems(names)
+                + _bytecode_problems(names))
+    problems += [f"{f} of the app is not in the package" for f in app_files() if f not in names]
+    return unzipped, problems
+
+
+def _version_problems(names, pins):
+    """Each pinned requirement missing from the zip's names, or there at another version."""
     found = {}
     for name in names:
         match = re.fullmatch(r"([^/]+)-([^-/]+)\.dist-info/METADATA", name)
         if match:
             found[canonicalize_name(match.group(1))] = match.group(2)
+    problems = []
     for name, version in sorted(pins.items()):
         if name not in found:
             problems.append(f"{name}=={version} is not in the package")
         elif canonicalize_version(found[name]) != canonicalize_version(version):
             problems.append(f"{name} is {found[name]} in the package, {version} in requirements.txt")
-    with zipfile.ZipFile(path) as archive:
-        wheels = {name: archive.read(name).decode("utf-8", "replace")
-                  for name in names if re.fullmatch(r"[^/]+\.dist-info/WHEEL", name)}
+    return problems
+
+
+def _wheel_problems(wheels):
+    """Each wheel ({WHEEL file: its text}) none of whose tags the runtime loads."""
+    problems = []
     for name, text in sorted(wheels.items()):
         # A wheel installs where any one of its tags is supported (a universal wheel lists py2 and py3).
         tag_problems = {tag: _wheel_tag_problem(tag) for tag in re.findall(r"^Tag:\s*(\S+)", text, re.M)}
         if tag_problems and all(tag_problems.values()):
             problems += [f"{name.split('/')[0]}: {tag} {problem}" for tag, problem in tag_problems.items()]
+    return problems
+
+
+def _extension_problems(names):
+    """Each compiled extension of the zip not built for the runtime's CPython on Linux x86_64."""
+    problems = []
     for name in names:
         base = name.rsplit("/", 1)[-1]
         if base.endswith(".so") and ".cpython-" in base:
             if not base.split(".cpython-", 1)[1].startswith(f"{RUNTIME[0]}{RUNTIME[1]}-x86_64-linux-gnu"):
                 problems.append(f"{name} is not built for CPython {RUNTIME[0]}.{RUNTIME[1]} on Linux x86_64")
+    return problems
+
+
+def _bytecode_problems(names):
+    """Each module of the zip without the runtime's bytecode beside it."""
+    problems = []
     pycache = set(names)
     for name in names:
         if name.endswith(".py"):
@@ -150,8 +175,7 @@ def check_zip(path, pins=None):
             cached = (folder + "/" if folder else "") + f"__pycache__/{base[:-3]}.{_cache_tag()}.pyc"
             if cached not in pycache:
                 problems.append(f"{name} has no bytecode for the runtime ({cached})")
-    problems += [f"{f} of the app is not in the package" for f in app_files() if f not in names]
-    return unzipped, problems
+    return problems
 
 
 def app_files():
@@ -213,26 +237,34 @@ def slim(zip_path, services=None):
                                     invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         if not ok:
             raise PackageError("some modules of the package do not compile for the runtime")
-        added = 0
         rebuilt = zip_path + ".slim"
-        with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as out:
-            entries = [(info.filename, info) for info in kept]
-            for folder, _dirs, files in os.walk(root):
-                if os.path.basename(folder) == "__pycache__":
-                    for file in files:
-                        name = os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/")
-                        entries.append((name, None))
-            for name, info in sorted(entries, key=lambda entry: entry[0]):
-                path = os.path.join(root, name)
-                if info is None:
-                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                    info.external_attr = 0o644 << 16
-                    added += os.path.getsize(path)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(path, "rb") as handle:
-                    out.writestr(info, handle.read())
+        added = _rezip(rebuilt, root, kept)
         os.replace(rebuilt, zip_path)
     return removed, added
+
+
+def _rezip(rebuilt, root, kept):
+    """Write the zip rebuilt of the files kept (unzipped under root) and the bytecode compiled beside them,
+    in name order; the bytes of bytecode added."""
+    added = 0
+    with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as out:
+        entries: list[tuple[str, zipfile.ZipInfo | None]] = [(info.filename, info) for info in kept]
+        for folder, _dirs, files in os.walk(root):
+            if os.path.basename(folder) == "__pycache__":
+                for file in files:
+                    name = os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/")
+                    entries.append((name, None))
+        for name, known in sorted(entries, key=lambda entry: entry[0]):
+            path = os.path.join(root, name)
+            info = known
+            if info is None:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                added += os.path.getsize(path)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as handle:
+                out.writestr(info, handle.read())
+    return added
 
 
 def _manylinux_x86_64(glibc_minor):

@@ -59,7 +59,7 @@ class AwsFaults:
 
     def __init__(self, clients, rate=0.0, seed=0, kinds=KINDS, operations=None, plan=None):
         self.plan = plan
-        self.seen = Counter()
+        self.seen: Counter = Counter()
         self.rate = rate
         self.kinds = tuple(kinds)
         self.operations = set(operations) if operations else None   # only these operation names fail
@@ -68,8 +68,8 @@ class AwsFaults:
         self.local = threading.local()
         self.enabled = True
         self.calls = 0
-        self.failed = Counter()
-        self.by_operation = Counter()
+        self.failed: Counter = Counter()
+        self.by_operation: Counter = Counter()
         for client in clients:
             events = client.meta.events
             events.register_first("before-call", self._before_call)

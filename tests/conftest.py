@@ -160,21 +160,17 @@ class LiveApi:
 
 @pytest.fixture
 def live_api(aws, make_account):
-    """The API served over HTTP on a free loopback port (Chalice's local server in a thread)."""
-    import socket
+    """The API served over HTTP (Chalice's local server in a thread) on the loopback port it bound (port 0)."""
     import threading
 
     from tools.local_api import make_server
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = make_server("127.0.0.1", port)
+    server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.server.serve_forever, daemon=True)
     thread.start()
     account = make_account()
     try:
-        yield LiveApi(f"http://127.0.0.1:{port}", account.key, account.view["project"])
+        yield LiveApi(f"http://127.0.0.1:{server.port}", account.key, account.view["project"])
     finally:
         server.shutdown()
         server.server.server_close()

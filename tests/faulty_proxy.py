@@ -58,8 +58,8 @@ class FaultyAwsProxy:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.calls = 0
-        self.faults = Counter()
-        self.by_service = Counter()
+        self.faults: Counter = Counter()
+        self.by_service: Counter = Counter()
         self._outage_until = 0.0
         proxy = self
 

@@ -244,7 +244,7 @@ def test_aws_port_means_the_local_stack_with_dummy_credentials_and_local_names()
 
 
 def test_local_flag_without_aws_port_uses_port_5000_and_an_explicit_endpoint_wins():
-    environ = {}
+    environ: dict = {}
     admin.configure(environ, local=True)
     assert environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
 
@@ -283,11 +283,9 @@ def test_make_admin_against_the_local_stack(monkeypatch, capsys):
     from app import app
     from chalicelib.platform import aws
     from tools import provision
-    from tools.ports import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]             # the port it bound, not one probed before
     saved = dict(os.environ)
     try:
         os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "local",

@@ -68,7 +68,7 @@ class World:
         return batch
 
 
-def _request_for(world, method, path):
+def _request_for(world, method, path):  # noqa: C901  # one branch per route of the API: a table written as code
     """(headers, body, after) of one request to the route; after(answer) notes what the client learns."""
     key_headers = {"X-API-Key": world.owner.key}
     if (method, path) == ("POST", "/data"):
@@ -277,7 +277,7 @@ def test_a_request_aws_refuses_as_invalid_is_a_logged_500_not_a_503_to_retry_for
 def _client_error(code, status=400, reasons=None):
     from botocore.exceptions import ClientError
 
-    response = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    response: dict = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
     if reasons:
         response["CancellationReasons"] = [{"Code": r} for r in reasons]
     return ClientError(response, "Op")

@@ -342,7 +342,7 @@ def reference_reduce(times, values, columns):
     """Brute-force reading of the contract: per equal time bucket, the first
     minimum and the last maximum, in time order."""
     span = times[-1] - times[0]
-    buckets = {}
+    buckets: dict = {}
     for i, t in enumerate(times):
         b = min(int((t - times[0]) * (columns / span)), columns - 1) if span > 0 else 0
         buckets.setdefault(b, []).append(i)
@@ -352,8 +352,8 @@ def reference_reduce(times, values, columns):
         hi = max(values[i] for i in idx)
         keep.add(next(i for i in idx if values[i] == lo))
         keep.add([i for i in idx if values[i] == hi][-1])
-    keep = sorted(keep)
-    return [times[i] for i in keep], [values[i] for i in keep]
+    kept = sorted(keep)
+    return [times[i] for i in kept], [values[i] for i in kept]
 
 
 @pytest.mark.parametrize("n,columns", [(1000, 7), (10_000, 450), (5001, 2500), (999, 1)])

@@ -257,7 +257,7 @@ def test_nothing_is_cut_off(kind, size):
     fig = chart_render._build_figure(kind, width_px=width, height_px=height, title=title,
                                      tz_name="America/Toronto", period=(datetime(2026, 1, 5), datetime(2026, 1, 12)),
                                      **layout_case(kind))
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # the Agg canvas's
     box = fig.get_tightbbox(renderer)     # inches: everything drawn, legends and titles included
     assert box.x0 >= -0.01 and box.y0 >= -0.01, box
     assert box.x1 <= width / 100 + 0.01 and box.y1 <= height / 100 + 0.01, box
@@ -269,5 +269,5 @@ def test_nothing_is_cut_off(kind, size):
     for ax in fig.axes:                   # the plot keeps a usable area
         position = ax.get_position()
         assert position.width * width >= 60 and position.height * height >= 40
-    suptitle = fig._suptitle.get_window_extent(renderer)
+    suptitle = fig._suptitle.get_window_extent(renderer)  # type: ignore[attr-defined]
     assert suptitle.x0 >= 0 and suptitle.x1 <= width and suptitle.y1 <= height

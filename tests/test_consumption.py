@@ -60,7 +60,7 @@ def _hour_of(epoch, zone):
     return local.hour, local.utcoffset()
 
 
-def reference(points, zone, first, last, period, save_every=5, name="m"):
+def reference(points, zone, first, last, period, save_every=5, name="m"):  # noqa: C901  # the naive reference model, deliberately one linear reading of the definition
     """Rows of one meter, from its whole history (every reading, any order)."""
     points = sorted(points)
     regs = [(t, Fraction(Decimal(repr(v)))) for t, v in points]
@@ -96,7 +96,7 @@ def reference(points, zone, first, last, period, save_every=5, name="m"):
     else:
         key = {"day": lambda d: d, "week": lambda d: d.isocalendar()[:2], "month": lambda d: (d.year, d.month),
                "year": lambda d: d.year}[period]
-        groups = []
+        groups: list = []
         for day in days:
             if groups and key(groups[-1][-1]) == key(day):
                 groups[-1].append(day)
@@ -344,7 +344,8 @@ def test_a_refresh_racing_another_rereads_and_both_readings_count(toronto):
 
     day = date(2026, 4, 2)
     push(toronto, "meter1", [(at(day, 0), 0.0), (at(day, 1), 10.0)])
-    client, fired = aws.dynamodb(), []
+    client = aws.dynamodb()
+    fired: list = []
 
     def interleave(params, **_kwargs):
         item = params.get("Item", {})

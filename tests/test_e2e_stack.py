@@ -24,11 +24,20 @@ ZONE = ZoneInfo(DEMO["timezone"])
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    state = tmp_path_factory.mktemp("stack")
-    ports = [free_port() for _ in range(5)]
-    started = Stack(api_port=ports[0], aws_port=ports[1], modbus_ports=ports[2:], state_dir=str(state), quiet=True)
-    started.start()
-    started.started_at = time.time()
+    """The stack on ports of its own: the API and the embedded AWS bind port 0 and report theirs; the meters'
+    ports (written in the agent's configuration first) are picked outside the ephemeral range, and picked
+    again if another session's server took one meanwhile."""
+    for attempt in range(3):
+        state = tmp_path_factory.mktemp("stack")
+        started = Stack(api_port=0, aws_port=0, modbus_ports=[free_port() for _ in range(3)], state_dir=str(state),
+                        quiet=True)
+        try:
+            started.start()
+            break
+        except RuntimeError as error:
+            if "in use" not in str(error) or attempt == 2:      # EADDRINUSE, in any server's words
+                raise
+    started.started_at = time.time()  # type: ignore[attr-defined]  # the test's own note
     yield started
     started.stop()
 

@@ -131,7 +131,7 @@ def test_a_worker_that_dies_is_retried_without_losing_or_duplicating_a_part(aws,
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     started = get_file(account, query)
-    deaths = []
+    deaths: list = []
 
     def dies_after_writing_part(params, **_):
         if "ADD done" in params.get("UpdateExpression", "") and not deaths:   # the part is in S3, the job item not told yet

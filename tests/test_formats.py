@@ -191,6 +191,7 @@ def make_rows(n=400, seed=7, ints=False):
         t += dt.timedelta(minutes=5)
         ts = t.replace(microsecond=rng.choice([0, 0, 0, 123456]))
         r = rng.random()
+        v: float
         if ints and r < 0.2:
             v = rng.choice([0, 5, -2, 10**20])
         elif r < 0.4:

@@ -26,7 +26,6 @@ Runs are derandomized (same seed, same cases), so a failure reproduces.
 import json
 import os
 import re
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -164,14 +163,11 @@ def stack():
     with mock_aws():
         aws_clients.reset_clients()
         os.environ.update(provision.provision_local())
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = make_server("127.0.0.1", port, STAGE)
+        server = make_server("127.0.0.1", 0, STAGE)          # the port it binds, not one probed before
         thread = threading.Thread(target=server.server.serve_forever, daemon=True)
         thread.start()
         try:
-            live = Stack(f"http://127.0.0.1:{port}")
+            live = Stack(f"http://127.0.0.1:{server.port}")
             _seed(live)
             live.b["before"] = live.snapshot_b()
             yield live

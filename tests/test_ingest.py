@@ -314,7 +314,7 @@ def _writes_during(action):
 
     from chalicelib.platform import aws
 
-    writes = Counter()
+    writes: Counter = Counter()
 
     def count(event_name, **_kwargs):
         operation = event_name.rsplit(".", 1)[-1]
@@ -347,7 +347,7 @@ def test_a_concurrent_write_of_the_same_day_loses_nothing_and_keeps_the_first_va
     from chalicelib.platform import aws, config
 
     push(site, [reading(T0, 100.0)])
-    raced = []
+    raced: list = []
 
     def mark_day_reads(params, context, **_):
         context["reads_days"] = config.resource_name("ReadingsTable") in params.get("RequestItems", {})

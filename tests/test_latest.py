@@ -131,7 +131,7 @@ def _dynamodb_calls():
 
     from chalicelib.platform import aws
 
-    counts = Counter()
+    counts: Counter = Counter()
 
     def count(event_name, **_kwargs):
         counts[event_name.rsplit(".", 1)[-1]] += 1

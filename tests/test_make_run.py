@@ -1,49 +1,29 @@
 """The README's front door, run as printed: `make run`, its curl lines, `make admin`, a second `make run`, Ctrl-C."""
 import os
 import re
-import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
 
-from tools.ports import free_port
+from tests.stack_support import Site, end, stop_time, wait_gone
 from tools.stack import PROJECT_DIR, port_in_use
 
 
-def read_banner(process):
-    """What `make run` prints up to its banner's last line (or its end, or 180 s)."""
-    lines = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Stop everything with Ctrl-C" in line:
-            break
-    return "".join(lines)
+@pytest.fixture(scope="module")
+def site():
+    made = Site(DEMO_HISTORY_DAYS=2)
+    yield made
+    made.make("stop")
+    made.close()
 
 
 @pytest.fixture(scope="module")
-def make_run():
-    ports = {"API_PORT": free_port(), "AWS_PORT": free_port()}
-    modbus = free_port()
-    while any(port_in_use(p) for p in (modbus + 1, modbus + 2)):
-        modbus = free_port()
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "MODBUS_PORT": str(modbus), "DEMO_HISTORY_DAYS": "2"}
-    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    banner = read_banner(process)
-    yield process, banner, env, [ports["API_PORT"], ports["AWS_PORT"], modbus, modbus + 1, modbus + 2]
-    if process.poll() is None:  # a test failed before Ctrl-C: stop it the same way
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+def make_run(site):
+    process, banner = site.start()
+    yield process, banner, site.env, site.ports
+    end(process)                    # a test failed before Ctrl-C
 
 
 def test_banner_names_everything(make_run):
@@ -155,31 +135,27 @@ def test_the_readmes_key_line_gives_the_banners_key(make_run):
     assert answer.stdout.strip().endswith(f"KEY={key}")
 
 
-def test_ctrl_c_stops_everything(make_run):
+def test_ctrl_c_stops_everything(make_run, site):
     process, _banner, _env, ports = make_run
+    record = site.record()
     os.killpg(process.pid, signal.SIGINT)
-    output = process.communicate(timeout=60)[0]
-    assert "stopped: no process left behind." in output
-    assert not any(port_in_use(p) for p in ports)
-    leftovers = subprocess.run(["pgrep", "-f", f"--port {ports[0]}"], capture_output=True, text=True).stdout
-    assert leftovers.strip() == ""
+    output = process.communicate(timeout=120)[0]
+    assert stop_time(output) is not None, output[-2000:]       # "stopped in X s: no process left behind."
+    assert wait_gone(record, []) == ([], [])                   # every pid it recorded has ended...
+    assert not any(port_in_use(p) for p in ports)              # ...and nothing answers on its ports
 
 
-def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_script(make_run):
+def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_script(make_run, site):
     """After Ctrl-C, `make run` again as a script starts it (SIGINT ignored, as for a background job):
     the same demo key, the project `make admin` made still there; SIGTERM to make stops everything."""
-    _process, banner, env, ports = make_run
+    _process, banner, env, _ports = make_run
     key = re.search(r"API key\s+(\S+)", banner).group(1)
-    state = os.path.join(PROJECT_DIR, ".local", f"stack-{env['API_PORT']}")
     process = None
     try:
-        process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_DIR, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        second = read_banner(process)
+        process, second = site.start(preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        url = site.api_url
         assert re.search(r"API key\s+(\S+)", second).group(1) == key, second
         assert "with the state of the last run" in second and "(resumed this time)" in second
-        url = f"http://127.0.0.1:{env['API_PORT']}"
         login = requests.put(url + "/session", json={"username": "acme-admin", "password": "a-long-enough-password"},
                              timeout=30)
         assert login.status_code == 200, login.text
@@ -190,11 +166,10 @@ def test_a_restart_keeps_the_key_and_the_projects_and_sigterm_stops_it_from_a_sc
         assert new_ingest != old_ingest
         assert requests.put(url + "/point", json={"MeterId": "x"}, headers={"X-API-Key": old_ingest},
                             timeout=30).status_code == 401
+        record = site.record()
         process.send_signal(signal.SIGTERM)                 # to make alone, as a script or a service manager does
-        output = process.communicate(timeout=60)[0]
-        assert "stopped: no process left behind." in output, output[-2000:]
-        assert not any(port_in_use(p) for p in ports)
+        output = process.communicate(timeout=120)[0]
+        assert stop_time(output) is not None, output[-2000:]
+        assert wait_gone(record, site.ports) == ([], [])
     finally:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        shutil.rmtree(state, ignore_errors=True)
+        end(process)

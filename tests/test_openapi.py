@@ -137,10 +137,10 @@ def test_every_operation_documents_its_answers(document):
             assert headers["Location"]["required"] is True, label
         if method != "GET" and "requestBody" in operation:
             assert {"application/json", "application/x-www-form-urlencoded"} <= set(
-                operation["requestBody"]["content"]) or path == "/data", label
+                operation["requestBody"]["content"]) or path in ("/data", "/tariffs"), label   # lists: JSON only
 
 
-def test_the_examples_follow_their_schemas(document):
+def test_the_examples_follow_their_schemas(document):  # noqa: C901  # walks every kind of example the document has
     """Each example of the document is valid for the schema beside it (they are what schemathesis sends first)."""
     checked = 0
 

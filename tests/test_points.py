@@ -42,7 +42,7 @@ def site(make_account):
 
 def test_register_returns_the_meter_as_get_shows_it(site):
     meter = register(site)
-    assert meter == {"id": meter["id"], **CONFIG, "Parent": None}
+    assert meter == {"id": meter["id"], **CONFIG, "Parent": None, "Tariff": None}
     assert isinstance(meter["id"], int)
     assert site.call("GET", "/point", {"id": meter["id"]}) == meter
     assert site.call("GET", "/point", {"name": "meter1"}) == meter

@@ -37,7 +37,7 @@ def items(logical_id):
     """Every item of a table, as plain dicts (scanning is fine in tests)."""
     from chalicelib.platform import aws, config, db
 
-    found = []
+    found: list = []
     for page in aws.dynamodb().get_paginator("scan").paginate(TableName=config.resource_name(logical_id)):
         found.extend(db.from_ddb(item) for item in page["Items"])
     return found

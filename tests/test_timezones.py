@@ -21,7 +21,7 @@ def iso(epoch):
 
 
 def utc(*args):
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp())
+    return int(datetime(*args).replace(tzinfo=timezone.utc).timestamp())
 
 
 def site(make_account, zone, meters=("m1",)):

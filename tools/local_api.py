@@ -5,7 +5,8 @@ credentials (PUT /session?key=…); this runs the same server with a handler tha
 It also routes as API Gateway does where `chalice local` doesn't: a greedy `/{proxy+}` route matches
 paths of any depth (the app's 404 catch-all), and TRACE reaches the app, which answers it 405 like
 any other method a path doesn't have (the plain server answers 501 with an HTML page).
-Usage: python -m tools.local_api --host 127.0.0.1 --port 8000 [--stage local]
+Usage: python -m tools.local_api --host 127.0.0.1 --port 8000 [--stage local] [--ready-file PATH]
+(`--port 0`: a port the kernel chooses; the ready file gets {"pid", "port"} once it serves.)
 """
 import argparse
 import logging
@@ -79,7 +80,9 @@ def make_server(host, port, stage="local"):
         sys.path.insert(0, PROJECT_DIR)
     from app import app
 
-    return LocalDevServer(app, config, host, port, handler_cls=RedactingRequestHandler)
+    server = LocalDevServer(app, config, host, port, handler_cls=RedactingRequestHandler)
+    server.port = server.server.server_address[1]      # the port it got, when asked for 0
+    return server
 
 
 def main(argv=None):
@@ -87,14 +90,24 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--stage", default="local")
+    parser.add_argument("--ready-file", help="written with the pid and port once serving")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = make_server(args.host, args.port, args.stage)
+    try:
+        server = make_server(args.host, args.port, args.stage)
+    except OSError as error:
+        print(f"cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr, flush=True)
+        return 2
+    if args.ready_file:
+        from tools.processes import write_ready
+
+        write_ready(args.ready_file, server.port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

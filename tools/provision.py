@@ -129,7 +129,7 @@ def provision(prefix="intellimeter-local", region="us-east-1"):
     kms = boto3.client("kms", region_name=region)
     sqs = boto3.client("sqs", region_name=region)
     env = {}
-    queue_arns = {}
+    queue_arns: dict[str, str] = {}
     template = load_template()
     for logical_id, resource in template["Resources"].items():
         props = resource.get("Properties", {})

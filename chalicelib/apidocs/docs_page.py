@@ -36,13 +36,13 @@ PAGE = """<!DOCTYPE html>
 _assets: dict[str, str] = {}
 
 
-def page():
+def page() -> Response:
     """The HTML page (small, the same for everyone)."""
     return Response(body=PAGE, status_code=200,
                     headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "public, max-age=300"})
 
 
-def asset(name):
+def asset(name: str) -> Response:
     """One of Swagger UI's files, read from the package once per container."""
     filename, media_type = ASSETS[name]
     if name not in _assets:

@@ -10,10 +10,10 @@ from chalice import Response
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.yaml")
 MEDIA_TYPE = "application/yaml"
 
-_text = None
+_text: str | None = None
 
 
-def document():
+def document() -> str:
     """The document's text (read once per container)."""
     global _text
     if _text is None:
@@ -22,7 +22,7 @@ def document():
     return _text
 
 
-def response():
+def response() -> Response:
     """The answer of GET /openapi.yaml: the document as application/yaml (a valid responseType is not applied)."""
     return Response(body=document(), status_code=200,
                     headers={"Content-Type": MEDIA_TYPE, "Cache-Control": "public, max-age=300"})

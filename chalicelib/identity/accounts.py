@@ -3,13 +3,15 @@
 Login names are unique case-insensitively across all projects, enforced by a LOGIN# item written in
 the same transaction as the account (never read-then-write), so concurrent creates can't both win.
 """
-from datetime import datetime
-from typing import NamedTuple
+from datetime import datetime, tzinfo
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.identity import apikeys, passwords, sessions
 from chalicelib.platform import clock, db, validation
-from chalicelib.tables import accounts_table
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table
 
 
 class AccountRef(NamedTuple):
@@ -27,7 +29,7 @@ class NewAccount(NamedTuple):
 
 # ---- projects ---------------------------------------------------------------------------------
 
-def create_project(name, time_zone="UTC"):
+def create_project(name: object, time_zone: str = "UTC") -> dict[str, Any]:
     """A new project (site) with its own integer id; names are unique case-insensitively."""
     name = validation.name("project name", name)
     try:
@@ -49,7 +51,7 @@ def create_project(name, time_zone="UTC"):
     return project
 
 
-def get_project(project_id):
+def get_project(project_id: int) -> Item:
     """The project record, or NotFound."""
     item = db.get(accounts_table.NAME, accounts_table.project_key(project_id))
     if not item:
@@ -57,13 +59,13 @@ def get_project(project_id):
     return item
 
 
-def find_project(name):
+def find_project(name: str) -> Item | None:
     """The project named name (case-insensitive), or None."""
     item = db.get(accounts_table.NAME, accounts_table.project_name_key(name))
     return get_project(item["project_id"]) if item else None
 
 
-def project_zone(project_id):
+def project_zone(project_id: int) -> ZoneInfo:
     """The ZoneInfo the project's times are shown in."""
     return clock.zone(get_project(project_id).get("timezone", "UTC"))
 
@@ -78,7 +80,7 @@ def project_zones(project_ids):
 
 # ---- accounts ---------------------------------------------------------------------------------
 
-def _account_view(user, project):
+def _account_view(user: Item, project: Item) -> dict[str, Any]:
     """The GET /session shape of an account."""
     zone = clock.zone(project.get("timezone", "UTC"))
     return {
@@ -88,24 +90,25 @@ def _account_view(user, project):
     }
 
 
-def _public_view(user, zone):
+def _public_view(user: Item, zone: tzinfo) -> dict[str, Any]:
     """The GET /user shape: what other users of the project may see."""
     return {"uuid": user["user_id"], "username": user["username"], "email": user["email"],
             "joined": _local(user["joined"], zone)}
 
 
-def _local(iso_utc, zone):
+def _local(iso_utc: str, zone: tzinfo) -> datetime:
     return datetime.fromisoformat(iso_utc).astimezone(zone).replace(tzinfo=None, microsecond=0)
 
 
-def _user(project_id, user_id):
+def _user(project_id: int, user_id: int) -> Item:
     item = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
     if not item:
         raise NotFound("this account no longer exists")
     return item
 
 
-def create_user(project_id, username, password, email, created_by=None):
+def create_user(project_id: int, username: object, password: object, email: object,
+                created_by: int | None = None) -> NewAccount:
     """A new account in the project, with its own API key: its NewAccount (view, key).
 
     created_by (the account asking, when one does) makes the create safe to send again: the same
@@ -146,7 +149,7 @@ def create_user(project_id, username, password, email, created_by=None):
 RETRY_WINDOW = 600   # seconds: a create sent again within this time may be the same request
 
 
-def _same_creation(project_id, username, email, password, created_by):
+def _same_creation(project_id: int, username: str, email: str, password: str, created_by: int) -> Item | None:
     """The account a PUT /user exactly like this one created moments ago (same creator, project, name,
     email and password), or None: a create retried after a 503 or a lost answer gets its account, not a
     409. Only its creator, who chose the password, can match it: no password oracle for anyone else."""
@@ -161,28 +164,29 @@ def _same_creation(project_id, username, email, password, created_by):
     return user if passwords.verify(user["password_hash"], password) else None
 
 
-def account(project_id, user_id):
+def account(project_id: int, user_id: int) -> dict[str, Any]:
     """The GET /session view of an account."""
     return _account_view(_user(project_id, user_id), get_project(project_id))
 
 
-def list_users(project_id):
+def list_users(project_id: int) -> list[dict[str, Any]]:
     """The public view of every account of the project, by id."""
     zone = project_zone(project_id)
     items = accounts_table.project_items(project_id, accounts_table.USER)
     return [_public_view(item, zone) for item in items]
 
 
-def update_account(project_id, user_id, session_digest=None, username=None, password=None, email=None):
+def update_account(project_id: int, user_id: int, session_digest: str | None = None, username: str | None = None,
+                   password: str | None = None, email: str | None = None) -> dict[str, Any]:
     """Change any of username, password, email; a password change ends the account's other sessions."""
     user = _user(project_id, user_id)
-    changes = {}
+    changes: dict[str, Any] = {}
     if email is not None:
         changes["email"] = validation.email(email)
     if password is not None:
         changes["password_hash"] = passwords.hash_password(
             validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH))
-    operations = {}
+    operations: dict[str, tuple[str, str, dict[str, Any]]] = {}
     if username is not None:
         username = validation.name("username", username, validation.USERNAME_MAX)
         changes["username"] = username
@@ -211,7 +215,7 @@ def update_account(project_id, user_id, session_digest=None, username=None, pass
     return account(project_id, user_id)
 
 
-def delete_account(project_id, user_id):
+def delete_account(project_id: int, user_id: int) -> None:
     """Delete the account, its login name and key, and end all its sessions.
 
     Sessions end first: a failure after that leaves the account whole (the caller logs in and sends
@@ -227,7 +231,7 @@ def delete_account(project_id, user_id):
     sessions.end_all(user_id)
 
 
-def find_login(username):
+def find_login(username: object) -> AccountRef | None:
     """The AccountRef of a login name, or None."""
     if not isinstance(username, str) or not username or len(username) > validation.USERNAME_MAX * 4:
         return None
@@ -235,7 +239,7 @@ def find_login(username):
     return AccountRef(item["project_id"], item["user_id"]) if item else None
 
 
-def check_password(project_id, user_id, password):
+def check_password(project_id: int, user_id: int, password: str) -> bool:
     """True when password is the account's; upgrades the stored hash when the parameters have risen."""
     user = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
     if not user or not passwords.verify(user["password_hash"], password):
@@ -248,32 +252,32 @@ def check_password(project_id, user_id, password):
 
 # ---- API keys ---------------------------------------------------------------------------------
 
-def find_by_key(key):
+def find_by_key(key: object) -> AccountRef | None:
     """The AccountRef owning an API key, or None."""
-    if not apikeys.looks_like_key(key):
+    if not isinstance(key, str) or not apikeys.looks_like_key(key):
         return None
     item = db.get(accounts_table.NAME, accounts_table.api_key_key(apikeys.digest(key)))
     return AccountRef(item["project_id"], item["user_id"]) if item else None
 
 
-def key_digest(key):
+def key_digest(key: str) -> str:
     """The stored digest of an account key (what a session opened with it records)."""
     return apikeys.digest(key)
 
 
-def session_allowed(project_id, user_id, opened_with=None):
+def session_allowed(project_id: int, user_id: int, opened_with: str | None = None) -> bool:
     """True while the account exists and, for a session opened with a key, that key is still the account's."""
     user = db.get(accounts_table.NAME, accounts_table.user_key(project_id, user_id))
-    return bool(user) and (opened_with is None or user["key_digest"] == opened_with)
+    return user is not None and (opened_with is None or user["key_digest"] == opened_with)
 
 
-def current_key(project_id, user_id):
+def current_key(project_id: int, user_id: int) -> dict[str, str]:
     """The account's API key, decrypted from its stored copy."""
     user = _user(project_id, user_id)
     return {"key": apikeys.decrypt(user["key_ciphertext"], user_id)}
 
 
-def regenerate_key(project_id, user_id):
+def regenerate_key(project_id: int, user_id: int) -> dict[str, str]:
     """A new API key for the account; the old one stops working in the same transaction."""
     user = _user(project_id, user_id)
     key = apikeys.new_key()

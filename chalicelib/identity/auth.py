@@ -4,6 +4,7 @@ Password guesses go through the login throttle (chalicelib/identity/throttle.py)
 password is verified, and a key login, never throttled, ends a lock others put on the name. The
 current password asked by POST /user to change the password goes through the same tickets.
 """
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ class Login(NamedTuple):
     token: str
 
 
-def login(username=None, password=None, key=None):
+def login(username: object = None, password: object = None, key: object = None) -> Login:
     """Log in by key, or by username and password: the answer and the session token (a Login)."""
     if key is not None:
         if not isinstance(key, str):
@@ -71,29 +72,33 @@ def login(username=None, password=None, key=None):
     return Login({"uuid": user_id}, sessions.create(project_id, user_id, opened_with=session_key))
 
 
-def update_account(caller, username=None, password=None, email=None, current_password=None):
+def update_account(caller: Caller, username: str | None = None, password: str | None = None, email: str | None = None,
+                   current_password: object = None) -> dict:
     """POST /user: a new password needs the current one (whatever the credential), checked under the throttle."""
+    user_id = caller.user_id
+    if user_id is None:   # a scoped key: web.py refuses it on this route before it runs
+        raise Forbidden("changing an account needs the account's own credentials")
     if password is not None:
         validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH)  # a bad new one: 400 first
         if current_password is None:
             raise Forbidden("changing the password needs current_password (the password in use now)")
         if not isinstance(current_password, str):
             raise BadRequest("current_password must be text")
-        name = accounts.account(caller.project_id, caller.user_id)["username"]
+        name = accounts.account(caller.project_id, user_id)["username"]
         throttle.take_ticket(name)
         # A change sent again after a 503 or a lost answer may have been applied already: the new password
         # is then the account's one, which proves as much as the old one did (and completes what was
         # half-done, ending the other sessions). A guess of either costs one throttle ticket.
         if len(current_password) > passwords.MAX_LENGTH or not (
-                accounts.check_password(caller.project_id, caller.user_id, current_password)
-                or accounts.check_password(caller.project_id, caller.user_id, password)):
+                accounts.check_password(caller.project_id, user_id, current_password)
+                or accounts.check_password(caller.project_id, user_id, password)):
             raise Forbidden("current_password is not the account's password: the password was not changed")
         throttle.clear(name)
-    return accounts.update_account(caller.project_id, caller.user_id, caller.session_digest,
+    return accounts.update_account(caller.project_id, user_id, caller.session_digest,
                                    username=username, password=password, email=email)
 
 
-def authenticate(headers, cookies):
+def authenticate(headers: Mapping[str, str], cookies: Mapping[str, str]) -> Caller:
     """The Caller of a request, from X-API-Key / Authorization: Bearer, else the session cookie."""
     key = headers.get("x-api-key")
     authorization = headers.get("authorization", "")
@@ -120,7 +125,7 @@ def authenticate(headers, cookies):
     raise Unauthorized("not authenticated: log in with PUT /session, or send X-API-Key")
 
 
-def logout(cookies):
+def logout(cookies: Mapping[str, str]) -> None:
     """End the session of the cookie sent (the caller's own when the cookie authenticated the call, and
     also when a key did)."""
     token = cookies.get(config.session_cookie_name())

@@ -18,17 +18,17 @@ PROFILES = {
 }
 
 
-def parameters():
+def parameters() -> profiles.Parameters:
     """The Argon2 parameters new hashes get, as the stage's configuration names them."""
     return PROFILES[_profile()]
 
 
-def hasher():
+def hasher() -> PasswordHasher:
     """The hasher for the configured parameters (one per parameter set, built once)."""
     return _hasher(_profile())
 
 
-def _profile():
+def _profile() -> str:
     name = config.password_hashing()
     if name not in PROFILES:
         raise RuntimeError(f"PASSWORD_HASHING={name!r} is none of {', '.join(PROFILES)}")
@@ -36,16 +36,16 @@ def _profile():
 
 
 @functools.cache
-def _hasher(profile):
+def _hasher(profile: str) -> PasswordHasher:
     return PasswordHasher.from_parameters(PROFILES[profile])
 
 
-def hash_password(password):
+def hash_password(password: str) -> str:
     """An encoded Argon2id hash (salt and parameters included) of the whole password."""
     return hasher().hash(password)
 
 
-def verify(encoded, password):
+def verify(encoded: str, password: str) -> bool:
     """True when password matches the hash; never raises for a wrong password or a bad hash."""
     try:
         return hasher().verify(encoded, password)
@@ -54,17 +54,17 @@ def verify(encoded, password):
         return False
 
 
-def needs_rehash(encoded):
+def needs_rehash(encoded: str) -> bool:
     """True when the hash was made with weaker parameters than today's."""
     return hasher().check_needs_rehash(encoded)
 
 
-def burn_time(password):
+def burn_time(password: str) -> None:
     """Spend a verification's time for an unknown user, so timing doesn't tell which names exist."""
     verify(_dummy_hash(_profile()), password)
 
 
 @functools.cache
-def _dummy_hash(profile):
+def _dummy_hash(profile: str) -> str:
     """A hash made with these parameters, so verifying against it costs what a real verification costs."""
     return _hasher(profile).hash("not-a-real-password-for-timing")

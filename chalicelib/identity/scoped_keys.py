@@ -16,11 +16,14 @@ last_used is written at most once a minute per key (TOUCH_EVERY), so a busy agen
 every request.
 """
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
 
 from chalicelib.identity import apikeys
 from chalicelib.platform import clock, db, validation
-from chalicelib.tables import accounts_table
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table
 
 SCOPES = ("ingest", "read")
 MAX_KEYS = 100          # per project: GET /keys reads one item per key
@@ -38,15 +41,16 @@ class ScopedKey:
     label: str
 
 
-def _listed(project_id):
+def _listed(project_id: int) -> list[Item]:
     return list(accounts_table.project_items(project_id, accounts_table.SCOPED_KEY, consistent=True))
 
 
-def _local(epoch, zone):
+def _local(epoch: float | None, zone: tzinfo) -> datetime | None:
     return clock.local(epoch, zone) if epoch is not None else None
 
 
-def create(project_id, label, scope, zone, created_by=None):
+def create(project_id: int, label: object, scope: object, zone: tzinfo,
+           created_by: int | None = None) -> dict[str, Any]:
     """PUT /keys: a new key of the project; the answer is the only time the key exists in clear."""
     label = validation.name("label", label, LABEL_MAX)
     if scope is None:
@@ -74,7 +78,7 @@ def create(project_id, label, scope, zone, created_by=None):
     return {"id": key_id, "label": label, "scope": scope, "created": _local(now, zone), "key": key}
 
 
-def listing(project_id, zone):
+def listing(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
     """GET /keys: the project's keys by id, never their secrets (last_used from their lookup items, read
     together: one BatchGetItem per 100 keys)."""
     listed = list(_listed(project_id))
@@ -86,7 +90,7 @@ def listing(project_id, zone):
             for item, lookup in zip(listed, lookups)]
 
 
-def delete(project_id, key_id):
+def delete(project_id: int, key_id: object) -> dict:
     """DELETE /keys: the key stops working at once (both items go in one transaction)."""
     key_id = validation.integer("id", key_id, 1, 10 ** 15) if key_id is not None else None
     if key_id is None:
@@ -105,9 +109,9 @@ def delete(project_id, key_id):
     return {}
 
 
-def find(key):
+def find(key: object) -> ScopedKey | None:
     """The ScopedKey of a key, or None; records its use at most once a minute."""
-    if not apikeys.looks_like_key(key):
+    if not isinstance(key, str) or not apikeys.looks_like_key(key):
         return None
     digest = apikeys.digest(key)
     item = db.get(accounts_table.NAME, accounts_table.scoped_key_lookup_key(digest))

@@ -25,11 +25,11 @@ class Live(NamedTuple):
     opened_with: str | None = None
 
 
-def _digest(token):
+def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create(project_id, user_id, opened_with=None):
+def create(project_id: int, user_id: int, opened_with: str | None = None) -> str:
     """A new session for the account; returns the token (the only time it exists in clear).
 
     opened_with: the digest of the account key that opened it (a key login), so rotating that key ends it.
@@ -43,7 +43,7 @@ def create(project_id, user_id, opened_with=None):
     return token
 
 
-def resolve(token):
+def resolve(token: str | None) -> Live | None:
     """The Live session of a token, or None (expired ones are deleted)."""
     if not token or len(token) > 128:
         return None
@@ -62,18 +62,18 @@ def resolve(token):
     return Live(item["project_id"], item["user_id"], digest, item.get("opened_with"))
 
 
-def end(digest):
+def end(digest: str) -> None:
     """End one session (logout)."""
     db.delete(sessions_table.NAME, sessions_table.session_key(digest))
 
 
-def end_token(token):
+def end_token(token: str | None) -> None:
     """End the session of a token, whoever's it is (its holder is logging out)."""
     if token and len(token) <= 128:
         end(_digest(token))
 
 
-def end_all(user_id, keep_digest=None, opened_with=None):
+def end_all(user_id: int, keep_digest: str | None = None, opened_with: str | None = None) -> None:
     """End every session of an account, except keep_digest (the one changing its password).
 
     With opened_with, only the sessions opened with that key (a key rotation). The index is eventually
@@ -84,7 +84,7 @@ def end_all(user_id, keep_digest=None, opened_with=None):
         if item["token_digest"] == keep_digest:
             continue
         if opened_with is not None:  # the index holds keys only
-            item = db.get(sessions_table.NAME, sessions_table.session_key(item["token_digest"]))
-            if not item or item.get("opened_with") != opened_with:
+            session = db.get(sessions_table.NAME, sessions_table.session_key(item["token_digest"]))
+            if not session or session.get("opened_with") != opened_with:
                 continue
         db.delete(sessions_table.NAME, sessions_table.session_key(item["token_digest"]))

@@ -11,14 +11,14 @@ The item is {pk: "THROTTLE#<login key>", sk: "THROTTLE"} of AccountsTable; this 
 shape: attempts (the tickets taken), window_start, expires_at (TTL).
 """
 from chalicelib.platform import clock, db
-from chalicelib.tables import accounts_table
 from chalicelib.platform.errors import TooManyRequests
+from chalicelib.tables import accounts_table
 
 LIMIT = 10
 WINDOW = 15 * 60
 
 
-def take_ticket(username):
+def take_ticket(username: str) -> None:
     """Count one password guess of the name before it is verified; 429 when the window's guesses are spent.
 
     The count is one atomic ADD on the window's item (a new window is a conditional put that only one
@@ -47,6 +47,6 @@ def take_ticket(username):
     raise TooManyRequests("too many logins for this account at once: try again in a moment", retry_after=1)
 
 
-def clear(username):
+def clear(username: str) -> None:
     """End the name's window: a right password, or the account's key, proves its owner."""
     db.delete(accounts_table.NAME, accounts_table.throttle_key(username))

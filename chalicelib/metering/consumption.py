@@ -6,18 +6,21 @@ month, whatever the history); hours from the raw readings of the (at most 31) da
 as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
 answers are the same to the µkWh (tests/test_consumption.py checks it on random histories).
 """
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.identity import accounts
 from chalicelib.metering import days, meters, readings, rollups
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
 
 PERIODS = ("hour", "day", "week", "month", "year")
 MAX_HOUR_DAYS = 31
 FIELDS = ("MeterParam", "PeriodStart", "PeriodEnd", "value", "Coverage", "PeakDemand")
-_GROUP = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
+_GROUP: dict[str, Callable[[date], Hashable]] = {"day": lambda d: d, "week": lambda d: d - timedelta(days=d.weekday()),
           "month": lambda d: (d.year, d.month), "year": lambda d: d.year}
 
 
@@ -28,7 +31,7 @@ class Use(NamedTuple):
     kwh: float | None
 
 
-def parse_period(period, default="day"):
+def parse_period(period: object, default: str = "day") -> str:
     """The period asked for (case-insensitive), or BadRequest saying which ones exist."""
     if period is None:
         return default
@@ -37,21 +40,23 @@ def parse_period(period, default="day"):
     return period.strip().lower()
 
 
-def days_allowed(period):
+def days_allowed(period: str) -> int:
+    """The most days a request of this period may span."""
     return MAX_HOUR_DAYS if period == "hour" else days.MAX_DAYS
 
 
-def consumption(project_id, start, end, period=None, meter_name=None):
+def consumption(project_id: int, start: object, end: object, period: object = None,
+                meter_name: object = None) -> list[dict[str, Any]]:
     """GET /consumption: one row per meter and period, in order of period then meter id."""
-    period = parse_period(period)
+    chosen_period = parse_period(period)
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end),
-                                                  zone, max_days=days_allowed(period))
+                                                  zone, max_days=days_allowed(chosen_period))
     chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
-    return list(rows(project_id, chosen, zone, first, last, period))
+    return list(rows(project_id, chosen, zone, first, last, chosen_period))
 
 
-def periods(first, last, zone, period):
+def periods(first: date, last: date, zone: ZoneInfo, period: str) -> list[tuple[int, int]]:
     """[(start epoch, end epoch)] of the periods of local days first..last, cut to them."""
     if period == "hour":
         starts = days.hour_starts(first, last, zone)
@@ -60,9 +65,10 @@ def periods(first, last, zone, period):
             for group in _groups(first, last, period)]
 
 
-def _groups(first, last, period):
+def _groups(first: date, last: date, period: str) -> list[list[date]]:
     """The local days first..last grouped by period (consecutive days with the same key)."""
-    key, groups = _GROUP[period], []
+    key = _GROUP[period]
+    groups: list[list[date]] = []
     for day in days.each(first, last):
         if groups and key(groups[-1][-1]) == key(day):
             groups[-1].append(day)
@@ -71,10 +77,11 @@ def _groups(first, last, period):
     return groups
 
 
-def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
+def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date, period: str,
+              margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
     """{meter id: [rollups.Summary per period]} for the chosen meters.
     margin_days: passed to readings.around_many for the raw readings (hours)."""
-    result = {}
+    result: dict[int, list[rollups.Summary]] = {}
     if period != "hour":
         by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
         groups = _groups(first, last, period)
@@ -89,7 +96,16 @@ def summaries(project_id, chosen, zone, first, last, period, margin_days=0):
     return result
 
 
-def from_readings(project_id, meter_ids, zone, first, last, period, margin_days=0):
+def hourly(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date,
+           last: date) -> tuple[list[int], dict[int, list[rollups.Summary]]]:
+    """(the epoch each local hour of local days first..last starts, {meter id: [Summary per hour]}) of the
+    chosen meters: the energy, readings and highest 15-minute energy of every local hour (DST days have
+    23 or 25), as GET /consumption?period=hour gives them. What bills are priced from (chalicelib/billing)."""
+    return days.hour_starts(first, last, zone)[:-1], summaries(project_id, chosen, zone, first, last, "hour")
+
+
+def from_readings(project_id: int, meter_ids: Collection[int], zone: ZoneInfo, first: date, last: date, period: str,
+                  margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
     """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every
     hour, and of days for a meter whose rollups were kept for another zone (the reference the rollups
     must equal). margin_days: passed to readings.around_many."""
@@ -99,16 +115,19 @@ def from_readings(project_id, meter_ids, zone, first, last, period, margin_days=
             for meter_id in meter_ids}
 
 
-def _summaries(curve, zone, first, last, period, spans):
+def _summaries(curve: rollups.Curve, zone: ZoneInfo, first: date, last: date, period: str,
+               spans: list[tuple[int, int]]) -> list[rollups.Summary]:
     if period == "hour":
         return [curve.summary(start, end) for start, end in spans]
     return [_combine(curve.summary(days.midnight(day, zone), days.midnight(day + timedelta(days=1), zone))
                      for day in group) for group in _groups(first, last, period)]
 
 
-def _combine(day_summaries):
+def _combine(day_summaries: Iterable[rollups.Summary]) -> rollups.Summary:
     """A period's Summary from its days': energies add (None when none is known), counts add, peaks max."""
-    energy, count, peak = None, 0, None
+    energy: int | None = None
+    peak: int | None = None
+    count = 0
     for day_energy, day_count, day_peak in day_summaries:
         if day_energy is not None:
             energy = day_energy if energy is None else energy + day_energy
@@ -118,7 +137,7 @@ def _combine(day_summaries):
     return rollups.Summary(energy, count, peak)
 
 
-def coverage(count, seconds, step):
+def coverage(count: int, seconds: int, step: int) -> float:
     """Readings present / readings expected (seconds / step, the seconds between readings), at most 1,
     three decimals."""
     if count == 0 or seconds <= 0:
@@ -126,7 +145,8 @@ def coverage(count, seconds, step):
     return float(round(min(Fraction(1), Fraction(count * step, seconds)), 3))
 
 
-def rows(project_id, chosen, zone, first, last, period):
+def rows(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date,
+         period: str) -> Iterator[dict[str, Any]]:
     """Row dicts (FIELDS) of the chosen meters over local days first..last, in order of period then meter id."""
     spans = periods(first, last, zone, period)
     chosen = sorted(chosen, key=lambda m: m["meter_id"])
@@ -142,7 +162,8 @@ def rows(project_id, chosen, zone, first, last, period):
                    "PeakDemand": None if peak is None else 4 * peak / 10 ** 6}
 
 
-def used(project_id, chosen, begin, finish, period, zone, margin_days=0):
+def used(project_id: int, chosen: Sequence[Item], begin: int, finish: int, period: str, zone: ZoneInfo,
+         margin_days: int = 0) -> dict[int, list[Use]]:
     """Energy used per meter and period, for charts: {meter id: [Use per period]}.
 
     chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights

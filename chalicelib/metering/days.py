@@ -2,7 +2,8 @@
 project's zone as epochs (GET /file, /consumption and /graphics share these rules)."""
 import re
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
+from zoneinfo import ZoneInfo
 
 from chalicelib.platform.errors import BadRequest
 
@@ -20,7 +21,7 @@ class DayRange(NamedTuple):
     end: int
 
 
-def parse_day(field, text):
+def parse_day(field: str, text: object) -> date:
     """A 'YYYY-MM-DD' parameter as a date."""
     if not isinstance(text, str):
         raise BadRequest(f"{field} is required: a day as YYYY-MM-DD")
@@ -30,11 +31,11 @@ def parse_day(field, text):
         _bad_day(field, text)
 
 
-def _bad_day(field, text):
+def _bad_day(field: str, text: str) -> NoReturn:
     raise BadRequest(f"{field} must be a day as YYYY-MM-DD, not {text[:40]!r}")
 
 
-def day_range(start, end, zone, max_days=MAX_DAYS):
+def day_range(start: date, end: date, zone: ZoneInfo, max_days: int = MAX_DAYS) -> DayRange:
     """The DayRange of local days start..end in either order, inclusive."""
     first, last = sorted((start, end))
     if first < FIRST_DAY or last > LAST_DAY:  # outside, local midnights overflow datetime
@@ -44,17 +45,17 @@ def day_range(start, end, zone, max_days=MAX_DAYS):
     return DayRange(first, last, midnight(first, zone), midnight(last + timedelta(days=1), zone))
 
 
-def each(first, last):
+def each(first: date, last: date) -> list[date]:
     """The days first..last, in order."""
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def local_day(epoch, zone):
+def local_day(epoch: float, zone: ZoneInfo) -> date:
     """The local day an instant falls in."""
     return datetime.fromtimestamp(epoch, zone).date()
 
 
-def midnight(day, zone):
+def midnight(day: date, zone: ZoneInfo) -> int:
     """Epoch of a local day's start (where 00:00 does not exist, the instant the day's clock starts)."""
     return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
 
@@ -62,7 +63,7 @@ def midnight(day, zone):
 QUARTER = 900   # every zone's offset and every DST change falls on a whole quarter hour of UTC
 
 
-def hour_starts(first, last, zone):
+def hour_starts(first: date, last: date, zone: ZoneInfo) -> list[int]:
     """Epochs at which each local hour of local days first..last starts, then the midnight after last.
 
     An hour starts where the local clock's hour or its UTC offset changes, so a spring-forward day has

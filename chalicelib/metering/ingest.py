@@ -10,15 +10,18 @@ and their latest reading and interval move forward. Storage itself is chalicelib
 import math
 import re
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.identity import accounts
 from chalicelib.metering import meters, readings, rollups
 from chalicelib.platform import clock, db, validation
-from chalicelib.tables import readings_table
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, PayloadTooLarge
+from chalicelib.tables import readings_table
 
 MAX_BATCH = 1000
 MAX_ABS_VALUE = 1e15        # kWh: beyond any register; keeps numbers inside DynamoDB's range
@@ -37,12 +40,12 @@ class Invalid(ValueError):
     """A reading that can't be stored, with its receipt code (docs/API.md, POST /data); a plain ValueError
     is `malformed`."""
 
-    def __init__(self, message, code="malformed"):
+    def __init__(self, message: str, code: str = "malformed") -> None:
         super().__init__(message)
         self.code = code
 
 
-def parse_time(text, zone):
+def parse_time(text: object, zone: tzinfo) -> int:
     """Epoch seconds of an ISO 8601 time; without an offset it is local time in the project's zone."""
     if not isinstance(text, str):
         raise ValueError("TimeStamping must be an ISO 8601 text such as 2019-10-30T13:15:00Z")
@@ -57,21 +60,7 @@ def parse_time(text, zone):
     except ValueError:
         raise ValueError(f"TimeStamping {text[:40]!r} is not a real date and time") from None
     try:  # years 1 and 9999 overflow when moved to UTC: out of range, not a crash
-        if offset is None:
-            aware = naive.replace(tzinfo=zone)
-            if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
-                raise ValueError(f"TimeStamping {text[:40]!r} does not exist in the project's time zone "
-                                 f"(daylight-saving gap): send it with an offset")
-        elif offset == "Z":
-            aware = naive.replace(tzinfo=timezone.utc)
-        else:
-            sign = 1 if offset[0] == "+" else -1
-            digits = offset[1:].replace(":", "")
-            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-            if delta > timedelta(hours=14):
-                raise ValueError(f"TimeStamping offset {offset} is out of range")
-            aware = naive.replace(tzinfo=timezone(sign * delta))
-        epoch = aware.timestamp()
+        epoch = _aware(naive, offset, zone, text).timestamp()
     except OverflowError:
         raise Invalid(f"TimeStamping {text[:40]!r} is out of range", "out_of_range") from None
     if epoch < 0:
@@ -79,7 +68,26 @@ def parse_time(text, zone):
     return int(epoch)
 
 
-def _value(raw):
+def _aware(naive: datetime, offset: str | None, zone: tzinfo, text: str) -> datetime:
+    """The time sent (naive, and its offset: 'Z', '+hh:mm', or None for the project's local time) as an
+    aware datetime; a local time in a daylight-saving gap, or an offset beyond 14 hours, is refused."""
+    if offset is None:
+        aware = naive.replace(tzinfo=zone)
+        if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
+            raise ValueError(f"TimeStamping {text[:40]!r} does not exist in the project's time zone "
+                             f"(daylight-saving gap): send it with an offset")
+        return aware
+    if offset == "Z":
+        return naive.replace(tzinfo=timezone.utc)
+    sign = 1 if offset[0] == "+" else -1
+    digits = offset[1:].replace(":", "")
+    delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    if delta > timedelta(hours=14):
+        raise ValueError(f"TimeStamping offset {offset} is out of range")
+    return naive.replace(tzinfo=timezone(sign * delta))
+
+
+def _value(raw: object) -> Decimal:
     """A reading's value as stored (Decimal, 6 decimals), or ValueError saying what is wrong."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise ValueError("value must be a number")
@@ -88,20 +96,20 @@ def _value(raw):
             raise ValueError(f"value {raw[:40]!r} is not a number: use decimal digits such as 28540.24")
         raw = float(raw)
     try:
-        raw = float(raw)
+        number = float(raw)
     except OverflowError:  # an integer beyond any float
         raise Invalid("value is out of range for an energy register", "out_of_range") from None
-    if not math.isfinite(raw):
+    if not math.isfinite(number):
         raise Invalid("value must be a finite number (not NaN or infinity)", "not_finite")
-    if abs(raw) >= MAX_ABS_VALUE:
-        raise Invalid(f"value {raw!r} is out of range for an energy register", "out_of_range")
-    return Decimal(repr(round(raw, DECIMALS)))
+    if abs(number) >= MAX_ABS_VALUE:
+        raise Invalid(f"value {number!r} is out of range for an energy register", "out_of_range")
+    return Decimal(repr(round(number, DECIMALS)))
 
 
 class Parsed(NamedTuple):
     """A reading that passed its checks: its meter (the item), instant (epoch seconds) and value as stored."""
 
-    meter: dict
+    meter: Item
     epoch: int
     value: Decimal
 
@@ -109,20 +117,21 @@ class Parsed(NamedTuple):
 class _Batch:
     """The state of one POST /data batch: parsed readings, their meters and the day items they touch."""
 
-    def __init__(self, project_id, zone):
+    def __init__(self, project_id: int, zone: ZoneInfo) -> None:
         self.project_id = project_id
         self.zone = zone
-        self.rejected = {}
-        self.duplicates = set()
-        self.accepted = set()
-        self.parsed = {}          # index → Parsed
-        self.days = {}            # (series, day) → {seconds into the day: Decimal}; None when no item
+        self.rejected: dict[int, tuple[str, str]] = {}       # index → (receipt code, message)
+        self.duplicates: set[int] = set()
+        self.accepted: set[int] = set()
+        self.parsed: dict[int, Parsed] = {}
+        # (series, day) → {seconds into the day: Decimal}; None when no item
+        self.days: dict[tuple[str, str], dict[int, Decimal] | None] = {}
 
-    def reject(self, index, code, message):
+    def reject(self, index: int, code: str, message: str) -> None:
         self.rejected[index] = (code, message)
 
 
-def ingest(project_id, sent):
+def ingest(project_id: int, sent: object) -> dict[str, Any]:
     """POST /data: store a batch of readings (sent: the request's readings); the receipt says how each one fared."""
     if not isinstance(sent, list):
         raise BadRequest('readings must be a JSON array: {"readings": [{"MeterId": …, "TimeStamping": …, "value": …}]}')
@@ -147,10 +156,10 @@ def ingest(project_id, sent):
                          for i in sorted(batch.rejected)]}
 
 
-def _parse(batch, sent):
+def _parse(batch: _Batch, sent: list) -> None:
     """Check each reading alone; resolve site names to meters (unknown ones are rejected)."""
     now = clock.now()
-    candidates = {}
+    candidates: dict[int, tuple[str, int, Decimal]] = {}
     for index, reading in enumerate(sent):
         try:
             if not isinstance(reading, dict):
@@ -166,7 +175,7 @@ def _parse(batch, sent):
             batch.reject(index, getattr(error, "code", "malformed"), str(error))
             continue
         candidates[index] = (name.strip(), epoch, value)
-    site_names = {}   # as sent → as stored (trimmed, NFC)
+    site_names: dict[str, str] = {}   # as sent → as stored (trimmed, NFC)
     for name in {c[0] for c in candidates.values()}:
         try:
             site_names[name] = validation.name("MeterId", name)
@@ -175,13 +184,14 @@ def _parse(batch, sent):
     by_site_name = meters.find_by_site_names(batch.project_id, sorted(set(site_names.values())))
     found = {name: by_site_name[site_name] for name, site_name in site_names.items()}
     for index, (name, epoch, value) in candidates.items():
-        if found.get(name) is None:
+        meter = found.get(name)
+        if meter is None:
             batch.reject(index, "unknown_meter", f"unknown meter {name[:64]!r}: register it with PUT /point first")
         else:
-            batch.parsed[index] = Parsed(found[name], epoch, value)
+            batch.parsed[index] = Parsed(meter, epoch, value)
 
 
-def _needed_days(batch):
+def _needed_days(batch: _Batch) -> set[tuple[str, str]]:
     """The day items holding each reading and its neighbours one SaveEvery away."""
     needed = set()
     for meter, epoch, _value_ in batch.parsed.values():
@@ -192,13 +202,22 @@ def _needed_days(batch):
     return needed
 
 
-def _load_days(batch, only=None):
+def _load_days(batch: _Batch, only: set[tuple[str, str]] | None = None) -> None:
     batch.days.update(readings.stored_days(only or _needed_days(batch)))
 
 
-def _classify_and_write(batch, indexes):
+def _classify_and_write(batch: _Batch, indexes: Iterable[int]) -> set[int]:
     """Sort readings into duplicates, conflicts and new ones; write the new ones. Returns those to retry."""
-    new = defaultdict(dict)   # (series, day) → {slot: (value, [indexes])}
+    return _write(batch, _classify(batch, indexes))
+
+
+_New = dict[tuple[str, str], dict[int, tuple[Decimal, list[int]]]]   # (series, day) → {slot: (value, [indexes])}
+
+
+def _classify(batch: _Batch, indexes: Iterable[int]) -> _New:
+    """The new readings of indexes by day item and slot (several sending one value: the first is new, the
+    others duplicates); a reading the stored day already has is a duplicate, another value a conflict."""
+    new: _New = defaultdict(dict)
     for index in sorted(indexes):
         meter, epoch, value = batch.parsed[index]
         series = readings_table.series_key(batch.project_id, meter["meter_id"])
@@ -216,7 +235,13 @@ def _classify_and_write(batch, indexes):
         else:
             batch.reject(index, "conflict", f"meter {meter['site_name'][:64]!r} already has the value {known} "
                                             f"at this time; the stored value is kept")
-    retry = set()
+    return new
+
+
+def _write(batch: _Batch, new: _New) -> set[int]:
+    """Write each day's new readings into its item (a full day is refused); the indexes of the days another
+    request wrote meanwhile, to classify again."""
+    retry: set[int] = set()
     for (series, day), slots in new.items():
         if not slots:  # every reading of this day was a duplicate or a conflict: nothing to write
             continue
@@ -241,7 +266,7 @@ def _classify_and_write(batch, indexes):
     return retry
 
 
-def _refresh_rollups(batch):
+def _refresh_rollups(batch: _Batch) -> None:
     """Bring each meter's consumption rollups up to date with the readings of this batch that are stored."""
     by_meter = defaultdict(list)
     for index in batch.accepted | batch.duplicates:
@@ -251,12 +276,12 @@ def _refresh_rollups(batch):
         rollups.refresh_many(batch.project_id, batch.zone, by_meter)
 
 
-def _stored_value(batch, series, epoch):
+def _stored_value(batch: _Batch, series: str, epoch: int) -> Decimal | None:
     day, slot = readings.day_slot(epoch)
     return (batch.days.get((series, day)) or {}).get(slot)
 
 
-def _update_latest(batch):
+def _update_latest(batch: _Batch) -> None:
     """Move each meter's latest reading and latest interval forward (never back) from this batch."""
     by_meter = defaultdict(list)
     for index in batch.accepted | batch.duplicates:
@@ -277,7 +302,7 @@ def _update_latest(batch):
             meters.advance(batch.project_id, meter, meters.INTERVAL, *best)
 
 
-def interval_value(before, after):
+def interval_value(before: Decimal | None, after: Decimal | None) -> Decimal | None:
     """Energy used between two register readings, or None when one is missing or the register went down."""
     if before is None or after is None or after < before:
         return None

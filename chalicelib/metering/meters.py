@@ -7,15 +7,26 @@ the meter's integer id, written in the same transaction as the meter, so names s
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 
+A meter may name its tariff (`Tariff`: a tariff's id, chalicelib/billing/tariffs.py), kept as tariff_id;
+without one it is billed with the project's default tariff. The meters naming each tariff are counted
+(TARIFFUSES# items, n) in the same transaction that sets tariff_id, so tariffs.delete can refuse (409),
+atomically, to delete a tariff a meter names (tariff_unused).
+
 The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
 attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
 /data and GET /interval (latest) read one query per project whatever the history.
 """
+import enum
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Literal, NoReturn
+
 from chalicelib.identity import accounts
-from chalicelib.platform import clock, db, validation
-from chalicelib.tables import accounts_table, meters_table
 from chalicelib.metering.readings import Reading
+from chalicelib.platform import clock, db, validation
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.tables import accounts_table, meters_table
 
 # Configuration fields of PUT /point: name → validator of the value as sent.
 CONFIG_FIELDS = {
@@ -37,25 +48,26 @@ MAX_METERS = 10_000
 LATEST, INTERVAL = "latest", "interval"
 
 
-def view(meter, parent_name=None):
+def view(meter: Item, parent_name: str | None = None) -> dict[str, Any]:
     """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
     return {"id": meter["meter_id"], "MeterId": meter["name"],
-            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name}
+            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name,
+            "Tariff": meter.get("tariff_id")}
 
 
-def _view(project_id, meter):
+def _view(project_id: int, meter: Item) -> dict[str, Any]:
     """view() of one meter, reading its parent's current name."""
     parent = _get(project_id, meter["parent_id"]) if meter.get("parent_id") is not None else None
     return view(meter, parent["name"] if parent else None)
 
 
-def views(meters):
+def views(meters: list[Item]) -> list[dict[str, Any]]:
     """view() of every meter of a list holding their parents (a whole project's)."""
     names = {m["meter_id"]: m["name"] for m in meters}
     return [view(m, names.get(m.get("parent_id"))) for m in meters]
 
 
-def register(project_id, fields):
+def register(project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
     """PUT /point: create the meter of a site name, or update its configuration (and Parent); idempotent."""
     site_name = validation.name("MeterId", fields.get("MeterId") if fields.get("MeterId") is not None
                                 else _missing("MeterId"))
@@ -67,7 +79,7 @@ def register(project_id, fields):
     return _view(project_id, meter)
 
 
-def _register(project_id, site_name, config):
+def _register(project_id: int, site_name: str, config: dict[str, Any]) -> Item:
     """The meter item of site_name, created or with config applied."""
     for _attempt in range(3):
         existing = find_by_site_name(project_id, site_name)
@@ -107,10 +119,14 @@ def _register(project_id, site_name, config):
     raise Conflict(f"meter {site_name!r} is being registered by another request: try again")
 
 
-_UNCHANGED = object()
+class _Unchanged(enum.Enum):
+    UNCHANGED = "unchanged"   # no Parent argument: the meter keeps its parent
 
 
-def _parent_arg(project_id, value):
+_UNCHANGED = _Unchanged.UNCHANGED
+
+
+def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchanged.UNCHANGED]:
     """The Parent argument as a parent meter, None (an empty value: clear it) or _UNCHANGED (absent).
 
     A name unknown in this project (another project's meter included) is a 404, before anything is written.
@@ -126,7 +142,7 @@ def _parent_arg(project_id, value):
         raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
 
 
-def _set_parent(project_id, meter, parent):
+def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
     """Make parent (a meter item, or None) the meter's parent; 400 when it would close a cycle.
 
     One transaction writes parent_id and checks that every ancestor read on the way up still has the
@@ -138,8 +154,8 @@ def _set_parent(project_id, meter, parent):
             return meter
         checks = _ancestor_checks(project_id, meter, parent)
         key = meters_table.meter_key(project_id, meter["meter_id"])
-        write = ({"expression": "REMOVE parent_id"} if parent_id is None else
-                 {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
+        write: dict[str, Any] = ({"expression": "REMOVE parent_id"} if parent_id is None else
+                                 {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
         same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
         write["condition"] = same["condition"]
         write["values"] = {**write.get("values", {}), **same.get("values", {})}
@@ -149,24 +165,33 @@ def _set_parent(project_id, meter, parent):
             db.transact({"meter": ("update", meters_table.NAME, {"key": key, **write}), **checks})
         except db.ConditionFailed:
             # The meter or one of its new ancestors changed parent meanwhile: read them again.
-            meter = _get(project_id, meter["meter_id"])
-            if meter is None:
+            again = _get(project_id, meter["meter_id"])
+            if again is None:
                 raise NotFound("the meter was removed meanwhile") from None
+            meter = again
             parent = _get(project_id, parent_id) if parent_id is not None else None
             if parent_id is not None and parent is None:
                 raise NotFound("Parent: the parent meter was removed meanwhile") from None
             continue
-        meter = {**meter}
-        meter.pop("parent_id", None)
-        if parent_id is not None:
-            meter["parent_id"] = parent_id
-        return meter
+        return _with(meter, "parent_id", parent_id)
     raise Conflict("the meters' hierarchy was being changed by other requests: try again")
 
 
-def _ancestor_checks(project_id, meter, parent):
+def _with(meter: Item, field: str, value: object) -> Item:
+    """A copy of a meter item with field set to value, or without it (None), as just written."""
+    changed = {k: v for k, v in meter.items() if k != field}
+    if value is not None:
+        changed[field] = value
+    return changed
+
+
+def _ancestor_checks(project_id: int, meter: Item,
+                     parent: Item | None) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """Conditions that parent and each meter above it keep their parent; 400 if the meter is among them."""
-    checks, ancestor = {}, parent
+    checks: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    if parent is None:
+        return checks
+    ancestor: Item | None = parent
     while ancestor is not None:
         if ancestor["meter_id"] == meter["meter_id"]:
             raise BadRequest(f"Parent: {parent['name']!r} is fed by {meter['name']!r} "
@@ -180,7 +205,7 @@ def _ancestor_checks(project_id, meter, parent):
     return checks
 
 
-def _same_parent(project_id, meter_id, parent_id):
+def _same_parent(project_id: int, meter_id: int, parent_id: int | None) -> dict[str, Any]:
     """A condition: the meter exists and its parent is still parent_id (None: it has none)."""
     if parent_id is None:
         return {"key": meters_table.meter_key(project_id, meter_id),
@@ -189,32 +214,32 @@ def _same_parent(project_id, meter_id, parent_id):
             "values": {":was": parent_id}}
 
 
-def _missing(field):
+def _missing(field: str) -> NoReturn:
     raise BadRequest(f"{field} is required")
 
 
-def _get(project_id, meter_id):
+def _get(project_id: int, meter_id: int) -> Item | None:
     return db.get(meters_table.NAME, meters_table.meter_key(project_id, meter_id))
 
 
-def find_by_site_name(project_id, site_name):
+def find_by_site_name(project_id: int, site_name: str) -> Item | None:
     """The meter the edge agent calls site_name, or None."""
     alias = db.get(meters_table.NAME, meters_table.site_name_key(project_id, site_name))
     return _get(project_id, alias["meter_id"]) if alias else None
 
 
-def find_by_site_names(project_id, site_names):
+def find_by_site_names(project_id: int, site_names: Iterable[str]) -> dict[str, Item | None]:
     """{site name: meter or None} for many site names at once: two BatchGetItem calls per 100 names
     (aliases, then meters) instead of two GetItem calls per name, so a 300-meter push costs 6 calls."""
-    site_names = list(dict.fromkeys(site_names))
-    aliases = db.batch_get(meters_table.NAME, [meters_table.site_name_key(project_id, name) for name in site_names])
+    names = list(dict.fromkeys(site_names))
+    aliases = db.batch_get(meters_table.NAME, [meters_table.site_name_key(project_id, name) for name in names])
     meter_ids = {meters_table.site_name_of(alias): alias["meter_id"] for alias in aliases}
     keys = [meters_table.meter_key(project_id, meter_id) for meter_id in set(meter_ids.values())]
     found = {m["meter_id"]: m for m in db.batch_get(meters_table.NAME, keys)}
-    return {name: found.get(meter_ids.get(name)) for name in site_names}
+    return {name: found.get(meter_ids.get(name)) for name in names}
 
 
-def find(project_id, meter_id=None, name=None):
+def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
     """A meter by id (wins) or by display name (then site name); NotFound otherwise."""
     if meter_id is not None:
         meter_id = validation.integer("id", meter_id, 0)
@@ -233,36 +258,100 @@ def find(project_id, meter_id=None, name=None):
     raise NotFound(f"no meter named {name!r} in this project")
 
 
-def all_meters(project_id):
+def all_meters(project_id: int) -> list[Item]:
     """Every meter of the project, by id (one query, whatever the history)."""
     return list(db.query(meters_table.NAME, "pk = :p AND begins_with(sk, :m)",
                          {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
 
 
-def point(project_id, meter_id=None, name=None):
+def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | list[dict[str, Any]]:
     """GET /point: one meter by id or name, or with neither the list of all."""
     if meter_id is None and name is None:
         return views(all_meters(project_id))
     return _view(project_id, find(project_id, meter_id, name))
 
 
-def change(project_id, meter_id=None, name=None, new_name=None, parent=None):
-    """POST /point: rename a meter (new), set or clear its Parent, or both; returns the meter as GET shows it."""
+def change(project_id: int, meter_id: object = None, name: object = None, new_name: object = None,
+           parent: object = None, tariff: object = None) -> dict[str, Any]:
+    """POST /point: rename a meter (new), set or clear its Parent, set or clear its Tariff, any of them;
+    returns the meter as GET shows it."""
     meter = find(project_id, meter_id, name)
-    if new_name is None and parent is None:
-        raise BadRequest("give new (the meter's new name) or Parent (the meter feeding it; empty to clear)")
+    if new_name is None and parent is None and tariff is None:
+        raise BadRequest("give new (the meter's new name), Parent (the meter feeding it; empty to clear) or "
+                         "Tariff (a tariff's id; empty to use the project's default)")
     new_parent = _parent_arg(project_id, parent)
-    if new_name is not None:      # validate both before changing either
+    new_tariff = _tariff_arg(project_id, tariff)
+    if new_name is not None:      # validate them all before changing any
         validation.name("new", new_name)
         if new_parent not in (None, _UNCHANGED):
             _ancestor_checks(project_id, meter, new_parent)
         meter = _rename(project_id, meter, new_name)
     if new_parent is not _UNCHANGED:
         meter = _set_parent(project_id, meter, new_parent)
+    if new_tariff is not _UNCHANGED:
+        meter = _set_tariff(project_id, meter, new_tariff)
     return _view(project_id, meter)
 
 
-def _rename(project_id, meter, new_name):
+def _tariff_arg(project_id: int, value: object) -> int | None | Literal[_Unchanged.UNCHANGED]:
+    """The Tariff argument as a tariff id, None (an empty value: the default) or _UNCHANGED (absent); 404 for
+    an id that is no tariff of this project, before anything is written."""
+    if value is None:
+        return _UNCHANGED
+    if isinstance(value, str) and not value.strip():
+        return None
+    tariff_id = validation.integer("Tariff", value, 1, 2 ** 53)
+    if db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id)) is None:
+        raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (GET /tariffs lists them)")
+    return tariff_id
+
+
+def _set_tariff(project_id: int, meter: Item, tariff_id: int | None) -> Item:
+    """Make tariff_id (None: none, the default) the meter's tariff, moving the counts of meters naming each."""
+    for _attempt in range(3):
+        old = meter.get("tariff_id")
+        if old == tariff_id:
+            return meter
+        key = meters_table.meter_key(project_id, meter["meter_id"])
+        values = {":old": old} if old is not None else {}
+        condition = "attribute_exists(pk) AND " + ("tariff_id = :old" if old is not None
+                                                   else "attribute_not_exists(tariff_id)")
+        operations = {"meter": ("update", meters_table.NAME, {
+            "key": key, "condition": condition,
+            **({"expression": "REMOVE tariff_id", **({"values": values} if values else {})} if tariff_id is None else
+               {"expression": "SET tariff_id = :new", "values": {**values, ":new": tariff_id}})})}
+        if tariff_id is not None:
+            operations["tariff"] = ("check", meters_table.NAME, {
+                "key": meters_table.tariff_key(project_id, tariff_id), "condition": "attribute_exists(pk)"})
+            operations["uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, tariff_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1}})
+        if old is not None:
+            operations["old uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, old), "expression": "ADD #n :minus",
+                "names": {"#n": "n"}, "values": {":minus": -1}})
+        try:
+            db.transact(operations)
+        except db.ConditionFailed as failure:
+            if "tariff" in failure.failed:
+                raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (deleted meanwhile)") from None
+            again = _get(project_id, meter["meter_id"])   # its tariff was changed meanwhile: read it again
+            if again is None:
+                raise NotFound("the meter was removed meanwhile") from None
+            meter = again
+            continue
+        return _with(meter, "tariff_id", tariff_id)
+    raise Conflict("the meter's tariff was being changed by other requests: try again")
+
+
+def tariff_unused(project_id: int, tariff_id: int) -> tuple[str, str, dict[str, Any]]:
+    """A transaction check (db.transact) that no meter names the tariff (chalicelib/billing/tariffs.py's delete)."""
+    return ("check", meters_table.NAME, {"key": meters_table.tariff_uses_key(project_id, tariff_id),
+                                         "condition": "attribute_not_exists(#n) OR #n = :zero",
+                                         "names": {"#n": "n"}, "values": {":zero": 0}})
+
+
+def _rename(project_id: int, meter: Item, new_name: object) -> Item:
     """Give a meter a new display name, unique in the project; the site name stays. Returns the meter."""
     new_name = validation.name("new", new_name)
     if new_name == meter["name"]:
@@ -288,19 +377,19 @@ def _rename(project_id, meter, new_name):
 
 # ---- the latest reading and interval ------------------------------------------------------------
 
-def step(meter):
+def step(meter: Item) -> int:
     """Seconds between the meter's readings (its SaveEvery minutes)."""
     return 60 * meter.get("SaveEvery", DEFAULT_SAVE_EVERY)
 
 
-def last(meter, which):
+def last(meter: Item, which: str) -> Reading | None:
     """The meter item's latest reading (LATEST), or its latest interval (INTERVAL: when it ended and the
     energy used in it), or None."""
     epoch = meter.get(f"{which}_time")
     return None if epoch is None else Reading(epoch, meter[f"{which}_value"])
 
 
-def advance(project_id, meter, which, epoch, value):
+def advance(project_id: int, meter: Item, which: str, epoch: int, value: Decimal | float | None) -> None:
     """Make (epoch, value) the meter's LATEST reading or INTERVAL unless it has one as late already.
 
     meter is the item as read at the start of the request: when it already knows one at epoch or
@@ -320,7 +409,7 @@ def advance(project_id, meter, which, epoch, value):
         pass  # a newer one is already recorded
 
 
-def latest(project_id, which):
+def latest(project_id: int, which: str) -> list[dict[str, Any]]:
     """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one."""
     zone = accounts.project_zone(project_id)
     rows = []

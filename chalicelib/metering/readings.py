@@ -9,11 +9,13 @@ the latest reading and interval of each meter live on the meter item (chalicelib
 """
 import calendar
 import struct
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from chalicelib.platform import clock, db
+from chalicelib.platform.db import Item
 from chalicelib.tables import readings_table
 
 MAX_PER_DAY = 2880          # one reading every 30 s at most: keeps a day item far below 400 KB
@@ -32,6 +34,9 @@ class Reading(NamedTuple):
     value: float
 
 
+Point = tuple[int, float]   # a reading of a stream: (epoch, value), as a Reading unpacks
+
+
 class DaySlot(NamedTuple):
     """Where a reading lives: its UTC day 'YYYY-MM-DD' (the item) and the seconds into it (its place there)."""
 
@@ -39,17 +44,17 @@ class DaySlot(NamedTuple):
     slot: int
 
 
-def day_slot(epoch):
+def day_slot(epoch: float) -> DaySlot:
     """The DaySlot of an instant."""
     return DaySlot(datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d"), int(epoch) % 86400)
 
 
-def _day_epoch(day):
+def _day_epoch(day: str) -> int:
     """Epoch seconds of a UTC day's midnight ('YYYY-MM-DD')."""
     return calendar.timegm((int(day[0:4]), int(day[5:7]), int(day[8:10]), 0, 0, 0))
 
 
-def day_item(series, day, by_slot):
+def day_item(series: str, day: str, by_slot: Mapping[int, Decimal | float]) -> Item:
     """The stored item of one meter's UTC day, from its readings {seconds into the day: Decimal}.
 
     Values are stored as the float64 each reading arrived as (a JSON number, rounded to the µkWh), so
@@ -59,21 +64,23 @@ def day_item(series, day, by_slot):
     return {**readings_table.day_key(series, day), "n": len(by_slot), "v": packed}
 
 
-def day_readings(item):
+def day_readings(item: Item) -> Iterator[tuple[int, float]]:
     """(seconds into the day, value) of a stored day item's readings, in time order."""
     packed = item.get("v", b"")
-    return _ENTRY.iter_unpack(getattr(packed, "value", packed))   # boto3 wraps binary values in Binary
+    raw = cast(bytes, getattr(packed, "value", packed))   # boto3 wraps binary values in Binary
+    return _ENTRY.iter_unpack(raw)
 
 
-def stored_days(keys):
+def stored_days(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[int, Decimal] | None]:
     """{(series, day): {seconds into the day: Decimal}, or None where there is no item} of day items by key."""
-    found = {key: None for key in keys}
+    keys = list(keys)
+    found: dict[tuple[str, str], dict[int, Decimal] | None] = {key: None for key in keys}
     for item in db.batch_get(readings_table.NAME, [readings_table.day_key(s, d) for s, d in keys]):
         found[(item["meter"], item["day"])] = {slot: Decimal(repr(value)) for slot, value in day_readings(item)}
     return found
 
 
-def write_day(series, day, stored, entries):
+def write_day(series: str, day: str, stored: Mapping[int, Decimal] | None, entries: Mapping[int, Decimal]) -> None:
     """Add entries to a day item in one write; conditional on the item being as read (its count n, which
     only grows), so a concurrent writer of the same day makes it fail (db.ConditionFailed): the caller
     reloads and retries."""
@@ -84,7 +91,7 @@ def write_day(series, day, stored, entries):
         db.put(readings_table.NAME, item, condition="#n = :n", names={"#n": "n"}, expression_values={":n": len(stored)})
 
 
-def series(project_id, meter_id, start, end):
+def series(project_id: int, meter_id: int, start: int, end: int) -> Iterator[Point]:
     """(epoch, value) of one meter's readings with start <= epoch < end, in time order, read lazily."""
     key = readings_table.series_key(project_id, meter_id)
     first, last = day_slot(start).day, day_slot(max(start, end - 1)).day
@@ -98,7 +105,7 @@ def series(project_id, meter_id, start, end):
                 yield epoch, value
 
 
-def before(project_id, meter_id, epoch):
+def before(project_id: int, meter_id: int, epoch: int) -> Reading | None:
     """The meter's last Reading before epoch, or None: the left neighbour across any gap."""
     key = readings_table.series_key(project_id, meter_id)
     items = db.query(readings_table.NAME, "meter = :m AND #d <= :d", {":m": key, ":d": day_slot(epoch).day},
@@ -111,7 +118,7 @@ def before(project_id, meter_id, epoch):
     return None
 
 
-def after(project_id, meter_id, epoch):
+def after(project_id: int, meter_id: int, epoch: int) -> Reading | None:
     """The meter's first Reading after epoch, or None: the right neighbour across any gap."""
     key = readings_table.series_key(project_id, meter_id)
     items = db.query(readings_table.NAME, "meter = :m AND #d BETWEEN :d AND :z",
@@ -124,7 +131,7 @@ def after(project_id, meter_id, epoch):
     return None
 
 
-def around(project_id, meter_id, start, end):
+def around(project_id: int, meter_id: int, start: int, end: int) -> list[Point]:
     """(epoch, value) of the readings with start <= epoch <= end, plus the nearest one before start and
     after end when none falls exactly on them: what interpolating at start and end needs."""
     return around_many(project_id, [meter_id], start, end)[meter_id]
@@ -133,7 +140,8 @@ def around(project_id, meter_id, start, end):
 AROUND_BATCH_DAYS = 4   # up to this many UTC days a meter, day items are fetched by key (BatchGetItem), beyond by Query
 
 
-def around_many(project_id, meter_ids, start, end, margin_days=0):
+def around_many(project_id: int, meter_ids: Collection[int], start: int, end: int,
+                margin_days: int = 0) -> dict[int, list[Point]]:
     """{meter id: around(...)} for several meters: short spans by BatchGetItem of the day items by key
     (one call per 100 meter-days, whatever the table holds), long ones by one Query per meter.
 
@@ -143,39 +151,55 @@ def around_many(project_id, meter_ids, start, end, margin_days=0):
     key, with that many UTC days more on each side.
     """
     first, last = _day_epoch(day_slot(start).day), _day_epoch(day_slot(end).day)
-    days = [day_slot(midnight).day for midnight in range(first - margin_days * 86400, last + margin_days * 86400 + 1, 86400)]
-    found = {meter_id: [] for meter_id in meter_ids}
-    left, right = {}, {}
+    days = [day_slot(midnight).day
+            for midnight in range(first - margin_days * 86400, last + margin_days * 86400 + 1, 86400)]
+    left: dict[int, Point] = {}
+    right: dict[int, Point] = {}
     if margin_days or len(days) <= AROUND_BATCH_DAYS:
-        keys = {readings_table.series_key(project_id, m): m for m in meter_ids}
-        for item in db.batch_get(readings_table.NAME, [readings_table.day_key(k, d) for k in keys for d in days]):
-            midnight, meter_id = _day_epoch(item["day"]), keys[item["meter"]]
-            for slot, value in day_readings(item):
-                epoch = midnight + slot
-                if start <= epoch <= end:
-                    found[meter_id].append((epoch, value))
-                elif epoch < start and (meter_id not in left or epoch > left[meter_id][0]):
-                    left[meter_id] = (epoch, value)
-                elif epoch > end and (meter_id not in right or epoch < right[meter_id][0]):
-                    right[meter_id] = (epoch, value)
-        for points in found.values():
-            points.sort()
+        found = _read_days(project_id, meter_ids, start, end, days, left, right)
     else:
-        for meter_id in meter_ids:
-            found[meter_id] = list(series(project_id, meter_id, start, end + 1))
+        found = {meter_id: list(series(project_id, meter_id, start, end + 1)) for meter_id in meter_ids}
     for meter_id, points in found.items():
-        if not points or points[0][0] != start:
-            neighbour = left.get(meter_id) or before(project_id, meter_id, start)
-            if neighbour:
-                points.insert(0, neighbour)
-        if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
-            neighbour = right.get(meter_id) or after(project_id, meter_id, end)
-            if neighbour:
-                points.append(neighbour)
+        _add_neighbours(project_id, meter_id, points, start, end, left.get(meter_id), right.get(meter_id))
     return found
 
 
-def counts(project_id, meter_ids, start, end):
+def _read_days(project_id: int, meter_ids: Collection[int], start: int, end: int, days: list[str],
+               left: dict[int, Point], right: dict[int, Point]) -> dict[int, list[Point]]:
+    """{meter id: its readings with start <= epoch <= end} from its day items of days, read by key; the
+    nearest reading before start and after end that those items hold go into left and right."""
+    found: dict[int, list[Point]] = {meter_id: [] for meter_id in meter_ids}
+    keys = {readings_table.series_key(project_id, m): m for m in meter_ids}
+    for item in db.batch_get(readings_table.NAME, [readings_table.day_key(k, d) for k in keys for d in days]):
+        midnight, meter_id = _day_epoch(item["day"]), keys[item["meter"]]
+        for slot, value in day_readings(item):
+            epoch = midnight + slot
+            if start <= epoch <= end:
+                found[meter_id].append((epoch, value))
+            elif epoch < start and (meter_id not in left or epoch > left[meter_id][0]):
+                left[meter_id] = (epoch, value)
+            elif epoch > end and (meter_id not in right or epoch < right[meter_id][0]):
+                right[meter_id] = (epoch, value)
+    for points in found.values():
+        points.sort()
+    return found
+
+
+def _add_neighbours(project_id: int, meter_id: int, points: list[Point], start: int, end: int,
+                    left: Point | None, right: Point | None) -> None:
+    """Put the nearest reading before start (left, else by Query) first in points, unless one falls on
+    start, and the nearest one after end (right, else by Query) last, unless one falls on end."""
+    if not points or points[0][0] != start:
+        neighbour = left or before(project_id, meter_id, start)
+        if neighbour:
+            points.insert(0, neighbour)
+    if (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE:  # none can be later
+        neighbour = right or after(project_id, meter_id, end)
+        if neighbour:
+            points.append(neighbour)
+
+
+def counts(project_id: int, meter_ids: Collection[int], start: int, end: int) -> dict[int, int]:
     """{meter id: how many readings it has with start <= epoch < end}, for many meters at once.
 
     Reads the meters' day items of the range by BatchGetItem (100 keys a call) instead of one Query

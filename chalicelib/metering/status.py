@@ -11,12 +11,17 @@ the readings of the last 24 hours (readings.counts: the two day items of each me
 in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) against 24 h / SaveEvery.
 """
 import re
+from collections.abc import Mapping
+from datetime import tzinfo
+from typing import Any
 
 from chalicelib.identity import accounts
+from chalicelib.identity.auth import Caller
 from chalicelib.metering import ingest, meters, readings
 from chalicelib.platform import clock, db, validation
-from chalicelib.tables import accounts_table
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
+from chalicelib.tables import accounts_table
 
 GRACE = 5 * 60
 DAY = 86400
@@ -25,11 +30,11 @@ COUNT_MAX = 10 ** 12
 _FRACTION = re.compile(r"\.([0-9]{1,9})(?=Z|[+-]|$)", re.ASCII)
 
 
-def _count(field, value):
+def _count(field: str, value: object) -> int | None:
     return None if value is None else validation.integer(field, value, 0, COUNT_MAX)
 
 
-def _agent_time(text, zone):
+def _agent_time(text: object, zone: tzinfo) -> float:
     """Epoch seconds (with fractions) of the agent's ISO 8601 time."""
     if not isinstance(text, str):
         raise BadRequest("time is required: the agent's clock as ISO 8601, such as 2026-11-29T10:00:00.250Z")
@@ -42,7 +47,7 @@ def _agent_time(text, zone):
     return epoch + (int(fraction.group(1)) / 10 ** len(fraction.group(1)) if fraction else 0)
 
 
-def _failing(value):
+def _failing(value: object) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_FAILING:
@@ -50,7 +55,7 @@ def _failing(value):
     return [validation.name("failing_meters", name) for name in value]
 
 
-def report(caller, params):
+def report(caller: Caller, params: Mapping[str, Any]) -> dict[str, float]:
     """PUT /status: store the agent's report; answers the cloud's clock minus the agent's, in seconds."""
     zone = accounts.project_zone(caller.project_id)
     agent_time = _agent_time(params.get("time"), zone)
@@ -63,7 +68,7 @@ def report(caller, params):
     }
     now = clock.now()
     offset = round(now - agent_time, 3)
-    if caller.scope is not None:
+    if caller.user_id is None:   # a scoped key (auth.Caller)
         who, agent = f"key:{caller.key_id}", caller.label
     else:
         who, agent = f"user:{caller.user_id}", accounts.account(caller.project_id, caller.user_id)["username"]
@@ -72,14 +77,14 @@ def report(caller, params):
     return {"clock_offset": offset}
 
 
-def ok_until(meter) -> float | None:
+def ok_until(meter: Item) -> float | None:
     """The instant the meter stops being ok if no reading comes: its latest reading + 2 × SaveEvery + GRACE
     (None: it never sent one)."""
     latest = meters.last(meter, meters.LATEST)
     return None if latest is None else latest.epoch + 2 * meters.step(meter) + GRACE
 
 
-def state(meter, now: float) -> str:
+def state(meter: Item, now: float) -> str:
     """The meter's State at an instant: ok, late, silent or never (GET /status's, and meter_silent alerts')."""
     until = ok_until(meter)
     if until is None:
@@ -89,12 +94,12 @@ def state(meter, now: float) -> str:
     return "late" if now - meters.last(meter, meters.LATEST).epoch <= DAY else "silent"
 
 
-def _coverage(present, meter):
+def _coverage(present: int, meter: Item) -> float:
     expected = DAY / meters.step(meter)
     return round(min(1.0, present / expected), 3)
 
 
-def overview(project_id):
+def overview(project_id: int) -> dict[str, list[dict[str, Any]]]:
     """GET /status: every agent's last report, by agent name, and every meter's state, by meter id."""
     zone = accounts.project_zone(project_id)
     now = clock.now()

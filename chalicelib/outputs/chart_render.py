@@ -22,18 +22,31 @@ import io
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from chalicelib.platform import clock
 
-__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
-           "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
+if TYPE_CHECKING:   # matplotlib and numpy are imported when a chart is drawn only
+    import numpy as np
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.backend_bases import RendererBase
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+    from matplotlib.ticker import Formatter
+
+__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "render_bill_png", "reduce_minmax", "KINDS",
+           "NO_READINGS", "NO_ENERGY", "NO_CHARGES", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
 
 KINDS = ("pie", "bar", "line", "meter")   # the drawings render_png makes (charts.CHART_TYPES: what the API asks for)
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
+NO_CHARGES = "No bill for this period (no tariff, or no energy known)"
 MIN_WIDTH_PX, MIN_HEIGHT_PX = 400, 300   # smallest image every chart fits in legibly
 
 _DPI = 100
@@ -67,14 +80,14 @@ class MinMaxReducer:
     the minimum and the maximum of each of ``columns`` equal slices of [start, end), so a
     meter-year is reduced without ever being held. points() gives them in time order."""
 
-    def __init__(self, start: float, end: float, columns: int):
+    def __init__(self, start: float, end: float, columns: int) -> None:
         self.start = float(start)
         self.columns = max(1, int(columns))
         self.scale = self.columns / max(1e-9, float(end) - float(start))
-        self.slots: dict[int, list] = {}   # column → [min (t, v), max (t, v)]
+        self.slots: dict[int, list[tuple[float, float]]] = {}   # column → [min (t, v), max (t, v)]
         self.count = 0
 
-    def add(self, epoch, value) -> None:
+    def add(self, epoch: float, value: float) -> None:
         if not (math.isfinite(epoch) and math.isfinite(value)):
             return
         self.count += 1
@@ -95,7 +108,7 @@ class MinMaxReducer:
 # --------------------------------------------------------------------------- public API
 
 def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name: str,
-               energy: Sequence[tuple[str, float]] = (), series: Sequence = (),
+               energy: Sequence[tuple[str, float]] = (), series: Sequence[LineSeries | UseSeries] = (),
                use: UseSeries | None = None, period: tuple[datetime, datetime] | None = None,
                bucket: str = "hour", legend_title: str | None = None) -> bytes:
     """Render one chart and return PNG bytes of exactly ``width_px`` x ``height_px``.
@@ -117,11 +130,11 @@ def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name:
 
     # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").save(buf, format="png")
+    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
     return buf.getvalue()
 
 
-def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]]:
+def reduce_minmax(times: Sequence[float], values: Sequence[float], columns: int) -> tuple[list[float], list[float]]:
     """Reduce a long series to at most ``2 * columns`` points, keeping its peaks.
 
     The series' time span is cut into ``columns`` equal buckets (one per pixel
@@ -166,10 +179,83 @@ def reduce_minmax(times, values, columns: int) -> tuple[list[float], list[float]
     return t[idx].tolist(), v[idx].tolist()
 
 
+def render_bill_png(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                    stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                    period: tuple[datetime, datetime] | None = None) -> bytes:
+    """A bar chart of charges per month (GET /graphics?bill=1): one bar per month (``months``, its label),
+    stacked by ``stacks`` (name, amount per month; drawn bottom-up in order), in ``currency``, with each
+    month's total above its bar. No charge at all gives the centred NO_CHARGES message."""
+    width_px, height_px = _check_size(width_px, height_px)
+    _ensure_mplconfigdir()
+    tz = clock.zone(tz_name)
+    for squeeze in range(_SQUEEZES):
+        style = _Style(width_px, height_px, squeeze)
+        fig = _bill_bars(months, stacks, currency, width_px, height_px, title,
+                         _period_text(period, tz, tz_name, short=squeeze >= 2), style)
+        fig.canvas.draw()
+        if not overflow(fig):
+            break
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
+    return buf.getvalue()
+
+
+def _bill_bars(months: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]], currency: str, width_px: int,
+               height_px: int, title: str, subtitle: str, style: _Style) -> Figure:
+    """Charges per month stacked by part (energy per TOU period, demand, fixed, minimum); totals on top."""
+    stacks = [(str(name), [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values])
+              for name, values in stacks]
+    stacks = [(name, values) for name, values in stacks if any(v > 0 for v in values)]
+    if not stacks or not months:
+        return _message(width_px, height_px, title, subtitle, NO_CHARGES, style)
+    totals = [sum(values[i] for _name, values in stacks) for i in range(len(months))]
+    fig = _new_figure(width_px, height_px)
+    _header(fig, title, subtitle, style)
+    ax = fig.add_subplot()
+    x = list(range(len(months)))
+    bottom = [0.0] * len(months)
+    handles: list[Any] = []
+    for (_name, values), color in zip(stacks, _palette(len(stacks))):
+        handles.append(ax.bar(x, values, bottom=bottom, color=color, width=0.7, zorder=2,
+                              edgecolor="white", linewidth=max(0.3, 0.5 * style.scale)))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.grid(axis="y", color="0.88", zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=style.tick)
+    ax.set_xlim(-0.6, len(months) - 0.4)
+    # Month labels on two lines ("Nov" over "2026"), every k-th one when even those would overlap (the
+    # plot shares a landscape image with the legend beside it).
+    font_px = style.px(style.tick)
+    labels = [str(month).replace(" ", "\n", 1) for month in months]
+    slot_px = width_px * (0.85 if style.portrait else 0.5) / len(months)
+    widest = max(len(part) for label in labels for part in label.split("\n"))
+    every = max(1, math.ceil(font_px * 0.62 * widest / (slot_px * 0.9)))
+    ax.set_xticks(x[::every], labels[::every])
+    for tick in ax.xaxis.get_major_ticks():
+        _literal(tick.label1, tick.label2)
+    if slot_px >= font_px * 0.62 * 7:
+        for i, total in enumerate(totals):
+            _literal(ax.annotate(f"{total:,.2f}", (i, total), xytext=(0, 2), textcoords="offset points",
+                                 ha="center", va="bottom", fontsize=style.tick))
+    _literal(ax.set_xlabel("Month", fontsize=style.label),
+             ax.set_ylabel(f"Charges ({currency})", fontsize=style.label))
+    ax.margins(y=0.12)
+    labels = _names([name for name, _values in stacks], style, width_px)
+    labels = [f"{label}: {sum(values):,.2f}" for label, (_name, values) in zip(labels, stacks)]
+    _legend(fig, list(reversed(handles)), list(reversed(labels)), style,
+            f"{currency}, total {sum(totals):,.2f}")
+    return fig
+
+
 # --------------------------------------------------------------------------- internals
 
-def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), series=(), use=None,
-                  period=None, bucket="hour", legend_title=None):
+def _build_figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_name: str,
+                  energy: Sequence[tuple[str, float]] = (), series: Sequence[LineSeries | UseSeries] = (),
+                  use: UseSeries | None = None, period: tuple[datetime, datetime] | None = None,
+                  bucket: str = "hour", legend_title: str | None = None) -> Figure:
     """Build and draw the chart's Figure, tighter each time it does not fit; tests inspect it."""
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -178,7 +264,7 @@ def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), serie
     tz, tz_label = clock.zone(tz_name), tz_name
     title = "" if title is None else str(title)
     series = list(series)
-    fig = None
+    fig: Figure | None = None
     for squeeze in range(_SQUEEZES):
         style = _Style(width_px, height_px, squeeze)
         subtitle = _period_text(period, tz, tz_label, short=squeeze >= 2)
@@ -191,16 +277,17 @@ def _build_figure(kind, *, width_px, height_px, title, tz_name, energy=(), serie
         fig.canvas.draw()
         if not overflow(fig):
             break
+    assert fig is not None   # _SQUEEZES > 0
     return fig
 
 
-def overflow(fig) -> list:
+def overflow(fig: Figure) -> list[Artist]:
     """The drawn parts of a figure (axes with their ticks, labels and legends, figure texts and
     legends) that reach outside it, or whose plot area collapsed; [] when everything fits."""
-    renderer = fig.canvas.get_renderer()
+    renderer = cast(Any, fig.canvas).get_renderer()   # the Agg canvas's
     width, height = fig.bbox.width, fig.bbox.height
-    out = []
-    parts = [*fig.axes, *fig.texts, *fig.legends]
+    out: list[Artist] = []
+    parts: list[Any] = [*fig.axes, *fig.texts, *fig.legends]
     for part in parts:
         if not part.get_visible() or (hasattr(part, "get_text") and not part.get_text()):
             continue
@@ -217,12 +304,12 @@ def overflow(fig) -> list:
     return out
 
 
-def _check_size(width_px, height_px):
+def _check_size(width_px: object, height_px: object) -> list[int]:
     """Sizes are whole pixels, 1 to _MAX_PX (a float like 450.0 is fine)."""
     out = []
     for name, px in (("width_px", width_px), ("height_px", height_px)):
         try:
-            as_int = int(px)
+            as_int = int(px)   # type: ignore[call-overload]  # any object: int() says whether it is a number
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a whole number of pixels, not {px!r}") from None
         if as_int != px or not 1 <= as_int <= _MAX_PX:
@@ -238,7 +325,7 @@ def _local(dt: datetime, tz: tzinfo) -> datetime:
     return dt.astimezone(tz)
 
 
-def _period_text(period, tz, tz_label, short=False) -> str:
+def _period_text(period: tuple[datetime, datetime] | None, tz: tzinfo, tz_label: str, short: bool = False) -> str:
     if not period:
         return ""
     start, end = (_local(d, tz) for d in period)
@@ -267,7 +354,7 @@ class _Style:
     """Font sizes and line widths scaled with the image, so a 4000 px chart looks like a 1600 px
     one enlarged and a 450 px one stays legible; each squeeze makes type and names smaller."""
 
-    def __init__(self, width_px, height_px, squeeze=0):
+    def __init__(self, width_px: float, height_px: float, squeeze: int = 0) -> None:
         s = min(width_px / 1600, height_px / 900)
         self.scale = s = min(3.0, max(0.6, s))
         shrink = (1.0, 0.9, 0.8, 0.72)[min(squeeze, 3)]
@@ -287,7 +374,7 @@ class _Style:
         return points * _DPI / 72
 
 
-def _literal(*texts):
+def _literal(*texts: Text | None) -> None:
     """Draw these Text artists as plain text: no mathtext, no TeX."""
     for text in texts:
         if text is not None:
@@ -321,7 +408,7 @@ def _ensure_mplconfigdir() -> str:
     return path
 
 
-def _new_figure(width_px, height_px, layout="constrained"):
+def _new_figure(width_px: int, height_px: int, layout: Literal["constrained"] | None = "constrained") -> Figure:
     """A Figure of exactly width_px x height_px on an Agg canvas (no pyplot).
 
     Thumbnails get matplotlib's fixed margins: the constrained layout cannot
@@ -338,24 +425,24 @@ def _new_figure(width_px, height_px, layout="constrained"):
     FigureCanvasAgg(fig)
     if layout == "constrained":
         pad = _PAD_PX / _DPI  # inches: a few pixels around the edges
-        fig.get_layout_engine().set(w_pad=pad, h_pad=pad)
+        cast("ConstrainedLayoutEngine", fig.get_layout_engine()).set(w_pad=pad, h_pad=pad)
     return fig
 
 
-def _fit_text(text, max_px, renderer, min_size=_MIN_FONT):
+def _fit_text(text: Text, max_px: float, renderer: RendererBase, min_size: float = _MIN_FONT) -> None:
     """Make a Text at most max_px wide: smaller type down to min_size, then cut with "…"."""
     full = text.get_text()
-    while text.get_window_extent(renderer).width > max_px and text.get_fontsize() > min_size:
-        text.set_fontsize(max(min_size, text.get_fontsize() * 0.9))
+    while text.get_window_extent(renderer).width > max_px and cast(float, text.get_fontsize()) > min_size:
+        text.set_fontsize(max(min_size, cast(float, text.get_fontsize()) * 0.9))
     keep = len(full)
     while text.get_window_extent(renderer).width > max_px and keep > 1:
         keep = max(1, int(keep * 0.9) if keep > 20 else keep - 1)
         text.set_text(full[:keep].rstrip() + "…")
 
 
-def _header(fig, title, subtitle, style):
+def _header(fig: Figure, title: str, subtitle: str, style: _Style) -> float:
     """The title and the period at the top, each fitted to the width; the layout gets the rest."""
-    renderer = fig.canvas.get_renderer()
+    renderer = cast(Any, fig.canvas).get_renderer()
     width_px, height_px = fig.bbox.width, fig.bbox.height
     y = height_px - _PAD_PX
     if title:
@@ -372,12 +459,12 @@ def _header(fig, title, subtitle, style):
         _fit_text(text, width_px - 2 * _PAD_PX, renderer)
         y -= text.get_window_extent(renderer).height + 2
     engine = fig.get_layout_engine()
-    if engine is not None:
-        engine.set(rect=(0, 0, 1, max(0.3, y / height_px)))
+    if engine is not None:   # the constrained layout (_new_figure)
+        cast("ConstrainedLayoutEngine", engine).set(rect=(0, 0, 1, max(0.3, y / height_px)))
     return y / height_px
 
 
-def _message(width_px, height_px, title, subtitle, message, style):
+def _message(width_px: int, height_px: int, title: str, subtitle: str, message: str, style: _Style) -> Figure:
     """The no-data chart: the title at the top and a centred message."""
     fig = _new_figure(width_px, height_px, layout=None)
     _header(fig, title, "", style)
@@ -385,33 +472,34 @@ def _message(width_px, height_px, title, subtitle, message, style):
     label = fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=style.message,
                      color="0.25", linespacing=1.6)
     _literal(label)
-    _fit_text(label, width_px - 2 * _PAD_PX, fig.canvas.get_renderer())
+    _fit_text(label, width_px - 2 * _PAD_PX, cast(Any, fig.canvas).get_renderer())
     return fig
 
 
-def _palette(n):
+def _palette(n: int) -> list[Any]:
     """n distinct colours (up to 60 before repeating); dark ones first."""
     import matplotlib
 
-    cm = matplotlib.colormaps
-    colors = (list(cm["tab10"].colors) + list(cm["tab20"].colors[1::2])
-              + list(cm["tab20b"].colors) + list(cm["tab20c"].colors))
+    def listed(name: str) -> list[Any]:
+        return list(cast(Any, matplotlib.colormaps[name]).colors)   # the tab* maps are ListedColormaps
+
+    colors = listed("tab10") + listed("tab20")[1::2] + listed("tab20b") + listed("tab20c")
     return [colors[i % len(colors)] for i in range(n)]
 
 
-def _kwh_formatter():
+def _kwh_formatter() -> Formatter:
     """Tick labels in kWh: plain numbers with thousands separators (no offset or
     scientific notation, which hide a register's real value), with just
     enough decimals for the tick step."""
     from matplotlib.ticker import Formatter
 
     class KwhFormatter(Formatter):
-        tick_locs: list = []
+        tick_locs: list[float] = []
 
-        def set_locs(self, locs):
+        def set_locs(self, locs: Iterable[float]) -> None:
             self.tick_locs = list(locs)
 
-        def __call__(self, x, pos=None):
+        def __call__(self, x: float, pos: int | None = None) -> str:
             decimals = 0
             if len(self.tick_locs) >= 2:
                 step = abs(self.tick_locs[1] - self.tick_locs[0])
@@ -427,7 +515,8 @@ def _kwh_formatter():
     return KwhFormatter()
 
 
-def _fit_legend(handles, labels, width_px, height_px, style, more=None):
+def _fit_legend(handles: Iterable[Artist], labels: Iterable[str], width_px: float, height_px: float, style: _Style,
+                more: Callable[[int], str] | None = None) -> tuple[list[Artist], list[str], int]:
     """Entries and columns for a legend that fits the figure.
 
     Beside the plot (landscape): columns as the height requires, up to about 45% of the width.
@@ -437,6 +526,7 @@ def _fit_legend(handles, labels, width_px, height_px, style, more=None):
     """
     from matplotlib.patches import Patch
 
+    handles, labels = list(handles), list(labels)
     font_px = style.px(style.legend)
     col_px = font_px * (0.6 * max(map(len, labels), default=1) + 4.5)
     if style.portrait:
@@ -447,7 +537,6 @@ def _fit_legend(handles, labels, width_px, height_px, style, more=None):
         rows = max(1, int(free_px / (font_px * 1.75)))
         columns = max(1, int(width_px * 0.45 // col_px))
     capacity = rows * columns
-    handles, labels = list(handles), list(labels)
     if len(labels) > capacity:
         keep = max(1, capacity - 1)
         text = more(keep) if more else f"+ {len(labels) - keep} more"
@@ -458,12 +547,13 @@ def _fit_legend(handles, labels, width_px, height_px, style, more=None):
     return handles, labels, max(1, math.ceil(len(labels) / rows))
 
 
-def _legend(fig, handles, labels, style, title=None, more=None):
+def _legend(fig: Figure, handles: Iterable[Artist], labels: Iterable[str], style: _Style, title: str | None = None,
+            more: Callable[[int], str] | None = None) -> Legend:
     """The figure's legend, beside the plot (landscape) or under it (portrait), fitted."""
     width_px, height_px = fig.bbox.width, fig.bbox.height
     handles, labels, ncols = _fit_legend(handles, labels, width_px, height_px, style, more)
     # Handles and labels passed explicitly: a name starting with "_" stays listed.
-    loc = "lower center" if style.portrait else "center right"
+    loc: Any = "lower center" if style.portrait else "center right"
     if fig.get_layout_engine() is not None:   # outside the plot, in the space the layout makes
         loc = "outside " + loc
     legend = fig.legend(handles, labels, loc=loc,
@@ -473,7 +563,7 @@ def _legend(fig, handles, labels, style, title=None, more=None):
     return legend
 
 
-def _names(names, style, width_px, suffix=0, share=0.5):
+def _names(names: Iterable[object], style: _Style, width_px: float, suffix: int = 0, share: float = 0.5) -> list[str]:
     """Names for a legend, shortened to what its share of the width holds (suffix: characters
     each entry adds after the name; share: of the width, beside the plot)."""
     room_px = (width_px - 2 * _PAD_PX) if style.portrait else width_px * share
@@ -482,12 +572,12 @@ def _names(names, style, width_px, suffix=0, share=0.5):
     return [_short("" if name is None else str(name), limit) for name in names]
 
 
-def _clean_energy(energy):
+def _clean_energy(energy: Iterable[tuple[object, object]]) -> list[tuple[str, float]]:
     """(name, kWh) pairs with finite values; names as str."""
     out = []
     for name, kwh in energy:
         try:
-            value = float(kwh)
+            value = float(kwh)   # type: ignore[arg-type]  # any object: float() says whether it is a number
         except (TypeError, ValueError):
             continue
         if math.isfinite(value):
@@ -495,7 +585,8 @@ def _clean_energy(energy):
     return out
 
 
-def _pie(energy, width_px, height_px, title, subtitle, style, legend_title=None):
+def _pie(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, title: str, subtitle: str, style: _Style,
+         legend_title: str | None = None) -> Figure:
     """Each meter's share of the energy used; legend: name, kWh and %."""
     items = _clean_energy(energy)
     colors = _palette(len(items))  # by position in the caller's order
@@ -527,7 +618,7 @@ def _pie(energy, width_px, height_px, title, subtitle, style, legend_title=None)
     names = _names([name for _, name, _ in shown], style, width_px, max(map(len, suffixes)))
     labels = [name + suffix for name, suffix in zip(names, suffixes)]
 
-    def more(kept):
+    def more(kept: int) -> str:
         rest = sum(kwh for _, _, kwh in shown[kept:])
         return (f"+ {len(shown) - kept} more: {_fmt_kwh(rest)} kWh "
                 f"({100 * rest / total:.1f}%)")
@@ -540,7 +631,8 @@ def _pie(energy, width_px, height_px, title, subtitle, style, legend_title=None)
     return fig
 
 
-def _bar(energy, width_px, height_px, title, subtitle, style, legend_title=None):
+def _bar(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, title: str, subtitle: str, style: _Style,
+         legend_title: str | None = None) -> Figure:
     """Energy used per meter, in the caller's order."""
     items = _clean_energy(energy)
     if not items or all(kwh == 0 for _, kwh in items):
@@ -592,7 +684,8 @@ def _bar(energy, width_px, height_px, title, subtitle, style, legend_title=None)
     return fig
 
 
-def _time_axis(ax, tz, tz_label, period, style, label=True):
+def _time_axis(ax: Axes, tz: tzinfo, tz_label: str, period: tuple[datetime, datetime] | None, style: _Style,
+               label: bool = True) -> None:
     import matplotlib.dates as mdates
 
     if period:
@@ -610,7 +703,7 @@ def _time_axis(ax, tz, tz_label, period, style, label=True):
         _literal(ax.set_xlabel(f"Time ({tz_label})", fontsize=style.label))
 
 
-def _epoch_days(times):
+def _epoch_days(times: Sequence[float]) -> np.ndarray:
     import matplotlib.dates as mdates
     import numpy as np
 
@@ -621,7 +714,9 @@ def _epoch_days(times):
 _PER = {"hour": "per hour", "day": "per day"}
 
 
-def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style, bucket):
+def _line(kind: str, series: Sequence[LineSeries | UseSeries], use: UseSeries | None, width_px: int, height_px: int,
+          title: str, subtitle: str, tz: tzinfo, tz_label: str, period: tuple[datetime, datetime] | None,
+          style: _Style, bucket: str) -> Figure:
     """Meters over time: registers (LineSeries), energy used per hour or day (UseSeries), or
     for kind 'meter' one meter's register above its energy used."""
     import numpy as np
@@ -639,7 +734,7 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
         _register_lines(register_ax, present, style, width_px, len(series))
         _literal(register_ax.set_ylabel("Register (kWh)", fontsize=style.label))
         _time_axis(register_ax, tz, tz_label, period, style, label=False)
-        if has_use:
+        if use is not None and has_use:
             edges = _epoch_days(use.edges)
             values = np.asarray(use.values, dtype=float)
             use_ax.bar(edges[:-1], np.nan_to_num(values), width=np.diff(edges), align="edge",
@@ -652,9 +747,11 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
 
     ax = fig.add_subplot()
     colors = _palette(len(series))
-    handles, names = [], []
+    handles: list[Artist] = []
+    names: list[str] = []
     if series and isinstance(series[0], UseSeries):
         for i, s in present:
+            s = cast(UseSeries, s)   # the series are all of one kind
             edges = _epoch_days(s.edges)
             (handle,) = ax.plot(np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(s.values, dtype=float), 2),
                                 color=colors[i], linewidth=style.line)
@@ -673,7 +770,8 @@ def _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
     return fig
 
 
-def _register_lines(ax, present, style, width_px, count):
+def _register_lines(ax: Axes, present: Sequence[tuple[int, LineSeries | UseSeries]], style: _Style,
+                    width_px: int, count: int) -> list[Artist]:
     """Plot cumulative registers (reduced to 2 points per pixel column); returns the lines."""
     import numpy as np
 
@@ -681,8 +779,9 @@ def _register_lines(ax, present, style, width_px, count):
     # layout only makes the axes narrower).
     columns = max(1, int(width_px * ax.get_position().width))
     colors = _palette(count)
-    handles = []
+    handles: list[Artist] = []
     for i, s in present:
+        s = cast(LineSeries, s)   # registers: the series are all of one kind
         times, values = reduce_minmax(s.times, s.values, columns)
         few = len(times) <= 60
         (handle,) = ax.plot(_epoch_days(times), np.asarray(values, dtype=float), color=colors[i],

@@ -6,8 +6,10 @@ Nothing of the caller's credentials goes into a key or a link.
 import logging
 import secrets
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import tzinfo
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,33 +32,36 @@ class Segment(NamedTuple):
     length: int
 
 
-def safe_key_part(filename):
+def _ascii(filename: str) -> str:
+    """The file name with every character but ASCII letters, digits, '-', '_' and '.' as '_'."""
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in filename)
+
+
+def safe_key_part(filename: str) -> str:
     """A file name as one safe segment of an object key: ASCII letters, digits, '-', '_' and '.' only.
 
     A display name such as 'a/../../b' would otherwise put '/../' in the link, which clients normalise
     (the download then 404s). The exact name is kept for the download in Content-Disposition.
     """
-    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in filename)
-    return safe.strip(".") or "file"
+    return _ascii(filename).strip(".") or "file"
 
 
-def _object_key(project_id, kind, filename):
+def _object_key(project_id: int, kind: str, filename: str) -> str:
     return f"projects/{project_id}/{kind}/{secrets.token_hex(16)}/{safe_key_part(filename)}"
 
 
-def content_disposition(filename):
+def content_disposition(filename: str) -> str:
     """An attachment header with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
-    fallback = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
+    return f"attachment; filename=\"{_ascii(filename)}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
 
 
-def upload_stream(project_id, kind, filename, media_type, chunks):
+def upload_stream(project_id: int, kind: str, filename: str, media_type: str, chunks: Iterable[bytes]) -> str:
     """Write chunks (bytes) to a new object, multipart once they pass one part; returns the object key."""
     key = _object_key(project_id, kind, filename)
     return write_object(key, media_type, chunks, filename)
 
 
-def write_object(key, media_type, chunks, filename=None):
+def write_object(key: str, media_type: str, chunks: Iterable[bytes], filename: str | None = None) -> str:
     """Write chunks (bytes) to the object at key (replacing it), multipart once they pass one part.
 
     A download (filename given) gets its Content-Disposition. Returns the key.
@@ -68,7 +73,7 @@ def write_object(key, media_type, chunks, filename=None):
         headers["ContentDisposition"] = content_disposition(filename)
     buffer = bytearray()
     upload_id = None
-    parts = []
+    parts: list[dict[str, Any]] = []
     try:
         for chunk in chunks:
             buffer += chunk
@@ -95,7 +100,7 @@ def write_object(key, media_type, chunks, filename=None):
         raise
 
 
-def _abort(client, bucket, key, upload_id, attempts=3):
+def _abort(client: Any, bucket: str, key: str, upload_id: str, attempts: int = 3) -> None:
     """Abort a multipart upload, a few times if S3 fails; what still stays open the bucket's lifecycle rule
     aborts after a day. A failing abort never hides the error that made the upload stop."""
     for _attempt in range(attempts):
@@ -109,14 +114,14 @@ def _abort(client, bucket, key, upload_id, attempts=3):
     log.error("multipart upload of %s left open: the bucket's lifecycle rule aborts it within a day", key)
 
 
-def read_range(key, offset, length):
+def read_range(key: str, offset: int, length: int) -> bytes:
     """length bytes of an object from offset."""
     answer = aws.s3().get_object(Bucket=config.resource_name("FilesBucket"), Key=key,
                                  Range=f"bytes={offset}-{offset + length - 1}")
     return answer["Body"].read()
 
 
-def assemble(key, media_type, filename, segments):
+def assemble(key: str, media_type: str, filename: str, segments: Iterable[Segment | bytes]) -> str:
     """Write one object from segments in order: bytes, or Segment ranges of stored objects.
 
     A multipart upload: a range at least MIN_PART_BYTES long that starts a part is copied by S3
@@ -128,45 +133,15 @@ def assemble(key, media_type, filename, segments):
     bucket = config.resource_name("FilesBucket")
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=media_type,
                                                ContentDisposition=content_disposition(filename))["UploadId"]
-    parts, copies, buffer = [], [], bytearray()
-    numbers = iter(range(1, 10_001))
-
-    def flush():
-        number = next(numbers)
-        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                    Body=bytes(buffer))
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        buffer.clear()
-
-    def copy(number, source, first, last):
-        answer = client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                         CopySource={"Bucket": bucket, "Key": source},
-                                         CopySourceRange=f"bytes={first}-{last}")
-        return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
-
     try:
         with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:   # S3 copies the big parts side by side
+            assembly = _Assembly(client, bucket, key, upload_id, pool)
             for segment in segments:
                 if isinstance(segment, (bytes, bytearray)):
-                    buffer += segment
-                    if len(buffer) >= PART_BYTES:
-                        flush()
-                    continue
-                source, offset, length = segment
-                while length > 0:
-                    if not buffer and length >= MIN_PART_BYTES:
-                        size = min(length, MAX_COPY_BYTES)
-                        copies.append(pool.submit(copy, next(numbers), source, offset, offset + size - 1))
-                    else:
-                        size = min(length, PART_BYTES - len(buffer))
-                        buffer += read_range(source, offset, size)
-                        if len(buffer) >= PART_BYTES:
-                            flush()
-                    offset += size
-                    length -= size
-            if buffer or not (parts or copies):
-                flush()
-            parts += [done.result() for done in copies]
+                    assembly.add(segment)
+                else:
+                    assembly.add_range(*segment)
+            parts = assembly.finish()
         client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
                                          MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
         return key
@@ -175,7 +150,54 @@ def assemble(key, media_type, filename, segments):
         raise
 
 
-def link(key, zone):
+class _Assembly:
+    """The parts of a multipart upload being joined (assemble): short pieces gathered into a buffer sent as
+    a part once it holds PART_BYTES; ranges long enough to start a part copied by S3 in the pool."""
+
+    def __init__(self, client: Any, bucket: str, key: str, upload_id: str, pool: ThreadPoolExecutor) -> None:
+        self.client, self.bucket, self.key, self.upload_id, self.pool = client, bucket, key, upload_id, pool
+        self.parts: list[dict[str, Any]] = []
+        self.copies: list[Future[dict[str, Any]]] = []
+        self.buffer = bytearray()
+        self.numbers = iter(range(1, 10_001))
+
+    def add(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= PART_BYTES:
+            self.flush()
+
+    def add_range(self, source: str, offset: int, length: int) -> None:
+        while length > 0:
+            if not self.buffer and length >= MIN_PART_BYTES:
+                size = min(length, MAX_COPY_BYTES)
+                self.copies.append(self.pool.submit(self.copy, next(self.numbers), source, offset, offset + size - 1))
+            else:
+                size = min(length, PART_BYTES - len(self.buffer))
+                self.add(read_range(source, offset, size))
+            offset += size
+            length -= size
+
+    def flush(self) -> None:
+        number = next(self.numbers)
+        answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                         PartNumber=number, Body=bytes(self.buffer))
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.buffer.clear()
+
+    def copy(self, number: int, source: str, first: int, last: int) -> dict[str, Any]:
+        answer = self.client.upload_part_copy(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                              PartNumber=number, CopySource={"Bucket": self.bucket, "Key": source},
+                                              CopySourceRange=f"bytes={first}-{last}")
+        return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Send what the buffer holds (or the one empty part of an empty file); every part, copies done."""
+        if self.buffer or not (self.parts or self.copies):
+            self.flush()
+        return self.parts + [done.result() for done in self.copies]
+
+
+def link(key: str, zone: tzinfo) -> dict[str, Any]:
     """{"url", "expires"} of a presigned GET link to an object (expires shown in the project's zone)."""
     url = aws.s3().generate_presigned_url("get_object", Params={"Bucket": config.resource_name("FilesBucket"),
                                                                 "Key": key}, ExpiresIn=LINK_SECONDS)

@@ -17,12 +17,17 @@ media_type, created, expires_at (TTL), error.
 """
 import json
 import secrets
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from datetime import tzinfo
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.outputs import downloads, export_writers
+from chalicelib.outputs.export_writers import Row
 from chalicelib.platform import aws, clock, config, db
-from chalicelib.tables import accounts_table
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import NotFound
+from chalicelib.tables import accounts_table
 
 KEEP_SECONDS = 24 * 3600        # jobs and their files are kept a day (the bucket's lifecycle rule)
 MAX_RECEIVES = 3                # = the queue's maxReceiveCount (infra/resources.yaml)
@@ -37,20 +42,24 @@ class JobState(NamedTuple):
     body: dict
 
 
-def _prefix(project_id, job_id):
+# A slice's rows: rows_of(project_id, job request, zone, begin, end) (exports.slice_rows).
+RowsOf = Callable[[int, dict[str, Any], ZoneInfo, int, int], Iterable[Row]]
+
+
+def _prefix(project_id: int, job_id: str) -> str:
     return f"projects/{project_id}/jobs/{job_id}"
 
 
-def _part_key(project_id, job_id, number):
+def _part_key(project_id: int, job_id: str, number: int) -> str:
     return f"{_prefix(project_id, job_id)}/parts/{number:05d}"
 
 
-def view(job_id, status="running", progress=0.0):
+def view(job_id: str, status: str = "running", progress: float = 0.0) -> dict[str, Any]:
     """The 202 body of a running job."""
     return {"id": job_id, "status": status, "progress": round(progress, 3)}
 
 
-def start(project_id, request, slices):
+def start(project_id: int, request: dict[str, Any], slices: list[list[int]]) -> dict[str, Any]:
     """Start a job writing request (exports.job_request's dict) in slices [(begin, end) epochs]; its 202 body."""
     job_id = secrets.token_hex(16)
     request_key = f"{_prefix(project_id, job_id)}/request.json"
@@ -74,20 +83,24 @@ def start(project_id, request, slices):
     return view(job_id)
 
 
-def _progress(job):
+def _progress(job: Item) -> float:
     return len(job.get("done") or ()) / (job["parts"] + 1)
 
 
-def status(project_id, job_id, zone):
+def status(project_id: int, job_id: object, zone: tzinfo) -> JobState:
     """GET /file/job: the job's JobState. Another project's job is unknown."""
-    known = isinstance(job_id, str) and 0 < len(job_id) <= 64
-    job = db.get(accounts_table.NAME, accounts_table.job_key(job_id)) if known else None
+    unknown = NotFound("no export job with this id in this project (jobs are kept a day)")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise unknown
+    job = db.get(accounts_table.NAME, accounts_table.job_key(job_id))
     if not job or job.get("project_id") != project_id or job.get("expires_at", 0) < clock.now():
-        raise NotFound("no export job with this id in this project (jobs are kept a day)")
+        raise unknown
     if job["status"] == "running" and clock.now() > job["created"] + DEADLINE_SECONDS:
         job = (_fail(job_id, f"the export did not finish within {DEADLINE_SECONDS // 60} minutes: "
                              f"ask for fewer days or fewer meters")
                or db.get(accounts_table.NAME, accounts_table.job_key(job_id)))
+        if job is None:   # expired meanwhile
+            raise unknown
     if job["status"] == "done":
         return JobState(303, downloads.link(job["file"], zone))
     if job["status"] == "failed":
@@ -95,7 +108,7 @@ def status(project_id, job_id, zone):
     return JobState(202, view(job_id, progress=_progress(job)))
 
 
-def _fail(job_id, reason):
+def _fail(job_id: str, reason: str) -> Item | None:
     """Mark a running job failed; the item as updated, or None when it was no longer running."""
     try:
         return db.update(accounts_table.NAME, accounts_table.job_key(job_id), "SET #s = :f, #e = :e",
@@ -108,7 +121,7 @@ def _fail(job_id, reason):
 
 # ---- the worker ------------------------------------------------------------------------------
 
-def handle_event(event, rows_of):
+def handle_event(event: Iterable[Any], rows_of: RowsOf) -> None:
     """The worker's entry (Lambda's SQS event, or the local worker's): run each message's step.
 
     rows_of(project_id, request, zone, begin, end) gives a slice's rows (chalicelib/outputs/exports.py).
@@ -126,13 +139,14 @@ def handle_event(event, rows_of):
             _fail(message.get("job"), f"a part of the export failed {receives} times: {type(error).__name__}")
 
 
-def run(message, rows_of):
+def run(message: dict[str, Any], rows_of: RowsOf) -> None:
     """One step of a job: write part message['part'], or join the parts (message['assemble'])."""
     job = db.get(accounts_table.NAME, accounts_table.job_key(message["job"]))
     if not job or job["status"] != "running":
         return                                  # failed, done or expired: nothing left to do
     if message.get("assemble"):
-        return _assemble(message["job"], job)
+        _assemble(message["job"], job)
+        return
     number = int(message["part"])
     request = _request(job)
     begin, end = request["slices"][number]
@@ -140,7 +154,12 @@ def run(message, rows_of):
     rows = rows_of(job["project_id"], request, zone, begin, end)
     counted = _Counter(rows)
     key = _part_key(job["project_id"], message["job"], number)
-    chunks = export_writers.slice_chunks(request["type"], counted, number == 0, number == job["parts"] - 1)
+    first, last = number == 0, number == job["parts"] - 1
+    if request.get("fields"):   # records (a bill export): its columns and frame travel in the request
+        chunks = export_writers.record_slice_chunks(request["type"], request["fields"], counted, first, last,
+                                                    bom=request.get("bom", False))
+    else:
+        chunks = export_writers.slice_chunks(request["type"], counted, first, last)
     size = _written(key, chunks)
     updated = db.update(accounts_table.NAME, accounts_table.job_key(message["job"]),
                         "SET part_info.#p = :info ADD done :n", names={"#p": f"p{number}", "#s": "status"},
@@ -151,11 +170,11 @@ def run(message, rows_of):
                                MessageBody=json.dumps({"job": message["job"], "assemble": True}))
 
 
-def _written(key, chunks):
+def _written(key: str, chunks: Iterable[bytes]) -> int:
     """Write a part object; its size in bytes."""
     size = 0
 
-    def counting():
+    def counting() -> Iterator[bytes]:
         nonlocal size
         for chunk in chunks:
             size += len(chunk)
@@ -168,24 +187,27 @@ def _written(key, chunks):
 class _Counter:
     """Rows passed through, counted."""
 
-    def __init__(self, rows):
+    def __init__(self, rows: Iterable[Any]) -> None:   # readings' Rows, or a bill's records
         self.rows = iter(rows)
         self.count = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         for row in self.rows:
             self.count += 1
             yield row
 
 
-def _request(job):
+def _request(job: Item) -> dict[str, Any]:
     return json.loads(downloads.read_range(job["request"], 0, 1 << 26))
 
 
-def _assemble(job_id, job):
+def _assemble(job_id: str, job: Item) -> None:
     """Join the parts into the file (export_writers.slice_chunks says how); mark the job done."""
-    frame = export_writers.FRAMES[_request(job)["type"]]
-    segments, seen_rows = [], False
+    request = _request(job)
+    frame = (export_writers.record_frame(request["type"], request["fields"], request.get("bom", False))
+             if request.get("fields") else export_writers.FRAMES[request["type"]])
+    segments: list[downloads.Segment | bytes] = []
+    seen_rows = False
     for number in range(job["parts"]):
         rows, size = job["part_info"][f"p{number}"]
         skip = frame.lead if rows and not seen_rows and number > 0 else 0

@@ -10,13 +10,17 @@ exports in bounded memory. It imports neither dicttoxml nor yaml.
 import datetime
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from numbers import Number
+from typing import Any
 
 from chalicelib.platform.documents import XML_HEAD, XML_TAIL, xml_elements
 
-__all__ = ["EXPORT_FORMATS", "FRAMES", "export_chunks", "record_chunks", "slice_chunks"]
+__all__ = ["EXPORT_FORMATS", "FRAMES", "Row", "export_chunks", "record_chunks", "record_frame",
+           "record_slice_chunks", "slice_chunks"]
+
+Row = tuple[str, datetime.datetime, float]   # a readings export's row: (MeterParam, local time, value)
 
 #: Export format -> (media type, file extension).
 EXPORT_FORMATS = {
@@ -35,16 +39,16 @@ _CACHE_MAX = 2048  # entries per memo dict before it is cleared (bounds memory)
 # more than looking its parts up.
 
 
-class _Memo(dict):
+class _Memo(dict[Any, str]):
     """Dict that fills itself from ``make(key)``; caches only str and date/time keys, bounded."""
 
     __slots__ = ("make",)
 
-    def __init__(self, make):
+    def __init__(self, make: Callable[[Any], str]) -> None:
         super().__init__()
         self.make = make
 
-    def __missing__(self, key):
+    def __missing__(self, key: Any) -> str:
         value = self.make(key)
         if type(key) in (str, datetime.date, datetime.time):
             if len(self) >= _CACHE_MAX:
@@ -53,12 +57,12 @@ class _Memo(dict):
         return value
 
 
-def _clock_memos():
+def _clock_memos() -> tuple[_Memo, _Memo]:
     """Memos date -> 'YYYY-MM-DD' and time -> 'HH:MM:SS' (sub-seconds dropped)."""
     return _Memo(datetime.date.isoformat), _Memo(lambda t: t.isoformat("seconds"))
 
 
-def _blocks(rows):
+def _blocks(rows: Iterable[Any]) -> Iterator[list[Any]]:
     """The rows in lists of at most _BLOCK_ROWS, read lazily."""
     it = iter(rows)
     while True:
@@ -70,11 +74,11 @@ def _blocks(rows):
             return
 
 
-def _xml_rows(rows):
+def _xml_rows(rows: Iterable[Row]) -> Iterator[str]:
     day, tod = _clock_memos()
     names = _Memo(lambda n: xml_elements({"MeterParam": n}))
 
-    def slow(n, t, v):
+    def slow(n: str, t: datetime.datetime, v: Any) -> str:
         return '<item type="dict">%s%s</item>' % (names[n], xml_elements(
             {"TimeStamping": "%sT%s" % (day[t.date()], tod[t.time()]), "value": v}))
 
@@ -86,12 +90,12 @@ def _xml_rows(rows):
             for n, t, v in block])
 
 
-def _json_rows(rows):
+def _json_rows(rows: Iterable[Row]) -> Iterator[str]:
     """Each row preceded by ', ' (the frame drops the file's first separator)."""
     day, tod = _clock_memos()
     names = _Memo(json.dumps)
 
-    def slow(n, t, v):
+    def slow(n: str, t: datetime.datetime, v: Any) -> str:
         stamp = "%s %s" % (day[t.date()], tod[t.time()])
         return json.dumps({"MeterParam": n, "TimeStamping": stamp, "value": v})
 
@@ -109,7 +113,7 @@ _YAML_ESCAPE = re.compile('[\\\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udf
 _YAML_SHORT = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\0"}
 
 
-def _yaml_escape_char(m) -> str:
+def _yaml_escape_char(m: re.Match[str]) -> str:
     c = m.group()
     if c in _YAML_SHORT:
         return _YAML_SHORT[c]
@@ -117,7 +121,7 @@ def _yaml_escape_char(m) -> str:
     return "\\x%02X" % o if o < 0x100 else "\\u%04X" % o
 
 
-def _yaml_scalar(v) -> str:
+def _yaml_scalar(v: Any) -> str:
     """A YAML scalar that PyYAML's safe_load reads back as v (str, float, int, bool, None)."""
     if type(v) is str:
         return '"%s"' % _YAML_ESCAPE.sub(_yaml_escape_char, v)
@@ -139,7 +143,7 @@ def _yaml_scalar(v) -> str:
     return _yaml_scalar(str(v))
 
 
-def _yaml_rows(rows):
+def _yaml_rows(rows: Iterable[Row]) -> Iterator[str]:
     day, tod = _clock_memos()
     names, yv = _Memo(_yaml_scalar), _yaml_scalar
     for block in _blocks(rows):
@@ -164,17 +168,17 @@ def _csv_quote(text: str) -> str:
     return buf.getvalue()[:-4]  # drop ',x\r\n'
 
 
-def _csv_cell(n) -> str:
+def _csv_cell(n: Any) -> str:
     """A name cell, guarded against formula injection: a leading = + - @ tab or CR gets a '."""
     text = "" if n is None else repr(n) if isinstance(n, float) else str(n)
     return _csv_quote("'" + text if text.startswith(_CSV_FORMULA_START) else text)
 
 
-def _csv_rows(rows):
+def _csv_rows(rows: Iterable[Row]) -> Iterator[str]:
     day, tod = _clock_memos()
     names = _Memo(_csv_cell)
 
-    def slow(n, t, v):
+    def slow(n: str, t: datetime.datetime, v: Any) -> str:
         value = "" if v is None else repr(v) if isinstance(v, float) else str(v)
         return "%s,%s %s,%s\r\n" % (names[n], day[t.date()], tod[t.time()], _csv_quote(value))
 
@@ -196,7 +200,7 @@ class Frame:
 
     __slots__ = ("head", "lead", "tail", "empty")
 
-    def __init__(self, head, lead, tail, empty):
+    def __init__(self, head: str, lead: int, tail: str, empty: str) -> None:
         self.head, self.lead, self.tail, self.empty = head, lead, tail, empty
 
 
@@ -208,14 +212,18 @@ FRAMES = {
 }
 
 
-def _slice(fmt, rows, first, last):
+def _slice(fmt: str, rows: Iterable[Row], first: bool, last: bool) -> Iterator[str]:
     """The str pieces of a slice of the file: the head when first (rows' lead dropped), the tail when last.
 
     A slice that is both is the whole file (the frame's empty text when there is no row).
     """
-    frame = FRAMES[fmt]
+    return _framed(FRAMES[fmt], _ROWS[fmt](rows), first, last)
+
+
+def _framed(frame: Frame, texts: Iterable[str], first: bool, last: bool) -> Iterator[str]:
+    """_slice's pieces for any frame and row texts (readings or records)."""
     started = False
-    for text in _ROWS[fmt](rows):
+    for text in texts:
         if first and not started:
             text = frame.head + text[frame.lead:]
         started = True
@@ -229,9 +237,10 @@ def _slice(fmt, rows, first, last):
         yield frame.tail
 
 
-def _chunked(pieces, size):
+def _chunked(pieces: Iterable[str], size: int) -> Iterator[bytes]:
     """Re-cut a stream of str pieces into UTF-8 chunks of exactly size bytes (the last shorter)."""
-    parts, held = [], 0
+    parts: list[bytes] = []
+    held = 0
     for piece in pieces:
         data = piece.encode()
         parts.append(data)
@@ -249,7 +258,7 @@ def _chunked(pieces, size):
         yield b"".join(parts)
 
 
-def export_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]],
+def export_chunks(fmt: str, rows: Iterable[Row],
                   chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
     """Stream an export of readings as UTF-8 chunks (e.g. S3 multipart parts).
 
@@ -273,7 +282,7 @@ def export_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]]
     return _chunked(_slice(fmt, rows, True, True), chunk_bytes)
 
 
-def slice_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]], first: bool, last: bool,
+def slice_chunks(fmt: str, rows: Iterable[Row], first: bool, last: bool,
                  chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
     """One time slice of an export as UTF-8 chunks: the frame's head if first, its tail if last.
 
@@ -290,7 +299,7 @@ def slice_chunks(fmt: str, rows: Iterable[tuple[str, datetime.datetime, float]],
 # Exports of records (e.g. GET /file?period=…: consumption rows): dicts of str, float, int or None.
 
 
-def _record_csv_value(v) -> str:
+def _record_csv_value(v: Any) -> str:
     if v is None:
         return ""
     if type(v) is str:
@@ -298,38 +307,46 @@ def _record_csv_value(v) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _record_pieces(fmt, fields, records):
-    if fmt == "csv":
-        yield ",".join(fields) + "\r\n"
-        for block in _blocks(records):
+def _record_texts(fmt: str, fields: tuple[str, ...], records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """The text of each block of records (json: each record after ', ', as the frame expects)."""
+    for block in _blocks(records):
+        if fmt == "csv":
             yield "".join([",".join([_record_csv_value(r[f]) for f in fields]) + "\r\n" for r in block])
-    elif fmt == "json":
-        sep = "["
-        for block in _blocks(records):
-            yield sep + ", ".join([json.dumps({f: r[f] for f in fields}) for r in block])
-            sep = ", "
-        yield "[]" if sep == "[" else "]"
-    elif fmt == "xml":
-        yield XML_HEAD
-        for block in _blocks(records):
+        elif fmt == "json":
+            yield "".join([", " + json.dumps({f: r[f] for f in fields}) for r in block])
+        elif fmt == "xml":
             yield "".join(['<item type="dict">%s</item>' % xml_elements({f: r[f] for f in fields}) for r in block])
-        yield XML_TAIL
-    else:
-        empty = True
-        for block in _blocks(records):
-            empty = False
+        else:
             yield "".join(["".join(("- " if i == 0 else "  ") + f"{f}: {_yaml_scalar(r[f])}\n"
                                    for i, f in enumerate(fields)) for r in block])
-        if empty:
-            yield "[]\n"
 
 
-def record_chunks(fmt: str, fields, records, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+def record_frame(fmt: str, fields: Iterable[str], bom: bool = False) -> Frame:
+    """The Frame of an export of records: CSV's head is its header line (after a UTF-8 byte order mark with
+    bom, which Excel needs to read UTF-8), the others' as for readings."""
+    if fmt == "csv":
+        head = ("\ufeff" if bom else "") + ",".join(fields) + "\r\n"
+        return Frame(head, 0, "", head)
+    return FRAMES[fmt]
+
+
+def record_chunks(fmt: str, fields: Iterable[str], records: Iterable[Mapping[str, Any]],
+                  chunk_bytes: int = 1 << 20, bom: bool = False) -> Iterator[bytes]:
     """Stream an export of records (dicts with the keys ``fields``) as UTF-8 chunks, like export_chunks.
 
-    csv: header ``fields``, None as an empty cell, text cells guarded against formulas; json:
-    ``json.dumps`` of the list; xml: dicttoxml's shape; yaml: ``yaml.safe_load`` gives back the list.
+    csv: header ``fields`` (after a byte order mark with bom), None as an empty cell, text cells guarded
+    against formulas; json: ``json.dumps`` of the list; xml: dicttoxml's shape; yaml: ``yaml.safe_load``
+    gives back the list.
     """
+    return record_slice_chunks(fmt, fields, records, True, True, chunk_bytes, bom)
+
+
+def record_slice_chunks(fmt: str, fields: Iterable[str], records: Iterable[Mapping[str, Any]], first: bool,
+                        last: bool, chunk_bytes: int = 1 << 20, bom: bool = False) -> Iterator[bytes]:
+    """One slice of an export of records (an export job's part), joined as slice_chunks' are, with
+    record_frame(fmt, fields, bom): byte for byte what record_chunks writes for all the records."""
     if fmt not in _ROWS:
         raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_ROWS)))
-    return _chunked(_record_pieces(fmt, tuple(fields), records), chunk_bytes)
+    names = tuple(fields)
+    return _chunked(_framed(record_frame(fmt, names, bom), _record_texts(fmt, names, records), first, last),
+                    chunk_bytes)

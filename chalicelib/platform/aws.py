@@ -5,6 +5,7 @@ the same code runs against moto and AWS.
 """
 import functools
 import logging
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -23,39 +24,39 @@ READ_TIMEOUT_SECONDS = 4
 
 
 @functools.lru_cache(maxsize=None)
-def _client(service, signature_version=None, _region=None):
+def _client(service: str, signature_version: str | None = None, _region: str | None = None) -> Any:
     kwargs = {"retries": _RETRIES, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "read_timeout": READ_TIMEOUT_SECONDS}
     if signature_version:
         kwargs["signature_version"] = signature_version
     return boto3.session.Session().client(service, region_name=_region, config=Config(**kwargs))
 
 
-def dynamodb():
+def dynamodb() -> Any:
     """The low-level DynamoDB client."""
     return _client("dynamodb", _region=config.region())
 
 
-def s3():
+def s3() -> Any:
     """The S3 client; SigV4 so presigned links carry an expiry that S3 enforces."""
     return _client("s3", "s3v4", _region=config.region())
 
 
-def kms():
+def kms() -> Any:
     """The KMS client (encrypts the stored copy of API keys)."""
     return _client("kms", _region=config.region())
 
 
-def sqs():
+def sqs() -> Any:
     """The SQS client (export jobs' queue, alert evaluation and delivery queues)."""
     return _client("sqs", _region=config.region())
 
 
-def sns():
-    """The SNS client (alert e-mails: a topic per project, its subscriptions, publishing)."""
+def sns() -> Any:
+    """The SNS client (alert e-mails: a topic per address of a project, its subscription, publishing)."""
     return _client("sns", _region=config.region())
 
 
-def reset_clients():
+def reset_clients() -> None:
     """Forget cached clients (tests start a fresh moto per test)."""
     _client.cache_clear()
 
@@ -78,7 +79,7 @@ RETRY_AFTER_SECONDS = 2
 log = logging.getLogger("intellimeter.aws")
 
 
-def is_transient(error):
+def is_transient(error: BaseException) -> bool:
     """True when an AWS call failed for a reason that sending it again may cure (throttled, 5xx, timeout)."""
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
@@ -94,7 +95,7 @@ def is_transient(error):
                               ChecksumError))
 
 
-def unavailable(error):
+def unavailable(error: BaseException) -> ServiceUnavailable | None:
     """The ServiceUnavailable (503 + Retry-After) answering a transient AWS failure, or None for anything else.
 
     Anything else (a ValidationException, a missing table, a parameter botocore refuses) is a bug of

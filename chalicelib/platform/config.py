@@ -20,7 +20,7 @@ RESOURCE_ENV = {
 }
 
 
-def resource_name(logical_id):
+def resource_name(logical_id: str) -> str:
     """Physical name of a resource of the template (table name, bucket name, KMS key id)."""
     variable = RESOURCE_ENV[logical_id]
     try:
@@ -29,22 +29,22 @@ def resource_name(logical_id):
         raise RuntimeError(f"{variable} is not set: the stage's configuration names no {logical_id}") from None
 
 
-def region():
+def region() -> str:
     """The AWS region of every client."""
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-def secure_cookies():
+def secure_cookies() -> bool:
     """True in deployed stages: the session cookie gets Secure and the __Host- prefix."""
     return os.environ.get("SECURE_COOKIES", "true").lower() not in ("0", "false", "no")
 
 
-def session_cookie_name():
+def session_cookie_name() -> str:
     """The session cookie's name; __Host- binds it to the exact origin over HTTPS."""
     return "__Host-session" if secure_cookies() else "session"
 
 
-def password_hashing():
+def password_hashing() -> str:
     """The name of the Argon2 parameter set new password hashes get (passwords.PROFILES)."""
     return os.environ.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")
 

@@ -4,12 +4,17 @@ Items are plain dicts here; this module converts them to and from DynamoDB's typ
 queries, and turns conditional-check failures into one exception the callers can act on.
 """
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib.platform import aws, config
+
+Item = dict[str, Any]
+"""An item (or a key) as a plain dict: attribute name → str, int, float, bytes, bool, list, dict, set or None."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -18,7 +23,7 @@ _deserializer = TypeDeserializer()
 class ConditionFailed(Exception):
     """A conditional write (or one condition of a transaction) did not hold."""
 
-    def __init__(self, failed=()):
+    def __init__(self, failed: Iterable[str] = ()) -> None:
         super().__init__("condition failed")
         self.failed = frozenset(failed)   # names of the transaction's operations whose condition failed
 
@@ -30,22 +35,22 @@ UNPROCESSED_ATTEMPTS = 6
 class Throttled(ClientError):
     """DynamoDB kept part of a batch unprocessed (throttling) through every retry: a 503 like any throttle."""
 
-    def __init__(self, message):
+    def __init__(self, message: str) -> None:
         super().__init__({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}},
                          "BatchGetItem")
 
 
-def table(logical_id):
+def table(logical_id: str) -> str:
     """Physical table name of a table of infra/resources.yaml."""
     return config.resource_name(logical_id)
 
 
-def to_ddb(item):
+def to_ddb(item: Item) -> dict[str, Any]:
     """A plain dict as a DynamoDB item (floats pass through Decimal exactly as written)."""
     return {k: _serializer.serialize(_plain_to_ddb_value(v)) for k, v in item.items() if v is not None}
 
 
-def _plain_to_ddb_value(value):
+def _plain_to_ddb_value(value: Any) -> Any:
     if isinstance(value, float):
         return Decimal(repr(value))
     if isinstance(value, dict):
@@ -55,12 +60,12 @@ def _plain_to_ddb_value(value):
     return value
 
 
-def from_ddb(item):
+def from_ddb(item: Mapping[str, Any]) -> Item:
     """A DynamoDB item as a plain dict: integral numbers as int, others as float."""
     return {k: _ddb_to_plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
-def _ddb_to_plain(value):
+def _ddb_to_plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() and "." not in str(value) and "E" not in str(value) else float(value)
     if isinstance(value, dict):
@@ -70,12 +75,12 @@ def _ddb_to_plain(value):
     return value
 
 
-def values(mapping):
+def values(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """ExpressionAttributeValues from a plain dict."""
     return {k: _serializer.serialize(_plain_to_ddb_value(v)) for k, v in mapping.items()}
 
 
-def set_fields(fields):
+def set_fields(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(UpdateExpression, names, values) that set each attribute of fields {name: value}:
     "SET #f0 = :v0, #f1 = :v1", {"#f0": name, ...}, {":v0": value, ...} (placeholders, so any
     attribute name is safe, reserved words included)."""
@@ -84,20 +89,23 @@ def set_fields(fields):
     return expression, names, {f":v{i}": value for i, value in enumerate(fields.values())}
 
 
-def get(logical_id, key, consistent=True):
+def get(logical_id: str, key: Item, consistent: bool = True) -> Item | None:
     """One item by key, or None."""
     answer = aws.dynamodb().get_item(TableName=table(logical_id), Key=to_ddb(key), ConsistentRead=consistent)
     return from_ddb(answer["Item"]) if "Item" in answer else None
 
 
-def put(logical_id, item, condition=None, names=None, expression_values=None):
+def put(logical_id: str, item: Item, condition: str | None = None, names: dict[str, str] | None = None,
+        expression_values: Mapping[str, Any] | None = None) -> None:
     """Write one item, optionally under a condition (ConditionFailed when it fails)."""
     args = {"TableName": table(logical_id), "Item": to_ddb(item)}
     _add_condition(args, condition, names, expression_values)
     _call(aws.dynamodb().put_item, args)
 
 
-def update(logical_id, key, expression, names=None, expression_values=None, condition=None, return_values="NONE"):
+def update(logical_id: str, key: Item, expression: str, names: dict[str, str] | None = None,
+           expression_values: Mapping[str, Any] | None = None, condition: str | None = None,
+           return_values: str = "NONE") -> Item:
     """UpdateItem; returns the attributes asked for by return_values as a plain dict."""
     args = {"TableName": table(logical_id), "Key": to_ddb(key), "UpdateExpression": expression,
             "ReturnValues": return_values}
@@ -106,15 +114,18 @@ def update(logical_id, key, expression, names=None, expression_values=None, cond
     return from_ddb(answer.get("Attributes", {}))
 
 
-def delete(logical_id, key, condition=None, names=None, expression_values=None):
+def delete(logical_id: str, key: Item, condition: str | None = None, names: dict[str, str] | None = None,
+           expression_values: Mapping[str, Any] | None = None) -> None:
     """Delete one item, optionally under a condition."""
     args = {"TableName": table(logical_id), "Key": to_ddb(key)}
     _add_condition(args, condition, names, expression_values)
     _call(aws.dynamodb().delete_item, args)
 
 
-def query(logical_id, key_condition, expression_values, names=None, index=None, forward=True,
-          limit=None, consistent=False, projection=None, page_size=None):
+def query(logical_id: str, key_condition: str, expression_values: Mapping[str, Any],
+          names: dict[str, str] | None = None, index: str | None = None, forward: bool = True,
+          limit: int | None = None, consistent: bool = False, projection: str | None = None,
+          page_size: int | None = None) -> Iterator[Item]:
     """Items matching a key condition, in sort-key order, paging lazily through every page (or up to limit).
 
     page_size bounds the items one call fetches, so a caller streaming big items holds little at once.
@@ -144,17 +155,18 @@ def query(logical_id, key_condition, expression_values, names=None, index=None, 
         args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def batch_get(logical_id, keys, consistent=True, projection=None):
+def batch_get(logical_id: str, keys: Iterable[Item], consistent: bool = True,
+              projection: str | None = None) -> list[Item]:
     """Items for many keys of one table (missing ones are left out), any order; projection: the attributes wanted."""
-    keys = [to_ddb(k) for k in keys]
-    found = []
+    pending = [to_ddb(k) for k in keys]
+    found: list[Item] = []
     client = aws.dynamodb()
     name = table(logical_id)
-    while keys:
-        request = {name: {"Keys": keys[:100], "ConsistentRead": consistent}}
-        if projection:
-            request[name]["ProjectionExpression"] = projection
-        keys = keys[100:]
+    while pending:
+        request: dict[str, Any] | None = {
+            name: {"Keys": pending[:100], "ConsistentRead": consistent,
+                   **({"ProjectionExpression": projection} if projection else {})}}
+        pending = pending[100:]
         for attempt in range(UNPROCESSED_ATTEMPTS):
             answer = client.batch_get_item(RequestItems=request)
             found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
@@ -167,7 +179,7 @@ def batch_get(logical_id, keys, consistent=True, projection=None):
     return found
 
 
-def transact(operations):
+def transact(operations: Mapping[str, tuple[str, str, Mapping[str, Any]]]) -> None:
     """TransactWriteItems of named plain-dict operations: {name: ("put"|"delete"|"update"|"check", logical_id, args)}.
 
     ConditionFailed.failed names the operations whose condition did not hold, so callers decode a
@@ -176,7 +188,7 @@ def transact(operations):
     items = []
     for kind, logical_id, spec in operations.values():
         spec = dict(spec)
-        entry = {"TableName": table(logical_id)}
+        entry: dict[str, Any] = {"TableName": table(logical_id)}
         if kind == "put":
             entry["Item"] = to_ddb(spec.pop("item"))
         else:
@@ -198,7 +210,8 @@ def transact(operations):
         raise
 
 
-def _add_condition(args, condition, names, expression_values):
+def _add_condition(args: dict[str, Any], condition: str | None, names: dict[str, str] | None,
+                   expression_values: Mapping[str, Any] | None) -> None:
     if condition:
         args["ConditionExpression"] = condition
     if names:
@@ -207,7 +220,7 @@ def _add_condition(args, condition, names, expression_values):
         args["ExpressionAttributeValues"] = values(expression_values)
 
 
-def _call(method, args):
+def _call(method: Callable[..., Any], args: dict[str, Any]) -> Any:
     try:
         return method(**args)
     except ClientError as error:

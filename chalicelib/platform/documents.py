@@ -11,6 +11,7 @@ yaml_document (PyYAML's safe dump) imports yaml when first asked.
 import re
 from collections.abc import Iterable
 from numbers import Number
+from typing import Any
 
 __all__ = ["XML_HEAD", "XML_TAIL", "xml_document", "xml_elements", "yaml_document"]
 
@@ -26,7 +27,7 @@ _CACHE_MAX = 2048  # entries of the element-name memo before it is cleared (boun
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # ASCII names that certainly parse as an element name (no ':' so namespaces don't matter).
 _SIMPLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
-_name_memo: dict = {}
+_name_memo: dict[str, tuple[str, str | None]] = {}
 
 
 def _xml_text(s: str) -> str:
@@ -37,7 +38,7 @@ def _xml_text(s: str) -> str:
             .replace("<", "&lt;").replace(">", "&gt;"))
 
 
-def _name_parses(key) -> bool:
+def _name_parses(key: Any) -> bool:
     """dicttoxml's key_is_valid_xml: does ``<key>foo</key>`` parse (minidom, namespaces on)?"""
     if type(key) is str and _SIMPLE_NAME.match(key):
         return True
@@ -50,7 +51,7 @@ def _name_parses(key) -> bool:
         return False
 
 
-def _fix_name(key):
+def _fix_name(key: Any) -> tuple[str, str | None]:
     """dicttoxml's make_valid_xml_name: (element name, value of a name="" attribute or None)."""
     if type(key) is str:
         hit = _name_memo.get(key)
@@ -59,6 +60,7 @@ def _fix_name(key):
         raw, key = key, _xml_text(key)
     else:
         raw = None
+    out: tuple[str, str | None]
     if _name_parses(key):
         out = key, None
     elif str(key).isdigit():
@@ -78,7 +80,7 @@ def _fix_name(key):
     return out
 
 
-def _xml_type(val) -> str:
+def _xml_type(val: Any) -> str:
     """dicttoxml's get_xml_type."""
     name = type(val).__name__
     if name == "NoneType":
@@ -94,13 +96,13 @@ def _xml_type(val) -> str:
     return name
 
 
-def _open_tag(key, name, typ) -> str:
+def _open_tag(key: str, name: str | None, typ: str) -> str:
     if name is None:
         return '<%s type="%s">' % (key, typ)
     return '<%s name="%s" type="%s">' % (key, name, typ)
 
 
-def _leaf(key, name, val, kind) -> str:
+def _leaf(key: str, name: str | None, val: Any, kind: str) -> str:
     """convert_kv / convert_bool / convert_none: they fix the (already fixed) name once more."""
     key, name2 = _fix_name(key)
     if name2 is not None:
@@ -114,7 +116,7 @@ def _leaf(key, name, val, kind) -> str:
     return "%s%s</%s>" % (_open_tag(key, name, _xml_type(val)), text, key)
 
 
-def xml_elements(obj) -> str:
+def xml_elements(obj: dict) -> str:
     """The elements of a dict's items, as dicttoxml writes them inside the dict's element."""
     out = []
     for key, val in obj.items():
@@ -136,7 +138,7 @@ def xml_elements(obj) -> str:
     return "".join(out)
 
 
-def _xml_list(items) -> str:
+def _xml_list(items: Iterable[Any]) -> str:
     out = []
     for item in items:
         if isinstance(item, Number) or type(item) is str:  # bool too: <item type="bool">True
@@ -154,7 +156,7 @@ def _xml_list(items) -> str:
     return "".join(out)
 
 
-def _xml_body(obj) -> str:
+def _xml_body(obj: Any) -> str:
     """dicttoxml's convert() for the root's content."""
     if type(obj) is bool:
         return _leaf("item", None, obj, "bool")
@@ -171,7 +173,7 @@ def _xml_body(obj) -> str:
     raise TypeError("Unsupported data type: %s (%s)" % (obj, type(obj).__name__))
 
 
-def xml_document(obj) -> str:
+def xml_document(obj: Any) -> str:
     """The vendor's XML for a response object.
 
     Byte-identical to ``dicttoxml(obj, custom_root='Response', attr_type=True).decode()`` when
@@ -188,10 +190,10 @@ def xml_document(obj) -> str:
 
 # Unicode line breaks (NEL, LS, PS) that a YAML reader folds when they stand raw inside quotes.
 _YAML_FOLDED = ("\x85", "\u2028", "\u2029")
-_dumper = None
+_dumper: Any = None
 
 
-def _yaml_dumper():
+def _yaml_dumper() -> Any:
     """PyYAML's safe dumper, but strings holding a Unicode line break (NEL, LS, PS) are double-quoted.
 
     safe_dump writes those characters raw inside quotes, where a YAML reader folds them: the
@@ -204,7 +206,7 @@ def _yaml_dumper():
         class SafeDumper(yaml.SafeDumper):
             pass
 
-        def represent_str(dumper, value):
+        def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
             style = '"' if any(c in value for c in _YAML_FOLDED) else None
             return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
@@ -213,7 +215,7 @@ def _yaml_dumper():
     return _dumper
 
 
-def yaml_document(obj) -> str:
+def yaml_document(obj: Any) -> str:
     """A response object as YAML: ``yaml.safe_dump`` in the object's key order, Unicode kept, and any
     string holding NEL, LS or PS double-quoted so ``yaml.safe_load`` gives back exactly obj.
     PyYAML is imported on first use (Lambda cold start)."""

@@ -6,7 +6,7 @@ class ApiError(Exception):
 
     status = 400
 
-    def __init__(self, message, headers=None):
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
@@ -43,7 +43,7 @@ class UnsupportedMediaType(ApiError):
 class TooManyRequests(ApiError):
     status = 429
 
-    def __init__(self, message, retry_after):
+    def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, headers={"Retry-After": str(int(retry_after))})
 
 
@@ -52,7 +52,7 @@ class ServiceUnavailable(ApiError):
 
     status = 503
 
-    def __init__(self, message, retry_after):
+    def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, headers={"Retry-After": str(int(retry_after))})
 
 

@@ -5,11 +5,12 @@ Times travel as naive local datetimes until here, where each format writes them 
 """
 import json
 from datetime import datetime
+from typing import Any
 
 MEDIA_TYPES = {"json": "application/json", "xml": "application/xml", "yaml": "application/yaml"}
 
 
-def response_type(value):
+def response_type(value: object) -> str | None:
     """The format asked for (case-insensitive), 'json' when none, or None when it is not one we have."""
     if value is None or value == "":
         return "json"
@@ -18,7 +19,7 @@ def response_type(value):
     return None
 
 
-def _with_times(value, separator):
+def _with_times(value: Any, separator: str) -> Any:
     if isinstance(value, datetime):
         return value.isoformat(sep=separator, timespec="seconds")
     if isinstance(value, dict):
@@ -28,7 +29,7 @@ def _with_times(value, separator):
     return value
 
 
-def render(result, fmt):
+def render(result: Any, fmt: str) -> tuple[str, str]:
     """(body text, media type) of a result in a format."""
     if fmt == "xml":
         from chalicelib.platform import documents

@@ -15,11 +15,11 @@ _DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _has_control(text):
+def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
 
 
-def name(field, value, max_length=NAME_MAX):
+def name(field: str, value: object, max_length: int = NAME_MAX) -> str:
     """A display name (username, meter name): 1..max characters, no control characters, trimmed."""
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be text")
@@ -38,7 +38,7 @@ def name(field, value, max_length=NAME_MAX):
 LOGIN_KEY_MAX_BYTES = 1024
 
 
-def encodable(text):
+def encodable(text: str) -> bool:
     """True when text can be sent as UTF-8 (a JSON body can carry lone surrogates, which can't)."""
     try:
         text.encode("utf-8")
@@ -47,7 +47,7 @@ def encodable(text):
     return True
 
 
-def login_key(username):
+def login_key(username: str) -> str:
     """The case-insensitive identity of a login name (unique across every project)."""
     key = unicodedata.normalize("NFKC", username).casefold()
     encoded = key.encode("utf-8", "surrogatepass")
@@ -56,7 +56,7 @@ def login_key(username):
     return key
 
 
-def email(value):
+def email(value: object) -> str:
     """An e-mail address of plausible shape."""
     if not isinstance(value, str):
         raise BadRequest("email must be text")
@@ -66,7 +66,7 @@ def email(value):
     return value
 
 
-def password(value, minimum, maximum):
+def password(value: object, minimum: int, maximum: int) -> str:
     """A password of minimum..maximum characters, kept whole (never truncated or trimmed)."""
     if not isinstance(value, str):
         raise BadRequest("password must be text")
@@ -79,7 +79,7 @@ def password(value, minimum, maximum):
     return value
 
 
-def _check_bounds(field, value, minimum, maximum):
+def _check_bounds(field: str, value: float, minimum: float | None, maximum: float | None) -> None:
     """400 naming only the bounds that exist ("at least 0", not "between 0 and None")."""
     if minimum is not None and maximum is not None:
         if not minimum <= value <= maximum:
@@ -90,7 +90,7 @@ def _check_bounds(field, value, minimum, maximum):
         raise BadRequest(f"{field} must be at most {maximum}")
 
 
-def integer(field, value, minimum=None, maximum=None):
+def integer(field: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer given as a number or decimal digits."""
     if isinstance(value, bool):
         raise BadRequest(f"{field} must be an integer")
@@ -104,7 +104,7 @@ def integer(field, value, minimum=None, maximum=None):
     return value
 
 
-def number(field, value, minimum=None, maximum=None):
+def number(field: str, value: object, minimum: float | None = None, maximum: float | None = None) -> float:
     """A finite number given as a number or decimal text."""
     if isinstance(value, bool):
         raise BadRequest(f"{field} must be a number")
@@ -117,3 +117,15 @@ def number(field, value, minimum=None, maximum=None):
         raise BadRequest(f"{field} must be a finite number")
     _check_bounds(field, value, minimum, maximum)
     return value
+
+
+def flag(field: str, value: object) -> bool | None:
+    """A yes/no parameter: 1 or true, 0 or false (case-insensitive; a JSON boolean too); None when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else str(value) if value in (0, 1) else None
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise BadRequest(f"{field} must be 1 (or true) or 0 (or false)")

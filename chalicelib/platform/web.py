@@ -10,13 +10,16 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from http.cookies import CookieError, SimpleCookie
+from typing import Any, Protocol, cast
 
-from chalice import Response
+from chalice import Chalice, Response
+from chalice.app import Request
 
 from chalicelib.platform import aws, config, rendering
-from chalicelib.platform.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
-                               UnsupportedMediaType)
+from chalicelib.platform.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound,
+                                        PayloadTooLarge, UnsupportedMediaType)
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
 # Chalice would answer other media types with its own 415 body; accept all and answer ours.
@@ -28,31 +31,63 @@ access_log = logging.getLogger("intellimeter.access")
 access_log.setLevel(logging.INFO)
 
 
+class Caller(Protocol):
+    """Who a request comes from, as the Api's authenticate function finds it (chalicelib/identity/auth.py)."""
+
+    @property
+    def project_id(self) -> int: ...
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def scope(self) -> str | None: ...
+
+    @property
+    def key_id(self) -> int | None: ...
+
+
+class JobAnswer(Protocol):
+    """An export job's state as GET /file/job answers it (chalicelib/outputs/export_jobs.py JobState)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> dict: ...
+
+
 class Call:
     """One request as a handler sees it: merged parameters, the caller, and response extras."""
 
-    def __init__(self, request, params, caller, cookies=None):
+    def __init__(self, request: Request, params: dict[str, Any], caller: Any,
+                 cookies: dict[str, str] | None = None) -> None:
         self.request = request
         self.params = params
-        self.caller = caller
+        self.caller = caller     # the authenticate function's Caller; None on a route open to anyone
         self.request_cookies = cookies or {}
-        self.headers = {}
-        self.cookies = []
+        self.headers: dict[str, str] = {}
+        self.cookies: list[str] = []
         self.status = 200
 
     @property
-    def project_id(self):
+    def project_id(self) -> int:
         return self.caller.project_id
 
     @property
-    def user_id(self):
-        return self.caller.user_id
+    def user_id(self) -> int:
+        """The calling account's id. Only routes an account alone may call (no scopes) ask for it: the Api
+        refuses a scoped key there before the route runs."""
+        user_id = self.caller.user_id
+        if user_id is None:
+            raise Forbidden("this route needs an account's credentials, not a scoped key")
+        return user_id
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         """A parameter as sent (str from query/form, any JSON type from a JSON body)."""
         return self.params.get(name, default)
 
-    def text(self, name, required=False):
+    def text(self, name: str, required: bool = False) -> str | None:
         """A text parameter; None when absent (400 when required)."""
         value = self.params.get(name)
         if value is None:
@@ -63,13 +98,13 @@ class Call:
             raise BadRequest(f"{name} must be text")
         return value
 
-    def redirect(self, link):
+    def redirect(self, link: dict[str, Any]) -> dict[str, Any]:
         """Answer 303 See Other to a download link, with the link in the body for clients that don't follow."""
         self.status = 303
         self.headers["Location"] = link["url"]
         return link
 
-    def file_answer(self, result):
+    def file_answer(self, result: dict[str, Any]) -> dict[str, Any]:
         """303 to a finished file's link, or 202 Accepted with the Location of the job writing it."""
         if "url" in result:
             return self.redirect(result)
@@ -77,14 +112,14 @@ class Call:
         self.headers["Location"] = f"/file/job?id={result['id']}"
         return result
 
-    def job_answer(self, job):
+    def job_answer(self, job: JobAnswer) -> dict:
         """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its body."""
         if job.status == 303:
             return self.redirect(job.body)
         self.status = job.status
         return job.body
 
-    def set_session_cookie(self, token):
+    def set_session_cookie(self, token: str | None) -> None:
         """Set (or with token None, clear) the session cookie."""
         secure = config.secure_cookies()
         parts = [f"{config.session_cookie_name()}={token or ''}", "Path=/", "HttpOnly", "SameSite=Lax"]
@@ -95,14 +130,24 @@ class Call:
         self.cookies.append("; ".join(parts))
 
 
-def _merged_params(request):
+def _merged_params(request: Request) -> dict[str, Any]:
     """Query, then form body, then JSON object body (later sources override earlier ones)."""
     params = dict(request.query_params or {})
-    body = request.raw_body or b""
+    body = cast(bytes, request.raw_body or b"")   # chalice's raw_body is the body's bytes
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body is too large: at most {MAX_BODY_BYTES} bytes")
     if not body.strip():
         return params
+    params.update(_body_params(request, body))
+    if request.method == "GET":  # GET takes query arguments: a body may add scalars, never lists or objects
+        for name, value in params.items():
+            if isinstance(value, (list, dict)):
+                raise BadRequest(f"{str(name)[:40]} must be text or a number, not a JSON {type(value).__name__}")
+    return params
+
+
+def _body_params(request: Request, body: bytes) -> dict[str, Any]:
+    """The parameters of a body: a form, or a JSON object (text/plain or no type: JSON too)."""
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in PARSED_TYPES:
         raise UnsupportedMediaType(f"a body of type {content_type[:60]} can't be read: send parameters as JSON "
@@ -116,31 +161,28 @@ def _merged_params(request):
             form = urllib.parse.parse_qs(text, keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
         except ValueError:
             raise BadRequest("the form body has too many fields") from None
-        params.update({k: v[-1] for k, v in form.items()})
-    elif content_type in ("application/json", "text/plain", ""):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-        except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser goes
-            raise BadRequest("the JSON body can't be read: a number too long or nesting too deep") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the JSON body must be an object of parameters")
-        params.update({k: v for k, v in data.items() if v is not None})  # null is as omitted: it overrides nothing
-    if request.method == "GET":  # GET takes query arguments: a body may add scalars, never lists or objects
-        for name, value in params.items():
-            if isinstance(value, (list, dict)):
-                raise BadRequest(f"{str(name)[:40]} must be text or a number, not a JSON {type(value).__name__}")
-    return params
+        return {k: v[-1] for k, v in form.items()}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser goes
+        raise BadRequest("the JSON body can't be read: a number too long or nesting too deep") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object of parameters")
+    return {k: v for k, v in data.items() if v is not None}  # null is as omitted: it overrides nothing
 
 
-def _cookies(request):
+def _cookies(request: Request) -> dict[str, str]:
     jar = SimpleCookie()
     try:
         jar.load(request.headers.get("cookie", ""))
     except CookieError:
         return {}
     return {name: morsel.value for name, morsel in jar.items()}
+
+
+Handler = Callable[["Call"], Any]   # a route's function: the result to render, or a Response
 
 
 class Route:
@@ -152,7 +194,8 @@ class Route:
     (the vendor's "carry out, then 400" would lose the one copy of a new secret).
     """
 
-    def __init__(self, handler, authenticated=True, scopes=(), secret=False):
+    def __init__(self, handler: Handler, authenticated: bool = True, scopes: Iterable[str] = (),
+                 secret: bool = False) -> None:
         self.handler = handler
         self.authenticated = authenticated
         self.scopes = tuple(scopes)
@@ -166,15 +209,16 @@ class Api:
     scope and key_id), or raises Unauthorized.
     """
 
-    def __init__(self, app, authenticate):
+    def __init__(self, app: Chalice, authenticate: Callable[[Mapping[str, str], dict[str, str]], Caller]) -> None:
         self.app = app
         self.authenticate = authenticate
-        self.routes = {}
+        self.routes: dict[str, dict[str, Route]] = {}
         self._install_catch_all()
 
-    def route(self, path, method, authenticated=True, scopes=(), secret=False):
+    def route(self, path: str, method: str, authenticated: bool = True, scopes: Iterable[str] = (),
+              secret: bool = False) -> Callable[[Handler], Handler]:
         """Declare handler(call) as the path's method; it returns the result to render (or a Response)."""
-        def register(handler):
+        def register(handler: Handler) -> Handler:
             if path not in self.routes:
                 self.routes[path] = {}
                 self._install(path)
@@ -182,36 +226,31 @@ class Api:
             return handler
         return register
 
-    def _install(self, path):
-        def view(**_url_params):
-            return self.handle(path, self.app.current_request)
+    def _install(self, path: str) -> None:
+        def view(**_url_params: str) -> Response:
+            return self.handle(path, cast(Request, self.app.current_request))
         view.__name__ = "route_" + (path.strip("/").replace("/", "_").replace(".", "_") or "root")
         self.app.route(path, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
-    def _install_catch_all(self):
+    def _install_catch_all(self) -> None:
         """Any path no route declares answers 404 with the usual error body (API Gateway's own answer
         would be 403 "Missing Authentication Token", which sends a newcomer hunting for a key problem).
         `/{proxy+}` is API Gateway's greedy path variable; it matches everything but `/` itself."""
         for pattern, name in (("/", "unknown_root"), ("/{proxy+}", "unknown_path")):
-            def view(**_url_params):
-                return self.handle(None, self.app.current_request)
+            def view(**_url_params: str) -> Response:
+                return self.handle(None, cast(Request, self.app.current_request))
             view.__name__ = name
             self.app.route(pattern, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
-    def handle(self, path, request):
+    def handle(self, path: str | None, request: Request) -> Response:
         """Answer one request: parse, authenticate, call, render; errors as {"error": …}."""
         started = time.perf_counter()
         call = None
         # The format from the query string already, so errors before the body is read answer in it too.
-        fmt = rendering.response_type((request.query_params or {}).get("responseType")) or "json"
+        query: Mapping[str, str] = request.query_params or {}
+        fmt: str | None = rendering.response_type(query.get("responseType")) or "json"
         try:
-            if path is None:
-                raise NotFound("no such route: see GET /openapi.yaml (or /docs in a browser) for the API's routes")
-            if request.method not in self.routes[path]:
-                allowed = ", ".join(sorted(self.routes[path]))
-                raise MethodNotAllowed(f"{request.method} is not allowed on {path}: use {allowed}",
-                                       headers={"Allow": allowed})
-            route = self.routes[path][request.method]
+            route = self._route(path, request.method)
             params = _merged_params(request)
             fmt = rendering.response_type(params.get("responseType"))
             cookies = _cookies(request)
@@ -223,41 +262,58 @@ class Api:
             if fmt is None and route.secret and request.method != "GET":
                 raise BadRequest("responseType must be json, xml or yaml: nothing was done (the answer "
                                  "would carry a new secret that could not be shown)")
-            result = route.handler(call)
-            if fmt is None:
-                response = _error_response(BadRequest(
-                    "responseType must be json, xml or yaml (the request was carried out)"), "json")
-            elif isinstance(result, Response):
-                response = result
-            else:
-                body, media_type = rendering.render(result, fmt)
-                response = Response(body=body, status_code=call.status,
-                                    headers={"Content-Type": media_type, **call.headers})
-        except ApiError as error:
-            response = _error_response(error, fmt or "json")
+            response = _answer(route.handler(call), call, fmt)
         except Exception as error:  # never a stack trace to the client
-            unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
-            if unavailable is not None:
-                response = _error_response(unavailable, fmt or "json")
-            else:
-                access_log.exception("unhandled error on %s %s", request.method, path)
-                response = _error_response(ApiError("internal error: the request could not be completed"), "json",
-                                           status=500)
+            response = _failure(error, fmt, request, path)
         if call and call.cookies:
             response.headers["Set-Cookie"] = call.cookies[-1]
-        route = self.routes.get(path, {}).get(request.method)
-        if route is not None and route.secret:
+        declared = self.routes[path].get(request.method) if path is not None and path in self.routes else None
+        if declared is not None and declared.secret:
             response.headers["Cache-Control"] = "no-store"
         _log(request, path, response.status_code, started, call)
         return response
 
 
-def _error_response(error, fmt, status=None):
+    def _route(self, path: str | None, method: str) -> Route:
+        """The Route serving a method of a path; 404 for a path no route declares, 405 for another method."""
+        if path is None:
+            raise NotFound("no such route: see GET /openapi.yaml (or /docs in a browser) for the API's routes")
+        if method not in self.routes[path]:
+            allowed = ", ".join(sorted(self.routes[path]))
+            raise MethodNotAllowed(f"{method} is not allowed on {path}: use {allowed}", headers={"Allow": allowed})
+        return self.routes[path][method]
+
+
+def _answer(result: Any, call: Call, fmt: str | None) -> Response:
+    """The Response of a route's result in the format asked for (a Response as it is); an invalid
+    responseType is a 400 even though the route ran (the vendor's behaviour)."""
+    if fmt is None:
+        return _error_response(BadRequest("responseType must be json, xml or yaml (the request was carried out)"),
+                               "json")
+    if isinstance(result, Response):
+        return result
+    body, media_type = rendering.render(result, fmt)
+    return Response(body=body, status_code=call.status, headers={"Content-Type": media_type, **call.headers})
+
+
+def _failure(error: Exception, fmt: str | None, request: Request, path: str | None) -> Response:
+    """The answer to an exception: an ApiError as itself, a transient AWS failure as 503 with Retry-After,
+    anything else a logged 500 without a stack trace."""
+    if isinstance(error, ApiError):
+        return _error_response(error, fmt or "json")
+    unavailable = aws.unavailable(error)   # a throttled, failing or timed-out AWS call: 503, send again
+    if unavailable is not None:
+        return _error_response(unavailable, fmt or "json")
+    access_log.exception("unhandled error on %s %s", request.method, path)
+    return _error_response(ApiError("internal error: the request could not be completed"), "json", status=500)
+
+
+def _error_response(error: ApiError, fmt: str, status: int | None = None) -> Response:
     body, media_type = rendering.render({"error": error.message}, fmt)
     return Response(body=body, status_code=status or error.status, headers={"Content-Type": media_type, **error.headers})
 
 
-def _log(request, path, status, started, call):
+def _log(request: Request, path: str | None, status: int, started: float, call: Call | None) -> None:
     caller = call.caller if call else None
     fields = {
         "route": path or "(unknown)", "method": request.method, "status": status,

@@ -21,7 +21,10 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
 """
+from collections.abc import Iterator
+
 from chalicelib.platform import db, validation
+from chalicelib.platform.db import Item
 
 NAME = "AccountsTable"
 
@@ -34,97 +37,97 @@ ALERT = "ALERT"
 ALERTING = "ALERTING"
 
 
-def project_pk(project_id):
+def project_pk(project_id: int) -> str:
     """The partition of a project's items (project, users, scoped keys, agents)."""
     return f"PROJECT#{project_id}"
 
 
-def project_key(project_id):
+def project_key(project_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": "PROJECT"}
 
 
-def project_name_key(name):
+def project_name_key(name: str) -> Item:
     """The item that keeps project names unique (case-insensitively, as login names)."""
     return {"pk": "PROJECTNAME#" + validation.login_key(name), "sk": "PROJECTNAME"}
 
 
-def user_key(project_id, user_id):
+def user_key(project_id: int, user_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": f"{USER}#{user_id:010d}"}
 
 
-def login_name_key(username):
+def login_name_key(username: str) -> Item:
     """The item that keeps login names unique across every project and finds an account by its name."""
     return {"pk": "LOGIN#" + validation.login_key(username), "sk": "LOGIN"}
 
 
-def api_key_key(digest):
+def api_key_key(digest: str) -> Item:
     """The item that finds an account by the digest of its key."""
     return {"pk": "KEY#" + digest, "sk": "KEY"}
 
 
-def throttle_key(username):
+def throttle_key(username: str) -> Item:
     """The item counting password guesses of a login name (stripped like accounts.find_login: " alice" is "alice")."""
     return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
 
 
-def scoped_key_lookup_key(digest):
+def scoped_key_lookup_key(digest: str) -> Item:
     """The item that finds a scoped key by its digest."""
     return {"pk": f"{SCOPED_KEY}#" + digest, "sk": SCOPED_KEY}
 
 
-def scoped_key_listing_key(project_id, key_id):
+def scoped_key_listing_key(project_id: int, key_id: int) -> Item:
     """The item that lists a scoped key in its project."""
     return {"pk": project_pk(project_id), "sk": f"{SCOPED_KEY}#{key_id:010d}"}
 
 
-def agent_key(project_id, who):
+def agent_key(project_id: int, who: str) -> Item:
     """The item holding an agent's last report."""
     return {"pk": project_pk(project_id), "sk": f"{AGENT}#{who}"}
 
 
-def job_key(job_id):
+def job_key(job_id: str) -> Item:
     """The item of an export job."""
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
 
 
-def alert_key(project_id, alert_id):
+def alert_key(project_id: int, alert_id: int) -> Item:
     """The item of an alert rule (its definition and its evaluation state)."""
     return {"pk": project_pk(project_id), "sk": f"{ALERT}#{alert_id:010d}"}
 
 
-def alerting_key(project_id):
+def alerting_key(project_id: int) -> Item:
     """The project's entry in the evaluator's index: the ids of its rules (at most alerts.MAX_RULES)."""
     return {"pk": ALERTING, "sk": f"PROJECT#{project_id:010d}"}
 
 
-def alerting_project(item):
+def alerting_project(item: Item) -> int:
     """The project id of an index entry."""
     return int(item["sk"].split("#", 1)[1])
 
 
-def alert_log_pk(project_id):
+def alert_log_pk(project_id: int) -> str:
     """The partition of a project's alert events, in time order."""
     return f"ALERTLOG#{project_id}"
 
 
-def alert_event_key(project_id, epoch, event_id):
+def alert_event_key(project_id: int, epoch: float, event_id: str) -> Item:
     """The item of an alert event: sorted by the instant it happened (epoch milliseconds), then its id."""
     return {"pk": alert_log_pk(project_id), "sk": f"{alert_log_range(epoch)}#{event_id}"}
 
 
-def alert_log_range(epoch):
+def alert_log_range(epoch: float) -> str:
     """The sort-key bound of the events at or after an instant (BETWEEN two of these)."""
     return f"{int(epoch * 1000):013d}"
 
 
-def next_id(kind):
+def next_id(kind: str) -> int:
     """A new integer id of a kind (user, project, meter, scoped_key): an atomic counter, never reused."""
     answer = db.update(NAME, {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
                        names={"#v": "value"}, expression_values={":one": 1}, return_values="UPDATED_NEW")
     return int(answer["value"])
 
 
-def project_items(project_id, kind, consistent=False):
+def project_items(project_id: int, kind: str, consistent: bool = False) -> Iterator[Item]:
     """The project's items of a kind (USER, SCOPED_KEY, AGENT, ALERT), in key order."""
     return db.query(NAME, "pk = :p AND begins_with(sk, :k)", {":p": project_pk(project_id), ":k": kind + "#"},
                     consistent=consistent)

@@ -8,19 +8,21 @@
 Rollups have partitions of their own, so the readings' queries never see them.
 """
 
+from chalicelib.platform.db import Item
+
 NAME = "ReadingsTable"
 
 
-def series_key(project_id, meter_id):
+def series_key(project_id: int, meter_id: int) -> str:
     """The partition of a meter's readings."""
     return f"{project_id}#{meter_id}"
 
 
-def day_key(series, day):
+def day_key(series: str, day: str) -> Item:
     """The item of a meter's readings (series: series_key) on a UTC day 'YYYY-MM-DD'."""
     return {"meter": series, "day": day}
 
 
-def rollup_key(project_id, meter_id, month):
+def rollup_key(project_id: int, meter_id: int, month: str) -> Item:
     """The item of a meter's consumption rollups of a local month 'YYYY-MM'."""
     return {"meter": f"ROLLUP#{project_id}#{meter_id}", "day": month}

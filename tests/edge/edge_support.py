@@ -40,7 +40,7 @@ def parse_ts(s: str) -> dt.datetime:
 class FakeCloud:
     """An in-memory cloud with the contract's PUT /point and POST /data."""
 
-    def __init__(self, key: str, max_batch: int = 1000, delay_after_store: float = 0.0, now=time.time):
+    def __init__(self, key: str, max_batch: int = 1000, delay_after_store: float = 0.0, now=time.time):  # noqa: C901  # the fake cloud's request handler, one branch per route it plays
         self.key = key
         self.max_batch = max_batch
         self.delay_after_store = delay_after_store
@@ -177,11 +177,13 @@ class FaultProxy:
         self.policy = lambda method, path: None
         self.counts: dict[str, int] = {}
         self.requests = 0
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path, body) of each request, as received
         proxy = self
 
         class H(QuietHandler):
             def _handle(self):
                 body = self.read_body()
+                proxy.bodies.append((self.command, self.path, body))  # the policy may look at it
                 fault = proxy.policy(self.command, self.path)
                 proxy.requests += 1
                 proxy.counts[fault or "ok"] = proxy.counts.get(fault or "ok", 0) + 1

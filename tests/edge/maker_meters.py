@@ -11,6 +11,7 @@ API (reused by other tests, e.g. the soak):
 
     bus = start_meters(port, [MeterSpec("Eastron.SDM630", unit=1, energy_kwh=1234.5, faults={"nan"}), ...])
     bus = start_meter(kind, port, unit=1, energy_kwh=1000.0, faults=())   # one meter
+    bus = start_serial_meters(device, specs, baudrate=9600)   # the same on a serial line (a pty)
     bus.meters[unit].energy_kwh = 1300.0       # the next read answers the new total
     bus.set_faults(unit, {"silent"})           # change faults while serving
     bus.requests                               # [(unit, function, address, count), ...] as received
@@ -28,6 +29,8 @@ Faults (a set, per meter, changeable while serving):
 * ``silent``   - the unit never answers (absent from the RS-485 line / gateway).
 * ``busy``     - every read is answered with exception 06 (device busy).
 * ``lenient``  - undocumented registers read as 0 instead of exception 02 (some firmware does).
+* ``mute_large`` - reads of more than 16 registers get no answer at all (firmware, or a gateway
+                 in front of it, that drops long requests instead of answering exception 02).
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-FAULTS = {"nan", "nan_volts", "silent", "busy", "lenient"}
+FAULTS = {"nan", "nan_volts", "silent", "busy", "lenient", "mute_large"}
+MUTE_ABOVE = 16  # ``mute_large``: reads of more registers get no answer
 
 
 def _words(kind: str, value: float, word_order: str = "big") -> list[int]:
@@ -268,7 +272,7 @@ class _Core(SimCore):
 
     async def async_getValues(self, device_id, func_code, address, count=1):
         m = self.bus.meters.get(device_id)
-        if m is None or "silent" in m.faults:
+        if m is None or "silent" in m.faults or ("mute_large" in m.faults and count > MUTE_ABOVE):
             raise NoSuchIdException(f"{device_id}")
         self.bus.requests.append((device_id, func_code, address, count))
         return await super().async_getValues(device_id, func_code, address, count)
@@ -278,9 +282,11 @@ class _Core(SimCore):
 
 
 class MakerBus:
-    """A Modbus TCP gateway on 127.0.0.1:port with maker-layout meters behind it."""
+    """A Modbus TCP gateway on 127.0.0.1:port with maker-layout meters behind it; or, with
+    ``serial`` (keyword arguments of pymodbus's ``ModbusSerialServer``: port, baudrate, ...),
+    the same meters on an RS-485 line (``port`` is then only a name)."""
 
-    def __init__(self, port: int, specs: list[MeterSpec], host: str = "127.0.0.1"):
+    def __init__(self, port: int | str, specs: list[MeterSpec], host: str = "127.0.0.1", serial: dict | None = None):
         for s in specs:
             if s.kind not in LAYOUTS:
                 raise ValueError(f"unknown kind {s.kind!r}: one of {', '.join(KINDS)}")
@@ -294,11 +300,15 @@ class MakerBus:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"maker-meters-{port}", daemon=True)
         self._thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(self._start(host), self._loop).result(10)
+        self.server = asyncio.run_coroutine_threadsafe(self._start(host, serial), self._loop).result(10)
 
-    async def _start(self, host):
+    async def _start(self, host, serial):
         devices = [m.device() for m in self.meters.values()]
-        server = ModbusTcpServer(devices, address=(host, self.port), ignore_missing_devices=True)
+        server: ModbusSerialServer | ModbusTcpServer
+        if serial:
+            server = ModbusSerialServer(devices, ignore_missing_devices=True, **serial)
+        else:
+            server = ModbusTcpServer(devices, address=(host, int(self.port)), ignore_missing_devices=True)
         server.context = _Core(devices, self)
         await server.serve_forever(background=True)
         return server
@@ -324,6 +334,11 @@ class MakerBus:
 def start_meters(port: int, specs: list[MeterSpec], host: str = "127.0.0.1") -> MakerBus:
     """Serve these meters (one unit id each) on one TCP port."""
     return MakerBus(port, specs, host)
+
+
+def start_serial_meters(device: str, specs: list[MeterSpec], baudrate: int = 9600, parity: str = "N") -> MakerBus:
+    """Serve these meters (one unit id each) on a serial port (one end of a pty pair or an ``rs485_line``)."""
+    return MakerBus(device, specs, serial={"port": device, "baudrate": baudrate, "parity": parity})
 
 
 def start_meter(kind: str, port: int, unit: int = 1, energy_kwh: float = 12_345.6, faults=()) -> MakerBus:

@@ -111,7 +111,7 @@ def test_scheduler_runs_on_virtual_time(tmp_path):
             if len(seen) == 3:
                 stop.set()
 
-    Scheduler(P(), clock, stop, check=ClockCheck(not_before=0)).run()
+    Scheduler(P(), clock, stop, check=ClockCheck(not_before=0, kernel_state=lambda: "synchronised")).run()
     assert seen == ["2023-11-14T22:15:00Z", "2023-11-14T22:20:00Z", "2023-11-14T22:25:00Z"]
 
 

@@ -80,12 +80,14 @@ def test_key_sources(tmp_path, monkeypatch):
         cfg.require_key()
     monkeypatch.setenv("INTELLIMETER_API_KEY", KEY)
     assert load_config(p).key == KEY
-    (tmp_path / "key").write_text("abc-from-file\n")
+    from_file = "0123456789-abcdefabcd-0123456789-abcdefabcd"
+    (tmp_path / "key").write_text(from_file + "\n")
+    (tmp_path / "key").chmod(0o640)
     doc = yaml.safe_load(p.read_text())
     doc["cloud"]["key_file"] = "key"
     p.write_text(yaml.safe_dump(doc))
-    assert load_config(p).key == "abc-from-file"
-    assert "abc-from-file" not in repr(load_config(p))
+    assert load_config(p).key == from_file
+    assert from_file not in repr(load_config(p))
 
 
 def test_every_problem_is_named_in_one_go(tmp_path, capsys):
@@ -138,3 +140,115 @@ def test_left_out_values_take_the_documented_defaults_everywhere(tmp_path):
     for s in (told, untold):
         assert (s.max_batch, s.backoff_initial, s.backoff_max, s.retention_days) == (500, 1.0, 300.0, 14)
         assert s.outbox.max_pending == 7_000_000
+
+
+# ---- commissioning mistakes `check` catches (issue 19, item 8) ---------------------------------------------
+
+SDM = 'NoPhases: "3", MeterType: SDM630, ModbusMap: Eastron.SDM630, SaveEvery: 5'
+GOOD_KEY = "0123456789-abcdefabcd-0123456789-abcdefabcd"
+
+
+def _site(tmp_path, buses: str, meters: list[str], key_file: bytes = GOOD_KEY.encode() + b"\n", mode: int = 0o640):
+    """An agent.yaml written as text (so a value keeps the form it was typed in) and its key file."""
+    kf = tmp_path / "api.key"
+    kf.write_bytes(key_file)
+    kf.chmod(mode)
+    p = tmp_path / "agent.yaml"
+    p.write_text("cloud: {url: https://api.example.com, key_file: api.key}\n"
+                 f"buffer: {tmp_path}/outbox.sqlite\n"
+                 f"buses:\n{buses}\n"
+                 "meters:\n" + "".join(f"  - {{{m}}}\n" for m in meters))
+    return p
+
+
+USB = "  USB0: {type: serial, device: /dev/ttyUSB0}\n  USB1: {type: serial, device: /dev/ttyUSB1}"
+M1 = f"MeterId: m1, ModbusId: 1, Port: USB0, {SDM}"
+
+MISTAKES = [
+    # (what, buses, meters, where, field, what the line says)
+    ("two meters with one ModbusId on a bus", USB, [M1, f"MeterId: m2, ModbusId: 1, Port: USB0, {SDM}"],
+     "meter 'm2' (meters[1])", "ModbusId", "1 is also the ModbusId of meter 'm1' (meters[0]) on bus 'USB0'"),
+    ("ModbusId 010 (YAML 1.1: octal 8)", USB, [M1, f"MeterId: m2, ModbusId: 010, Port: USB0, {SDM}"],
+     "meter 'm2' (meters[1])", "ModbusId", "written 010: YAML reads a number with a leading 0 as octal, 8; write 10"),
+    ("ModbusId 09 (YAML: text)", USB, [M1, f"MeterId: m2, ModbusId: 09, Port: USB0, {SDM}"],
+     "meter 'm2' (meters[1])", "ModbusId", "written 09"),
+    ("buadrate", "  USB0: {type: serial, device: /dev/ttyUSB0, buadrate: 2400}", [M1],
+     "bus 'USB0'", "buadrate", "unknown key: did you mean 'baudrate'?"),
+    ("partiy", "  USB0: {type: serial, device: /dev/ttyUSB0, partiy: E}", [M1],
+     "bus 'USB0'", "partiy", "unknown key: did you mean 'parity'?"),
+    ("startAdress", USB, [f"{M1}, startAdress: 1100"],
+     "meter 'm1' (meters[0])", "startAdress", "unknown key: did you mean 'startAddress'?"),
+    ("max_power_KW", USB, [f"{M1}, max_power_KW: 250"],
+     "meter 'm1' (meters[0])", "max_power_KW", "unknown key: did you mean 'max_power_kw'?"),
+    ("two buses on one device", "  USB0: {type: serial, device: /dev/ttyUSB0}\n"
+                                "  RS485: {type: serial, device: /dev/ttyUSB0, baudrate: 2400}",
+     [M1, f"MeterId: m2, ModbusId: 2, Port: RS485, {SDM}"],
+     "bus 'RS485'", "device", "/dev/ttyUSB0 is the port of bus 'USB0' too"),
+    ("names the cloud merges: NFC and NFD", USB, [f"MeterId: \"caf\\u00e9\", ModbusId: 1, Port: USB0, {SDM}",
+                                                  f"MeterId: \"cafe\\u0301\", ModbusId: 2, Port: USB0, {SDM}"],
+     "meter 'cafe\u0301' (meters[1])", "MeterId", "the cloud takes 'cafe\\u0301' and 'caf\\xe9' for one meter"),
+    ("names the cloud merges: a trailing space", USB, [M1, f"MeterId: \"m1 \", ModbusId: 2, Port: USB0, {SDM}"],
+     "meter 'm1 ' (meters[1])", "MeterId", "the cloud takes 'm1 ' and 'm1' for one meter"),
+    ("a name the cloud refuses: 65 characters", USB, [f"MeterId: {'x' * 65}, ModbusId: 1, Port: USB0, {SDM}"],
+     f"meter '{'x' * 65}' (meters[0])", "MeterId", "65 characters: the cloud refuses names over 64"),
+]
+
+
+@pytest.mark.parametrize("what,buses,meters,where,fld,says", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_check_catches_a_commissioning_mistake_in_one_line(tmp_path, capsys, what, buses, meters, where, fld, says):
+    """Each mistake is one `config error:` line naming the file, the place and the field; exit 2."""
+    from edge_agent import cli
+
+    p = _site(tmp_path, buses, meters)
+    assert cli.main(["check", "-c", str(p)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"config error: {p}: {where}: field '{fld}': ") and says in lines[0], lines[0]
+
+
+def test_a_meter_may_share_its_modbus_id_with_one_on_another_bus_and_a_decimal_id_is_fine(tmp_path, capsys):
+    from edge_agent import cli
+
+    p = _site(tmp_path, USB, [M1, f"MeterId: m2, ModbusId: 1, Port: USB1, {SDM}",
+                              f"MeterId: m3, ModbusId: 10, Port: USB0, {SDM}", f"MeterId: m4, ModbusId: 0x0B, Port: USB0, {SDM}"])
+    assert cli.main(["check", "-c", str(p)]) == 0, capsys.readouterr().err
+    assert [m.ModbusId for m in load_config(p).meters] == [1, 1, 10, 11]
+
+
+def test_two_bus_names_for_one_port_through_a_link_are_caught(tmp_path):
+    """/dev/serial/by-id/... links and /dev/ttyUSB0 name one port: compared after resolving links."""
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    (tmp_path / "usb-FTDI_FT232R-if00-port0").symlink_to(port)
+    p = _site(tmp_path, f"  A: {{type: serial, device: {port}}}\n"
+                        f"  B: {{type: serial, device: {tmp_path}/usb-FTDI_FT232R-if00-port0}}",
+              [f"MeterId: m1, ModbusId: 1, Port: A, {SDM}", f"MeterId: m2, ModbusId: 2, Port: B, {SDM}"])
+    with pytest.raises(ConfigError, match=r"bus 'B': field 'device': .* is the port of bus 'A' too"):
+        load_config(p)
+
+
+KEY_FILES = [
+    ("a byte-order mark", b"\xef\xbb\xbf" + GOOD_KEY.encode() + b"\n", 0o640, "starts with a byte-order mark"),
+    ("two lines", (GOOD_KEY + "\n" + GOOD_KEY + "\n").encode(), 0o640, "holds 2 lines"),
+    ("not the documented form", b"0123456789-ABCDEFABCD-0123456789-abcdefabcd\n", 0o640,
+     "four groups of ten lowercase hex digits separated by '-'"),
+    ("a quoted key", f'"{GOOD_KEY}"\n'.encode(), 0o640, "four groups of ten lowercase hex digits"),
+    ("readable by every user", GOOD_KEY.encode() + b"\n", 0o644, "may be read by every user of the box (mode 0644)"),
+]
+
+
+@pytest.mark.parametrize("what,content,mode,says", KEY_FILES, ids=[k[0] for k in KEY_FILES])
+def test_check_refuses_a_key_file_not_in_the_documented_form(tmp_path, capsys, monkeypatch, what, content, mode, says):
+    """The key file holds the key alone, on one line, as PUT /keys shows it, and only root and the service's
+    group may read it (0640 root:intellimeter); the line never shows the key."""
+    from edge_agent import cli
+
+    monkeypatch.delenv("INTELLIMETER_API_KEY", raising=False)
+    p = _site(tmp_path, USB, [M1], key_file=content, mode=mode)
+    assert cli.main(["check", "-c", str(p)]) == 2
+    assert cli.main(["run", "-c", str(p)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+    assert lines[0].startswith(f"config error: {p}: cloud: field 'key_file': {tmp_path / 'api.key'}") and says in lines[0]
+    assert GOOD_KEY not in lines[0] and GOOD_KEY.upper()[10:21] not in lines[0]
+    assert cli.main(["read", "-c", str(p), "--json"]) in (0, 1)  # commands that need no key still work

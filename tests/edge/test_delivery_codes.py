@@ -91,7 +91,7 @@ def sender_for(cfg, ob, cloud, **kw):
 
 
 def drain(sender, clock, limit=200):
-    waits = []
+    waits: list = []
     for _ in range(limit):
         if not sender.outbox.status()["pending"] and not sender.to_register:
             return waits

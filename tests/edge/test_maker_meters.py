@@ -14,7 +14,7 @@ from conftest import meter, write_config
 from edge_agent import cli
 from edge_agent.config import load_config
 from edge_agent.outbox import Outbox, Reading, Take
-from edge_agent.reader import BusReader
+from edge_agent.reader import BusReader, MeterReadError
 from edge_agent.regmap import load_map
 from edge_agent.scheduler import Poller
 from edge_agent.simulator import SiteSimulator
@@ -97,28 +97,37 @@ def test_merged_plans_that_cross_undocumented_registers_fall_back(tmp_path):
                      "iem3000": "runs"}
 
 
-def test_stepped_down_read_plans_show_in_status_and_a_restart_tries_merged_again(tmp_path, capsys):
-    """The running agent writes where it reads by runs (or the energy register alone) for `status`; the
-    plan itself is memory only, so a new poller (a restart) starts from the merged read and rewrites it."""
+def test_run_reads_only_the_energy_register_and_read_shows_the_rest(tmp_path, capsys):
+    """`run` reads what it delivers: one request per meter for the energy register (and the model code
+    once, on a map that identifies), never the volts and amps; `read` still shows them. Checked on the
+    requests the makers' meters received."""
     port = free_port()
-    bus, path, cfg = _site(tmp_path, port, kinds=("Eastron.SDM120", "CarloGavazzi.EM24"))
-    ob = Outbox(cfg.buffer)
-    poller = Poller(cfg, ob)
+    bus, path, cfg = _site(tmp_path, port, energies={k: 20_000.0 for k in KINDS})
+    energy_at = {}
+    for m in cfg.meters:
+        e = m.map.located(m.startAddress)[m.map.energy]
+        energy_at[m.ModbusId] = (m.map.function, e.address, e.size)
+    energy_at[5] = (3, 0x003E, 2)  # the older EM24: its generation keeps the total at 0x003E
+    poller = Poller(cfg, Outbox(cfg.buffer))
     try:
-        assert cli.main(["status", "-c", str(path), "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["read_plans"] == {}
-        poller.poll(BOUNDARY)
-        assert cli.main(["status", "-c", str(path), "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["read_plans"] == {"sdm120": "runs"}
-        assert cli.main(["status", "-c", str(path)]) == 0
-        assert "read plans      sdm120 runs" in capsys.readouterr().out
-        poller.close()
-        poller = Poller(cfg, Outbox(cfg.buffer))
-        assert poller.readers["GW"].plan_level == {}
-        poller.poll(BOUNDARY + 300)
-        assert Outbox(cfg.buffer).status()["read_plans"] == {"sdm120": "runs"}
+        first = len(bus.requests)
+        assert all(r.outcome == "stored" for r in poller.poll(BOUNDARY))
+        sent = bus.requests[first:]
+        id_reads = [r for r in sent if r[2] == 0x000B]
+        assert sorted(u for u, *_ in id_reads) == [4, 5]  # the two EM24s are identified once
+        assert sorted(r for r in sent if r[2] != 0x000B) == sorted((u, *energy_at[u]) for u in energy_at)
+        for k in (1, 2):
+            first = len(bus.requests)
+            res = poller.poll(BOUNDARY + 300 * k)
+            assert all(r.outcome == "stored" for r in res) and {r.value for r in res} == {20_000.0}  # exact in float32
+            assert sorted(bus.requests[first:]) == sorted((u, *energy_at[u]) for u in energy_at)
     finally:
         poller.close()
+    try:
+        assert cli.main(["read", "-c", str(path), "--json", "--meter", "sdm630"]) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["registers"]["v1"] == pytest.approx(230.0) and line["value"] == pytest.approx(_float32(20_000.0))
+    finally:
         bus.stop()
 
 
@@ -199,12 +208,15 @@ def test_silent_busy_and_nan_units_never_touch_the_others(tmp_path):
         assert res["sdm630"].outcome == "stored"
         assert res["imeter45"].outcome == "failed" and "no answer" in res["imeter45"].error
         assert res["iem3000"].outcome == "failed" and "modbus exception 6" in res["iem3000"].error
-        # the merged read crosses undocumented registers (02: fall back); the first smaller read is answered
-        # busy (06: "not now", not "not this request"): the meter fails this poll, no further fallback
-        assert [r for r in bus.requests if r[0] == 4] == [(4, 3, 2999, 62), (4, 3, 2999, 6)]
+        assert [r for r in bus.requests if r[0] == 4] == [(4, 3, 3203, 4)]  # `run` reads the energy register alone
         assert res["sdm120"].outcome == "failed" and "not finite" in res["sdm120"].error
         assert [r[0] for r in ob.all_readings()] == ["sdm630"]
         assert {f["MeterId"] for f in ob.status()["failing_meters"]} == {"imeter45", "iem3000", "sdm120"}
+        # `read`: the merged read crosses undocumented registers (02: fall back); the first smaller read is
+        # answered busy (06: "not now", not "not this request"): the meter fails, no further fallback
+        with pytest.raises(MeterReadError, match="modbus exception 6"):
+            poller.readers["GW"].read(cfg.meter("iem3000"))
+        assert [r for r in bus.requests if r[0] == 4][1:] == [(4, 3, 2999, 62), (4, 3, 2999, 6)]
     finally:
         poller.close()
         bus.stop()
@@ -292,7 +304,7 @@ def test_a_reading_the_database_refuses_fails_its_meter_alone(tmp_path):
              Take("b", "B", Reading("b", ts, 2.0), counter=(float("nan"), 0)),
              Take("c", "B", Reading("c", ts, float("inf")), counter=(3, 0)),
              Take("d", "B", Reading("d", ts, 4.0), counter=(4, 0))]
-    errors = []
+    errors: list = []
     assert ob.record_poll(takes, errors=errors) == ["stored", "failed", "failed", "stored"]
     assert errors[0] is None and "IntegrityError" in errors[1] and "not finite" in errors[2]
     assert [r[0] for r in ob.all_readings()] == ["a", "d"]

@@ -30,7 +30,7 @@ DOWN_HOURS = 24
 PERIOD = 300
 
 
-def run_outage(tmp_path, cloud_url, key, stored_readings, *, http_timeout, slow, fault_requests=0, fault_plan=None,
+def run_outage(tmp_path, cloud_url, key, stored_readings, *, http_timeout, slow, fault_requests=0, fault_plan=None,  # noqa: C901  # the outage script: phases in time order, read top to bottom
                batch_size=200, seed=7):
     """Drive poller and sender on virtual time through down / faulty / recovered phases.
 

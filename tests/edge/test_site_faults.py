@@ -116,7 +116,8 @@ def test_max_power_kw_in_config_is_validated(tmp_path):
 
 
 class ScriptClock(FakeClock):
-    """Virtual time the test may also move backward (an NTP step, a box without RTC)."""
+    """Virtual time the test may also step backward or forward (an NTP step, a box without RTC): a step
+    moves the box's clock, never the monotonic one."""
 
     def jump(self, seconds: float) -> None:
         with self._lock:
@@ -124,12 +125,18 @@ class ScriptClock(FakeClock):
 
 
 class Recorder:
-    """A poller stand-in: records the boundaries polled, runs a script at the n-th poll."""
+    """A poller stand-in: records the boundaries polled and the reads held (at which monotonic time), runs a
+    script at the n-th poll (``script``) or at the n-th held read (``on_hold``)."""
 
-    def __init__(self, cfg, clock, stop, script=None, stop_after=6):
+    def __init__(self, cfg, clock, stop, script=None, stop_after=6, on_hold=None):
         self.cfg, self.clock, self.stop, self.script, self.stop_after = cfg, clock, stop, script or {}, stop_after
+        self.on_hold = on_hold or {}
         self.outbox = Outbox(cfg.buffer)
         self.polled = []
+        self.holds = []  # monotonic time of each hold
+        self.held_as = []  # (state, the box's time) of each hold
+        self.stamped = []  # (true_time, now, after) of each stamp_held call
+        self.bus_time = {}
 
     def poll(self, b):
         self.polled.append(b)
@@ -139,14 +146,29 @@ class Recorder:
         if len(self.polled) >= self.stop_after:
             self.stop.set()
 
+    def due(self, b):
+        return self.cfg.meters
 
-def _run(tmp_path, start, script=None, stop_after=6, check=None, caplog=None):
+    def hold(self, held_as, meters=None):
+        self.holds.append(self.clock.monotonic())
+        self.held_as.append((held_as, self.clock.now()))
+        if len(self.holds) in self.on_hold:
+            self.on_hold[len(self.holds)](self.clock)
+        return 1
+
+    def stamp_held(self, true_time, now, after):
+        self.stamped.append((true_time, now, after))
+        return 1, 0
+
+
+def _run(tmp_path, start, script=None, stop_after=6, check=None, on_hold=None, clock=None):
     cfg = load_config(write_config(tmp_path, [meter("five", 1, "B", start=None, mapname="Eastron.SDM120", phases="1")],
                                    {"B": {"type": "tcp", "host": "127.0.0.1", "port": 1}}))
-    clock = ScriptClock(start)
+    clock = clock or ScriptClock(start)
     stop = threading.Event()
-    rec = Recorder(cfg, clock, stop, script, stop_after)
-    t = threading.Thread(target=Scheduler(rec, clock, stop, check=check or ClockCheck()).run)
+    rec = Recorder(cfg, clock, stop, script, stop_after, on_hold)
+    check = check or ClockCheck(kernel_state=lambda: "synchronised")  # the box's clock alone, NTP-synced
+    t = threading.Thread(target=Scheduler(rec, clock, stop, check=check).run)
     t.start()
     t.join(60)
     assert not t.is_alive()
@@ -157,14 +179,32 @@ def _events(caplog, name):
     return [r.kv for r in caplog.records if r.getMessage() == name]
 
 
+def _cloud_says(check, true_minus_box):
+    """A cloud answer whose Date says the true time is the box's plus ``true_minus_box`` (at this moment)."""
+    def script(clock):
+        true = clock.now() + true_minus_box
+        check.observe(true, true + 1, clock.monotonic(), clock.monotonic() + 0.05, "date")
+    return script
+
+
 def test_no_reading_is_stamped_before_the_release_date(tmp_path, caplog):
+    """Two hours before the release date nothing is stamped, and still nothing once the box's clock passes
+    it (it is still two hours behind: the clock was never stepped); the meters are read each minute and
+    held meanwhile. The cloud's time (a Date header) ends it: the held readings are stamped with it, and
+    polling goes on at the true boundaries."""
     caplog.set_level(logging.INFO)
-    rec = _run(tmp_path, RELEASE_EPOCH - 2 * 3600 + 7, stop_after=2)
-    assert rec.polled[0] >= RELEASE_EPOCH and rec.polled == [rec.polled[0], rec.polled[0] + 300]
+    check = ClockCheck(kernel_state=lambda: "synchronised")
+    start = RELEASE_EPOCH - 2 * 3600 + 7
+    rec = _run(tmp_path, start, stop_after=2, check=check, on_hold={130: _cloud_says(check, 2 * 3600 + 300)})
+    assert len(rec.holds) == 130 and all(b - a == 60 for a, b in zip(rec.holds, rec.holds[1:]))  # each minute
+    assert len(rec.stamped) == 1 and {s for s, _ in rec.held_as} == {"before_release"}
+    true_at_hold = [m + check.anchor.offset for m in rec.holds]
+    assert min(true_at_hold) >= RELEASE_EPOCH and rec.polled[0] > max(true_at_hold)
+    assert rec.polled == [rec.polled[0], rec.polled[0] + 300] and rec.polled[0] % 300 == 0
     bad = _events(caplog, "clock_not_trusted")
     assert len(bad) == 1 and bad[0]["state"] == "before_release"  # logged once, not every 30 s
-    assert len(_events(caplog, "clock_trusted_again")) == 1
-    assert rec.outbox.status()["clock"]["state"] == "ok"
+    assert len(_events(caplog, "clock_corrected")) == 1
+    assert rec.outbox.status()["clock"]["state"] == "corrected"
 
 
 def test_status_says_the_clock_is_not_trusted(tmp_path, capsys):
@@ -192,11 +232,15 @@ def test_status_says_the_clock_is_not_trusted(tmp_path, capsys):
 
 
 def test_backward_jump_never_stamps_a_boundary_twice(tmp_path, caplog):
-    """After two readings the clock steps back 12 minutes (past both): nothing is stamped until the
-    clock passes the last reading, then the next boundary comes, once."""
+    """After two readings the clock steps back 12 minutes (past both, more than the bound of 2 x SaveEvery):
+    nothing is stamped with it, not even once it passes the last reading (it is still 12 minutes wrong);
+    the meters are read and held. The cloud's time then stamps them, and the next boundary comes, once."""
     caplog.set_level(logging.INFO)
-    rec = _run(tmp_path, B - 10, script={2: lambda c: c.jump(-720)}, stop_after=4)
-    assert rec.polled == [B, B + 300, B + 600, B + 900]
+    check = ClockCheck(kernel_state=lambda: "synchronised")
+    rec = _run(tmp_path, B - 10, script={2: lambda c: c.jump(-720)}, stop_after=4, check=check,
+               on_hold={20: _cloud_says(check, 720)})
+    assert rec.polled == [B, B + 300, B + 1500, B + 1800]  # the true boundaries after 20 minutes held
+    assert len(rec.holds) == 20 and rec.stamped and rec.stamped[0][2] == B + 300  # never at or before B+300
     behind = _events(caplog, "clock_not_trusted")
     assert len(behind) == 1 and behind[0]["state"] == "behind_readings"
 
@@ -226,22 +270,48 @@ def test_forward_jump_landing_late_skips_to_the_next_boundary(tmp_path, caplog):
 
 
 def test_the_kernel_unsync_flag_is_only_a_warning(tmp_path, caplog):
+    """STA_UNSYNC alone never makes the clock wrong: readings are taken at the box's boundaries as ever.
+    With nothing to confirm the clock either (the cloud has not answered yet), they are held, and the
+    cloud's first answer stamps them with the boundaries they were taken for; polling goes on without
+    a jump, a skip or a boundary twice."""
     caplog.set_level(logging.INFO)
-    rec = _run(tmp_path, B - 10, stop_after=2, check=ClockCheck(kernel_state=lambda: "unsynchronised"))
-    assert rec.polled == [B, B + 300]
+    check = ClockCheck(kernel_state=lambda: "unsynchronised")
+    rec = _run(tmp_path, B - 10, stop_after=2, check=check, on_hold={2: _cloud_says(check, 0.3)})
+    assert rec.held_as == [("unconfirmed", B), ("unconfirmed", B + 300)] and rec.polled == [B + 600, B + 900]
+    ((true_time, now, after),) = rec.stamped
+    assert [r.getMessage() for r in caplog.records if "kernel" in r.getMessage()] == ["clock_kernel_unsynchronised"]
     assert [r.levelname for r in caplog.records if r.getMessage() == "clock_kernel_unsynchronised"] == ["WARNING"]
+    assert _events(caplog, "clock_jumped_forward") == [] and _events(caplog, "clock_not_trusted") == []
     st = rec.outbox.status()["clock"]
     assert st["state"] == "ok" and st["kernel"] == "unsynchronised"
 
 
 def test_a_restart_on_a_clock_behind_the_outbox_stamps_nothing(tmp_path, caplog):
-    """A box without RTC reboots at its last shutdown time, behind readings already taken: the
-    outbox remembers the last boundary stamped, so the new process waits for the clock too."""
+    """A box without RTC reboots at its last shutdown time, behind readings already taken (a power cut
+    restores a time up to an hour behind the last stamp): the outbox remembers the last boundary stamped,
+    so the new process stamps nothing with that clock; it holds its readings until the cloud's time is
+    known (here: the box is 3 days behind), then stamps with it."""
     caplog.set_level(logging.INFO)
     cfg = load_config(write_config(tmp_path, [meter("five", 1, "B", start=None, mapname="Eastron.SDM120", phases="1")],
                                    {"B": {"type": "tcp", "host": "127.0.0.1", "port": 1}}))
     Outbox(cfg.buffer).record_poll([], boundary=iso(B + 3000))
-    rec = _run(tmp_path, B, stop_after=1)
-    assert rec.polled == [B + 3300]
+    check = ClockCheck(kernel_state=lambda: "synchronised")
+    rec = _run(tmp_path, B, stop_after=1, check=check, on_hold={60: _cloud_says(check, 3 * 86400)})
+    assert len(rec.holds) == 60  # an hour held: the box's clock passed the last stamp, and stayed 3 days wrong
+    assert rec.polled == [B + 3 * 86400 + 3600] and rec.stamped
     assert _events(caplog, "clock_not_trusted")[0]["state"] == "behind_readings"
-    assert from_iso(rec.outbox.last_boundary()) == B + 3300
+    assert from_iso(rec.outbox.last_boundary()) == B + 3 * 86400 + 3600
+
+
+def test_a_clock_three_days_behind_stamps_with_the_clouds_time_from_the_first_answer(tmp_path, caplog):
+    """A fresh box 3 days behind (no reading stamped yet, after the release date): nothing on the box says
+    it is wrong, the cloud's first answer does; from then on boundaries and stamps are the cloud's, and
+    when NTP finally steps the box's clock it is trusted again without a jump or a boundary twice."""
+    caplog.set_level(logging.INFO)
+    check = ClockCheck(kernel_state=lambda: "synchronised")
+    clock = ScriptClock(B - 3 * 86400 - 10)
+    _cloud_says(check, 3 * 86400)(clock)
+    rec = _run(tmp_path, None, clock=clock, check=check, stop_after=4, script={2: lambda c: c.jump(3 * 86400)})
+    assert rec.polled == [B, B + 300, B + 600, B + 900] and rec.holds == []
+    assert [e["detail"][:40] for e in _events(caplog, "clock_corrected")] and _events(caplog, "clock_trusted_again")
+    assert _events(caplog, "clock_jumped_forward") == []

@@ -79,7 +79,7 @@ def test_the_service_keeps_its_own_group_and_gets_dialout(unit):
     assert "dialout" in " ".join(values(unit, "Service", "SupplementaryGroups")).split()
     mode, owner, group, path = docs_key_file()
     assert (mode, owner, group) == (0o640, "root", "intellimeter")  # readable through the user's own group only
-    assert any(k == "ExecStartPre" and "edge_agent check" in v for k, v in svc)
+    assert any(k == "ExecStart" and "edge_agent run" in v for k, v in svc)
 
 
 def test_device_allow_covers_the_serial_ports_of_the_supported_boards(unit):
@@ -120,13 +120,41 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     assert r.returncode == 0 and ours == [], r.stdout + r.stderr
 
 
-def _exec_start_pre(unit, config: Path) -> list[str]:
-    """The unit's ExecStartPre as argv, with the site's paths replaced by the test's."""
-    (cmd,) = values(unit, "Service", "ExecStartPre")
+def _exec_start(unit, config: Path, command: str = "run") -> list[str]:
+    """The unit's ExecStart as argv, with the site's paths replaced by the test's (``check``: the same
+    command line with the subcommand that runs the same start checks and then stops)."""
+    (cmd,) = values(unit, "Service", "ExecStart")
     argv = shlex.split(cmd)
-    assert argv[0] == "/opt/intellimeter-agent/venv/bin/python" and argv[1:4] == ["-m", "edge_agent", "check"]
+    assert argv[0] == "/opt/intellimeter-agent/venv/bin/python" and argv[1:4] == ["-m", "edge_agent", "run"]
     assert argv[-2:] == ["-c", "/etc/intellimeter-agent/agent.yaml"]
-    return [sys.executable, *argv[1:-1], str(config)]
+    return [sys.executable, *argv[1:3], command, *argv[4:-1], str(config)]
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+def test_a_failed_start_check_stops_the_unit_instead_of_restarting_it(unit, tmp_path):
+    """``Restart=always`` restarts a unit whose start fails, every ``RestartSec``, forever (5 s apart, the
+    start rate limit of 5 in 10 s is never reached). ``RestartPreventExitStatus=2`` stops that, but systemd
+    tests it against the MAIN process's exit status only (src/core/service.c, service_shall_restart:
+    ``exit_status_set_test(&s->restart_prevent_status, s->main_exec_status...)``, and main_exec_status is
+    reset at each start): so no ExecStartPre may fail, and ``run`` itself exits 2 on each start problem."""
+    assert values(unit, "Service", "Restart") == ["always"]
+    assert "2" in " ".join(values(unit, "Service", "RestartPreventExitStatus")).split()
+    assert all(v.startswith("-") for v in values(unit, "Service", "ExecStartPre")), "a failing ExecStartPre restarts"
+    env = {k: v for k, v in os.environ.items() if k != "INTELLIMETER_API_KEY"}
+    bus = {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}}
+    broken = {
+        "config": write_config(_mkdir(tmp_path / "a"), [meter("m1", 1, "USB9")], bus, url="https://api.example.com"),
+        "key": write_config(_mkdir(tmp_path / "b"), [meter("m1", 1, "USB0")], bus, url="https://api.example.com", key=None,
+                            cloud_extra={"key_file": str(tmp_path / "nokey")}),
+    }
+    for what, cfg in broken.items():
+        r = subprocess.run(_exec_start(unit, cfg), cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (what, r.stdout + r.stderr)
+        assert r.stderr.startswith("config error: ") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("key_file", ["missing", "directory"])
@@ -137,12 +165,14 @@ def test_the_start_check_fails_when_the_key_cannot_be_read(unit, tmp_path, key_f
     cfg = write_config(tmp_path, [meter("m1", 1, "USB0")], {"USB0": {"type": "serial", "device": "/dev/ttyUSB0"}},
                        url="https://api.example.com", key=None, cloud_extra={"key_file": str(kf)})
     env = {k: v for k, v in os.environ.items() if k != "INTELLIMETER_API_KEY"}
-    r = subprocess.run(_exec_start_pre(unit, cfg), cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(_exec_start(unit, cfg), cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "field 'key_file'" in r.stderr and "cannot read" in r.stderr
     kf.rmdir() if kf.is_dir() else None
     kf.write_text(KEY + "\n")
-    r = subprocess.run(_exec_start_pre(unit, cfg), cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+    kf.chmod(0o640)
+    r = subprocess.run(_exec_start(unit, cfg, "check"), cwd=str(ROOT), env=env, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0 and "OK, 1 meters" in r.stdout and KEY not in r.stdout + r.stderr
 
 
@@ -210,7 +240,7 @@ def test_the_service_can_read_the_key_the_docs_install_and_a_dialout_group_could
                            url="https://api.example.com", key=None, cloud_extra={"key_file": str(kf)})
         cfg.write_text(cfg.read_text().replace(str(d / "outbox.sqlite"), str(state / "outbox.sqlite")))
         cfg.chmod(0o644)
-        argv = _exec_start_pre(unit, cfg)[3:]  # check -c CONFIG
+        argv = _exec_start(unit, cfg, "check")[3:]  # check -c CONFIG (`run` checks the same first)
         env_key = os.environ.pop("INTELLIMETER_API_KEY", None)
         old = parse_unit(UNIT.read_text().replace("User=intellimeter", "User=intellimeter\nGroup=dialout"))
         new_creds = _unit_credentials(unit, service_gid, names)
@@ -244,14 +274,15 @@ def test_the_start_check_fails_when_root_left_the_outbox_unwritable(unit):
                            url="https://api.example.com", key=KEY)
         cfg.write_text(cfg.read_text().replace(str(d / "outbox.sqlite"), str(state / "outbox.sqlite")))
         cfg.chmod(0o644)
-        argv = _exec_start_pre(unit, cfg)[3:]
+        argv = _exec_start(unit, cfg, "check")[3:]
         creds = _unit_credentials(unit, service_gid, {"dialout": grp.getgrnam("dialout").gr_gid})
         wal = state / "outbox.sqlite-wal"
         wal.write_bytes(b"")  # as root: root-owned, 0644
         wal.chmod(0o644)
         if os.geteuid() == 0:
-            code, err = _check_as(65534, *creds, argv)
-            assert code == 2 and "field 'buffer'" in err and "outbox.sqlite-wal" in err and "chown" in err
+            for args in (argv, _exec_start(unit, cfg)[3:]):  # check, and run as the unit starts it
+                code, err = _check_as(65534, *creds, args)
+                assert code == 2 and "field 'buffer'" in err and "outbox.sqlite-wal" in err and "chown" in err
             os.chown(wal, 65534, service_gid)
             assert _check_as(65534, *creds, argv) == (0, "")
         else:
