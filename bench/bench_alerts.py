@@ -69,7 +69,7 @@ def _bulk(table_logical_id, items):
             writer.put_item(Item={k: v for k, v in (db._plain_to_ddb_value(item)).items() if v is not None})
 
 
-RULES = ({"kind": "meter_silent"}, {"kind": "meter_silent", "meter": "m0"}, {"kind": "meter_silent", "meter": "m1"},
+RULES: tuple[dict, ...] = ({"kind": "meter_silent"}, {"kind": "meter_silent", "meter": "m0"}, {"kind": "meter_silent", "meter": "m1"},
          {"kind": "agent_silent", "minutes": 10}, {"kind": "agent_silent", "minutes": 60},
          {"kind": "usage_above", "period": "hour", "kWh": 50}, {"kind": "usage_above", "period": "hour", "kWh": 5, "meter": "m2"},
          {"kind": "usage_above", "period": "hour", "kWh": 500}, {"kind": "usage_above", "period": "day", "kWh": 500},
@@ -97,7 +97,7 @@ def setup(projects, now):
         ids.append(pid)
         project_items.append({**accounts_table.project_key(pid), "project_id": pid, "name": f"bench{p}",
                               "timezone": zone_name, "created": clock.iso_utc(timespec="auto")})
-        meters_of = []
+        meters_of: list[dict] = []
         for m in range(METERS):
             meter_id = pid * 100 + m
             stopped = p % 100 == 0 and m == 0
@@ -117,8 +117,8 @@ def setup(projects, now):
         ids_of = []
         for n, body in enumerate(RULES):
             draft = rules.check({**body, "webhook": HOOK})
-            meter = next((m for m in meters_of if m["name"] == draft.meter), None)
-            item, _secret = rules.build(pid, pid * 100 + n, draft, meter)
+            watched = next((m for m in meters_of if m["name"] == draft.meter), None)
+            item, _secret = rules.build(pid, pid * 100 + n, draft, watched)
             rule_items.append(item)
             ids_of.append(item["alert_id"])
         index_items.append({**accounts_table.alerting_key(pid), "alert_ids": set(ids_of)})
@@ -141,7 +141,7 @@ class Calls:
     def __init__(self):
         from chalicelib.platform import aws
 
-        self.counts = Counter()
+        self.counts: Counter[str] = Counter()
         self.inside = 0.0
         self.inside_cpu = 0.0
         self._started = self._started_cpu = 0.0
@@ -240,7 +240,8 @@ def partition_scoped_queries():
         found = self.items.get(partition if isinstance(partition, DynamoType) else DynamoType(partition)) or {}
         return sorted(found.values(), key=lambda item: item.range_key) if self.range_key_attr else [found]
 
-    Table.query, Table.all_items = scoped_query, all_items
+    Table.query = scoped_query          # type: ignore[method-assign]  # moto's, for this process only
+    Table.all_items = all_items         # type: ignore[method-assign]
 
 
 def main():

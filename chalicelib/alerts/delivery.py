@@ -17,9 +17,12 @@ sets last_delivered. The event item keeps delivered (when) and error (the last f
 """
 import json
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from chalicelib.alerts import events, mail, sealing, webhooks
 from chalicelib.platform import aws, clock, config, db
+from chalicelib.platform.db import Item
 from chalicelib.tables import accounts_table
 
 ATTEMPTS = 9
@@ -27,7 +30,7 @@ BACKOFF = (30, 60, 120, 240, 480, 900, 900, 900)   # seconds before attempts 2..
 log = logging.getLogger("intellimeter.alerts")
 
 
-def enqueue(project_id: int, alert_id: int, event_keys) -> None:
+def enqueue(project_id: int, alert_id: int, event_keys: Iterable[str]) -> None:
     """Queue the first attempt of each event (by sort key) of a rule."""
     keys = list(event_keys)
     queue = config.resource_name("AlertDeliveryQueue")
@@ -40,16 +43,16 @@ def enqueue(project_id: int, alert_id: int, event_keys) -> None:
             raise RuntimeError(f"the delivery queue refused {len(answer['Failed'])} messages")
 
 
-def handle_event(records) -> list:
+def handle_event(records: Iterable[Any]) -> list[str]:
     """The delivery queue's worker: deliver each message; what became of each (see deliver)."""
     return [deliver(json.loads(record.body), record.to_dict().get("messageId", "")) for record in records]
 
 
-def _event_key(message):
+def _event_key(message: dict) -> Item:
     return {"pk": accounts_table.alert_log_pk(int(message["project"])), "sk": str(message["event"])}
 
 
-def _claim(message, message_id):
+def _claim(message: dict, message_id: str) -> Item | None:
     """The event item, the attempt claimed for this message; None when it is not this message's to send."""
     attempt = int(message["attempt"])
     try:
@@ -103,7 +106,7 @@ def deliver(message: dict, message_id: str) -> str:
     return "dead"
 
 
-def _on_rule(project_id, alert_id, expression, values):
+def _on_rule(project_id: int, alert_id: int, expression: str, values: dict) -> None:
     try:
         db.update(accounts_table.NAME, accounts_table.alert_key(project_id, alert_id), expression,
                   expression_values=values, condition="attribute_exists(pk)")
@@ -111,7 +114,7 @@ def _on_rule(project_id, alert_id, expression, values):
         pass                          # deleted meanwhile
 
 
-def _mail(rule, body):
+def _mail(rule: Item, body: dict) -> webhooks.Outcome:
     """Publish the e-mail of an event; an SNS failure is a failed attempt like a receiver's."""
     who = f"meter {body['meter']}" if body.get("meter") else f"agent {body['agent']}"
     what = {"meter_silent": "is not reporting", "agent_silent": "has not reported",

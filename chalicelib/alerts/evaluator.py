@@ -30,13 +30,16 @@ the rest follow a minute later.
 """
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from chalicelib.alerts import delivery, events, rules
 from chalicelib.identity import accounts
-from chalicelib.metering import consumption, days, meters, status
+from chalicelib.metering import consumption, days, meters, rollups, status
 from chalicelib.platform import aws, clock, config, db
+from chalicelib.platform.db import Item
 from chalicelib.tables import accounts_table
 
 BATCH = 50                   # projects per evaluation message (one worker's share)
@@ -89,7 +92,7 @@ def schedule(now: float | None = None) -> int:
     return queued
 
 
-def _send(queue, batches, now):
+def _send(queue: str, batches: list[list], now: float) -> None:
     if not batches:
         return
     answer = aws.sqs().send_message_batch(QueueUrl=queue, Entries=[
@@ -98,7 +101,7 @@ def _send(queue, batches, now):
         raise RuntimeError(f"the evaluation queue refused {len(answer['Failed'])} messages")
 
 
-def _forget(project_id):
+def _forget(project_id: int) -> None:
     """Drop the index entry of a project left with no rules (a creation meanwhile keeps it)."""
     try:
         db.delete(accounts_table.NAME, accounts_table.alerting_key(project_id), condition="attribute_not_exists(alert_ids)")
@@ -108,7 +111,7 @@ def _forget(project_id):
 
 # ---- the worker: evaluation of a batch of projects ---------------------------------------------
 
-def handle_event(records) -> int:
+def handle_event(records: Iterable[Any]) -> int:
     """The evaluation queue's worker: evaluate each message's projects; the events written. A project
     that fails (a failing AWS call, or a bug) is logged and left to the next minute's run; the others go on."""
     written = 0
@@ -118,7 +121,7 @@ def handle_event(records) -> int:
     return written
 
 
-def evaluate_projects(project_ids) -> int:
+def evaluate_projects(project_ids: Iterable[int]) -> int:
     """Evaluate projects now, their rules as the index lists them; the events written."""
     try:
         listed = {project_id: rules.rule_ids(project_id, consistent=False) for project_id in project_ids}
@@ -128,7 +131,7 @@ def evaluate_projects(project_ids) -> int:
     return evaluate_batch(listed)
 
 
-def evaluate_batch(projects: dict) -> int:
+def evaluate_batch(projects: Mapping[int, Iterable[int]]) -> int:
     """Evaluate {project id: rule ids} now: the rules in one BatchGetItem per 100, the projects' zones in one
     per 100, then each project's meters, agents and usage; the events written. A project whose evaluation
     fails is logged and left to the next run."""
@@ -149,7 +152,7 @@ def evaluate_batch(projects: dict) -> int:
     return written
 
 
-def _failed(project_ids, error):
+def _failed(project_ids: list[int], error: Exception) -> None:
     if aws.is_transient(error):
         log.warning("alert evaluation of projects %s failed (%s): the next run retries", project_ids,
                     type(error).__name__)
@@ -160,20 +163,20 @@ def _failed(project_ids, error):
 class _Project:
     """What one evaluation of a project reads, each thing once and only when a rule needs it."""
 
-    def __init__(self, project_id, now, wanted, zone):
+    def __init__(self, project_id: int, now: float, wanted: set[str], zone: ZoneInfo):
         self.project_id, self.now, self.zone = project_id, now, zone
         self.meters = meters.all_meters(project_id) if wanted & set(METERS_KINDS) else []
         self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
             if "agent_silent" in wanted else []
-        self._usage: dict = {}
+        self._usage: dict[str, dict[int, Usage]] = {}
 
-    def chosen(self, rule):
+    def chosen(self, rule: Item) -> list[Item]:
+        """The meters a rule watches: its meter, or every meter of the project."""
         meter_id = rule.get("meter_id")
         return self.meters if meter_id is None else [m for m in self.meters if m["meter_id"] == meter_id]
 
-    def usage(self, period, every_rule):
-        """{meter id: (previous period (start, kWh), current period (start, kWh))} of the meters the
-        period's usage rules watch (one consumption.summaries call per period)."""
+    def usage(self, period: str, every_rule: list[Item]) -> dict[int, "Usage"]:
+        """The Usage of the meters the period's usage rules watch (one consumption.summaries call a period)."""
         if period not in self._usage:
             chosen = {m["meter_id"]: m for rule in every_rule if rule["kind"] == "usage_above"
                       and rule["period"] == period for m in self.chosen(rule)}
@@ -181,7 +184,21 @@ class _Project:
         return self._usage[period]
 
 
-def _usage(project_id, chosen, zone, now, period):
+class Usage(NamedTuple):
+    """A meter's energy (kWh, None: unknown) in the last complete local period and in the current one so
+    far, with the instants they start."""
+
+    before: float
+    used_before: float | None
+    start: float
+    used: float | None
+
+
+def _kwh(summary: rollups.Summary) -> float | None:
+    return None if summary.energy is None else summary.energy / 10 ** 6
+
+
+def _usage(project_id: int, chosen: list[Item], zone: ZoneInfo, now: float, period: str) -> dict[int, Usage]:
     if not chosen:
         return {}
     today = days.local_day(now, zone)
@@ -189,52 +206,65 @@ def _usage(project_id, chosen, zone, now, period):
     spans = consumption.periods(first, today, zone, period)
     current = next(i for i, (start, end) in enumerate(spans) if start <= now < end)
     table = consumption.summaries(project_id, chosen, zone, first, today, period)
-
-    def kwh(summary):
-        return None if summary.energy is None else summary.energy / 10 ** 6
-
-    return {meter_id: ((spans[current - 1][0], kwh(found[current - 1])), (spans[current][0], kwh(found[current])))
+    return {meter_id: Usage(spans[current - 1][0], _kwh(found[current - 1]), spans[current][0], _kwh(found[current]))
             for meter_id, found in table.items()}
 
 
-def _observe(rule, project, every_rule):
-    """{subject: Observation} of a rule now."""
-    now, seen = project.now, {}
-    if rule["kind"] == "meter_silent":
-        for meter in project.chosen(rule):
-            until = status.ok_until(meter)
-            if until is None:
-                continue                       # State never: it never was ok
-            latest = meters.last(meter, meters.LATEST).epoch
-            alerting = status.state(meter, now) != "ok"
-            seen[f"m{meter['meter_id']}"] = Observation(alerting, until if alerting else latest,
-                                                        round((now - latest) / 60, 1), meter["name"], None)
-    elif rule["kind"] == "agent_silent":
-        limit = 60 * rule["minutes"]
-        for agent in project.agents:
-            contact = agent["last_contact"]
-            alerting = now - contact > limit
-            seen["a" + agent["sk"].split("#", 1)[1]] = Observation(
-                alerting, contact + limit if alerting else contact, round((now - contact) / 60, 1), None,
-                agent["agent"])
-    else:
-        usage = project.usage(rule["period"], every_rule)
-        limit = rule["kWh"]
-        for meter in project.chosen(rule):
-            if meter["meter_id"] not in usage:
-                continue
-            (before, used_before), (start, used) = usage[meter["meter_id"]]
-            over_before = used_before is not None and used_before > limit
-            over = used is not None and used > limit
-            if over_before or over:
-                seen[f"m{meter['meter_id']}"] = Observation(True, before if over_before else start,
-                                                            used if over else used_before, meter["name"], None)
-            else:
-                seen[f"m{meter['meter_id']}"] = Observation(False, before, used_before, meter["name"], None)
+def _meters_silent(rule: Item, project: _Project) -> dict[str, Observation]:
+    """meter_silent: each meter not ok, since it turned late (a meter that never reported is no subject)."""
+    seen = {}
+    for meter in project.chosen(rule):
+        until, latest = status.ok_until(meter), meters.last(meter, meters.LATEST)
+        if until is None or latest is None:
+            continue
+        alerting = status.state(meter, project.now) != "ok"
+        seen[f"m{meter['meter_id']}"] = Observation(alerting, until if alerting else latest.epoch,
+                                                    round((project.now - latest.epoch) / 60, 1), meter["name"], None)
     return seen
 
 
-def evaluate_project(project_id: int, now: float, every_rule: list, zone) -> int:
+def _agents_silent(rule: Item, project: _Project) -> dict[str, Observation]:
+    """agent_silent: each agent without PUT /status for the rule's minutes."""
+    seen = {}
+    limit = 60 * rule["minutes"]
+    for agent in project.agents:
+        contact = agent["last_contact"]
+        alerting = project.now - contact > limit
+        seen["a" + agent["sk"].split("#", 1)[1]] = Observation(
+            alerting, contact + limit if alerting else contact, round((project.now - contact) / 60, 1), None,
+            agent["agent"])
+    return seen
+
+
+def _usage_above(rule: Item, project: _Project, every_rule: list[Item]) -> dict[str, Observation]:
+    """usage_above: each meter over the bound in the current period so far or the last complete one."""
+    seen = {}
+    usage, limit = project.usage(rule["period"], every_rule), rule["kWh"]
+    for meter in project.chosen(rule):
+        if meter["meter_id"] not in usage:
+            continue
+        known = usage[meter["meter_id"]]
+        over_before = known.used_before is not None and known.used_before > limit
+        over = known.used is not None and known.used > limit
+        if over_before or over:
+            observation = Observation(True, known.before if over_before else known.start,
+                                      known.used if over else known.used_before, meter["name"], None)
+        else:
+            observation = Observation(False, known.before, known.used_before, meter["name"], None)
+        seen[f"m{meter['meter_id']}"] = observation
+    return seen
+
+
+def _observe(rule: Item, project: _Project, every_rule: list[Item]) -> dict[str, Observation]:
+    """{subject: Observation} of a rule now."""
+    if rule["kind"] == "meter_silent":
+        return _meters_silent(rule, project)
+    if rule["kind"] == "agent_silent":
+        return _agents_silent(rule, project)
+    return _usage_above(rule, project, every_rule)
+
+
+def evaluate_project(project_id: int, now: float, every_rule: list[Item], zone: ZoneInfo) -> int:
     """Evaluate the rules of a project (as read) at `now`; the events written (and queued for delivery)."""
     project = _Project(project_id, now, {rule["kind"] for rule in every_rule}, zone)
     written = 0
@@ -245,33 +275,31 @@ def evaluate_project(project_id: int, now: float, every_rule: list, zone) -> int
     return written
 
 
-def _evaluate_rule(rule, project, every_rule):
+def _evaluate_rule(rule: Item, project: _Project, every_rule: list[Item]) -> int:
+    """Write and queue the events of a rule's subjects whose condition started or ended; how many."""
     seen = _observe(rule, project, every_rule)
     old = rule.get("firing") or {}
     new = {subject: since for subject, since in old.items() if subject in seen}   # vanished subjects drop out
-    transitions = []
-    for subject, observation in seen.items():
-        if observation.alerting != (subject in old):
-            transitions.append((subject, observation))
-    transitions = transitions[:MAX_EVENTS_PER_RULE]
+    transitions = [(subject, seen[subject]) for subject in seen
+                   if seen[subject].alerting != (subject in old)][:MAX_EVENTS_PER_RULE]
     if not transitions and new == old:
         return 0
     bodies = []
     for subject, observation in transitions:
-        state = "firing" if observation.alerting else "resolved"
         if observation.alerting:
             new[subject] = int(observation.since)
         else:
             new.pop(subject, None)
-        bodies.append(events.body(events.new_id(), rule["alert_id"], rule["kind"], state, observation.meter,
+        bodies.append(events.body(events.new_id(), rule["alert_id"], rule["kind"],
+                                  "firing" if observation.alerting else "resolved", observation.meter,
                                   observation.agent, observation.since, observation.value, project.project_id,
                                   project.zone))
     if not _commit(project.project_id, rule, new, bodies, project.now):
         return 0
-    keys = [events.key(project.project_id, project.now, b["id"])["sk"] for b in bodies]
     for b in bodies:
         log.info("alert %s %s: %s %s (event %s)", b["alert"], b["state"], b["kind"], b["meter"] or b["agent"], b["id"])
-    if keys:
+    if bodies:
+        keys = [events.key(project.project_id, project.now, b["id"])["sk"] for b in bodies]
         try:
             _queue(project.project_id, rule["alert_id"], keys)
         except Exception as error:   # noqa: BLE001 - committed and kept in unsent: a later run queues them
@@ -280,7 +308,7 @@ def _evaluate_rule(rule, project, every_rule):
     return len(bodies)
 
 
-def _commit(project_id, rule, firing, bodies, now):
+def _commit(project_id: int, rule: Item, firing: dict, bodies: list[dict], now: float) -> bool:
     """Write the rule's new state and its events in one transaction, if no other run did first."""
     names = {"#f": "firing", "#v": "version"}
     values = {":f": firing, ":v": rule.get("version", 0), ":next": rule.get("version", 0) + 1}
@@ -292,7 +320,7 @@ def _commit(project_id, rule, firing, bodies, now):
         expression += ", unsent_at = :now ADD unsent :keys"
         values[":now"] = int(now)
         values[":keys"] = {events.key(project_id, now, b["id"])["sk"] for b in bodies}
-    operations = {"rule": ("update", accounts_table.NAME, {
+    operations: dict = {"rule": ("update", accounts_table.NAME, {
         "key": accounts_table.alert_key(project_id, rule["alert_id"]), "expression": expression, "names": names,
         "values": values, "condition": "#v = :v"})}
     for n, b in enumerate(bodies):
@@ -304,7 +332,7 @@ def _commit(project_id, rule, firing, bodies, now):
     return True
 
 
-def _queue(project_id, alert_id, keys):
+def _queue(project_id: int, alert_id: int, keys: list[str]) -> None:
     """Queue events for delivery, then take them out of the rule's unsent set."""
     delivery.enqueue(project_id, alert_id, keys)
     try:
@@ -314,7 +342,7 @@ def _queue(project_id, alert_id, keys):
         pass                         # the rule was deleted meanwhile
 
 
-def _redrive(project_id, rule, now):
+def _redrive(project_id: int, rule: Item, now: float) -> None:
     """Queue the events a run committed but did not queue (it died in between), claiming them first so two
     runs never both do."""
     try:

@@ -9,10 +9,13 @@ so the history holds exactly the events that were decided, once each. This modul
 """
 import json
 import secrets
-from datetime import datetime
+from datetime import datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from chalicelib.metering import days
 from chalicelib.platform import clock, db
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import PayloadTooLarge
 from chalicelib.tables import accounts_table
 
@@ -27,7 +30,7 @@ def new_id() -> str:
 
 
 def body(event_id: str, alert_id: int, kind: str, state: str, meter: str | None, agent: str | None, since: float,
-         value: float | None, project_id: int, zone) -> dict:
+         value: float | None, project_id: int, zone: tzinfo) -> dict:
     """The webhook body of an event (and how GET /alerts/events shows it). since: ISO 8601 with the
     offset of the project's zone."""
     return {"id": event_id, "alert": alert_id, "kind": kind, "state": state, "meter": meter, "agent": agent,
@@ -40,17 +43,17 @@ def encoded(event_body: dict) -> bytes:
     return json.dumps(event_body, separators=(",", ":")).encode("ascii")
 
 
-def key(project_id: int, at: float, event_id: str) -> dict:
+def key(project_id: int, at: float, event_id: str) -> Item:
     return accounts_table.alert_event_key(project_id, at, event_id)
 
 
-def item(project_id: int, at: float, event_body: dict) -> dict:
+def item(project_id: int, at: float, event_body: dict) -> Item:
     """The history item of an event that happened at `at`."""
     return {**key(project_id, at, event_body["id"]), "body": event_body, "alert_id": event_body["alert"],
             "at": int(at), "expires_at": int(at) + KEEP_DAYS * 86400}
 
 
-def history(project_id: int, start, end, zone) -> list:
+def history(project_id: int, start: Any, end: Any, zone: ZoneInfo) -> list[dict]:
     """GET /alerts/events: the events of local days start..end (YYYY-MM-DD, inclusive), oldest first,
     each as its webhook body. At most KEEP_DAYS days back are kept; at most MAX_EVENTS answered (413)."""
     span = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone, max_days=KEEP_DAYS + 1)

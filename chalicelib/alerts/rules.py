@@ -19,11 +19,14 @@ size(alert_ids) < MAX_RULES: parallel creations never pass the bound, and the ev
 many projects by key (BatchGetItem) from the index alone.
 """
 import logging
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, tzinfo
+from typing import Any, NamedTuple
 
 from chalicelib.alerts import mail, sealing, webhooks
 from chalicelib.metering import meters
 from chalicelib.platform import clock, db, validation
+from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
 
@@ -56,49 +59,74 @@ class Draft(NamedTuple):
     address: str
 
 
-def _choice(field, value, allowed):
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.strip().lower() not in allowed:
         raise BadRequest(f"{field} must be one of {', '.join(allowed)}")
     return value.strip().lower()
 
 
-def check(params: dict) -> Draft:
-    """Every problem of a PUT /alerts at once (a 400 listing each, by field), or the Draft."""
-    problems = []
+def _positive(field: str, value: Any) -> float:
+    number = validation.number(field, value, 0, KWH_MAX)
+    if number <= 0:
+        raise BadRequest(f"{field} must be more than 0")
+    return number
 
-    def field(name, check_value):
-        value = params.get(name)
-        if value is None:
-            return None
-        try:
-            return check_value(value)
-        except BadRequest as error:
-            problems.append(error.message)
-            return None
 
+# Each field's check (validate, then build: check() runs every one and lists every problem).
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "kind": lambda v: _choice("kind", v, KINDS),
+    "meter": lambda v: validation.name("meter", v),
+    "minutes": lambda v: validation.integer("minutes", v, MINUTES_MIN, MINUTES_MAX),
+    "kWh": lambda v: _positive("kWh", v),
+    "period": lambda v: _choice("period", v, PERIODS),
+    "email": lambda v: validation.email(v).lower(),
+    "webhook": webhooks.check_url,
+}
+WHY = {"minutes": f" ({MINUTES_MIN} to {MINUTES_MAX} minutes without PUT /status)", "kWh": " (kWh in the period)",
+       "period": f" ({' or '.join(PERIODS)})"}
+
+
+def _checked(params: dict, problems: list[str]) -> dict:
+    """Each field sent, checked ({name: value}; a field that fails is left out and its problem listed)."""
+    values = {}
+    for name, check_value in CHECKS.items():
+        if params.get(name) is not None:
+            try:
+                values[name] = check_value(params[name])
+            except BadRequest as error:
+                problems.append(error.message)
+    return values
+
+
+def _misnamed(params: dict) -> list[str]:
+    """A field sent in another case than its name (kwh for kWh): named, rather than taken as missing."""
+    found = []
     for sent in params:
         known = next((name for name in FIELDS if name.lower() == str(sent).lower()), None)
         if known is not None and known != sent and known not in params:
-            problems.append(f"{str(sent)[:40]} is not a field: the field is {known}")
-    kind = field("kind", lambda v: _choice("kind", v, KINDS))
+            found.append(f"{str(sent)[:40]} is not a field: the field is {known}")
+    return found
+
+
+def _for_kind(kind: str, params: dict) -> list[str]:
+    """The fields the kind does not take, and those it needs that are missing."""
+    found = []
+    for name in FIELDS[1:5]:
+        if params.get(name) is not None and name not in TAKES[kind]:
+            found.append(f"{name}: {kind} rules take no {name}")
+        elif params.get(name) is None and name in NEEDS[kind]:
+            found.append(f"{name} is required for {kind} rules{WHY[name]}")
+    return found
+
+
+def check(params: dict) -> Draft:
+    """Every problem of a PUT /alerts at once (a 400 listing each, by field), or the Draft."""
+    problems = _misnamed(params)
+    values = _checked(params, problems)
     if params.get("kind") is None:
         problems.append(f"kind is required: one of {', '.join(KINDS)}")
-    values = {
-        "meter": field("meter", lambda v: validation.name("meter", v)),
-        "minutes": field("minutes", lambda v: validation.integer("minutes", v, MINUTES_MIN, MINUTES_MAX)),
-        "kWh": field("kWh", lambda v: _positive("kWh", v)),
-        "period": field("period", lambda v: _choice("period", v, PERIODS)),
-    }
-    if kind is not None:
-        for name in FIELDS[1:5]:
-            if params.get(name) is not None and name not in TAKES[kind]:
-                problems.append(f"{name}: {kind} rules take no {name}")
-            elif params.get(name) is None and name in NEEDS[kind]:
-                problems.append(f"{name} is required for {kind} rules" + (
-                    f" ({MINUTES_MIN} to {MINUTES_MAX} minutes without PUT /status)" if name == "minutes" else
-                    " (kWh in the period)" if name == "kWh" else f" ({' or '.join(PERIODS)})"))
-    email = field("email", validation.email)
-    webhook = field("webhook", webhooks.check_url)
+    if "kind" in values:
+        problems += _for_kind(values["kind"], params)
     given = [name for name in TARGETS if params.get(name) is not None]
     if not given:
         problems.append("a target is required: email (an address) or webhook (an https URL)")
@@ -106,25 +134,17 @@ def check(params: dict) -> Draft:
         problems.append("one target per rule: email or webhook, not both (make two rules)")
     if problems:
         raise BadRequest("; ".join(problems))
-    target = given[0]
-    address = (email or "").lower() if target == "email" else webhook
-    return Draft(kind, values["meter"], values["minutes"], values["kWh"], values["period"], target, address or "")
+    return Draft(values["kind"], values.get("meter"), values.get("minutes"), values.get("kWh"), values.get("period"),
+                 given[0], values[given[0]])
 
 
-def _positive(field, value):
-    number = validation.number(field, value, 0, KWH_MAX)
-    if number <= 0:
-        raise BadRequest(f"{field} must be more than 0")
-    return number
-
-
-def rule_ids(project_id: int, consistent: bool = True) -> set:
+def rule_ids(project_id: int, consistent: bool = True) -> set[int]:
     """The ids of the project's rules, as the evaluator's index lists them."""
     entry = db.get(accounts_table.NAME, accounts_table.alerting_key(project_id), consistent=consistent)
     return {int(alert_id) for alert_id in entry.get("alert_ids") or ()} if entry else set()
 
 
-def create(project_id: int, params: dict, zone, created_by: int | None = None) -> dict:
+def create(project_id: int, params: dict, zone: tzinfo, created_by: int | None = None) -> dict:
     """PUT /alerts: a new rule; the answer is the rule as GET shows it, with its webhook's secret (shown
     this once; null for e-mail)."""
     draft = check(params)
@@ -150,7 +170,8 @@ def create(project_id: int, params: dict, zone, created_by: int | None = None) -
     return {**view(item, meter["name"] if meter else None, zone), "secret": secret}
 
 
-def build(project_id: int, alert_id: int, draft: Draft, meter: dict | None, created_by: int | None = None):
+def build(project_id: int, alert_id: int, draft: Draft, meter: Item | None,
+          created_by: int | None = None) -> tuple[Item, str | None]:
     """(the item of a new rule, its webhook's secret or None): the secret made and encrypted, or the address
     subscribed to the project's topic. Not stored: create() writes it with the index entry."""
     item = {**accounts_table.alert_key(project_id, alert_id), "alert_id": alert_id, "project_id": project_id,
@@ -163,11 +184,11 @@ def build(project_id: int, alert_id: int, draft: Draft, meter: dict | None, crea
     return {**item, "email": draft.address, "topic_arn": mail.subscribe(project_id, draft.address)}, None
 
 
-def _full():
+def _full() -> Conflict:
     return Conflict(f"the project has {MAX_RULES} alert rules, the most it can have: delete one with DELETE /alerts")
 
 
-def view(rule: dict, meter_name: str | None, zone, full: bool = True) -> dict:
+def view(rule: Item, meter_name: str | None, zone: tzinfo, full: bool = True) -> dict:
     """A rule as GET /alerts shows it. full: the caller is an account (a read key sees the webhook's host
     only and no address: both can be credentials or personal)."""
     firing = rule.get("firing") or {}
@@ -184,16 +205,16 @@ def view(rule: dict, meter_name: str | None, zone, full: bool = True) -> dict:
             "created": _local(rule.get("created"), zone)}
 
 
-def _local(epoch, zone):
+def _local(epoch: float | None, zone: tzinfo) -> datetime | None:
     return None if epoch is None else clock.local(epoch, zone)
 
 
-def rules_of(project_id: int, consistent: bool = False) -> list:
+def rules_of(project_id: int, consistent: bool = False) -> list[Item]:
     """Every rule of the project (one query), by id."""
     return list(accounts_table.project_items(project_id, accounts_table.ALERT, consistent=consistent))
 
 
-def rules_by_id(projects: dict) -> dict:
+def rules_by_id(projects: Mapping[int, Iterable[int]]) -> dict[int, list[Item]]:
     """{project id: its rules, by id} of {project id: rule ids}: one BatchGetItem per 100 rules, whatever the
     number of projects (the evaluator's read; a rule deleted meanwhile is simply not found)."""
     keys = [accounts_table.alert_key(project_id, int(alert_id)) for project_id, ids in projects.items()
@@ -204,7 +225,7 @@ def rules_by_id(projects: dict) -> dict:
     return {project_id: sorted(listed, key=lambda rule: rule["alert_id"]) for project_id, listed in found.items()}
 
 
-def listing(project_id: int, zone, full: bool = True) -> list:
+def listing(project_id: int, zone: tzinfo, full: bool = True) -> list[dict]:
     """GET /alerts: the project's rules by id, each with its state (firing while any meter or agent it
     watches is in alert, else resolved) and last_fired."""
     rules = rules_of(project_id, consistent=True)
@@ -216,7 +237,7 @@ def listing(project_id: int, zone, full: bool = True) -> list:
     return [view(rule, names.get(rule.get("meter_id")), zone, full) for rule in rules]
 
 
-def delete(project_id: int, alert_id) -> dict:
+def delete(project_id: int, alert_id: Any) -> dict:
     """DELETE /alerts?id=: the rule stops at once (its pending deliveries are dropped); its history stays. The
     last rule of the project to an address takes the address's topic (and subscription) with it."""
     if alert_id is None:

@@ -17,7 +17,7 @@ import ipaddress
 import socket
 import ssl
 import urllib.parse
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from chalicelib.platform import config
 from chalicelib.platform.errors import BadRequest
@@ -47,7 +47,7 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_url(value) -> str:
+def check_url(value: Any) -> str:
     """The webhook URL of a rule, or BadRequest naming `webhook` and what is wrong with it."""
     if not isinstance(value, str) or not value.strip():
         raise BadRequest("webhook must be an https URL")
@@ -56,6 +56,16 @@ def check_url(value) -> str:
         raise BadRequest(f"webhook is too long: at most {URL_MAX} characters")
     if any(ord(ch) < 33 or ord(ch) == 127 for ch in value):
         raise BadRequest("webhook must not contain spaces or control characters")
+    parts, host = _parts(value)
+    if parts.scheme == "http":
+        _check_loopback(host)
+    else:
+        _check_public(host)
+    return value
+
+
+def _parts(value: str) -> tuple[urllib.parse.SplitResult, str]:
+    """The URL's parts and host, or BadRequest when it is no http(s) URL we may call."""
     try:
         parts = urllib.parse.urlsplit(value)
         host, _port = parts.hostname, parts.port
@@ -67,21 +77,26 @@ def check_url(value) -> str:
         raise BadRequest("webhook must not carry credentials (user:password@): check the signature instead")
     if parts.fragment:
         raise BadRequest("webhook must not have a #fragment")
-    if parts.scheme == "http":
-        if not _is_loopback_host(host):
-            raise BadRequest("webhook must be https: http is allowed only to this machine's loopback "
-                             "(127.0.0.1, ::1, localhost), for local development")
-        if not config.loopback_webhooks():
-            raise BadRequest("webhook: http to the loopback is for the local stack only; a deployed API "
-                             "delivers over https to a public address")
-        return value
+    return parts, host
+
+
+def _check_loopback(host: str) -> None:
+    if not _is_loopback_host(host):
+        raise BadRequest("webhook must be https: http is allowed only to this machine's loopback "
+                         "(127.0.0.1, ::1, localhost), for local development")
+    if not config.loopback_webhooks():
+        raise BadRequest("webhook: http to the loopback is for the local stack only; a deployed API "
+                         "delivers over https to a public address")
+
+
+def _check_public(host: str) -> None:
+    """An address written in the URL must be public (a name is checked at every delivery)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return value                       # a name: its addresses are checked at every delivery
+        return
     if not address.is_global:
         raise BadRequest("webhook must reach a public address (not a private, loopback or link-local one)")
-    return value
 
 
 def shown(url: str) -> str:

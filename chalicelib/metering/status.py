@@ -79,19 +79,19 @@ def report(caller: Caller, params: Mapping[str, Any]) -> dict[str, float]:
 
 def ok_until(meter: Item) -> float | None:
     """The instant the meter stops being ok if no reading comes: its latest reading + 2 × SaveEvery + GRACE
-    (None: it never sent one)."""
+    (None: it never sent one; state() compares with the same bound)."""
     latest = meters.last(meter, meters.LATEST)
     return None if latest is None else latest.epoch + 2 * meters.step(meter) + GRACE
 
 
 def state(meter: Item, now: float) -> str:
     """The meter's State at an instant: ok, late, silent or never (GET /status's, and meter_silent alerts')."""
-    until = ok_until(meter)
-    if until is None:
+    latest = meters.last(meter, meters.LATEST)
+    if latest is None:
         return "never"
-    if now <= until:
+    if now <= latest.epoch + 2 * meters.step(meter) + GRACE:
         return "ok"
-    return "late" if now - meters.last(meter, meters.LATEST).epoch <= DAY else "silent"
+    return "late" if now - latest.epoch <= DAY else "silent"
 
 
 def _coverage(present: int, meter: Item) -> float:
