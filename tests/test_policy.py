@@ -53,7 +53,8 @@ S3_ACTIONS = {"PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObjec
               "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
               "UploadPartCopy": "s3:PutObject"}      # and s3:GetObject on the source (iam_requests)
 # SQS operations → IAM action (a batch send is authorized as sqs:SendMessage).
-SQS_ACTIONS = {"SendMessage": "sqs:SendMessage", "SendMessageBatch": "sqs:SendMessage"}
+SQS_ACTIONS = {"SendMessage": "sqs:SendMessage", "SendMessageBatch": "sqs:SendMessage",
+               "GetQueueAttributes": "sqs:GetQueueAttributes"}
 KINDS = {"AWS::DynamoDB::Table": "table", "AWS::S3::Bucket": "bucket", "AWS::KMS::Key": "key",
          "AWS::Logs::LogGroup": "loggroup", "AWS::SQS::Queue": "queue"}
 
