@@ -5,7 +5,8 @@ so an alert can be watched firing and resolving (README, "Alerts in the demo"). 
 line: the event's state, kind, meter (or agent), since and value, its id, and the verdict of the
 signature check of docs/alerts.md against the rule's secret. The secret is read from --secret-file at
 each request: the stack writes it there (mode 0600) once it has made the rule, which needs this
-receiver's port first. It answers 200 to a signed POST, 401 to any other.
+receiver's port first; more rules may post here, their secrets one a line. It answers 200 to a POST
+signed by one of them, 401 to any other.
 
 Usage: python -m tools.webhook_receiver --port 0 --ready-file PATH --secret-file PATH
 (`--port 0`: a port the kernel chooses; the ready file gets {"pid", "port"} once it serves.)
@@ -41,13 +42,19 @@ def make_handler(secret_file: str) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            event, verdict, status = {}, "REFUSED: no secret to check it with", 401
             try:
                 with open(secret_file, encoding="utf-8") as handle:
-                    secret = handle.read().strip()
-                event = verify(body, self.headers.get("X-Intellimeter-Signature") or "", secret)
-                verdict, status = "signature ok", 200
-            except (OSError, ValueError, KeyError) as error:
-                event, verdict, status = {}, f"REFUSED: {error}", 401
+                    secrets = [line.strip() for line in handle if line.strip()]
+            except OSError as error:
+                secrets, verdict = [], f"REFUSED: {error}"
+            for secret in secrets:          # the demo rule's, and any other rule's added (one a line)
+                try:
+                    event = verify(body, self.headers.get("X-Intellimeter-Signature") or "", secret)
+                    verdict, status = "signature ok", 200
+                    break
+                except (ValueError, KeyError) as error:
+                    verdict = f"REFUSED: {error}"
             what = event.get("meter") or event.get("agent") or "?"
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} alert {event.get('alert')} {str(event.get('state')).upper()}: "
                   f"{event.get('kind')} {what}, since {event.get('since')}, value {event.get('value')} "
