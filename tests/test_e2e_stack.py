@@ -157,7 +157,7 @@ def test_an_alert_goes_from_the_schedule_to_the_demo_receiver_signed(stack):
 
     def logged():
         with open(log, encoding="utf-8") as handle:
-            lines = [line for line in handle if "USAGE_ABOVE" in line]
+            lines = [line for line in handle if "usage_above" in line]
         return lines if len(lines) >= len(DEMO_METERS) else None
 
     try:

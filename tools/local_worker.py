@@ -176,6 +176,7 @@ def main(argv=None):
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in os.environ})
     worker = WORKERS[name]
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)   # the app's log lines
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     print(f"local worker {name}: {worker.start()}", flush=True)
     _forever(name, worker)
 
