@@ -86,7 +86,7 @@ def child(argv):
         # sync: no budget (the whole sample in one process); start: a job whatever the sample's size
         exports.SYNC_MAX_ROWS = 10 ** 12 if argv[0] == "sync" else 0
         answer = exports.export(project, START.isoformat(), (START + timedelta(days=days - 1)).isoformat(), fmt)
-        if "url" in answer:
+        if isinstance(answer, dict):
             import urllib.parse
 
             path = urllib.parse.urlparse(answer["url"]).path      # path-style: /bucket/key
@@ -94,7 +94,7 @@ def child(argv):
             out["key"] = key
             out["sha"], out["bytes"] = digest(downloads, key)
         else:
-            out["job"] = answer["id"]
+            out["job"] = answer.body["id"]
     else:
         import boto3
 

@@ -15,7 +15,7 @@ its load time at start. Baseline, measured in this run on the same state: the on
 backend that tools/aws_server.py wrote at each stop before (pickle.dumps of the backends + write).
 Usage: .venv/bin/python bench/bench_stack_stop.py [--meters 300] [--days 365] [--repeats 3] [--keep]
        .venv/bin/python bench/bench_stack_stop.py --build-only --state DIR [--meters 30] [--days 365]
-         (writes the state only and prints {"project", "key"}: tests/test_stack_lifecycle.py uses it)
+         (writes the state only and prints {"project", "key"}: tests/system/test_stack_lifecycle.py uses it)
 """
 import argparse
 import json

@@ -8,6 +8,9 @@ files are written while requests flow again. On SIGTERM or SIGINT it stops servi
 changed since the last save, and exits without tearing down its objects one by one.
 
 `--port 0` binds a port the kernel chooses; `--ready-file` gets {"pid", "port"} once it serves.
+
+As S3 does, it answers a browser's cross-origin requests by the bucket's own CORS rules only (moto's
+server would otherwise allow every origin on every service).
 """
 import argparse
 import contextlib
@@ -212,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--ready-file", help="written with the pid and port once serving")
     parser.add_argument("--save-every", type=float, default=SAVE_EVERY, help="seconds between saves")
     args = parser.parse_args(argv)
+    os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"   # read when moto is first imported (the state's load, below)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -16,7 +16,7 @@ def ensure(project_id: int, receiver_url: str, secret_file: str) -> dict:
     from chalicelib.identity import accounts
 
     zone = accounts.project_zone(project_id)
-    for old in rules.listing(project_id, zone):
+    for old in rules.listing(project_id, zone).build():
         if (old["webhook"] or "").startswith("http://127.0.0.1:") and (old["webhook"] or "").endswith(PATH):
             rules.delete(project_id, old["id"])
     made = rules.create(project_id, {"kind": "meter_silent", "webhook": receiver_url + PATH}, zone)

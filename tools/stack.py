@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -393,8 +394,9 @@ class Stack:
 
     def banner(self):
         """The URL, credentials, key and curl lines that work as printed."""
-        today = datetime.now(timezone.utc).date()
-        week = f"start={today - timedelta(days=7)}&end={today}"
+        # The last 7 days of the demo project's calendar: start and end are both included.
+        today = datetime.now(ZoneInfo(DEMO["timezone"])).date()
+        week = f"start={today - timedelta(days=6)}&end={today}"
         auth = f'-H "Authorization: Bearer {self.key}"'
         return "\n".join([
             "",

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chalicelib.metering import days
-from chalicelib.platform import clock, db
+from chalicelib.platform import answers, clock, db
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import PayloadTooLarge
 from chalicelib.tables import accounts_table
@@ -53,9 +53,10 @@ def item(project_id: int, at: float, event_body: dict) -> Item:
             "at": int(at), "expires_at": int(at) + KEEP_DAYS * 86400}
 
 
-def history(project_id: int, start: Any, end: Any, zone: ZoneInfo) -> list[dict]:
+def history(project_id: int, start: Any, end: Any, zone: ZoneInfo) -> answers.Bounded:
     """GET /alerts/events: the events of local days start..end (YYYY-MM-DD, inclusive), oldest first,
-    each as its webhook body. At most KEEP_DAYS days back are kept; at most MAX_EVENTS answered (413)."""
+    each as its webhook body. At most KEEP_DAYS days back are kept; the reading stops past MAX_EVENTS (413),
+    and what was read is checked against the answer's bounds before it is rendered, as every list is."""
     span = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone, max_days=KEEP_DAYS + 1)
     now = clock.now()
     found = []
@@ -69,4 +70,4 @@ def history(project_id: int, start: Any, end: Any, zone: ZoneInfo) -> list[dict]
         found.append(event["body"])
         if len(found) > MAX_EVENTS:
             raise PayloadTooLarge(f"more than {MAX_EVENTS} events in {span.first}..{span.last}: ask for fewer days")
-    return found
+    return answers.listing(found, "ask for fewer days (start, end)")

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from chalicelib.alerts import mail, sealing, webhooks
 from chalicelib.metering import meters
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
@@ -225,16 +225,18 @@ def rules_by_id(projects: Mapping[int, Iterable[int]]) -> dict[int, list[Item]]:
     return {project_id: sorted(listed, key=lambda rule: rule["alert_id"]) for project_id, listed in found.items()}
 
 
-def listing(project_id: int, zone: tzinfo, full: bool = True) -> list[dict]:
+def listing(project_id: int, zone: tzinfo, full: bool = True) -> answers.Bounded:
     """GET /alerts: the project's rules by id, each with its state (firing while any meter or agent it
-    watches is in alert, else resolved) and last_fired."""
+    watches is in alert, else resolved) and last_fired (at most MAX_RULES, checked against the answer's
+    bounds before it is rendered, as every list is)."""
     rules = rules_of(project_id, consistent=True)
     wanted = {rule["meter_id"] for rule in rules if rule.get("meter_id") is not None}
     names = {}
     if wanted:
         names = {m["meter_id"]: m["name"] for m in db.batch_get(
             meters_table.NAME, [meters_table.meter_key(project_id, meter_id) for meter_id in wanted])}
-    return [view(rule, names.get(rule.get("meter_id")), zone, full) for rule in rules]
+    return answers.listing([view(rule, names.get(rule.get("meter_id")), zone, full) for rule in rules],
+                           "the project's rules take more than one answer holds: ask in JSON, or delete some (DELETE /alerts)")
 
 
 def delete(project_id: int, alert_id: Any) -> dict:

@@ -350,7 +350,8 @@ def bill(project_id: int, start: object, end: object, meter_name: object = None,
     """GET /bill: one row per meter and local calendar month overlapping start..end, in meter order then month."""
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end), zone)
-    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
+    chosen = ([meters.find(project_id, name=meter_name, field="meter")] if meter_name is not None
+              else meters.all_meters(project_id))
     tariff_of = tariffs.for_meters(project_id, chosen, tariff_id)
     check_bound(chosen, first, last, tariff_of)
     return [bill_row for bill_row, _total in meter_months(project_id, chosen, zone, first, last, tariff_of)]

@@ -199,6 +199,21 @@ def _add_neighbours(project_id: int, meter_id: int, points: list[Point], start: 
             points.append(neighbour)
 
 
+def stored_per_day(project_id: int, meter_id: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(midnight epoch of a UTC day, readings the meter has stored that day) for each UTC day overlapping
+    [start, end) that holds any, in time order, read lazily.
+
+    Counted from the stored items' counts (a day item's n), never by reading the readings: the size of
+    an export before it is written (GET /file's choice between writing it at once and a job). Whole
+    UTC days are counted, so a range cut inside a day counts all of that day's readings.
+    """
+    key = readings_table.series_key(project_id, meter_id)
+    first, last = day_slot(start).day, day_slot(max(start, end - 1)).day
+    for item in db.query(readings_table.NAME, "meter = :m AND #d BETWEEN :a AND :b", {":m": key, ":a": first, ":b": last},
+                         names={"#d": "day", "#n": "n"}, projection="#d, #n"):
+        yield _day_epoch(item["day"]), int(item.get("n", 0))
+
+
 def counts(project_id: int, meter_ids: Collection[int], start: int, end: int) -> dict[int, int]:
     """{meter id: how many readings it has with start <= epoch < end}, for many meters at once.
 

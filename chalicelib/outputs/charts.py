@@ -181,7 +181,7 @@ def chart(project_id: int, kind: object = None, meter_name: object = None, width
     common: _Common = {"width_px": width_px, "height_px": height_px, "tz_name": zone.key, "bucket": bucket,
                        "period": (clock.local(begin, zone), clock.local(finish, zone))}
     if meter_name is not None:
-        meter = meters.find(project_id, name=meter_name)
+        meter = meters.find(project_id, name=meter_name, field="meter")
         kind = "line"
         use = chart_render.UseSeries(meter["name"], edges, _one(used(project_id, [meter], edges, bucket, zone)))
         png = chart_render.render_png("meter", title=f"{meter['name']}: register and energy used",
@@ -325,7 +325,7 @@ def bill_chart(project_id: int, meter_name: object, width_px: int, height_px: in
     project = accounts.get_project(project_id)
     zone = clock.zone(project.get("timezone", "UTC"))
     first, last, begin, finish = _bill_period(start, end, zone)
-    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else \
+    chosen = [meters.find(project_id, name=meter_name, field="meter")] if meter_name is not None else \
         _feeding_none(meters.all_meters(project_id))
     spans = bills.months(first, last)
     if len(chosen) * len(spans) > bills.MAX_METER_MONTHS:
