@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
 import signal
 import sys
 import time
@@ -76,10 +75,9 @@ def main(argv=None) -> int:
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.secret_file))
     port = server.server_address[1]
     if args.ready_file:
-        temporary = f"{args.ready_file}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump({"pid": os.getpid(), "port": port}, handle)
-        os.replace(temporary, args.ready_file)
+        from tools.processes import write_ready
+
+        write_ready(args.ready_file, port)
     print(f"webhook receiver: listening on http://{args.host}:{port}/", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
