@@ -397,6 +397,7 @@ class Stack:
         # The last 7 days of the demo project's calendar: start and end are both included.
         today = datetime.now(ZoneInfo(DEMO["timezone"])).date()
         week = f"start={today - timedelta(days=6)}&end={today}"
+        hvac = self.processes["meter-hvac"].pid if "meter-hvac" in self.processes else "<pid of meter-hvac>"
         auth = f'-H "Authorization: Bearer {self.key}"'
         return "\n".join([
             "",
@@ -430,11 +431,11 @@ class Stack:
             "",
             "Alerts: the demo project's meter_silent rule POSTs to a webhook receiver that logs each alert in "
             f"{os.path.relpath(self.children.log_path('webhook'), PROJECT_DIR)}. Stop a simulated meter and it fires "
-            "about 7 minutes later (2 x SaveEvery + 5), resume it and it resolves:",
-            f"  kill -STOP {self.processes['meter-hvac'].pid}   # hvac stops answering",
-            f"  kill -CONT {self.processes['meter-hvac'].pid}   # hvac is back",
-            f"  curl -s {auth} {self.api_url}/alerts   # the rule's state; /alerts/events?start={today}&end={today}: "
-            f"its history",
+            "about 7 minutes later (2 x SaveEvery + 5), resume it and it resolves at the agent's next try of it:",
+            f"  kill -STOP {hvac}   # hvac stops answering",
+            f"  kill -CONT {hvac}   # hvac is back",
+            f"  curl -s {auth} {self.api_url}/alerts   # the rule's state",
+            f"  curl -s {auth} '{self.api_url}/alerts/events?{week}'   # its history",
         ])
 
 
