@@ -3,8 +3,9 @@
 Rendering (responseType), authentication, errors and the access log are chalicelib/platform/web.py's.
 The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
-from chalice import Chalice
+from chalice import Chalice, Rate
 
+from chalicelib.alerts import delivery, evaluator, events, rules
 from chalicelib.billing import bills, tariffs
 from chalicelib.identity import accounts, auth, scoped_keys
 from chalicelib.metering import consumption, ingest, meters, status
@@ -196,6 +197,43 @@ def report_status(call):
 @api.route("/status", "GET", scopes=("read",))
 def fleet_status(call):
     return status.overview(call.project_id)
+
+
+# ---- /alerts: rules (managed by an account; read keys may list them), their events, and the workers ----
+
+@api.route("/alerts", "GET", scopes=("read",))
+def list_alerts(call):
+    return rules.listing(call.project_id, accounts.project_zone(call.project_id), full=call.caller.scope is None)
+
+
+@api.route("/alerts", "PUT", secret=True)
+def create_alert(call):
+    return rules.create(call.project_id, call.params, accounts.project_zone(call.project_id), created_by=call.user_id)
+
+
+@api.route("/alerts", "DELETE")
+def delete_alert(call):
+    return rules.delete(call.project_id, call.get("id"))
+
+
+@api.route("/alerts/events", "GET", scopes=("read",))
+def alert_history(call):
+    return events.history(call.project_id, call.get("start"), call.get("end"), accounts.project_zone(call.project_id))
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="alert_schedule")
+def alert_schedule(event):
+    evaluator.schedule()
+
+
+@app.on_sqs_message(queue="intellimeter-alert-evaluations", batch_size=1, name="alert_evaluator")
+def alert_evaluator(event):
+    evaluator.handle_event(event)
+
+
+@app.on_sqs_message(queue="intellimeter-alert-deliveries", batch_size=1, name="alert_delivery")
+def alert_delivery(event):
+    delivery.handle_event(event)
 
 
 # ---- /openapi.yaml ----------------------------------------------------------------------------

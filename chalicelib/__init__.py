@@ -7,6 +7,7 @@
     metering/   meters, readings storage, POST /data ingest, consumption rollups and periods, status
     billing/    tariffs in the OpenEI URDB shape (/tariffs) and each meter's monthly bill (/bill)
     outputs/    what the API hands out as files: exports and export jobs, charts, S3 downloads
+    alerts/     alert rules, their evaluation each minute, their history, signed webhooks and e-mails
     apidocs/    the OpenAPI document and the interactive /docs page
 
 Each room imports only rooms listed above it, never one below (so platform/ imports no other room).

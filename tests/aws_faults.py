@@ -41,9 +41,9 @@ from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, Endp
 KINDS = ("throttle", "server_error", "timeout", "lost_answer", "cancelled", "retried", "lost_retried", "unprocessed")
 
 _THROTTLE = {"dynamodb": ("ProvisionedThroughputExceededException", 400), "s3": ("SlowDown", 503),
-             "kms": ("ThrottlingException", 400)}
+             "kms": ("ThrottlingException", 400), "sns": ("Throttled", 400)}
 _SERVER = {"dynamodb": ("InternalServerError", 500), "s3": ("InternalError", 500),
-           "kms": ("KMSInternalException", 500)}
+           "kms": ("KMSInternalException", 500), "sns": ("InternalError", 500)}
 
 
 def app_clients():
@@ -51,7 +51,7 @@ def app_clients():
     aws fixture's start and end), so a hook registered on these during a test sees every call the app makes."""
     from chalicelib.platform import aws
 
-    return [aws.dynamodb(), aws.s3(), aws.kms(), aws.sqs()]
+    return [aws.dynamodb(), aws.s3(), aws.kms(), aws.sqs(), aws.sns()]
 
 
 class AwsFaults:

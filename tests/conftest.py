@@ -172,7 +172,7 @@ def serialized_aws(aws):
     def release(**_kwargs):
         lock.release()
 
-    for client in (aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs()):
+    for client in (aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs(), aws_clients.sns()):
         client.meta.events.register("before-call", acquire)
         client.meta.events.register("after-call", release)
         client.meta.events.register("after-call-error", release)

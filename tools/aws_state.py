@@ -26,7 +26,7 @@ import time
 import zlib
 from collections import defaultdict
 
-SERVICES = ("dynamodb", "kms", "s3", "sqs")
+SERVICES = ("dynamodb", "kms", "s3", "sqs", "sns")
 SHARDS = 256
 ALL = None            # in a touch: every table, bucket or shard
 MANIFEST = "manifest.json"

@@ -7,14 +7,20 @@ VISIBILITY seconds, and to the dead letters after the queue's maxReceiveCount, a
 
 WORKERS names each worker and what runs it; `make run` starts one process per entry
 (`python -m tools.local_worker NAME`). Another queue's worker is one more QueueWorker entry; a
-scheduled function (`@app.schedule`) would be another class with the same poll_once(). On SIGTERM a
-worker ends at once, as a Lambda cut short does: a message it was running goes back to the queue.
+scheduled function (`@app.schedule`) is a ScheduleWorker, invoked on its rate as EventBridge does;
+Together runs several in one process (the alerts': the one-minute schedule, the evaluation queue and
+the delivery queue, whose messages run as concurrent invocations, as on Lambda, so a receiver that
+hangs holds up its own delivery only). On SIGTERM a worker ends at once, as a Lambda cut short does: a
+message it was running goes back to the queue.
 Usage: python -m tools.local_worker [NAME]   (default: export)
 """
+import logging
 import os
 import signal
 import sys
+import threading
 import time
+from typing import Any
 
 VISIBILITY = 5      # seconds before a failed message is delivered again (the deployed queue: 360)
 
@@ -81,7 +87,81 @@ class QueueWorker:
             time.sleep(1)
 
 
-WORKERS = {"export": QueueWorker("ExportQueue", "export_worker")}
+def scheduled_event(rule: str, region: str = "us-east-1") -> dict:
+    """The event EventBridge passes a scheduled function."""
+    return {"version": "0", "id": f"local-{time.time_ns()}", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": region,
+            "resources": [f"arn:aws:events:{region}:123456789012:rule/{rule}"], "detail": {}}
+
+
+class ScheduleWorker:
+    """A scheduled function (@app.schedule): invoked every `seconds`, on the clock, as EventBridge does."""
+
+    def __init__(self, handler, seconds=60):
+        self.handler, self.seconds = handler, seconds
+        self.due = 0.0
+
+    def start(self):
+        import app
+
+        self.function = getattr(app, self.handler)
+        self.due = time.time()
+        return f"invoking app.{self.handler} every {self.seconds} s"
+
+    def poll_once(self):
+        if time.time() >= self.due:
+            self.due += self.seconds * max(1, (time.time() - self.due) // self.seconds + 1)
+            self.function(scheduled_event(self.handler), None)
+        time.sleep(max(0.0, min(1.0, self.due - time.time())))
+
+
+class Concurrent:
+    """A worker run by `invocations` threads at once: Lambda invokes a function for each message concurrently."""
+
+    def __init__(self, worker_type, invocations, *args):
+        self.workers = [worker_type(*args) for _ in range(invocations)]
+
+    def start(self):
+        said = [worker.start() for worker in self.workers]
+        return f"{said[0]}, {len(self.workers)} invocations at once"
+
+    def threads(self):
+        return [(f"invocation {n}", worker) for n, worker in enumerate(self.workers)]
+
+
+class Together:
+    """Several workers in one process, a thread each (the alerts' schedule, evaluation and delivery)."""
+
+    def __init__(self, **workers):
+        self.workers = workers
+
+    def start(self):
+        said = []
+        for name, worker in self.workers.items():
+            said.append(f"{name}: {worker.start()}")
+            for label, one in (worker.threads() if isinstance(worker, Concurrent) else [(name, worker)]):
+                threading.Thread(target=_forever, args=(f"{name} {label}", one), daemon=True).start()
+        return "; ".join(said)
+
+    def poll_once(self):
+        time.sleep(1)
+
+
+def _forever(name, worker):
+    while True:
+        try:
+            worker.poll_once()
+        except Exception as error:  # the moto server restarting: wait and go on
+            print(f"local worker {name}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            time.sleep(1)
+
+
+WORKERS: dict[str, Any] = {
+    "export": QueueWorker("ExportQueue", "export_worker"),
+    "alerts": Together(schedule=ScheduleWorker("alert_schedule", 60),
+                       evaluation=QueueWorker("AlertEvaluationQueue", "alert_evaluator"),
+                       delivery=Concurrent(QueueWorker, 3, "AlertDeliveryQueue", "alert_delivery")),
+}
 
 
 def main(argv=None):
@@ -95,13 +175,10 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in os.environ})
     worker = WORKERS[name]
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)   # the app's log lines
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     print(f"local worker {name}: {worker.start()}", flush=True)
-    while True:
-        try:
-            worker.poll_once()
-        except Exception as error:  # the moto server restarting: wait and go on
-            print(f"local worker {name}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            time.sleep(1)
+    _forever(name, worker)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ class Children:
             return self.stopped_in                  # stopped already (a failed start stops, then its caller)
         for process in live.values():
             signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGCONT)       # one stopped with kill -STOP (the alerts demo) too
         for name, process in live.items():
             try:
                 process.wait(timeout=max(0.0, started + self.graces[name] - time.monotonic()))

@@ -150,6 +150,7 @@ class Stack:
         self.children.save_record()
         try:
             self._start_aws()
+            self._start_alert_receiver()
             self._create_demo()
             self._start_api()
             self._start_workers()
@@ -221,10 +222,22 @@ class Stack:
             from tools import demo_tariff
 
             demo_tariff.ensure(self.project_id, clock.utcnow().astimezone(zone).date())
+            # Its alert: a meter_silent rule POSTing to the receiver started before (a new rule each run).
+            from tools import demo_alert
+
+            demo_alert.ensure(self.project_id, f"http://127.0.0.1:{self.receiver_port}", self.receiver_secret)
         finally:
             os.environ.clear()
             os.environ.update(saved)
             aws.reset_clients()
+
+    def _start_alert_receiver(self):
+        """The webhook receiver of the demo's alert (tools/webhook_receiver.py): logs each alert it gets."""
+        self._say("starting the demo's webhook receiver (alerts are logged in logs/webhook.log)")
+        self.receiver_secret = os.path.join(self.state_dir, "run", "webhook-secret")
+        os.makedirs(os.path.dirname(self.receiver_secret), exist_ok=True)
+        self.receiver_port = self._serve("webhook", "tools.webhook_receiver", ["--secret-file", self.receiver_secret],
+                                         self.aws_env(), 0, "the webhook receiver")
 
     def _start_api(self):
         self._say("starting the API (Chalice local server, stage local) on "
@@ -257,6 +270,10 @@ class Stack:
         return {**self.aws_env(), "INTELLIMETER_API_KEY": self.ingest_key}
 
     def _start_meters(self):
+        """Each simulated meter its own process (its bus of the agent's configuration alone), so one can be
+        stopped (kill -STOP) to watch the demo's alert fire, and resumed (kill -CONT) to watch it resolve."""
+        import yaml
+
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
                   + ", ".join(map(str, self.modbus_ports)))
         # Their ports are fixed in the agent's configuration: one held by another program would answer
@@ -264,8 +281,16 @@ class Stack:
         taken = [p for p in self.modbus_ports if not bindable(p)]
         if taken:
             raise RuntimeError(f"the meters' port(s) {', '.join(map(str, taken))} already in use")
-        self._spawn("meters", "edge_agent", ["simulate", "-c", self.agent_config, *demo_load_args()], self._agent_env(),
-                    ports=self.modbus_ports)
+        with open(self.agent_config) as handle:
+            config = yaml.safe_load(handle)
+        for meter, port in zip(config["meters"], self.modbus_ports):
+            alone = {**config, "buses": {meter["Port"]: config["buses"][meter["Port"]]}, "meters": [meter]}
+            path = os.path.join(self.state_dir, "run", f"meter-{meter['MeterId']}.yaml")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as handle:
+                yaml.safe_dump(alone, handle, sort_keys=False)
+            self._spawn(f"meter-{meter['MeterId']}", "edge_agent",
+                        ["simulate", "-c", path, *demo_load_args([meter["MeterId"]])], self._agent_env(), ports=[port])
         wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
                  "the simulated meters")
 
@@ -379,12 +404,13 @@ class Stack:
         # The last 7 days of the demo project's calendar: start and end are both included.
         today = datetime.now(ZoneInfo(DEMO["timezone"])).date()
         week = f"start={today - timedelta(days=6)}&end={today}"
+        hvac = self.processes["meter-hvac"].pid if "meter-hvac" in self.processes else "<pid of meter-hvac>"
         auth = f'-H "Authorization: Bearer {self.key}"'
         return "\n".join([
             "",
             "Intellimeter is running locally.",
             f"  API            {self.api_url}   (reference: docs/openapi.yaml, also at {self.api_url}/openapi.yaml)",
-            f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS, SQS)",
+            f"  embedded AWS   {self.aws_url}   (moto: DynamoDB, S3, KMS, SQS, SNS)",
             f"  demo project   {DEMO['project']} ({DEMO['timezone']})",
             f"  log in as      {DEMO['username']} / {DEMO['password']}",
             f"  API key        {self.key}   (the account's: everything the account can do; keep it off site)",
@@ -409,14 +435,23 @@ class Stack:
             f"make run FRESH=1 starts over.",
             f"New readings arrive every minute. Stop everything with Ctrl-C (or kill -TERM {os.getpid()}, or "
             f"make stop{self._port_args()} from another terminal).",
+            "",
+            "Alerts: the demo project's meter_silent rule POSTs to a webhook receiver that logs each alert in "
+            f"{os.path.relpath(self.children.log_path('webhook'), PROJECT_DIR)}. Stop a simulated meter and it fires "
+            "about 7 minutes later (2 x SaveEvery + 5), resume it and it resolves at the agent's next try of it:",
+            f"  kill -STOP {hvac}   # hvac stops answering",
+            f"  kill -CONT {hvac}   # hvac is back",
+            f"  curl -s {auth} {self.api_url}/alerts   # the rule's state",
+            f"  curl -s {auth} '{self.api_url}/alerts/events?{week}'   # its history",
         ])
 
 
-def demo_load_args():
-    """The simulate command's arguments that give each demo meter its load (DEMO_LOADS)."""
+def demo_load_args(meters=None):
+    """The simulate command's arguments that give each demo meter (or those named) its load (DEMO_LOADS)."""
     args = ["--timezone", DEMO["timezone"]]
     for name, (base, peak) in DEMO_LOADS.items():
-        args += ["--load", f"{name}={base}:{peak}"]
+        if meters is None or name in meters:
+            args += ["--load", f"{name}={base}:{peak}"]
     return args
 
 

@@ -3,6 +3,7 @@
 Login names are unique case-insensitively across all projects, enforced by a LOGIN# item written in
 the same transaction as the account (never read-then-write), so concurrent creates can't both win.
 """
+from collections.abc import Iterable
 from datetime import datetime, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -68,6 +69,14 @@ def find_project(name: str) -> Item | None:
 def project_zone(project_id: int) -> ZoneInfo:
     """The ZoneInfo the project's times are shown in."""
     return clock.zone(get_project(project_id).get("timezone", "UTC"))
+
+
+def project_zones(project_ids: Iterable[int]) -> dict[int, ZoneInfo]:
+    """{project id: ZoneInfo} of many projects at once (one BatchGetItem per 100; projects that do not exist
+    are left out): the alert evaluator's, for a batch of projects."""
+    keys = [accounts_table.project_key(project_id) for project_id in set(project_ids)]
+    return {item["project_id"]: clock.zone(item.get("timezone", "UTC"))
+            for item in db.batch_get(accounts_table.NAME, keys, consistent=False)}
 
 
 # ---- accounts ---------------------------------------------------------------------------------

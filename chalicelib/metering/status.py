@@ -77,14 +77,21 @@ def report(caller: Caller, params: Mapping[str, Any]) -> dict[str, float]:
     return {"clock_offset": offset}
 
 
-def _state(meter: Item, now: float) -> str:
+def ok_until(meter: Item) -> float | None:
+    """The instant the meter stops being ok if no reading comes: its latest reading + 2 × SaveEvery + GRACE
+    (None: it never sent one; state() compares with the same bound)."""
+    latest = meters.last(meter, meters.LATEST)
+    return None if latest is None else latest.epoch + 2 * meters.step(meter) + GRACE
+
+
+def state(meter: Item, now: float) -> str:
+    """The meter's State at an instant: ok, late, silent or never (GET /status's, and meter_silent alerts')."""
     latest = meters.last(meter, meters.LATEST)
     if latest is None:
         return "never"
-    age = now - latest.epoch
-    if age <= 2 * meters.step(meter) + GRACE:
+    if now <= latest.epoch + 2 * meters.step(meter) + GRACE:
         return "ok"
-    return "late" if age <= DAY else "silent"
+    return "late" if now - latest.epoch <= DAY else "silent"
 
 
 def _coverage(present: int, meter: Item) -> float:
@@ -130,6 +137,6 @@ def overview(project_id: int) -> answers.Bounded:
     for meter in every:
         known = latest[meter["meter_id"]]
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
-                     "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
+                     "State": state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
     return answers.listing(agents + rows, "ask for one meter's readings instead: GET /point?name=…, GET /file",
                            whole={"timezone": time_zone, "agents": agents, "meters": rows})

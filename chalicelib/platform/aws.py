@@ -47,8 +47,13 @@ def kms() -> Any:
 
 
 def sqs() -> Any:
-    """The SQS client (export jobs' queue)."""
+    """The SQS client (export jobs' queue, alert evaluation and delivery queues)."""
     return _client("sqs", _region=config.region())
+
+
+def sns() -> Any:
+    """The SNS client (alert e-mails: a topic per address of a project, its subscription, publishing)."""
+    return _client("sns", _region=config.region())
 
 
 def reset_clients() -> None:
@@ -59,7 +64,7 @@ def reset_clients() -> None:
 # Error codes meaning "the service is busy or broken right now", not "your request is wrong": the
 # same request may succeed when sent again. Any 5xx answer counts too, whatever its code.
 TRANSIENT_CODES = frozenset({
-    "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottled", "RequestThrottledException",
+    "ThrottlingException", "Throttling", "Throttled", "ThrottledException", "RequestThrottled", "RequestThrottledException",
     "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
     "SlowDown", "TransactionConflictException", "TransactionInProgressException",
     "InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable", "ServiceUnavailableException",

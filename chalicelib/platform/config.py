@@ -14,6 +14,9 @@ RESOURCE_ENV = {
     "FilesBucket": "FILES_BUCKET",
     "ApiKeysKey": "API_KEYS_KMS_KEY",
     "ExportQueue": "EXPORT_QUEUE_URL",
+    "AlertEvaluationQueue": "ALERT_EVALUATION_QUEUE_URL",
+    "AlertDeliveryQueue": "ALERT_DELIVERY_QUEUE_URL",
+    "AlertDeadLetters": "ALERT_DEAD_LETTERS_URL",
 }
 
 
@@ -44,3 +47,18 @@ def session_cookie_name() -> str:
 def password_hashing() -> str:
     """The name of the Argon2 parameter set new password hashes get (passwords.PROFILES)."""
     return os.environ.get("PASSWORD_HASHING", "RFC_9106_LOW_MEMORY")
+
+
+def alert_topic_prefix() -> str:
+    """The name every project's alert e-mail topic starts with (the stack's name + "-alerts"): the
+    function may create, subscribe to and publish to those topics only (.chalice/policy.json)."""
+    try:
+        return os.environ["ALERT_TOPIC_PREFIX"]
+    except KeyError:
+        raise RuntimeError("ALERT_TOPIC_PREFIX is not set: the stage's configuration names no alert topics") from None
+
+
+def loopback_webhooks() -> bool:
+    """True where alert webhooks may be plain http to this machine (the local stage only: deployed, the
+    loopback is the Lambda's own sandbox, never a receiver of the project's)."""
+    return os.environ.get("ALERT_LOOPBACK_WEBHOOKS", "").lower() == "true"

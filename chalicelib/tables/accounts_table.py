@@ -17,6 +17,9 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
 | a project's running export jobs | `PROJECT#<project>` | `JOBS` | export_jobs (running, version) |
+| alert rule (and its state) | `PROJECT#<project>` | `ALERT#<rule id, 10 digits>` | alerts.rules (definition), alerts.evaluator (state), alerts.delivery (last_error) |
+| projects with alert rules (the evaluator's index) | `ALERTING` | `PROJECT#<project, 10 digits>` | alerts.rules (alert_ids) |
+| alert event (history, 90 days) | `ALERTLOG#<project>` | `<epoch ms, 13 digits>#<event id>` | alerts.events |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -32,6 +35,9 @@ NAME = "AccountsTable"
 USER = "USER"
 SCOPED_KEY = "SCOPEDKEY"
 AGENT = "AGENT"
+ALERT = "ALERT"
+# The evaluator's index of the projects that have alert rules: one partition, paged in project order.
+ALERTING = "ALERTING"
 
 
 def project_pk(project_id: int) -> str:
@@ -107,6 +113,36 @@ def project_jobs_key(project_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": "JOBS"}
 
 
+def alert_key(project_id: int, alert_id: int) -> Item:
+    """The item of an alert rule (its definition and its evaluation state)."""
+    return {"pk": project_pk(project_id), "sk": f"{ALERT}#{alert_id:010d}"}
+
+
+def alerting_key(project_id: int) -> Item:
+    """The project's entry in the evaluator's index: the ids of its rules (at most alerts.MAX_RULES)."""
+    return {"pk": ALERTING, "sk": f"PROJECT#{project_id:010d}"}
+
+
+def alerting_project(item: Item) -> int:
+    """The project id of an index entry."""
+    return int(item["sk"].split("#", 1)[1])
+
+
+def alert_log_pk(project_id: int) -> str:
+    """The partition of a project's alert events, in time order."""
+    return f"ALERTLOG#{project_id}"
+
+
+def alert_event_key(project_id: int, epoch: float, event_id: str) -> Item:
+    """The item of an alert event: sorted by the instant it happened (epoch milliseconds), then its id."""
+    return {"pk": alert_log_pk(project_id), "sk": f"{alert_log_range(epoch)}#{event_id}"}
+
+
+def alert_log_range(epoch: float) -> str:
+    """The sort-key bound of the events at or after an instant (BETWEEN two of these)."""
+    return f"{int(epoch * 1000):013d}"
+
+
 def next_id(kind: str) -> int:
     """A new integer id of a kind (user, project, meter, scoped_key): an atomic counter, never reused."""
     answer = db.update(NAME, {"pk": "COUNTER", "sk": kind}, "ADD #v :one",
@@ -115,6 +151,6 @@ def next_id(kind: str) -> int:
 
 
 def project_items(project_id: int, kind: str, consistent: bool = False) -> Iterator[Item]:
-    """The project's items of a kind (USER, SCOPED_KEY, AGENT), in key order."""
+    """The project's items of a kind (USER, SCOPED_KEY, AGENT, ALERT), in key order."""
     return db.query(NAME, "pk = :p AND begins_with(sk, :k)", {":p": project_pk(project_id), ":k": kind + "#"},
                     consistent=consistent)

@@ -3,18 +3,23 @@ counts it (the proxy answer's JSON), and every list is a 413 past it. The buildi
 tests/api/test_answer_bounds_building.py.
 """
 import json
+import time
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
+from chalicelib.alerts import events
 from chalicelib.metering import consumption, meters
-from chalicelib.platform import answers
+from chalicelib.platform import answers, db
+from chalicelib.tables import accounts_table
 from tests.building import DAY, build, ingest_all, stamp
 
 MARCH = 1772323200          # 2026-03-01T00:00:00Z
+YESTERDAY = int(time.time()) // DAY * DAY - DAY + 3600     # an alert event's instant: 01:00 UTC yesterday (kept 90 days)
 FORMATS = ("json", "xml", "yaml")
 
 
@@ -50,6 +55,10 @@ def payload(answer) -> int:
     (python3.12's runtime), the body a JSON string in it; measured here without the product's function."""
     body = answer.body.decode() if isinstance(answer.body, bytes) else answer.body
     return len(json.dumps({"body": body}, ensure_ascii=False).encode()) - len('{"body": ""}')
+
+
+def utc_day(epoch):
+    return datetime.fromtimestamp(epoch, timezone.utc).date()
 
 
 def error_of(answer, fmt):
@@ -98,15 +107,26 @@ def listed(stack):
         stack.account(project)
         account.call("PUT", "/keys", body={"label": f"box {n}", "scope": "ingest"})
     account.call("PUT", "/status", body={"time": stamp(MARCH + DAY), "failing_meters": ["suite-001"]})
+    for n in range(3):                                         # alert rules, and their history of yesterday
+        rule = account.call("PUT", "/alerts", body={"kind": "meter_silent", "meter": made[n]["MeterId"],
+                                                    "webhook": f"https://example.com/hooks/{n}"})
+        for state, at in (("firing", YESTERDAY), ("resolved", YESTERDAY + 600)):
+            body = events.body(events.new_id(), rule["id"], "meter_silent", state, made[n]["MeterId"], None, at,
+                               7.5, project, ZoneInfo("UTC"))
+            db.put(accounts_table.NAME, events.item(project, at, body))
     return account
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("path", ["/point", "/data", "/interval", "/user", "/status", "/keys"])
+@pytest.mark.parametrize("path", ["/point", "/data", "/interval", "/user", "/status", "/keys", "/alerts",
+                                  "/alerts/events"])
 def test_every_list_is_413_past_the_bound_and_answers_within_it(listed, monkeypatch, path, fmt):
-    query = "?" + urllib.parse.urlencode({"responseType": fmt})
+    days = {"start": str(utc_day(YESTERDAY - DAY)), "end": str(utc_day(YESTERDAY + DAY))}
+    query = "?" + urllib.parse.urlencode({"responseType": fmt, **(days if path == "/alerts/events" else {})})
     whole = listed.request("GET", path + query)
     assert whole.status_code == 200
+    if fmt == "json":
+        assert len(json.loads(whole.body)) >= 3, whole.body[:200]     # a list with something in it
     monkeypatch.setattr(answers, "ANSWER_MAX_BYTES", payload(whole) // 2)
     refused = listed.request("GET", path + query)
     assert refused.status_code == 413, refused.body[:200]

@@ -161,7 +161,7 @@ def test_the_last_7_days_of_the_banner_and_the_readme_are_7_days(tmp_path):
     stack.key = stack.ingest_key = "f27a4f7186-d4a6635fe7-992d888955-284e0b037c"
     banner = stack.banner()
     lines = [line for line in banner.splitlines() if "start=" in line]
-    assert len(lines) == 2
+    assert len(lines) == 3                                   # /file, /graphics and /alerts/events
     today = datetime.now(ZoneInfo(DEMO["timezone"])).date()
     for line in lines:
         start, end = _days(line)

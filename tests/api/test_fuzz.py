@@ -129,13 +129,16 @@ def _seed(stack):
     scoped_b = scoped_keys.create(project_b["project_id"], f"{B_MARK}-agent", "ingest", clock.zone("UTC"))
     status.report(auth.Caller(project_b["project_id"], scope="ingest", key_id=scoped_b["id"], label=f"{B_MARK}-agent"),
                   {"version": f"{B_MARK}-1", "backlog": 3, "failing_meters": [f"{B_MARK}-meter"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))})
+    from chalicelib.alerts import rules
     from chalicelib.billing import tariffs
 
+    alert_b = rules.create(project_b["project_id"], {"kind": "meter_silent", "meter": f"{B_MARK}-meter",
+                                                     "email": f"{B_MARK}@example.com"}, clock.zone("UTC"))
     tariff_b = tariffs.save(project_b["project_id"], {"label": f"{B_MARK}-tariff", "default": True,
                                                       "energyratestructure": [[{"rate": 0.1}]],
                                                       "energyweekdayschedule": [[0] * 24] * 12,
                                                       "energyweekendschedule": [[0] * 24] * 12})
-    stack.b.update(project_id=project_b["project_id"], user_id=view_b["uuid"], key=key_b,
+    stack.b.update(project_id=project_b["project_id"], user_id=view_b["uuid"], key=key_b, alert_id=alert_b["id"],
                    scoped_key=scoped_b["key"], scoped_key_id=scoped_b["id"], tariff_ids=[tariff_b["id"]],
                    username=view_b["username"], email=view_b["email"],
                    meter_ids=[shared_b["id"], only_b["id"]], only_meter=only_b["MeterId"])
@@ -188,7 +191,8 @@ def stack():
 # ---- schemathesis -----------------------------------------------------------------------------
 
 # Operations whose 200 answer is a list: an empty list and an empty object are both <Response></Response>.
-_LIST_RESULTS = {("GET", "/data"), ("GET", "/interval"), ("GET", "/user"), ("GET", "/point"), ("GET", "/keys")}
+_LIST_RESULTS = {("GET", "/data"), ("GET", "/interval"), ("GET", "/user"), ("GET", "/point"), ("GET", "/keys"),
+                 ("GET", "/alerts"), ("GET", "/alerts/events")}
 
 
 def _xml_value(element):
@@ -482,12 +486,14 @@ def _identifiers(stack, operation_key):
     table = {
         ("query", "id"): [*b["meter_ids"]], ("body", "id"): [*b["meter_ids"]],
         ("query", "name"): meter_names, ("body", "name"): meter_names, ("query", "meter"): meter_names,
-        ("body", "MeterId"): meter_names, ("body", "readings"): meter_names,
+        ("body", "MeterId"): meter_names, ("body", "readings"): meter_names, ("body", "meter"): meter_names,
     }
     if operation_key == ("PUT", "/session"):
         table[("body", "username")] = [b["username"]]
     if operation_key == ("DELETE", "/keys"):   # a key id of B's, not a meter id
         table[("query", "id")] = [b["scoped_key_id"]]
+    if operation_key == ("DELETE", "/alerts"):  # an alert rule id of B's
+        table[("query", "id")] = [b["alert_id"]]
     # Tariff ids are another sequence than meter ids: B's tariff where an operation names a tariff (a meter
     # id of B's could be one of A's own tariffs, which A may of course use).
     if operation_key[1] == "/tariffs":
@@ -529,8 +535,9 @@ def _with_identifier(where, name, value, query, body):
 
 
 def _normalized(response, *values):
-    """The answer with the identifiers given replaced by <X> and ids dropped, to compare B's with nothing's
-    (both answers get both replaced: a small id such as 1 also appears in a message's fixed text)."""
+    """The answer with the identifiers given replaced by <X> and ids (and new secrets, creation times) dropped,
+    to compare B's with nothing's (both answers get both replaced: a small id such as 1 also appears in a
+    message's fixed text)."""
     try:
         data = response.json()
     except ValueError:
@@ -538,7 +545,7 @@ def _normalized(response, *values):
 
     def norm(node):
         if isinstance(node, dict):
-            return {k: ("<%s>" % k if k in ("id", "uuid", "expires") else norm(v)) for k, v in node.items()}
+            return {k: ("<%s>" % k if k in ("id", "uuid", "expires", "secret", "created") else norm(v)) for k, v in node.items()}
         if isinstance(node, list):
             return [norm(v) for v in node]
         if isinstance(node, str):  # a download link: its random key part and signature differ each time
@@ -635,7 +642,7 @@ def test_no_object_of_another_project_over_every_operation(stack, mode):
     # Every identifier-taking operation was compared (a new one without an entry above would show here).
     assert {(m, p) for m, p, _n in compared} >= {
         ("GET", "/point"), ("POST", "/point"), ("PUT", "/point"), ("POST", "/data"), ("GET", "/file"),
-        ("GET", "/graphics"), ("PUT", "/session"), ("DELETE", "/keys")}
+        ("GET", "/graphics"), ("PUT", "/session"), ("DELETE", "/keys"), ("PUT", "/alerts"), ("DELETE", "/alerts")}
     # A name both projects use finds the caller's own meter.
     answer = requests.get(stack.url + "/point", params={"name": "meter1"}, timeout=60, **credentials(view["uuid"]))
     assert answer.status_code == 200 and answer.json()["id"] == own["id"]

@@ -194,6 +194,8 @@ CONTRACT_SCOPES = {
     ("GET", "/consumption"): ("read",), ("GET", "/status"): ("read",),
     # Third round: "read keys may GET" tariffs; a bill is the same rows /file?bill=1 writes for them.
     ("GET", "/tariffs"): ("read",), ("GET", "/bill"): ("read",),
+    # Issue 22: "read keys may GET" alert rules (their webhook's host and address's domain only) and history.
+    ("GET", "/alerts"): ("read",), ("GET", "/alerts/events"): ("read",),
 }
 
 

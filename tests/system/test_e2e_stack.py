@@ -155,6 +155,34 @@ def test_live_readings_intervals_rename_exports_chart(stack):
     assert struct.unpack(">II", answer.content[16:24]) == (450, 300)
 
 
+def test_an_alert_goes_from_the_schedule_to_the_demo_receiver_signed(stack):
+    """The stack's alerts worker (the one-minute schedule, the evaluation and delivery queues) and the demo's
+    webhook receiver: a usage rule every meter breaks at once fires at the next minute, and the receiver
+    logs each meter's alert with its signature checked against the rule's secret (shown once, at PUT)."""
+    (demo,) = [r for r in stack.api("GET", "/alerts").json() if r["kind"] == "meter_silent"]
+    assert demo["webhook"].startswith("http://127.0.0.1:") and demo["webhook"].endswith("/demo-alerts")
+    made = stack.api("PUT", "/alerts", json={"kind": "usage_above", "period": "hour", "kWh": 0.0001,
+                                             "webhook": demo["webhook"]})
+    assert made.status_code == 200, made.text
+    with open(stack.receiver_secret, "a", encoding="utf-8") as handle:
+        handle.write("\n" + made.json()["secret"] + "\n")
+    log = stack.children.log_path("webhook")
+
+    def logged():
+        with open(log, encoding="utf-8") as handle:
+            lines = [line for line in handle if "usage_above" in line]
+        return lines if len(lines) >= len(DEMO_METERS) else None
+
+    try:
+        lines = wait_for(logged, "the usage alerts in the receiver's log", timeout=240, interval=2)
+    finally:
+        stack.api("DELETE", f"/alerts?id={made.json()['id']}")
+    assert all("signature ok" in line and "FIRING" in line for line in lines), lines
+    events = stack.api("GET", "/alerts/events", params={"start": str(datetime.now(ZONE).date()),
+                                                       "end": str(datetime.now(ZONE).date())}).json()
+    assert len([e for e in events if e["alert"] == made.json()["id"]]) == len(DEMO_METERS)
+
+
 def test_a_big_export_is_a_job_run_by_the_local_worker(stack):
     """Over HTTP: 202 and Location, the worker process (the Lambda's handler) writes it, 303 to the file.
 

@@ -185,13 +185,31 @@ def test_the_export_worker_is_packaged_fed_by_the_queue(packaged):
     _stage, _summary, template = packaged
     resources = template["Resources"]
     functions = {lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
-    assert functions == {"APIHandler", "ExportWorker"}
+    assert functions == {"APIHandler", "ExportWorker", "AlertSchedule", "AlertEvaluator", "AlertDelivery"}
     worker = resources["ExportWorker"]["Properties"]
     assert worker["Handler"] == "app.export_worker"
     (event,) = worker["Events"].values()
     assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${ExportQueue.Arn}"}
     assert event["Properties"]["BatchSize"] == 1
     assert worker["Environment"]["Variables"]["EXPORT_QUEUE_URL"] == {"Ref": "ExportQueue"}
+
+
+def test_the_alert_functions_are_packaged_on_their_schedule_and_queues(packaged):
+    """app.alert_schedule runs every minute (chalice's EventBridge rule), app.alert_evaluator and
+    app.alert_delivery are fed by the template's queues, one message an invocation."""
+    _stage, _summary, template = packaged
+    resources = template["Resources"]
+    schedule = resources["AlertSchedule"]["Properties"]
+    assert schedule["Handler"] == "app.alert_schedule"
+    (event,) = schedule["Events"].values()
+    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    for function_id, handler, queue in (("AlertEvaluator", "app.alert_evaluator", "AlertEvaluationQueue"),
+                                        ("AlertDelivery", "app.alert_delivery", "AlertDeliveryQueue")):
+        worker = resources[function_id]["Properties"]
+        assert worker["Handler"] == handler
+        (event,) = worker["Events"].values()
+        assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${%s.Arn}" % queue}
+        assert event["Properties"]["BatchSize"] == 1
 
 
 def _same(a, b):

@@ -49,7 +49,8 @@ def _assert_nothing_left(record, ports):
 def test_a_closed_terminal_sighup_to_its_group_stops_everything(site):
     process, banner = site.start()
     record = site.record()
-    assert set(record.data["children"]) >= {"aws", "api", "export-worker", "meters", "agent"}
+    assert set(record.data["children"]) >= {"aws", "api", "export-worker", "alerts-worker", "webhook",
+                                            "meter-main-incomer", "meter-hvac", "meter-lighting", "agent"}
     os.killpg(process.pid, signal.SIGHUP)          # what a terminal sends its foreground group when it closes
     output = process.communicate(timeout=180)[0]
     _assert_nothing_left(record, site.ports)

@@ -79,7 +79,7 @@ def test_every_resource_the_code_names_is_in_the_template_and_back(template):
                     for r in of_type(template, "AWS::SQS::Queue").values() if "RedrivePolicy" in r["Properties"]}
     data = {lid for lid, r in template["Resources"].items()
             if r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::SQS::Queue")}
-    assert data - dead_letters == set(RESOURCE_ENV)
+    assert data - (dead_letters - set(RESOURCE_ENV)) == set(RESOURCE_ENV)
 
 
 def test_chalice_reads_the_template_as_provision_does(template):
@@ -231,7 +231,8 @@ def test_api_keys_key_rotates_and_is_kept(template):
     assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
 
 
-@pytest.mark.parametrize("function_id", ["APIHandler", "ExportWorker"])
+@pytest.mark.parametrize("function_id", ["APIHandler", "ExportWorker", "AlertSchedule", "AlertEvaluator",
+                                         "AlertDelivery"])
 def test_lambda_settings_runtime_limits_logs_and_environment(template, function_id):
     function = template["Resources"][function_id]
     assert function["Type"] == "AWS::Serverless::Function"
@@ -245,8 +246,10 @@ def test_lambda_settings_runtime_limits_logs_and_environment(template, function_
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ApiLogGroup"}
     assert template["Resources"]["ApiLogGroup"]["Properties"]["RetentionInDays"] > 0
-    variables = props["Environment"]["Variables"]
+    variables = dict(props["Environment"]["Variables"])
     assert variables.pop("SECURE_COOKIES") == "true"
+    # The projects' alert topics are made at run time, named after the stack (the policy grants that prefix).
+    assert variables.pop("ALERT_TOPIC_PREFIX") == {"Fn::Sub": "${AWS::StackName}-alerts"}
     expected = {}
     for logical_id, variable in RESOURCE_ENV.items():
         expected[variable] = logical_id
@@ -320,3 +323,44 @@ def test_the_worker_is_the_apps_sqs_handler():
 
     handlers = {name: handler for name, handler in app.handler_map.items() if name == "export_worker"}
     assert handlers, "app.export_worker is the function chalice packages as ExportWorker"
+
+
+def test_alert_queues_retry_deliveries_for_an_hour_then_dead_letter_and_workers_are_the_apps(template):
+    """Evaluation is fanned out through its queue and never retried (the next round is the retry);
+    a delivery is retried by the worker with delays SQS can hold, for about an hour, then dead-lettered,
+    and a worker that dies on a message hands it to the dead letters too; the schedule runs each minute
+    (chalice generates its EventBridge rule from app.alert_schedule); each function is the app's."""
+    from app import app
+    from chalicelib.alerts import delivery, evaluator, webhooks
+
+    resources = template["Resources"]
+    assert {"alert_schedule", "alert_evaluator", "alert_delivery"} <= set(app.handler_map)
+    for function_id, queue_id in (("AlertEvaluator", "AlertEvaluationQueue"), ("AlertDelivery", "AlertDeliveryQueue")):
+        worker = resources[function_id]["Properties"]
+        (event,) = worker["Events"].values()
+        assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::Sub": "${%s.Arn}" % queue_id}
+        assert event["Properties"]["BatchSize"] == 1     # a hanging receiver holds up its own delivery only
+        assert 1 <= event["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 1000
+        assert resources[queue_id]["Properties"]["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    evaluation = resources["AlertEvaluationQueue"]["Properties"]
+    assert "RedrivePolicy" not in evaluation
+    assert evaluation["MessageRetentionPeriod"] >= 3600
+    assert evaluator.REDRIVE_SECONDS > resources["AlertEvaluator"]["Properties"]["Timeout"]
+    deliveries = resources["AlertDeliveryQueue"]["Properties"]
+    assert _getatt(deliveries["RedrivePolicy"]["deadLetterTargetArn"]) == ["AlertDeadLetters", "Arn"]
+    assert max(delivery.BACKOFF) <= 900, "SQS delays a message 15 minutes at most"
+    assert len(delivery.BACKOFF) == delivery.ATTEMPTS - 1
+    assert 3500 <= sum(delivery.BACKOFF) <= 3900, "retried for about an hour"
+    assert deliveries["MessageRetentionPeriod"] > max(delivery.BACKOFF)
+    assert resources["AlertDelivery"]["Properties"]["Timeout"] > 2 * (webhooks.CONNECT_SECONDS + webhooks.ANSWER_SECONDS)
+    alarmed = {dimension["Value"].get("Ref") for alarm in of_type(template, "AWS::CloudWatch::Alarm").values()
+               for dimension in alarm["Properties"]["Dimensions"] if isinstance(dimension["Value"], dict)}
+    assert {"AlertSchedule", "AlertEvaluator", "AlertDelivery"} <= alarmed
+
+
+def test_provision_creates_the_alert_queues(aws):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    attributes = sqs.get_queue_attributes(QueueUrl=aws["ALERT_DELIVERY_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(":intellimeter-local-alertdeadletters")
+    for variable in ("ALERT_EVALUATION_QUEUE_URL", "ALERT_DEAD_LETTERS_URL"):
+        assert sqs.get_queue_attributes(QueueUrl=aws[variable], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -27,11 +27,15 @@ CHALICELIB = os.path.join(ROOT, "chalicelib")
 
 # What the function's runtime needs besides the code's calls: writing to its own log group.
 # The export worker's SQS event source polls the queue with the function's role (the same policy file).
+# The queue-fed workers' event sources (export jobs, alert evaluation, alert delivery) poll their queues
+# with the function's role (the same policy file).
+WORKER_QUEUES = ("ExportQueue", "AlertEvaluationQueue", "AlertDeliveryQueue")
 RUNTIME_NEEDS = {("logs:CreateLogStream", ("loggroup", "ApiLogGroup")),
-                 ("logs:PutLogEvents", ("loggroup", "ApiLogGroup")),
-                 ("sqs:ReceiveMessage", ("queue", "ExportQueue")),
-                 ("sqs:DeleteMessage", ("queue", "ExportQueue")),
-                 ("sqs:GetQueueAttributes", ("queue", "ExportQueue"))}
+                 ("logs:PutLogEvents", ("loggroup", "ApiLogGroup"))} | {
+    (action, ("queue", queue)) for queue in WORKER_QUEUES
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")}
+# The projects' alert topics: created at run time under the stack's prefix (chalicelib/alerts/mail.py).
+ALERT_TOPICS = "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-alerts-*"
 # chalicelib/db.py functions taking a table (logical id) first → the IAM action they need.
 DB_ACTIONS = {"get": "dynamodb:GetItem", "put": "dynamodb:PutItem", "update": "dynamodb:UpdateItem",
               "delete": "dynamodb:DeleteItem", "query": "dynamodb:Query", "batch_get": "dynamodb:BatchGetItem"}
@@ -49,7 +53,8 @@ S3_ACTIONS = {"PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObjec
               "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
               "UploadPartCopy": "s3:PutObject"}      # and s3:GetObject on the source (iam_requests)
 # SQS operations → IAM action (a batch send is authorized as sqs:SendMessage).
-SQS_ACTIONS = {"SendMessage": "sqs:SendMessage", "SendMessageBatch": "sqs:SendMessage"}
+SQS_ACTIONS = {"SendMessage": "sqs:SendMessage", "SendMessageBatch": "sqs:SendMessage",
+               "GetQueueAttributes": "sqs:GetQueueAttributes"}
 KINDS = {"AWS::DynamoDB::Table": "table", "AWS::S3::Bucket": "bucket", "AWS::KMS::Key": "key",
          "AWS::Logs::LogGroup": "loggroup", "AWS::SQS::Queue": "queue"}
 
@@ -103,6 +108,8 @@ def logical_resource(resource, resources):
         assert attribute == "Arn", f"{resource}: only Arn attributes name a resource"
         assert logical_id in resources, f"{resource}: no {logical_id} in infra/resources.yaml"
         return KINDS[resources[logical_id]["Type"]], logical_id
+    if resource == {"Fn::Sub": ALERT_TOPICS}:
+        return "topics", "alerts"
     if isinstance(resource, dict) and set(resource) == {"Fn::Sub"} and isinstance(resource["Fn::Sub"], str):
         match = re.fullmatch(r"\$\{(\w+)\.Arn\}(/.+)", resource["Fn::Sub"])
         assert match, f"{resource}: expected ${{Resource.Arn}}/…"
@@ -219,9 +226,9 @@ def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind o
     keys = [lid for lid, r in resources.items() if r["Type"] == "AWS::KMS::Key"]
     from chalicelib.platform.config import RESOURCE_ENV
 
-    queues = [lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV]
-    assert len(buckets) == 1 and len(keys) == 1 and len(queues) == 1, \
-        "one bucket, one KMS key, one queue the code names: extend the walk to tell them apart"
+    queues = {lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and lid in RESOURCE_ENV}
+    assert len(buckets) == 1 and len(keys) == 1, \
+        "one bucket, one KMS key the code names: extend the walk to tell them apart"
     needs: set[tuple] = set()
 
     db_tree = modules["db"][1]
@@ -241,14 +248,27 @@ def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind o
         assert value in tables, f"{where}: can't tell which table {ast.unparse(node)} is"
         return value
 
+    def queue_of(node, named, where):
+        """The queue (logical id) of a QueueUrl argument: config.resource_name("X"), or a name bound to one."""
+        logical_id = _resource_name(node) or (named.get(node.id) if isinstance(node, ast.Name) else None)
+        assert logical_id in queues, f"{where}: can't tell which queue {ast.unparse(node)} is"
+        return logical_id
+
     for module, (path, tree) in modules.items():
         rel = os.path.relpath(path, ROOT)
         getters = {}                       # local name → service, for `client = aws.s3()`
+        named: dict[str, str] = {}         # local name → resource, for `queue = config.resource_name("X")`
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and _aws_getter(node.value):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         getters[target.id] = _aws_getter(node.value)
+            if isinstance(node, ast.Assign) and _resource_name(node.value):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        assert named.get(target.id, _resource_name(node.value)) == _resource_name(node.value), \
+                            f"{rel}: {target.id} names two resources: the walk can't tell which a call uses"
+                        named[target.id] = _resource_name(node.value)
         for node in ast.walk(tree):
             where = f"{rel}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "boto3":
@@ -290,16 +310,31 @@ def code_needs(resources):  # noqa: C901  # one AST walk recognising each kind o
                 else:
                     assert func.attr in operations, f"{where}: {service}.{func.attr} is not an API call"
                     operation = operations[func.attr]
-                resource = {"s3": ("objects", buckets[0]), "kms": ("key", keys[0]), "sqs": ("queue", queues[0])}[service]
+                if service == "sqs":
+                    url = next((k.value for k in node.keywords if k.arg == "QueueUrl"), None)
+                    assert url is not None, f"{where}: an SQS call without QueueUrl="
+                    resource = ("queue", queue_of(url, named, where))
+                else:
+                    resource = {"s3": ("objects", buckets[0]), "kms": ("key", keys[0]),
+                                "sns": ("topics", "alerts")}[service]
                 needs.add((_iam_action(service, operation), resource))
     return needs
+
+
+def _resource_name(node):
+    """'X' for a call config.resource_name("X"), else None."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "resource_name" \
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "config" \
+            and node.args and isinstance(node.args[0], ast.Constant):
+        return node.args[0].value
+    return None
 
 
 def _aws_getter(node):
     """'s3' for a call aws.s3() (and the others of chalicelib/aws.py), else None."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "aws" and not node.args:
-        assert node.func.attr in ("dynamodb", "s3", "kms", "sqs"), \
+        assert node.func.attr in ("dynamodb", "s3", "kms", "sqs", "sns"), \
             f"aws.{node.func.attr}() is a new service: grant its calls in the policy and walk them here"
         return node.func.attr
     return None
@@ -391,6 +426,9 @@ def iam_requests(call, account, region="us-east-1"):
     if service == "sqs":
         name = params["QueueUrl"].rsplit("/", 1)[-1]
         return [(_iam_action("sqs", operation), f"arn:aws:sqs:{region}:{account}:{name}")]
+    if service == "sns":
+        topic = params.get("TopicArn") or f"arn:aws:sns:{region}:{account}:{params['Name']}"
+        return [(f"sns:{operation}", topic)]
     if service == "kms":
         key = (call["response"] or {}).get("KeyId") or params.get("KeyId")
         assert key and key.startswith("arn:"), f"kms {operation}: the key's ARN is unknown ({key!r})"
@@ -446,14 +484,14 @@ def moto_attributes(env):
             attributes[f"{logical_id}.Arn"] = dynamodb.describe_table(TableName=name)["Table"]["TableArn"]
         elif logical_id == "FilesBucket":
             attributes[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
-        elif logical_id == "ExportQueue":
+        elif logical_id.endswith(("Queue", "DeadLetters")):
             attributes[f"{logical_id}.Arn"] = boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
                 QueueUrl=name, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         else:
             attributes[f"{logical_id}.Arn"] = kms.describe_key(KeyId=name)["KeyMetadata"]["Arn"]
     account = attributes["AccountsTable.Arn"].split(":")[4]
     attributes.update({"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": account,
-                       "AWS::StackName": "intellimeter-test",
+                       "AWS::StackName": "intellimeter-local",      # the prefix of the local stage's names
                        "ApiLogGroup": "/aws/lambda/intellimeter-test-api",
                        "ApiLogGroup.Arn": f"arn:aws:logs:us-east-1:{account}:log-group:/aws/lambda/intellimeter-test-api:*"})
     return attributes
@@ -546,6 +584,7 @@ def run_flow(client, make_account):
     ok(_send(client, "DELETE", f"/keys?id={made['id']}", headers=key))
     for path in ("/docs", "/docs/ui.js", "/docs/ui.css"):
         ok(_send(client, "GET", path), 200)
+    _alerts_flow(client, key, ok, day)
     # Big exports go up in parts; a failed one is aborted.
     part = b"x" * downloads.PART_BYTES
     downloads.upload_stream(project_id, "exports", "big.csv", "text/csv", [part, part, b"end"])
@@ -559,6 +598,61 @@ def run_flow(client, make_account):
     # Log out, then delete an account (transaction of deletes, ends its sessions by index).
     ok(_send(client, "DELETE", "/session", headers=cookie))
     ok(_send(client, "DELETE", "/user", headers=key))
+
+
+def _alerts_flow(client, key, ok, day):
+    """Alert rules made (a webhook's secret encrypted; an address subscribed to the project's topic), listed,
+    evaluated (schedule → evaluation queue → worker: meters, agents, usage), delivered (the secret decrypted,
+    the webhook, an e-mail published), a failure retried and, at its last attempt, dead-lettered; the
+    history read; a rule deleted."""
+    import boto3
+
+    from app import alert_delivery, alert_evaluator, alert_schedule
+    from chalicelib.alerts import delivery
+    from tests.loopback_http import LoopbackServer, QuietHandler
+    from tools import local_worker
+
+    class Receiver(QuietHandler):
+        def do_POST(self):
+            self.read_body()
+            self.answer(200 if self.path == "/ok" else 500, [], b"")
+
+    receiver = LoopbackServer(Receiver)
+    try:
+        failing = ok(_send(client, "PUT", "/alerts", {"kind": "meter_silent", "meter": "m1",
+                                                      "webhook": receiver.url + "/fail"}, headers=key)).json_body
+        mailed = ok(_send(client, "PUT", "/alerts", {"kind": "meter_silent", "meter": "m1",
+                                                     "email": "ops@example.com"}, headers=key)).json_body
+        ok(_send(client, "PUT", "/alerts", {"kind": "agent_silent", "minutes": 5, "webhook": receiver.url + "/ok"},
+                 headers=key))
+        usage = ok(_send(client, "PUT", "/alerts", {"kind": "usage_above", "period": "hour", "kWh": 1,
+                                                    "webhook": receiver.url + "/ok"}, headers=key)).json_body
+        ok(_send(client, "GET", "/alerts", headers=key))
+        alert_schedule({"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
+                        "detail-type": "Scheduled Event", "source": "aws.events", "time": "", "id": "flow",
+                        "resources": []}, None)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        assert local_worker.drain(sqs, os.environ["ALERT_EVALUATION_QUEUE_URL"], alert_evaluator) == (1, 0)
+        handled, _failed = local_worker.drain(sqs, os.environ["ALERT_DELIVERY_QUEUE_URL"], alert_delivery)
+        assert handled == 2                  # m1 is silent: the webhook (fails: retried later) and the e-mail
+        events = ok(_send(client, "GET", f"/alerts/events?start={day}&end={day}", headers=key)).json_body
+        failed = next(e for e in events if e["alert"] == failing["id"])
+        assert delivery.deliver({"project": failed["project"], "alert": failed["alert"], "attempt": delivery.ATTEMPTS,
+                                 "event": next(_event_keys(failed))}, "flow") == "dead"
+        ok(_send(client, "DELETE", f"/alerts?id={usage['id']}", headers=key))
+        ok(_send(client, "DELETE", f"/alerts?id={mailed['id']}", headers=key))        # its address's topic too
+    finally:
+        receiver.close()
+
+
+def _event_keys(body):
+    """The sort keys an event's history item may have (the instant it happened is not in its body)."""
+    from chalicelib.platform import db
+    from chalicelib.tables import accounts_table
+
+    for item in db.query(accounts_table.NAME, "pk = :p", {":p": accounts_table.alert_log_pk(body["project"])}):
+        if item["body"]["id"] == body["id"]:
+            yield item["sk"]
 
 
 def _big_export_job(client, key, project_id, ok):
@@ -616,7 +710,9 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
     assert every_route - answered == set(), "add these routes to run_flow in tests/unit/test_policy.py"
     assert recorder.calls, "no AWS call was recorded"
     services = {(c["service"], c["operation"]) for c in recorder.calls}
-    for expected in [("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem"), ("s3", "UploadPart"),
+    for expected in [("sns", "CreateTopic"), ("sns", "Subscribe"), ("sns", "Publish"), ("sns", "DeleteTopic"),
+                     ("kms", "Encrypt"),
+                     ("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem"), ("s3", "UploadPart"),
                      ("s3", "UploadPartCopy"), ("sqs", "SendMessageBatch"), ("sqs", "SendMessage"),
                      ("s3", "AbortMultipartUpload"), ("s3", "GetObject"), ("kms", "Decrypt")]:
         assert expected in services, f"the flow no longer makes a {expected} call"
@@ -632,6 +728,7 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
 
     # Everything recorded is in what the source walk found (so its exact-match test covers it).
     names = {attributes[k]: k for k in ("AccountsTable", "SessionsTable", "MetersTable", "ReadingsTable")}
+    queues = {attributes[f"{k}.Arn"]: k for k in attributes if k.endswith(("Queue", "DeadLetters"))}
     walked = code_needs(template()["Resources"])
     for action, arn in requests:
         if arn.startswith("arn:aws:dynamodb:"):
@@ -640,7 +737,9 @@ def test_every_call_of_a_flow_through_every_route_is_granted(aws, client, make_a
         elif arn.startswith("arn:aws:s3:::"):
             logical = ("objects", "FilesBucket")
         elif arn.startswith("arn:aws:sqs:"):
-            logical = ("queue", "ExportQueue")
+            logical = ("queue", queues[arn])
+        elif arn.startswith("arn:aws:sns:"):
+            logical = ("topics", "alerts")
         else:
             logical = ("key", "ApiKeysKey")
         assert (action, logical) in walked, f"the source walk missed {action} on {logical}"
@@ -661,3 +760,9 @@ def test_the_checker_denies_what_the_policy_does_not_grant(aws):
     assert not allowed(policy, attributes, "s3:PutObject", "arn:aws:s3:::another-bucket/projects/a.csv")
     assert not allowed(policy, attributes, "s3:DeleteObject", attributes["FilesBucket.Arn"] + "/projects/a.csv")
     assert not allowed(policy, attributes, "kms:Decrypt", f"arn:aws:kms:us-east-1:{account}:key/another")
+    topic = f"arn:aws:sns:us-east-1:{account}:intellimeter-local-alerts-7-4f2a"      # an address's alert topic
+    assert allowed(policy, attributes, "sns:Publish", topic)
+    assert not allowed(policy, attributes, "sns:Publish", f"arn:aws:sns:us-east-1:{account}:intellimeter-local-alarms")
+    assert allowed(policy, attributes, "sns:DeleteTopic", topic)
+    assert not allowed(policy, attributes, "sns:Unsubscribe", topic)
+    assert not allowed(policy, attributes, "sqs:SendMessage", f"arn:aws:sqs:us-east-1:{account}:another-queue")
