@@ -17,7 +17,10 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def aws():
-    """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them."""
+    """A fresh in-process moto with every resource of infra/resources.yaml, named as the local stage names them.
+
+    One AWS call at a time (serialize_calls): in-process moto is not thread-safe, while the AWS services
+    are, and chalicelib makes DynamoDB calls from several threads at once (db.in_parallel)."""
     from moto import mock_aws
 
     from chalicelib.platform import aws as aws_clients
@@ -28,6 +31,7 @@ def aws():
         stage_env = provision.provision_local()
         saved = {k: os.environ.get(k) for k in stage_env}
         os.environ.update(stage_env)
+        serialize_calls()
         yield stage_env
         for k, v in saved.items():
             if v is None:
@@ -37,28 +41,34 @@ def aws():
         aws_clients.reset_clients()
 
 
-@pytest.fixture
-def serialized_aws(aws):
-    """One AWS call at a time, for tests that race threads: in-process moto is not thread-safe (two
-    transactions at once can fail inside moto with 'dictionary changed size during iteration'), while
-    DynamoDB is. Only each call is serialized, through botocore's events, not the code between calls,
-    so the races between our calls still run for real."""
+def serialize_calls():
+    """Make the app's AWS clients (chalicelib.platform.aws) carry out one call at a time, for in-process moto,
+    which is not thread-safe (two transactions at once can fail inside moto with 'dictionary changed size
+    during iteration'), while the AWS services are. Only each call is serialized, through botocore's events,
+    not the code between calls, so the races between our calls still run for real."""
     import threading
 
     from chalicelib.platform import aws as aws_clients
 
     lock = threading.Lock()
 
-    def acquire(**_kwargs):
+    def acquire(context, **_kwargs):
         lock.acquire()
+        context["serialized"] = True
 
-    def release(**_kwargs):
-        lock.release()
+    def release(context, **_kwargs):   # not acquired when an earlier before-call handler answered (a fault)
+        if context.pop("serialized", False):
+            lock.release()
 
-    for client in (aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms()):
+    for client in (aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs()):
         client.meta.events.register("before-call", acquire)
         client.meta.events.register("after-call", release)
         client.meta.events.register("after-call-error", release)
+
+
+@pytest.fixture
+def serialized_aws(aws):
+    """The aws fixture, named for the tests that race threads (every test's calls are serialized now)."""
     yield
 
 
