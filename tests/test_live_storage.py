@@ -228,3 +228,20 @@ def test_a_meter_silent_after_a_live_hour_keeps_its_readings_and_its_latest(site
     assert latest(site, "/data") == {"m1": (shown(T0 + 35 * 60), 45.0)}
     assert latest(site, "/interval") == {"m1": (shown(T0 + 35 * 60), 1.0)}
     assert consumption(site, start="2026-06-01", end="2026-06-01")[0]["value"] == 40.0
+
+
+def test_status_shows_the_last_minute_reading_and_counts_hot_and_folded_readings(site, time_machine):
+    """GET /status of a meter pushing every minute: LastReading is the last push (not the meter item's
+    hourly copy) and State ok; Coverage24h counts the readings folded into the day item and those still in
+    hot items, each once."""
+    for minute in range(130):
+        time_machine.move_to(T0 + 60 * minute + 5, tick=False)
+        push(site, [reading(T0 + 60 * minute, 7 + minute)])
+    status = site.request("GET", "/status").json_body
+    [row] = status["meters"]
+    assert (row["LastReading"], row["State"]) == (shown(T0 + 129 * 60), "ok")
+    assert row["Coverage24h"] == round(130 / 1440, 3)
+    from chalicelib.metering import readings
+
+    project_id = site.view["project"]
+    assert readings.counts(project_id, [site.meter_id], T0 + 30 * 60, T0 + 125 * 60) == {site.meter_id: 95}
