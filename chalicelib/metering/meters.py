@@ -346,8 +346,8 @@ def record(project_id: int, meter: Item, latest: Reading | None = None, interval
                 conditions.append(f"(attribute_not_exists({which}_time) OR {which}_time < :{which}_t)")
         for i, hour in enumerate(sorted(hot_add)):
             names[f"#a{i}"] = readings.hot_attribute(hour)
-            sets.append(f"#a{i} = :one")
-            values[":one"] = 1
+            sets.append(f"#a{i} = :marked")
+            values[":marked"] = int(clock.now())   # when: an hour marked before it starts is clean (readings.clean)
         removes = [readings.hot_attribute(hour) for hour in sorted(set(hot_remove) - set(hot_add))]
         names.update({f"#r{i}": name for i, name in enumerate(removes)})
         if not sets and not removes:

@@ -21,6 +21,7 @@ single attribute value per day. Writing readings (POST /data) is chalicelib/mete
 latest reading and interval of each meter live on the meter item (chalicelib/metering/meters.py).
 """
 import calendar
+import functools
 import struct
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -107,6 +108,15 @@ def home(epoch: int, now: float) -> str:
 def hot_hours(meter: Item) -> frozenset[str]:
     """The UTC hours the meter item says may have a hot item."""
     return frozenset(name[len(HOT_PREFIX):] for name in meter if name.startswith(HOT_PREFIX))
+
+
+def clean_hours(meter: Item, now: float) -> frozenset[str]:
+    """The UTC hours whose readings are all in their hot items (no day item holds one): marked on the meter
+    item before they started (so none was written before the mark: not by this code, which marks an hour
+    before its first hot write, nor by the layout before it) and still live (so none was written late into
+    the day item, and none folded)."""
+    return frozenset(hour for name, marked in meter.items() if name.startswith(HOT_PREFIX)
+                     for hour in [name[len(HOT_PREFIX):]] if marked <= hour_start(hour) and live(hour, now))
 
 
 def hot_attribute(hour: str) -> str:
@@ -341,9 +351,22 @@ def around_many(project_id: int, meter_ids: Collection[int], start: int, end: in
         found = {meter_id: list(entries(project_id, meter_id, start, end + 1)) for meter_id in meter_ids}
         if in_days is not None:
             in_days.update({meter_id: {t for t, _v, _r in points} for meter_id, points in found.items()})
+    queried = []
     for meter_id, points in found.items():
-        _add_neighbours(project_id, meter_id, points, start, end, left.get(meter_id), right.get(meter_id))
+        call = functools.partial(_add_neighbours, project_id, meter_id, points, start, end,
+                                 left.get(meter_id), right.get(meter_id))
+        if _needs_query(points, start, end, left.get(meter_id), right.get(meter_id)):
+            queried.append(call)   # a neighbour to look for by Query: those Queries made at once
+        else:
+            call()
+    db.raise_first(db.in_parallel(queried))
     return found
+
+
+def _needs_query(points: list[Entry], start: int, end: int, left: Entry | None, right: Entry | None) -> bool:
+    """True when _add_neighbours will look for a neighbour by Query."""
+    return (left is None and (not points or points[0][0] != start)) or \
+        (right is None and (not points or points[-1][0] != end) and end <= clock.now() + FUTURE_TOLERANCE)
 
 
 def _read_by_key(project_id: int, meter_ids: Collection[int], start: int, end: int, days: list[str],

@@ -570,13 +570,17 @@ def refresh_many(project_id: int, zone: ZoneInfo, plans: Mapping[int, Plan], hot
 
 
 def _planned(plan: Plan, zone: ZoneInfo) -> set[int]:
-    """The local hours a plan touches: each cluster's, those from the open hour before to the one after."""
+    """The local hours a plan touches: each cluster's, those from the open hour before to the one after, and
+    the open hour itself when it moves or its o may (a reading in the hour before it)."""
     hours: set[int] = set()
     for cluster in _clusters(sorted(set(plan.times))):
         hours |= hours_touching(cluster[0], cluster[-1], zone)
-    if plan.latest is not None:
+    opened = _containing(plan.newest, zone)[0]
+    moved = plan.latest is None or _containing(plan.latest, zone)[0] != opened
+    if plan.latest is not None and moved:
         hours |= hours_touching(plan.latest, plan.newest, zone)
-    hours.add(_containing(plan.newest, zone)[0])
+    if moved or any(h >= _containing(opened - 1, zone)[0] for h in hours):
+        hours.add(opened)
     return hours
 
 
@@ -653,11 +657,15 @@ def _recompute(project_id: int, zone: ZoneInfo, meter_id: int, hours: set[int], 
     wider = _neighbour_hours(curve, _clusters(sorted(set(plan.times))), zone)
     if not wider <= hours:
         return wider - hours
-    clean = not any(opened[0] <= t < opened[1] for t in in_days)
-    state = _Open(opened[0], _anchor(curve, opened[0]), clean)
+    open_month = _month(local_day(opened[0], zone))
+    state: _Open | None
+    if opened[0] in hours:   # the window covers the open hour: its o as it is now
+        state = _Open(opened[0], _anchor(curve, opened[0]), not any(opened[0] <= t < opened[1] for t in in_days))
+    else:                    # a backfill elsewhere: the open hour's o stays as it was
+        state = stored[open_month].opened if open_month in stored else None
     outcomes = db.in_parallel([
         functools.partial(_write_month, project_id, zone, meter_id, month, hours, stored.get(month), curve,
-                          state if month == _month(local_day(opened[0], zone)) else None)
+                          state if month == open_month else None)
         for month in months])
     db.raise_first(outcomes)
     return set()
@@ -774,6 +782,7 @@ def rebuild(project_id: int, zone: ZoneInfo, meter_id: int) -> None:
     plan = Plan([], None, newest)
     hot = readings.hot_hours(meter)
     day, end = local_day(first.epoch, zone) - timedelta(days=1), local_day(last.epoch, zone)
+    day = _month_days(_month(day))[0]   # the first month whole: its hours before the history hold nothing
     while day <= end:
         month_end = min(end, _month_days(_month(day))[1])
         hours = {h for h in month_hours(_month(day), zone.key)[:-1]
