@@ -17,20 +17,26 @@ Parts (--parts):
   - catchup: units per reading of a backlog sent in batches of 1,000 (readings older than the live hours),
     in time order (every meter's next readings) and meter order (one meter's, then the next), at 1-minute
     and 5-minute SaveEvery; a few batches sampled.
---code DIR runs another checkout's app and chalicelib (for example main's, in a temporary worktree) with
-this script; --compare DIR runs both, this tree's and DIR's, each in a process of its own, and prints them
-side by side. --json prints the figures as JSON (what --compare reads).
+  - year: a meter-year of 5-minute readings stored as day items (how both layouts keep a past year), read
+    whole by GET /file (csv) in-process, no injected latency: items read per reading, median seconds.
+By default the run is before against after: the layout before (the code of commit --baseline, f813d8d:
+a day item rewritten per reading, rollups per local month) extracted by `git archive` into a temporary
+directory, and this tree's, each in a process of its own, printed side by side with their ratios.
+--code DIR runs one checkout's app and chalicelib with this script; --compare DIR compares against DIR
+instead of --baseline. --json prints the figures as JSON (what the comparison reads).
 Usage:
-  .venv/bin/python bench/bench_ingest_scale.py [--meters 300] [--latency-ms 10] [--parts push,wru,catchup]
-  git worktree add /tmp/main-baseline main && .venv/bin/python bench/bench_ingest_scale.py --compare /tmp/main-baseline
+  .venv/bin/python bench/bench_ingest_scale.py [--meters 300] [--latency-ms 10] [--parts push,wru,catchup,year]
 """
 import argparse
+import io
 import json
 import math
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -50,7 +56,9 @@ sys.path.insert(0, CODE)
 sys.path.insert(1, HERE)
 os.chdir(CODE)          # the Chalice test client reads .chalice/config.json from the working directory
 
-from bench_layout import new_project, number_size, stack  # noqa: E402
+from bench_layout import fill_days, make_meter, new_project, number_size, stack  # noqa: E402
+
+sys.path.insert(0, CODE)   # bench_layout puts this tree first: the code measured goes first again
 
 DAY0 = int(datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp())   # a Monday, UTC
 
@@ -80,7 +88,7 @@ class Units:
     1 KB: 1), a read 1 RRU per 4 KB read strongly consistent, half that eventually consistent."""
 
     def __init__(self):
-        self.calls, self.wcu, self.rcu, self.items_written = {}, 0, 0.0, 0
+        self.calls, self.wcu, self.rcu, self.items_written, self.items_read = {}, 0, 0.0, 0, 0
         self.lock = threading.Lock()
 
     def before(self, params, model, **_):
@@ -114,6 +122,7 @@ class Units:
             return
         size = sum(typed_size(i) for i in items) if model.name == "Query" else None
         with self.lock:
+            self.items_read += len(items)
             if size is not None:
                 self.rcu += max(1, math.ceil(size / 4096)) / (1 if consistent else 2)
             else:
@@ -336,6 +345,61 @@ def part_catchup(client, clock, args, network, projects):
     return out
 
 
+YEAR = ("2025-01-01", "2025-12-31")   # 365 days of 5-minute readings: 105,120
+
+
+def part_year(client, clock, args, network, projects):
+    """GET /file (csv) of a meter-year stored as day items, in-process: median seconds, items read per reading."""
+    network.latency = 0
+    project_id, key = projects["year"]
+    clock.at(int(datetime(2026, 1, 2, tzinfo=timezone.utc).timestamp()))
+    fill_days(project_id, "meter1", 365)
+    times, units = [], Units()
+    for _ in range(args.repeats):
+        units = Units().attach()
+        started = time.perf_counter()
+        answer = client.http.get(f"/file?start={YEAR[0]}&end={YEAR[1]}&type=csv", headers={"X-API-Key": key})
+        times.append(time.perf_counter() - started)
+        units.detach()
+        assert answer.status_code == 303, answer.body
+    readings = 365 * 288
+    return {"seconds": statistics.median(times), "items_read": units.items_read, "readings": readings,
+            "items_read_per_reading": units.items_read / readings, "rcu": round(units.rcu, 1),
+            "calls": sum(units.calls.values())}
+
+
+def baseline_tree(commit):
+    """The files of `commit` (app.py, chalicelib, .chalice, tools, infra) in a new temporary directory."""
+    where = tempfile.mkdtemp(prefix="bench-baseline-")
+    archive = subprocess.run(["git", "-C", os.path.dirname(HERE), "archive", "--format=tar", commit, "app.py",
+                              "chalicelib", ".chalice", "tools", "infra"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    return where
+
+
+def make_projects(args, parts):
+    """Every project and meter of the parts, made first: moto copies its tables for each transaction."""
+    projects = {}
+    if "push" in parts:
+        projects["push"] = project_with_meters("push", args.meters, 1)
+        projects["thousand"] = project_with_meters("thousand", 1000, 1)
+    if "wru" in parts:
+        for save_every in (1, 5):
+            for label, _offset in WINDOWS:
+                projects[f"wru{save_every}-{label}"] = project_with_meters(
+                    f"wru{save_every}-{label}", args.wru_meters, save_every)
+    if "catchup" in parts:
+        for save_every in (1, 5):
+            for order in ("time", "meter"):
+                projects[f"catchup{save_every}-{order}"] = project_with_meters(
+                    f"catchup{save_every}-{order}", args.catchup_meters, save_every)
+    if "year" in parts:
+        projects["year"] = new_project("year")
+        make_meter(projects["year"][0])
+    return projects
+
+
 def run(args):
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -345,28 +409,19 @@ def run(args):
     from app import app
 
     parts = args.parts.split(",")
+    import chalicelib
+
+    assert os.path.dirname(os.path.abspath(chalicelib.__file__)) == os.path.join(CODE, "chalicelib"), \
+        f"measuring {chalicelib.__file__}, not {CODE}'s code"
     results = {"code": CODE, "meters": args.meters, "latency_ms": args.latency_ms}
     clock = Clock()
     try:
         with stack():
             network = Network(0).attach()
-            # every project and meter first: moto copies its tables for each transaction (registration)
-            projects = {}
-            if "push" in parts:
-                projects["push"] = project_with_meters("push", args.meters, 1)
-                projects["thousand"] = project_with_meters("thousand", 1000, 1)
-            if "wru" in parts:
-                for save_every in (1, 5):
-                    for label, _offset in WINDOWS:
-                        projects[f"wru{save_every}-{label}"] = project_with_meters(
-                            f"wru{save_every}-{label}", args.wru_meters, save_every)
-            if "catchup" in parts:
-                for save_every in (1, 5):
-                    for order in ("time", "meter"):
-                        projects[f"catchup{save_every}-{order}"] = project_with_meters(
-                            f"catchup{save_every}-{order}", args.catchup_meters, save_every)
+            projects = make_projects(args, parts)
             with Client(app, stage_name="local") as client:
-                for name, part in (("push", part_push), ("wru", part_wru), ("catchup", part_catchup)):
+                for name, part in (("push", part_push), ("wru", part_wru), ("catchup", part_catchup),
+                                   ("year", part_year)):
                     if name in parts:
                         results[name] = part(client, clock, args, network, projects)
     finally:
@@ -374,35 +429,70 @@ def run(args):
     return results
 
 
+def _ratio(labels, value):
+    """' | after/before' of two columns' figures (value(label) → number), nothing for one column."""
+    if len(labels) != 2:
+        return ""
+    first, last = value(labels[0]), value(labels[-1])
+    return f" | {last / first:.3f}" if first else " | -"
+
+
 def show(columns):
-    """Print the figures of one or more runs ({label: results}) side by side."""
+    """Print the figures of one or more runs ({label: results}) side by side, with after/before for two."""
     labels = list(columns)
     first = columns[labels[0]]
+    ratio = " | after/before" if len(labels) == 2 else ""
+    rule = "|---|" + "---|" * (len(labels) + (len(labels) == 2))
     print(f"{first['meters']} meters, {first['latency_ms']} ms injected per DynamoDB call (push part)")
     if "push" in first:
-        print("\n| push | " + " | ".join(f"{label}: s (calls)" for label in labels) + " |")
-        print("|---|" + "---|" * len(labels))
-        for row in first["push"]:
-            print(f"| {row} | " + " | ".join(f"{columns[lb]['push'][row]['seconds']:.2f} ({columns[lb]['push'][row]['calls']})"
-                                            for lb in labels) + " |")
-        for lb in labels:
-            for row, figures in columns[lb]["push"].items():
-                print(f"  {lb} {row}: {figures['by_call']}, {figures['wcu']} WRU, {figures['rcu']} RRU")
+        show_push(columns, labels, ratio, rule)
     if "wru" in first:
-        print("\n| live, WRU per reading (RRU) | " + " | ".join(labels) + " |")
-        print("|---|" + "---|" * len(labels))
+        print("\n| live, WRU per reading (RRU; calls per push) | " + " | ".join(labels) + ratio + " |")
+        print(rule)
         for kind in first["wru"]:
             for window in first["wru"][kind]:
                 print(f"| {kind}, {window} | " + " | ".join(
                     f"{columns[lb]['wru'][kind][window]['wcu_per_reading']:.2f} "
-                    f"({columns[lb]['wru'][kind][window]['rcu_per_reading']:.2f})" for lb in labels) + " |")
+                    f"({columns[lb]['wru'][kind][window]['rcu_per_reading']:.2f}; "
+                    f"{columns[lb]['wru'][kind][window]['calls_per_push']:.1f})" for lb in labels)
+                    + _ratio(labels, lambda lb: columns[lb]['wru'][kind][window]['wcu_per_reading']) + " |")
     if "catchup" in first:
-        print("\n| catch-up, batches of 1000: WRU per reading (RRU; s per batch) | " + " | ".join(labels) + " |")
-        print("|---|" + "---|" * len(labels))
+        print("\n| catch-up, batches of 1000: WRU per reading (RRU; calls, s per batch) | " + " | ".join(labels)
+              + ratio + " |")
+        print(rule)
         for kind in first["catchup"]:
             print(f"| {kind} | " + " | ".join(
                 f"{columns[lb]['catchup'][kind]['wcu_per_reading']:.3f} ({columns[lb]['catchup'][kind]['rcu_per_reading']:.3f}; "
-                f"{columns[lb]['catchup'][kind]['seconds_per_batch']:.2f} s)" for lb in labels) + " |")
+                f"{columns[lb]['catchup'][kind]['calls_per_batch']:.0f}, "
+                f"{columns[lb]['catchup'][kind]['seconds_per_batch']:.2f} s)" for lb in labels)
+                + _ratio(labels, lambda lb: columns[lb]['catchup'][kind]['wcu_per_reading']) + " |")
+    if "year" in first:
+        show_year(columns, labels, ratio, rule)
+
+
+def show_push(columns, labels, ratio, rule):
+    """The push table: seconds with latency and calls, and each push's calls by operation."""
+    first = columns[labels[0]]
+    print("\n| POST /data, seconds with latency (calls) | " + " | ".join(labels) + ratio + " |")
+    print(rule)
+    for row in first["push"]:
+        print(f"| {row} | " + " | ".join(f"{columns[lb]['push'][row]['seconds']:.2f} ({columns[lb]['push'][row]['calls']})"
+                                        for lb in labels) + _ratio(labels, lambda lb: columns[lb]['push'][row]['seconds']) + " |")
+    for lb in labels:
+        for row, figures in columns[lb]["push"].items():
+            print(f"  {lb} {row}: {figures['by_call']}, {figures['wcu']} WRU, {figures['rcu']} RRU")
+
+
+def show_year(columns, labels, ratio, rule):
+    """The /file table: median seconds and items read per reading."""
+    print("\n| GET /file of a meter-year (105,120 readings), in-process | " + " | ".join(labels) + ratio + " |")
+    print(rule)
+    print("| median seconds | " + " | ".join(f"{columns[lb]['year']['seconds']:.2f}" for lb in labels)
+          + _ratio(labels, lambda lb: columns[lb]['year']['seconds']) + " |")
+    print("| items read per reading (items; calls) | " + " | ".join(
+        f"{columns[lb]['year']['items_read_per_reading']:.4f} ({columns[lb]['year']['items_read']}; "
+        f"{columns[lb]['year']['calls']})" for lb in labels)
+        + _ratio(labels, lambda lb: columns[lb]['year']['items_read_per_reading']) + " |")
 
 
 def main():
@@ -412,18 +502,22 @@ def main():
     parser.add_argument("--wru-meters", type=int, default=20)
     parser.add_argument("--catchup-meters", type=int, default=30)
     parser.add_argument("--sample-batches", type=int, default=3)
-    parser.add_argument("--parts", default="push,wru,catchup")
+    parser.add_argument("--repeats", type=int, default=3, help="GET /file reads of the year (median)")
+    parser.add_argument("--parts", default="push,wru,catchup,year")
+    parser.add_argument("--baseline", default="f813d8d", help="the commit of the layout before (default f813d8d)")
     parser.add_argument("--code", help="the checkout whose app and chalicelib run (default: this one)")
     parser.add_argument("--compare", help="run this tree's code and the checkout at COMPARE, side by side")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.compare:
+    if not (args.code or args.json):
+        before = args.compare or baseline_tree(args.baseline)
+        name = os.path.basename(os.path.abspath(args.compare)) if args.compare else args.baseline
         columns = {}
-        for label, code in (("before (" + os.path.basename(os.path.abspath(args.compare)) + ")", args.compare),
+        for label, code in ((f"before ({name})", before),
                             ("after (this tree)", os.path.dirname(HERE))):
             argv = [sys.executable, os.path.abspath(__file__), "--json", "--code", code] + \
                 [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                 if k in ("meters", "latency_ms", "wru_meters", "catchup_meters", "sample_batches", "parts")]
+                 if k in ("meters", "latency_ms", "wru_meters", "catchup_meters", "sample_batches", "parts", "repeats")]
             started = time.perf_counter()
             answer = subprocess.run(argv, capture_output=True, text=True, check=True)
             columns[label] = json.loads(answer.stdout.strip().splitlines()[-1])
