@@ -5,6 +5,7 @@ The contract is docs/API.md (a copy of the shared spec) and docs/openapi.yaml.
 """
 from chalice import Chalice
 
+from chalicelib.billing import bills, tariffs
 from chalicelib.identity import accounts, auth, scoped_keys
 from chalicelib.metering import consumption, ingest, meters, status
 from chalicelib.outputs import charts, export_jobs, exports
@@ -89,7 +90,7 @@ def register_point(call):
 @api.route("/point", "POST")
 def rename_point(call):
     return meters.change(call.project_id, meter_id=call.get("id"), name=call.get("name"), new_name=call.get("new"),
-                         parent=call.get("Parent"))
+                         parent=call.get("Parent"), tariff=call.get("Tariff"))
 
 
 # ---- /data, /interval -------------------------------------------------------------------------
@@ -114,14 +115,15 @@ def latest_intervals(call):
 @api.route("/file", "GET", scopes=("read",))
 def export_file(call):
     return call.file_answer(exports.export(call.project_id, call.get("start"), call.get("end"),
-                                           call.get("type"), call.get("meter"), call.get("period")))
+                                           call.get("type"), call.get("meter"), call.get("period"),
+                                           call.get("bill"), call.get("tariff")))
 
 
 @api.route("/graphics", "GET", scopes=("read",))
 def chart(call):
-    return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.get("meter"),
+    return call.redirect(charts.chart(call.project_id, kind=call.get("type"), meter_name=call.values("meter") or None,
                                       width=call.get("width"), height=call.get("height"),
-                                      start=call.get("start"), end=call.get("end")))
+                                      start=call.get("start"), end=call.get("end"), bill=call.get("bill")))
 
 
 # ---- export jobs: GET /file/job and the worker fed by the queue ---------------------------------
@@ -142,6 +144,28 @@ def export_worker(event):
 def energy_used(call):
     return consumption.consumption(call.project_id, call.get("start"), call.get("end"), call.get("period"),
                                    call.get("meter"))
+
+
+# ---- /tariffs (managed by an account only; read keys may list them), /bill ----------------------
+
+@api.route("/tariffs", "GET", scopes=("read",))
+def list_tariffs(call):
+    return tariffs.listing(call.project_id, call.get("id"))
+
+
+@api.route("/tariffs", "PUT")
+def save_tariff(call):
+    return tariffs.save(call.project_id, call.params)
+
+
+@api.route("/tariffs", "DELETE")
+def delete_tariff(call):
+    return tariffs.delete(call.project_id, call.get("id"))
+
+
+@api.route("/bill", "GET", scopes=("read",))
+def monthly_bills(call):
+    return bills.bill(call.project_id, call.get("start"), call.get("end"), call.get("meter"), call.get("tariff"))
 
 
 # ---- /keys: scoped keys (managed by an account only) ------------------------------------------

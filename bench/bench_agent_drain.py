@@ -14,7 +14,6 @@ Run: .venv/bin/python bench/bench_agent_drain.py [--days 7] [--meters 20] [--bat
 """
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -77,12 +76,10 @@ def local_stack():
     mock.start()
     aws_clients.reset_clients()
     provision.provision(prefix="intellimeter-local")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     import io
     sys.stderr, real_err = io.StringIO(), sys.stderr  # the dev server logs every request line
-    server = make_server("127.0.0.1", port)
+    server = make_server("127.0.0.1", 0)                  # the port it binds, not one probed before
+    port = server.port
     threading.Thread(target=server.server.serve_forever, daemon=True).start()
     key = new_project_key("bench")
 

@@ -1,11 +1,15 @@
 """Benchmark of chalicelib.outputs.chart_render: what min/max reduction saves on a year
-of 5-minute readings, and what pie and bar charts of 30 meters cost.
+of 5-minute readings, what pie and bar charts of 30 meters cost, and what the energy charts cost
+(12 meters' hourly week, one meter's chart), with estimated and partial periods and at small sizes.
 
 Run: .venv/bin/python bench/bench_chart_render.py [--repeat 3] [--width 1600 --height 900]
-     [--save DIR]
+     [--save DIR] [--baseline COMMIT]
 The baseline (no reduction) is measured in the same run; times are medians. It is the same
 render_png call with chart_render.reduce_minmax swapped for the identity in this process only
 (without_reduction below): the chart drawn from every point, everything else unchanged.
+The energy charts' baseline is chart_render.py of --baseline (default f813d8d: before estimated
+periods and detail levels), loaded from git and run on the same data in the same process (without
+the quality marks it does not know).
 """
 import argparse
 import contextlib
@@ -56,6 +60,72 @@ def unreduced(kind, **kw):
         return cr.render_png(kind, **kw)
 
 
+def _baseline_render(commit):
+    """chart_render.py of a commit, loaded from git as a module of its own."""
+    import subprocess
+    import types
+
+    source = subprocess.run(["git", "show", f"{commit}:chalicelib/outputs/chart_render.py"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType("baseline_chart_render")
+    sys.modules["baseline_chart_render"] = module      # before exec: its dataclasses look themselves up
+    exec(compile(source, "baseline_chart_render", "exec"), module.__dict__)
+    return module
+
+
+def energy_week(render, marked):
+    """12 meters' energy per hour over a week (UseSeries of render); marked: 8 estimated hours and a
+    partial last hour in each (render's quality marks), else all measured."""
+    t0 = 1704690000.0   # 2024-01-08 00:00 in Toronto
+    edges = [t0 + 3600 * h for h in range(169)]
+    out = []
+    for i in range(12):
+        values = [(12 - i) * (1.5 + math.sin(h / 4)) for h in range(168)]
+        if marked:
+            quality = [cr.ESTIMATED if 50 <= h < 58 else cr.PARTIAL if h == 167 else cr.MEASURED for h in range(168)]
+            out.append(render.UseSeries(f"Suite {i:02d}", edges, values, quality))
+        else:
+            out.append(render.UseSeries(f"Suite {i:02d}", edges, values))
+    return out
+
+
+def energy_cases(render, marked, size):
+    """(name, kind, keywords) of the energy charts, drawn by render (the module)."""
+    week = energy_week(render, marked)
+    register = render.LineSeries("Suite 00", list(week[0].edges), [1e5 + 3 * h for h in range(169)])
+    energy = [(s.name, float(sum(s.values))) for s in week]
+    estimated = {"estimated": [30.0 * (i % 3) for i in range(12)]} if marked else {}
+    return [("line, 12 meters' hourly week", "line", dict(series=week, bucket="hour", **size)),
+            ("meter chart, hourly week", "meter", dict(series=[register], use=week[0], bucket="hour", **size)),
+            ("pie, 12 meters", "pie", dict(energy=energy, **estimated, **size)),
+            ("bar, 12 meters", "bar", dict(energy=energy, **estimated, **size))]
+
+
+SMALL = [(450, 250), (200, 150), (100, 100)]
+
+
+def energy_rows(args, base, year, energy):
+    """Rows (case, baseline (wall, CPU), this (wall, CPU), this marked (wall, CPU)) of the energy charts,
+    and at the first size the cases above (a meter-year's register, 30 meters' pie and bar)."""
+    rows = []
+    for width, height in [(args.width, args.height), *SMALL]:
+        size = dict(width_px=width, height_px=height, tz_name=TZ, title="Energy")
+        plain, old, marked = (energy_cases(cr, False, size), energy_cases(base, False, size),
+                              energy_cases(cr, True, size))
+        if (width, height) == (args.width, args.height):
+            for cases, render in ((plain, cr), (old, base), (marked, cr)):
+                register = render.LineSeries(year.name, year.times, year.values)
+                cases += [("line, 1 meter-year, reduced", "line", dict(series=[register], **size)),
+                          ("pie, 30 meters", "pie", dict(energy=energy, **size)),
+                          ("bar, 30 meters", "bar", dict(energy=energy, **size))]
+        for (name, kind, new_kw), (_n, _k, old_kw), (_m, _j, marked_kw) in zip(plain, old, marked):
+            t_old, _ = timed(lambda: base.render_png(kind, **old_kw), args.repeat)
+            t_new, _ = timed(lambda: cr.render_png(kind, **new_kw), args.repeat)
+            t_marked, png = timed(lambda: cr.render_png(kind, **marked_kw), args.repeat)
+            rows.append((f"{name}, {width}x{height}", t_old, t_new, t_marked, png))
+    return rows
+
+
 def timed(fn, repeat):
     """Median wall time and median CPU time of `repeat` calls, and the last result.
     (CPU time is the steadier figure on a busy machine.)"""
@@ -85,6 +155,7 @@ def main():
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the PNGs there")
+    parser.add_argument("--baseline", default="f813d8d", help="the commit whose chart_render the energy charts race")
     args = parser.parse_args()
     size = dict(width_px=args.width, height_px=args.height, tz_name=TZ)
 
@@ -132,6 +203,18 @@ def main():
           f"{t_full[0] / t_line[0]:.2f}x ({t_full[1] / t_line[1]:.2f}x); noisy year: "
           f"{t_noisy_full[0] / t_noisy[0]:.2f}x ({t_noisy_full[1] / t_noisy[1]:.2f}x)")
     print(f"pixels that differ between the two meter-year PNGs: {pixel_diff(png_line, png_full)}")
+
+    base = _baseline_render(args.baseline)
+    base.render_png("bar", title="warm-up", energy=energy[:2], **size)
+    print(f"\ncharts: chart_render of {args.baseline} (baseline) against this one, all measured and with "
+          f"estimated and partial periods (energy charts); median of {args.repeat}, wall s (CPU s)")
+    print(f"{'case':44} {'baseline':>15} {'this':>15} {'this, marked':>15} {'this/baseline':>14}")
+    for name, t_old, t_new, t_marked, png in energy_rows(args, base, year, energy):
+        print(f"{name:44} {t_old[0]:7.3f} ({t_old[1]:.3f}) {t_new[0]:7.3f} ({t_new[1]:.3f}) "
+              f"{t_marked[0]:7.3f} ({t_marked[1]:.3f}) {t_new[1] / t_old[1]:13.2f}x")
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            (args.save / (name.replace(" ", "_").replace(",", "").replace("'", "") + ".png")).write_bytes(png)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for name, png in [("line", png_line), ("line_full", png_full), ("pie", png_pie),

@@ -86,7 +86,7 @@ def child(argv):
         # sync: no budget (the whole sample in one process); start: a job whatever the sample's size
         exports.SYNC_MAX_ROWS = 10 ** 12 if argv[0] == "sync" else 0
         answer = exports.export(project, START.isoformat(), (START + timedelta(days=days - 1)).isoformat(), fmt)
-        if "url" in answer:
+        if isinstance(answer, dict):
             import urllib.parse
 
             path = urllib.parse.urlparse(answer["url"]).path      # path-style: /bucket/key
@@ -94,7 +94,7 @@ def child(argv):
             out["key"] = key
             out["sha"], out["bytes"] = digest(downloads, key)
         else:
-            out["job"] = answer["id"]
+            out["job"] = answer.body["id"]
     else:
         import boto3
 
@@ -130,6 +130,27 @@ def run(env, *args):
     return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
+def start_moto(attempts=3):
+    """A moto server process on a port outside the ephemeral range (tools/ports.py), on another one if a
+    server of another session took it first (moto's server then exits); (process, its AWS environment)."""
+    for _attempt in range(attempts):
+        port = free_port()
+        env = aws_env(port)
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(300):
+            if server.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return server, env
+            except OSError:
+                time.sleep(0.1)
+        server.kill()
+        server.wait()
+    raise RuntimeError("the moto server did not start")
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2:])
@@ -138,17 +159,8 @@ def main():
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--formats", default="csv,json,xml,yaml")
     args = parser.parse_args()
-    port = free_port()
-    env = aws_env(port)
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server, env = start_moto()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         os.environ.update(env)
         from chalicelib.outputs import export_jobs, exports
         from chalicelib.platform import aws

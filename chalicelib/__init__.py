@@ -5,10 +5,11 @@
     tables/     one schema module per DynamoDB table: its name and the keys of every item it holds
     identity/   projects and accounts, login and sessions, account and scoped keys, passwords, throttle
     metering/   meters, readings storage, POST /data ingest, consumption rollups and periods, status
+    billing/    tariffs in the OpenEI URDB shape (/tariffs) and each meter's monthly bill (/bill)
     outputs/    what the API hands out as files: exports and export jobs, charts, S3 downloads
     apidocs/    the OpenAPI document and the interactive /docs page
 
 Each room imports only rooms listed above it, never one below (so platform/ imports no other room).
-A new concern gets a room of its own beside these (billing/ for tariffs and bills, alerts/ for alert
-rules and their delivery), with any new table's schema module in tables/.
+A new concern gets a room of its own beside these (alerts/ for alert rules and their delivery), with
+any new table's schema module in tables/.
 """

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--host", help="bind address instead of each bus's host (e.g. 127.0.0.1)")
     m.add_argument("--silent", action="append", default=[], metavar="METER",
                    help="leave this meter out (nothing answers for it): a dead meter, for demos")
+    m.add_argument("--load", action="append", default=[], metavar="METER=BASE:PEAK",
+                   help="this meter draws a building's load: BASE kW, plus up to PEAK kW on weekday daytimes")
+    m.add_argument("--timezone", default="UTC", help="the local time of --load's days (an IANA name)")
     cmd("requeue-dead", "send the dead letters again (after fixing their cause in the cloud)")
     h = cmd("release-suspect", "send a meter's readings held back as suspect after all (you judged them right): "
                                "the first starts a new register series in the cloud (a meter replaced or reset)")
@@ -178,9 +181,15 @@ def _status(cfg, args) -> int:
 
 
 def _simulate(cfg, args) -> int:
-    from .simulator import SiteSimulator
+    from .simulator import LoadProfile, SiteSimulator
 
-    sim = SiteSimulator(cfg, bind_host=args.host, silent=set(args.silent)).start()
+    try:
+        loads = {name: LoadProfile.parse(spec, args.timezone)
+                 for name, _, spec in (item.partition("=") for item in args.load)}
+    except (ValueError, KeyError) as problem:   # KeyError: zoneinfo's unknown zone
+        print(f"--load/--timezone: {problem}", file=sys.stderr)
+        return 2
+    sim = SiteSimulator(cfg, bind_host=args.host, silent=set(args.silent), loads=loads).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -6,7 +6,9 @@ its map's function code names: holding (3) and input (4) registers are separate
 blocks, so a map reading the wrong space gets exception 02, as from a real meter.
 A map with an identification register (EM24) also holds its model code; it holds plausible
 volts, amps and power, and an energy register that rises like a real load (a
-daily profile plus noise, integrated over the simulator's clock). Word orders,
+daily profile plus noise, integrated over the simulator's clock). A ``LoadProfile`` gives a meter
+a building's load instead (a base, a daytime hump on local weekdays, noise): the local stack's demo
+meters draw it live and its loaded history comes from the same function, so the two agree. Word orders,
 scales and the i-meter 45's UINT32 rollover are encoded exactly as a real meter
 would. A ModbusId that no simulated meter has gets no answer at all, as on a real
 RS-485 line.
@@ -21,7 +23,10 @@ import asyncio
 import math
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -33,6 +38,36 @@ from .config import Config, Meter
 from .regmap import RegisterMap
 
 
+@dataclass(frozen=True)
+class LoadProfile:
+    """A building's load in kW: base_kw always, plus up to peak_kw in a daytime hump (06:00 to 20:00
+    local time, its top at 13:00) on weekdays, 40% of it at weekends, and noise of 5% of the base."""
+
+    base_kw: float
+    peak_kw: float
+    zone: str = "UTC"
+
+    @classmethod
+    def parse(cls, text: str, zone: str = "UTC") -> "LoadProfile":
+        """A profile from "BASE:PEAK" (kW), as the simulate command's --load takes it."""
+        try:
+            base, peak = (float(part) for part in text.split(":"))
+        except ValueError:
+            raise ValueError(f"a load is BASE:PEAK in kW (like 40:120), not {text!r}") from None
+        if not (0 <= base < 1e6 and 0 <= peak < 1e6):
+            raise ValueError(f"a load's kW are from 0 to 1,000,000, not {text!r}")
+        ZoneInfo(zone)   # an unknown zone fails here, not at the first reading
+        return cls(base, peak, zone)
+
+    def kw(self, epoch: float, rng: random.Random) -> float:
+        """The load at an instant (never below 0): the one definition the live meter and its history use."""
+        local = datetime.fromtimestamp(epoch, timezone.utc).astimezone(ZoneInfo(self.zone))
+        hour = local.hour + local.minute / 60
+        daytime = max(0.0, math.sin((hour - 6) / 14 * math.pi)) if 6 <= hour <= 20 else 0.0
+        weekday = 1.0 if local.weekday() < 5 else 0.4
+        return max(0.0, self.base_kw + self.peak_kw * daytime * weekday + rng.gauss(0, self.base_kw * 0.05))
+
+
 @dataclass
 class SimMeter:
     """One simulated meter: its map, unit id, and an energy total that rises."""
@@ -42,6 +77,7 @@ class SimMeter:
     start_address: int | None = None
     energy_kwh: float = 1000.0
     load_kw: float | None = None  # None: a realistic varying load; a number: constant (0 freezes)
+    profile: LoadProfile | None = None   # a building's load (wins over the default varying one)
     phases: int = 3
     seed: int = 0
     clock: Clock = field(default_factory=Clock)
@@ -73,6 +109,8 @@ class SimMeter:
     def power_kw(self, t: float) -> float:
         if self.load_kw is not None:
             return self.load_kw
+        if self.profile is not None:
+            return self.profile.kw(t, self._rng)
         hour = (t % 86400) / 3600.0
         daily = 0.55 + 0.45 * math.sin((hour - 6.0) / 24.0 * 2 * math.pi)  # peak mid-afternoon
         return max(0.0, self._base_kw * daily * (0.9 + 0.2 * self._rng.random()))
@@ -160,12 +198,13 @@ class _SilentCore(SimCore):
 
 
 def sim_meter_for(m: Meter, clock: Clock | None = None, seed: int | None = None,
-                  energy_kwh: float | None = None) -> SimMeter:
+                  energy_kwh: float | None = None, profile: LoadProfile | None = None) -> SimMeter:
     phases = 1 if str(m.NoPhases).strip() == "1" else 3
     seed = seed if seed is not None else sum(map(ord, m.MeterId))
     rng = random.Random(seed)
     return SimMeter(m.map, m.ModbusId, m.startAddress, phases=phases, seed=seed, clock=clock or Clock(),
-                    energy_kwh=energy_kwh if energy_kwh is not None else round(rng.uniform(100_000, 900_000), 3))
+                    energy_kwh=energy_kwh if energy_kwh is not None else round(rng.uniform(100_000, 900_000), 3),
+                    profile=profile)
 
 
 class _Loop:
@@ -218,11 +257,12 @@ class SiteSimulator:
     """Serves, on each TCP bus of a config, the simulated meters of that bus."""
 
     def __init__(self, cfg: Config, clock: Clock | None = None, bind_host: str | None = None,
-                 silent: set[str] | None = None):
+                 silent: set[str] | None = None, loads: Mapping[str, LoadProfile] | None = None):
         self.cfg = cfg
         self.silent = set(silent or ())  # meters left out: nothing answers for them (a dead meter)
-        self.meters: dict[str, SimMeter] = {m.MeterId: sim_meter_for(m, clock) for m in cfg.meters
-                                            if m.MeterId not in self.silent}
+        loads = loads or {}
+        self.meters: dict[str, SimMeter] = {m.MeterId: sim_meter_for(m, clock, profile=loads.get(m.MeterId))
+                                            for m in cfg.meters if m.MeterId not in self.silent}
         self.servers: dict[str, SimServer] = {}
         self.bind_host = bind_host
         self.skipped: list[str] = []

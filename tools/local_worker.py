@@ -1,10 +1,15 @@
-"""The export worker, locally: receive from the export queue (moto) and run the Lambda's own handler.
+"""The app's workers, locally: what AWS runs outside the routes (SQS event sources), run by a loop each.
 
-`chalice local` serves routes only; in AWS the SQS event source polls the queue and invokes
+`chalice local` serves routes only; in AWS the SQS event source polls the export queue and invokes
 app.export_worker with a batch. Here a loop does the same with the same event shape: a message is
 deleted when the handler returns, and left to the queue when it raises (delivered again after
 VISIBILITY seconds, and to the dead letters after the queue's maxReceiveCount, as in AWS).
-Usage (make run starts it): python -m tools.local_worker
+
+WORKERS names each worker and what runs it; `make run` starts one process per entry
+(`python -m tools.local_worker NAME`). Another queue's worker is one more QueueWorker entry; a
+scheduled function (`@app.schedule`) would be another class with the same poll_once(). On SIGTERM a
+worker ends at once, as a Lambda cut short does: a message it was running goes back to the queue.
+Usage: python -m tools.local_worker [NAME]   (default: export)
 """
 import os
 import signal
@@ -53,25 +58,51 @@ def drain(sqs, queue_url, handler, visibility=0, max_messages=10_000):
     return handled, failed
 
 
-def main():
-    from app import app, export_worker
-    from chalicelib.platform import aws, config
+class QueueWorker:
+    """A queue's event source: receive one message at a time and run the app's handler on it."""
+
+    def __init__(self, queue, handler):
+        self.queue, self.handler = queue, handler      # the queue's logical id, the app's function name
+
+    def start(self):
+        import app
+        from chalicelib.platform import aws, config
+
+        self.sqs = aws.sqs()
+        self.queue_url = config.resource_name(self.queue)
+        self.function = getattr(app, self.handler)
+        return f"receiving from {self.queue_url} for app.{self.handler}"
+
+    def poll_once(self):
+        """One short poll; a second's rest when the queue is empty (no long poll: the embedded AWS saves
+        its state between requests, and a request held open for seconds would hold the save back)."""
+        handled, _failed = receive_once(self.sqs, self.queue_url, self.function, wait=0)
+        if not handled:
+            time.sleep(1)
+
+
+WORKERS = {"export": QueueWorker("ExportQueue", "export_worker")}
+
+
+def main(argv=None):
     from tools.provision import local_stage_environment
 
+    names = sys.argv[1:] if argv is None else argv
+    name = names[0] if names else "export"
+    if name not in WORKERS:
+        print(f"no worker {name!r}: one of {', '.join(WORKERS)}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     os.environ.update({k: v for k, v in local_stage_environment().items() if k not in os.environ})
-    del app  # imported so the handler is the app's, as in Lambda
-    sqs = aws.sqs()
-    queue_url = config.resource_name("ExportQueue")
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    print(f"local worker: receiving from {queue_url}", flush=True)
-    while not stop:
+    worker = WORKERS[name]
+    print(f"local worker {name}: {worker.start()}", flush=True)
+    while True:
         try:
-            receive_once(sqs, queue_url, export_worker, wait=1)
+            worker.poll_once()
         except Exception as error:  # the moto server restarting: wait and go on
-            print(f"local worker: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            print(f"local worker {name}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             time.sleep(1)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

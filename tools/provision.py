@@ -80,13 +80,16 @@ def _create_bucket(client, name, props, region):
         else:
             client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
     except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
-        return
+        pass   # kept from an earlier run: its settings are put again below, so it has the template's today
     if "BucketEncryption" in props:
         client.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
                       for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]})
     if "PublicAccessBlockConfiguration" in props:
         client.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+    cors = props.get("CorsConfiguration", {}).get("CorsRules", [])
+    if cors:
+        client.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [_cors_rule(rule) for rule in cors]})
     rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
     if rules:
         client.put_bucket_lifecycle_configuration(
@@ -95,6 +98,16 @@ def _create_bucket(client, name, props, region):
                 {"ID": r["Id"], "Status": r["Status"], "Filter": {"Prefix": ""},
                  "Expiration": {"Days": r["ExpirationInDays"]}} for r in rules]},
         )
+
+
+# CloudFormation's names of a CORS rule's fields -> S3 API's (PutBucketCors).
+_CORS_FIELDS = {"Id": "ID", "AllowedHeaders": "AllowedHeaders", "AllowedMethods": "AllowedMethods",
+                "AllowedOrigins": "AllowedOrigins", "ExposedHeaders": "ExposeHeaders", "MaxAge": "MaxAgeSeconds"}
+
+
+def _cors_rule(rule):
+    """A CORS rule of the template as PutBucketCors takes it."""
+    return {_CORS_FIELDS[field]: value for field, value in rule.items()}
 
 
 def _create_key(client, alias, props):

@@ -1,15 +1,17 @@
 """The whole system on one machine: embedded AWS (moto server), the API, simulated meters and the edge agent.
 
 `python -m tools.stack run` (what `make run` does) starts everything, loads the demo project and
-30 days of history, prints how to use it, and stops everything on Ctrl-C or SIGTERM. The state (the
-embedded AWS's tables, keys and files, the agent's outbox) is kept in .local/stack-PORT/ across
-runs: a restart keeps the demo's key, the projects made with `make admin` and the readings, and
-fills the history up to now; `FRESH=1` starts over. `python -m tools.stack key` prints the demo's
-key. The end-to-end test starts the same Stack on its own ports.
+30 days of history, prints how to use it, and stops everything on Ctrl-C, SIGTERM or SIGHUP (a
+closed terminal), saying how long the stop took. The state (the embedded AWS's tables, keys and
+files, the agent's outbox) is kept in .local/stack-PORT/ across runs: a restart keeps the demo's
+key, the projects made with `make admin`, the readings and the files, and fills the history up to
+now; `FRESH=1` starts over. The children end with the stack however it ends (tools/child.py,
+tools/processes.py); `python -m tools.stack stop` (`make stop`) ends a stack of this checkout's
+that lost its terminal, or its orphaned children. `python -m tools.stack key` prints the demo's
+key. The end-to-end test starts the same Stack on ports of its own (port 0: the servers choose).
 """
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -18,9 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import requests
+
+from tools import processes
+from tools.ports import bindable
+from tools.local_worker import WORKERS
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_AGENT_LABEL = "demo site agent"
@@ -37,6 +44,9 @@ DEMO_METERS: list[dict] = [
 ]
 # The main incomer feeds the other two meters (Parent on /point): charts show its share as theirs + unmetered.
 DEMO_PARENTS = {"hvac": "main-incomer", "lighting": "main-incomer"}
+# Each meter's load (kW): the simulated meters draw it live (simulate --load) and the history loaded
+# before them is made of it, so the charts run on across "now" (the main incomer above its sub-meters).
+DEMO_LOADS = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}
 HISTORY_DAYS = 30
 SAVE_EVERY = 1          # minutes: the demo meters' SaveEvery, and the history's step (GET /interval needs
 HISTORY_STEP = 60 * SAVE_EVERY  # two readings one SaveEvery apart)
@@ -65,20 +75,32 @@ class Stack:
 
     def __init__(self, api_port=8000, aws_port=5000, modbus_ports=(5020, 5021, 5022), state_dir=None,
                  history_days=HISTORY_DAYS, quiet=False):
+        """Ports 0 (API, embedded AWS): the servers bind ports the kernel chooses and report them (state_dir
+        must then be given); the meters' ports are written in the agent's configuration first, so they are fixed."""
+        if state_dir is None and not api_port:
+            raise ValueError("a Stack on API port 0 needs a state_dir")
         self.api_port, self.aws_port, self.modbus_ports = api_port, aws_port, list(modbus_ports)
         self.state_dir = os.path.abspath(state_dir or os.path.join(PROJECT_DIR, ".local", f"stack-{api_port}"))
         self.history_days = history_days
         self.quiet = quiet
-        self.processes = {}
+        self.children = processes.Children(self.state_dir)
+        self.processes = self.children.processes
         self.key = None            # the demo account's key: everything the account can do
         self.ingest_key = None     # the demo site agent's scoped key: PUT /point, POST /data, PUT /status only
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        self.aws_url = f"http://127.0.0.1:{aws_port}"
         self.agent_config = os.path.join(self.state_dir, "agent.yaml")
-        self.pid_file = os.path.join(self.state_dir, "stack.pid")
-        self.aws_state = os.path.join(self.state_dir, "aws-state.pickle")
+        self.aws_state = os.path.join(self.state_dir, "aws-state")
         self.resumed = False
         self.last_readings = {}
+        self.read_at = time.time()   # when the live registers were read (_read_meters)
+        self.stop_seconds = None
+
+    @property
+    def api_url(self):
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def aws_url(self):
+        return f"http://127.0.0.1:{self.aws_port}"
 
     # ---- environment ---------------------------------------------------------------------------
 
@@ -90,37 +112,31 @@ class Stack:
                     "MPLCONFIGDIR": os.path.join(self.state_dir, "matplotlib")})
         return env
 
-    def running_pid(self):
-        """The pid of a stack already running from this state dir, or None."""
-        try:
-            with open(self.pid_file) as handle:
-                pid = int(handle.read().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
     def busy_ports(self):
         """The ports this stack needs that something else already holds."""
-        return [p for p in [self.api_port, self.aws_port, *self.modbus_ports] if port_in_use(p)]
+        return [p for p in [self.api_port, self.aws_port, *self.modbus_ports] if p and port_in_use(p)]
 
     def _say(self, text):
         if not self.quiet:
-            print(text, flush=True)
+            say(text)
 
-    def _spawn(self, name, argv, env):
-        log_path = os.path.join(self.state_dir, "logs", f"{name}.log")
-        log = open(log_path, "ab")
-        self.processes[name] = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        return self.processes[name]
+    def _spawn(self, name, module, args, env, ports=(), grace=10.0):
+        return self.children.spawn(name, module, args, env, PROJECT_DIR, ports=ports, grace=grace)
 
     def _check_alive(self):
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {process.returncode}: see "
-                                   f"{os.path.join(self.state_dir, 'logs', name + '.log')}")
+        self.children.check_alive()
+
+    def _serve(self, name, module, args, env, port, what, grace=10.0):
+        """Start a server child on a port (0: its choice) and wait until it says it serves; the port it has."""
+        ready = os.path.join(self.state_dir, "run", f"{name}.ready")
+        os.makedirs(os.path.dirname(ready), exist_ok=True)
+        if os.path.exists(ready):
+            os.remove(ready)
+        self._spawn(name, module, [*args, "--port", str(port), "--ready-file", ready], env, ports=[port] if port else [],
+                    grace=grace)
+        port = wait_for(lambda: self._check_alive() or processes.read_ready(ready), what, timeout=300)
+        self.children.set_ports(name, [port])
+        return port
 
     # ---- start ---------------------------------------------------------------------------------
 
@@ -131,13 +147,12 @@ class Stack:
     def start(self):
         """Start every part, in order, and load the demo project; returns self."""
         os.makedirs(os.path.join(self.state_dir, "logs"), exist_ok=True)
-        with open(self.pid_file, "w") as handle:
-            handle.write(str(os.getpid()))
+        self.children.save_record()
         try:
             self._start_aws()
             self._create_demo()
             self._start_api()
-            self._start_worker()
+            self._start_workers()
             self._write_agent_config()
             self._start_meters()
             live_values = self._read_meters()
@@ -151,13 +166,16 @@ class Stack:
         return self
 
     def _start_aws(self):
-        self.resumed = os.path.exists(self.aws_state)
-        self._say(f"starting the embedded AWS (moto server) on {self.aws_url}, "
-                  + (f"with the state of the last run ({os.path.relpath(self.state_dir, PROJECT_DIR)}/)"
-                     if self.resumed else "new state"))
-        self._spawn("aws", [sys.executable, "-m", "tools.aws_server", "-H", "127.0.0.1", "-p", str(self.aws_port),
-                            "--state", self.aws_state], self.aws_env())
-        wait_for(lambda: self._check_alive() or port_in_use(self.aws_port), "the moto server")
+        from tools.aws_state import Store
+
+        self.resumed = Store(self.aws_state).exists()
+        self._say("starting the embedded AWS (moto server) on "
+                  + (self.aws_url if self.aws_port else "a port of its choosing")
+                  + (f", with the state of the last run ({os.path.relpath(self.state_dir, PROJECT_DIR)}/)"
+                     if self.resumed else ", new state"))
+        # Its stop saves what changed since its last save (every few seconds): a long grace for a slow disk.
+        self.aws_port = self._serve("aws", "tools.aws_server", ["-H", "127.0.0.1", "--state", self.aws_state],
+                                    self.aws_env(), self.aws_port, "the moto server", grace=60.0)
 
     def _create_demo(self):
         """Resources from infra/resources.yaml, then the demo project and its user (in this process).
@@ -201,21 +219,26 @@ class Stack:
                 if old["label"] == DEMO_AGENT_LABEL:
                     scoped_keys.delete(self.project_id, old["id"])
             self.ingest_key = scoped_keys.create(self.project_id, DEMO_AGENT_LABEL, "ingest", zone)["key"]
+            # Its default tariff (GET /bill answers from the first minute): Ontario's RPP Time-of-Use prices.
+            from tools import demo_tariff
+
+            demo_tariff.ensure(self.project_id, clock.utcnow().astimezone(zone).date())
         finally:
             os.environ.clear()
             os.environ.update(saved)
             aws.reset_clients()
 
     def _start_api(self):
-        self._say(f"starting the API (Chalice local server, stage local) on {self.api_url}")
-        self._spawn("api", [sys.executable, "-m", "tools.local_api", "--host", "127.0.0.1",
-                            "--port", str(self.api_port)], self.aws_env())
-        wait_for(lambda: self._check_alive() or port_in_use(self.api_port), "the API")
+        self._say("starting the API (Chalice local server, stage local) on "
+                  + (self.api_url if self.api_port else "a port of its choosing"))
+        self.api_port = self._serve("api", "tools.local_api", ["--host", "127.0.0.1"], self.aws_env(),
+                                    self.api_port, "the API")
 
-    def _start_worker(self):
-        """The export worker: receives from the export queue and runs the Lambda's handler (tools/local_worker.py)."""
-        self._say("starting the export worker (the queue's Lambda handler, locally)")
-        self._spawn("worker", [sys.executable, "-m", "tools.local_worker"], self.aws_env())
+    def _start_workers(self):
+        """The app's workers (tools/local_worker.py WORKERS: the export queue's Lambda handler...), one process each."""
+        self._say(f"starting the workers ({', '.join(WORKERS)}: the app's handlers outside the routes, locally)")
+        for name in WORKERS:
+            self._spawn(f"{name}-worker", "tools.local_worker", [name], self.aws_env())
 
     def _write_agent_config(self):
         import yaml
@@ -238,13 +261,20 @@ class Stack:
     def _start_meters(self):
         self._say(f"starting {len(DEMO_METERS)} simulated Modbus TCP meters on ports "
                   + ", ".join(map(str, self.modbus_ports)))
-        self._spawn("meters", [sys.executable, "-m", "edge_agent", "simulate", "-c", self.agent_config],
-                    self._agent_env())
+        # Their ports are fixed in the agent's configuration: one held by another program would answer
+        # the readiness probe below in their place.
+        taken = [p for p in self.modbus_ports if not bindable(p)]
+        if taken:
+            raise RuntimeError(f"the meters' port(s) {', '.join(map(str, taken))} already in use")
+        self._spawn("meters", "edge_agent", ["simulate", "-c", self.agent_config, *demo_load_args()], self._agent_env(),
+                    ports=self.modbus_ports)
         wait_for(lambda: self._check_alive() or all(port_in_use(p) for p in self.modbus_ports),
                  "the simulated meters")
 
     def _read_meters(self):
-        """Each simulated meter's register now (the history must end below it)."""
+        """Each simulated meter's register now (the history must end below it); read_at: the time
+        just before it was read (the history's last reading is stamped no later)."""
+        self.read_at = time.time()
         answer = subprocess.run([sys.executable, "-m", "edge_agent", "read", "-c", self.agent_config, "--json"],
                                 cwd=PROJECT_DIR, env=self._agent_env(), capture_output=True, text=True, timeout=60)
         values = {}
@@ -260,7 +290,7 @@ class Stack:
 
     def _start_agent(self):
         self._say(f"starting the edge agent (SaveEvery {SAVE_EVERY} minute)")
-        self._spawn("agent", [sys.executable, "-m", "edge_agent", "run", "-c", self.agent_config], self._agent_env())
+        self._spawn("agent", "edge_agent", ["run", "-c", self.agent_config], self._agent_env())
 
     def api(self, method, path, **kwargs):
         """A request to the API as the demo user (by key)."""
@@ -288,7 +318,8 @@ class Stack:
 
         if not self.history_days:
             return
-        end = int(time.time()) // HISTORY_STEP * HISTORY_STEP - HISTORY_STEP
+        # The last boundary before the live registers were read: the agent (started after) reads the next.
+        end = int(self.read_at) // HISTORY_STEP * HISTORY_STEP
         rng = random.Random(2026)
         plans = []
         for meter in DEMO_METERS:
@@ -300,7 +331,8 @@ class Stack:
             room = ceiling - last[1] if last else live_values[name] * 0.9   # a register never goes below zero
             if not times or room <= 0:      # nothing missed, or the simulated register was reset: a reset it is
                 continue
-            steps = [_demo_load_kw(name, t, rng) * HISTORY_STEP / 3600 for t in times]
+            load = demo_loads()[name]
+            steps = [load.kw(t, rng) * HISTORY_STEP / 3600 for t in times]
             total = sum(steps)
             if total > room:                                    # a history longer than the register allows is scaled
                 steps = [step * room / total for step in steps]
@@ -335,27 +367,9 @@ class Stack:
     # ---- stop ----------------------------------------------------------------------------------
 
     def stop(self):
-        """Stop every process (TERM, then KILL after a grace period), leaving none behind."""
-        for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=5)
-        try:
-            os.remove(self.pid_file)
-        except FileNotFoundError:
-            pass
+        """Stop every process at once (SIGTERM; SIGKILL after its grace), leaving none behind; the seconds it took."""
+        self.stop_seconds = self.children.stop()
+        return self.stop_seconds
 
     # ---- what to tell the user -----------------------------------------------------------------
 
@@ -364,8 +378,9 @@ class Stack:
 
     def banner(self):
         """The URL, credentials, key and curl lines that work as printed."""
-        today = datetime.now(timezone.utc).date()
-        week = f"start={today - timedelta(days=7)}&end={today}"
+        # The last 7 days of the demo project's calendar: start and end are both included.
+        today = datetime.now(ZoneInfo(DEMO["timezone"])).date()
+        week = f"start={today - timedelta(days=6)}&end={today}"
         auth = f'-H "Authorization: Bearer {self.key}"'
         return "\n".join([
             "",
@@ -394,18 +409,24 @@ class Stack:
             f"State:              {os.path.relpath(self.state_dir, PROJECT_DIR)}/ is kept: a restart keeps this key, "
             f"the projects and the readings ({'resumed' if self.resumed else 'new'} this time); "
             f"make run FRESH=1 starts over.",
-            f"New readings arrive every minute. Stop everything with Ctrl-C (or kill -TERM {os.getpid()}).",
+            f"New readings arrive every minute. Stop everything with Ctrl-C (or kill -TERM {os.getpid()}, or "
+            f"make stop{self._port_args()} from another terminal).",
         ])
 
 
-def _demo_load_kw(name, epoch, rng):
-    """A plausible load in kW: a base, a daytime hump on weekdays, and noise."""
-    local = datetime.fromtimestamp(epoch, timezone.utc) - timedelta(hours=5)
-    hour = local.hour + local.minute / 60
-    daytime = max(0.0, math.sin((hour - 6) / 14 * math.pi)) if 6 <= hour <= 20 else 0.0
-    weekday = 1.0 if local.weekday() < 5 else 0.4
-    base, peak = {"main-incomer": (40, 120), "hvac": (10, 60), "lighting": (2, 15)}.get(name, (5, 20))
-    return max(0.0, base + peak * daytime * weekday + rng.gauss(0, base * 0.05))
+def demo_load_args():
+    """The simulate command's arguments that give each demo meter its load (DEMO_LOADS)."""
+    args = ["--timezone", DEMO["timezone"]]
+    for name, (base, peak) in DEMO_LOADS.items():
+        args += ["--load", f"{name}={base}:{peak}"]
+    return args
+
+
+def demo_loads():
+    """{meter: edge_agent.simulator.LoadProfile} of the demo meters: what the history is made of."""
+    from edge_agent.simulator import LoadProfile
+
+    return {name: LoadProfile(base, peak, DEMO["timezone"]) for name, (base, peak) in DEMO_LOADS.items()}
 
 
 def demo_key(api_url):
@@ -418,14 +439,72 @@ def demo_key(api_url):
     return session.get(api_url + "/key", timeout=30).json()["key"]
 
 
-def _ignore_stop_signals():
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+def say(text, file=None):
+    """Print, ignoring a terminal that is gone (EIO after SIGHUP) or a reader that left (EPIPE)."""
+    try:
+        print(text, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
+def earlier_run(stack):
+    """What stands in the way of starting in this state directory (a message), or None.
+
+    The record (tools/processes.py) names the stack that wrote it and its children: the stack still
+    running is "already running"; children running without it are an orphaned stack, for `make stop`;
+    neither is a record left by a run that ended without cleaning up, forgotten here.
+    """
+    record = processes.Record.read(stack.state_dir)
+    if record is None:
+        return None
+    if record.stack_alive():
+        return (f"Intellimeter is already running (pid {record.stack_pid}) on {stack.api_url}: use it, or stop it "
+                f"with Ctrl-C in its terminal or `make stop{stack._port_args()}`.")
+    live = record.live_children()
+    if live:
+        return (f"An earlier make run of this checkout (pid {record.stack_pid}) ended without stopping its "
+                f"processes; still running: {', '.join(f'{name} (pid {pid})' for name, pid in live.items())}. "
+                f"Stop them with `make stop{stack._port_args()}`, then make run again.")
+    record.forget()
+    return None
+
+
+def stop_recorded(stack, grace=90.0):
+    """`make stop`: end the recorded stack of this state directory (SIGTERM), or the children it left; 0."""
+    record = processes.Record.read(stack.state_dir)
+    where = os.path.relpath(stack.state_dir, PROJECT_DIR)
+    if record is None:
+        busy = stack.busy_ports()
+        say(f"nothing to stop: no make run is recorded in {where}/"
+            + (f" (port(s) {', '.join(map(str, busy))} are held by another program)" if busy else ""))
+        return 0
+    started = time.monotonic()
+    outcome = {}
+    if record.stack_alive():
+        say(f"stopping the stack (pid {record.stack_pid}) and its processes…")
+        processes.signal_group(record.stack_pid, signal.SIGCONT)
+        os.kill(record.stack_pid, signal.SIGTERM)
+        deadline = started + grace
+        while time.monotonic() < deadline and (record.stack_alive() or record.live_children()):
+            time.sleep(0.1)
+        if record.stack_alive():
+            os.kill(record.stack_pid, signal.SIGKILL)       # its children get SIGTERM from the kernel
+            outcome["stack"] = "killed"
+    live = record.live_children()
+    if live:
+        say(f"stopping what an earlier make run (pid {record.stack_pid}) left running: "
+            + ", ".join(f"{name} (pid {pid})" for name, pid in live.items()))
+        outcome.update(record.end_children())
+    record.forget()
+    killed = sorted(name for name, what in outcome.items() if what == "killed")
+    say(f"stopped in {time.monotonic() - started:.1f} s: no process of it left"
+        + (f" ({', '.join(killed)} ignored SIGTERM: killed)" if killed else "") + ".")
+    return 0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "key"])
+    parser.add_argument("command", choices=["run", "key", "stop"])
     args = parser.parse_args(argv)
     api_port = int(os.environ.get("API_PORT", 8000))
     aws_port = int(os.environ.get("AWS_PORT", 5000))
@@ -433,20 +512,31 @@ def main(argv=None):
     history_days = int(os.environ.get("DEMO_HISTORY_DAYS", HISTORY_DAYS))
     stack = Stack(api_port, aws_port, (modbus_base, modbus_base + 1, modbus_base + 2), history_days=history_days)
     if args.command == "key":
-        if not port_in_use(api_port):
-            print(f"nothing answers on {stack.api_url}: start it with `make run` (in another terminal) first",
-                  file=sys.stderr)
-            return 1
-        try:
-            print(demo_key(stack.api_url))
-        except (RuntimeError, requests.RequestException, ValueError, KeyError) as error:
-            print(f"make key: {error}", file=sys.stderr)
-            return 1
-        return 0
-    pid = stack.running_pid()
-    if pid:
-        print(f"Intellimeter is already running (pid {pid}) on {stack.api_url}: use it, or stop it with Ctrl-C "
-              f"in its terminal first.", file=sys.stderr)
+        return print_key(stack)
+    if args.command == "stop":
+        return stop_recorded(stack)
+    return run(stack)
+
+
+def print_key(stack):
+    """make key: the demo account's key, from the running stack."""
+    if not port_in_use(stack.api_port):
+        print(f"nothing answers on {stack.api_url}: start it with `make run` (in another terminal) first",
+              file=sys.stderr)
+        return 1
+    try:
+        print(demo_key(stack.api_url))
+    except (RuntimeError, requests.RequestException, ValueError, KeyError) as error:
+        print(f"make key: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(stack):
+    """make run: start the stack, serve until a signal, stop it; the exit status."""
+    problem = earlier_run(stack)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     busy = stack.busy_ports()
     if busy:
@@ -456,25 +546,33 @@ def main(argv=None):
     if os.environ.get("FRESH", "") not in ("", "0"):
         print(f"FRESH: forgetting the state of earlier runs ({os.path.relpath(stack.state_dir, PROJECT_DIR)}/)")
         stack.forget()
-    # Ctrl-C, and SIGTERM from a script or a service manager (a script's background job ignores SIGINT).
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C; SIGTERM from a script or a service manager (a script's background job ignores SIGINT); SIGHUP
+    # from a closed terminal. The first one stops everything; more during the stop are ignored.
+    received: list[str] = []
+
+    def interrupt(signum, _frame):
+        if not received:
+            received.append(signal.Signals(signum).name)
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+    status = 0
     try:
         stack.start()
-        print(stack.banner(), flush=True)
+        say(stack.banner())
         while True:
             time.sleep(1)
             stack._check_alive()
     except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        say(f"\nstopping ({received[0] if received else 'SIGINT'})…")
     except RuntimeError as error:
-        print(f"make run failed: {error}", file=sys.stderr)
-        _ignore_stop_signals()
-        stack.stop()
-        return 1
-    _ignore_stop_signals()      # a second Ctrl-C or SIGTERM must not cut the stopping short
-    stack.stop()
-    print("stopped: no process left behind.")
-    return 0
+        say(f"make run failed: {error}", file=sys.stderr)
+        status = 1
+    received.append("stopping")
+    seconds = stack.stop()
+    say(f"stopped in {seconds:.1f} s: no process left behind.")
+    return status
 
 
 if __name__ == "__main__":

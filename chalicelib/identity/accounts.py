@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from chalicelib.identity import apikeys, passwords, sessions
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table
@@ -161,11 +161,18 @@ def account(project_id: int, user_id: int) -> dict[str, Any]:
     return _account_view(_user(project_id, user_id), get_project(project_id))
 
 
-def list_users(project_id: int) -> list[dict[str, Any]]:
-    """The public view of every account of the project, by id."""
+def list_users(project_id: int) -> answers.Bounded:
+    """GET /user: the public view of every account of the project, by id (checked against the answer's
+    bounds before it is rendered)."""
     zone = project_zone(project_id)
     items = accounts_table.project_items(project_id, accounts_table.USER)
-    return [_public_view(item, zone) for item in items]
+    return answers.listing([_public_view(item, zone) for item in items],
+                           "the project has more accounts than one answer lists")
+
+
+def user_ids(project_id: int) -> set[int]:
+    """The ids of the project's accounts."""
+    return {item["user_id"] for item in accounts_table.project_items(project_id, accounts_table.USER)}
 
 
 def update_account(project_id: int, user_id: int, session_digest: str | None = None, username: str | None = None,

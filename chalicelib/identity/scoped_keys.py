@@ -11,6 +11,8 @@ deleted in one transaction:
   last_used; authentication reads it (consistently, so a deleted key stops at once);
 - the listing item {pk: "PROJECT#<project>", sk: "SCOPEDKEY#<id>"}: id, label, scope, created, the
   digest (to find the lookup item); GET /keys queries these.
+The project's count of keys (n of {pk: "PROJECT#<project>", sk: "COUNT#scopedkeys"}) moves in the same
+transactions, under the condition n < MAX_KEYS, so parallel creations never pass the cap.
 The key itself is shown once (PUT /keys) and never stored: a lost key is revoked and replaced.
 last_used is written at most once a minute per key (TOUCH_EVERY), so a busy agent does not write on
 every request.
@@ -59,23 +61,43 @@ def create(project_id: int, label: object, scope: object, zone: tzinfo,
         raise BadRequest("scope must be ingest (PUT /point, POST /data, PUT /status) or read (the GET routes "
                          "of data, files, charts and status)")
     scope = scope.strip().lower()
-    if len(_listed(project_id)) >= MAX_KEYS:
-        raise Conflict(f"the project has {MAX_KEYS} scoped keys already: delete unused ones with DELETE /keys")
+    _count_from_listing(project_id)
     key = apikeys.new_key()
     digest = apikeys.digest(key)
     key_id = accounts_table.next_id("scoped_key")
     now = int(clock.now())
-    db.transact({
-        "lookup": ("put", accounts_table.NAME, {
-            "item": {**accounts_table.scoped_key_lookup_key(digest), "project_id": project_id, "key_id": key_id,
-                     "scope": scope, "label": label},
-            "condition": "attribute_not_exists(pk)"}),
-        "listing": ("put", accounts_table.NAME, {
-            "item": {**accounts_table.scoped_key_listing_key(project_id, key_id), "key_id": key_id, "label": label,
-                     "scope": scope, "created": now, "digest": digest, "created_by": created_by},
-            "condition": "attribute_not_exists(pk)"}),
-    })
+    try:
+        db.transact({
+            "lookup": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.scoped_key_lookup_key(digest), "project_id": project_id, "key_id": key_id,
+                         "scope": scope, "label": label},
+                "condition": "attribute_not_exists(pk)"}),
+            "listing": ("put", accounts_table.NAME, {
+                "item": {**accounts_table.scoped_key_listing_key(project_id, key_id), "key_id": key_id,
+                         "label": label, "scope": scope, "created": now, "digest": digest, "created_by": created_by},
+                "condition": "attribute_not_exists(pk)"}),
+            "count": ("update", accounts_table.NAME, {
+                "key": accounts_table.scoped_key_count_key(project_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_KEYS}, "condition": "#n < :max"}),
+        })
+    except db.ConditionFailed as failure:
+        if "count" in failure.failed:
+            raise Conflict(f"the project has {MAX_KEYS} scoped keys already: delete unused ones with "
+                           f"DELETE /keys") from None
+        raise
     return {"id": key_id, "label": label, "scope": scope, "created": _local(now, zone), "key": key}
+
+
+def _count_from_listing(project_id: int) -> None:
+    """Start the project's key count from its listing items when it has none yet (keys made before the
+    count existed); a count already there is never touched."""
+    if db.get(accounts_table.NAME, accounts_table.scoped_key_count_key(project_id)) is not None:
+        return
+    try:
+        db.put(accounts_table.NAME, {**accounts_table.scoped_key_count_key(project_id), "n": len(_listed(project_id))},
+               condition="attribute_not_exists(pk)")
+    except db.ConditionFailed:
+        pass   # another request started it
 
 
 def listing(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
@@ -90,6 +112,11 @@ def listing(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
             for item, lookup in zip(listed, lookups)]
 
 
+def key_ids(project_id: int) -> set[int]:
+    """The ids of the project's keys (those not deleted)."""
+    return {item["key_id"] for item in _listed(project_id)}
+
+
 def delete(project_id: int, key_id: object) -> dict:
     """DELETE /keys: the key stops working at once (both items go in one transaction)."""
     key_id = validation.integer("id", key_id, 1, 10 ** 15) if key_id is not None else None
@@ -98,11 +125,15 @@ def delete(project_id: int, key_id: object) -> dict:
     item = db.get(accounts_table.NAME, accounts_table.scoped_key_listing_key(project_id, key_id))
     if not item:
         raise NotFound(f"no key {key_id} in this project")
+    _count_from_listing(project_id)
     try:
         db.transact({
             "listing": ("delete", accounts_table.NAME, {
                 "key": accounts_table.scoped_key_listing_key(project_id, key_id), "condition": "attribute_exists(pk)"}),
             "lookup": ("delete", accounts_table.NAME, {"key": accounts_table.scoped_key_lookup_key(item["digest"])}),
+            "count": ("update", accounts_table.NAME, {
+                "key": accounts_table.scoped_key_count_key(project_id), "expression": "ADD #n :less",
+                "names": {"#n": "n"}, "values": {":less": -1}}),
         })
     except db.ConditionFailed:
         raise NotFound(f"no key {key_id} in this project") from None

@@ -17,28 +17,32 @@ TOUCH_EVERY = 60
 
 
 class Live(NamedTuple):
-    """A live session: its account, its digest, and the digest of the account key it was opened with (or None)."""
+    """A live session: its account, its digest, the digest of the account key it was opened with (or None),
+    and when it was opened by a password (epoch seconds; None when a key opened it)."""
 
     project_id: int
     user_id: int
     digest: str
     opened_with: str | None = None
+    password_at: int | None = None
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create(project_id: int, user_id: int, opened_with: str | None = None) -> str:
+def create(project_id: int, user_id: int, opened_with: str | None = None, by_password: bool = False) -> str:
     """A new session for the account; returns the token (the only time it exists in clear).
 
     opened_with: the digest of the account key that opened it (a key login), so rotating that key ends it.
+    by_password: a login by password opened it (then the session records when: password_at).
     """
     token = secrets.token_urlsafe(32)
     now = int(clock.now())
     db.put(sessions_table.NAME, {
         "token_digest": _digest(token), "user_id": user_id, "project_id": project_id,
         "created_at": now, "last_seen": now, "expires_at": now + IDLE_SECONDS, "opened_with": opened_with,
+        "password_at": now if by_password else None,
     })
     return token
 
@@ -59,7 +63,9 @@ def resolve(token: str | None) -> Live | None:
         expires = min(now + IDLE_SECONDS, item["created_at"] + ABSOLUTE_SECONDS)
         db.update(sessions_table.NAME, sessions_table.session_key(digest), "SET last_seen = :now, expires_at = :exp",
                   expression_values={":now": now, ":exp": expires})
-    return Live(item["project_id"], item["user_id"], digest, item.get("opened_with"))
+    password_at = item.get("password_at")
+    return Live(item["project_id"], item["user_id"], digest, item.get("opened_with"),
+                int(password_at) if password_at is not None else None)
 
 
 def end(digest: str) -> None:

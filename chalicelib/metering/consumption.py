@@ -5,8 +5,9 @@ Every period comes from the rollups (chalicelib/metering/rollups.py: one item pe
 holding its hours and days, whatever the history, and each meter's open hour from its latest readings);
 from_readings computes the same from the raw readings, for meters whose rollups were kept for another
 zone or before they kept hours. Both use the arithmetic of rollups.Curve, so the answers are the same to
-the µkWh (tests/test_consumption.py checks it on random histories).
+the µkWh (tests/api/test_consumption.py checks it on random histories).
 """
+import urllib.parse
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.identity import accounts
 from chalicelib.metering import days, meters, readings, rollups
+from chalicelib.platform import answers
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
 
@@ -46,15 +48,44 @@ def days_allowed(period: str) -> int:
     return MAX_HOUR_DAYS if period == "hour" else days.MAX_DAYS
 
 
+# Seconds one row costs to compute, reading included (bench/bench_answer_bounds.py, in-process moto, 5-minute
+# readings): an hour from the raw day items of its days, longer periods from the rollups.
+SECONDS_PER_ROW = {"hour": 2.5e-4, "day": 6e-5}
+
+
 def consumption(project_id: int, start: object, end: object, period: object = None,
-                meter_name: object = None) -> list[dict[str, Any]]:
-    """GET /consumption: one row per meter and period, in order of period then meter id."""
+                meter_name: object = None) -> answers.Bounded:
+    """GET /consumption: one row per meter and period, in order of period then meter id; checked against
+    the answer's bounds (periods x meters) before any reading is read."""
     chosen_period = parse_period(period)
     zone = accounts.project_zone(project_id)
     first, last, _begin, _finish = days.day_range(days.parse_day("start", start), days.parse_day("end", end),
                                                   zone, max_days=days_allowed(chosen_period))
-    chosen = [meters.find(project_id, name=meter_name)] if meter_name is not None else meters.all_meters(project_id)
-    return list(rows(project_id, chosen, zone, first, last, chosen_period))
+    chosen = ([meters.find(project_id, name=meter_name, field="meter")] if meter_name is not None
+              else meters.all_meters(project_id))
+    spans = periods(first, last, zone, chosen_period)
+    one = f"&meter={urllib.parse.quote(chosen[0]['name'])}" if meter_name is not None else ""
+    return answers.Bounded(
+        rows=len(spans) * len(chosen), sample=sample_row(chosen, spans, zone),
+        build=lambda: list(rows(project_id, chosen, zone, first, last, chosen_period)),
+        instead=f"ask for fewer days{' or one meter (meter=)' if not one else ''}, or for the same rows as a file: "
+                f"GET /file?start={first.isoformat()}&end={last.isoformat()}&period={chosen_period}{one}&type={{type}}",
+        seconds_per_row=seconds_per_row(chosen_period))
+
+
+def seconds_per_row(period: str) -> float:
+    """What one row of this period costs to compute (SECONDS_PER_ROW)."""
+    return SECONDS_PER_ROW["hour" if period == "hour" else "day"]
+
+
+def sample_row(chosen: Sequence[Item], spans: Sequence[tuple[int, int]], zone: ZoneInfo) -> dict[str, Any]:
+    """A row at least as big as any of the chosen meters' rows over spans, in every format: the widest
+    name, the stamps of a period (all the same length), numbers as long as any float's repr."""
+    start, end = spans[0] if spans else (0, 0)
+    return {"MeterParam": answers.widest([m["name"] for m in chosen]),
+            "PeriodStart": datetime.fromtimestamp(start, zone).isoformat(),
+            "PeriodEnd": datetime.fromtimestamp(end, zone).isoformat(),
+            "value": answers.WIDEST_FLOAT, "Coverage": 0.998, "PeakDemand": answers.WIDEST_FLOAT}
 
 
 def periods(first: date, last: date, zone: ZoneInfo, period: str) -> list[tuple[int, int]]:
@@ -64,6 +95,12 @@ def periods(first: date, last: date, zone: ZoneInfo, period: str) -> list[tuple[
         return list(zip(starts, starts[1:]))
     return [(days.midnight(group[0], zone), days.midnight(group[-1] + timedelta(days=1), zone))
             for group in _groups(first, last, period)]
+
+
+def period_days(first: date, last: date, period: str) -> list[list[date]]:
+    """The local days first..last of each period (each day its own for hours), in order: a range starting
+    at one of them gives the same periods, and the same rows, as the whole."""
+    return [[day] for day in days.each(first, last)] if period == "hour" else _groups(first, last, period)
 
 
 def _groups(first: date, last: date, period: str) -> list[list[date]]:
@@ -100,6 +137,14 @@ def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: da
     if missing:
         result.update(from_readings(project_id, missing, zone, first, last, period, margin_days))
     return result
+
+
+def hourly(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date,
+           last: date) -> tuple[list[int], dict[int, list[rollups.Summary]]]:
+    """(the epoch each local hour of local days first..last starts, {meter id: [Summary per hour]}) of the
+    chosen meters: the energy, readings and highest 15-minute energy of every local hour (DST days have
+    23 or 25), as GET /consumption?period=hour gives them. What bills are priced from (chalicelib/billing)."""
+    return days.hour_starts(first, last, zone)[:-1], summaries(project_id, chosen, zone, first, last, "hour")
 
 
 def from_readings(project_id: int, meter_ids: Collection[int], zone: ZoneInfo, first: date, last: date, period: str,

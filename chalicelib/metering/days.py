@@ -1,5 +1,6 @@
 """Local days as the API takes them: a 'YYYY-MM-DD' parameter, and a range of whole local days of a
 project's zone as epochs (GET /file, /consumption and /graphics share these rules)."""
+import calendar
 import re
 from datetime import date, datetime, timedelta
 from typing import NamedTuple, NoReturn
@@ -25,10 +26,23 @@ def parse_day(field: str, text: object) -> date:
     """A 'YYYY-MM-DD' parameter as a date."""
     if not isinstance(text, str):
         raise BadRequest(f"{field} is required: a day as YYYY-MM-DD")
-    try:  # exactly YYYY-MM-DD: fromisoformat alone also takes week dates such as 2026-W01-1
-        return date.fromisoformat(text.strip()) if _DAY.fullmatch(text.strip()) else _bad_day(field, text)
-    except ValueError:
+    if not _DAY.fullmatch(text.strip()):  # exactly YYYY-MM-DD: fromisoformat also takes week dates (2026-W01-1)
         _bad_day(field, text)
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:  # the shape is right: a 31st of November, a 29th of February of a common year, month 13
+        raise BadRequest(f"{field} must be a day as YYYY-MM-DD, and {text.strip()} is not a day of the calendar "
+                         f"({_why_not_a_day(text.strip())})") from None
+
+
+def _why_not_a_day(text: str) -> str:
+    """Why a YYYY-MM-DD text names no day: the month's length, or the bounds of months and years."""
+    year, month, _day = (int(part) for part in text.split("-"))
+    if year < 1:
+        return "years start at 0001"
+    if not 1 <= month <= 12:
+        return "months are 01 to 12"
+    return f"{year:04d}-{month:02d} has {calendar.monthrange(year, month)[1]} days"
 
 
 def _bad_day(field: str, text: str) -> NoReturn:

@@ -7,6 +7,11 @@ the meter's integer id, written in the same transaction as the meter, so names s
 A meter may have a parent (`Parent`: the meter that feeds it, a sub-meter's main incomer), kept as
 the parent's meter id (parent_id), so renaming the parent keeps the link; views show its current name.
 
+A meter may name its tariff (`Tariff`: a tariff's id, chalicelib/billing/tariffs.py), kept as tariff_id;
+without one it is billed with the project's default tariff. The meters naming each tariff are counted
+(TARIFFUSES# items, n) in the same transaction that sets tariff_id, so tariffs.delete can refuse (409),
+atomically, to delete a tariff a meter names (tariff_unused).
+
 The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
 attributes <which>_time and <which>_value), moved forward at ingest (record), never back. POST /data
 writes them once an hour (when a reading starts a new UTC or local hour), not for every reading: the
@@ -23,7 +28,7 @@ from typing import Any, Literal, NoReturn
 from chalicelib.identity import accounts
 from chalicelib.metering import readings
 from chalicelib.metering.readings import Entry, Reading
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
@@ -51,7 +56,8 @@ LATEST, INTERVAL = "latest", "interval"
 def view(meter: Item, parent_name: str | None = None) -> dict[str, Any]:
     """The GET /point shape of a meter (parent_name: its parent's display name, None without one)."""
     return {"id": meter["meter_id"], "MeterId": meter["name"],
-            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name}
+            **{field: meter.get(field) for field in CONFIG_FIELDS}, "Parent": parent_name,
+            "Tariff": meter.get("tariff_id")}
 
 
 def _view(project_id: int, meter: Item) -> dict[str, Any]:
@@ -67,55 +73,62 @@ def views(meters: list[Item]) -> list[dict[str, Any]]:
 
 
 def register(project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """PUT /point: create the meter of a site name, or update its configuration (and Parent); idempotent."""
+    """PUT /point: create the meter of a site name, or update its configuration (and Parent); idempotent.
+
+    All or nothing: every field is checked first (a bad Parent, a cycle included, is a 4xx before any
+    write), and the configuration and Parent are written together in one write.
+    """
     site_name = validation.name("MeterId", fields.get("MeterId") if fields.get("MeterId") is not None
                                 else _missing("MeterId"))
     config = {name: check(fields[name]) for name, check in CONFIG_FIELDS.items() if fields.get(name) is not None}
     parent = _parent_arg(project_id, fields.get("Parent"))
-    meter = _register(project_id, site_name, config)
-    if parent is not _UNCHANGED:
-        meter = _set_parent(project_id, meter, parent)
-    return _view(project_id, meter)
-
-
-def _register(project_id: int, site_name: str, config: dict[str, Any]) -> Item:
-    """The meter item of site_name, created or with config applied."""
     for _attempt in range(3):
         existing = find_by_site_name(project_id, site_name)
         if existing:
-            changed = {k: v for k, v in config.items() if existing.get(k) != v}
-            if not changed:
-                return existing
-            expression, names, values = db.set_fields(changed)
-            return db.update(meters_table.NAME, meters_table.meter_key(project_id, existing["meter_id"]), expression,
-                             names=names, expression_values=values, return_values="ALL_NEW")
-        meter_id = accounts_table.next_id("meter")
-        meter = {**meters_table.meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
-                 "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
-        try:
-            db.transact({
-                "site_name": ("put", meters_table.NAME, {
-                    "item": {**meters_table.site_name_key(project_id, site_name), "meter_id": meter_id},
-                    "condition": "attribute_not_exists(pk)"}),
-                "name": ("put", meters_table.NAME, {
-                    "item": {**meters_table.display_name_key(project_id, site_name), "meter_id": meter_id},
-                    "condition": "attribute_not_exists(pk)"}),
-                "meter": ("put", meters_table.NAME, {"item": meter}),
-                "count": ("update", meters_table.NAME, {
-                    "key": meters_table.meter_count_key(project_id), "expression": "ADD #n :one",
-                    "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
-                    "condition": "attribute_not_exists(#n) OR #n < :max"}),
-            })
-            return meter
-        except db.ConditionFailed as failure:
-            if "count" in failure.failed:
-                raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
-                               f"split the site into projects") from None
-            if "name" in failure.failed and "site_name" not in failure.failed:
-                raise Conflict(f"another meter is shown as {site_name!r}: rename it before registering "
-                               f"a site meter of that name") from None
-            # Someone registered the same site name at the same time: read it again.
+            return _view(project_id, _configure(project_id, existing, config, parent))
+        meter = _create(project_id, site_name, config, None if parent is _UNCHANGED else parent)
+        if meter is not None:
+            return _view(project_id, meter)
+        # Someone registered the same site name at the same time: read it again.
     raise Conflict(f"meter {site_name!r} is being registered by another request: try again")
+
+
+def _create(project_id: int, site_name: str, config: dict[str, Any], parent: Item | None) -> Item | None:
+    """A new meter of site_name with config and parent, in one transaction with its names, the project's
+    count and the parent's chain as read; None when the site name was taken meanwhile."""
+    meter_id = accounts_table.next_id("meter")
+    meter = {**meters_table.meter_key(project_id, meter_id), "meter_id": meter_id, "project_id": project_id,
+             "site_name": site_name, "name": site_name, "SaveEvery": DEFAULT_SAVE_EVERY, **config}
+    checks = {}
+    if parent is not None:
+        checks = _ancestor_checks(project_id, meter, parent)
+        meter["parent_id"] = parent["meter_id"]
+    try:
+        db.transact({
+            "site_name": ("put", meters_table.NAME, {
+                "item": {**meters_table.site_name_key(project_id, site_name), "meter_id": meter_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "name": ("put", meters_table.NAME, {
+                "item": {**meters_table.display_name_key(project_id, site_name), "meter_id": meter_id},
+                "condition": "attribute_not_exists(pk)"}),
+            "meter": ("put", meters_table.NAME, {"item": meter}),
+            "count": ("update", meters_table.NAME, {
+                "key": meters_table.meter_count_key(project_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1, ":max": MAX_METERS},
+                "condition": "attribute_not_exists(#n) OR #n < :max"}),
+            **checks,
+        })
+        return meter
+    except db.ConditionFailed as failure:
+        if "count" in failure.failed:
+            raise Conflict(f"the project has {MAX_METERS} meters, the most a project can have: "
+                           f"split the site into projects") from None
+        if "name" in failure.failed and "site_name" not in failure.failed:
+            raise Conflict(f"another meter is shown as {site_name!r}: rename it before registering "
+                           f"a site meter of that name") from None
+        if "site_name" in failure.failed:
+            return None
+        raise Conflict("Parent: the parent meter's hierarchy was changed by another request: try again") from None
 
 
 class _Unchanged(enum.Enum):
@@ -123,9 +136,10 @@ class _Unchanged(enum.Enum):
 
 
 _UNCHANGED = _Unchanged.UNCHANGED
+Parent = Item | None | Literal[_Unchanged.UNCHANGED]
 
 
-def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchanged.UNCHANGED]:
+def _parent_arg(project_id: int, value: object) -> Parent:
     """The Parent argument as a parent meter, None (an empty value: clear it) or _UNCHANGED (absent).
 
     A name unknown in this project (another project's meter included) is a 404, before anything is written.
@@ -137,47 +151,74 @@ def _parent_arg(project_id: int, value: object) -> Item | None | Literal[_Unchan
     parent_name = validation.name("Parent", value)
     try:
         return find(project_id, name=parent_name)
-    except NotFound:
-        raise NotFound(f"Parent: no meter named {parent_name!r} in this project") from None
+    except NotFound as missing:
+        raise NotFound(f"Parent: {missing.message}") from None
 
 
-def _set_parent(project_id: int, meter: Item, parent: Item | None) -> Item:
-    """Make parent (a meter item, or None) the meter's parent; 400 when it would close a cycle.
+def _configure(project_id: int, meter: Item, config: Mapping[str, Any], parent: Parent) -> Item:
+    """Apply config and a new parent (a meter item, None to clear, _UNCHANGED) to a meter in one write: both
+    or neither; 400 when the parent would close a cycle, before anything is written.
 
-    One transaction writes parent_id and checks that every ancestor read on the way up still has the
-    parent it had, so two concurrent changes cannot build a cycle between them.
+    The write is conditional on the meter's parent being the one read, and (when the parent changes) on
+    every ancestor read on the way up still having its parent, all in one transaction, so two concurrent
+    changes cannot build a cycle between them.
     """
-    parent_id = None if parent is None else parent["meter_id"]
     for _attempt in range(3):
-        if meter.get("parent_id") == parent_id:
+        changed = {k: v for k, v in config.items() if meter.get(k) != v}
+        parent_id = meter.get("parent_id") if parent is _UNCHANGED else None if parent is None else parent["meter_id"]
+        moves = parent_id != meter.get("parent_id")
+        if not changed and not moves:
             return meter
-        checks = _ancestor_checks(project_id, meter, parent)
-        key = meters_table.meter_key(project_id, meter["meter_id"])
-        write: dict[str, Any] = ({"expression": "REMOVE parent_id"} if parent_id is None else
-                                 {"expression": "SET parent_id = :new", "values": {":new": parent_id}})
-        same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
-        write["condition"] = same["condition"]
-        write["values"] = {**write.get("values", {}), **same.get("values", {})}
-        if not write["values"]:
-            del write["values"]
+        checks = _ancestor_checks(project_id, meter, parent) if moves and isinstance(parent, dict) else {}
         try:
-            db.transact({"meter": ("update", meters_table.NAME, {"key": key, **write}), **checks})
+            _write_meter(project_id, meter, changed, parent_id if moves else _UNCHANGED, checks)
         except db.ConditionFailed:
             # The meter or one of its new ancestors changed parent meanwhile: read them again.
             again = _get(project_id, meter["meter_id"])
             if again is None:
                 raise NotFound("the meter was removed meanwhile") from None
             meter = again
-            parent = _get(project_id, parent_id) if parent_id is not None else None
-            if parent_id is not None and parent is None:
-                raise NotFound("Parent: the parent meter was removed meanwhile") from None
+            if isinstance(parent, dict):
+                parent = _get(project_id, parent["meter_id"])
+                if parent is None:
+                    raise NotFound("Parent: the parent meter was removed meanwhile") from None
             continue
-        meter = {**meter}
-        meter.pop("parent_id", None)
-        if parent_id is not None:
-            meter["parent_id"] = parent_id
+        meter = {**meter, **changed}
+        if moves:
+            meter.pop("parent_id", None)
+            if parent_id is not None:
+                meter["parent_id"] = parent_id
         return meter
     raise Conflict("the meters' hierarchy was being changed by other requests: try again")
+
+
+def _write_meter(project_id: int, meter: Item, changed: Mapping[str, Any], parent_id: int | None | _Unchanged,
+                 checks: dict[str, tuple[str, str, dict[str, Any]]]) -> None:
+    """One write of a meter's changed fields and parent (parent_id: the new one, None to clear, _UNCHANGED),
+    conditional on its parent being as read, with checks in the same transaction when there are any."""
+    expression, names, values = db.set_fields(changed) if changed else ("", {}, {})
+    if parent_id is None:
+        expression += " REMOVE parent_id"
+    elif parent_id is not _UNCHANGED:
+        expression = (expression + ", " if expression else "SET ") + "parent_id = :new"
+        values[":new"] = parent_id
+    same = _same_parent(project_id, meter["meter_id"], meter.get("parent_id"))
+    values.update(same.get("values", {}))
+    write = {"key": same["key"], "expression": expression.strip(), "names": names or None, "values": values or None,
+             "condition": same["condition"]}
+    if checks:
+        db.transact({"meter": ("update", meters_table.NAME, {k: v for k, v in write.items() if v}), **checks})
+    else:
+        db.update(meters_table.NAME, write["key"], write["expression"], names=write["names"],
+                  expression_values=write["values"], condition=write["condition"])
+
+
+def _with(meter: Item, field: str, value: object) -> Item:
+    """A copy of a meter item with field set to value, or without it (None), as just written."""
+    changed = {k: v for k, v in meter.items() if k != field}
+    if value is not None:
+        changed[field] = value
+    return changed
 
 
 def _ancestor_checks(project_id: int, meter: Item,
@@ -234,23 +275,45 @@ def find_by_site_names(project_id: int, site_names: Iterable[str]) -> dict[str, 
     return {name: found.get(meter_ids.get(name)) for name in names}
 
 
-def find(project_id: int, meter_id: object = None, name: object = None) -> Item:
-    """A meter by id (wins) or by display name (then site name); NotFound otherwise."""
+def find(project_id: int, meter_id: object = None, name: object = None, field: str = "name") -> Item:
+    """A meter by id (wins) or by display name (then site name); NotFound otherwise.
+
+    field: the parameter that named it (meter on /file, /consumption, /graphics), for a 400 on a bad name.
+    """
     if meter_id is not None:
         meter_id = validation.integer("id", meter_id, 0)
         meter = _get(project_id, meter_id)
         if not meter:
             raise NotFound(f"no meter with id {meter_id} in this project")
         return meter
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise BadRequest("give the meter's name or id")
+    name = validation.name(field, name)
     for alias_key in (meters_table.display_name_key(project_id, name), meters_table.site_name_key(project_id, name)):
         alias = db.get(meters_table.NAME, alias_key)
         if alias:
             meter = _get(project_id, alias["meter_id"])
             if meter:
                 return meter
-    raise NotFound(f"no meter named {name!r} in this project")
+    raise NotFound(f"no meter named {name!r} in this project{_suggestion(project_id, name)}")
+
+
+def _suggestion(project_id: int, name: str) -> str:
+    """': did you mean 'hvac'?' when a meter's name (as shown, else on site) differs from name in case only
+    (names are case-sensitive: 'HVAC' and 'hvac' may be two meters); '' otherwise. Costs the meter
+    listing, on a miss only."""
+    known = _same_but_case(all_meters(project_id), name)
+    return f": did you mean {known!r}? (names are case-sensitive)" if known else ""
+
+
+def _same_but_case(candidates: Iterable[Item], name: str) -> str | None:
+    """The name (as shown, else on site) of a meter of candidates that differs from name in case only."""
+    wanted = name.casefold()
+    for meter in candidates:
+        for known in (meter["name"], meter["site_name"]):
+            if known.casefold() == wanted:
+                return str(known)
+    return None
 
 
 def all_meters(project_id: int) -> list[Item]:
@@ -259,28 +322,114 @@ def all_meters(project_id: int) -> list[Item]:
                          {":p": meters_table.project_pk(project_id), ":m": meters_table.METER + "#"}))
 
 
-def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | list[dict[str, Any]]:
-    """GET /point: one meter by id or name, or with neither the list of all."""
+def named(candidates: Sequence[Item], names: Iterable[str]) -> list[Item]:
+    """The meters of candidates (all_meters' list) with these names (each by display name, else site
+    name, as find), each once, in the order first named; NotFound naming the names no meter has (with
+    find's "did you mean" for a name that differs in case only)."""
+    by_name = {m["site_name"]: m for m in candidates} | {m["name"]: m for m in candidates}
+    found: dict[int, Item] = {}
+    unknown: list[str] = []
+    for name in names:
+        meter = by_name.get(name)
+        if meter is None:
+            unknown.append(name)
+        else:
+            found.setdefault(meter["meter_id"], meter)
+    if unknown:
+        hints = [(name, _same_but_case(candidates, name)) for name in unknown[:5]]
+        listed = ", ".join(repr(name) + (f" (did you mean {known!r}?)" if known else "") for name, known in hints)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise NotFound(f"no meter named {listed}{more} in this project"
+                       + (" (names are case-sensitive)" if any(known for _name, known in hints) else ""))
+    return list(found.values())
+
+
+def point(project_id: int, meter_id: object = None, name: object = None) -> dict[str, Any] | answers.Bounded:
+    """GET /point: one meter by id or name, or with neither the list of all (checked against the answer's
+    bounds before it is rendered)."""
     if meter_id is None and name is None:
-        return views(all_meters(project_id))
+        return answers.listing(views(all_meters(project_id)), "ask for one meter: GET /point?name=… (or ?id=…)")
     return _view(project_id, find(project_id, meter_id, name))
 
 
 def change(project_id: int, meter_id: object = None, name: object = None, new_name: object = None,
-           parent: object = None) -> dict[str, Any]:
-    """POST /point: rename a meter (new), set or clear its Parent, or both; returns the meter as GET shows it."""
+           parent: object = None, tariff: object = None) -> dict[str, Any]:
+    """POST /point: rename a meter (new), set or clear its Parent, set or clear its Tariff, any of them;
+    returns the meter as GET shows it."""
     meter = find(project_id, meter_id, name)
-    if new_name is None and parent is None:
-        raise BadRequest("give new (the meter's new name) or Parent (the meter feeding it; empty to clear)")
+    if new_name is None and parent is None and tariff is None:
+        raise BadRequest("give new (the meter's new name), Parent (the meter feeding it; empty to clear) or "
+                         "Tariff (a tariff's id; empty to use the project's default)")
     new_parent = _parent_arg(project_id, parent)
-    if new_name is not None:      # validate both before changing either
+    new_tariff = _tariff_arg(project_id, tariff)
+    if new_name is not None:      # validate them all before changing any
         validation.name("new", new_name)
         if new_parent not in (None, _UNCHANGED):
             _ancestor_checks(project_id, meter, new_parent)
         meter = _rename(project_id, meter, new_name)
     if new_parent is not _UNCHANGED:
-        meter = _set_parent(project_id, meter, new_parent)
+        meter = _configure(project_id, meter, {}, new_parent)
+    if new_tariff is not _UNCHANGED:
+        meter = _set_tariff(project_id, meter, new_tariff)
     return _view(project_id, meter)
+
+
+def _tariff_arg(project_id: int, value: object) -> int | None | Literal[_Unchanged.UNCHANGED]:
+    """The Tariff argument as a tariff id, None (an empty value: the default) or _UNCHANGED (absent); 404 for
+    an id that is no tariff of this project, before anything is written."""
+    if value is None:
+        return _UNCHANGED
+    if isinstance(value, str) and not value.strip():
+        return None
+    tariff_id = validation.integer("Tariff", value, 1, 2 ** 53)
+    if db.get(meters_table.NAME, meters_table.tariff_key(project_id, tariff_id)) is None:
+        raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (GET /tariffs lists them)")
+    return tariff_id
+
+
+def _set_tariff(project_id: int, meter: Item, tariff_id: int | None) -> Item:
+    """Make tariff_id (None: none, the default) the meter's tariff, moving the counts of meters naming each."""
+    for _attempt in range(3):
+        old = meter.get("tariff_id")
+        if old == tariff_id:
+            return meter
+        key = meters_table.meter_key(project_id, meter["meter_id"])
+        values = {":old": old} if old is not None else {}
+        condition = "attribute_exists(pk) AND " + ("tariff_id = :old" if old is not None
+                                                   else "attribute_not_exists(tariff_id)")
+        operations = {"meter": ("update", meters_table.NAME, {
+            "key": key, "condition": condition,
+            **({"expression": "REMOVE tariff_id", **({"values": values} if values else {})} if tariff_id is None else
+               {"expression": "SET tariff_id = :new", "values": {**values, ":new": tariff_id}})})}
+        if tariff_id is not None:
+            operations["tariff"] = ("check", meters_table.NAME, {
+                "key": meters_table.tariff_key(project_id, tariff_id), "condition": "attribute_exists(pk)"})
+            operations["uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, tariff_id), "expression": "ADD #n :one",
+                "names": {"#n": "n"}, "values": {":one": 1}})
+        if old is not None:
+            operations["old uses"] = ("update", meters_table.NAME, {
+                "key": meters_table.tariff_uses_key(project_id, old), "expression": "ADD #n :minus",
+                "names": {"#n": "n"}, "values": {":minus": -1}})
+        try:
+            db.transact(operations)
+        except db.ConditionFailed as failure:
+            if "tariff" in failure.failed:
+                raise NotFound(f"Tariff: no tariff with id {tariff_id} in this project (deleted meanwhile)") from None
+            again = _get(project_id, meter["meter_id"])   # its tariff was changed meanwhile: read it again
+            if again is None:
+                raise NotFound("the meter was removed meanwhile") from None
+            meter = again
+            continue
+        return _with(meter, "tariff_id", tariff_id)
+    raise Conflict("the meter's tariff was being changed by other requests: try again")
+
+
+def tariff_unused(project_id: int, tariff_id: int) -> tuple[str, str, dict[str, Any]]:
+    """A transaction check (db.transact) that no meter names the tariff (chalicelib/billing/tariffs.py's delete)."""
+    return ("check", meters_table.NAME, {"key": meters_table.tariff_uses_key(project_id, tariff_id),
+                                         "condition": "attribute_not_exists(#n) OR #n = :zero",
+                                         "names": {"#n": "n"}, "values": {":zero": 0}})
 
 
 def _rename(project_id: int, meter: Item, new_name: object) -> Item:
@@ -417,8 +566,9 @@ def current(project_id: int, items: Sequence[Item]) -> list[Item]:
     return completed
 
 
-def latest(project_id: int, which: str) -> list[dict[str, Any]]:
-    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one."""
+def latest(project_id: int, which: str) -> answers.Bounded:
+    """GET /data (LATEST) and GET /interval (INTERVAL): one row per meter that has one (checked against the
+    answer's bounds before it is rendered)."""
     zone = accounts.project_zone(project_id)
     rows = []
     for meter in current(project_id, all_meters(project_id)):
@@ -426,4 +576,4 @@ def latest(project_id: int, which: str) -> list[dict[str, Any]]:
         if known is not None:
             rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known.epoch, zone),
                          "value": float(known.value)})
-    return rows
+    return answers.listing(rows, "get the readings as a file: GET /file?start=YYYY-MM-DD&end=YYYY-MM-DD&type={type}")

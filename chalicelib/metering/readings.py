@@ -431,6 +431,31 @@ def hot_entries(project_id: int, wanted: Mapping[int, Collection[str]], consiste
     return found
 
 
+def stored_per_day(project_id: int, meter_id: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(midnight epoch of a UTC day, readings the meter has stored that day) for each UTC day overlapping
+    [start, end) that holds any, in time order, read lazily.
+
+    Counted from the stored items' counts (n: the day item's and its hot items', which sort after it and
+    before the next day), never by reading the readings: the size of an export before it is written
+    (GET /file's choice between writing it at once and a job). Whole UTC days are counted, so a range cut
+    inside a day counts all of that day's readings; while a hot item is being folded its readings are in
+    both items for a moment, and are counted twice (at most an hour's readings: an estimate, not a count).
+    """
+    key = readings_table.series_key(project_id, meter_id)
+    first, last = day_slot(start).day, day_slot(max(start, end - 1)).day
+    day, count = None, 0
+    for item in db.query(readings_table.NAME, "meter = :m AND #d BETWEEN :a AND :b",
+                         {":m": key, ":a": first, ":b": last + "~"},   # "~" sorts after a day's hours ("T")
+                         names={"#d": "day", "#n": "n"}, projection="#d, #n"):
+        if item["day"][:10] != day:
+            if day is not None:
+                yield _day_epoch(day), count
+            day, count = item["day"][:10], 0
+        count += int(item.get("n", 0))
+    if day is not None:
+        yield _day_epoch(day), count
+
+
 def counts(project_id: int, meter_ids: Collection[int], start: int, end: int) -> dict[int, int]:
     """{meter id: how many readings it has with start <= epoch < end}, for many meters at once.
 

@@ -2,7 +2,7 @@
 highest 15-minute energy, kept at ingest so GET /consumption never reads a meter's raw history.
 
 The arithmetic (also the reference every rollup must equal: chalicelib/metering/consumption.py computes from
-raw readings with it, tests/test_consumption.py checks both against a naive model):
+raw readings with it, tests/api/test_consumption.py checks both against a naive model):
   - registers become integer µkWh (they are stored rounded to the µkWh, so this is exact);
   - the energy used up to a reading is the sum of the register's non-negative steps (a step down, or a
     step into a reading marked as the start of a new register series, adds nothing; counting resumes

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any
 
-from chalicelib.identity import accounts
+from chalicelib.identity import accounts, scoped_keys
 from chalicelib.identity.auth import Caller
 from chalicelib.metering import ingest, meters, readings
-from chalicelib.platform import clock, db, validation
+from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest
 from chalicelib.tables import accounts_table
@@ -93,17 +93,36 @@ def _coverage(present: int, meter: Item) -> float:
     return round(min(1.0, present / expected), 3)
 
 
-def overview(project_id: int) -> dict[str, list[dict[str, Any]]]:
-    """GET /status: every agent's last report, by agent name, and every meter's state, by meter id."""
-    zone = accounts.project_zone(project_id)
-    now = clock.now()
+def _agents(project_id: int, zone: tzinfo) -> list[dict[str, Any]]:
+    """Every agent's last report, by agent name: with the id of the scoped key (key_id) or of the account
+    (uuid) that sent it, and whether that credential was deleted since (its agent can report no more)."""
+    items = list(accounts_table.project_items(project_id, accounts_table.AGENT))
+    if not items:
+        return []
+    live = {f"key:{key_id}" for key_id in scoped_keys.key_ids(project_id)}
+    live |= {f"user:{user_id}" for user_id in accounts.user_ids(project_id)}
     agents = []
-    for item in accounts_table.project_items(project_id, accounts_table.AGENT):
-        agents.append({"agent": item["agent"], "last_contact": clock.local(item["last_contact"], zone),
+    for item in items:
+        who = accounts_table.agent_of(item)
+        kind, _, number = who.partition(":")
+        agents.append({"agent": item["agent"], "key_id": int(number) if kind == "key" else None,
+                       "uuid": int(number) if kind == "user" else None, "deleted": who not in live,
+                       "last_contact": clock.local(item["last_contact"], zone),
                        "version": item.get("version"), "backlog": item.get("backlog"),
                        "dead_letters": item.get("dead_letters"), "failing_meters": item.get("failing_meters", []),
                        "clock_offset": float(item["clock_offset"])})
     agents.sort(key=lambda row: (row["agent"].casefold(), row["last_contact"]))
+    return agents
+
+
+def overview(project_id: int) -> answers.Bounded:
+    """GET /status: the project's time zone, every agent's last report, by agent name, and every meter's
+    state, by meter id (checked against the answer's bounds before it is rendered)."""
+    project = accounts.get_project(project_id)
+    time_zone = project.get("timezone", "UTC")
+    zone = clock.zone(time_zone)
+    now = clock.now()
+    agents = _agents(project_id, zone)
     every = meters.current(project_id, list(meters.all_meters(project_id)))   # latest readings as they are now
     latest = {m["meter_id"]: meters.last(m, meters.LATEST) for m in every}
     recent = [meter_id for meter_id, known in latest.items() if known is not None and known.epoch > now - DAY]
@@ -113,4 +132,5 @@ def overview(project_id: int) -> dict[str, list[dict[str, Any]]]:
         known = latest[meter["meter_id"]]
         rows.append({"MeterParam": meter["name"], "LastReading": clock.local(known.epoch, zone) if known else None,
                      "State": _state(meter, now), "Coverage24h": _coverage(present.get(meter["meter_id"], 0), meter)})
-    return {"agents": agents, "meters": rows}
+    return answers.listing(agents + rows, "ask for one meter's readings instead: GET /point?name=…, GET /file",
+                           whole={"timezone": time_zone, "agents": agents, "meters": rows})

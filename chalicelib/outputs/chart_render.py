@@ -11,10 +11,20 @@ from a user (title, meter names) is drawn literally: ``$...$`` is never parsed a
 leading ``_`` does not hide a legend entry.
 
 Layout: the title and the period are drawn at the top, each fitted to the width (smaller type, then
-cut with "…"); the plot and its legend share the rest under matplotlib's constrained layout, the
-legend beside the plot on a landscape image and under it on a portrait one. A chart whose drawn
-extent still leaves the image is rebuilt tighter (shorter names, smaller type), so nothing is cut
-off at any size from 400×300 px up.
+cut with "…"), and a note (what hatched or lighter parts mean) at the bottom; the plot and its legend
+share the rest under matplotlib's constrained layout, the legend beside the plot on a landscape image
+and under it on a portrait one. A chart whose drawn extent still leaves the image is rebuilt tighter
+(shorter names, smaller type).
+
+Small images: what a chart of a given size shows is decided in one place, ``DETAILS`` (read by
+``detail_level``), for every kind of chart: below the first level's size the title, period, notes
+and legends go, then the axis titles, then the tick labels and values written on the plot (a
+sparkline). ``figure`` removes them from whatever a drawing function drew (``_drop``), so a kind of
+chart added later obeys the same rule; a chart that still does not fit drops to the next level.
+
+Energy that is not measured in full is drawn apart: a period whose energy was interpolated across a
+gap in the readings (``ESTIMATED``) hatched or dashed, a period cut by now or by where a meter's
+readings begin or end (``PARTIAL``) lighter or dotted, with a note saying so.
 """
 from __future__ import annotations
 
@@ -40,22 +50,29 @@ if TYPE_CHECKING:   # matplotlib and numpy are imported when a chart is drawn on
     from matplotlib.text import Text
     from matplotlib.ticker import Formatter
 
-__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "render_png", "reduce_minmax", "KINDS",
-           "NO_READINGS", "NO_ENERGY", "MIN_WIDTH_PX", "MIN_HEIGHT_PX"]
+__all__ = ["LineSeries", "UseSeries", "MinMaxReducer", "Detail", "DETAILS", "detail_level", "figure", "render_png",
+           "render_bill_png", "bill_figure", "reduce_minmax", "KINDS", "NO_READINGS", "NO_ENERGY", "NO_CHARGES", "NO_DATA",
+           "MEASURED", "ESTIMATED", "PARTIAL", "ESTIMATED_NOTE", "PARTIAL_NOTE"]
 
 KINDS = ("pie", "bar", "line", "meter")   # the drawings render_png makes (charts.CHART_TYPES: what the API asks for)
 NO_READINGS = "No readings for this period"
 NO_ENERGY = "No energy used in this period"
-MIN_WIDTH_PX, MIN_HEIGHT_PX = 400, 300   # smallest image every chart fits in legibly
+NO_CHARGES = "No bill for this period (no tariff, or no energy known)"
+NO_DATA = "No data"                       # the no-data message of a sparkline
+
+# How a period's energy is known (UseSeries.quality): in full, interpolated across a gap in the
+# readings, or for part of the period only (cut by now, or by where the meter's readings begin or end).
+MEASURED, ESTIMATED, PARTIAL = 0, 1, 2
+ESTIMATED_NOTE = "estimated across a gap in the readings"
+PARTIAL_NOTE = "partial period (until now, or where readings begin or end)"
 
 _DPI = 100
 _MAX_PX = 10_000        # the API allows 40 hundreds (4000 px); this only stops absurd sizes
 _MAX_TICK_LABEL = 24    # longer meter names are shortened on the bar chart's axis...
 _MAX_LEGEND_NAME = 40   # ...and in legends
-_MIN_LAYOUT_PX = (300, 200)  # below this, fixed margins instead of the constrained layout
+_MESSAGE = "message"     # gid of the no-data message: the one figure text a small chart keeps
 _PAD_PX = 6             # around the edges
 _MIN_FONT = 6.5         # points: type is never made smaller than this to fit
-_SQUEEZES = 4           # layouts tried, each tighter, before giving up on a fit
 
 
 @dataclass
@@ -72,6 +89,34 @@ class UseSeries:
     name: str
     edges: Sequence[float]   # epoch seconds (UTC), ascending, one more than values
     values: Sequence[float]  # kWh; NaN where nothing is known
+    quality: Sequence[int] = ()   # MEASURED, ESTIMATED or PARTIAL per value; empty: all measured
+
+
+@dataclass(frozen=True)
+class Detail:
+    """What a chart of a given size shows (DETAILS, from the most to the least)."""
+    name: str
+    header: bool   # the title, the period under it and the note at the bottom
+    legend: bool   # legends
+    labels: bool   # axis titles ("Energy used (kWh)", "Time (…)")
+    ticks: bool    # tick labels, values written on bars and pie slices, a no-data message's details
+    min_px: tuple[int, int]   # the smallest (width, height) in pixels drawn at this level
+    squeezes: tuple[int, ...]  # the tighter styles tried before the next level (_Style: type, names, titles)
+
+
+# The one place that decides what a small chart drops, for every kind (thresholds chosen by looking
+# at each kind rendered from 100×100 to 400×300 px: docs/decisions.md, "Charts").
+DETAILS = (
+    Detail("full", header=True, legend=True, labels=True, ticks=True, min_px=(300, 200), squeezes=(0, 1, 2, 3)),
+    Detail("plot", header=False, legend=False, labels=True, ticks=True, min_px=(200, 150), squeezes=(0, 2)),
+    Detail("axes", header=False, legend=False, labels=False, ticks=True, min_px=(150, 100), squeezes=(0,)),
+    Detail("sparkline", header=False, legend=False, labels=False, ticks=False, min_px=(1, 1), squeezes=(0,)),
+)
+
+
+def detail_level(width_px: int, height_px: int) -> int:
+    """The index in DETAILS of the most a chart of this size shows."""
+    return next(i for i, d in enumerate(DETAILS) if width_px >= d.min_px[0] and height_px >= d.min_px[1])
 
 
 class MinMaxReducer:
@@ -107,30 +152,27 @@ class MinMaxReducer:
 # --------------------------------------------------------------------------- public API
 
 def render_png(kind: str, *, width_px: int, height_px: int, title: str, tz_name: str,
-               energy: Sequence[tuple[str, float]] = (), series: Sequence[LineSeries | UseSeries] = (),
-               use: UseSeries | None = None, period: tuple[datetime, datetime] | None = None,
-               bucket: str = "hour", legend_title: str | None = None) -> bytes:
+               energy: Sequence[tuple[str, float]] = (), estimated: Sequence[float] = (),
+               series: Sequence[LineSeries | UseSeries] = (), use: UseSeries | None = None,
+               period: tuple[datetime, datetime] | None = None, bucket: str = "hour",
+               legend_title: str | None = None) -> bytes:
     """Render one chart and return PNG bytes of exactly ``width_px`` x ``height_px``.
 
-    ``kind`` 'pie' or 'bar' uses ``energy`` (name, kWh used in the period); 'line' uses ``series``:
+    ``kind`` 'pie' or 'bar' uses ``energy`` (name, kWh used in the period) and ``estimated`` (of
+    each one's kWh, how much was estimated across gaps in the readings: drawn hatched; empty: none);
+    'line' uses ``series``:
     LineSeries (cumulative registers) or UseSeries (energy used per ``bucket``, 'hour' or 'day');
     'meter' draws one meter's register (``series[0]``, a LineSeries) above its energy used
     (``use``). Times are shown in ``tz_name`` (IANA, looked up by clock.zone). ``period`` (start,
     end) is shown under the title and bounds the time axis; naive datetimes are local times of
     ``tz_name``. No data gives a chart with a centred message, never an exception; a bad ``kind``,
     size or zone is a ValueError (the route validates those first: a project's zone is checked
-    when it is stored).
+    when it is stored). Any size from 1×1 px draws: small ones drop text as DETAILS says.
     """
-    fig = _build_figure(kind, width_px=width_px, height_px=height_px, title=title,
-                        tz_name=tz_name, energy=energy, series=series, use=use, period=period,
-                        bucket=bucket, legend_title=legend_title)
-    import numpy as np
-    from PIL import Image
-
-    # The figure is drawn already (to check it fits): encode those pixels rather than draw again.
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
-    return buf.getvalue()
+    fig = figure(kind, width_px=width_px, height_px=height_px, title=title, tz_name=tz_name, energy=energy,
+                 estimated=estimated, series=series, use=use, period=period, bucket=bucket,
+                 legend_title=legend_title)
+    return _png(fig)
 
 
 def reduce_minmax(times: Sequence[float], values: Sequence[float], columns: int) -> tuple[list[float], list[float]]:
@@ -178,13 +220,17 @@ def reduce_minmax(times: Sequence[float], values: Sequence[float], columns: int)
     return t[idx].tolist(), v[idx].tolist()
 
 
-# --------------------------------------------------------------------------- internals
+def figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_name: str,
+           energy: Sequence[tuple[str, float]] = (), estimated: Sequence[float] = (),
+           series: Sequence[LineSeries | UseSeries] = (), use: UseSeries | None = None,
+           period: tuple[datetime, datetime] | None = None, bucket: str = "hour",
+           legend_title: str | None = None) -> Figure:
+    """The drawn matplotlib Figure that render_png encodes (same arguments): to look at what a chart
+    holds (its texts, legends, artists) without decoding pixels.
 
-def _build_figure(kind: str, *, width_px: int, height_px: int, title: str | None, tz_name: str,
-                  energy: Sequence[tuple[str, float]] = (), series: Sequence[LineSeries | UseSeries] = (),
-                  use: UseSeries | None = None, period: tuple[datetime, datetime] | None = None,
-                  bucket: str = "hour", legend_title: str | None = None) -> Figure:
-    """Build and draw the chart's Figure, tighter each time it does not fit; tests inspect it."""
+    Built at the detail level of its size (detail_level), tighter each time it does not fit (smaller
+    type, shorter names), then at the next level down (_fitted).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: expected one of {', '.join(KINDS)}")
     width_px, height_px = _check_size(width_px, height_px)
@@ -192,26 +238,166 @@ def _build_figure(kind: str, *, width_px: int, height_px: int, title: str | None
     tz, tz_label = clock.zone(tz_name), tz_name
     title = "" if title is None else str(title)
     series = list(series)
-    fig: Figure | None = None
-    for squeeze in range(_SQUEEZES):
-        style = _Style(width_px, height_px, squeeze)
-        subtitle = _period_text(period, tz, tz_label, short=squeeze >= 2)
+
+    def draw(style: _Style) -> Figure:
+        subtitle = _period_text(period, tz, tz_label, short=style.short)
         if kind in ("line", "meter"):
-            fig = _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label,
-                        period, style, bucket)
-        else:
-            fig = (_pie if kind == "pie" else _bar)(energy, width_px, height_px, title, subtitle,
-                                                    style, legend_title)
-        fig.canvas.draw()
-        if not overflow(fig):
-            break
-    assert fig is not None   # _SQUEEZES > 0
+            return _line(kind, series, use, width_px, height_px, title, subtitle, tz, tz_label, period, style, bucket)
+        if kind == "pie":
+            return _pie(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
+        return _bar(energy, width_px, height_px, title, subtitle, style, legend_title, estimated)
+
+    return _fitted(width_px, height_px, draw)
+
+
+def render_bill_png(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                    stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                    period: tuple[datetime, datetime] | None = None) -> bytes:
+    """A bar chart of charges per month (GET /graphics?bill=1): one bar per month (``months``, its label),
+    stacked by ``stacks`` (name, amount per month; drawn bottom-up in order), in ``currency``, with each
+    month's total above its bar. No charge at all gives the centred NO_CHARGES message. Any size from
+    1×1 px draws: small ones drop text as DETAILS says, as every chart does (_fitted)."""
+    return _png(bill_figure(width_px=width_px, height_px=height_px, title=title, tz_name=tz_name, months=months,
+                            stacks=stacks, currency=currency, period=period))
+
+
+def bill_figure(*, width_px: int, height_px: int, title: str, tz_name: str, months: Sequence[str],
+                stacks: Sequence[tuple[str, Sequence[float]]], currency: str,
+                period: tuple[datetime, datetime] | None = None) -> Figure:
+    """The drawn Figure render_bill_png encodes (same arguments), as figure() is render_png's."""
+    width_px, height_px = _check_size(width_px, height_px)
+    _ensure_mplconfigdir()
+    tz = clock.zone(tz_name)
+    return _fitted(width_px, height_px, lambda style: _bill_bars(
+        months, stacks, currency, width_px, height_px, title, _period_text(period, tz, tz_name, short=style.short),
+        style))
+
+
+def _bill_bars(months: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]], currency: str, width_px: int,
+               height_px: int, title: str, subtitle: str, style: _Style) -> Figure:
+    """Charges per month stacked by part (energy per TOU period, demand, fixed, minimum); totals on top."""
+    stacks = [(str(name), [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values])
+              for name, values in stacks]
+    stacks = [(name, values) for name, values in stacks if any(v > 0 for v in values)]
+    if not stacks or not months:
+        return _message(width_px, height_px, title, subtitle, NO_CHARGES, style)
+    totals = [sum(values[i] for _name, values in stacks) for i in range(len(months))]
+    fig = _new_figure(width_px, height_px)
+    _header(fig, title, subtitle, style)
+    ax = fig.add_subplot()
+    x = list(range(len(months)))
+    bottom = [0.0] * len(months)
+    handles: list[Any] = []
+    for (_name, values), color in zip(stacks, _palette(len(stacks))):
+        handles.append(ax.bar(x, values, bottom=bottom, color=color, width=0.7, zorder=2,
+                              edgecolor="white", linewidth=max(0.3, 0.5 * style.scale)))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.grid(axis="y", color="0.88", zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=style.tick)
+    ax.set_xlim(-0.6, len(months) - 0.4)
+    # Month labels on two lines ("Nov" over "2026"), every k-th one when even those would overlap (the
+    # plot shares a landscape image with the legend beside it).
+    font_px = style.px(style.tick)
+    labels = [str(month).replace(" ", "\n", 1) for month in months]
+    slot_px = width_px * (0.85 if style.portrait else 0.5) / len(months)
+    widest = max(len(part) for label in labels for part in label.split("\n"))
+    every = max(1, math.ceil(font_px * 0.62 * widest / (slot_px * 0.9)))
+    ax.set_xticks(x[::every], labels[::every])
+    for tick in ax.xaxis.get_major_ticks():
+        _literal(tick.label1, tick.label2)
+    if slot_px >= font_px * 0.62 * 7:
+        for i, total in enumerate(totals):
+            _literal(ax.annotate(f"{total:,.2f}", (i, total), xytext=(0, 2), textcoords="offset points",
+                                 ha="center", va="bottom", fontsize=style.tick))
+    _literal(ax.set_xlabel("Month", fontsize=style.label),
+             ax.set_ylabel(f"Charges ({currency})", fontsize=style.label))
+    ax.margins(y=0.12)
+    labels = _names([name for name, _values in stacks], style, width_px)
+    labels = [f"{label}: {sum(values):,.2f}" for label, (_name, values) in zip(labels, stacks)]
+    _legend(fig, list(reversed(handles)), list(reversed(labels)), style,
+            f"{currency}, total {sum(totals):,.2f}")
     return fig
+
+
+# --------------------------------------------------------------------------- internals
+
+def _fitted(width_px: int, height_px: int, draw: Callable[[_Style], Figure]) -> Figure:
+    """The drawn Figure of draw(style) that fits: the one loop every kind of chart goes through.
+
+    From the size's detail level (DETAILS), each try a tighter style, then the levels below; what a
+    level leaves out is removed from whatever draw() drew (_drop), before the figure is laid out and
+    drawn. A chart whose axis titles alone do not fit goes straight to the short ones.
+    """
+    import warnings
+
+    fig: Figure | None = None
+    long_titles = True   # False once the axis titles alone did not fit: tries with them are skipped
+    for level, squeeze in _attempts(detail_level(width_px, height_px)):
+        style = _Style(width_px, height_px, squeeze, DETAILS[level])
+        if not long_titles and style.detail.labels and not style.short:
+            continue
+        fig = draw(style)
+        _drop(fig, style.detail)
+        with warnings.catch_warnings():   # a layout that cannot fit says so: overflow() sees it too
+            warnings.filterwarnings("ignore", "constrained_layout not applied")
+            fig.canvas.draw()
+        parts = overflow(fig)
+        if not parts:
+            break
+        titles = [title for ax in fig.axes for title in (ax.xaxis.label, ax.yaxis.label)]
+        long_titles = long_titles and not all(any(part is title for title in titles) for part in parts)
+    assert fig is not None   # _attempts is never empty
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    """The PNG of a drawn figure: the pixels it was drawn to (to check it fits), not drawn again."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(cast(Any, fig.canvas).buffer_rgba())).convert("RGB").save(buf, format="png")
+    return buf.getvalue()
+
+
+def _attempts(level: int) -> list[tuple[int, int]]:
+    """(detail level, squeeze) of each try: the size's level ever tighter, then the levels below."""
+    return [(lower, squeeze) for lower in range(level, len(DETAILS)) for squeeze in DETAILS[lower].squeezes]
+
+
+def _drop(fig: Figure, detail: Detail) -> None:
+    """Remove from a drawn chart what its detail level leaves out, whatever kind drew it."""
+    if not detail.header:
+        for text in [t for t in fig.texts if t.get_gid() != _MESSAGE]:
+            text.remove()
+    if not detail.legend:
+        for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+            if legend is not None:
+                legend.remove()
+    for ax in fig.axes:
+        _drop_from_axes(ax, detail)
+    engine = fig.get_layout_engine()
+    if not detail.ticks and engine is not None:   # a sparkline: the plot fills the image
+        cast("ConstrainedLayoutEngine", engine).set(w_pad=2 / _DPI, h_pad=2 / _DPI, rect=(0, 0, 1, 1))
+
+
+def _drop_from_axes(ax: Axes, detail: Detail) -> None:
+    """_drop's part in one plot: its axis titles, then its tick labels and the values written on it."""
+    if not detail.labels:
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    if not detail.ticks:
+        ax.tick_params(which="both", length=0, labelbottom=False, labeltop=False, labelleft=False,
+                       labelright=False)
+        for text in list(ax.texts):
+            text.remove()
 
 
 def overflow(fig: Figure) -> list[Artist]:
     """The drawn parts of a figure (axes with their ticks, labels and legends, figure texts and
-    legends) that reach outside it, or whose plot area collapsed; [] when everything fits."""
+    legends) that reach outside it, the plots that collapsed, and the axis titles longer than their
+    plot's side (they would run into the next plot's); [] when everything fits."""
     renderer = cast(Any, fig.canvas).get_renderer()   # the Agg canvas's
     width, height = fig.bbox.width, fig.bbox.height
     out: list[Artist] = []
@@ -229,6 +415,10 @@ def overflow(fig: Figure) -> list[Artist]:
         position = ax.get_position()
         if position.width * width < 40 or position.height * height < 30:
             out.append(ax)
+        for label, side in ((ax.yaxis.label, position.height * height), (ax.xaxis.label, position.width * width)):
+            extent = label.get_window_extent(renderer)
+            if label.get_text() and max(extent.width, extent.height) > side + 2:
+                out.append(label)
     return out
 
 
@@ -282,7 +472,8 @@ class _Style:
     """Font sizes and line widths scaled with the image, so a 4000 px chart looks like a 1600 px
     one enlarged and a 450 px one stays legible; each squeeze makes type and names smaller."""
 
-    def __init__(self, width_px: float, height_px: float, squeeze: int = 0) -> None:
+    def __init__(self, width_px: float, height_px: float, squeeze: int = 0, detail: Detail = DETAILS[0]) -> None:
+        self.detail = detail
         s = min(width_px / 1600, height_px / 900)
         self.scale = s = min(3.0, max(0.6, s))
         shrink = (1.0, 0.9, 0.8, 0.72)[min(squeeze, 3)]
@@ -296,6 +487,7 @@ class _Style:
         self.message = max(_MIN_FONT + 2, 16 * s * shrink)
         self.line = 1.3 * s
         self.legend_name = (_MAX_LEGEND_NAME, 28, 20, 14)[min(squeeze, 3)]
+        self.short = squeeze >= 2    # short axis titles and period
 
     @staticmethod
     def px(points: float) -> float:
@@ -337,17 +529,12 @@ def _ensure_mplconfigdir() -> str:
 
 
 def _new_figure(width_px: int, height_px: int, layout: Literal["constrained"] | None = "constrained") -> Figure:
-    """A Figure of exactly width_px x height_px on an Agg canvas (no pyplot).
-
-    Thumbnails get matplotlib's fixed margins: the constrained layout cannot
-    fit a chart's decorations into them (and warns).
-    """
+    """A Figure of exactly width_px x height_px on an Agg canvas (no pyplot); a sparkline's margins
+    are set when its text is dropped (_drop)."""
     _ensure_mplconfigdir()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if width_px < _MIN_LAYOUT_PX[0] or height_px < _MIN_LAYOUT_PX[1]:
-        layout = None
     fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI,
                  facecolor="white", layout=layout)
     FigureCanvasAgg(fig)
@@ -369,7 +556,10 @@ def _fit_text(text: Text, max_px: float, renderer: RendererBase, min_size: float
 
 
 def _header(fig: Figure, title: str, subtitle: str, style: _Style) -> float:
-    """The title and the period at the top, each fitted to the width; the layout gets the rest."""
+    """The title and the period at the top, each fitted to the width; the layout gets the rest
+    (all of it at a detail level without a header)."""
+    if not style.detail.header:
+        return 1.0
     renderer = cast(Any, fig.canvas).get_renderer()
     width_px, height_px = fig.bbox.width, fig.bbox.height
     y = height_px - _PAD_PX
@@ -392,13 +582,42 @@ def _header(fig: Figure, title: str, subtitle: str, style: _Style) -> float:
     return y / height_px
 
 
+def _note(fig: Figure, notes: Sequence[str], style: _Style) -> None:
+    """A note at the bottom of the chart (what its hatched or lighter parts mean), on one line or
+    one line per note when that is too wide, fitted to the width; the layout gets what is above."""
+    if not notes or not style.detail.header:
+        return
+    renderer = cast(Any, fig.canvas).get_renderer()
+    width_px, height_px = fig.bbox.width, fig.bbox.height
+    text = fig.text(0.5, _PAD_PX / height_px, " · ".join(notes), ha="center", va="bottom",
+                    fontsize=style.subtitle, color="0.3", fontstyle="italic")
+    text.set_in_layout(False)
+    _literal(text)
+    if text.get_window_extent(renderer).width > width_px - 2 * _PAD_PX:
+        text.set_text("\n".join(notes))
+    _fit_text(text, width_px - 2 * _PAD_PX, renderer)
+    engine = fig.get_layout_engine()
+    if engine is not None:   # the constrained layout: the plot and legends above the note
+        bottom = (text.get_window_extent(renderer).y1 + 2) / height_px
+        left, low, width, height = cast("ConstrainedLayoutEngine", engine).get()["rect"]
+        cast("ConstrainedLayoutEngine", engine).set(rect=(left, bottom, width, max(0.2, low + height - bottom)))
+
+
+def _lighter(color: Any, amount: float = 0.55) -> tuple[float, float, float]:
+    """A colour mixed with white: how partial and estimated energy is filled."""
+    from matplotlib.colors import to_rgb
+
+    return cast(tuple[float, float, float], tuple(c + (1 - c) * amount for c in to_rgb(color)))
+
+
 def _message(width_px: int, height_px: int, title: str, subtitle: str, message: str, style: _Style) -> Figure:
-    """The no-data chart: the title at the top and a centred message."""
+    """The no-data chart: the title at the top and a centred message (a sparkline's says "No data")."""
     fig = _new_figure(width_px, height_px, layout=None)
     _header(fig, title, "", style)
-    text = message + (f"\n{subtitle}" if subtitle else "")
-    label = fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=style.message,
-                     color="0.25", linespacing=1.6)
+    text = message + (f"\n{subtitle}" if subtitle and style.detail.header else "")
+    label = fig.text(0.5, 0.5, text if style.detail.ticks else NO_DATA, ha="center", va="center",
+                     fontsize=style.message, color="0.25", linespacing=1.6)
+    label.set_gid(_MESSAGE)
     _literal(label)
     _fit_text(label, width_px - 2 * _PAD_PX, cast(Any, fig.canvas).get_renderer())
     return fig
@@ -500,54 +719,76 @@ def _names(names: Iterable[object], style: _Style, width_px: float, suffix: int 
     return [_short("" if name is None else str(name), limit) for name in names]
 
 
-def _clean_energy(energy: Iterable[tuple[object, object]]) -> list[tuple[str, float]]:
-    """(name, kWh) pairs with finite values; names as str."""
+def _clean_energy(energy: Iterable[tuple[object, object]],
+                  estimated: Sequence[object] = ()) -> list[tuple[str, float, float]]:
+    """(name, kWh, kWh of it estimated) of the pairs with finite values; names as str. estimated: in
+    the order of energy (empty: none); kept within [0, kWh]."""
     out = []
-    for name, kwh in energy:
+    for index, (name, kwh) in enumerate(energy):
         try:
             value = float(kwh)   # type: ignore[arg-type]  # any object: float() says whether it is a number
+            guessed = float(estimated[index]) if index < len(estimated) else 0.0   # type: ignore[arg-type]
         except (TypeError, ValueError):
             continue
         if math.isfinite(value):
-            out.append(("" if name is None else str(name), value))
+            guessed = min(max(0.0, guessed), value) if math.isfinite(guessed) else 0.0
+            out.append(("" if name is None else str(name), value, guessed))
     return out
 
 
+def _estimated_note(guessed: float, total: float) -> list[str]:
+    """The note of a pie or bar chart whose energy was partly estimated ([] when none was)."""
+    if guessed <= 0 or total <= 0:
+        return []
+    return [f"Hatched: {_fmt_kwh(guessed)} kWh ({100 * guessed / total:.1f}%) {ESTIMATED_NOTE}"]
+
+
 def _pie(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, title: str, subtitle: str, style: _Style,
-         legend_title: str | None = None) -> Figure:
-    """Each meter's share of the energy used; legend: name, kWh and %."""
-    items = _clean_energy(energy)
+         legend_title: str | None = None, estimated: Sequence[float] = ()) -> Figure:
+    """Each meter's share of the energy used, its estimated part a hatched, lighter slice beside it;
+    legend: name, kWh and %."""
+    items = _clean_energy(energy, estimated)
     colors = _palette(len(items))  # by position in the caller's order
-    shown = [(i, name, kwh) for i, (name, kwh) in enumerate(items) if kwh > 0]
+    shown = [(i, name, kwh, guessed) for i, (name, kwh, guessed) in enumerate(items) if kwh > 0]
     if not shown:
         msg = NO_ENERGY if items else NO_READINGS
         return _message(width_px, height_px, title, subtitle, msg, style)
     shown.sort(key=lambda item: -item[2])  # largest slice first, from 12 o'clock
-    total = sum(kwh for _, _, kwh in shown)
-
-    from matplotlib.colors import to_rgb
+    total = sum(kwh for _, _, kwh, _ in shown)
 
     fig = _new_figure(width_px, height_px)
     _header(fig, title, subtitle, style)
+    _note(fig, _estimated_note(sum(guessed for *_, guessed in shown), total), style)
     ax = fig.add_subplot()
-    wedge_colors = [colors[i] for i, _, _ in shown]
-    wedges, _texts, autotexts = ax.pie(
-        [kwh for _, _, kwh in shown], colors=wedge_colors, startangle=90,
-        counterclock=False, autopct=lambda pct: f"{pct:.0f}%" if pct >= 4 else "",
-        pctdistance=0.72, textprops={"fontsize": style.legend},
-        wedgeprops={"linewidth": max(0.5, 0.8 * style.scale), "edgecolor": "white"})
-    for text, color in zip(autotexts, wedge_colors):
-        r, g, b = to_rgb(color)
-        text.set_color("black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
-        _literal(text)
+    sizes: list[float] = []
+    faces: list[Any] = []
+    hatched: list[Any] = []   # the hatch colour of each wedge, None: not hatched
+    for i, _name, kwh, guessed in shown:
+        sizes.append(kwh - guessed)
+        faces.append(colors[i])
+        hatched.append(None)
+        if guessed > 0:
+            sizes.append(guessed)
+            faces.append(_lighter(colors[i]))
+            hatched.append(colors[i])
+    wedges, _texts = ax.pie(sizes, colors=faces, startangle=90, counterclock=False,
+                            wedgeprops={"linewidth": max(0.5, 0.8 * style.scale), "edgecolor": "white"})
+    for wedge, color in zip(wedges, hatched):
+        if color is not None:
+            wedge.set_hatch("////")
+            wedge.set_hatchcolor(color)
+    firsts = [wedge for wedge, color in zip(wedges, hatched) if color is None]
+    radius_px = 0.45 * (min(width_px * (1.0 if style.portrait else 0.5), height_px * (0.6 if style.portrait else 0.8))
+                        if style.detail.legend else min(width_px, height_px))
+    _percentages(ax, [(kwh, colors[i]) for i, _, kwh, _ in shown], total, style, radius_px)
     ax.set_aspect("equal")
 
-    suffixes = [f": {_fmt_kwh(kwh)} kWh ({100 * kwh / total:.1f}%)" for _, _, kwh in shown]
-    names = _names([name for _, name, _ in shown], style, width_px, max(map(len, suffixes)))
+    suffixes = [f": {_fmt_kwh(kwh)} kWh ({100 * kwh / total:.1f}%)" for _, _, kwh, _ in shown]
+    names = _names([name for _, name, _, _ in shown], style, width_px, max(map(len, suffixes)))
     labels = [name + suffix for name, suffix in zip(names, suffixes)]
 
     def more(kept: int) -> str:
-        rest = sum(kwh for _, _, kwh in shown[kept:])
+        rest = sum(kwh for _, _, kwh, _ in shown[kept:])
         return (f"+ {len(shown) - kept} more: {_fmt_kwh(rest)} kWh "
                 f"({100 * rest / total:.1f}%)")
 
@@ -555,37 +796,85 @@ def _pie(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, tit
     dropped = len(items) - len(shown)
     if dropped:
         heading += f"\n{dropped} with no energy used not shown"
-    _legend(fig, wedges, labels, style, heading, more)
+    _legend(fig, firsts, labels, style, heading, more)
     return fig
 
 
+def _percentages(ax: Axes, slices: Sequence[tuple[float, Any]], total: float, style: _Style,
+                 radius_px: float) -> None:
+    """Each slice's percentage on it (from 12 o'clock, clockwise), when it is 4% or more and its arc
+    holds the text (radius_px: about the pie's radius in pixels)."""
+    from matplotlib.colors import to_rgb
+
+    if radius_px < 60:   # a thumbnail: the slices alone
+        return
+    done = 0.0
+    room = 2 * math.pi * 0.72 * radius_px / (style.px(style.legend) * 3)   # "12%"s on the whole circle
+    for kwh, color in slices:
+        share = kwh / total
+        if share >= max(0.04, 1 / room):
+            angle = math.radians(90 - 360 * (done + share / 2))
+            r, g, b = to_rgb(color)
+            _literal(ax.text(0.72 * math.cos(angle), 0.72 * math.sin(angle), f"{100 * share:.0f}%",
+                             ha="center", va="center", fontsize=style.legend,
+                             color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"))
+        done += share
+
+
 def _bar(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, title: str, subtitle: str, style: _Style,
-         legend_title: str | None = None) -> Figure:
-    """Energy used per meter, in the caller's order."""
-    items = _clean_energy(energy)
-    if not items or all(kwh == 0 for _, kwh in items):
+         legend_title: str | None = None, estimated: Sequence[float] = ()) -> Figure:
+    """Energy used per meter, in the caller's order; the estimated part of each bar hatched and lighter."""
+    items = _clean_energy(energy, estimated)
+    if not items or all(kwh == 0 for _, kwh, _ in items):
         msg = NO_ENERGY if items else NO_READINGS
         return _message(width_px, height_px, title, subtitle, msg, style)
-    names = [name for name, _ in items]
-    values = [kwh for _, kwh in items]
+    names = [name for name, _, _ in items]
+    values = [kwh for _, kwh, _ in items]
+    guessed = [part for _, _, part in items]
     total = sum(values)
 
     fig = _new_figure(width_px, height_px)
     _header(fig, title, subtitle, style)
+    _note(fig, _estimated_note(sum(guessed), total), style)
     ax = fig.add_subplot()
     x = list(range(len(items)))
-    bars = ax.bar(x, values, color=_palette(1)[0], width=0.7, zorder=2)
+    color = _palette(1)[0]
+    bars = ax.bar(x, [kwh - part for kwh, part in zip(values, guessed)], color=color, width=0.7, zorder=2)
+    top = bars
+    if any(guessed):
+        top = ax.bar(x, guessed, bottom=[kwh - part for kwh, part in zip(values, guessed)], width=0.7, zorder=2,
+                     color=_lighter(color), hatch="////", hatchcolor=color, linewidth=0)
+        for patch in top:   # stacked: their bottoms are no limit of the axis (the margin above stays)
+            patch.sticky_edges.y.clear()
     ax.axhline(0, color="0.3", linewidth=max(0.5, 0.8 * style.scale), zorder=3)
     ax.grid(axis="y", color="0.88", zorder=0)
     ax.set_axisbelow(True)
     ax.yaxis.set_major_formatter(_kwh_formatter())
     ax.tick_params(labelsize=style.tick)
     ax.set_xlim(-0.6, len(items) - 0.4)
+    slot_px = _meter_ticks(ax, names, width_px, height_px, style)
 
-    # Meter names on the x axis: turned when they would overlap, and only
-    # every k-th one when even turned names cannot fit (many meters, small image).
+    # Values on the bars, while there is room for them.
+    if slot_px >= style.px(style.tick) * 4:
+        _literal(*ax.bar_label(top, labels=[_fmt_kwh(v) for v in values],
+                               fontsize=style.tick, padding=2))
+
+    _literal(ax.set_xlabel("Meter", fontsize=style.label),
+             ax.set_ylabel("Energy used (kWh)", fontsize=style.label))
+    ax.margins(y=0.25 if style.detail.legend else 0.1)   # room for the legend above the tallest bars
+    legend = ax.legend([bars], [f"{legend_title or 'Energy used in the period'} "
+                                f"(total {_fmt_kwh(total)} kWh)"],
+                       loc="best", fontsize=style.legend, framealpha=0.9)
+    _literal(*legend.get_texts())
+    return fig
+
+
+def _meter_ticks(ax: Axes, names: Sequence[str], width_px: int, height_px: int, style: _Style) -> float:
+    """Meter names on the x axis: turned when they would overlap, and only every k-th one when even
+    turned names cannot fit (many meters, small image). Returns the pixels each bar's slot has."""
+    x = list(range(len(names)))
     font_px = style.px(style.tick)
-    slot_px = width_px * 0.85 / len(items)
+    slot_px = width_px * 0.85 / len(names)
     tick_labels = [_short(name, min(_MAX_TICK_LABEL, style.legend_name)) for name in names]
     turn = max(len(label) for label in tick_labels) * font_px * 0.62 > slot_px * 0.9
     if turn:  # turned names take height: as long as about a fifth of it allows
@@ -596,20 +885,7 @@ def _bar(energy: Sequence[tuple[str, float]], width_px: int, height_px: int, tit
                   ha="right" if turn else "center", rotation_mode="anchor")
     for tick in ax.xaxis.get_major_ticks():
         _literal(tick.label1, tick.label2)
-
-    # Values on the bars, while there is room for them.
-    if slot_px >= style.px(style.tick) * 4:
-        _literal(*ax.bar_label(bars, labels=[_fmt_kwh(v) for v in values],
-                               fontsize=style.tick, padding=2))
-
-    _literal(ax.set_xlabel("Meter", fontsize=style.label),
-             ax.set_ylabel("Energy used (kWh)", fontsize=style.label))
-    ax.margins(y=0.1)
-    legend = ax.legend([bars], [f"{legend_title or 'Energy used in the period'} "
-                                f"(total {_fmt_kwh(total)} kWh)"],
-                       loc="best", fontsize=style.legend, framealpha=0.9)
-    _literal(*legend.get_texts())
-    return fig
+    return slot_px
 
 
 def _time_axis(ax: Axes, tz: tzinfo, tz_label: str, period: tuple[datetime, datetime] | None, style: _Style,
@@ -658,19 +934,7 @@ def _line(kind: str, series: Sequence[LineSeries | UseSeries], use: UseSeries | 
     _header(fig, title, subtitle, style)
     per = _PER.get(bucket, f"per {bucket}")
     if kind == "meter":
-        register_ax, use_ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
-        _register_lines(register_ax, present, style, width_px, len(series))
-        _literal(register_ax.set_ylabel("Register (kWh)", fontsize=style.label))
-        _time_axis(register_ax, tz, tz_label, period, style, label=False)
-        if use is not None and has_use:
-            edges = _epoch_days(use.edges)
-            values = np.asarray(use.values, dtype=float)
-            use_ax.bar(edges[:-1], np.nan_to_num(values), width=np.diff(edges), align="edge",
-                       color=_palette(2)[1], edgecolor="white",
-                       linewidth=0.3 if len(values) < 200 else 0, zorder=2)
-        use_ax.yaxis.set_major_formatter(_kwh_formatter())
-        _literal(use_ax.set_ylabel(f"Used {per} (kWh)", fontsize=style.label))
-        _time_axis(use_ax, tz, tz_label, period, style)
+        _meter(fig, present, use if has_use else None, len(series), tz, tz_label, period, style, per)
         return fig
 
     ax = fig.add_subplot()
@@ -678,14 +942,15 @@ def _line(kind: str, series: Sequence[LineSeries | UseSeries], use: UseSeries | 
     handles: list[Artist] = []
     names: list[str] = []
     if series and isinstance(series[0], UseSeries):
+        from matplotlib.lines import Line2D
+
+        kinds: set[int] = set()
         for i, s in present:
-            s = cast(UseSeries, s)   # the series are all of one kind
-            edges = _epoch_days(s.edges)
-            (handle,) = ax.plot(np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(s.values, dtype=float), 2),
-                                color=colors[i], linewidth=style.line)
-            handles.append(handle)
+            kinds |= _use_steps(ax, cast(UseSeries, s), colors[i], style)   # the series are all of one kind
+            handles.append(Line2D([], [], color=colors[i], linewidth=style.line))
             names.append(s.name)
-        ylabel = f"Energy used {per} (kWh)"
+        _note(fig, [note for quality, note in _STEP_NOTES if quality in kinds], style)
+        ylabel = f"Energy used {per} (kWh)" if not style.short else f"kWh {per}"
         ax.set_ylim(bottom=0)
     else:
         handles = _register_lines(ax, present, style, width_px, len(series))
@@ -696,6 +961,75 @@ def _line(kind: str, series: Sequence[LineSeries | UseSeries], use: UseSeries | 
     _literal(ax.set_ylabel(ylabel, fontsize=style.label))
     _legend(fig, handles, _names(names, style, width_px, share=0.35), style, "Meter")
     return fig
+
+
+# How energy per period is drawn by how it is known: steps (line chart), bars (one meter's chart).
+_STEP_STYLES: tuple[tuple[int, dict[str, Any]], ...] = (
+    (MEASURED, {}),
+    (ESTIMATED, {"linestyle": "--", "alpha": 0.75}),
+    (PARTIAL, {"linestyle": ":", "alpha": 0.6}),
+)
+_STEP_NOTES = ((ESTIMATED, f"Dashed: {ESTIMATED_NOTE}"), (PARTIAL, f"Dotted: {PARTIAL_NOTE}"))
+_BAR_NOTES = ((ESTIMATED, f"Hatched: {ESTIMATED_NOTE}"), (PARTIAL, f"Light: {PARTIAL_NOTE}"))
+
+
+def _quality(use: UseSeries) -> np.ndarray:
+    """MEASURED, ESTIMATED or PARTIAL per value of a UseSeries (all MEASURED when it says nothing)."""
+    import numpy as np
+
+    if not len(use.quality):
+        return np.full(len(use.values), MEASURED)
+    if len(use.quality) != len(use.values):
+        raise ValueError(f"{use.name!r}: {len(use.quality)} qualities for {len(use.values)} values")
+    return np.asarray(use.quality, dtype=int)
+
+
+def _use_steps(ax: Axes, use: UseSeries, color: Any, style: _Style) -> set[int]:
+    """A meter's energy per period as steps, each kind of period in its own line style (_STEP_STYLES):
+    no riser joins a measured period to an estimated or partial one. Returns the kinds drawn."""
+    import numpy as np
+
+    x = np.repeat(_epoch_days(use.edges), 2)[1:-1]
+    values = np.asarray(use.values, dtype=float)
+    quality = _quality(use)
+    drawn = set()
+    for kind, line_style in _STEP_STYLES:
+        part = np.where(quality == kind, values, np.nan)
+        if np.isfinite(part).any():
+            ax.plot(x, np.repeat(part, 2), color=color, linewidth=style.line, **line_style)
+            drawn.add(kind)
+    return drawn
+
+
+def _meter(fig: Figure, present: Sequence[tuple[int, LineSeries | UseSeries]], use: UseSeries | None, count: int,
+           tz: tzinfo, tz_label: str, period: tuple[datetime, datetime] | None, style: _Style, per: str) -> None:
+    """One meter's register above its energy used per period as bars: estimated ones hatched and
+    lighter, partial ones lighter."""
+    import numpy as np
+
+    register_ax, use_ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+    _register_lines(register_ax, present, style, int(fig.bbox.width), count)
+    _literal(register_ax.set_ylabel("Register (kWh)" if not style.short else "kWh", fontsize=style.label))
+    _time_axis(register_ax, tz, tz_label, period, style, label=False)
+    if use is not None:   # steps filled as bars (one artist per kind of period: cheap to draw and lay out)
+        edges = _epoch_days(use.edges)
+        values = np.asarray(use.values, dtype=float)
+        quality = _quality(use)
+        color = _palette(2)[1]
+        looks = {MEASURED: {"color": color}, ESTIMATED: {"color": _lighter(color), "hatch": "////", "hatchcolor": color},
+                 PARTIAL: {"color": _lighter(color, 0.6)}}
+        for kind, look in looks.items():
+            chosen = (quality == kind) & np.isfinite(values)
+            if chosen.any():
+                use_ax.stairs(np.where(chosen, values, np.nan), edges, fill=True, linewidth=0, zorder=2, **look)
+        if fig.bbox.width / len(values) >= 5:   # wide enough: a thin white line between bars
+            tops = np.fmax(np.nan_to_num(values[:-1]), np.nan_to_num(values[1:]))
+            use_ax.vlines(edges[1:-1], 0, tops, colors="white", linewidth=0.3, zorder=3)
+        use_ax.set_ylim(bottom=0)
+        _note(fig, [note for kind, note in _BAR_NOTES if (quality == kind).any()], style)
+    use_ax.yaxis.set_major_formatter(_kwh_formatter())
+    _literal(use_ax.set_ylabel(f"Used {per} (kWh)" if not style.short else "kWh used", fontsize=style.label))
+    _time_axis(use_ax, tz, tz_label, period, style)
 
 
 def _register_lines(ax: Axes, present: Sequence[tuple[int, LineSeries | UseSeries]], style: _Style,

@@ -17,7 +17,8 @@ from typing import Any
 
 from chalicelib.platform.documents import XML_HEAD, XML_TAIL, xml_elements
 
-__all__ = ["EXPORT_FORMATS", "FRAMES", "Row", "export_chunks", "record_chunks", "slice_chunks"]
+__all__ = ["EXPORT_FORMATS", "FRAMES", "Row", "export_chunks", "record_chunks", "record_frame",
+           "record_slice_chunks", "slice_chunks"]
 
 Row = tuple[str, datetime.datetime, float]   # a readings export's row: (MeterParam, local time, value)
 
@@ -216,9 +217,13 @@ def _slice(fmt: str, rows: Iterable[Row], first: bool, last: bool) -> Iterator[s
 
     A slice that is both is the whole file (the frame's empty text when there is no row).
     """
-    frame = FRAMES[fmt]
+    return _framed(FRAMES[fmt], _ROWS[fmt](rows), first, last)
+
+
+def _framed(frame: Frame, texts: Iterable[str], first: bool, last: bool) -> Iterator[str]:
+    """_slice's pieces for any frame and row texts (readings or records)."""
     started = False
-    for text in _ROWS[fmt](rows):
+    for text in texts:
         if first and not started:
             text = frame.head + text[frame.lead:]
         started = True
@@ -302,39 +307,46 @@ def _record_csv_value(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _record_pieces(fmt: str, fields: tuple[str, ...], records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    if fmt == "csv":
-        yield ",".join(fields) + "\r\n"
-        for block in _blocks(records):
+def _record_texts(fmt: str, fields: tuple[str, ...], records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """The text of each block of records (json: each record after ', ', as the frame expects)."""
+    for block in _blocks(records):
+        if fmt == "csv":
             yield "".join([",".join([_record_csv_value(r[f]) for f in fields]) + "\r\n" for r in block])
-    elif fmt == "json":
-        sep = "["
-        for block in _blocks(records):
-            yield sep + ", ".join([json.dumps({f: r[f] for f in fields}) for r in block])
-            sep = ", "
-        yield "[]" if sep == "[" else "]"
-    elif fmt == "xml":
-        yield XML_HEAD
-        for block in _blocks(records):
+        elif fmt == "json":
+            yield "".join([", " + json.dumps({f: r[f] for f in fields}) for r in block])
+        elif fmt == "xml":
             yield "".join(['<item type="dict">%s</item>' % xml_elements({f: r[f] for f in fields}) for r in block])
-        yield XML_TAIL
-    else:
-        empty = True
-        for block in _blocks(records):
-            empty = False
+        else:
             yield "".join(["".join(("- " if i == 0 else "  ") + f"{f}: {_yaml_scalar(r[f])}\n"
                                    for i, f in enumerate(fields)) for r in block])
-        if empty:
-            yield "[]\n"
+
+
+def record_frame(fmt: str, fields: Iterable[str], bom: bool = False) -> Frame:
+    """The Frame of an export of records: CSV's head is its header line (after a UTF-8 byte order mark with
+    bom, which Excel needs to read UTF-8), the others' as for readings."""
+    if fmt == "csv":
+        head = ("\ufeff" if bom else "") + ",".join(fields) + "\r\n"
+        return Frame(head, 0, "", head)
+    return FRAMES[fmt]
 
 
 def record_chunks(fmt: str, fields: Iterable[str], records: Iterable[Mapping[str, Any]],
-                  chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+                  chunk_bytes: int = 1 << 20, bom: bool = False) -> Iterator[bytes]:
     """Stream an export of records (dicts with the keys ``fields``) as UTF-8 chunks, like export_chunks.
 
-    csv: header ``fields``, None as an empty cell, text cells guarded against formulas; json:
-    ``json.dumps`` of the list; xml: dicttoxml's shape; yaml: ``yaml.safe_load`` gives back the list.
+    csv: header ``fields`` (after a byte order mark with bom), None as an empty cell, text cells guarded
+    against formulas; json: ``json.dumps`` of the list; xml: dicttoxml's shape; yaml: ``yaml.safe_load``
+    gives back the list.
     """
+    return record_slice_chunks(fmt, fields, records, True, True, chunk_bytes, bom)
+
+
+def record_slice_chunks(fmt: str, fields: Iterable[str], records: Iterable[Mapping[str, Any]], first: bool,
+                        last: bool, chunk_bytes: int = 1 << 20, bom: bool = False) -> Iterator[bytes]:
+    """One slice of an export of records (an export job's part), joined as slice_chunks' are, with
+    record_frame(fmt, fields, bom): byte for byte what record_chunks writes for all the records."""
     if fmt not in _ROWS:
         raise ValueError("unknown export format %r (use one of %s)" % (fmt, ", ".join(_ROWS)))
-    return _chunked(_record_pieces(fmt, tuple(fields), records), chunk_bytes)
+    names = tuple(fields)
+    return _chunked(_framed(record_frame(fmt, names, bom), _record_texts(fmt, names, records), first, last),
+                    chunk_bytes)

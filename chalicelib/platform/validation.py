@@ -1,4 +1,9 @@
-"""Checks on the text fields clients send: each failure is a 400 saying what is wrong."""
+"""Checks on the text fields clients send: each failure is a 400 saying what is wrong.
+
+Every name, label and id a client sends is checked here before any storage call: bounded in length
+(NAME_MAX characters: at most 256 UTF-8 bytes, far under DynamoDB's 1,024-byte sort key), text,
+without control characters. An error quotes at most QUOTE_MAX characters of the value (quote).
+"""
 import hashlib
 import math
 import re
@@ -7,8 +12,10 @@ import unicodedata
 from chalicelib.platform.errors import BadRequest
 
 USERNAME_MAX = 64
+QUOTE_MAX = 40          # characters of a client's value an error message repeats
 EMAIL_MAX = 254
 NAME_MAX = 64
+QUOTE_MAX = 40          # characters of a client's value an error message repeats
 
 # A decimal number as text, ASCII digits only: float() alone also takes "1_000", "１２" and "nan".
 _DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
@@ -19,15 +26,23 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
 
 
+def quote(value: object) -> str:
+    """A client's value as an error message shows it: repr of its first QUOTE_MAX characters, '…' after a cut."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text[:QUOTE_MAX]) + ("…" if len(text) > QUOTE_MAX else "")
+
+
 def name(field: str, value: object, max_length: int = NAME_MAX) -> str:
-    """A display name (username, meter name): 1..max characters, no control characters, trimmed."""
+    """A name, label or other text id (username, meter name, key label): 1..max characters, no control
+    characters, trimmed, NFC. What is stored and what looks it up go through the same check, so a
+    lookup finds what was stored and an oversized value never reaches a key."""
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be text")
     value = unicodedata.normalize("NFC", value.strip())
     if not value:
         raise BadRequest(f"{field} must not be empty")
     if len(value) > max_length:
-        raise BadRequest(f"{field} is too long: at most {max_length} characters")
+        raise BadRequest(f"{field} is too long: {len(value)} characters, at most {max_length} ({quote(value)})")
     if _has_control(value):
         raise BadRequest(f"{field} must not contain control or unassigned characters")
     return value
@@ -117,3 +132,15 @@ def number(field: str, value: object, minimum: float | None = None, maximum: flo
         raise BadRequest(f"{field} must be a finite number")
     _check_bounds(field, value, minimum, maximum)
     return value
+
+
+def flag(field: str, value: object) -> bool | None:
+    """A yes/no parameter: 1 or true, 0 or false (case-insensitive; a JSON boolean too); None when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else str(value) if value in (0, 1) else None
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise BadRequest(f"{field} must be 1 (or true) or 0 (or false)")

@@ -5,6 +5,12 @@ app.py declares each route with Api.route and hands the Api the function that au
 objects, answers ApiError as {"error": …} with its status, renders results in the asked responseType,
 answers 405 for methods a path doesn't have, and writes one JSON access-log line per request (no
 credentials, no query string).
+
+CORS is answered here too, the same locally and on AWS: every answer carries
+`Access-Control-Allow-Origin: *`, an `OPTIONS` preflight (with Origin and Access-Control-Request-Method)
+is answered 204 with the path's methods and the headers credentials travel in, and any other `OPTIONS`
+is a 405 like any method a path lacks. Across origins credentials go in headers only: a request from
+another origin is never authenticated by the session cookie, nor given one.
 """
 import json
 import logging
@@ -17,11 +23,25 @@ from typing import Any, Protocol, cast
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib.platform import aws, config, rendering
+from chalicelib.platform import answers, aws, config, rendering
 from chalicelib.platform.errors import (ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound,
                                         PayloadTooLarge, UnsupportedMediaType)
 
-METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
+# The methods every path is routed for (the app answers 405 for those a path lacks, 404 off the routes);
+# API Gateway would otherwise answer HEAD and OPTIONS itself.
+METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+# What a preflight allows on a path no route declares: the 404 that follows stays readable.
+UNROUTED_METHODS = "DELETE, GET, PATCH, POST, PUT"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    # What a script of another origin may read besides the simple headers: a job's Location, a 429's or
+    # 503's Retry-After, a 405's Allow.
+    "Access-Control-Expose-Headers": "Location, Retry-After, Allow",
+}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Headers": "Authorization, X-API-Key, Content-Type",
+    "Access-Control-Max-Age": "7200",   # Chromium's ceiling: one preflight per path and method in 2 hours
+}
 # Chalice would answer other media types with its own 415 body; accept all and answer ours.
 CONTENT_TYPES = ["*/*"]
 PARSED_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain", "")
@@ -56,6 +76,9 @@ class JobAnswer(Protocol):
     @property
     def body(self) -> dict: ...
 
+    @property
+    def retry_after(self) -> int | None: ...
+
 
 class Call:
     """One request as a handler sees it: merged parameters, the caller, and response extras."""
@@ -87,6 +110,14 @@ class Call:
         """A parameter as sent (str from query/form, any JSON type from a JSON body)."""
         return self.params.get(name, default)
 
+    def values(self, name: str) -> list[Any]:
+        """Every value of a parameter: each of a query argument sent more than once (meter=a&meter=b),
+        else the one value as get() gives it, else []."""
+        query = self.request.query_params
+        if query is not None and name in query and name in self.params and self.params[name] == query[name]:
+            return list(query.getlist(name))
+        return [] if self.params.get(name) is None else [self.params[name]]
+
     def text(self, name: str, required: bool = False) -> str | None:
         """A text parameter; None when absent (400 when required)."""
         value = self.params.get(name)
@@ -104,19 +135,21 @@ class Call:
         self.headers["Location"] = link["url"]
         return link
 
-    def file_answer(self, result: dict[str, Any]) -> dict[str, Any]:
+    def file_answer(self, result: dict[str, Any] | JobAnswer) -> dict[str, Any]:
         """303 to a finished file's link, or 202 Accepted with the Location of the job writing it."""
-        if "url" in result:
+        if isinstance(result, dict):
             return self.redirect(result)
-        self.status = 202
-        self.headers["Location"] = f"/file/job?id={result['id']}"
-        return result
+        self.headers["Location"] = f"/file/job?id={result.body['id']}"
+        return self.job_answer(result)
 
     def job_answer(self, job: JobAnswer) -> dict:
-        """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its body."""
+        """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its
+        body, and Retry-After while it runs."""
         if job.status == 303:
             return self.redirect(job.body)
         self.status = job.status
+        if job.retry_after is not None:
+            self.headers["Retry-After"] = str(job.retry_after)
         return job.body
 
     def set_session_cookie(self, token: str | None) -> None:
@@ -171,6 +204,28 @@ def _body_params(request: Request, body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object of parameters")
     return {k: v for k, v in data.items() if v is not None}  # null is as omitted: it overrides nothing
+
+
+def _is_preflight(request: Request) -> bool:
+    """True for a browser's CORS preflight: OPTIONS with Origin and Access-Control-Request-Method."""
+    return "origin" in request.headers and "access-control-request-method" in request.headers
+
+
+def _netloc(url_or_host: str) -> str:
+    """host[:port] in lower case, without the scheme's default port."""
+    netloc = url_or_host.strip().lower()
+    for default in (":80", ":443"):
+        netloc = netloc.removesuffix(default)
+    return netloc
+
+
+def _cross_origin(request: Request) -> bool:
+    """True when the request comes from a page of another origin than the API's (its Origin header names
+    another host than the one the request was sent to; "null", an opaque origin, is another)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return _netloc(urllib.parse.urlsplit(origin).netloc) != _netloc(request.headers.get("host", ""))
 
 
 def _cookies(request: Request) -> dict[str, str]:
@@ -243,17 +298,29 @@ class Api:
             self.app.route(pattern, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
     def handle(self, path: str | None, request: Request) -> Response:
-        """Answer one request: parse, authenticate, call, render; errors as {"error": …}."""
+        """Answer one request: a CORS preflight, or parse, authenticate, call, render; errors as {"error": …}."""
         started = time.perf_counter()
+        call = None
+        if request.method == "OPTIONS" and _is_preflight(request):
+            response = self._preflight(path)
+        else:
+            response, call = self._call(path, request)
+        response.headers.update(CORS_HEADERS)
+        _log(request, path, response.status_code, started, call)
+        return response
+
+    def _call(self, path: str | None, request: Request) -> tuple[Response, "Call | None"]:
+        """The answer of a request to a route (or to no route), and its Call once one was made."""
         call = None
         # The format from the query string already, so errors before the body is read answer in it too.
         query: Mapping[str, str] = request.query_params or {}
         fmt: str | None = rendering.response_type(query.get("responseType")) or "json"
+        cross_origin = _cross_origin(request)
         try:
             route = self._route(path, request.method)
             params = _merged_params(request)
             fmt = rendering.response_type(params.get("responseType"))
-            cookies = _cookies(request)
+            cookies = {} if cross_origin else _cookies(request)   # across origins, credentials in headers only
             caller = self.authenticate(request.headers, cookies) if route.authenticated else None
             call = Call(request, params, caller, cookies)
             if caller is not None and caller.scope is not None and caller.scope not in route.scopes:
@@ -262,17 +329,22 @@ class Api:
             if fmt is None and route.secret and request.method != "GET":
                 raise BadRequest("responseType must be json, xml or yaml: nothing was done (the answer "
                                  "would carry a new secret that could not be shown)")
-            response = _answer(route.handler(call), call, fmt)
+            response = _answer(route.handler(call), call, fmt, path)
         except Exception as error:  # never a stack trace to the client
             response = _failure(error, fmt, request, path)
-        if call and call.cookies:
+        if call and call.cookies and not cross_origin:
             response.headers["Set-Cookie"] = call.cookies[-1]
         declared = self.routes[path].get(request.method) if path is not None and path in self.routes else None
         if declared is not None and declared.secret:
             response.headers["Cache-Control"] = "no-store"
-        _log(request, path, response.status_code, started, call)
-        return response
+        return response, call
 
+    def _preflight(self, path: str | None) -> Response:
+        """204 to a CORS preflight: the path's methods (those of any route off the routes, whose 404 the
+        browser may then read) and the headers credentials and bodies travel in."""
+        methods = ", ".join(sorted(self.routes[path])) if path is not None else UNROUTED_METHODS
+        return Response(body="", status_code=204,
+                        headers={"Access-Control-Allow-Methods": methods, **PREFLIGHT_HEADERS})
 
     def _route(self, path: str | None, method: str) -> Route:
         """The Route serving a method of a path; 404 for a path no route declares, 405 for another method."""
@@ -284,15 +356,20 @@ class Api:
         return self.routes[path][method]
 
 
-def _answer(result: Any, call: Call, fmt: str | None) -> Response:
+def _answer(result: Any, call: Call, fmt: str | None, path: str | None) -> Response:
     """The Response of a route's result in the format asked for (a Response as it is); an invalid
-    responseType is a 400 even though the route ran (the vendor's behaviour)."""
+    responseType is a 400 even though the route ran (the vendor's behaviour: a read checked before it is
+    built, answers.Bounded, has nothing to carry out and is not built).
+
+    Every answer fits the function (chalicelib/platform/answers.py): a Bounded result is checked before it
+    is built, and every rendered answer is measured as Lambda counts it; past the bound, 413."""
     if fmt is None:
         return _error_response(BadRequest("responseType must be json, xml or yaml (the request was carried out)"),
                                "json")
     if isinstance(result, Response):
         return result
-    body, media_type = rendering.render(result, fmt)
+    body, media_type = rendering.render(answers.settle(result, fmt), fmt)
+    answers.fits(answers.payload_bytes(body), path)
     return Response(body=body, status_code=call.status, headers={"Content-Type": media_type, **call.headers})
 
 

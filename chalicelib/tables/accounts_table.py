@@ -9,11 +9,14 @@ Keys are (pk, sk) strings. Each item kind's fields belong to the module named be
 | user account | `PROJECT#<project>` | `USER#<user, 10 digits>` | accounts |
 | login name (unique) | `LOGIN#<login key>` | `LOGIN` | accounts |
 | account key lookup | `KEY#<sha256 of the key>` | `KEY` | accounts |
-| login throttle | `THROTTLE#<login key>` | `THROTTLE` | throttle |
+| login throttle of a name | `THROTTLE#<login key>` | `THROTTLE` | throttle |
+| password throttle of an account | `USERTHROTTLE#<user>` | `THROTTLE` | throttle |
 | scoped key lookup | `SCOPEDKEY#<sha256 of the key>` | `SCOPEDKEY` | scoped_keys |
 | scoped key listing | `PROJECT#<project>` | `SCOPEDKEY#<key id, 10 digits>` | scoped_keys |
+| scoped key count | `PROJECT#<project>` | `COUNT#scopedkeys` | scoped_keys (n) |
 | edge agent's report | `PROJECT#<project>` | `AGENT#<who>` | status |
 | export job | `JOB#<job id>` | `JOB` | export_jobs |
+| a project's running export jobs | `PROJECT#<project>` | `JOBS` | export_jobs (running, version) |
 | id counter | `COUNTER` | `<kind>` | this module (next_id) |
 
 The items of a project's partition are listed by the kind their sort key starts with (project_items).
@@ -64,6 +67,11 @@ def throttle_key(username: str) -> Item:
     return {"pk": "THROTTLE#" + validation.login_key(username.strip()), "sk": "THROTTLE"}
 
 
+def account_throttle_key(user_id: int) -> Item:
+    """The item counting the passwords verified against an account (by login or current_password)."""
+    return {"pk": f"USERTHROTTLE#{user_id}", "sk": "THROTTLE"}
+
+
 def scoped_key_lookup_key(digest: str) -> Item:
     """The item that finds a scoped key by its digest."""
     return {"pk": f"{SCOPED_KEY}#" + digest, "sk": SCOPED_KEY}
@@ -74,14 +82,29 @@ def scoped_key_listing_key(project_id: int, key_id: int) -> Item:
     return {"pk": project_pk(project_id), "sk": f"{SCOPED_KEY}#{key_id:010d}"}
 
 
+def scoped_key_count_key(project_id: int) -> Item:
+    """The item counting the project's scoped keys (scoped_keys.MAX_KEYS), changed in each key's transaction."""
+    return {"pk": project_pk(project_id), "sk": "COUNT#scopedkeys"}
+
+
 def agent_key(project_id: int, who: str) -> Item:
     """The item holding an agent's last report."""
     return {"pk": project_pk(project_id), "sk": f"{AGENT}#{who}"}
 
 
+def agent_of(item: Item) -> str:
+    """The `who` of an agent's report item (what agent_key was given)."""
+    return item["sk"][len(AGENT) + 1:]
+
+
 def job_key(job_id: str) -> Item:
     """The item of an export job."""
     return {"pk": f"JOB#{job_id}", "sk": "JOB"}
+
+
+def project_jobs_key(project_id: int) -> Item:
+    """The item holding a project's running export jobs (export_jobs.MAX_RUNNING)."""
+    return {"pk": project_pk(project_id), "sk": "JOBS"}
 
 
 def next_id(kind: str) -> int:

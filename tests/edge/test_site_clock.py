@@ -65,7 +65,7 @@ def _site(tmp_path, url, key):
 
 
 def _stamps(live_api):
-    from chalicelib.errors import NotFound
+    from chalicelib.platform.errors import NotFound
 
     try:
         return [t.timestamp() for t, _ in live_api.stored_readings("sdm630")]
