@@ -519,7 +519,7 @@ def main():
                 [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                  if k in ("meters", "latency_ms", "wru_meters", "catchup_meters", "sample_batches", "parts", "repeats")]
             started = time.perf_counter()
-            answer = subprocess.run(argv, capture_output=True, text=True, check=True)
+            answer = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)   # stderr: through
             columns[label] = json.loads(answer.stdout.strip().splitlines()[-1])
             print(f"{label}: ran in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         show(columns)

@@ -49,7 +49,8 @@ def days_allowed(period: str) -> int:
 
 
 # Seconds one row costs to compute, reading included (bench/bench_answer_bounds.py, in-process moto, 5-minute
-# readings): an hour from the raw day items of its days, longer periods from the rollups.
+# readings): an hour as measured from the raw day items of its days (hours come from the rollups now: an upper
+# bound), longer periods from the rollups.
 SECONDS_PER_ROW = {"hour": 2.5e-4, "day": 6e-5}
 
 
