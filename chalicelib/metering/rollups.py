@@ -454,13 +454,16 @@ def _open_days(project_id: int, wanted: Mapping[int, tuple[Item, tuple[int, int]
                items: Mapping[int, Mapping[str, _Month]], zone: ZoneInfo) -> dict[int, Summary]:
     """{meter id: the Summary of the day of its open hour}: the hours before the open hour from the hour
     records and the open hour from the readings, or the whole day from the readings where the records do
-    not hold those hours (an item written before hours were kept)."""
+    not hold those hours (an item written before hours were kept, or none: history from before rollups),
+    never the open hour alone as if it were the day."""
     result: dict[int, Summary] = {}
     from_hours: dict[int, list[Summary]] = {}
     raw: dict[date, list[int]] = {}
     for meter_id, (_meter, (start, _end)) in wanted.items():
         day = local_day(start, zone)
         try:
+            if _month(day) not in items[meter_id]:
+                raise _Unknown   # no month item (history from before rollups): the whole day from the readings
             from_hours[meter_id] = [_hour(items[meter_id], hour, zone, (start, _end))
                                     for hour in days.hour_starts(day, day, zone)[:-1] if hour < start]
         except _Unknown:
