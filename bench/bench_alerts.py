@@ -127,7 +127,8 @@ def setup(projects, now):
                               ("AccountsTable", index_items)):
         _bulk(logical_id, items)
     for n, pid in enumerate(ids):
-        rollups.refresh_many(pid, zone, {pid * 100 + m: times for m in range(METERS)})
+        plans = {pid * 100 + m: rollups.Plan(times, None, max(times)) for m in range(METERS)}
+        rollups.refresh_many(pid, zone, plans, {meter_id: () for meter_id in plans})
         status.report(auth.Caller(pid, scope="ingest", key_id=pid, label="site agent"), {"time": _iso(now)})
         if (n + 1) % 100 == 0:
             print(f"  set up {n + 1}/{projects} projects", file=sys.stderr, flush=True)

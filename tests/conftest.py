@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import os
+import weakref
 from types import SimpleNamespace
 from urllib.parse import urlencode
 
@@ -86,7 +87,7 @@ def moto_world():
 def _app_clients():
     from chalicelib.platform import aws as aws_clients
 
-    return [aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs()]
+    return [aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs(), aws_clients.sns()]
 
 
 def _same(clients, others):
@@ -143,6 +144,7 @@ def aws(request, moto_world):
             moto_world.provision()
         elif moto_world.env["ACCOUNTS_TABLE"] not in before[0].list_tables()["TableNames"]:
             moto_world.provision()   # another moto started in the module (a test's own mock_aws) emptied it
+        serialize_calls(before)
         with _registrations_on(before) as registered:
             yield moto_world.env
         moto_world.clients = _app_clients()
@@ -154,28 +156,43 @@ def aws(request, moto_world):
         moto_world.mock.stop(remove_data=False)
 
 
-@pytest.fixture
-def serialized_aws(aws):
-    """One AWS call at a time, for tests that race threads: in-process moto is not thread-safe (two
-    transactions at once can fail inside moto with 'dictionary changed size during iteration'), while
-    DynamoDB is. Only each call is serialized, through botocore's events, not the code between calls,
-    so the races between our calls still run for real."""
-    import threading
+_SERIALIZED: "weakref.WeakSet" = weakref.WeakSet()   # the clients serialize_calls was applied to
 
-    from chalicelib.platform import aws as aws_clients
+
+def serialize_calls(clients):
+    """Make the app's AWS clients carry out one call at a time, for in-process moto, which is not thread-safe
+    (two transactions at once can fail inside moto with 'dictionary changed size during iteration'), while
+    the AWS services are, and chalicelib makes DynamoDB calls from several threads at once (db.in_parallel).
+    Only each call is serialized, through botocore's events, not the code between calls, so the races
+    between our calls still run for real. The lock is released first thing after a call (registered first
+    on each operation's own after-call events, which botocore runs before the generic ones), so a test's
+    hook that makes a call of its own after another's (a race staged in after-call) does not wait on it."""
+    import threading
 
     lock = threading.Lock()
 
-    def acquire(**_kwargs):
+    def acquire(context, **_kwargs):
         lock.acquire()
+        context["serialized"] = True
 
-    def release(**_kwargs):
-        lock.release()
+    def release(context, **_kwargs):   # not acquired when an earlier before-call handler answered (a fault)
+        if context.pop("serialized", False):
+            lock.release()
 
-    for client in (aws_clients.dynamodb(), aws_clients.s3(), aws_clients.kms(), aws_clients.sqs(), aws_clients.sns()):
-        client.meta.events.register("before-call", acquire)
-        client.meta.events.register("after-call", release)
-        client.meta.events.register("after-call-error", release)
+    for client in clients:
+        if client in _SERIALIZED:
+            continue
+        _SERIALIZED.add(client)
+        events, service = client.meta.events, client.meta.service_model.service_id.hyphenize()
+        events.register("before-call", acquire)
+        for operation in client.meta.service_model.operation_names:
+            events.register_first(f"after-call.{service}.{operation}", release)
+            events.register_first(f"after-call-error.{service}.{operation}", release)
+
+
+@pytest.fixture
+def serialized_aws(aws):
+    """The aws fixture, named for the tests that race threads (every test's calls are serialized now)."""
     yield
 
 

@@ -210,6 +210,8 @@ class Stack:
             self.last_readings = {}       # a kept state's last reading of each demo meter: history resumes there
             for meter in DEMO_METERS:
                 item = meters.find_by_site_name(self.project_id, meter["MeterId"])
+                if item:
+                    item = meters.current(self.project_id, [item])[0]   # the meter item's latest is hourly
                 if item and item.get("latest_time") is not None:
                     self.last_readings[meter["MeterId"]] = (int(item["latest_time"]), float(item["latest_value"]))
             # The agent's ingest key: shown once and stored as a digest, so each run replaces the last one.

@@ -1,13 +1,14 @@
 """GET /consumption (and /file?period=…): energy used per meter per hour, day, week, month or year of
 the project's local calendar, with Coverage and 15-minute PeakDemand.
 
-Days and longer periods come from the rollups (chalicelib/metering/rollups.py: one item per meter and local
-month, whatever the history); hours from the raw readings of the (at most 31) days asked, which are
-as few items as 15-minute rollups would be. Both use the arithmetic of rollups.Curve, so the
-answers are the same to the µkWh (tests/api/test_consumption.py checks it on random histories).
+Every period comes from the rollups (chalicelib/metering/rollups.py: one item per meter and local month
+holding its hours and days, whatever the history, and each meter's open hour from its latest readings);
+from_readings computes the same from the raw readings, for meters whose rollups were kept for another
+zone or before they kept hours. Both use the arithmetic of rollups.Curve, so the answers are the same to
+the µkWh (tests/api/test_consumption.py checks it on random histories).
 """
 import urllib.parse
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -48,7 +49,8 @@ def days_allowed(period: str) -> int:
 
 
 # Seconds one row costs to compute, reading included (bench/bench_answer_bounds.py, in-process moto, 5-minute
-# readings): an hour from the raw day items of its days, longer periods from the rollups.
+# readings): an hour as measured from the raw day items of its days (hours come from the rollups now: an upper
+# bound), longer periods from the rollups.
 SECONDS_PER_ROW = {"hour": 2.5e-4, "day": 6e-5}
 
 
@@ -116,17 +118,22 @@ def _groups(first: date, last: date, period: str) -> list[list[date]]:
 
 def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date, period: str,
               margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
-    """{meter id: [rollups.Summary per period]} for the chosen meters.
-    margin_days: passed to readings.around_many for the raw readings (hours)."""
+    """{meter id: [rollups.Summary per period]} for the chosen meters (their items: meters.all_meters or
+    meters.find), from the rollups; from the raw readings for a meter whose rollups do not hold the range
+    right. margin_days: passed to readings.around_many for the raw readings."""
     result: dict[int, list[rollups.Summary]] = {}
-    if period != "hour":
-        by_day = rollups.day_summaries(project_id, [m["meter_id"] for m in chosen], first, last, zone)
+    if period == "hour":
+        for meter_id, hours in rollups.hour_summaries(project_id, chosen, first, last, zone).items():
+            if hours is not None:
+                result[meter_id] = hours
+    else:
+        by_day = rollups.day_summaries(project_id, chosen, first, last, zone)
         groups = _groups(first, last, period)
         for meter in chosen:
             known = by_day.get(meter["meter_id"])
-            if known is None:   # rollups kept for another zone: from the raw readings
-                continue
-            result[meter["meter_id"]] = [_combine(known.get(day, rollups.NOTHING) for day in group) for group in groups]
+            if known is not None:
+                result[meter["meter_id"]] = [rollups.combine(known.get(day, rollups.NOTHING) for day in group)
+                                             for group in groups]
     missing = [m["meter_id"] for m in chosen if m["meter_id"] not in result]
     if missing:
         result.update(from_readings(project_id, missing, zone, first, last, period, margin_days))
@@ -143,9 +150,9 @@ def hourly(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date,
 
 def from_readings(project_id: int, meter_ids: Collection[int], zone: ZoneInfo, first: date, last: date, period: str,
                   margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
-    """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of every
-    hour, and of days for a meter whose rollups were kept for another zone (the reference the rollups
-    must equal). margin_days: passed to readings.around_many."""
+    """{meter id: summaries as summaries() gives them} computed from the raw readings: the path of a meter
+    whose rollups were kept for another zone or before they kept hours, and the reference the rollups must
+    equal. margin_days: passed to readings.around_many."""
     spans = periods(first, last, zone, period)
     points = readings.around_many(project_id, meter_ids, spans[0][0], spans[-1][1], margin_days)
     return {meter_id: _summaries(rollups.Curve(points[meter_id]), zone, first, last, period, spans)
@@ -156,22 +163,8 @@ def _summaries(curve: rollups.Curve, zone: ZoneInfo, first: date, last: date, pe
                spans: list[tuple[int, int]]) -> list[rollups.Summary]:
     if period == "hour":
         return [curve.summary(start, end) for start, end in spans]
-    return [_combine(curve.summary(days.midnight(day, zone), days.midnight(day + timedelta(days=1), zone))
-                     for day in group) for group in _groups(first, last, period)]
-
-
-def _combine(day_summaries: Iterable[rollups.Summary]) -> rollups.Summary:
-    """A period's Summary from its days': energies add (None when none is known), counts add, peaks max."""
-    energy: int | None = None
-    peak: int | None = None
-    count = 0
-    for day_energy, day_count, day_peak in day_summaries:
-        if day_energy is not None:
-            energy = day_energy if energy is None else energy + day_energy
-        count += day_count
-        if day_peak is not None and (peak is None or day_peak > peak):
-            peak = day_peak
-    return rollups.Summary(energy, count, peak)
+    return [rollups.combine(curve.summary(days.midnight(day, zone), days.midnight(day + timedelta(days=1), zone))
+                            for day in group) for group in _groups(first, last, period)]
 
 
 def coverage(count: int, seconds: int, step: int) -> float:
@@ -205,9 +198,9 @@ def used(project_id: int, chosen: Sequence[Item], begin: int, finish: int, perio
 
     chosen: meter items (meters.all_meters / meters.find); begin, finish: the local midnights
     days.day_range returns (finish is the midnight after the last day); period: 'hour', 'day',
-    'week', 'month' or 'year'. Days and longer read the rollups (≤ 13 items per meter-year); hours
-    read the raw day items of the range (margin_days: see readings.around_many). Same values as
-    GET /consumption.
+    'week', 'month' or 'year'. Every period reads the rollups (≤ 13 items per meter-year, and the open
+    hour's hot items); margin_days: see readings.around_many (the raw readings, where read). Same values
+    as GET /consumption.
     """
     first = days.local_day(begin, zone)
     last = days.local_day(finish - 1, zone)

@@ -13,16 +13,21 @@ without one it is billed with the project's default tariff. The meters naming ea
 atomically, to delete a tariff a meter names (tariff_unused).
 
 The meter item also keeps the meter's latest reading and latest interval (LATEST, INTERVAL: the
-attributes <which>_time and <which>_value), moved forward at ingest (advance), never back, so GET
-/data and GET /interval (latest) read one query per project whatever the history.
+attributes <which>_time and <which>_value), moved forward at ingest (record), never back. POST /data
+writes them once an hour (when a reading starts a new UTC or local hour), not for every reading: the
+readings after latest_time are all in the hot item of its hour (chalicelib/metering/readings.py), which
+current() reads by key. So GET /data and GET /interval (latest) read one query per project and one
+BatchGetItem per 100 meters, whatever the history.
 """
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+import bisect
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
 from chalicelib.identity import accounts
-from chalicelib.metering.readings import Reading
+from chalicelib.metering import readings
+from chalicelib.metering.readings import Entry, Reading
 from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
@@ -465,24 +470,100 @@ def last(meter: Item, which: str) -> Reading | None:
     return None if epoch is None else Reading(epoch, meter[f"{which}_value"])
 
 
-def advance(project_id: int, meter: Item, which: str, epoch: int, value: Decimal | float | None) -> None:
-    """Make (epoch, value) the meter's LATEST reading or INTERVAL unless it has one as late already.
-
-    meter is the item as read at the start of the request: when it already knows one at epoch or
-    later, nothing is written (a failed conditional write would still cost a WCU: a retried batch of
-    duplicates, or a backfill, writes nothing to the meter). The write is conditional too, so
-    concurrent requests never move it back.
-    """
+def _ahead(meter: Item, which: str, reading: Reading | None) -> bool:
     known = last(meter, which)
-    if known is not None and known.epoch >= epoch:
-        return
-    try:
-        db.update(meters_table.NAME, meters_table.meter_key(project_id, meter["meter_id"]),
-                  f"SET {which}_time = :t, {which}_value = :v",
-                  expression_values={":t": epoch, ":v": value},
-                  condition=f"attribute_exists(pk) AND (attribute_not_exists({which}_time) OR {which}_time < :t)")
-    except db.ConditionFailed:
-        pass  # a newer one is already recorded
+    return reading is not None and (known is None or known.epoch < reading.epoch)
+
+
+def record(project_id: int, meter: Item, latest: Reading | None = None, interval: Reading | None = None,
+           hot_add: Collection[str] = (), hot_remove: Collection[str] = ()) -> None:
+    """One UpdateItem of the meter item: its LATEST reading and INTERVAL moved forward (never back: each is
+    written only if later than the one the item has), hours added to or removed from the hours that may
+    have a hot item (readings.hot_attribute).
+
+    meter is the item as read: what it already has as late is not written (a retried batch of duplicates,
+    or a backfill, writes nothing). The write is conditional on what it moves still being older, so
+    concurrent requests never move it back: when another request moved one meanwhile, the meter is read
+    again and what is still ahead written.
+    """
+    for _attempt in range(3):
+        sets, values, names, conditions = [], {}, {}, ["attribute_exists(pk)"]
+        for which, reading in ((LATEST, latest), (INTERVAL, interval)):
+            if reading is not None and _ahead(meter, which, reading):
+                sets.append(f"{which}_time = :{which}_t, {which}_value = :{which}_v")
+                values.update({f":{which}_t": reading.epoch, f":{which}_v": reading.value})
+                conditions.append(f"(attribute_not_exists({which}_time) OR {which}_time < :{which}_t)")
+        for i, hour in enumerate(sorted(hot_add)):
+            names[f"#a{i}"] = readings.hot_attribute(hour)
+            sets.append(f"#a{i} = :marked")
+            values[":marked"] = int(clock.now())   # when: an hour marked before it starts is clean (readings.clean)
+        removes = [readings.hot_attribute(hour) for hour in sorted(set(hot_remove) - set(hot_add))]
+        names.update({f"#r{i}": name for i, name in enumerate(removes)})
+        if not sets and not removes:
+            return
+        expression = " ".join(part for part in ("SET " + ", ".join(sets) if sets else "",
+                                                "REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes))) if removes else "") if part)
+        try:
+            db.update(meters_table.NAME, meters_table.meter_key(project_id, meter["meter_id"]), expression,
+                      names=names or None, expression_values=values or None, condition=" AND ".join(conditions))
+            return
+        except db.ConditionFailed:
+            again = _get(project_id, meter["meter_id"])
+            if again is None:
+                return   # the meter is gone: nothing to record
+            meter = again
+    raise Conflict("the meter's latest reading was being moved by other requests: send the batch again "
+                   "(the readings are stored; they will come back as duplicates)")
+
+
+def interval_in(points: Sequence[Entry], step_seconds: int, ends: Iterable[int] | None = None) -> Reading | None:
+    """The latest interval among points (epoch, value, reset) in time order: Reading(end, energy used from
+    end - step_seconds to end) where both readings are among points, no reading after the start up to the
+    end marks a new register series, and the register did not go down. ends: the ends to consider (every
+    reading's time when None)."""
+    times = [t for t, _v, _r in points]
+    best: Reading | None = None
+    for end in sorted(set(times if ends is None else ends), reverse=True):
+        if best is not None and end <= best.epoch:
+            break
+        i, j = bisect.bisect_left(times, end - step_seconds), bisect.bisect_left(times, end)
+        if i == len(times) or j == len(times) or times[i] != end - step_seconds or times[j] != end:
+            continue
+        if any(reset for _t, _v, reset in points[i + 1:j + 1]):
+            continue
+        used = Decimal(repr(points[j][1])) - Decimal(repr(points[i][1]))
+        if used >= 0:
+            best = Reading(end, float(used))
+    return best
+
+
+def current(project_id: int, items: Sequence[Item]) -> list[Item]:
+    """The meter items with their latest reading and interval as they are now.
+
+    The item keeps them as of the last time POST /data wrote it (once an hour); readings since are all in
+    the hot item of the hour of latest_time, read here by key (one BatchGetItem per 100 meters, only for
+    meters with such an item): its last reading, and its intervals whose two ends it holds.
+    """
+    wanted = {}
+    for meter in items:
+        epoch = meter.get(f"{LATEST}_time")
+        if epoch is not None and readings.hour_of(epoch) in readings.hot_hours(meter):
+            wanted[meter["meter_id"]] = readings.hour_of(epoch)
+    hot = readings.hot_entries(project_id, {meter_id: [hour] for meter_id, hour in wanted.items()}) if wanted else {}
+    completed = []
+    for meter in items:
+        points = hot.get(meter["meter_id"])
+        if points:
+            meter = dict(meter)
+            epoch, value, _reset = points[-1]
+            if _ahead(meter, LATEST, Reading(epoch, value)):
+                meter[f"{LATEST}_time"], meter[f"{LATEST}_value"] = epoch, value
+            derived = interval_in(points, step(meter))
+            if _ahead(meter, INTERVAL, derived):
+                assert derived is not None
+                meter[f"{INTERVAL}_time"], meter[f"{INTERVAL}_value"] = derived
+        completed.append(meter)
+    return completed
 
 
 def latest(project_id: int, which: str) -> answers.Bounded:
@@ -490,7 +571,7 @@ def latest(project_id: int, which: str) -> answers.Bounded:
     answer's bounds before it is rendered)."""
     zone = accounts.project_zone(project_id)
     rows = []
-    for meter in all_meters(project_id):
+    for meter in current(project_id, all_meters(project_id)):
         known = last(meter, which)
         if known is not None:
             rows.append({"MeterParam": meter["name"], "TimeStamping": clock.local(known.epoch, zone),

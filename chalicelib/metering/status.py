@@ -5,10 +5,11 @@ where who is the scoped key ("key:<id>") or the account ("user:<id>") that sent 
 reports overwrite each other and never another's. The agent is shown by its key's label (or the
 account's username) as it was when it reported.
 
-A meter's State comes from its latest reading (kept on the meter item at ingest): ok within
-2 × SaveEvery + 5 minutes, late within 24 hours, silent beyond, never without one. Coverage24h counts
-the readings of the last 24 hours (readings.counts: the two day items of each meter that reported
-in that time, 100 a BatchGetItem; a meter silent for a day costs nothing) against 24 h / SaveEvery.
+A meter's State comes from its latest reading (meters.current: the meter item, completed from its hot
+item): ok within 2 × SaveEvery + 5 minutes, late within 24 hours, silent beyond, never without one.
+Coverage24h counts the readings of the last 24 hours (readings.counts: the two day items of each meter
+that reported in that time and its hot items, 100 a BatchGetItem; a meter silent for a day costs
+nothing) against 24 h / SaveEvery.
 """
 import re
 from collections.abc import Mapping
@@ -129,7 +130,7 @@ def overview(project_id: int) -> answers.Bounded:
     zone = clock.zone(time_zone)
     now = clock.now()
     agents = _agents(project_id, zone)
-    every = list(meters.all_meters(project_id))
+    every = meters.current(project_id, list(meters.all_meters(project_id)))   # latest readings as they are now
     latest = {m["meter_id"]: meters.last(m, meters.LATEST) for m in every}
     recent = [meter_id for meter_id, known in latest.items() if known is not None and known.epoch > now - DAY]
     present = readings.counts(project_id, recent, int(now) - DAY + 1, int(now) + 1) if recent else {}

@@ -21,11 +21,15 @@ _RETRIES = {"max_attempts": 4, "mode": "standard"}
 # 28 s and API Gateway's 29 s): it is retried, and if every attempt hangs the request is a 503.
 CONNECT_TIMEOUT_SECONDS = 2
 READ_TIMEOUT_SECONDS = 4
+# Connections a client keeps open: as many as the calls db.in_parallel makes at once (botocore's default, 10,
+# would make the others wait for a connection, or open and drop extra ones).
+MAX_CONNECTIONS = 32
 
 
 @functools.lru_cache(maxsize=None)
 def _client(service: str, signature_version: str | None = None, _region: str | None = None) -> Any:
-    kwargs = {"retries": _RETRIES, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "read_timeout": READ_TIMEOUT_SECONDS}
+    kwargs = {"retries": _RETRIES, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "read_timeout": READ_TIMEOUT_SECONDS,
+              "max_pool_connections": MAX_CONNECTIONS}
     if signature_version:
         kwargs["signature_version"] = signature_version
     return boto3.session.Session().client(service, region_name=_region, config=Config(**kwargs))

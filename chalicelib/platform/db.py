@@ -3,8 +3,10 @@
 Items are plain dicts here; this module converts them to and from DynamoDB's typed form, pages
 queries, and turns conditional-check failures into one exception the callers can act on.
 """
+import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -28,16 +30,44 @@ class ConditionFailed(Exception):
         self.failed = frozenset(failed)   # names of the transaction's operations whose condition failed
 
 
-# BatchGetItem answers part of the keys when throttled; after this many tries the request is a 503.
+# BatchGetItem and BatchWriteItem answer part of the keys when throttled; after this many tries the request is a 503.
 UNPROCESSED_ATTEMPTS = 6
+# Calls made at once by in_parallel (and by batch_get / batch_write for their chunks). DynamoDB calls are
+# network waits (~4 ms each in a Lambda of the region): a push of 300 readings writes 300 items, one after
+# the other ~1.2 s, 32 at once ~40 ms. aws.py's clients keep as many connections.
+THREADS = aws.MAX_CONNECTIONS
 
 
 class Throttled(ClientError):
     """DynamoDB kept part of a batch unprocessed (throttling) through every retry: a 503 like any throttle."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, operation: str = "BatchGetItem") -> None:
         super().__init__({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}},
-                         "BatchGetItem")
+                         operation)
+
+
+def in_parallel(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run the calls concurrently, at most THREADS at once: their results in order, where a call that raised
+    gives its exception as its result. Every call has ended when this returns (nothing is left running,
+    so a caller that fails afterwards leaves no write in flight). boto3's clients are thread-safe."""
+    if len(calls) <= 1:
+        return [_outcome(call) for call in calls]
+    with ThreadPoolExecutor(max_workers=min(THREADS, len(calls))) as pool:
+        return list(pool.map(_outcome, calls))
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as error:   # handed back as the call's result: the caller decides
+        return error
+
+
+def raise_first(outcomes: Iterable[Any]) -> None:
+    """Raise the first exception among in_parallel's outcomes, if any."""
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
 
 
 def table(logical_id: str) -> str:
@@ -156,27 +186,54 @@ def query(logical_id: str, key_condition: str, expression_values: Mapping[str, A
 
 
 def batch_get(logical_id: str, keys: Iterable[Item], consistent: bool = True,
-              projection: str | None = None) -> list[Item]:
-    """Items for many keys of one table (missing ones are left out), any order; projection: the attributes wanted."""
-    pending = [to_ddb(k) for k in keys]
+              projection: str | None = None, names: dict[str, str] | None = None) -> list[Item]:
+    """Items for many keys of one table (missing ones are left out), any order; projection: the attributes
+    wanted (names: placeholders it uses). Calls of 100 keys, made at once (in_parallel)."""
+    typed = [to_ddb(k) for k in keys]
+    chunks = [typed[at:at + 100] for at in range(0, len(typed), 100)]
+    extra: dict[str, Any] = {"ConsistentRead": consistent}
+    if projection:
+        extra["ProjectionExpression"] = projection
+    if names:
+        extra["ExpressionAttributeNames"] = names
+    outcomes = in_parallel([functools.partial(_batch_get_chunk, table(logical_id), chunk, extra) for chunk in chunks])
+    raise_first(outcomes)
+    return [item for found in outcomes for item in found]
+
+
+def _batch_get_chunk(name: str, keys: list[dict[str, Any]], extra: dict[str, Any]) -> list[Item]:
+    """One BatchGetItem of up to 100 keys, asking again for the unprocessed ones (throttling) with backoff."""
     found: list[Item] = []
-    client = aws.dynamodb()
+    request: dict[str, Any] | None = {name: {"Keys": keys, **extra}}
+    for attempt in range(UNPROCESSED_ATTEMPTS):
+        answer = aws.dynamodb().batch_get_item(RequestItems=request)
+        found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
+        request = answer.get("UnprocessedKeys") or None
+        if not request:
+            return found
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))   # unprocessed keys mean throttling: back off
+    raise Throttled("BatchGetItem left keys unprocessed after every retry")
+
+
+def batch_write(logical_id: str, puts: Iterable[Item] = (), deletes: Iterable[Item] = ()) -> None:
+    """Unconditional puts (whole items) and deletes (keys) in BatchWriteItem calls of 25, made at once;
+    unprocessed ones are sent again with backoff. For writes that need no condition: each is idempotent."""
+    requests = [{"PutRequest": {"Item": to_ddb(item)}} for item in puts] + \
+               [{"DeleteRequest": {"Key": to_ddb(key)}} for key in deletes]
     name = table(logical_id)
-    while pending:
-        request: dict[str, Any] | None = {
-            name: {"Keys": pending[:100], "ConsistentRead": consistent,
-                   **({"ProjectionExpression": projection} if projection else {})}}
-        pending = pending[100:]
-        for attempt in range(UNPROCESSED_ATTEMPTS):
-            answer = client.batch_get_item(RequestItems=request)
-            found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
-            request = answer.get("UnprocessedKeys") or None
-            if not request:
-                break
-            time.sleep(min(0.05 * 2 ** attempt, 1.0))   # unprocessed keys mean throttling: back off
-        else:
-            raise Throttled("BatchGetItem left keys unprocessed after every retry")
-    return found
+    outcomes = in_parallel([functools.partial(_batch_write_chunk, name, requests[at:at + 25])
+                            for at in range(0, len(requests), 25)])
+    raise_first(outcomes)
+
+
+def _batch_write_chunk(name: str, chunk: list[dict[str, Any]]) -> None:
+    request: dict[str, Any] | None = {name: chunk}
+    for attempt in range(UNPROCESSED_ATTEMPTS):
+        request = aws.dynamodb().batch_write_item(RequestItems=request).get("UnprocessedItems") or None
+        if not request:
+            return
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))
+    raise Throttled("BatchWriteItem left items unprocessed after every retry", "BatchWriteItem")
 
 
 def transact(operations: Mapping[str, tuple[str, str, Mapping[str, Any]]]) -> None:

@@ -15,7 +15,7 @@ import yaml
 
 from chalicelib.apidocs import openapi
 from chalicelib.identity import accounts, apikeys
-from chalicelib.metering import consumption, readings
+from chalicelib.metering import consumption, meters, readings
 from chalicelib.platform import aws, config, validation
 from chalicelib.metering.days import local_day
 from tests.aws_faults import AwsFaults
@@ -217,18 +217,17 @@ def assert_consistent(world):
         assert aliases.get((pk, "NAME#" + meter["name"])) == meter_id, meter
     assert len(aliases) == 2 * len(meters_by_id), "an alias of no meter (a rename half-applied)"
 
-    stored = {}
+    stored: dict[tuple[int, int], float] = {}
     for item in _scan("ReadingsTable"):
         if item["meter"].startswith("ROLLUP#"):     # a meter-month of rollups: checked against the raw readings below
             continue
-        entries = list(readings.day_readings(item))
-        assert item["n"] == len(entries), item["day"]
-        slots = [slot for slot, _v in entries]
-        assert slots == sorted(set(slots))
-        project_id, meter_id = item["meter"].split("#")
-        for slot, value in entries:
-            midnight = int(datetime.strptime(item["day"], "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp())
-            stored[(int(meter_id), midnight + slot)] = value
+        found = readings.any_item(item)             # a day item or an hour's hot item
+        assert found["n"] == len(found["entries"]), item["day"]
+        times = [t for t, _v, _r in found["entries"]]
+        assert times == sorted(set(times))
+        _project_id, meter_id = item["meter"].split("#")
+        for epoch, value, _reset in found["entries"]:
+            assert stored.setdefault((int(meter_id), epoch), value) == value   # a day's items agree
     for (site_name, when), value in world.told_stored.items():
         meter_id = _meter_id(world, site_name)
         epoch = int(datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
@@ -239,7 +238,7 @@ def assert_consistent(world):
     zone = accounts.project_zone(world.project_id)
     for meter_id in sorted({m for m, _e in stored}):
         days = sorted({local_day(e, zone) for m, e in stored if m == meter_id})
-        meter = {"meter_id": meter_id}
+        meter = meters.find(world.project_id, meter_id=meter_id)   # the item: its latest_time says its open hour
         from_rollups = consumption.summaries(world.project_id, [meter], zone, days[0], days[-1], "day")[meter_id]
         raw = consumption.from_readings(world.project_id, [meter_id], zone, days[0], days[-1], "day")[meter_id]
         assert from_rollups == raw, f"meter {meter_id}: rollups disagree with the raw readings"

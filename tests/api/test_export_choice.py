@@ -45,6 +45,30 @@ def test_stored_per_day_counts_what_ingest_stored_per_utc_day(make_account):
     assert list(readings.stored_per_day(project, meter["id"], MARCH + 3 * DAY, MARCH + 5 * DAY)) == []
 
 
+def test_stored_per_day_counts_live_readings_in_hot_items_and_after_their_fold(make_account, time_machine):
+    """Live readings are in hot hour items (one per UTC hour, beside the day item): counted with their day,
+    before and after they are folded into it, and a day holding only hot items is counted too."""
+    from chalicelib.tables import readings_table
+
+    project = make_account().view["project"]
+    meter = meters.register(project, {"MeterId": "m1", "SaveEvery": 1})
+    late = MARCH + DAY - 3600                                    # 23:00 of March 1, UTC
+    epochs = list(range(late, late + 3600 + 50 * 60 + 1, 60))   # 23:00 to 00:50 (before 23:00's fold at 00:55)
+    for t in epochs:
+        time_machine.move_to(t + 5, tick=False)
+        push(project, "m1", [t])
+    series = readings_table.series_key(project, meter["id"])
+    hot = [i["day"] for i in db.query(readings_table.NAME, "meter = :m", {":m": series}) if "T" in i["day"]]
+    assert hot == ["2026-03-01T23", "2026-03-02T00"]             # both hours still in hot items
+    whole = dict(readings.stored_per_day(project, meter["id"], MARCH, MARCH + 2 * DAY))
+    assert whole == {MARCH: 60, MARCH + DAY: 51}
+    time_machine.move_to(late + 4 * 3600, tick=False)            # both hours long over: this push folds them
+    push(project, "m1", [late + 4 * 3600 - 30])
+    hot = [i["day"] for i in db.query(readings_table.NAME, "meter = :m", {":m": series}) if "T" in i["day"]]
+    assert hot == ["2026-03-02T02"]                               # 23:00 and 00:00 folded; the new reading's hour
+    assert dict(readings.stored_per_day(project, meter["id"], MARCH, MARCH + 2 * DAY)) == {MARCH: 60, MARCH + DAY: 52}
+
+
 # ---- the choice -----------------------------------------------------------------------------------
 
 FORMATS = ["csv", "json", "xml", "yaml"]
