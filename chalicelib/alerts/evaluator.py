@@ -165,7 +165,9 @@ class _Project:
 
     def __init__(self, project_id: int, now: float, wanted: set[str], zone: ZoneInfo):
         self.project_id, self.now, self.zone = project_id, now, zone
-        self.meters = meters.all_meters(project_id) if wanted & set(METERS_KINDS) else []
+        # As they are now: the meter item keeps its latest reading as of its hour's first write (meters.current).
+        self.meters = meters.current(project_id, list(meters.all_meters(project_id))) \
+            if wanted & set(METERS_KINDS) else []
         self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
             if "agent_silent" in wanted else []
         self._usage: dict[str, dict[int, Usage]] = {}
