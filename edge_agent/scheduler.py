@@ -180,7 +180,7 @@ class Poller:
                 drop.append(h)
                 continue
             period = m.SaveEvery * 60
-            b = float(int(t // period) * period)
+            b = float(int((t + STAMP_UNCERTAINTY) // period) * period)  # taken just after b, dated a little early
             slot = by_boundary.setdefault(b, [])
             if t - b > LATE_TOLERANCE or b <= after or t > now or any(x.meter == h.meter for _, x in slot):
                 drop.append(h)
@@ -298,6 +298,10 @@ MAX_WAIT = 30.0  # longest single wait: a clock jump is noticed within this
 HOLD_EVERY = LATE_TOLERANCE  # while the time is known wrong, every meter is read this often (monotonic clock)
 HOLD_LOOK = 5.0  # while holding, the evidence is looked at this often (the cloud's answer ends the hold)
 STEP_SLACK = 2.0  # a poll whose wall time and monotonic time differ by more saw the clock stepped
+# How early a held reading's true time may be dated: the cloud's Date is whole seconds (truncated) and the
+# request's round trip adds to it. A reading taken just after a boundary and dated up to this much before it
+# belongs to that boundary, not to the one a whole period earlier.
+STAMP_UNCERTAINTY = 2.0
 
 
 def _multiples(lo: float, hi: float, p: int) -> int:

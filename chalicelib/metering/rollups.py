@@ -666,12 +666,22 @@ def _recompute(project_id: int, zone: ZoneInfo, meter_id: int, hours: set[int], 
         state = _Open(opened[0], _anchor(curve, opened[0]), not any(opened[0] <= t < opened[1] for t in in_days))
     else:                    # a backfill elsewhere: the open hour's o stays as it was
         state = stored[open_month].opened if open_month in stored else None
+    by_month = _by_month(hours, zone)
     outcomes = db.in_parallel([
-        functools.partial(_write_month, project_id, zone, meter_id, month, hours, stored.get(month), curve,
+        functools.partial(_write_month, project_id, zone, meter_id, month, by_month[month], stored.get(month), curve,
                           state if month == open_month else None)
         for month in months])
     db.raise_first(outcomes)
     return set()
+
+
+def _by_month(hours: Iterable[int], zone: ZoneInfo) -> dict[str, list[int]]:
+    """{local month: its hours among hours, in order}: grouped once, as a backfill across a long gap (a box
+    whose clock read 1970) touches hundreds of thousands of hours in hundreds of months."""
+    grouped: dict[str, list[int]] = {}
+    for hour in sorted(hours):
+        grouped.setdefault(_month(local_day(hour, zone)), []).append(hour)
+    return grouped
 
 
 def _needed_hours(stored: Mapping[str, _Month], hours: set[int], zone: ZoneInfo, opened: tuple[int, int]) -> set[int]:
@@ -679,8 +689,9 @@ def _needed_hours(stored: Mapping[str, _Month], hours: set[int], zone: ZoneInfo,
     kept hour on: a month kept for another zone whole; one written before hours were kept, from the first
     day touched to the open hour (or the month's end); one kept from hs, from the first day touched to hs."""
     needed = set(hours)
+    by_month = _by_month(hours, zone)
     for month, item in stored.items():
-        mine = [h for h in hours if _month(local_day(h, zone)) == month]
+        mine = by_month.get(month)
         if not mine:
             continue
         all_hours = month_hours(month, zone.key)
@@ -712,13 +723,12 @@ def _anchor(curve: Curve, start: int) -> tuple[int, float] | None:
     return None if i == 0 else (curve.times[i - 1], curve.values[i - 1])
 
 
-def _write_month(project_id: int, zone: ZoneInfo, meter_id: int, month: str, hours: Collection[int],
+def _write_month(project_id: int, zone: ZoneInfo, meter_id: int, month: str, mine: list[int],
                  known: _Month | None, curve: Curve, opened: _Open | None) -> None:
-    """Write a month item with its hours among hours recomputed from curve, the days they fall in combined
+    """Write a month item with its hours (mine, in order) recomputed from curve, the days they fall in combined
     from the hour records, and o (opened: only in the open hour's month); conditional on the version read
     (a new item on its absence); no write when nothing changed (a retried batch)."""
     all_hours = month_hours(month, zone.key)
-    mine = sorted(h for h in hours if _month(local_day(h, zone)) == month)
     same_zone = known is not None and known.zone_name == zone.key
     records = dict(known.hours) if same_zone and known is not None and known.hs is not None else {}
     day_records = dict(known.days) if same_zone and known is not None else {}

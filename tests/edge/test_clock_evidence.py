@@ -11,7 +11,7 @@ from conftest import meter, write_config
 from edge_agent.clock import DRIFT, ClockCheck, FakeClock, from_iso, iso
 from edge_agent.config import load_config
 from edge_agent.outbox import Outbox
-from edge_agent.scheduler import HOLD_EVERY, Poller, Scheduler
+from edge_agent.scheduler import HOLD_EVERY, STAMP_UNCERTAINTY, Poller, Scheduler
 from edge_support import free_port
 from maker_meters import MeterSpec, start_meters
 
@@ -116,8 +116,11 @@ def test_held_readings_are_stamped_at_their_meters_boundaries_by_the_real_poller
     offset = check.anchor.offset
     true = [m + offset for m in holds]
     assert all(b - a == HOLD_EVERY for a, b in zip(holds, holds[1:]))
-    expect = {"one": sorted({int(t // 60) * 60 for t in true} - {last}),  # never a boundary stamped before
-              "five": sorted({int(t // 300) * 300 for t in true if t - int(t // 300) * 300 <= 60} - {last})}
+    def boundary(t, period):   # the boundary a reading dated t was taken for (dated up to STAMP_UNCERTAINTY early)
+        return int((t + STAMP_UNCERTAINTY) // period) * period
+
+    expect = {"one": sorted({boundary(t, 60) for t in true} - {last}),  # never a boundary stamped before
+              "five": sorted({boundary(t, 300) for t in true if t - boundary(t, 300) <= 60} - {last})}
     got: dict = {"one": [], "five": []}
     values: dict[str, set] = {"one": set(), "five": set()}
     for m, ts, value, _ in poller.outbox.all_readings():
@@ -130,3 +133,29 @@ def test_held_readings_are_stamped_at_their_meters_boundaries_by_the_real_poller
     assert st["held_readings"] == 0 and st["held_dropped"] == 2 * len(holds) - len(expect["one"]) - len(expect["five"])
     (stamped,) = [r.kv for r in caplog.records if r.getMessage() == "held_readings_stamped"]
     assert int(stamped["stamped"]) == len(expect["one"]) + len(expect["five"])
+
+
+def test_a_held_reading_dated_a_little_before_its_boundary_gets_that_boundary(tmp_path):
+    """The issue's box is exactly 3 days behind, so its boundaries are true ones: a reading held just after
+    one (0.3 s) is dated by the cloud's whole-second Date up to a second early (0.8 s here). It belongs to
+    that boundary: flooring the date gave the 1-minute meter the minute before (a value one minute off)
+    and dropped the 5-minute meter's reading as 299 s late."""
+    port = free_port()
+    bus = start_meters(port, [MeterSpec("Eastron.SDM630", 1, 500.0), MeterSpec("CarloGavazzi.EM24", 2, 800.0)])
+    path = write_config(tmp_path, [meter("five", 1, "GW", "Eastron.SDM630", mtype="SDM630", start=None),
+                                   meter("one", 2, "GW", "CarloGavazzi.EM24", mtype="EM24", start=None, save_every=1)],
+                        {"GW": {"type": "tcp", "host": "127.0.0.1", "port": port}})
+    cfg = load_config(path)
+    box_behind = 3 * 86400
+    clock = FakeClock(B - box_behind + 0.3)   # the box's boundary B - 3 days, read 0.3 s after it
+    poller = Poller(cfg, Outbox(cfg.buffer), clock=clock)
+    try:
+        assert poller.hold("unconfirmed") == 2
+        dated_early = 0.8    # the cloud's Date, truncated to the second, makes the offset that much short
+        stamped, dropped = poller.stamp_held(lambda h: h.wall + box_behind - dated_early, now=B + 5, after=B - 3600)
+    finally:
+        poller.close()
+        bus.stop()
+    assert (stamped, dropped) == (2, 0)
+    assert sorted((m, from_iso(ts)) for m, ts, _v, _ in poller.outbox.all_readings()) == [("five", B), ("one", B)]
+    assert STAMP_UNCERTAINTY >= 1.0   # at least the Date's own resolution

@@ -38,7 +38,8 @@ RUNTIME_NEEDS = {("logs:CreateLogStream", ("loggroup", "ApiLogGroup")),
 ALERT_TOPICS = "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-alerts-*"
 # chalicelib/db.py functions taking a table (logical id) first → the IAM action they need.
 DB_ACTIONS = {"get": "dynamodb:GetItem", "put": "dynamodb:PutItem", "update": "dynamodb:UpdateItem",
-              "delete": "dynamodb:DeleteItem", "query": "dynamodb:Query", "batch_get": "dynamodb:BatchGetItem"}
+              "delete": "dynamodb:DeleteItem", "query": "dynamodb:Query", "batch_get": "dynamodb:BatchGetItem",
+              "batch_write": "dynamodb:BatchWriteItem"}
 # db.transact's operation kinds → IAM action (TransactWriteItems is authorized per item).
 TRANSACT_ACTIONS = {"put": "dynamodb:PutItem", "delete": "dynamodb:DeleteItem", "update": "dynamodb:UpdateItem",
                     "check": "dynamodb:ConditionCheckItem"}
@@ -46,7 +47,7 @@ TRANSACT_KINDS = {"Put": "dynamodb:PutItem", "Delete": "dynamodb:DeleteItem", "U
                   "ConditionCheck": "dynamodb:ConditionCheckItem"}
 # The DynamoDB operations chalicelib/db.py may call (each mapped above or per item).
 DB_CLIENT_OPERATIONS = {"get_item", "put_item", "update_item", "delete_item", "query", "batch_get_item",
-                        "transact_write_items"}
+                        "batch_write_item", "transact_write_items"}
 # S3 operations → IAM action (multipart parts are authorized as s3:PutObject; a presigned GET as s3:GetObject).
 S3_ACTIONS = {"PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
               "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
