@@ -47,10 +47,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Every test: tests/unit, tests/api, tests/edge, tests/system (the slow and browser ones included).
+# Every test: tests/unit, tests/api, tests/edge, tests/system (the slow and browser ones included); the
+# 20 slowest tests are listed at the end (where the suite's time goes).
 test: $(STAMP) lint
 	@$(CHROMIUM_INSTALL)
-	$(PY) -m pytest -q $(XDIST)
+	$(PY) -m pytest -q $(XDIST) --durations=20
 
 # Between commits: everything but the slow whole-system tests and the browser (about a third of the time).
 test-fast: $(STAMP)
