@@ -122,22 +122,23 @@ def main():
         month = dict(start=first.isoformat(), end=last.isoformat())
         print("| request | seconds | of which in moto | DynamoDB calls | items read | items / meter-month | vs. baseline |")
         print("|---|---|---|---|---|---|---|")
-        base_s, base_c, hours = measured(lambda: route("/consumption", period="hour", **month))
+        every = meters.all_meters(project_id)
+        # the hours GET /consumption?period=hour gives (300 meters' month is past its 413 bound as one answer)
+        base_s, base_c, _hours = measured(lambda: consumption.hourly(project_id, every, zone, first, last))
         bill_s, bill_c, rows = measured(lambda: route("/bill", **month))
         assert len(rows) == args.meters + 1 and all(r["Total"] for r in rows[:args.meters])
         meter_months = args.meters + 1
-        every_id = [m["meter_id"] for m in meters.all_meters(project_id)]
+        every_id = [m["meter_id"] for m in every]
         raw_s, raw_c, _raw = measured(lambda: consumption.from_readings(project_id, every_id, zone, first, last,
                                                                          "hour"))
         for label, seconds, counter, ratio in (
-                (f"GET /consumption?period=hour, {meter_months} meters, {args.month} (baseline)", base_s, base_c, ""),
+                (f"the hours of {meter_months} meters, {args.month} (consumption.hourly: baseline)", base_s, base_c, ""),
                 (f"GET /bill, {meter_months} meters, {args.month}", bill_s, bill_c, f"{bill_s / base_s:.2f}x"),
                 (f"hours from the raw readings (before hour rollups), {meter_months} meters", raw_s, raw_c,
                  f"{raw_s / base_s:.2f}x")):
             print(f"| {label} | {seconds:.2f} | {_moto(counter)} | {sum(counter.calls.values())} ({_calls(counter)}) "
                   f"| {counter.items} | {counter.items / meter_months:.1f} | {ratio} |")
         # the pure part: pricing meter-months from hours already read
-        every = meters.all_meters(project_id)
         tariff_of = tariffs.for_meters(project_id, every)
         starts, table = consumption.hourly(project_id, every, zone, first, last)
         slots = [bills.Slot(d.date(), d.hour) for d in (datetime.fromtimestamp(s, zone) for s in starts)]
