@@ -1,6 +1,6 @@
 """Alert rules (PUT, GET and DELETE /alerts): what to watch and whom to tell.
 
-Kinds (KINDS): `meter_silent` (a meter's State leaves ok, as GET /status judges it), `agent_silent` (an
+Kinds (RULE_KINDS): `meter_silent` (a meter's State leaves ok, as GET /status judges it), `agent_silent` (an
 agent sent no PUT /status for `minutes`), `usage_above` (a meter used more than `kWh` in a local `period`,
 hour or day). `meter` narrows meter_silent and usage_above to one meter (by its name; kept by id, so a
 rename keeps the rule); without it every meter of the project is watched, each on its own. One target:
@@ -30,7 +30,7 @@ from chalicelib.platform.db import Item
 from chalicelib.platform.errors import BadRequest, Conflict, NotFound
 from chalicelib.tables import accounts_table, meters_table
 
-KINDS = ("meter_silent", "agent_silent", "usage_above")
+RULE_KINDS = ("meter_silent", "agent_silent", "usage_above")
 PERIODS = ("hour", "day")
 TARGETS = ("email", "webhook")
 MAX_RULES = 50
@@ -74,7 +74,7 @@ def _positive(field: str, value: Any) -> float:
 
 # Each field's check (validate, then build: check() runs every one and lists every problem).
 CHECKS: dict[str, Callable[[Any], Any]] = {
-    "kind": lambda v: _choice("kind", v, KINDS),
+    "kind": lambda v: _choice("kind", v, RULE_KINDS),
     "meter": lambda v: validation.name("meter", v),
     "minutes": lambda v: validation.integer("minutes", v, MINUTES_MIN, MINUTES_MAX),
     "kWh": lambda v: _positive("kWh", v),
@@ -124,7 +124,7 @@ def check(params: dict) -> Draft:
     problems = _misnamed(params)
     values = _checked(params, problems)
     if params.get("kind") is None:
-        problems.append(f"kind is required: one of {', '.join(KINDS)}")
+        problems.append(f"kind is required: one of {', '.join(RULE_KINDS)}")
     if "kind" in values:
         problems += _for_kind(values["kind"], params)
     given = [name for name in TARGETS if params.get(name) is not None]
