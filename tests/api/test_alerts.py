@@ -57,8 +57,11 @@ def evaluate(account):
 
 
 def history(account, days_back=2):
+    """GET /alerts/events of the last days; start and end are the project's local days, and a project east
+    of UTC (Europe/Paris) is already in tomorrow late in the UTC day: end one day past UTC's today."""
     today = datetime.fromtimestamp(clock.now(), timezone.utc).date()
-    return account.call("GET", "/alerts/events", {"start": str(today - timedelta(days=days_back)), "end": str(today)})
+    return account.call("GET", "/alerts/events", {"start": str(today - timedelta(days=days_back)),
+                                                   "end": str(today + timedelta(days=1))})
 
 
 def rule_item(account, alert_id):
