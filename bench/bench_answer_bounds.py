@@ -22,18 +22,13 @@ import hashlib
 import json
 import os
 import statistics
-import sys
 import time
 import urllib.parse
 from datetime import date
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.pop("AWS_ENDPOINT_URL", None)
+import bench_env
+
+bench_env.in_process_aws()
 
 FORMATS = ("json", "xml", "yaml")
 MARCH = 1772323200                 # 2026-03-01T00:00:00Z

@@ -11,16 +11,11 @@ Usage: .venv/bin/python bench/bench_job_fairness.py [--slices 48] [--slice-secon
 """
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.pop("AWS_ENDPOINT_URL", None)
+import bench_env
+
+bench_env.in_process_aws()
 
 
 def scenario(window, slices, slice_seconds):

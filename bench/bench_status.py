@@ -10,16 +10,11 @@ Run: .venv/bin/python bench/bench_status.py [--meters 100] [--repeat 5]
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.pop("AWS_ENDPOINT_URL", None)
+import bench_env
+
+bench_env.in_process_aws()
 
 
 def main():

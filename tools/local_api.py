@@ -120,15 +120,9 @@ def main(argv=None):
     except OSError as error:
         print(f"cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr, flush=True)
         return 2
-    if args.ready_file:
-        from tools.processes import write_ready
+    from tools.processes import serve
 
-        write_ready(args.ready_file, server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve(server, args.ready_file, server.port)
 
 
 if __name__ == "__main__":

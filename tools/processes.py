@@ -61,6 +61,17 @@ def write_ready(path, port):
     os.replace(temporary, path)
 
 
+def serve(server, ready_file, port):
+    """Say the server is ready (ready_file, when given) and serve until interrupted; the exit status 0."""
+    if ready_file:
+        write_ready(ready_file, port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def read_ready(path):
     """The port a child wrote in its ready file, None before it did."""
     try:

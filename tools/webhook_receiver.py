@@ -74,17 +74,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.secret_file))
     port = server.server_address[1]
-    if args.ready_file:
-        from tools.processes import write_ready
-
-        write_ready(args.ready_file, port)
     print(f"webhook receiver: listening on http://{args.host}:{port}/", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    from tools.processes import serve
+
+    return serve(server, args.ready_file, port)
 
 
 if __name__ == "__main__":

@@ -71,18 +71,24 @@ def test_held_readings_of_another_boot():
         pytest.approx(B - 300 + 0.5, abs=0.1)
 
 
+def _two_meters(tmp_path):
+    """Pymodbus's server with an SDM630 ("five", every 5 minutes) and an EM24 ("one", every minute) on one
+    TCP gateway, and the agent's configuration of them: (the server, the config)."""
+    port = free_port()
+    bus = start_meters(port, [MeterSpec("Eastron.SDM630", 1, 500.0), MeterSpec("CarloGavazzi.EM24", 2, 800.0)])
+    path = write_config(tmp_path, [meter("five", 1, "GW", "Eastron.SDM630", mtype="SDM630", start=None),
+                                   meter("one", 2, "GW", "CarloGavazzi.EM24", mtype="EM24", start=None, save_every=1)],
+                        {"GW": {"type": "tcp", "host": "127.0.0.1", "port": port}})
+    return bus, load_config(path)
+
+
 def test_held_readings_are_stamped_at_their_meters_boundaries_by_the_real_poller(tmp_path, caplog):
     """A box restarted 40 minutes behind its last stamp, two meters (5 and 1 minute) on pymodbus's server:
     each is read every minute and held; the cloud's time then stamps each reading taken within a minute
     after a boundary of its meter with that boundary (never the one already stamped), and drops the
     others, counted."""
     caplog.set_level(logging.INFO)
-    port = free_port()
-    bus = start_meters(port, [MeterSpec("Eastron.SDM630", 1, 500.0), MeterSpec("CarloGavazzi.EM24", 2, 800.0)])
-    path = write_config(tmp_path, [meter("five", 1, "GW", "Eastron.SDM630", mtype="SDM630", start=None),
-                                   meter("one", 2, "GW", "CarloGavazzi.EM24", mtype="EM24", start=None, save_every=1)],
-                        {"GW": {"type": "tcp", "host": "127.0.0.1", "port": port}})
-    cfg = load_config(path)
+    bus, cfg = _two_meters(tmp_path)
     last = B + 2400  # stamped before the power cut
     Outbox(cfg.buffer).record_poll([], boundary=iso(last))
     clock = FakeClock(B + 30)  # restored 40 minutes behind: the true time is B + 2430
@@ -140,12 +146,7 @@ def test_a_held_reading_dated_a_little_before_its_boundary_gets_that_boundary(tm
     one (0.3 s) is dated by the cloud's whole-second Date up to a second early (0.8 s here). It belongs to
     that boundary: flooring the date gave the 1-minute meter the minute before (a value one minute off)
     and dropped the 5-minute meter's reading as 299 s late."""
-    port = free_port()
-    bus = start_meters(port, [MeterSpec("Eastron.SDM630", 1, 500.0), MeterSpec("CarloGavazzi.EM24", 2, 800.0)])
-    path = write_config(tmp_path, [meter("five", 1, "GW", "Eastron.SDM630", mtype="SDM630", start=None),
-                                   meter("one", 2, "GW", "CarloGavazzi.EM24", mtype="EM24", start=None, save_every=1)],
-                        {"GW": {"type": "tcp", "host": "127.0.0.1", "port": port}})
-    cfg = load_config(path)
+    bus, cfg = _two_meters(tmp_path)
     box_behind = 3 * 86400
     clock = FakeClock(B - box_behind + 0.3)   # the box's boundary B - 3 days, read 0.3 s after it
     poller = Poller(cfg, Outbox(cfg.buffer), clock=clock)
