@@ -202,17 +202,29 @@ def batch_get(logical_id: str, keys: Iterable[Item], consistent: bool = True,
 
 
 def _batch_get_chunk(name: str, keys: list[dict[str, Any]], extra: dict[str, Any]) -> list[Item]:
-    """One BatchGetItem of up to 100 keys, asking again for the unprocessed ones (throttling) with backoff."""
+    """One BatchGetItem of up to 100 keys, asking again for the unprocessed ones."""
     found: list[Item] = []
-    request: dict[str, Any] | None = {name: {"Keys": keys, **extra}}
-    for attempt in range(UNPROCESSED_ATTEMPTS):
+
+    def send(request: dict[str, Any]) -> dict[str, Any] | None:
         answer = aws.dynamodb().batch_get_item(RequestItems=request)
         found.extend(from_ddb(i) for i in answer["Responses"].get(name, []))
-        request = answer.get("UnprocessedKeys") or None
-        if not request:
-            return found
-        time.sleep(min(0.05 * 2 ** attempt, 1.0))   # unprocessed keys mean throttling: back off
-    raise Throttled("BatchGetItem left keys unprocessed after every retry")
+        return answer.get("UnprocessedKeys") or None
+
+    _until_processed({name: {"Keys": keys, **extra}}, send, "BatchGetItem")
+    return found
+
+
+def _until_processed(request: dict[str, Any], send: Callable[[dict[str, Any]], dict[str, Any] | None],
+                     operation: str) -> None:
+    """Send a batch request, then what it left unprocessed (throttling: with backoff), until nothing is left;
+    Throttled (a 503) after UNPROCESSED_ATTEMPTS."""
+    for attempt in range(UNPROCESSED_ATTEMPTS):
+        unprocessed = send(request)
+        if not unprocessed:
+            return
+        request = unprocessed
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))   # unprocessed means throttling: back off
+    raise Throttled(f"{operation} left part of the batch unprocessed after every retry", operation)
 
 
 def batch_write(logical_id: str, puts: Iterable[Item] = (), deletes: Iterable[Item] = ()) -> None:
@@ -227,13 +239,8 @@ def batch_write(logical_id: str, puts: Iterable[Item] = (), deletes: Iterable[It
 
 
 def _batch_write_chunk(name: str, chunk: list[dict[str, Any]]) -> None:
-    request: dict[str, Any] | None = {name: chunk}
-    for attempt in range(UNPROCESSED_ATTEMPTS):
-        request = aws.dynamodb().batch_write_item(RequestItems=request).get("UnprocessedItems") or None
-        if not request:
-            return
-        time.sleep(min(0.05 * 2 ** attempt, 1.0))
-    raise Throttled("BatchWriteItem left items unprocessed after every retry", "BatchWriteItem")
+    _until_processed({name: chunk}, lambda request: aws.dynamodb().batch_write_item(RequestItems=request)
+                     .get("UnprocessedItems") or None, "BatchWriteItem")
 
 
 def transact(operations: Mapping[str, tuple[str, str, Mapping[str, Any]]]) -> None:
