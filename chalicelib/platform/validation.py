@@ -12,7 +12,6 @@ import unicodedata
 from chalicelib.platform.errors import BadRequest
 
 USERNAME_MAX = 64
-QUOTE_MAX = 40          # characters of a client's value an error message repeats
 EMAIL_MAX = 254
 NAME_MAX = 64
 QUOTE_MAX = 40          # characters of a client's value an error message repeats
