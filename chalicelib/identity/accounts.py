@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.identity import apikeys, passwords, sessions
 from chalicelib.platform import answers, clock, db, validation
 from chalicelib.platform.db import Item
-from chalicelib.platform.errors import BadRequest, Conflict, NotFound
+from chalicelib.platform.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from chalicelib.tables import accounts_table
 
 
@@ -187,40 +187,61 @@ def user_ids(project_id: int) -> set[int]:
 def update_account(project_id: int, user_id: int, session_digest: str | None = None, username: str | None = None,
                    password: str | None = None, email: str | None = None) -> dict[str, Any]:
     """Change any of username, password, email; a password change ends the account's other sessions."""
-    user = _user(project_id, user_id)
+    _user(project_id, user_id)
     changes: dict[str, Any] = {}
     if email is not None:
         changes["email"] = validation.email(email)
     if password is not None:
         changes["password_hash"] = passwords.hash_password(
             validation.password(password, passwords.MIN_LENGTH, passwords.MAX_LENGTH))
-    operations: dict[str, tuple[str, str, dict[str, Any]]] = {}
     if username is not None:
-        username = validation.name("username", username, validation.USERNAME_MAX)
-        changes["username"] = username
-        old_login, new_login = accounts_table.login_name_key(user["username"]), accounts_table.login_name_key(username)
-        if old_login != new_login:
-            operations["new_login"] = ("put", accounts_table.NAME, {
-                "item": {**new_login, "project_id": project_id, "user_id": user_id},
-                "condition": "attribute_not_exists(pk)"})
-            operations["old_login"] = ("delete", accounts_table.NAME, {
-                "key": old_login, "condition": "user_id = :u", "values": {":u": user_id}})
+        changes["username"] = validation.name("username", username, validation.USERNAME_MAX)
     if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
         sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
-        expression, names, vals = db.set_fields(changes)
-        operations["user"] = ("update", accounts_table.NAME, {
-            "key": accounts_table.user_key(project_id, user_id), "expression": expression, "names": names,
-            "values": vals, "condition": "attribute_exists(pk)"})
-        try:
-            db.transact(operations)
-        except db.ConditionFailed as failure:
-            if "new_login" in failure.failed:
-                raise Conflict(f"the username {username!r} is taken: choose another") from None
-            raise NotFound("this account no longer exists") from None
+        _write_changes(project_id, user_id, changes)
     if password is not None:   # again: sessions opened with the old password while it changed
         sessions.end_all(user_id, keep_digest=session_digest)
     return account(project_id, user_id)
+
+
+# Times a change is written again after another request renamed the same account between its read and write.
+CHANGE_ATTEMPTS = 5
+
+
+def _write_changes(project_id: int, user_id: int, changes: dict[str, Any]) -> None:
+    """One transaction: the account's fields and, for a rename, its login name moved.
+
+    The write holds only if the account still has the name it was read with. Two renames of one account
+    at once (two clients of one key) are then written one after the other, the last one staying, as if
+    sent in turn; the one that lost reads the account again and tries again, never a 404 for an account
+    that exists.
+    """
+    expression, names, vals = db.set_fields(changes)
+    for _attempt in range(CHANGE_ATTEMPTS):
+        user = _user(project_id, user_id)
+        operations: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        if "username" in changes:
+            old_login = accounts_table.login_name_key(user["username"])
+            new_login = accounts_table.login_name_key(changes["username"])
+            if old_login != new_login:
+                operations["new_login"] = ("put", accounts_table.NAME, {
+                    "item": {**new_login, "project_id": project_id, "user_id": user_id},
+                    "condition": "attribute_not_exists(pk)"})
+                operations["old_login"] = ("delete", accounts_table.NAME, {
+                    "key": old_login, "condition": "user_id = :u", "values": {":u": user_id}})
+        operations["user"] = ("update", accounts_table.NAME, {
+            "key": accounts_table.user_key(project_id, user_id), "expression": expression,
+            "names": {**names, "#name": "username"}, "values": {**vals, ":read_name": user["username"]},
+            "condition": "attribute_exists(pk) AND #name = :read_name"})
+        try:
+            db.transact(operations)
+            return
+        except db.ConditionFailed as failure:
+            if "new_login" in failure.failed and find_login(changes["username"]) != AccountRef(project_id, user_id):
+                raise Conflict(f"the username {changes['username']!r} is taken: choose another") from None
+            # renamed (or deleted) meanwhile: read it again; _user says 404 when it is gone
+    raise ServiceUnavailable("the account is being changed by other requests at the same time: try again", 1)
 
 
 def delete_account(project_id: int, user_id: int) -> None:

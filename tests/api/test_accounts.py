@@ -527,3 +527,45 @@ def test_two_concurrent_creates_of_one_name_give_one_account_and_one_conflict(aw
         assert sorted(outcomes) == ["conflict", "created"]
         listed = [u["username"] for p in projects for u in accounts.list_users(p).build()]
         assert len([name for name in listed if name.lower() == f"racer{attempt}"]) == 1
+
+
+def test_two_renames_of_one_account_at_once_both_answer_200_and_the_later_name_stays(aws, serialized_aws):
+    """Two clients of one key rename the account at the same moment (each has read it before either
+    writes): both are answered as if sent in turn, never a 404 for the account that exists, and exactly
+    one login name is left, the account's."""
+    from chalicelib.identity import accounts
+    from chalicelib.platform import aws as aws_clients
+
+    project = accounts.create_project("renames")["project_id"]
+    user = accounts.create_user(project, "before", "racing password", "r@example.com").account["uuid"]
+    both_read = threading.Barrier(2)
+    first_writes: list[int] = []
+
+    def overlap(**_kwargs):          # the first write of each rename waits until both have read the account
+        if len(first_writes) < 2:
+            first_writes.append(1)
+            both_read.wait(timeout=20)
+
+    outcomes = []
+
+    def rename(name):
+        try:
+            outcomes.append(accounts.update_account(project, user, username=name)["username"])
+        except Exception as error:  # noqa: BLE001 - any other outcome fails the test below
+            outcomes.append(repr(error))
+
+    aws_clients.dynamodb().meta.events.register_first("before-call.dynamodb.TransactWriteItems", overlap)
+    try:
+        threads = [threading.Thread(target=rename, args=(name,)) for name in ("left", "right")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        aws_clients.dynamodb().meta.events.unregister("before-call.dynamodb.TransactWriteItems", overlap)
+
+    assert sorted(outcomes) == ["left", "right"], outcomes
+    final = accounts.account(project, user)["username"]
+    assert final in ("left", "right")
+    assert {name: accounts.find_login(name) for name in ("before", "left", "right")} == {
+        "before": None, "left": None, "right": None, final: accounts.AccountRef(project, user)}

@@ -20,6 +20,7 @@ from tools.ports import free_port
 from tools.stack import DEMO, DEMO_METERS, Stack, port_in_use, wait_for
 
 ZONE = ZoneInfo(DEMO["timezone"])
+RESOLUTION_KWH = 0.1    # the coarsest energy register of the demo meters (EM24: INT32 in 0.1 kWh)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,10 @@ def test_live_readings_intervals_rename_exports_chart(stack):
         before = [(t, v) for t, v in seam if t < stack.started_at - 60]
         after = [(t, v) for t, v in seam if t > stack.started_at]
         rate = [(b[-1][1] - b[0][1]) / (b[-1][0] - b[0][0]) for b in (before, after)]
-        assert rate[1] == pytest.approx(rate[0], rel=0.5), name
+        # The EM24 counts in 0.1 kWh steps: over the few live minutes read so far, a lighting load of ~5 kW
+        # (0.08 kWh a minute) may show no step at all; the live rate is known to within a step over their span.
+        step = RESOLUTION_KWH / (after[-1][0] - after[0][0])
+        assert abs(rate[1] - rate[0]) <= 0.5 * rate[0] + step, (name, rate, after)
 
     answer = session.get(stack.api_url + "/file", params={**window, "type": "xml"})
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/xml")

@@ -636,7 +636,8 @@ def _alerts_flow(client, key, ok, day):
         assert local_worker.drain(sqs, os.environ["ALERT_EVALUATION_QUEUE_URL"], alert_evaluator) == (1, 0)
         handled, _failed = local_worker.drain(sqs, os.environ["ALERT_DELIVERY_QUEUE_URL"], alert_delivery)
         assert handled == 2                  # m1 is silent: the webhook (fails: retried later) and the e-mail
-        events = ok(_send(client, "GET", f"/alerts/events?start={day}&end={day}", headers=key)).json_body
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")   # the event's day (UTC project): after day
+        events = ok(_send(client, "GET", f"/alerts/events?start={day}&end={today}", headers=key)).json_body
         failed = next(e for e in events if e["alert"] == failing["id"])
         assert delivery.deliver({"project": failed["project"], "alert": failed["alert"], "attempt": delivery.ATTEMPTS,
                                  "event": next(_event_keys(failed))}, "flow") == "dead"
