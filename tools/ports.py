@@ -34,8 +34,14 @@ def candidates():
 
 
 def bindable(port, host="127.0.0.1"):
-    """True when a listening socket could bind the port now (nothing bound or connected from it)."""
+    """True when a server could bind the port now: nothing listens on it nor holds it for a connection.
+
+    Probed with SO_REUSEADDR, as the stack's servers bind (http.server, werkzeug, pymodbus): connections a
+    stopped server closed wait on its port in TIME_WAIT for a minute, which a plain bind counts as taken
+    and a server's does not (a make run stopped and started again would have moved to other ports).
+    """
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

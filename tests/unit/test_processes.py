@@ -62,3 +62,26 @@ def test_free_ports_lie_outside_the_ephemeral_range_and_are_free():
         span = range(port, port + 5)
         assert not any(first <= p <= last for p in span)
         assert all(ports.bindable(p) for p in span)
+
+
+def test_a_port_a_stopped_server_left_in_time_wait_is_free_and_a_listening_one_is_not():
+    """The server closed its connection first (as a stopped meter or API does): the port waits in
+    TIME_WAIT, and a server binding it as ours do (SO_REUSEADDR) gets it, so the probe says free."""
+    import socket
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", ports.free_port()))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not ports.bindable(port)                            # listening
+    accepted.close()                                           # the server's side closes first: its TIME_WAIT
+    server.close()
+    client.close()
+    assert ports.bindable(port)
+    again = socket.socket()
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    again.bind(("127.0.0.1", port))                            # what the probe promised
+    again.close()
