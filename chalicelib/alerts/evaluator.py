@@ -10,8 +10,9 @@ longer, every project's turn still comes, and nothing piles up.
 
 A message's rules are read by key (one BatchGetItem per 100 rules, whatever the projects), and the
 projects' zones likewise; then each project costs one Query for its meters when a rule watches meters,
-one for its agents when a rule watches agents, and the rollups of the meters usage rules watch (through
-consumption.summaries, once per period kind). Nothing is written while nothing changes.
+one for its agents when a rule watches agents; the rollups of the meters usage rules watch are read for
+all of the message's projects at once (one BatchGetItem per 100 month items, then consumption.summaries
+once per period kind). Nothing is written while nothing changes.
 
 What fires when (per watched meter or agent, a "subject"):
   - meter_silent: the meter's State (chalicelib/metering/status.py) is late or silent; clears when it is
@@ -133,23 +134,55 @@ def evaluate_projects(project_ids: Iterable[int]) -> int:
 
 def evaluate_batch(projects: Mapping[int, Iterable[int]]) -> int:
     """Evaluate {project id: rule ids} now: the rules in one BatchGetItem per 100, the projects' zones in one
-    per 100, then each project's meters, agents and usage; the events written. A project whose evaluation
-    fails is logged and left to the next run."""
+    per 100, then each project's meters and agents, the rollups usage rules watch across all the projects
+    (one BatchGetItem per 100 month items), then each project's rules; the events written. The projects
+    are evaluated as of one instant. A project whose evaluation fails is logged and left to the next run."""
     try:
         every_rule = rules.rules_by_id(projects)
         zones = accounts.project_zones(projects)
     except Exception as error:   # noqa: BLE001 - the whole batch is the next run's
         _failed(sorted(projects), error)
         return 0
-    written = 0
+    now = clock.now()
+    read: dict[int, _Project] = {}
     for project_id, its_rules in every_rule.items():
         if not its_rules or project_id not in zones:
             continue
         try:
-            written += evaluate_project(project_id, clock.now(), its_rules, zones[project_id])
+            read[project_id] = _Project(project_id, now, its_rules, zones[project_id])
         except Exception as error:   # noqa: BLE001 - one project's failure must not stop the others'
             _failed([project_id], error)
+    _read_rollups(list(read.values()))
+    written = 0
+    for project_id, project in read.items():
+        try:
+            written += _evaluate(project)
+        except Exception as error:   # noqa: BLE001 - as above
+            _failed([project_id], error)
     return written
+
+
+def _read_rollups(projects: list["_Project"]) -> None:
+    """The month items of the meters usage rules watch, of every project at once; a project whose read fails
+    here reads its own during its evaluation."""
+    wanted = {p.project_id: p.usage_meters() for p in projects}
+    wanted = {project_id: meter_ids for project_id, meter_ids in wanted.items() if meter_ids}
+    if not wanted:
+        return
+    by_months: dict[tuple[str, ...], dict[int, set[int]]] = {}
+    for project in projects:
+        if project.project_id in wanted:
+            by_months.setdefault(project.usage_months(), {})[project.project_id] = wanted[project.project_id]
+    for months, meter_ids in by_months.items():
+        try:
+            found = rollups.read_months_across(meter_ids, months)
+        except Exception as error:   # noqa: BLE001 - each project then reads its own
+            log.warning("alert evaluation: the rollups of projects %s were not read at once (%s)",
+                        sorted(meter_ids), type(error).__name__)
+            continue
+        for project in projects:
+            if project.project_id in found:
+                project.rollups = found[project.project_id]
 
 
 def _failed(project_ids: list[int], error: Exception) -> None:
@@ -163,13 +196,15 @@ def _failed(project_ids: list[int], error: Exception) -> None:
 class _Project:
     """What one evaluation of a project reads, each thing once and only when a rule needs it."""
 
-    def __init__(self, project_id: int, now: float, wanted: set[str], zone: ZoneInfo):
-        self.project_id, self.now, self.zone = project_id, now, zone
+    def __init__(self, project_id: int, now: float, every_rule: list[Item], zone: ZoneInfo):
+        self.project_id, self.now, self.zone, self.every_rule = project_id, now, zone, every_rule
+        wanted = {rule["kind"] for rule in every_rule}
         # As they are now: the meter item keeps its latest reading as of its hour's first write (meters.current).
         self.meters = meters.current(project_id, list(meters.all_meters(project_id))) \
             if wanted & set(METERS_KINDS) else []
         self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
             if "agent_silent" in wanted else []
+        self.rollups: rollups.MonthItems | None = None   # the usage meters' month items, when read across projects
         self._usage: dict[str, dict[int, Usage]] = {}
 
     def chosen(self, rule: Item) -> list[Item]:
@@ -177,12 +212,25 @@ class _Project:
         meter_id = rule.get("meter_id")
         return self.meters if meter_id is None else [m for m in self.meters if m["meter_id"] == meter_id]
 
-    def usage(self, period: str, every_rule: list[Item]) -> dict[int, "Usage"]:
+    def _usage_chosen(self, period: str | None = None) -> dict[int, Item]:
+        """{meter id: meter} the usage rules of a period (None: of either) watch."""
+        return {m["meter_id"]: m for rule in self.every_rule if rule["kind"] == "usage_above"
+                and period in (None, rule["period"]) for m in self.chosen(rule)}
+
+    def usage_meters(self) -> set[int]:
+        """The ids of the meters usage rules watch."""
+        return set(self._usage_chosen())
+
+    def usage_months(self) -> tuple[str, ...]:
+        """The local months whose rollups the usage rules read (those of yesterday and today, both periods')."""
+        today = days.local_day(self.now, self.zone)
+        return tuple(rollups.months_of(today - timedelta(days=1), today))
+
+    def usage(self, period: str) -> dict[int, "Usage"]:
         """The Usage of the meters the period's usage rules watch (one consumption.summaries call a period)."""
         if period not in self._usage:
-            chosen = {m["meter_id"]: m for rule in every_rule if rule["kind"] == "usage_above"
-                      and rule["period"] == period for m in self.chosen(rule)}
-            self._usage[period] = _usage(self.project_id, list(chosen.values()), self.zone, self.now, period)
+            chosen = list(self._usage_chosen(period).values())
+            self._usage[period] = _usage(self, chosen, period)
         return self._usage[period]
 
 
@@ -200,14 +248,15 @@ def _kwh(summary: rollups.Summary) -> float | None:
     return None if summary.energy is None else summary.energy / 10 ** 6
 
 
-def _usage(project_id: int, chosen: list[Item], zone: ZoneInfo, now: float, period: str) -> dict[int, Usage]:
+def _usage(project: _Project, chosen: list[Item], period: str) -> dict[int, Usage]:
     if not chosen:
         return {}
+    now, zone = project.now, project.zone
     today = days.local_day(now, zone)
     first = days.local_day(now - 3600, zone) if period == "hour" else today - timedelta(days=1)
     spans = consumption.periods(first, today, zone, period)
     current = next(i for i, (start, end) in enumerate(spans) if start <= now < end)
-    table = consumption.summaries(project_id, chosen, zone, first, today, period)
+    table = consumption.summaries(project.project_id, chosen, zone, first, today, period, read=project.rollups)
     return {meter_id: Usage(spans[current - 1][0], _kwh(found[current - 1]), spans[current][0], _kwh(found[current]))
             for meter_id, found in table.items()}
 
@@ -238,10 +287,10 @@ def _agents_silent(rule: Item, project: _Project) -> dict[str, Observation]:
     return seen
 
 
-def _usage_above(rule: Item, project: _Project, every_rule: list[Item]) -> dict[str, Observation]:
+def _usage_above(rule: Item, project: _Project) -> dict[str, Observation]:
     """usage_above: each meter over the bound in the current period so far or the last complete one."""
     seen = {}
-    usage, limit = project.usage(rule["period"], every_rule), rule["kWh"]
+    usage, limit = project.usage(rule["period"]), rule["kWh"]
     for meter in project.chosen(rule):
         if meter["meter_id"] not in usage:
             continue
@@ -257,29 +306,28 @@ def _usage_above(rule: Item, project: _Project, every_rule: list[Item]) -> dict[
     return seen
 
 
-def _observe(rule: Item, project: _Project, every_rule: list[Item]) -> dict[str, Observation]:
+def _observe(rule: Item, project: _Project) -> dict[str, Observation]:
     """{subject: Observation} of a rule now."""
     if rule["kind"] == "meter_silent":
         return _meters_silent(rule, project)
     if rule["kind"] == "agent_silent":
         return _agents_silent(rule, project)
-    return _usage_above(rule, project, every_rule)
+    return _usage_above(rule, project)
 
 
-def evaluate_project(project_id: int, now: float, every_rule: list[Item], zone: ZoneInfo) -> int:
-    """Evaluate the rules of a project (as read) at `now`; the events written (and queued for delivery)."""
-    project = _Project(project_id, now, {rule["kind"] for rule in every_rule}, zone)
+def _evaluate(project: _Project) -> int:
+    """Evaluate the rules of a project (as read) at its `now`; the events written (and queued for delivery)."""
     written = 0
-    for rule in every_rule:
-        if rule.get("unsent") and rule.get("unsent_at", 0) <= now - REDRIVE_SECONDS:
-            _redrive(project_id, rule, now)
-        written += _evaluate_rule(rule, project, every_rule)
+    for rule in project.every_rule:
+        if rule.get("unsent") and rule.get("unsent_at", 0) <= project.now - REDRIVE_SECONDS:
+            _redrive(project.project_id, rule, project.now)
+        written += _evaluate_rule(rule, project)
     return written
 
 
-def _evaluate_rule(rule: Item, project: _Project, every_rule: list[Item]) -> int:
+def _evaluate_rule(rule: Item, project: _Project) -> int:
     """Write and queue the events of a rule's subjects whose condition started or ended; how many."""
-    seen = _observe(rule, project, every_rule)
+    seen = _observe(rule, project)
     old = rule.get("firing") or {}
     new = {subject: since for subject, since in old.items() if subject in seen}   # vanished subjects drop out
     transitions = [(subject, seen[subject]) for subject in seen

@@ -117,17 +117,18 @@ def _groups(first: date, last: date, period: str) -> list[list[date]]:
 
 
 def summaries(project_id: int, chosen: Sequence[Item], zone: ZoneInfo, first: date, last: date, period: str,
-              margin_days: int = 0) -> dict[int, list[rollups.Summary]]:
+              margin_days: int = 0, read: rollups.MonthItems | None = None) -> dict[int, list[rollups.Summary]]:
     """{meter id: [rollups.Summary per period]} for the chosen meters (their items: meters.all_meters or
     meters.find), from the rollups; from the raw readings for a meter whose rollups do not hold the range
-    right. margin_days: passed to readings.around_many for the raw readings."""
+    right. margin_days: passed to readings.around_many for the raw readings; read: the chosen meters' month
+    items of these days, read already (rollups.read_months_across)."""
     result: dict[int, list[rollups.Summary]] = {}
     if period == "hour":
-        for meter_id, hours in rollups.hour_summaries(project_id, chosen, first, last, zone).items():
+        for meter_id, hours in rollups.hour_summaries(project_id, chosen, first, last, zone, read).items():
             if hours is not None:
                 result[meter_id] = hours
     else:
-        by_day = rollups.day_summaries(project_id, chosen, first, last, zone)
+        by_day = rollups.day_summaries(project_id, chosen, first, last, zone, read)
         groups = _groups(first, last, period)
         for meter in chosen:
             known = by_day.get(meter["meter_id"])

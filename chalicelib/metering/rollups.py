@@ -343,16 +343,35 @@ def _unpack_hours(packed: bytes) -> dict[int, Summary]:
             for index, (count, energy, peak) in enumerate(rows, start=hs) if count or energy >= 0}
 
 
+MonthItems = dict[int, dict[str, "_Month"]]     # {meter id: {local month 'YYYY-MM': its item as read}}
+
+
 def _read_months(project_id: int, meter_ids: Collection[int], months: Iterable[str],
-                 consistent: bool = False) -> dict[int, dict[str, _Month]]:
+                 consistent: bool = False) -> MonthItems:
     """{meter id: {month: _Month}} of the month items stored (one BatchGetItem key per meter and month)."""
-    keys = [readings_table.rollup_key(project_id, meter_id, month) for meter_id in meter_ids for month in months]
-    found: dict[int, dict[str, _Month]] = {meter_id: {} for meter_id in meter_ids}
-    projection = "r, v, h, o" if consistent else "v, h, o"
-    for item in db.batch_get(readings_table.NAME, keys, consistent=consistent, projection=projection):
+    return _read({project_id: meter_ids}, months, consistent)[project_id]
+
+
+def read_months_across(wanted: Mapping[int, Collection[int]], months: Iterable[str]) -> dict[int, MonthItems]:
+    """{project id: MonthItems} of many projects' meters {project id: meter ids} at once: one BatchGetItem
+    per 100 keys whatever the projects (the alert evaluator's read of a message's projects), to be passed
+    to hour_summaries / day_summaries (through consumption.summaries) as what they would read."""
+    return _read(wanted, months, consistent=False)
+
+
+def _read(wanted: Mapping[int, Collection[int]], months: Iterable[str], consistent: bool) -> dict[int, MonthItems]:
+    months = list(months)
+    keys = [readings_table.rollup_key(project_id, meter_id, month)
+            for project_id, meter_ids in wanted.items() for meter_id in meter_ids for month in months]
+    found: dict[int, MonthItems] = {project_id: {meter_id: {} for meter_id in meter_ids}
+                                    for project_id, meter_ids in wanted.items()}
+    projection = "#k, r, v, h, o" if consistent else "#k, v, h, o"
+    for item in db.batch_get(readings_table.NAME, keys, consistent=consistent, projection=projection,
+                             names={"#k": "meter"}):
         month = _parse(item)
-        if month.meter_id in found:
-            found[month.meter_id][month.month] = month
+        mine = found.get(readings_table.rollup_project(item), {})
+        if month.meter_id in mine:
+            mine[month.meter_id][month.month] = month
     return found
 
 
@@ -363,16 +382,17 @@ class _Unknown(Exception):
 
 
 def hour_summaries(project_id: int, chosen: Sequence[Item], first: date, last: date,
-                   zone: ZoneInfo) -> dict[int, list[Summary] | None]:
+                   zone: ZoneInfo, read: MonthItems | None = None) -> dict[int, list[Summary] | None]:
     """{meter id: [Summary per local hour of days first..last]} from the rollups: the hours before each
     meter's open hour from its month items (one BatchGetItem key per meter and local month), the open hour
     from its readings, the hours after it empty. A meter whose items do not hold its hours right (kept for
     another zone, or written before hours were kept) maps to None: the caller computes it from the readings.
+    read: the chosen meters' month items of these days as read_months_across gave them (else read here).
     """
     starts = days.hour_starts(first, last, zone)
     places = [(_month(local_day(start, zone)), start) for start in starts[:-1]]
     places_at = [(month, _index(month, zone, start)) for month, start in places]
-    items = _read_months(project_id, [m["meter_id"] for m in chosen], _months(first, last))
+    items = _read_months(project_id, [m["meter_id"] for m in chosen], months_of(first, last)) if read is None else read
     result: dict[int, list[Summary] | None] = {}
     needed: dict[int, tuple[Item, tuple[int, int]]] = {}
     for meter in chosen:
@@ -415,17 +435,19 @@ def _hour(items: Mapping[str, _Month], start: int, zone: ZoneInfo, opened: tuple
     return _records(items, [(month, _index(month, zone, start))], zone)[0]
 
 
-def _months(first: date, last: date) -> list[str]:
+def months_of(first: date, last: date) -> list[str]:
+    """The local months 'YYYY-MM' of days first..last: the month items a span's summaries read."""
     return sorted({_month(day) for day in each(first, last)})
 
 
 def day_summaries(project_id: int, chosen: Sequence[Item], first: date, last: date,
-                  zone: ZoneInfo) -> dict[int, dict[date, Summary] | None]:
+                  zone: ZoneInfo, read: MonthItems | None = None) -> dict[int, dict[date, Summary] | None]:
     """{meter id: {local day: Summary}} for days first..last from the rollups (one BatchGetItem key per meter
     and local month, at most 13 a meter-year): the days before the open hour's from the day records, the
     open hour's day from the hour records before it and the open hour from the readings. A meter whose
-    items were kept for another zone maps to None: the caller computes it from the raw readings."""
-    items = _read_months(project_id, [m["meter_id"] for m in chosen], _months(first, last))
+    items were kept for another zone maps to None: the caller computes it from the raw readings. read: as
+    for hour_summaries."""
+    items = _read_months(project_id, [m["meter_id"] for m in chosen], months_of(first, last)) if read is None else read
     result: dict[int, dict[date, Summary] | None] = {}
     open_days: dict[int, tuple[Item, tuple[int, int]]] = {}
     for meter in chosen:

@@ -40,3 +40,8 @@ def is_hour(sort_key: str) -> bool:
 def rollup_key(project_id: int, meter_id: int, month: str) -> Item:
     """The item of a meter's consumption rollups of a local month 'YYYY-MM'."""
     return {"meter": f"ROLLUP#{project_id}#{meter_id}", "day": month}
+
+
+def rollup_project(item: Item) -> int:
+    """The project of a rollup item (read with its key attribute `meter`)."""
+    return int(item["meter"].split("#")[1])

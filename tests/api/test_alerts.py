@@ -421,6 +421,41 @@ def test_usage_above_a_day(client, make_account, time_travel):
     assert [e["state"] for e in history(account, 4)] == ["firing", "resolved"]
 
 
+def test_the_usage_of_a_messages_projects_is_read_at_once_and_each_judged_on_its_own(client, make_account,
+                                                                                       time_travel):
+    """Three projects in three zones, each with a meter "m" and the same hourly bound, evaluated as one
+    message: the month items of all their meters come in one BatchGetItem, and each project fires on its
+    own meter's use (20, 5 and 20 kWh this hour against 10), never on another's."""
+    zones = ["UTC", "America/Toronto", "Europe/Paris"]            # whole-hour zones: one local hour for all
+    accounts = [make_account(timezone=zone) for zone in zones]
+    hour = (int(clock.now()) // 3600 - 3) * 3600
+    time_travel.move_to(hour, tick=False)
+    for account in accounts:
+        meters_of(account, "m", save_every=5)
+        account.call("PUT", "/alerts", body={"kind": "usage_above", "period": "hour", "kWh": 10, "meter": "m", **W})
+        push(account, "m", 1000.0)
+    time_travel.move_to(hour + 1800, tick=False)
+    for account, used in zip(accounts, (20, 5, 20)):
+        push(account, "m", 1000.0 + used)
+    time_travel.move_to(hour + 2400, tick=False)
+    rollup_reads = []
+
+    def note(params, **_kwargs):
+        keys = [k for request in params["RequestItems"].values() for k in request["Keys"]]
+        if any(k.get("meter", {}).get("S", "").startswith("ROLLUP#") for k in keys):
+            rollup_reads.append(len(keys))
+
+    aws_clients.dynamodb().meta.events.register("before-parameter-build.dynamodb.BatchGetItem", note)
+    try:
+        written = evaluator.evaluate_projects([a.view["project"] for a in accounts])
+    finally:
+        aws_clients.dynamodb().meta.events.unregister("before-parameter-build.dynamodb.BatchGetItem", note)
+    assert written == 2
+    assert len(rollup_reads) == 1 and rollup_reads[0] >= 3, rollup_reads
+    fired = [[(e["state"], e["meter"], e["value"]) for e in history(account)] for account in accounts]
+    assert fired == [[("firing", "m", pytest.approx(20))], [], [("firing", "m", pytest.approx(20))]]
+
+
 @pytest.mark.fresh_aws
 def test_two_overlapping_runs_write_and_send_each_event_once(client, make_account, time_travel, serialized_aws,
                                                             receiver):
