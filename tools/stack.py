@@ -425,6 +425,8 @@ class Stack:
             f"  curl -s {auth} '{self.api_url}/point?responseType=yaml'",
             f"  curl -sL {auth} '{self.api_url}/file?{week}&type=csv' -o week.csv",
             f"  curl -sL {auth} '{self.api_url}/graphics?type=line&{week}' -o chart.png",
+            f"  curl -s {auth} '{self.api_url}/bill?start={today.replace(day=1)}&end={today}&meter=hvac'"
+            "   # this month's bill so far (Ontario TOU)",
             f"  curl -s -c cookies.txt -X PUT {self.api_url}/session -d username={DEMO['username']} "
             f"-d password={DEMO['password']}   # log in with a session cookie",
             "",
