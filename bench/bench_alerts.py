@@ -37,6 +37,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -142,6 +143,8 @@ class Calls:
         self.inside = 0.0
         self.inside_cpu = 0.0
         self._started = self._started_cpu = 0.0
+        self._active = 0                  # calls inside moto now: chunks of one BatchGetItem run at once (db.in_parallel)
+        self._lock = threading.Lock()
         for client in (aws.dynamodb(), aws.sqs(), aws.kms(), aws.sns(), aws.s3()):
             client.meta.events.register("before-call", self._count)
             client.meta.events.register_first("before-send", self._send)       # before moto answers it
@@ -152,11 +155,19 @@ class Calls:
         self.counts[f"{service}.{operation}"] += 1
 
     def _send(self, **_kwargs):
-        self._started, self._started_cpu = time.perf_counter(), time.process_time()
+        """Time inside moto is counted while at least one call is in it (calls made at once overlap: summing
+        each call's time would count the process's CPU once per thread)."""
+        with self._lock:
+            if self._active == 0:
+                self._started, self._started_cpu = time.perf_counter(), time.process_time()
+            self._active += 1
 
     def _sent(self, **_kwargs):
-        self.inside += time.perf_counter() - self._started
-        self.inside_cpu += time.process_time() - self._started_cpu
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self.inside += time.perf_counter() - self._started
+                self.inside_cpu += time.process_time() - self._started_cpu
 
     def take(self):
         """(calls by operation, seconds inside moto, CPU seconds inside moto) since the last take."""

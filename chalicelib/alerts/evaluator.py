@@ -11,8 +11,8 @@ longer, every project's turn still comes, and nothing piles up.
 A message's rules are read by key (one BatchGetItem per 100 rules, whatever the projects), and the
 projects' zones likewise; then each project costs one Query for its meters when a rule watches meters,
 one for its agents when a rule watches agents; the rollups of the meters usage rules watch are read for
-all of the message's projects at once (one BatchGetItem per 100 month items, then consumption.summaries
-once per period kind). Nothing is written while nothing changes.
+all of the message's projects at once (one BatchGetItem per 100 month items), then one
+consumption.summaries of the hours of local yesterday and today gives both periods. Nothing is written while nothing changes.
 
 What fires when (per watched meter or agent, a "subject"):
   - meter_silent: the meter's State (chalicelib/metering/status.py) is late or silent; clears when it is
@@ -29,6 +29,7 @@ are, so the events of a run that dies in between are queued by a later run (REDR
 never lost. At most MAX_EVENTS_PER_RULE transitions of a rule are taken per run (one transaction);
 the rest follow a minute later.
 """
+import bisect
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -205,32 +206,31 @@ class _Project:
         self.agents = list(accounts_table.project_items(project_id, accounts_table.AGENT)) \
             if "agent_silent" in wanted else []
         self.rollups: rollups.MonthItems | None = None   # the usage meters' month items, when read across projects
-        self._usage: dict[str, dict[int, Usage]] = {}
+        self._usage: dict[str, dict[int, Usage]] | None = None
 
     def chosen(self, rule: Item) -> list[Item]:
         """The meters a rule watches: its meter, or every meter of the project."""
         meter_id = rule.get("meter_id")
         return self.meters if meter_id is None else [m for m in self.meters if m["meter_id"] == meter_id]
 
-    def _usage_chosen(self, period: str | None = None) -> dict[int, Item]:
-        """{meter id: meter} the usage rules of a period (None: of either) watch."""
+    def _usage_chosen(self) -> dict[int, Item]:
+        """{meter id: meter} the usage rules watch."""
         return {m["meter_id"]: m for rule in self.every_rule if rule["kind"] == "usage_above"
-                and period in (None, rule["period"]) for m in self.chosen(rule)}
+                for m in self.chosen(rule)}
 
     def usage_meters(self) -> set[int]:
         """The ids of the meters usage rules watch."""
         return set(self._usage_chosen())
 
     def usage_months(self) -> tuple[str, ...]:
-        """The local months whose rollups the usage rules read (those of yesterday and today, both periods')."""
+        """The local months whose rollups the usage rules read (those of yesterday and today)."""
         today = days.local_day(self.now, self.zone)
         return tuple(rollups.months_of(today - timedelta(days=1), today))
 
     def usage(self, period: str) -> dict[int, "Usage"]:
-        """The Usage of the meters the period's usage rules watch (one consumption.summaries call a period)."""
-        if period not in self._usage:
-            chosen = list(self._usage_chosen(period).values())
-            self._usage[period] = _usage(self, chosen, period)
+        """The Usage in hours or days of the meters usage rules watch (one consumption.summaries call for both)."""
+        if self._usage is None:
+            self._usage = _usage(self, list(self._usage_chosen().values()))
         return self._usage[period]
 
 
@@ -248,17 +248,27 @@ def _kwh(summary: rollups.Summary) -> float | None:
     return None if summary.energy is None else summary.energy / 10 ** 6
 
 
-def _usage(project: _Project, chosen: list[Item], period: str) -> dict[int, Usage]:
+def _usage(project: _Project, chosen: list[Item]) -> dict[str, dict[int, Usage]]:
+    """{"hour" | "day": {meter id: Usage}} from the hours of local yesterday and today (GET /consumption's
+    hours): a day's energy is the sum of its hours' to the µkWh (differences of one curve telescope), so
+    both periods come from one read, and one read of the open hour's readings."""
     if not chosen:
-        return {}
+        return {"hour": {}, "day": {}}
     now, zone = project.now, project.zone
     today = days.local_day(now, zone)
-    first = days.local_day(now - 3600, zone) if period == "hour" else today - timedelta(days=1)
-    spans = consumption.periods(first, today, zone, period)
-    current = next(i for i, (start, end) in enumerate(spans) if start <= now < end)
-    table = consumption.summaries(project.project_id, chosen, zone, first, today, period, read=project.rollups)
-    return {meter_id: Usage(spans[current - 1][0], _kwh(found[current - 1]), spans[current][0], _kwh(found[current]))
-            for meter_id, found in table.items()}
+    starts = days.hour_starts(today - timedelta(days=1), today, zone)
+    table = consumption.summaries(project.project_id, chosen, zone, today - timedelta(days=1), today, "hour",
+                                  read=project.rollups)
+    current = bisect.bisect_right(starts, now) - 1             # the hour now is in (yesterday's hours come first)
+    midnight = days.midnight(today, zone)
+    split = starts.index(midnight)
+    return {
+        "hour": {meter_id: Usage(starts[current - 1], _kwh(hours[current - 1]), starts[current], _kwh(hours[current]))
+                 for meter_id, hours in table.items()},
+        "day": {meter_id: Usage(starts[0], _kwh(rollups.combine(hours[:split])), midnight,
+                                _kwh(rollups.combine(hours[split:current + 1])))
+                for meter_id, hours in table.items()},
+    }
 
 
 def _meters_silent(rule: Item, project: _Project) -> dict[str, Observation]:

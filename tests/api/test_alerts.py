@@ -418,7 +418,9 @@ def test_usage_above_a_day(client, make_account, time_travel):
         written.append(evaluate(account))
     assert written.index(1) == 10                          # 110 kWh by 11:00
     assert sum(written) == 2 and written.index(1, 11) == 47   # resolved when a whole day (48 kWh) is over
-    assert [e["state"] for e in history(account, 4)] == ["firing", "resolved"]
+    firing, resolved = history(account, 4)
+    assert (firing["state"], firing["value"]) == ("firing", pytest.approx(110))        # the day so far
+    assert (resolved["state"], resolved["value"]) == ("resolved", pytest.approx(48))   # the whole day within
 
 
 def test_the_usage_of_a_messages_projects_is_read_at_once_and_each_judged_on_its_own(client, make_account,
