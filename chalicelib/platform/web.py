@@ -139,8 +139,18 @@ class Call:
         """303 to a finished file's link, or 202 Accepted with the Location of the job writing it."""
         if isinstance(result, dict):
             return self.redirect(result)
-        self.headers["Location"] = f"/file/job?id={result.body['id']}"
+        self.headers["Location"] = f"{self.path_prefix()}/file/job?id={result.body['id']}"
         return self.job_answer(result)
+
+    def path_prefix(self) -> str:
+        """What the path the client called has before the route's own: the stage on an execute-api URL
+        (`/api`), a custom domain's base path, nothing locally. A Location made with it works as the client
+        called (the contract's `/file/job?id=…` under `/api/file` would be the stage-less root: a 403)."""
+        context = self.request.context or {}
+        path, resource = context.get("path"), context.get("resourcePath")
+        if isinstance(path, str) and isinstance(resource, str) and resource and path.endswith(resource):
+            return path[:len(path) - len(resource)].rstrip("/")
+        return ""
 
     def job_answer(self, job: JobAnswer) -> dict:
         """An export job's state (export_jobs.JobState): 303 to its file when done, else the status with its

@@ -236,3 +236,34 @@ def test_a_project_has_at_most_max_meters(aws, make_account, monkeypatch):
     # the known meters can still be registered again and reconfigured; another project is not counted
     assert account.request("PUT", "/point", {"MeterId": "m2", "SaveEvery": 1}).json_body["SaveEvery"] == 1
     assert make_account().request("PUT", "/point", {"MeterId": "m4"}).status_code == 200
+
+
+def _gateway_event(path, stage_path, key, query):
+    """A REST API proxy event as API Gateway sends it for a call of <stage_path> (the stage in it)."""
+    return {"resource": path, "path": path, "httpMethod": "GET",
+            "headers": {"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            "multiValueHeaders": {"Authorization": [f"Bearer {key}"], "Accept": ["application/json"]},
+            "queryStringParameters": query, "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
+            "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
+            "requestContext": {"resourcePath": path, "path": stage_path, "httpMethod": "GET",
+                               "requestId": "staged", "stage": "api"}}
+
+
+def test_on_a_stage_the_202s_location_is_under_the_stage_the_client_called(aws, make_account, monkeypatch):
+    """Deployed, the client calls https://…/api/file: the job's Location keeps /api (the stage-less
+    /file/job would be API Gateway's 403), and polling it there follows the job to its file."""
+    from app import app
+
+    account = make_account()
+    seed(account.view["project"], ["m1"], days=1)
+    monkeypatch.setattr(exports, "SYNC_MAX_ROWS", 0)
+    query = {"start": "2026-03-01", "end": "2026-03-01", "type": "csv"}
+    started = app(_gateway_event("/file", "/api/file", account.key, query), None)
+    assert started["statusCode"] == 202, started["body"]
+    job = json.loads(started["body"])["id"]
+    location = started["headers"]["Location"]
+    assert location == f"/api/file/job?id={job}"
+    drain(aws)
+    path, _, polled = location.partition("?")
+    done = app(_gateway_event("/file/job", path, account.key, dict(urllib.parse.parse_qsl(polled))), None)
+    assert done["statusCode"] == 303 and download(done["headers"]["Location"]).count(b"\n") == 289
