@@ -897,6 +897,9 @@ def _time_axis(ax: Axes, tz: tzinfo, tz_label: str, period: tuple[datetime, date
         if end > start:
             ax.set_xlim(start, end)
     locator = mdates.AutoDateLocator(tz=tz, maxticks=max(5, int(ax.figure.bbox.width / 100)))
+    # 3-4 days on a narrow chart: too few days for daily ticks (minticks), too many hours for 12-hourly ones;
+    # matplotlib then warns and crowds the axis. Every 24 hours (local midnights) is the step it lacks.
+    locator.intervald[mdates.HOURLY] = [*locator.intervald[mdates.HOURLY], 24]
     ax.xaxis.set_major_locator(locator)
     # No offset text ("2024-Jan"): the period under the title gives the dates in full.
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz, show_offset=False))

@@ -237,6 +237,30 @@ def test_line_ticks_are_in_the_project_time_zone():
         assert label == utc.astimezone(tz).strftime("%H:%M")
 
 
+@pytest.mark.parametrize("days", [1, 2, 3, 4, 5, 7, 14])
+def test_no_span_or_width_makes_matplotlib_warn_about_the_time_axis(days):
+    """3-4 days on a narrow chart had no tick step (matplotlib warned "AutoDateLocator was unable to pick
+    an appropriate interval" into the Lambda log, and crowded 12-hourly ticks); now ticks fall at local
+    midnights there."""
+    import warnings
+
+    import matplotlib.dates as mdates
+
+    n = days * 288
+    s = cr.LineSeries("m", [T0.timestamp() + 300 * i for i in range(n)], [1000 + 0.05 * i for i in range(n)])
+    for width in (300, 400, 500, 600, 800, 1600, 2400):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig = build("line", w=width, h=300, series=[s], period=(T0, T0 + timedelta(days=days)))
+        assert not [str(w.message) for w in caught if "AutoDateLocator" in str(w.message)], (days, width)
+        ax = fig.axes[0]
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert 2 <= len(ticks) <= max(5, width // 100) + 1, (days, width, len(ticks))
+        if days in (3, 4) and width <= 600:
+            local = [mdates.num2date(t, tz=ZoneInfo(TORONTO)) for t in ticks]
+            assert all((d.hour, d.minute) == (0, 0) for d in local), local
+
+
 def test_an_unknown_time_zone_is_a_value_error_never_utc():
     """clock.zone's lookup: a chart is never silently drawn in UTC for a zone that does not exist
     (a project's zone is checked when it is stored, so the route never meets one)."""
