@@ -988,19 +988,26 @@ def _quality(use: UseSeries) -> np.ndarray:
 
 
 def _use_steps(ax: Axes, use: UseSeries, color: Any, style: _Style) -> set[int]:
-    """A meter's energy per period as steps, each kind of period in its own line style (_STEP_STYLES):
-    no riser joins a measured period to an estimated or partial one. Returns the kinds drawn."""
+    """A meter's energy per period as steps, each kind of period in its own line style (_STEP_STYLES).
+    The riser into a period is drawn in that period's style, so the line runs on unbroken where the kind
+    changes (into an estimated hour dashed, back to measured solid). Returns the kinds drawn."""
     import numpy as np
 
-    x = np.repeat(_epoch_days(use.edges), 2)[1:-1]
+    x = np.repeat(_epoch_days(use.edges), 2)[1:-1]    # (e0, e1, e1, e2, e2, …): period i from 2i to 2i + 1
     values = np.asarray(use.values, dtype=float)
     quality = _quality(use)
     drawn = set()
     for kind, line_style in _STEP_STYLES:
-        part = np.where(quality == kind, values, np.nan)
-        if np.isfinite(part).any():
-            ax.plot(x, np.repeat(part, 2), color=color, linewidth=style.line, **line_style)
-            drawn.add(kind)
+        mine = quality == kind
+        if not np.isfinite(values[mine]).any():
+            continue
+        y = np.repeat(np.where(mine, values, np.nan), 2)
+        # Point 2i - 1 is (start of period i, value of period i - 1): the riser's foot, kept for a period of
+        # this kind after one of another.
+        entered = np.flatnonzero(mine[1:] & ~mine[:-1]) + 1
+        y[2 * entered - 1] = values[entered - 1]
+        ax.plot(x, y, color=color, linewidth=style.line, **line_style)
+        drawn.add(kind)
     return drawn
 
 
