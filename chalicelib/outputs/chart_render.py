@@ -989,8 +989,9 @@ def _quality(use: UseSeries) -> np.ndarray:
 
 def _use_steps(ax: Axes, use: UseSeries, color: Any, style: _Style) -> set[int]:
     """A meter's energy per period as steps, each kind of period in its own line style (_STEP_STYLES).
-    The riser into a period is drawn in that period's style, so the line runs on unbroken where the kind
-    changes (into an estimated hour dashed, back to measured solid). Returns the kinds drawn."""
+    Between measured and estimated periods (whole periods both) the riser is drawn in the later one's
+    style, so the line runs on unbroken (into an estimated hour dashed, back to measured solid); a partial
+    period (today so far) is a step of its own, never a drop of the line. Returns the kinds drawn."""
     import numpy as np
 
     x = np.repeat(_epoch_days(use.edges), 2)[1:-1]    # (e0, e1, e1, e2, e2, …): period i from 2i to 2i + 1
@@ -1002,10 +1003,11 @@ def _use_steps(ax: Axes, use: UseSeries, color: Any, style: _Style) -> set[int]:
         if not np.isfinite(values[mine]).any():
             continue
         y = np.repeat(np.where(mine, values, np.nan), 2)
-        # Point 2i - 1 is (start of period i, value of period i - 1): the riser's foot, kept for a period of
-        # this kind after one of another.
-        entered = np.flatnonzero(mine[1:] & ~mine[:-1]) + 1
-        y[2 * entered - 1] = values[entered - 1]
+        # Point 2i - 1 is (start of period i, value of period i - 1): the riser's foot, kept for a whole
+        # period of this kind after a whole one of another.
+        if kind != PARTIAL:
+            entered = np.flatnonzero(mine[1:] & ~mine[:-1] & (quality[:-1] != PARTIAL)) + 1
+            y[2 * entered - 1] = values[entered - 1]
         ax.plot(x, y, color=color, linewidth=style.line, **line_style)
         drawn.add(kind)
     return drawn

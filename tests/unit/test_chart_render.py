@@ -707,8 +707,9 @@ def test_all_measured_hours_draw_no_lighter_fill_and_no_note():
 
 
 def test_line_chart_draws_each_kind_of_period_in_its_own_line_style():
-    """Measured hours solid, estimated dashed, partial dotted; the riser into a period is in its style
-    (today's partial day is never drawn as a drop of the solid line), and the line has no break."""
+    """Measured hours solid, estimated dashed, partial dotted; between measured and estimated hours the
+    riser is in the later one's style, so the line has no break there; today's partial hour is a step of
+    its own, never a drop of the line (test_charts.py::test_today_is_partial_and_the_chart_ends_now)."""
     import numpy as np
 
     other = cr.UseSeries("lighting", HOURS, [3.0] * 48)
@@ -723,11 +724,11 @@ def test_line_chart_draws_each_kind_of_period_in_its_own_line_style():
     assert by_style["-"] == set(range(48)) - set(GAP) - {LAST}
     assert by_style["--"] == set(GAP)
     assert by_style[":"] == {LAST}
-    # Unbroken: at every edge where the kind changes, a line of the later kind rises from the earlier value.
+    # Unbroken: where measured and estimated hours meet, a line of the later kind rises from the earlier value.
     values, kinds = hourly_use().values, ["-" if h not in GAP and h != LAST else "--" if h in GAP else ":"
                                           for h in range(48)]
     for h in range(1, 48):
-        if kinds[h] != kinds[h - 1]:
+        if kinds[h] != kinds[h - 1] and ":" not in (kinds[h], kinds[h - 1]):
             later = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == kinds[h]
                      and line.get_color() == fig.axes[0].get_lines()[0].get_color()][0]
             points = list(zip(np.asarray(later.get_xdata()), np.asarray(later.get_ydata())))
