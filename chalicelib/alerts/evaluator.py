@@ -12,7 +12,8 @@ A message's rules are read by key (one BatchGetItem per 100 rules, whatever the 
 projects' zones likewise; then each project costs one Query for its meters when a rule watches meters,
 one for its agents when a rule watches agents; the rollups of the meters usage rules watch are read for
 all of the message's projects at once (one BatchGetItem per 100 month items), then one
-consumption.summaries of the hours of local yesterday and today gives both periods. Nothing is written while nothing changes.
+consumption.summaries of the hours of local yesterday and today gives both periods. Nothing is written
+while nothing changes.
 
 What fires when (per watched meter or agent, a "subject"):
   - meter_silent: the meter's State (chalicelib/metering/status.py) is late or silent; clears when it is
@@ -164,26 +165,24 @@ def evaluate_batch(projects: Mapping[int, Iterable[int]]) -> int:
 
 
 def _read_rollups(projects: list["_Project"]) -> None:
-    """The month items of the meters usage rules watch, of every project at once; a project whose read fails
-    here reads its own during its evaluation."""
-    wanted = {p.project_id: p.usage_meters() for p in projects}
-    wanted = {project_id: meter_ids for project_id, meter_ids in wanted.items() if meter_ids}
-    if not wanted:
-        return
+    """The month items of the meters usage rules watch, of every project at once (one read per set of
+    months: projects whose local today differ may need others); a project whose read fails here reads its
+    own during its evaluation."""
     by_months: dict[tuple[str, ...], dict[int, set[int]]] = {}
     for project in projects:
-        if project.project_id in wanted:
-            by_months.setdefault(project.usage_months(), {})[project.project_id] = wanted[project.project_id]
-    for months, meter_ids in by_months.items():
+        meter_ids = project.usage_meters()
+        if meter_ids:
+            by_months.setdefault(project.usage_months(), {})[project.project_id] = meter_ids
+    by_id = {project.project_id: project for project in projects}
+    for months, wanted in by_months.items():
         try:
-            found = rollups.read_months_across(meter_ids, months)
+            found = rollups.read_months_across(wanted, months)
         except Exception as error:   # noqa: BLE001 - each project then reads its own
             log.warning("alert evaluation: the rollups of projects %s were not read at once (%s)",
-                        sorted(meter_ids), type(error).__name__)
+                        sorted(wanted), type(error).__name__)
             continue
-        for project in projects:
-            if project.project_id in found:
-                project.rollups = found[project.project_id]
+        for project_id, items in found.items():
+            by_id[project_id].rollups = items
 
 
 def _failed(project_ids: list[int], error: Exception) -> None:

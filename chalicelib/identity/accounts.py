@@ -187,7 +187,7 @@ def user_ids(project_id: int) -> set[int]:
 def update_account(project_id: int, user_id: int, session_digest: str | None = None, username: str | None = None,
                    password: str | None = None, email: str | None = None) -> dict[str, Any]:
     """Change any of username, password, email; a password change ends the account's other sessions."""
-    _user(project_id, user_id)
+    user = _user(project_id, user_id)   # a 404 before a password is hashed or a session ended
     changes: dict[str, Any] = {}
     if email is not None:
         changes["email"] = validation.email(email)
@@ -199,7 +199,7 @@ def update_account(project_id: int, user_id: int, session_digest: str | None = N
     if password is not None:   # first: a failure after this leaves the old password and fewer sessions, never
         sessions.end_all(user_id, keep_digest=session_digest)   # a new password with the old sessions alive
     if changes:
-        _write_changes(project_id, user_id, changes)
+        _write_changes(project_id, user, changes)
     if password is not None:   # again: sessions opened with the old password while it changed
         sessions.end_all(user_id, keep_digest=session_digest)
     return account(project_id, user_id)
@@ -209,17 +209,20 @@ def update_account(project_id: int, user_id: int, session_digest: str | None = N
 CHANGE_ATTEMPTS = 5
 
 
-def _write_changes(project_id: int, user_id: int, changes: dict[str, Any]) -> None:
-    """One transaction: the account's fields and, for a rename, its login name moved.
+def _write_changes(project_id: int, user: Item, changes: dict[str, Any]) -> None:
+    """One transaction: the account's fields and, for a rename, its login name moved (user: the account
+    as read).
 
     The write holds only if the account still has the name it was read with. Two renames of one account
     at once (two clients of one key) are then written one after the other, the last one staying, as if
     sent in turn; the one that lost reads the account again and tries again, never a 404 for an account
     that exists.
     """
+    user_id = user["user_id"]
     expression, names, vals = db.set_fields(changes)
-    for _attempt in range(CHANGE_ATTEMPTS):
-        user = _user(project_id, user_id)
+    for attempt in range(CHANGE_ATTEMPTS):
+        if attempt:
+            user = _user(project_id, user_id)
         operations: dict[str, tuple[str, str, dict[str, Any]]] = {}
         if "username" in changes:
             old_login = accounts_table.login_name_key(user["username"])
